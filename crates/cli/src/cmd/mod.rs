@@ -1,0 +1,7 @@
+//! One module per subcommand family.
+
+pub mod bench;
+pub mod bench_ckks;
+pub mod bench_model;
+pub mod model;
+pub mod threads;

@@ -1,0 +1,52 @@
+//! `selene`: private LLM inference with selective homomorphic encryption.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Private inference for a pretrained LLM: the server computes on CKKS ciphertexts,
+/// the client keeps the key and the text.
+#[derive(Debug, Parser)]
+#[command(name = "selene", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the token ids of TEXT on one line, space-separated.
+    Tokenize(cmd::model::TokenizeArgs),
+    /// Generate text in plaintext (no encryption): the reference every encrypted run must match.
+    Plain(cmd::model::PlainArgs),
+    /// Perplexity of the model over a text file, in plaintext.
+    Perplexity(cmd::model::PerplexityArgs),
+    /// Benchmarks that print a table and optionally write JSON.
+    Bench(cmd::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SELENE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tokenize(args) => cmd::model::tokenize(&args),
+        Command::Plain(args) => cmd::model::plain(&args),
+        Command::Perplexity(args) => cmd::model::perplexity(&args),
+        Command::Bench(args) => cmd::bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
