@@ -34,10 +34,6 @@ impl Builder {
         self.raw(key, 4, &v.to_le_bytes())
     }
 
-    pub(crate) fn f32(self, key: &str, v: f32) -> Self {
-        self.raw(key, 6, &v.to_le_bytes())
-    }
-
     pub(crate) fn string(self, key: &str, v: &str) -> Self {
         let mut b = Vec::new();
         put_str(&mut b, v);
@@ -50,16 +46,6 @@ impl Builder {
         b.extend_from_slice(&(items.len() as u64).to_le_bytes());
         for s in items {
             put_str(&mut b, s);
-        }
-        self.raw(key, 9, &b)
-    }
-
-    pub(crate) fn i32s(self, key: &str, items: &[i32]) -> Self {
-        let mut b = Vec::new();
-        b.extend_from_slice(&5u32.to_le_bytes());
-        b.extend_from_slice(&(items.len() as u64).to_le_bytes());
-        for v in items {
-            b.extend_from_slice(&v.to_le_bytes());
         }
         self.raw(key, 9, &b)
     }

@@ -5,23 +5,32 @@
 //! GGUF) and its kernels dequantize on the fly: every product is an f32 computation on
 //! exactly the dequantized weights, which is what the f32 reference tests compare.
 
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
 pub mod linear;
 pub mod matmul;
+pub mod perplexity;
 pub mod quant;
+pub mod sampling;
 pub mod simd;
+pub mod store;
 pub mod tokenizer;
 pub mod weights;
 
+pub use chat::{apply_chat_template, Message, Role};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use forward::{forward, forward_layers, forward_observed, head, Logits};
+pub use generate::generate;
 pub use gguf::Gguf;
 pub use kv_cache::KvCache;
 pub use linear::{Linear, LinearStage, QuantLinear};
+pub use perplexity::{perplexity, Perplexity};
+pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::{StreamDecoder, Tokenizer};
 pub use weights::Weights;
