@@ -243,3 +243,61 @@ fn deep_nesting_is_refused() {
         Error::TooLarge { .. }
     ));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+    /// Any corruption of a valid file parses or errors; it never panics.
+    #[test]
+    fn mutated_files_never_panic(flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8)) {
+        let mut bytes = sample();
+        for (at, v) in flips {
+            let n = bytes.len();
+            bytes[at % n] = v;
+        }
+        let _ = Gguf::parse(bytes);
+    }
+}
+
+#[test]
+fn config_is_read_and_validated() {
+    use crate::config::Config;
+    let base = || {
+        Builder::new()
+            .string("general.architecture", "llama")
+            .u32("llama.embedding_length", 64)
+            .u32("llama.feed_forward_length", 128)
+            .u32("llama.block_count", 2)
+            .u32("llama.context_length", 256)
+            .raw(
+                "llama.attention.layer_norm_rms_epsilon",
+                6,
+                &1e-5f32.to_le_bytes(),
+            )
+            .u32("llama.attention.head_count", 4)
+    };
+    let embd = |b: Builder| b.tensor("token_embd.weight", &[64, 10], 0, vec![0; 64 * 10 * 4]);
+    let g = Gguf::parse(embd(base().u32("llama.attention.head_count_kv", 2)).build()).unwrap();
+    let c = Config::from_gguf(&g).unwrap();
+    assert_eq!(
+        (c.head_dim, c.kv_dim(), c.qkv_dim(), c.vocab_size),
+        (16, 32, 128, 10)
+    );
+    assert_eq!(c.rope_theta, 10_000.0);
+    let g = Gguf::parse(embd(base().u32("llama.attention.head_count_kv", 3)).build()).unwrap();
+    assert!(matches!(
+        Config::from_gguf(&g),
+        Err(Error::BadConfig { .. })
+    ));
+    let g = Gguf::parse(embd(base()).build()).unwrap();
+    assert!(matches!(
+        Config::from_gguf(&g),
+        Err(Error::MissingKey {
+            key: "llama.attention.head_count_kv"
+        })
+    ));
+    let g = Gguf::parse(base().u32("llama.attention.head_count_kv", 2).build()).unwrap();
+    assert!(matches!(
+        Config::from_gguf(&g),
+        Err(Error::MissingTensor { .. })
+    ));
+}
