@@ -20,14 +20,6 @@ fn has_avx2() -> bool {
     })
 }
 
-/// True when the CPU also has AVX-512F (checked once).
-#[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| has_avx2() && is_x86_feature_detected!("avx512f"))
-}
-
 /// Dequantizes one row into `out`; `bytes.len() == format.row_bytes(out.len())`.
 pub fn dequantize_row(format: Format, bytes: &[u8], out: &mut [f32]) {
     debug_assert_eq!(bytes.len(), format.row_bytes(out.len()));
@@ -84,17 +76,6 @@ pub fn block_sums(x: &[f32], out: &mut [f32]) {
 /// elements and serves formats without a direct kernel.
 pub fn dot_row(format: Format, row: &[u8], x: &[f32], xsum: &[f32], scratch: &mut [f32]) -> f32 {
     debug_assert_eq!(row.len(), format.row_bytes(x.len()));
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        match format {
-            // SAFETY: avx512f+f16c checked; `row` holds x.len()/32 whole blocks and
-            // `xsum` one sum per block (callers size both from the matrix shape).
-            Format::Q4_1 => return unsafe { avx512::dot_q4_1(row, x, xsum) },
-            // SAFETY: as above, `row` holds x.len()/32 whole Q8_0 blocks.
-            Format::Q8_0 => return unsafe { avx512::dot_q8_0(row, x) },
-            Format::F32 | Format::F16 => {}
-        }
-    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         match format {
@@ -368,82 +349,6 @@ mod avx2 {
     }
 }
 
-/// The quantized dot products again with 16-lane vectors: one Q4_1 block is two
-/// vectors (low nibbles = weights 0..16, high nibbles = 16..32), half the instructions
-/// of the AVX2 version.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::*;
-    use std::arch::x86_64::*;
-
-    /// `[d, m, 0, 0]` from the two f16 at `p` (F16C).
-    #[inline]
-    #[target_feature(enable = "avx512f,f16c")]
-    unsafe fn scales(p: *const u8) -> __m128 {
-        // SAFETY: the caller points at a block, whose first four bytes are d and m.
-        let dm = unsafe { p.cast::<i32>().read_unaligned() };
-        _mm_cvtph_ps(_mm_cvtsi32_si128(dm))
-    }
-
-    #[target_feature(enable = "avx512f,f16c")]
-    pub(super) unsafe fn dot_q4_1(row: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
-        let mask = _mm_set1_epi8(0x0f);
-        let mut acc = [_mm512_setzero_ps(); 2];
-        let mut acc_m = 0.0f32;
-        for (i, ((b, xb), &s)) in row
-            .chunks_exact(Q4_1_BYTES)
-            .zip(x.chunks_exact(BLOCK))
-            .zip(xsum)
-            .enumerate()
-        {
-            let (p, px) = (b.as_ptr(), xb.as_ptr());
-            // SAFETY: `b` is a whole 20-byte block and `xb` 32 floats (chunks_exact).
-            unsafe {
-                let q = _mm_loadu_si128(p.add(4).cast());
-                let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, mask)));
-                let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(
-                    _mm_srli_epi16(q, 4),
-                    mask,
-                )));
-                let blk = _mm512_fmadd_ps(
-                    hi,
-                    _mm512_loadu_ps(px.add(16)),
-                    _mm512_mul_ps(lo, _mm512_loadu_ps(px)),
-                );
-                let dm = scales(p);
-                acc[i & 1] = _mm512_fmadd_ps(_mm512_broadcastss_ps(dm), blk, acc[i & 1]);
-                acc_m += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * s;
-            }
-        }
-        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + acc_m
-    }
-
-    #[target_feature(enable = "avx512f,f16c")]
-    pub(super) unsafe fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
-        let mut acc = [_mm512_setzero_ps(); 2];
-        for (i, (b, xb)) in row
-            .chunks_exact(Q8_0_BYTES)
-            .zip(x.chunks_exact(BLOCK))
-            .enumerate()
-        {
-            let (p, px) = (b.as_ptr(), xb.as_ptr());
-            // SAFETY: `b` is a whole 34-byte block and `xb` 32 floats (chunks_exact).
-            unsafe {
-                let a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2).cast())));
-                let c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18).cast())));
-                let blk = _mm512_fmadd_ps(
-                    c,
-                    _mm512_loadu_ps(px.add(16)),
-                    _mm512_mul_ps(a, _mm512_loadu_ps(px)),
-                );
-                let d = _mm512_broadcastss_ps(scales(p));
-                acc[i & 1] = _mm512_fmadd_ps(d, blk, acc[i & 1]);
-            }
-        }
-        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,15 +450,6 @@ mod tests {
                     match format {
                         Format::Q4_1 => avx2::dot_q4_1(&row, &x, &xs),
                         _ => avx2::dot_q8_0(&row, &x),
-                    }
-                });
-            }
-            if has_avx512() {
-                // SAFETY: as above.
-                got.push(unsafe {
-                    match format {
-                        Format::Q4_1 => avx512::dot_q4_1(&row, &x, &xs),
-                        _ => avx512::dot_q8_0(&row, &x),
                     }
                 });
             }
