@@ -13,7 +13,7 @@
 //!   public functions on slices ([`forward::rms_norm`], [`forward::rope`],
 //!   [`forward::attention`], [`forward::silu_mul`]); [`forward_layers`] runs any range
 //!   of layers and reports the residual stream after each one.
-//! - [`Sampler`], [`generate`] and [`perplexity`] sit on top.
+//! - [`Sampler`], [`generate()`] and [`perplexity()`] sit on top.
 //!
 //! The plaintext path keeps the weights quantized in memory (Q4_1 / Q8_0, as in the
 //! GGUF) and its kernels dequantize on the fly: every product is an f32 computation on
