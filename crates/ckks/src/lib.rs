@@ -2,3 +2,5 @@
 //!
 //! Layered like Lattigo: `ring` (RNS polynomials, NTT) -> `rlwe` (keys, encryption,
 //! key switching) -> `scheme` (encoder, evaluator). A lower module never uses a higher one.
+
+pub mod ring;
