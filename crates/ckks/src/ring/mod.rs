@@ -3,6 +3,7 @@
 
 pub mod automorphism;
 pub mod basis;
+pub mod crt;
 pub mod modulus;
 pub mod ntt;
 pub mod poly;

@@ -251,14 +251,14 @@ impl Poly<Ntt> {
         });
     }
 
-    /// `self += a * b` pointwise.
+    /// `self += a * b` pointwise, using the first `self.rows()` rows of `a` and `b` (which
+    /// may be at a higher level; only for polynomials without special rows).
     pub fn mul_add_assign(&mut self, ctx: &RnsContext, a: &Self, b: &Self) {
-        debug_assert_eq!(self.data.len(), a.data.len());
-        debug_assert_eq!(self.data.len(), b.data.len());
-        let (q_rows, n) = (self.q_rows, self.n);
+        debug_assert!(a.q_rows >= self.q_rows && b.q_rows >= self.q_rows && self.p_rows == 0);
+        let n = self.n;
         for_each_row(&mut self.data, n, |r, row| {
-            let m = ctx.moduli()[ctx.modulus_index(q_rows, r)];
-            let (ra, rb) = (&a.data[r * n..(r + 1) * n], &b.data[r * n..(r + 1) * n]);
+            let m = ctx.moduli()[r];
+            let (ra, rb) = (a.row(r), b.row(r));
             for ((x, &y), &z) in row.iter_mut().zip(ra).zip(rb) {
                 *x = m.add(*x, m.mul(y, z));
             }
