@@ -2,8 +2,10 @@
 //!
 //! Layered like Lattigo: `ring` (RNS polynomials, NTT) -> `rlwe` (keys, encryption,
 //! key switching) -> `scheme` (encoder, evaluator). A lower module never uses a higher one;
-//! `params` (validated parameter sets) sits beside `ring` and is used by both upper layers.
+//! `params` (validated parameter sets) sits beside `ring` and is used by both upper layers,
+//! and `encoding` (the canonical embedding, pure f64 math) is used only by `scheme`.
 
+pub mod encoding;
 pub mod error;
 pub mod params;
 pub mod ring;
@@ -15,6 +17,4 @@ pub use params::{Parameters, ParametersLiteral, Preset, Security};
 pub use rlwe::{
     flooding_sigma, Decryptor, Encryptor, GaloisKey, GaloisKeys, PublicKey, RelinKey, SecretKey,
 };
-pub use scheme::{
-    Ciphertext, Encoder, Encoding, Evaluator, Plaintext, PreparedPlaintext, Scale,
-};
+pub use scheme::{Ciphertext, Encoder, Encoding, Evaluator, Plaintext, PreparedPlaintext, Scale};
