@@ -1,0 +1,1 @@
+//! Versioned binary format (to come).
