@@ -18,15 +18,15 @@ use crate::Method;
 /// Named parameter sets for encrypted matrix products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LinalgPreset {
-    /// Coefficient method, `N = 2^11`, one 39-bit prime (`P` = 14 bits, `log QP` about
-    /// 53 <= 54): the smallest ring that meets 2^-12 relative precision.
+    /// Coefficient method, `N = 2^11`, one prime near `2^39` (`P = 12289`, `log QP`
+    /// about 52.6 <= 54): the smallest ring that meets 2^-12 relative precision.
     Coeff11,
-    /// Coefficient method, `N = 2^12`, one 41-bit prime (`P` = 20 bits, `log QP` about
-    /// 61 <= 109). The default: fewer, larger blocks and a margin of two bits.
+    /// Coefficient method, `N = 2^12`, one prime near `2^41` (`P` near `2^20`, `log QP`
+    /// about 61 <= 109). The default: two more bits of precision margin than `Coeff11`.
     Coeff12,
     /// Slot (diagonal) method, `N = 2^13` (4096 slots, enough for `d_in + d_out - 1 = 3647`
-    /// of the 576 -> 3072 projection), one 55-bit prime and a 55-bit `P` (`log QP` 110
-    /// <= 218); rotation keys with one digit.
+    /// of the 576 -> 3072 projection), one 55-bit prime and a 60-bit `P` (`log QP` 115
+    /// <= 218); rotation keys with one digit, whose noise `P` divides by `2^60`.
     Slots13,
 }
 
@@ -42,9 +42,9 @@ impl LinalgPreset {
     /// The engine literal of this preset.
     pub fn literal(self) -> ParametersLiteral {
         let (log_n, q, p) = match self {
-            LinalgPreset::Coeff11 => (11, 38, 13),
+            LinalgPreset::Coeff11 => (11, 39, 13),
             LinalgPreset::Coeff12 => (12, 41, 20),
-            LinalgPreset::Slots13 => (13, 55, 55),
+            LinalgPreset::Slots13 => (13, 55, 60),
         };
         ParametersLiteral {
             log_n,

@@ -18,7 +18,7 @@
 //! # Scales
 //! As in the coefficient method, token `t` is scaled by `2^X_BITS / ||x_t||` and column
 //! `i` by `2^W_BITS / ||w_i||` (each slot of a diagonal belongs to one output column), so
-//! every output is at most `2^(X_BITS + W_BITS) = 2^48` in a 55-bit prime.
+//! every output is at most `2^(X_BITS + W_BITS) = 2^51` in a 55-bit prime.
 
 use std::sync::Arc;
 
@@ -35,7 +35,7 @@ use crate::MatrixShape;
 /// Bits of a scaled input slot.
 const X_BITS: u32 = 28;
 /// Bits of a scaled weight slot.
-const W_BITS: u32 = 20;
+const W_BITS: u32 = 23;
 /// Bits of the download modulus (the switch adds `~2^11` per slot; full scale is
 /// `2^(DOWN_BITS - 7)`).
 const DOWN_BITS: u32 = 36;

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::{max_rel_error, round_trip, values};
 use selene_linalg::{Client, Error, LinalgPreset, MatrixShape, Method, PreparedMatrix, Server};
 
@@ -116,5 +114,4 @@ fn mismatches_are_errors() {
         PreparedMatrix::new(&sp, &wb, too_big, Method::Slots, 1),
         Err(Error::TooFewSlots { needed: 5999, slots: 4096 })
     ));
-    let _ = Arc::new(0);
 }

@@ -1,5 +1,8 @@
 //! Shared helpers: the f64 reference product and the precision metric.
 
+// Each test binary uses a different subset.
+#![allow(dead_code, clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use selene_ckks::{GaloisKeys, Parameters};
