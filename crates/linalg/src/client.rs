@@ -19,7 +19,11 @@ pub struct TokenScales {
 
 impl std::fmt::Debug for TokenScales {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenScales {{ tokens: {}, scales: [redacted] }}", self.scales.len())
+        write!(
+            f,
+            "TokenScales {{ tokens: {}, scales: [redacted] }}",
+            self.scales.len()
+        )
     }
 }
 
@@ -33,7 +37,11 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Client {{ params: {:02x?}, key: [redacted] }}", self.params.fingerprint())
+        write!(
+            f,
+            "Client {{ params: {:02x?}, key: [redacted] }}",
+            self.params.fingerprint()
+        )
     }
 }
 
@@ -67,7 +75,12 @@ impl Client {
     ///
     /// # Errors
     /// Wrong length, non-finite values, `n = 0`, a layout for other parameters.
-    pub fn encode_encrypt(&mut self, x: &[f32], n: usize, layout: &Layout) -> Result<(EncryptedInput, TokenScales)> {
+    pub fn encode_encrypt(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        layout: &Layout,
+    ) -> Result<(EncryptedInput, TokenScales)> {
         layout.check_params(&self.params)?;
         let d_in = layout.shape.d_in;
         if n == 0 {
@@ -105,7 +118,12 @@ impl Client {
     /// # Errors
     /// An output for another matrix, method, parameter set or token count; ciphertexts
     /// of the wrong number or size.
-    pub fn decrypt_decode(&self, out: &EncryptedOutput, scales: &TokenScales, layout: &Layout) -> Result<Vec<f64>> {
+    pub fn decrypt_decode(
+        &self,
+        out: &EncryptedOutput,
+        scales: &TokenScales,
+        layout: &Layout,
+    ) -> Result<Vec<f64>> {
         layout.check_params(&self.params)?;
         crate::check_header(layout, out.fingerprint, out.method, out.shape, out.tag)?;
         if scales.scales.len() != out.n {
@@ -134,7 +152,15 @@ impl Client {
                     check_len("output c0", ct.c0.len(), used)?;
                     check_len("output c1", ct.c1.len(), rn)?;
                 }
-                Ok(coeff::decrypt(&self.params, &self.dec, l, cts, n, shape, &scales.scales))
+                Ok(coeff::decrypt(
+                    &self.params,
+                    &self.dec,
+                    l,
+                    cts,
+                    n,
+                    shape,
+                    &scales.scales,
+                ))
             }
             (LayoutKind::Slots(l), OutputBody::Slots(cts)) => {
                 check_count("output", cts.len(), n.div_ceil(l.tokens_per_ct))?;
@@ -157,7 +183,11 @@ pub(crate) fn check_count(what: &'static str, found: usize, expected: usize) -> 
     if found == expected {
         Ok(())
     } else {
-        Err(Error::CiphertextCount { what, found, expected })
+        Err(Error::CiphertextCount {
+            what,
+            found,
+            expected,
+        })
     }
 }
 
@@ -166,6 +196,10 @@ pub(crate) fn check_len(what: &'static str, found: usize, expected: usize) -> Re
     if found == expected {
         Ok(())
     } else {
-        Err(Error::Length { what, found, expected })
+        Err(Error::Length {
+            what,
+            found,
+            expected,
+        })
     }
 }

@@ -31,6 +31,8 @@ use crate::MatrixShape;
 pub const W_BITS: u32 = 16;
 /// Headroom bits between the largest product and `q`.
 const HEADROOM_BITS: u32 = 3;
+/// Token groups sharing one pass over a weight block in `apply`.
+const GROUP_CHUNK: usize = 8;
 /// Smallest useful `x_bits` (encryption noise `~2^7` must stay `2^-13` below).
 const MIN_X_BITS: u32 = 20;
 /// Bits of the download modulus `2^down_bits` (noise of the switch is `~2^4`, the
@@ -112,7 +114,11 @@ pub(crate) fn prepare(
     let col_scale: Vec<f64> = w_rows
         .chunks_exact(shape.d_in)
         .map(|row| {
-            let norm = row.iter().map(|&w| f64::from(w).powi(2)).sum::<f64>().sqrt();
+            let norm = row
+                .iter()
+                .map(|&w| f64::from(w).powi(2))
+                .sum::<f64>()
+                .sqrt();
             if norm > 0.0 {
                 f64::from(W_BITS).exp2() / norm
             } else {
@@ -123,27 +129,31 @@ pub(crate) fn prepare(
     let (bi, bo) = (tiling.in_blocks(shape.d_in), tiling.out_blocks(shape.d_out));
     let ring = params.ring();
     let mut blocks = vec![0u64; bi * bo * n];
-    blocks.par_chunks_exact_mut(n).enumerate().for_each(|(idx, out)| {
-        let (b, o) = (idx / bo, idx % bo);
-        let mut coeffs = vec![0i64; n];
-        for j in 0..tiling.k_o {
-            let col = o * tiling.k_o + j;
-            if col >= shape.d_out {
-                break;
-            }
-            let row = &w_rows[col * shape.d_in..(col + 1) * shape.d_in];
-            for i in 0..tiling.k_i {
-                let inp = b * tiling.k_i + i;
-                if inp >= shape.d_in {
+    blocks
+        .par_chunks_exact_mut(n)
+        .enumerate()
+        .for_each(|(idx, out)| {
+            let (b, o) = (idx / bo, idx % bo);
+            let mut coeffs = vec![0i64; n];
+            for j in 0..tiling.k_o {
+                let col = o * tiling.k_o + j;
+                if col >= shape.d_out {
                     break;
                 }
-                // |w s_j| <= 2^W_BITS: no overflow.
-                coeffs[tiling.w_pos(i, j)] = (f64::from(row[inp]) * col_scale[col]).round() as i64;
+                let row = &w_rows[col * shape.d_in..(col + 1) * shape.d_in];
+                for i in 0..tiling.k_i {
+                    let inp = b * tiling.k_i + i;
+                    if inp >= shape.d_in {
+                        break;
+                    }
+                    // |w s_j| <= 2^W_BITS: no overflow.
+                    coeffs[tiling.w_pos(i, j)] =
+                        (f64::from(row[inp]) * col_scale[col]).round() as i64;
+                }
             }
-        }
-        let poly = Poly::<Coeff>::from_signed(ring, &coeffs, 0, false).into_ntt(ring);
-        out.copy_from_slice(poly.row(0));
-    });
+            let poly = Poly::<Coeff>::from_signed(ring, &coeffs, 0, false).into_ntt(ring);
+            out.copy_from_slice(poly.row(0));
+        });
     let layout = CoeffLayout {
         tiling,
         col_scale,
@@ -168,7 +178,11 @@ pub(crate) fn encrypt(
     let scales: Vec<f64> = x
         .chunks_exact(d_in)
         .map(|row| {
-            let norm = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+            let norm = row
+                .iter()
+                .map(|&v| f64::from(v).powi(2))
+                .sum::<f64>()
+                .sqrt();
             if norm > 0.0 {
                 f64::from(layout.x_bits).exp2() / norm
             } else {
@@ -193,7 +207,8 @@ pub(crate) fn encrypt(
                         break;
                     }
                     // |x_ti Delta_t| <= 2^x_bits by the choice of Delta_t.
-                    coeffs[t.x_pos(tt, i)] = (f64::from(x[tok * d_in + inp]) * scales[tok]).round() as i64;
+                    coeffs[t.x_pos(tt, i)] =
+                        (f64::from(x[tok * d_in + inp]) * scales[tok]).round() as i64;
                 }
             }
             Poly::<Coeff>::from_signed(ring, &coeffs, 0, false).into_ntt(ring)
@@ -228,46 +243,64 @@ pub(crate) fn apply(
     let rn = params.n();
     let q = ring_prime(params);
     let (bi, bo) = (t.in_blocks(shape.d_in), t.out_blocks(shape.d_out));
-    let c1s: Vec<Poly<Ntt>> = cts.par_iter().map(|ct| uniform_poly(ring, &ct.seed, 0, false)).collect();
+    let c1s: Vec<Poly<Ntt>> = cts
+        .par_iter()
+        .map(|ct| uniform_poly(ring, &ct.seed, 0, false))
+        .collect();
     // Products are below q^2 <= 2^(2 q_bits); a u128 holds 2^(128 - 2 q_bits) of them.
     let lazy = 1usize << (128 - 2 * q.bits()).min(20);
-    (0..t.groups(n) * bo)
+    // Cache blocking: each task owns one output block and up to GROUP_CHUNK token groups,
+    // so a weight block (N words) is read once per chunk instead of once per group.
+    let groups = t.groups(n);
+    let chunks = groups.div_ceil(GROUP_CHUNK);
+    let mut out: Vec<(usize, SwitchedCt)> = (0..chunks * bo)
         .into_par_iter()
-        .map(|idx| {
-            let (g, o) = (idx / bo, idx % bo);
-            let mut acc0 = vec![0u128; rn];
-            let mut acc1 = vec![0u128; rn];
+        .flat_map_iter(|idx| {
+            let (ch, o) = (idx / bo, idx % bo);
+            let gs = ch * GROUP_CHUNK..(ch * GROUP_CHUNK + GROUP_CHUNK).min(groups);
+            let mut acc = vec![0u128; gs.len() * 2 * rn];
             for b in 0..bi {
-                let ct = g * bi + b;
-                let (x0, x1) = (cts[ct].c0.row(0), c1s[ct].row(0));
                 let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
-                for s in 0..rn {
-                    acc0[s] += u128::from(x0[s]) * u128::from(w[s]);
-                    acc1[s] += u128::from(x1[s]) * u128::from(w[s]);
+                for (a, g) in acc.chunks_exact_mut(2 * rn).zip(gs.clone()) {
+                    let ct = g * bi + b;
+                    let (x0, x1) = (cts[ct].c0.row(0), c1s[ct].row(0));
+                    let (a0, a1) = a.split_at_mut(rn);
+                    for s in 0..rn {
+                        a0[s] += u128::from(x0[s]) * u128::from(w[s]);
+                        a1[s] += u128::from(x1[s]) * u128::from(w[s]);
+                    }
                 }
                 if (b + 1) % lazy == 0 {
-                    for a in acc0.iter_mut().chain(acc1.iter_mut()) {
+                    for a in acc.iter_mut() {
                         *a = u128::from(q.reduce_u128(*a));
                     }
                 }
             }
-            let to_coeff = |acc: Vec<u128>| {
-                let data = acc.into_iter().map(|a| q.reduce_u128(a)).collect();
+            let to_coeff = |acc: &[u128]| {
+                let data = acc.iter().map(|&a| q.reduce_u128(a)).collect();
                 Poly::<Ntt>::from_raw(data, rn, 1, 0).into_coeff(ring)
             };
-            let (c0, c1) = (to_coeff(acc0), to_coeff(acc1));
-            let mut used = Vec::with_capacity(t.n_b * t.k_o);
-            for tt in 0..t.n_b.min(n - g * t.n_b) {
-                for j in 0..t.k_o.min(shape.d_out - o * t.k_o) {
-                    used.push(c0.row(0)[t.y_pos(tt, j)]);
-                }
-            }
-            SwitchedCt {
-                c0: switch(&q, layout.down_bits, &used),
-                c1: switch(&q, layout.down_bits, c1.row(0)),
-            }
+            gs.clone()
+                .zip(acc.chunks_exact(2 * rn))
+                .map(|(g, a)| {
+                    let (c0, c1) = (to_coeff(&a[..rn]), to_coeff(&a[rn..]));
+                    let mut used = Vec::with_capacity(t.n_b * t.k_o);
+                    for tt in 0..t.n_b.min(n - g * t.n_b) {
+                        for j in 0..t.k_o.min(shape.d_out - o * t.k_o) {
+                            used.push(c0.row(0)[t.y_pos(tt, j)]);
+                        }
+                    }
+                    let ct = SwitchedCt {
+                        c0: switch(&q, layout.down_bits, &used),
+                        c1: switch(&q, layout.down_bits, c1.row(0)),
+                    };
+                    (g * bo + o, ct)
+                })
+                .collect::<Vec<_>>()
         })
-        .collect()
+        .collect();
+    out.sort_unstable_by_key(|(idx, _)| *idx);
+    out.into_iter().map(|(_, ct)| ct).collect()
 }
 
 /// Client side: decrypts the switched ciphertexts and decodes `Y` (`n x d_out`).

@@ -15,7 +15,9 @@ pub(crate) fn switch(q: &Modulus, k: u32, v: &[u64]) -> Vec<u64> {
     let mask = (1u64 << k) - 1;
     // The f64 ratio's relative error 2^-53 moves the result by at most 2^(k - 53 + 1),
     // far below the rounding error already accepted.
-    v.iter().map(|&x| ((x as f64 * ratio).round() as u64) & mask).collect()
+    v.iter()
+        .map(|&x| ((x as f64 * ratio).round() as u64) & mask)
+        .collect()
 }
 
 /// `v mod 2^k` centred into `[-2^(k-1), 2^(k-1))`.
@@ -38,7 +40,11 @@ pub(crate) fn c1_times_s(params: &Parameters, dec: &Decryptor, c1: &[u64], k: u3
     let c1: Vec<i64> = c1.iter().map(|&v| center(v, k)).collect();
     let c1 = Poly::<Coeff>::from_signed(ring, &c1, 0, false).into_ntt(ring);
     let zero = Poly::<Ntt>::zero(ring, 0, false);
-    dec.decrypt_poly(&zero, &c1).row(0).iter().map(|&v| q.center(v)).collect()
+    dec.decrypt_poly(&zero, &c1)
+        .row(0)
+        .iter()
+        .map(|&v| q.center(v))
+        .collect()
 }
 
 /// Whether `2^k` switched ciphertexts of `params` decrypt exactly (see [`c1_times_s`]).

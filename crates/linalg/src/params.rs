@@ -68,10 +68,18 @@ mod tests {
 
     #[test]
     fn presets_meet_the_he_standard_bound() {
-        for p in [LinalgPreset::Coeff11, LinalgPreset::Coeff12, LinalgPreset::Slots13] {
+        for p in [
+            LinalgPreset::Coeff11,
+            LinalgPreset::Coeff12,
+            LinalgPreset::Slots13,
+        ] {
             let params = p.build().unwrap();
             let bound = selene_ckks::params::max_log_qp_128(params.log_n()).unwrap();
-            assert!(params.log_qp() <= f64::from(bound), "{p:?}: {}", params.log_qp());
+            assert!(
+                params.log_qp() <= f64::from(bound),
+                "{p:?}: {}",
+                params.log_qp()
+            );
             assert_eq!(params.q().len(), 1);
         }
     }

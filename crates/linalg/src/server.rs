@@ -41,10 +41,20 @@ impl Server {
     pub fn apply(&self, m: &PreparedMatrix, input: &EncryptedInput) -> Result<EncryptedOutput> {
         let layout = &m.layout;
         layout.check_params(&self.params)?;
-        crate::check_header(layout, input.fingerprint, input.method, input.shape, input.tag)?;
+        crate::check_header(
+            layout,
+            input.fingerprint,
+            input.method,
+            input.shape,
+            input.tag,
+        )?;
         let (n, shape, rn) = (input.n, layout.shape, self.params.n());
         let (body, down_bits) = match (&layout.kind, &m.encoded, &input.body) {
-            (LayoutKind::Coefficients(l), Encoded::Coefficients(w), InputBody::Coefficients(cts)) => {
+            (
+                LayoutKind::Coefficients(l),
+                Encoded::Coefficients(w),
+                InputBody::Coefficients(cts),
+            ) => {
                 let t = l.tiling;
                 check_count("input", cts.len(), t.groups(n) * t.in_blocks(shape.d_in))?;
                 for ct in cts {

@@ -26,7 +26,9 @@ use rayon::prelude::*;
 use selene_ckks::encoding::SlotFft;
 use selene_ckks::ring::{Coeff, Poly};
 use selene_ckks::rlwe::{Decryptor, Encryptor};
-use selene_ckks::{Ciphertext, Encoding, Evaluator, GaloisKeys, Parameters, Plaintext, PreparedPlaintext, Scale};
+use selene_ckks::{
+    Ciphertext, Encoding, Evaluator, GaloisKeys, Parameters, Plaintext, PreparedPlaintext, Scale,
+};
 
 use crate::error::{Error, Result};
 use crate::modswitch::{c1_times_s, center, lift_fits, switch};
@@ -115,11 +117,18 @@ fn norm_scale(v: &[f32], bits: u32) -> f64 {
 }
 
 /// Builds the diagonals of `W` (`d_out` rows of `d_in`).
-pub(crate) fn prepare(params: &Parameters, w_rows: &[f32], shape: MatrixShape) -> Result<(SlotLayout, SlotMatrix)> {
+pub(crate) fn prepare(
+    params: &Parameters,
+    w_rows: &[f32],
+    shape: MatrixShape,
+) -> Result<(SlotLayout, SlotMatrix)> {
     let slots = params.slots();
     let segment = shape.d_in + shape.d_out - 1;
     if segment > slots {
-        return Err(Error::TooFewSlots { needed: segment, slots });
+        return Err(Error::TooFewSlots {
+            needed: segment,
+            slots,
+        });
     }
     if !lift_fits(params, DOWN_BITS) || params.ring().moduli()[0].bits() < X_BITS + W_BITS + 4 {
         return Err(Error::ModulusTooSmall {
@@ -128,7 +137,10 @@ pub(crate) fn prepare(params: &Parameters, w_rows: &[f32], shape: MatrixShape) -
         });
     }
     let (baby, giant) = bsgs(shape.d_in);
-    let col_scale: Vec<f64> = w_rows.chunks_exact(shape.d_in).map(|r| norm_scale(r, W_BITS)).collect();
+    let col_scale: Vec<f64> = w_rows
+        .chunks_exact(shape.d_in)
+        .map(|r| norm_scale(r, W_BITS))
+        .collect();
     let tokens_per_ct = slots / segment;
     let fft = fft(params)?;
     let diagonals = (0..shape.d_in)
@@ -142,7 +154,10 @@ pub(crate) fn prepare(params: &Parameters, w_rows: &[f32], shape: MatrixShape) -
                     values[s * segment + shift + i] = f64::from(w) * col_scale[i];
                 }
             }
-            Ok(PreparedPlaintext::new(params, encode(params, &fft, &values)?))
+            Ok(PreparedPlaintext::new(
+                params,
+                encode(params, &fft, &values)?,
+            ))
         })
         .collect::<Result<Vec<_>>>()?;
     let layout = SlotLayout {
@@ -165,7 +180,10 @@ pub(crate) fn encrypt(
     n: usize,
     d_in: usize,
 ) -> Result<(Vec<Ciphertext>, Vec<f64>)> {
-    let scales: Vec<f64> = x.chunks_exact(d_in).map(|r| norm_scale(r, X_BITS)).collect();
+    let scales: Vec<f64> = x
+        .chunks_exact(d_in)
+        .map(|r| norm_scale(r, X_BITS))
+        .collect();
     let fft = fft(params)?;
     let m = layout.tokens_per_ct;
     let pts = (0..n.div_ceil(m))
@@ -175,7 +193,8 @@ pub(crate) fn encrypt(
             for s in 0..m.min(n - g * m) {
                 let tok = g * m + s;
                 for p in 0..layout.segment {
-                    values[s * layout.segment + p] = f64::from(x[tok * d_in + p % d_in]) * scales[tok];
+                    values[s * layout.segment + p] =
+                        f64::from(x[tok * d_in + p % d_in]) * scales[tok];
                 }
             }
             encode(params, &fft, &values)
@@ -205,9 +224,10 @@ pub(crate) fn apply(
                 .into_par_iter()
                 .map(|j| {
                     let mut eval = Evaluator::new(params).with_galois_keys(gks.clone());
-                    let mut inner = eval.mul_prepared(&rots[0], &m.diagonals[j * g])?;
-                    for b in 1..g.min(d_in - j * g) {
-                        eval.mul_prepared_add_into(&rots[b], &m.diagonals[j * g + b], &mut inner)?;
+                    let diags = &m.diagonals[j * g..(j * g + g).min(d_in)];
+                    let mut inner = eval.mul_prepared(&rots[0], &diags[0])?;
+                    for (rot, diag) in rots.iter().zip(diags).skip(1) {
+                        eval.mul_prepared_add_into(rot, diag, &mut inner)?;
                     }
                     if j > 0 {
                         inner = eval.rotate(&inner, (j * g) as i64)?;
@@ -222,7 +242,10 @@ pub(crate) fn apply(
             let (c0, c1) = total.components();
             let c0 = c0.clone().into_coeff(ring);
             let c1 = c1.clone().into_coeff(ring);
-            Ok((switch(&q, layout.down_bits, c0.row(0)), switch(&q, layout.down_bits, c1.row(0))))
+            Ok((
+                switch(&q, layout.down_bits, c0.row(0)),
+                switch(&q, layout.down_bits, c1.row(0)),
+            ))
         })
         .collect()
 }
@@ -260,8 +283,8 @@ pub(crate) fn decrypt(
         for s in 0..m.min(n - g * m) {
             let tok = g * m + s;
             for i in 0..shape.d_out {
-                y[tok * shape.d_out + i] =
-                    slots[s * layout.segment + i] * unit / (token_scales[tok] * layout.col_scale[i]);
+                y[tok * shape.d_out + i] = slots[s * layout.segment + i] * unit
+                    / (token_scales[tok] * layout.col_scale[i]);
             }
         }
     }
@@ -275,7 +298,7 @@ mod tests {
     #[test]
     fn bsgs_matches_the_anchor_splits() {
         assert_eq!(bsgs(576), (24, 24));
-        assert_eq!(bsgs(1536).0 * bsgs(1536).1 >= 1536, true);
+        assert!(bsgs(1536).0 * bsgs(1536).1 >= 1536);
         let (g, h) = bsgs(1536);
         assert_eq!(g + h, 79);
     }

@@ -97,9 +97,20 @@ impl Tiling {
     /// `n_b d_in d_out` whatever the split, so the choice trades upload (`~ d_in k_o`)
     /// against download (`~ d_out k_i`): the optimum is near
     /// `k_i = sqrt(N/n_b * d_in up_bits / (d_out down_bits))`.
-    pub fn choose(ring_n: usize, d_in: usize, d_out: usize, n_b: usize, up_bits: u32, down_bits: u32) -> Tiling {
+    pub fn choose(
+        ring_n: usize,
+        d_in: usize,
+        d_out: usize,
+        n_b: usize,
+        up_bits: u32,
+        down_bits: u32,
+    ) -> Tiling {
         let per_ct = ring_n / n_b.max(1);
-        let mut best = Tiling { n_b, k_i: 1, k_o: 1 };
+        let mut best = Tiling {
+            n_b,
+            k_i: 1,
+            k_o: 1,
+        };
         let mut best_cost = f64::INFINITY;
         for k_i in 1..=d_in.min(per_ct) {
             let k_o = (per_ct / k_i).min(d_out);
@@ -117,7 +128,14 @@ impl Tiling {
     }
 
     /// Modelled server plus wire time (ns) of one token group; see [`Tiling::choose`].
-    pub fn model_ns(&self, ring_n: usize, d_in: usize, d_out: usize, up_bits: u32, down_bits: u32) -> f64 {
+    pub fn model_ns(
+        &self,
+        ring_n: usize,
+        d_in: usize,
+        d_out: usize,
+        up_bits: u32,
+        down_bits: u32,
+    ) -> f64 {
         let (bi, bo) = (self.in_blocks(d_in) as f64, self.out_blocks(d_out) as f64);
         let nf = ring_n as f64;
         let server = bi * bo * nf * MAC_NS + 2.0 * bo * nf * NTT_NS_PER_COEFF;
@@ -152,11 +170,31 @@ mod tests {
     fn targets_hold_exact_dot_products_for_full_and_ragged_tilings() {
         let n = 64;
         for t in [
-            Tiling { n_b: 1, k_i: 8, k_o: 8 },
-            Tiling { n_b: 2, k_i: 4, k_o: 8 },
-            Tiling { n_b: 4, k_i: 16, k_o: 1 },
-            Tiling { n_b: 1, k_i: 1, k_o: 64 },
-            Tiling { n_b: 3, k_i: 5, k_o: 4 },
+            Tiling {
+                n_b: 1,
+                k_i: 8,
+                k_o: 8,
+            },
+            Tiling {
+                n_b: 2,
+                k_i: 4,
+                k_o: 8,
+            },
+            Tiling {
+                n_b: 4,
+                k_i: 16,
+                k_o: 1,
+            },
+            Tiling {
+                n_b: 1,
+                k_i: 1,
+                k_o: 64,
+            },
+            Tiling {
+                n_b: 3,
+                k_i: 5,
+                k_o: 4,
+            },
         ] {
             let mut xs = vec![0i64; n];
             let mut ws = vec![0i64; n];

@@ -24,7 +24,10 @@ fn coefficient_method_matches_f64_for_ragged_shapes_and_many_tokens() {
             let x = activations(2, n, d_in);
             let (y, up, down) = round_trip(&params, &w, shape, Method::Coefficients, &x, n);
             let err = max_rel_error(&x, &w, shape, &y);
-            println!("{preset:?} {d_in}->{d_out} n={n}: {:.1} bits, up {up} B, down {down} B", -err.log2());
+            println!(
+                "{preset:?} {d_in}->{d_out} n={n}: {:.1} bits, up {up} B, down {down} B",
+                -err.log2()
+            );
             assert!(err <= 2f64.powi(-12), "{preset:?} {d_in}->{d_out}: {err:e}");
         }
     }
@@ -55,7 +58,10 @@ fn slot_method_matches_f64() {
         let x = activations(4, n, d_in);
         let (y, up, down) = round_trip(&params, &w, shape, Method::Slots, &x, n);
         let err = max_rel_error(&x, &w, shape, &y);
-        println!("slots {d_in}->{d_out} n={n}: {:.1} bits, up {up} B, down {down} B", -err.log2());
+        println!(
+            "slots {d_in}->{d_out} n={n}: {:.1} bits, up {up} B, down {down} B",
+            -err.log2()
+        );
         assert!(err <= 2f64.powi(-12), "{d_in}->{d_out}: {err:e}");
     }
 }
@@ -74,7 +80,13 @@ fn mismatches_are_errors() {
         Err(Error::Length { .. })
     ));
     assert!(matches!(
-        PreparedMatrix::new(&params, &[], MatrixShape::new(0, 3), Method::Coefficients, 1),
+        PreparedMatrix::new(
+            &params,
+            &[],
+            MatrixShape::new(0, 3),
+            Method::Coefficients,
+            1
+        ),
         Err(Error::EmptyShape { .. })
     ));
     let mut bad = w.clone();
@@ -85,33 +97,57 @@ fn mismatches_are_errors() {
     ));
     let mut client = Client::new(&params);
     let x = values(8, 2 * 64);
-    assert!(matches!(client.encode_encrypt(&x[1..], 2, ma.layout()), Err(Error::Length { .. })));
+    assert!(matches!(
+        client.encode_encrypt(&x[1..], 2, ma.layout()),
+        Err(Error::Length { .. })
+    ));
     assert!(matches!(
         Client::new(&other).encode_encrypt(&x, 2, ma.layout()),
         Err(Error::ParamsMismatch { .. })
     ));
     let (input, scales) = client.encode_encrypt(&x, 2, ma.layout()).unwrap();
     let server = Server::new(&params);
-    assert!(matches!(server.apply(&mb, &input), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(server.apply(&mc, &input), Err(Error::LayoutMismatch { .. })));
-    assert!(matches!(Server::new(&other).apply(&ma, &input), Err(Error::ParamsMismatch { .. })));
+    assert!(matches!(
+        server.apply(&mb, &input),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        server.apply(&mc, &input),
+        Err(Error::LayoutMismatch { .. })
+    ));
+    assert!(matches!(
+        Server::new(&other).apply(&ma, &input),
+        Err(Error::ParamsMismatch { .. })
+    ));
     let out = server.apply(&ma, &input).unwrap();
     assert!(matches!(
         client.decrypt_decode(&out, &scales, mb.layout()),
         Err(Error::ShapeMismatch { .. })
     ));
     let (_, one) = client.encode_encrypt(&x[..64], 1, ma.layout()).unwrap();
-    assert!(matches!(client.decrypt_decode(&out, &one, ma.layout()), Err(Error::Length { .. })));
+    assert!(matches!(
+        client.decrypt_decode(&out, &one, ma.layout()),
+        Err(Error::Length { .. })
+    ));
     // A slot-method matrix refuses coefficient inputs.
     let sp = LinalgPreset::Slots13.build().unwrap();
     let ms = PreparedMatrix::new(&sp, &w, a, Method::Slots, 1).unwrap();
     let (sin, _) = Client::new(&sp).encode_encrypt(&x, 2, ms.layout()).unwrap();
-    assert!(matches!(Server::new(&sp).apply(&ms, &sin), Err(Error::MissingGaloisKeys)));
-    assert!(matches!(server.apply(&ma, &sin), Err(Error::ParamsMismatch { .. })));
+    assert!(matches!(
+        Server::new(&sp).apply(&ms, &sin),
+        Err(Error::MissingGaloisKeys)
+    ));
+    assert!(matches!(
+        server.apply(&ma, &sin),
+        Err(Error::ParamsMismatch { .. })
+    ));
     let too_big = MatrixShape::new(3000, 3000);
     let wb = vec![0.0f32; 3000 * 3000];
     assert!(matches!(
         PreparedMatrix::new(&sp, &wb, too_big, Method::Slots, 1),
-        Err(Error::TooFewSlots { needed: 5999, slots: 4096 })
+        Err(Error::TooFewSlots {
+            needed: 5999,
+            slots: 4096
+        })
     ));
 }

@@ -12,7 +12,12 @@ use common::{max_rel_error, round_trip};
 use selene_linalg::{LinalgPreset, MatrixShape, Method};
 use selene_model::{forward, store, KvCache, Linear, LinearStage, Logits, QuantLinear, Weights};
 
-const STAGES: [LinearStage; 4] = [LinearStage::Qkv, LinearStage::AttnOut, LinearStage::GateUp, LinearStage::Down];
+const STAGES: [LinearStage; 4] = [
+    LinearStage::Qkv,
+    LinearStage::AttnOut,
+    LinearStage::GateUp,
+    LinearStage::Down,
+];
 /// A middle layer (large activations) and the last one.
 const LAYERS: [usize; 2] = [14, 29];
 const TOKENS: usize = 4;
@@ -29,7 +34,13 @@ struct Recorder<'w> {
 }
 
 impl Linear for Recorder<'_> {
-    fn apply(&mut self, layer: usize, stage: LinearStage, x: &[f32], out: &mut [f32]) -> selene_model::Result<()> {
+    fn apply(
+        &mut self,
+        layer: usize,
+        stage: LinearStage,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> selene_model::Result<()> {
         if LAYERS.contains(&layer) && stage != LinearStage::LmHead {
             self.seen.push((layer, stage, x.to_vec()));
         }
@@ -76,10 +87,16 @@ fn check(preset: LinalgPreset, method: Method, n: usize) {
             method.name(),
             max_abs / rms
         );
-        assert!(err <= 2f64.powi(-12), "{preset:?} {stage:?} layer {layer}: {bits:.2} bits");
+        assert!(
+            err <= 2f64.powi(-12),
+            "{preset:?} {stage:?} layer {layer}: {bits:.2} bits"
+        );
         worst_bits = worst_bits.min(bits);
     }
-    println!("{preset:?} {}: worst {worst_bits:.1} bits of precision", method.name());
+    println!(
+        "{preset:?} {}: worst {worst_bits:.1} bits of precision",
+        method.name()
+    );
 }
 
 #[test]

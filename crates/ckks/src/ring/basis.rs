@@ -80,7 +80,8 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
             .fold(1u64, |acc, (_, o)| m.mul(acc, m.reduce(o.value())));
         let inv = m.inv(hat).unwrap_or(0);
         let inv_s = m.shoup(inv);
-        row.iter_mut().for_each(|x| *x = m.mul_shoup(*x, inv, inv_s));
+        row.iter_mut()
+            .for_each(|x| *x = m.mul_shoup(*x, inv, inv_s));
     }
     for_each_row(out.data_mut(), n, |r, row| {
         let idx = ctx.modulus_index(q_rows, r);
@@ -225,7 +226,9 @@ mod tests {
     fn rescale_rounds_exactly() {
         let ctx = ctx(1);
         let q2 = ctx.q()[2].value() as i64;
-        let vals: Vec<i64> = (0..16).map(|i| (i - 8) * q2 + (i * 7919 % 61) * q2 / 64 - 3).collect();
+        let vals: Vec<i64> = (0..16)
+            .map(|i| (i - 8) * q2 + (i * 7919 % 61) * q2 / 64 - 3)
+            .collect();
         let mut a = Poly::from_signed(&ctx, &vals, 2, false).into_ntt(&ctx);
         rescale(&ctx, &mut a);
         let a = a.into_coeff(&ctx);
@@ -252,7 +255,10 @@ mod tests {
                 .q()
                 .iter()
                 .map(|m| {
-                    let pi = ctx.p().iter().fold(1u64, |a, o| m.mul(a, m.reduce(o.value())));
+                    let pi = ctx
+                        .p()
+                        .iter()
+                        .fold(1u64, |a, o| m.mul(a, m.reduce(o.value())));
                     let i = m.inv(pi).unwrap();
                     (i, m.shoup(i))
                 })

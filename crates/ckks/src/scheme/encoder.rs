@@ -48,7 +48,12 @@ impl Encoder {
     }
 
     /// Rounds `coeffs * scale` to integers and reduces them into an NTT-form plaintext.
-    pub fn encode_coefficients(&self, coeffs: &[f64], level: usize, scale: Scale) -> Result<Plaintext> {
+    pub fn encode_coefficients(
+        &self,
+        coeffs: &[f64],
+        level: usize,
+        scale: Scale,
+    ) -> Result<Plaintext> {
         self.check_level(level)?;
         let n = self.params.n();
         if coeffs.len() > n {
@@ -85,11 +90,21 @@ impl Encoder {
                 }
             }
         }
-        Ok(Plaintext::from_poly(poly.into_ntt(ring), scale, Encoding::Coefficients))
+        Ok(Plaintext::from_poly(
+            poly.into_ntt(ring),
+            scale,
+            Encoding::Coefficients,
+        ))
     }
 
     /// Encodes real values with the given encoding.
-    pub fn encode(&self, values: &[f64], level: usize, scale: Scale, encoding: Encoding) -> Result<Plaintext> {
+    pub fn encode(
+        &self,
+        values: &[f64],
+        level: usize,
+        scale: Scale,
+        encoding: Encoding,
+    ) -> Result<Plaintext> {
         match encoding {
             Encoding::Coefficients => self.encode_coefficients(values, level, scale),
             Encoding::Slots => Err(Error::InvalidSlots {

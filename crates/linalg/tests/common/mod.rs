@@ -16,7 +16,11 @@ pub fn reference(x: &[f32], w_rows: &[f32], shape: MatrixShape) -> Vec<f64> {
         let xt = &x[t * shape.d_in..(t + 1) * shape.d_in];
         for j in 0..shape.d_out {
             let wj = &w_rows[j * shape.d_in..(j + 1) * shape.d_in];
-            y[t * shape.d_out + j] = xt.iter().zip(wj).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+            y[t * shape.d_out + j] = xt
+                .iter()
+                .zip(wj)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
         }
     }
     y
@@ -67,10 +71,14 @@ pub fn round_trip(
 
 /// Deterministic pseudo-random values in `[-1, 1)`.
 pub fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
         })
         .collect()
