@@ -23,7 +23,8 @@
 //!   hoisted baby steps, several tokens per ciphertext; `g + h - 2` Galois keys.
 //!
 //! # Which method, and why
-//! [`choose_method`] picks the coefficient method for every SmolLM2 shape and every `n`.
+//! [`choose_method`] ([`choice`]: server time plus wire time at 1 Gbit/s) picks the
+//! coefficient method for every SmolLM2 shape and every `n`.
 //! Both methods do about one modular multiply-add per useful multiply-add, so the
 //! compute floor is the same `n d_in d_out`; the slot method adds `g + h - 2` key
 //! switches per ciphertext (`~1-3 ms` each at `N = 2^13`, 46-77 of them per matrix) and
@@ -33,6 +34,7 @@
 //! is worth a few ms at 1 Gbit/s, against tens to hundreds of ms of key switching.
 //! `bench linalg` in the CLI measures both.
 
+pub mod choice;
 pub mod coeff;
 pub mod error;
 pub mod params;
@@ -45,6 +47,7 @@ mod message;
 mod modswitch;
 mod server;
 
+pub use choice::choose_method;
 pub use client::{Client, TokenScales};
 pub use error::{Error, Result};
 pub use matrix::{Layout, LayoutKind, PreparedMatrix};
@@ -95,12 +98,6 @@ impl MatrixShape {
         }
         Ok(())
     }
-}
-
-/// The method for `shape` and `n` tokens; see the crate docs ("Which method, and why").
-/// The coefficient method wins at every SmolLM2 shape and token count measured.
-pub fn choose_method(_shape: MatrixShape, _n: usize) -> Method {
-    Method::Coefficients
 }
 
 /// Errors unless `v` has `expected` finite values.

@@ -127,6 +127,21 @@ impl Tiling {
         best
     }
 
+    /// Bits on the wire, both ways, for one token group.
+    pub fn wire_bits(
+        &self,
+        ring_n: usize,
+        d_in: usize,
+        d_out: usize,
+        up_bits: u32,
+        down_bits: u32,
+    ) -> f64 {
+        let (bi, bo) = (self.in_blocks(d_in) as f64, self.out_blocks(d_out) as f64);
+        let nf = ring_n as f64;
+        bi * nf * f64::from(up_bits)
+            + bo * (nf + (self.n_b * self.k_o) as f64) * f64::from(down_bits)
+    }
+
     /// Modelled server plus wire time (ns) of one token group; see [`Tiling::choose`].
     pub fn model_ns(
         &self,
@@ -139,9 +154,7 @@ impl Tiling {
         let (bi, bo) = (self.in_blocks(d_in) as f64, self.out_blocks(d_out) as f64);
         let nf = ring_n as f64;
         let server = bi * bo * nf * MAC_NS + 2.0 * bo * nf * NTT_NS_PER_COEFF;
-        let up = bi * nf * f64::from(up_bits);
-        let down = bo * (nf + (self.n_b * self.k_o) as f64) * f64::from(down_bits);
-        server + (up + down) * WIRE_NS_PER_BIT
+        server + self.wire_bits(ring_n, d_in, d_out, up_bits, down_bits) * WIRE_NS_PER_BIT
     }
 }
 
