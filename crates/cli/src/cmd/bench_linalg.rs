@@ -20,8 +20,14 @@ use super::bench::BenchOpts;
 const LAYER: usize = 14;
 /// Plaintext f32 values crossing the wire per layer per token (inputs + outputs).
 const F32_VALUES_PER_LAYER: usize = 8448;
-/// Token counts measured.
-const TOKENS: [usize; 2] = [1, 64];
+/// The configurations measured: preset, tokens per ciphertext (the coefficient
+/// method's `n_b`; server memory grows with it), token counts, label.
+const CONFIGS: [(LinalgPreset, usize, &[usize], &str); 4] = [
+    (LinalgPreset::Coeff12, 1, &[1, 64], "coeff"),
+    (LinalgPreset::Coeff12, 4, &[64], "coeff-nb4"),
+    (LinalgPreset::Coeff11, 1, &[1, 64], "coeff-n11"),
+    (LinalgPreset::Slots13, 1, &[1, 64], "slots"),
+];
 
 const STAGES: [(LinearStage, &str); 4] = [
     (LinearStage::Qkv, "qkv"),
@@ -119,11 +125,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         setup: Vec::new(),
     };
     println!("selene bench linalg: SmolLM2-135M layer {LAYER}, {threads} thread(s)");
-    for preset in [
-        LinalgPreset::Coeff12,
-        LinalgPreset::Coeff11,
-        LinalgPreset::Slots13,
-    ] {
+    for (preset, n_b, tokens, label) in CONFIGS {
         let params = preset.build().context("parameters")?;
         let method = preset.method();
         let started = Instant::now();
@@ -131,7 +133,8 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         for (stage, name) in STAGES {
             let (d_in, d_out) = stage.dims(c);
             let rows = w.stage_weight_f32(LAYER, stage)?;
-            let m = PreparedMatrix::new(&params, &rows, MatrixShape::new(d_in, d_out), method, 1)?;
+            let m =
+                PreparedMatrix::new(&params, &rows, MatrixShape::new(d_in, d_out), method, n_b)?;
             mats.push((name, d_in, m));
         }
         let prepare_s = started.elapsed().as_secs_f64();
@@ -142,7 +145,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         let n_keys = gks.elements().count();
         let server = Server::new(&params).with_galois_keys(Arc::new(gks));
         let setup = Setup {
-            method: method.name().into(),
+            method: label.into(),
             preset: format!("{preset:?}"),
             prepare_layer_s: prepare_s,
             server_memory_30_layers_bytes: memory * c.n_layers,
@@ -150,11 +153,11 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
             galois_key_bytes: galois_key_bytes(&params, n_keys),
         };
         println!(
-            "\n{} ({:?}, N = {}): prepare one layer {:.2} s, server memory for 30 layers {:.2} GiB, \
-             {} Galois keys ({:.1} MB)",
-            method.name(),
+            "\n{label} ({:?}, N = {}, {} token(s) per ciphertext): prepare one layer {:.2} s, \
+             server memory for 30 layers {:.2} GiB, {} Galois keys ({:.1} MB)",
             preset,
             params.n(),
+            mats[0].2.layout().tokens_per_ct(),
             prepare_s,
             setup.server_memory_30_layers_bytes as f64 / (1u64 << 30) as f64,
             n_keys,
@@ -165,7 +168,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
             "{:<8} {:>3} {:>10} {:>10} {:>10} {:>11} {:>11}",
             "proj", "n", "enc ms", "server ms", "dec ms", "bytes up", "bytes down"
         );
-        for n in TOKENS {
+        for &n in tokens {
             let reps = if n == 1 { 5 } else { 1 };
             let mut total = (0.0, 0.0, 0usize, 0usize);
             for (name, d_in, m) in &mats {
@@ -192,7 +195,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
                 total.2 += up;
                 total.3 += down;
                 report.results.push(Row {
-                    method: method.name().into(),
+                    method: label.into(),
                     preset: format!("{preset:?}"),
                     proj: (*name).into(),
                     n,
@@ -206,7 +209,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
             }
             let bytes_per_token = (total.2 + total.3) as f64 / n as f64;
             let sum = Summary {
-                method: method.name().into(),
+                method: label.into(),
                 preset: format!("{preset:?}"),
                 n,
                 layer_server_ms: total.1,
