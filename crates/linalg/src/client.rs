@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use selene_ckks::rlwe::{Decryptor, Encryptor, GaloisKeys, SecretKey};
 use selene_ckks::Parameters;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
 use crate::matrix::{Layout, LayoutKind};
@@ -12,7 +13,9 @@ use crate::message::{EncryptedInput, EncryptedOutput, InputBody, OutputBody};
 use crate::{coeff, slots};
 
 /// The client's private per-token scales of one encrypted input, needed to decode its
-/// output. Never sent: the scales are the norms of the client's activations.
+/// output. Never sent: the scales are the norms of the client's activations, so they are
+/// zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct TokenScales {
     scales: Vec<f64>,
 }

@@ -11,10 +11,18 @@
 //! `||x_t|| ||w_j||`, the errors are the rounding of `W` (`~0.3 * 2^-W_BITS`), of `X`
 //! (`~0.3 * 2^-x_bits`), the encryption noise times `W` (`~3.2 sqrt(k_o) 2^-x_bits`) and
 //! the modulus switch (`~sqrt(N/18) * 2^(3 - down_bits)`); all sit near `2^-17`, so the
-//! worst of some 10^5 outputs stays below `2^-12` (measured: see `tests/smollm2.rs`).
+//! worst of some 10^5 outputs stays below `2^-12` (measured: see `crates/cli/tests/linalg_smollm2.rs`).
 //! The column scales are public (the client needs them to decode): they reveal the
 //! column norms of `W`, which a client in client-aided mode can learn from its outputs
 //! anyway (no weight privacy is claimed, ARCHITECTURE.md "Threat model").
+//!
+//! # What the client learns about `W`
+//! The output's `c1 = sum_b a_b W_b` is a linear function of the weight blocks with
+//! coefficients `a_b` the client itself generated (from its seeds), so a client can solve
+//! for `W` after about `ceil(d_in / k_i)` products: much cheaper than extracting weights
+//! from decrypted outputs. The threat model claims no weight privacy; a server that wants
+//! to make extraction harder would add a fresh public-key encryption of zero to every
+//! output (Cheetah's re-randomisation), at one public-key encryption per output block.
 
 use rayon::prelude::*;
 use selene_ckks::ring::sampler::uniform_poly;

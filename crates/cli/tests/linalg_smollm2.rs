@@ -1,9 +1,12 @@
-//! SmolLM2-135M's four projections with real weights and real activations (recorded from
-//! the plaintext forward pass, residual-stream outliers included) against f64.
+//! selene-linalg on SmolLM2-135M's four projections with real weights and real
+//! activations (recorded from the plaintext forward pass, residual-stream outliers
+//! included) against f64. Lives in the CLI crate because `linalg` may not depend on
+//! `model`, not even for tests (scripts/check_deps.py).
 
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../linalg/tests/common/mod.rs"]
 mod common;
 
 use std::sync::OnceLock;
