@@ -63,7 +63,7 @@ pub struct ParametersLiteral {
 /// Named parameter sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Preset {
-    /// Small and fast, for tests: N = 2^12, Q = 29, 25, 25 bits, P = 29 bits, scale 2^25.
+    /// Small and fast, for tests: N = 2^12, Q = 28, 22, 22 bits, P = 36 bits, scale 2^22.
     Test12,
     /// The anchors' N = 2^13 set: Q = 36, 4 x 30 bits, P = 60 bits, scale 2^30, dnum 5.
     Anchor13,
@@ -77,7 +77,7 @@ impl Preset {
     /// The literal of this preset.
     pub fn literal(self) -> ParametersLiteral {
         let (log_n, first, rest, count, log_p, log_scale) = match self {
-            Preset::Test12 => (12, 29, 25, 2, 29, 25),
+            Preset::Test12 => (12, 28, 22, 2, 36, 22),
             Preset::Anchor13 => (13, 36, 30, 4, 60, 30),
             Preset::Anchor14 => (14, 50, 40, 8, 60, 40),
             Preset::Anchor15 => (15, 60, 50, 8, 60, 50),

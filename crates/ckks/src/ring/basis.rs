@@ -48,9 +48,11 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
     }
     let q_rows = out.q_rows();
     if group.len() == 1 {
-        // Fast path (one prime per digit): the digit is an integer in [0, q_j).
+        // Fast path (one prime per digit): the digit is the centered integer in
+        // (-q_j/2, q_j/2] (centering halves the key-switching noise), reduced mod q_t.
         let j = group.start;
         let qj = ctx.moduli()[j].value();
+        let half = qj / 2;
         for_each_row(out.data_mut(), n, |r, row| {
             let idx = ctx.modulus_index(q_rows, r);
             if idx == j {
@@ -58,11 +60,17 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
                 return;
             }
             let m = ctx.moduli()[idx];
-            if qj < m.value() {
-                row.copy_from_slice(&coeffs);
-            } else {
+            let qt = m.value();
+            if qj < qt {
+                let shift = qt - qj;
                 for (o, &x) in row.iter_mut().zip(&coeffs) {
-                    *o = m.reduce(x);
+                    *o = if x > half { x + shift } else { x };
+                }
+            } else {
+                let neg_qj = m.neg(m.reduce(qj));
+                for (o, &x) in row.iter_mut().zip(&coeffs) {
+                    let y = m.reduce(x);
+                    *o = if x > half { m.add(y, neg_qj) } else { y };
                 }
             }
             ctx.plan(idx).forward(row);
