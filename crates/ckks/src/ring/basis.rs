@@ -14,8 +14,6 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::modulus::Modulus;
 use super::poly::{for_each_row, Ntt, Poly};
 use super::RnsContext;
@@ -64,13 +62,13 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
             if qj < qt {
                 let shift = qt - qj;
                 for (o, &x) in row.iter_mut().zip(&coeffs) {
-                    *o = if x > half { x + shift } else { x };
+                    *o = x + (shift & 0u64.wrapping_sub(u64::from(x > half)));
                 }
             } else {
-                let neg_qj = m.neg(m.reduce(qj));
+                let qj_mod = m.reduce(qj);
                 for (o, &x) in row.iter_mut().zip(&coeffs) {
-                    let y = m.reduce(x);
-                    *o = if x > half { m.add(y, neg_qj) } else { y };
+                    let mask = 0u64.wrapping_sub(u64::from(x > half));
+                    *o = m.sub(m.reduce(x), qj_mod & mask);
                 }
             }
             ctx.plan(idx).forward(row);
@@ -151,14 +149,12 @@ fn subtract_and_divide(
         let m = ctx.moduli()[i];
         let mut t = vec![0u64; n];
         if let [d] = divisor {
+            // Centered lift of x in (-d/2, d/2] reduced mod q_i, branch-free.
             let half = d.value() / 2;
+            let d_mod = m.reduce(d.value());
             for (o, &x) in t.iter_mut().zip(rem) {
-                // centered lift of x in (-d/2, d/2] reduced mod q_i
-                *o = if x > half {
-                    m.sub(m.reduce(x), m.reduce(d.value()))
-                } else {
-                    m.reduce(x)
-                };
+                let mask = 0u64.wrapping_sub(u64::from(x > half));
+                *o = m.sub(m.reduce(x), d_mod & mask);
             }
         } else {
             let hats: Vec<u64> = (0..divisor.len())
@@ -192,10 +188,7 @@ pub fn mod_down(ctx: &RnsContext, a: &Poly<Ntt>, inv_p: &[(u64, u64)], out: &mut
     let qr = a.q_rows();
     debug_assert!(out.q_rows() == qr && out.p_rows() == 0);
     let mut rem = a.data()[qr * n..].to_vec();
-    rem.par_chunks_exact_mut(n)
-        .enumerate()
-        .with_max_len(1)
-        .for_each(|(k, row)| ctx.plan(ctx.nq() + k).backward(row));
+    for_each_row(&mut rem, n, |k, row| ctx.plan(ctx.nq() + k).backward(row));
     out.data_mut().copy_from_slice(&a.data()[..qr * n]);
     subtract_and_divide(ctx, out.data_mut(), &rem, ctx.p(), inv_p);
 }

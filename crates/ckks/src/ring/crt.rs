@@ -32,7 +32,7 @@ pub fn reconstruct_f64(ctx: &RnsContext, p: &Poly<Coeff>, factor: f64, out: &mut
     let consts = garner_constants(ctx, level);
     let moduli = &ctx.moduli()[..=level];
     let chunk = 1024;
-    out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
+    let work = |c: usize, o: &mut [f64]| {
         let mut v = vec![0i64; level + 1];
         for (t, x) in o.iter_mut().enumerate() {
             let k = c * chunk + t;
@@ -51,7 +51,12 @@ pub fn reconstruct_f64(ctx: &RnsContext, p: &Poly<Coeff>, factor: f64, out: &mut
             }
             *x = acc * factor;
         }
-    });
+    };
+    if super::poly::parallel() {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| work(c, o));
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(|(c, o)| work(c, o));
+    }
 }
 
 #[cfg(test)]

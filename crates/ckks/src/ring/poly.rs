@@ -51,12 +51,50 @@ pub fn for_each_row<F>(data: &mut [u64], n: usize, f: F)
 where
     F: Fn(usize, &mut [u64]) + Sync + Send,
 {
-    if rayon::current_num_threads() > 1 && data.len() > n {
+    if parallel() && data.len() > n {
         data.par_chunks_exact_mut(n)
             .enumerate()
             .for_each(|(r, row)| f(r, row));
     } else {
         data.chunks_exact_mut(n).enumerate().for_each(|(r, row)| f(r, row));
+    }
+}
+
+/// Whether to fork work onto rayon: only with more than one thread, so a one-thread run
+/// never hands work to a pool thread (no cross-thread hand-off, identical results).
+#[inline]
+pub fn parallel() -> bool {
+    rayon::current_num_threads() > 1
+}
+
+/// `rayon::join` when [`parallel`], else the two closures in order.
+pub fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    if parallel() {
+        rayon::join(a, b)
+    } else {
+        (a(), b())
+    }
+}
+
+/// Runs `f(i, item)` over `items`, in parallel when [`parallel`].
+pub fn for_each_indexed<T: Send, F>(items: &mut [T], f: F)
+where
+    F: Fn(usize, &mut T) + Sync + Send,
+{
+    if parallel() {
+        items
+            .par_iter_mut()
+            .with_max_len(1)
+            .enumerate()
+            .for_each(|(i, x)| f(i, x));
+    } else {
+        items.iter_mut().enumerate().for_each(|(i, x)| f(i, x));
     }
 }
 

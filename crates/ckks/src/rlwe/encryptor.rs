@@ -8,7 +8,7 @@ use rand_chacha::ChaCha20Rng;
 use crate::params::Parameters;
 use crate::ring::sampler::{gaussian, os_rng, os_seed, ternary, uniform_poly};
 use crate::ring::basis::mod_down;
-use crate::ring::poly::for_each_row;
+use crate::ring::poly::{for_each_row, join};
 use crate::ring::{Ntt, Poly};
 
 use super::public_key::PublicKey;
@@ -104,7 +104,7 @@ impl Encryptor {
                 // Over Q_l P, then divided by P: the noise shrinks to rounding noise.
                 let to_ntt = |v: &[i64]| Poly::from_signed(ring, v, level, true).into_ntt(ring);
                 let (u, (mut t0, mut t1)) =
-                    rayon::join(|| to_ntt(&u), || rayon::join(|| to_ntt(&e0), || to_ntt(&e1)));
+                    join(|| to_ntt(&u), || join(|| to_ntt(&e0), || to_ntt(&e1)));
                 let q_rows = level + 1;
                 for (t, k) in [(&mut t0, &pk.b), (&mut t1, &pk.a)] {
                     for_each_row(t.data_mut(), n, |r, row| {
@@ -118,7 +118,7 @@ impl Encryptor {
                 let mut c0 = Poly::zero(ring, level, false);
                 let mut c1 = Poly::zero(ring, level, false);
                 let inv_p = self.params.inv_p();
-                rayon::join(
+                join(
                     || mod_down(ring, &t0, inv_p, &mut c0),
                     || mod_down(ring, &t1, inv_p, &mut c1),
                 );
