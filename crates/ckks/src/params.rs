@@ -344,7 +344,11 @@ mod tests {
             security: Security::Hes128,
         };
         match Parameters::new(&lit) {
-            Err(Error::InsecureParameters { log_n: 13, log_qp, max_log_qp: 218 }) => {
+            Err(Error::InsecureParameters {
+                log_n: 13,
+                log_qp,
+                max_log_qp: 218,
+            }) => {
                 assert!((log_qp - 250.0).abs() < 0.01)
             }
             other => panic!("expected refusal, got {other:?}"),
@@ -358,22 +362,40 @@ mod tests {
         let base = Preset::Test12.literal();
         let mut l = base.clone();
         l.log_n = 17;
-        assert!(matches!(Parameters::new(&l), Err(Error::InvalidLogN { log_n: 17, .. })));
+        assert!(matches!(
+            Parameters::new(&l),
+            Err(Error::InvalidLogN { log_n: 17, .. })
+        ));
         let mut l = base.clone();
         l.dnum = Some(4);
-        assert!(matches!(Parameters::new(&l), Err(Error::InvalidDnum { dnum: 4, q_primes: 3 })));
+        assert!(matches!(
+            Parameters::new(&l),
+            Err(Error::InvalidDnum {
+                dnum: 4,
+                q_primes: 3
+            })
+        ));
         let mut l = base.clone();
         l.log_p.clear();
-        assert!(matches!(Parameters::new(&l), Err(Error::EmptyModulusChain { .. })));
+        assert!(matches!(
+            Parameters::new(&l),
+            Err(Error::EmptyModulusChain { .. })
+        ));
         let mut l = base.clone();
         l.log_q[0] = 61;
-        assert!(matches!(Parameters::new(&l), Err(Error::InvalidPrimeBits { bits: 61, .. })));
+        assert!(matches!(
+            Parameters::new(&l),
+            Err(Error::InvalidPrimeBits { bits: 61, .. })
+        ));
         let mut l = base.clone();
         l.dnum = Some(2);
         let a = Parameters::new(&base).unwrap();
         let b = Parameters::new(&l).unwrap();
         assert_ne!(a.fingerprint(), b.fingerprint());
-        assert_eq!(a.fingerprint(), Parameters::new(&base).unwrap().fingerprint());
+        assert_eq!(
+            a.fingerprint(),
+            Parameters::new(&base).unwrap().fingerprint()
+        );
         assert_eq!(b.digit_groups(), &[0..2, 2..3]);
     }
 }

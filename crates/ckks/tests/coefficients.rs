@@ -1,4 +1,5 @@
 //! End-to-end tests with coefficient encoding against f64 references.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 mod common;
 
@@ -13,7 +14,9 @@ fn check_all_ops(kit: &mut Kit, name: &str, min_fresh: f64, min_mul: f64) {
     let a = uniform(n, 1);
     let b = uniform(n, 2);
     // Sparse b keeps the convolution's magnitude near 1 for the product test.
-    let sparse: Vec<f64> = (0..n).map(|i| if i % 64 == 0 { b[i] } else { 0.0 }).collect();
+    let sparse: Vec<f64> = (0..n)
+        .map(|i| if i % 64 == 0 { b[i] } else { 0.0 })
+        .collect();
     let ca = kit.encrypt(&a, C);
     let cb = kit.encrypt(&b, C);
     let fresh = bits(&kit.decrypt(&ca), &a);
@@ -22,7 +25,10 @@ fn check_all_ops(kit: &mut Kit, name: &str, min_fresh: f64, min_mul: f64) {
     assert!(sk_ct.seed().is_some());
     let sk_bits = bits(&kit.decrypt(&sk_ct), &a);
     println!("{name}: fresh pk {fresh:.1} bits, sk {sk_bits:.1} bits");
-    assert!(fresh >= min_fresh && sk_bits >= min_fresh, "{name}: fresh {fresh} / {sk_bits}");
+    assert!(
+        fresh >= min_fresh && sk_bits >= min_fresh,
+        "{name}: fresh {fresh} / {sk_bits}"
+    );
 
     let sum: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
     let diff: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
@@ -42,7 +48,10 @@ fn check_all_ops(kit: &mut Kit, name: &str, min_fresh: f64, min_mul: f64) {
     let prod = kit.eval.rescale(&prod).unwrap();
     let mp = bits(&kit.decrypt(&prod), &want);
     let prepared = selene_ckks::PreparedPlaintext::new(&kit.params, ps.clone());
-    let prod2 = kit.eval.rescale(&kit.eval.mul_prepared(&ca, &prepared).unwrap()).unwrap();
+    let prod2 = kit
+        .eval
+        .rescale(&kit.eval.mul_prepared(&ca, &prepared).unwrap())
+        .unwrap();
     assert!(bits(&kit.decrypt(&prod2), &want) >= min_mul);
     let cs = kit.sk_enc.encrypt(&kit.encode(&sparse, top, C));
     let prod = kit.eval.mul_relin(&ca, &cs).unwrap();
@@ -74,7 +83,10 @@ fn check_all_ops(kit: &mut Kit, name: &str, min_fresh: f64, min_mul: f64) {
         let r = kit.eval.rotate(&ca, s).unwrap();
         let rb = bits(&kit.decrypt(&r), &want);
         let hb = bits(&kit.decrypt(h), &want);
-        assert!(rb >= min_fresh - 2.0 && hb >= min_fresh - 2.0, "{name}: step {s}: {rb} / {hb}");
+        assert!(
+            rb >= min_fresh - 2.0 && hb >= min_fresh - 2.0,
+            "{name}: step {s}: {rb} / {hb}"
+        );
     }
     let conj = kit.eval.conjugate(&ca).unwrap();
     let want = automorphism(&a, conjugation_element(log_n));
@@ -112,26 +124,47 @@ fn mismatches_are_errors() {
     let ca = kit.encrypt(&a, C);
     let mut low = ca.clone();
     kit.eval.drop_to_level(&mut low, 1).unwrap();
-    assert!(matches!(kit.eval.add(&ca, &low), Err(Error::LevelMismatch { left: 2, right: 1 })));
+    assert!(matches!(
+        kit.eval.add(&ca, &low),
+        Err(Error::LevelMismatch { left: 2, right: 1 })
+    ));
     let mut scaled = ca.clone();
     scaled.set_scale(Scale(3.0));
-    assert!(matches!(kit.eval.add(&ca, &scaled), Err(Error::ScaleMismatch { .. })));
-    assert!(matches!(kit.eval.rotate(&ca, 5), Err(Error::MissingGaloisKey { .. })));
+    assert!(matches!(
+        kit.eval.add(&ca, &scaled),
+        Err(Error::ScaleMismatch { .. })
+    ));
+    assert!(matches!(
+        kit.eval.rotate(&ca, 5),
+        Err(Error::MissingGaloisKey { .. })
+    ));
     let mut r0 = low.clone();
     kit.eval.drop_to_level(&mut r0, 0).unwrap();
-    assert!(matches!(kit.eval.rescale(&r0), Err(Error::InvalidLevel { level: 0, .. })));
+    assert!(matches!(
+        kit.eval.rescale(&r0),
+        Err(Error::InvalidLevel { level: 0, .. })
+    ));
     let pt = kit.encode(&a, 1, C);
-    assert!(matches!(kit.eval.mul_plain(&ca, &pt), Err(Error::LevelMismatch { .. })));
+    assert!(matches!(
+        kit.eval.mul_plain(&ca, &pt),
+        Err(Error::LevelMismatch { .. })
+    ));
     assert!(matches!(
         kit.enc.encode(&vec![0.0; 5000], 0, kit.scale(), C),
-        Err(Error::TooManyValues { got: 5000, max: 4096 })
+        Err(Error::TooManyValues {
+            got: 5000,
+            max: 4096
+        })
     ));
     assert!(matches!(
         kit.enc.encode(&[1e40], 0, kit.scale(), C),
         Err(Error::ValueOutOfRange { .. })
     ));
     let mut no_keys = selene_ckks::Evaluator::new(&kit.params);
-    assert!(matches!(no_keys.mul_relin(&ca, &ca), Err(Error::MissingRelinKey)));
+    assert!(matches!(
+        no_keys.mul_relin(&ca, &ca),
+        Err(Error::MissingRelinKey)
+    ));
 }
 
 #[test]
@@ -143,10 +176,19 @@ fn flooded_decryption_adds_noise_of_the_requested_size() {
     let sigma = 2f64.powi(15); // 2^-10 after dividing by the 2^25 scale
     let pt = kit.dec.decrypt_flooded(&ca, sigma).unwrap();
     let got = kit.enc.decode(&pt).unwrap();
-    let sd = (got.iter().zip(&a).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / n as f64).sqrt();
+    let sd = (got
+        .iter()
+        .zip(&a)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        / n as f64)
+        .sqrt();
     let want = sigma / kit.params.default_scale();
     assert!((sd / want - 1.0).abs() < 0.1, "flooding sd {sd} vs {want}");
-    assert!(matches!(kit.dec.decrypt_flooded(&ca, f64::NAN), Err(Error::InvalidFloodingSigma { .. })));
+    assert!(matches!(
+        kit.dec.decrypt_flooded(&ca, f64::NAN),
+        Err(Error::InvalidFloodingSigma { .. })
+    ));
     let s = selene_ckks::flooding_sigma(100.0, 16, 40);
     assert!((s - 100.0 * 4.0 * 2f64.powi(20)).abs() < 1e-6);
 }

@@ -1,4 +1,5 @@
 //! End-to-end tests with slot encoding against f64 references, precision per preset.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 mod common;
 
@@ -28,7 +29,10 @@ fn slot_ops(preset: Preset, steps: &[i64], min_fresh: f64, min_mul: f64) {
     let prod: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
     let add = bits(&kit.decrypt(&kit.eval.add(&ca, &cb).unwrap()), &sum);
     let pb = kit.encode(&b, top, S);
-    let mp = kit.eval.rescale(&kit.eval.mul_plain(&ca, &pb).unwrap()).unwrap();
+    let mp = kit
+        .eval
+        .rescale(&kit.eval.mul_plain(&ca, &pb).unwrap())
+        .unwrap();
     let mp = bits(&kit.decrypt(&mp), &prod);
     let mr = kit.mul(&ca, &cb);
     let mr_bits = bits(&kit.decrypt(&mr), &prod);
@@ -44,8 +48,14 @@ fn slot_ops(preset: Preset, steps: &[i64], min_fresh: f64, min_mul: f64) {
         "{preset:?}: fresh {fresh:.1}, add {add:.1}, mul_plain {mp:.1}, mul_relin {mr_bits:.1}, \
          depth {top} {deep:.1} bits"
     );
-    assert!(fresh >= min_fresh && add >= min_fresh - 1.0, "{preset:?} fresh {fresh} add {add}");
-    assert!(mp >= min_mul && mr_bits >= min_mul, "{preset:?} mul {mp} / {mr_bits}");
+    assert!(
+        fresh >= min_fresh && add >= min_fresh - 1.0,
+        "{preset:?} fresh {fresh} add {add}"
+    );
+    assert!(
+        mp >= min_mul && mr_bits >= min_mul,
+        "{preset:?} mul {mp} / {mr_bits}"
+    );
     assert!(deep >= min_mul - 4.0, "{preset:?} depth {deep}");
     // Every generated rotation, plain and hoisted, at the top level and after a rescale.
     let hoisted = kit.eval.rotate_hoisted(&ca, steps).unwrap();
@@ -54,7 +64,10 @@ fn slot_ops(preset: Preset, steps: &[i64], min_fresh: f64, min_mul: f64) {
         let r = bits(&kit.rotated(&ca, k), &want);
         let hb = bits(&kit.decrypt(h), &want);
         let low = bits(&kit.rotated(&mr, k), &rot(&prod, k));
-        assert!(r >= min_fresh - 1.0 && hb >= min_fresh - 1.0, "{preset:?} step {k}: {r} / {hb}");
+        assert!(
+            r >= min_fresh - 1.0 && hb >= min_fresh - 1.0,
+            "{preset:?} step {k}: {r} / {hb}"
+        );
         assert!(low >= min_mul - 1.0, "{preset:?} step {k} after mul: {low}");
     }
 }
@@ -87,16 +100,29 @@ fn conjugation_and_complex_slots() {
     let slots = kit.params.slots();
     let re = uniform(slots, 21);
     let im = uniform(slots, 22);
-    let z: Vec<Complex64> = re.iter().zip(&im).map(|(&r, &i)| Complex64::new(r, i)).collect();
-    let pt = kit.enc.encode_complex(&z, kit.params.max_level(), kit.scale()).unwrap();
+    let z: Vec<Complex64> = re
+        .iter()
+        .zip(&im)
+        .map(|(&r, &i)| Complex64::new(r, i))
+        .collect();
+    let pt = kit
+        .enc
+        .encode_complex(&z, kit.params.max_level(), kit.scale())
+        .unwrap();
     let ct = kit.pk_enc.encrypt(&pt);
     let conj = kit.eval.conjugate(&ct).unwrap();
     let got = kit.enc.decode_complex(&kit.dec.decrypt(&conj)).unwrap();
-    let err = got.iter().zip(&z).map(|(g, w)| (g - w.conj()).norm()).fold(0.0, f64::max);
+    let err = got
+        .iter()
+        .zip(&z)
+        .map(|(g, w)| (g - w.conj()).norm())
+        .fold(0.0, f64::max);
     assert!(-err.log2() >= 8.5, "conjugation error {err}");
     let rotated = kit.eval.rotate(&ct, 1).unwrap();
     let got = kit.enc.decode_complex(&kit.dec.decrypt(&rotated)).unwrap();
-    let err = (0..slots).map(|i| (got[i] - z[(i + 1) % slots]).norm()).fold(0.0, f64::max);
+    let err = (0..slots)
+        .map(|i| (got[i] - z[(i + 1) % slots]).norm())
+        .fold(0.0, f64::max);
     assert!(-err.log2() >= 8.5, "complex rotation error {err}");
 }
 

@@ -86,7 +86,8 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
             .fold(1u64, |acc, (_, o)| m.mul(acc, m.reduce(o.value())));
         let inv = m.inv(hat).unwrap_or(0);
         let inv_s = m.shoup(inv);
-        row.iter_mut().for_each(|x| *x = m.mul_shoup(*x, inv, inv_s));
+        row.iter_mut()
+            .for_each(|x| *x = m.mul_shoup(*x, inv, inv_s));
     }
     for_each_row(out.data_mut(), n, |r, row| {
         let idx = ctx.modulus_index(q_rows, r);
@@ -114,8 +115,8 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
     });
 }
 
-/// For every `Q` row `i` of `rows` (NTT form, `q_rows` rows): `row_i = (row_i - [v]_{q_i})
-/// * inv_i`, where `v` is the integer whose residues (coefficient form) modulo `divisor`
+/// For every `Q` row `i` of `data` (NTT form):
+/// `row_i = (row_i - [v]_{q_i}) inv_i`, where `v` is the integer whose residues (coefficient form) modulo `divisor`
 /// are `rem` (one row per divisor prime; lifted by fast base conversion, centered when
 /// there is one divisor prime so the division rounds to nearest).
 fn subtract_and_divide(
@@ -206,6 +207,7 @@ pub fn rescale(ctx: &RnsContext, a: &mut Poly<Ntt>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index-based reference math
 mod tests {
     use super::*;
     use crate::ring::modulus::generate_ntt_primes;
@@ -213,7 +215,7 @@ mod tests {
 
     fn ctx(np: usize) -> RnsContext {
         let mut bits = vec![40, 30, 30];
-        bits.extend(std::iter::repeat(45).take(np));
+        bits.extend(std::iter::repeat_n(45, np));
         let p = generate_ntt_primes(4, &bits).unwrap();
         RnsContext::new(4, &p[..3], &p[3..]).unwrap()
     }
@@ -226,7 +228,9 @@ mod tests {
     fn rescale_rounds_exactly() {
         let ctx = ctx(1);
         let q2 = ctx.q()[2].value() as i64;
-        let vals: Vec<i64> = (0..16).map(|i| (i - 8) * q2 + (i * 7919 % 61) * q2 / 64 - 3).collect();
+        let vals: Vec<i64> = (0..16)
+            .map(|i| (i - 8) * q2 + (i * 7919 % 61) * q2 / 64 - 3)
+            .collect();
         let mut a = Poly::from_signed(&ctx, &vals, 2, false).into_ntt(&ctx);
         rescale(&ctx, &mut a);
         let a = a.into_coeff(&ctx);
@@ -253,7 +257,10 @@ mod tests {
                 .q()
                 .iter()
                 .map(|m| {
-                    let pi = ctx.p().iter().fold(1u64, |a, o| m.mul(a, m.reduce(o.value())));
+                    let pi = ctx
+                        .p()
+                        .iter()
+                        .fold(1u64, |a, o| m.mul(a, m.reduce(o.value())));
                     let i = m.inv(pi).unwrap();
                     (i, m.shoup(i))
                 })

@@ -53,9 +53,13 @@ pub fn reconstruct_f64(ctx: &RnsContext, p: &Poly<Coeff>, factor: f64, out: &mut
         }
     };
     if super::poly::parallel() {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| work(c, o));
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(c, o)| work(c, o));
     } else {
-        out.chunks_mut(chunk).enumerate().for_each(|(c, o)| work(c, o));
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(c, o)| work(c, o));
     }
 }
 

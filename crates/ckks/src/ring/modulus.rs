@@ -266,7 +266,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-
     #[test]
     fn primality_known_answers() {
         assert!(is_prime(2) && is_prime(3) && is_prime(65537));
@@ -284,7 +283,10 @@ mod tests {
             assert!(!p[..i].contains(&x));
         }
         assert!(p[1] > 1 << 30 && p[2] < 1 << 30 && p[3] > 1 << 30 && p[4] < 1 << 30);
-        assert_eq!(p, generate_ntt_primes(13, &[36, 30, 30, 30, 30, 60]).unwrap());
+        assert_eq!(
+            p,
+            generate_ntt_primes(13, &[36, 30, 30, 30, 30, 60]).unwrap()
+        );
         assert!(generate_ntt_primes(13, &[61]).is_none());
     }
 

@@ -42,6 +42,7 @@ impl NttPlan {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index-based reference math
 mod tests {
     use super::*;
     use crate::ring::modulus::Modulus;
@@ -73,7 +74,12 @@ mod tests {
     #[test]
     fn ntt_matches_schoolbook_and_bit_reversed_order() {
         let mut rng = rand::thread_rng();
-        for (n, q) in [(16usize, 97u64), (64, 7681), (256, 1152921504606584833), (128, 1 << 36 | 257)] {
+        for (n, q) in [
+            (16usize, 97u64),
+            (64, 7681),
+            (256, 1152921504606584833),
+            (128, 1 << 36 | 257),
+        ] {
             let m = Modulus::new(q);
             let Some(plan) = NttPlan::new(n, q) else {
                 assert!(!crate::ring::modulus::is_prime(q) || (q - 1) % (2 * n as u64) != 0);

@@ -56,7 +56,9 @@ where
             .enumerate()
             .for_each(|(r, row)| f(r, row));
     } else {
-        data.chunks_exact_mut(n).enumerate().for_each(|(r, row)| f(r, row));
+        data.chunks_exact_mut(n)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
     }
 }
 
@@ -103,7 +105,12 @@ impl<D> Poly<D> {
     pub fn zero(ctx: &RnsContext, level: usize, with_p: bool) -> Self {
         let q_rows = level + 1;
         let p_rows = if with_p { ctx.np() } else { 0 };
-        Self::from_raw(vec![0; (q_rows + p_rows) * ctx.n()], ctx.n(), q_rows, p_rows)
+        Self::from_raw(
+            vec![0; (q_rows + p_rows) * ctx.n()],
+            ctx.n(),
+            q_rows,
+            p_rows,
+        )
     }
 
     /// Wraps raw residues (`(q_rows + p_rows) * n` words, each `<` its row's prime).
@@ -306,7 +313,12 @@ impl Poly<Ntt> {
     /// Copies of the first `level + 1` `Q` rows of a polynomial over `Q` or `QP`.
     pub fn q_part(&self, level: usize) -> Poly<Ntt> {
         debug_assert!(level < self.q_rows);
-        Poly::from_raw(self.data[..(level + 1) * self.n].to_vec(), self.n, level + 1, 0)
+        Poly::from_raw(
+            self.data[..(level + 1) * self.n].to_vec(),
+            self.n,
+            level + 1,
+            0,
+        )
     }
 }
 

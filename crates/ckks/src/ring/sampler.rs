@@ -134,7 +134,11 @@ mod tests {
         let mean = e.iter().sum::<i64>() as f64 / e.len() as f64;
         let var = e.iter().map(|&x| (x * x) as f64).sum::<f64>() / e.len() as f64;
         assert!(mean.abs() < 0.05, "mean {mean}");
-        assert!((var.sqrt() - ERROR_SIGMA).abs() < 0.05, "sigma {}", var.sqrt());
+        assert!(
+            (var.sqrt() - ERROR_SIGMA).abs() < 0.05,
+            "sigma {}",
+            var.sqrt()
+        );
         assert!(e.iter().all(|x| x.abs() <= 19));
         let t = ternary(&mut rng, 30_000);
         for v in -1..=1 {
@@ -154,6 +158,9 @@ mod tests {
         let b = uniform_poly(&ctx, &[1; 32], 0, false);
         assert_eq!(a.row(0), b.row(0));
         assert_ne!(a.row(0), a.row(1));
-        assert!((0..a.rows()).all(|r| a.row(r).iter().all(|&x| x < ctx.moduli()[a.modulus_index(&ctx, r)].value())));
+        assert!((0..a.rows()).all(|r| a
+            .row(r)
+            .iter()
+            .all(|&x| x < ctx.moduli()[a.modulus_index(&ctx, r)].value())));
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use rand_chacha::ChaCha20Rng;
 
 use crate::params::Parameters;
-use crate::ring::sampler::{gaussian, os_rng, os_seed, ternary, uniform_poly};
 use crate::ring::basis::mod_down;
 use crate::ring::poly::{for_each_row, join};
+use crate::ring::sampler::{gaussian, os_rng, os_seed, ternary, uniform_poly};
 use crate::ring::{Ntt, Poly};
 
 use super::public_key::PublicKey;

@@ -129,7 +129,9 @@ pub fn decompose_into(params: &Parameters, c: &Poly<Ntt>, out: &mut Decompositio
         out.digits = (0..count).map(|_| Poly::zero(ring, level, true)).collect();
     }
     let groups = params.digit_groups();
-    for_each_indexed(&mut out.digits, |j, d| mod_up(ring, c, groups[j].clone(), d));
+    for_each_indexed(&mut out.digits, |j, d| {
+        mod_up(ring, c, groups[j].clone(), d)
+    });
 }
 
 /// Coefficients per block of the lazy inner product (two `u128` accumulators of this

@@ -3,8 +3,8 @@
 //! fhe.rs, so only fresh ciphertexts serialize compressed).
 
 use crate::error::Result;
-use crate::rlwe::{Decryptor, Encryptor, RlweCiphertext};
 use crate::ring::{Ntt, Poly};
+use crate::rlwe::{Decryptor, Encryptor, RlweCiphertext};
 
 use super::plaintext::Plaintext;
 use super::{Encoding, Scale};
@@ -92,6 +92,10 @@ impl Decryptor {
     pub fn decrypt_flooded(&self, ct: &Ciphertext, sigma: f64) -> Result<Plaintext> {
         let ring = self.params().ring();
         let m = self.decrypt_poly_flooded(&ct.c0, &ct.c1, sigma)?;
-        Ok(Plaintext::from_poly(m.into_ntt(ring), ct.scale, ct.encoding))
+        Ok(Plaintext::from_poly(
+            m.into_ntt(ring),
+            ct.scale,
+            ct.encoding,
+        ))
     }
 }

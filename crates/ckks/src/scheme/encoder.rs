@@ -52,12 +52,23 @@ impl Encoder {
     }
 
     /// Rounds `coeffs * scale` to integers and reduces them into an NTT-form plaintext.
-    pub fn encode_coefficients(&self, coeffs: &[f64], level: usize, scale: Scale) -> Result<Plaintext> {
+    pub fn encode_coefficients(
+        &self,
+        coeffs: &[f64],
+        level: usize,
+        scale: Scale,
+    ) -> Result<Plaintext> {
         self.encode_raw(coeffs, level, scale, Encoding::Coefficients)
     }
 
     /// Scales, rounds and reduces real polynomial coefficients, tagging the result.
-    fn encode_raw(&self, coeffs: &[f64], level: usize, scale: Scale, encoding: Encoding) -> Result<Plaintext> {
+    fn encode_raw(
+        &self,
+        coeffs: &[f64],
+        level: usize,
+        scale: Scale,
+        encoding: Encoding,
+    ) -> Result<Plaintext> {
         self.check_level(level)?;
         let n = self.params.n();
         if coeffs.len() > n {
@@ -99,7 +110,13 @@ impl Encoder {
 
     /// Encodes real values with the given encoding (up to `N/2` slots or `N`
     /// coefficients; missing values are zero).
-    pub fn encode(&self, values: &[f64], level: usize, scale: Scale, encoding: Encoding) -> Result<Plaintext> {
+    pub fn encode(
+        &self,
+        values: &[f64],
+        level: usize,
+        scale: Scale,
+        encoding: Encoding,
+    ) -> Result<Plaintext> {
         match encoding {
             Encoding::Coefficients => self.encode_coefficients(values, level, scale),
             Encoding::Slots => {
@@ -112,7 +129,12 @@ impl Encoder {
     }
 
     /// Encodes up to `N/2` complex slot values.
-    pub fn encode_complex(&self, values: &[Complex64], level: usize, scale: Scale) -> Result<Plaintext> {
+    pub fn encode_complex(
+        &self,
+        values: &[Complex64],
+        level: usize,
+        scale: Scale,
+    ) -> Result<Plaintext> {
         self.check_slots(values.len())?;
         let mut coeffs = vec![0.0; self.params.n()];
         self.fft.encode(values, &mut coeffs)?;

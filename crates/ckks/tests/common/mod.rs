@@ -32,7 +32,9 @@ impl Kit {
             sk_enc: Encryptor::with_secret_key(sk.clone()),
             pk_enc: Encryptor::with_public_key(pk),
             dec: Decryptor::new(sk.clone()),
-            eval: Evaluator::new(&params).with_relin_key(rlk).with_galois_keys(gks),
+            eval: Evaluator::new(&params)
+                .with_relin_key(rlk)
+                .with_galois_keys(gks),
             params,
             sk,
             steps: steps.to_vec(),
@@ -78,7 +80,11 @@ pub fn uniform(n: usize, seed: u64) -> Vec<f64> {
 /// Bits of precision: -log2 of the largest absolute error.
 pub fn bits(got: &[f64], want: &[f64]) -> f64 {
     assert!(got.len() >= want.len());
-    let err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     -err.max(f64::MIN_POSITIVE).log2()
 }
 

@@ -52,7 +52,9 @@ fn time<F: FnMut() -> anyhow::Result<()>>(min: usize, mut f: F) -> anyhow::Resul
     f()?;
     let mut samples = Vec::new();
     let start = Instant::now();
-    while samples.len() < 30 && (samples.len() < min || start.elapsed() < Duration::from_millis(1500)) {
+    while samples.len() < 30
+        && (samples.len() < min || start.elapsed() < Duration::from_millis(1500))
+    {
         let t = Instant::now();
         f()?;
         samples.push(t.elapsed().as_secs_f64() * 1e3);
@@ -91,7 +93,13 @@ fn bench_preset(p: Preset, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let top = params.max_level();
     let scale = Scale(params.default_scale());
     let mut push = |op: &'static str, ms: f64| {
-        rows.push(Row { log_n, op, ms: Some(ms), bytes: None, bits: None });
+        rows.push(Row {
+            log_n,
+            op,
+            ms: Some(ms),
+            bytes: None,
+            bits: None,
+        });
     };
     let sk = Arc::new(SecretKey::generate(&params));
     let pk = Arc::new(PublicKey::new(&sk));
@@ -104,7 +112,9 @@ fn bench_preset(p: Preset, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut encryptor = Encryptor::with_public_key(pk);
     let mut sk_encryptor = Encryptor::with_secret_key(sk.clone());
     let dec = Decryptor::new(sk.clone());
-    let mut eval = Evaluator::new(&params).with_relin_key(rlk).with_galois_keys(gks);
+    let mut eval = Evaluator::new(&params)
+        .with_relin_key(rlk)
+        .with_galois_keys(gks);
 
     let (a, b) = (values(params.slots(), 1), values(params.slots(), 2));
     let pa = enc.encode(&a, top, scale, Encoding::Slots)?;
@@ -112,21 +122,58 @@ fn bench_preset(p: Preset, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let ca = encryptor.encrypt(&pa);
     let cb = encryptor.encrypt(&pb);
 
-    push("encode", time(5, || enc.encode(&a, top, scale, Encoding::Slots).map(drop).map_err(Into::into))?);
-    push("encrypt", time(5, || {
-        encryptor.encrypt(&pa);
-        Ok(())
-    })?);
-    push("decrypt", time(5, || enc.decode(&dec.decrypt(&ca)).map(drop).map_err(Into::into))?);
+    push(
+        "encode",
+        time(5, || {
+            enc.encode(&a, top, scale, Encoding::Slots)
+                .map(drop)
+                .map_err(Into::into)
+        })?,
+    );
+    push(
+        "encrypt",
+        time(5, || {
+            encryptor.encrypt(&pa);
+            Ok(())
+        })?,
+    );
+    push(
+        "decrypt",
+        time(5, || {
+            enc.decode(&dec.decrypt(&ca)).map(drop).map_err(Into::into)
+        })?,
+    );
     let mut out = eval.add(&ca, &cb)?;
-    push("add", time(5, || eval.add_into(&ca, &cb, &mut out).map_err(Into::into))?);
-    push("mul_plain", time(5, || eval.mul_plain_into(&ca, &pb, &mut out).map_err(Into::into))?);
+    push(
+        "add",
+        time(5, || eval.add_into(&ca, &cb, &mut out).map_err(Into::into))?,
+    );
+    push(
+        "mul_plain",
+        time(5, || {
+            eval.mul_plain_into(&ca, &pb, &mut out).map_err(Into::into)
+        })?,
+    );
     let mut prod = eval.mul_relin(&ca, &cb)?;
-    push("mul_relin", time(5, || eval.mul_relin_into(&ca, &cb, &mut prod).map_err(Into::into))?);
-    push("rescale", time(5, || eval.rescale_into(&ca, &mut out).map_err(Into::into))?);
-    push("rotate", time(5, || eval.rotate_into(&ca, 1, &mut out).map_err(Into::into))?);
+    push(
+        "mul_relin",
+        time(5, || {
+            eval.mul_relin_into(&ca, &cb, &mut prod).map_err(Into::into)
+        })?,
+    );
+    push(
+        "rescale",
+        time(5, || eval.rescale_into(&ca, &mut out).map_err(Into::into))?,
+    );
+    push(
+        "rotate",
+        time(5, || eval.rotate_into(&ca, 1, &mut out).map_err(Into::into))?,
+    );
     let mut outs: Vec<Ciphertext> = eval.rotate_hoisted(&ca, &steps)?;
-    let hoisted = time(5, || eval.rotate_hoisted_into(&ca, &steps, &mut outs).map_err(Into::into))?;
+    let hoisted = time(5, || {
+        eval.rotate_hoisted_into(&ca, &steps, &mut outs)
+            .map_err(Into::into)
+    })?;
     push("rotate_hoisted", hoisted / steps.len() as f64);
     let relin = time(3, || {
         RelinKey::new(&sk);
@@ -135,16 +182,31 @@ fn bench_preset(p: Preset, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     .unwrap_or(relin_first);
     push("keygen_relin", relin);
     let g = selene_ckks::ring::automorphism::galois_element(1, log_n);
-    push("keygen_rotation", time(3, || {
-        GaloisKey::new(&sk, g);
-        Ok(())
-    })?);
+    push(
+        "keygen_rotation",
+        time(3, || {
+            GaloisKey::new(&sk, g);
+            Ok(())
+        })?,
+    );
 
     let bytes = ca.encode(&params).len();
     let seeded = sk_encryptor.encrypt(&pa);
     let bytes_seeded = seeded.encode(&params).len();
-    rows.push(Row { log_n, op: "ct_bytes", ms: None, bytes: Some(bytes), bits: None });
-    rows.push(Row { log_n, op: "ct_bytes_seeded", ms: None, bytes: Some(bytes_seeded), bits: None });
+    rows.push(Row {
+        log_n,
+        op: "ct_bytes",
+        ms: None,
+        bytes: Some(bytes),
+        bits: None,
+    });
+    rows.push(Row {
+        log_n,
+        op: "ct_bytes_seeded",
+        ms: None,
+        bytes: Some(bytes_seeded),
+        bits: None,
+    });
 
     let prod = eval.mul_relin(&ca, &cb)?;
     let prod = eval.rescale(&prod)?;
@@ -154,7 +216,13 @@ fn bench_preset(p: Preset, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         .zip(a.iter().zip(&b))
         .map(|(g, (x, y))| (g - x * y).abs())
         .fold(0.0, f64::max);
-    rows.push(Row { log_n, op: "precision_mul_relin", ms: None, bytes: None, bits: Some(-err.log2()) });
+    rows.push(Row {
+        log_n,
+        op: "precision_mul_relin",
+        ms: None,
+        bytes: None,
+        bits: Some(-err.log2()),
+    });
     Ok(())
 }
 
@@ -169,7 +237,10 @@ pub fn run(opts: &BenchCkksOpts) -> anyhow::Result<()> {
     }
     print_table(&opts.presets, &rows);
     if let Some(path) = &opts.common.json {
-        let report = Report { threads, results: rows };
+        let report = Report {
+            threads,
+            results: rows,
+        };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }

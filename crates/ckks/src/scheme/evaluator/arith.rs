@@ -77,7 +77,12 @@ impl Evaluator {
     }
 
     /// `out = ct + pt` (same level, scale and encoding).
-    pub fn add_plain_into(&self, ct: &Ciphertext, pt: &Plaintext, out: &mut Ciphertext) -> Result<()> {
+    pub fn add_plain_into(
+        &self,
+        ct: &Ciphertext,
+        pt: &Plaintext,
+        out: &mut Ciphertext,
+    ) -> Result<()> {
         Self::check_plain(ct, pt)?;
         ct.scale.check_same(pt.scale)?;
         out.clone_from(ct);
@@ -104,7 +109,12 @@ impl Evaluator {
     }
 
     /// `out = ct * pt`; the scale of `out` is the product of the scales.
-    pub fn mul_plain_into(&self, ct: &Ciphertext, pt: &Plaintext, out: &mut Ciphertext) -> Result<()> {
+    pub fn mul_plain_into(
+        &self,
+        ct: &Ciphertext,
+        pt: &Plaintext,
+        out: &mut Ciphertext,
+    ) -> Result<()> {
         Self::check_plain(ct, pt)?;
         let ring = self.params.ring();
         self.shape(out, ct.level());
@@ -130,7 +140,12 @@ impl Evaluator {
     }
 
     /// `out = ct * pt` with a prepared (Shoup) operand.
-    pub fn mul_prepared_into(&self, ct: &Ciphertext, pt: &PreparedPlaintext, out: &mut Ciphertext) -> Result<()> {
+    pub fn mul_prepared_into(
+        &self,
+        ct: &Ciphertext,
+        pt: &PreparedPlaintext,
+        out: &mut Ciphertext,
+    ) -> Result<()> {
         Self::check_plain(ct, &pt.pt)?;
         self.shape(out, ct.level());
         out.c0.data_mut().fill(0);
@@ -143,7 +158,12 @@ impl Evaluator {
     /// `acc += ct * pt` with a prepared operand: the accumulating primitive of
     /// ciphertext x plaintext matrix products. `acc` must already have the product's
     /// level, scale and encoding.
-    pub fn mul_prepared_add_into(&self, ct: &Ciphertext, pt: &PreparedPlaintext, acc: &mut Ciphertext) -> Result<()> {
+    pub fn mul_prepared_add_into(
+        &self,
+        ct: &Ciphertext,
+        pt: &PreparedPlaintext,
+        acc: &mut Ciphertext,
+    ) -> Result<()> {
         Self::check_plain(ct, &pt.pt)?;
         check_level(ct.level(), acc.level())?;
         check_encoding(ct.encoding, acc.encoding)?;
@@ -225,7 +245,9 @@ impl Evaluator {
     /// Multiplies by an integer; the scale is unchanged.
     pub fn mul_int(&self, ct: &Ciphertext, k: i128) -> Ciphertext {
         let ring = self.params.ring();
-        let ks: Vec<u64> = (0..=ct.level()).map(|r| ring.moduli()[r].reduce_i128(k)).collect();
+        let ks: Vec<u64> = (0..=ct.level())
+            .map(|r| ring.moduli()[r].reduce_i128(k))
+            .collect();
         let mut out = ct.clone();
         out.seed = None;
         out.c0.mul_scalar_assign(ring, &ks);

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::params::Parameters;
-use crate::rlwe::{Decomposition, GaloisKeys, RelinKey};
 use crate::ring::{Ntt, Poly};
+use crate::rlwe::{Decomposition, GaloisKeys, RelinKey};
 
 use super::ciphertext::Ciphertext;
 

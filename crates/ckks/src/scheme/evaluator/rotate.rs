@@ -34,7 +34,15 @@ impl Evaluator {
             .acc
             .take()
             .unwrap_or_else(|| [Poly::zero(ring, level, true), Poly::zero(ring, level, true)]);
-        apply_into(&self.params, &self.scratch.dec, &key.ksk, Some(&key.auto), &mut acc, &mut out.c0, &mut out.c1);
+        apply_into(
+            &self.params,
+            &self.scratch.dec,
+            &key.ksk,
+            Some(&key.auto),
+            &mut acc,
+            &mut out.c0,
+            &mut out.c1,
+        );
         self.scratch.acc = Some(acc);
         let n = ring.n();
         let perm = key.auto.permutation();
@@ -50,7 +58,12 @@ impl Evaluator {
     }
 
     /// `out = phi_g(ct)` for Galois element `g`.
-    pub fn apply_galois_into(&mut self, ct: &Ciphertext, g: u64, out: &mut Ciphertext) -> Result<()> {
+    pub fn apply_galois_into(
+        &mut self,
+        ct: &Ciphertext,
+        g: u64,
+        out: &mut Ciphertext,
+    ) -> Result<()> {
         if g == 1 {
             out.clone_from(ct);
             out.seed = None;
@@ -84,7 +97,12 @@ impl Evaluator {
 
     /// Rotations of one ciphertext by each of `steps`, sharing one decomposition of `c1`
     /// (hoisting). `outs` must have one entry per step.
-    pub fn rotate_hoisted_into(&mut self, ct: &Ciphertext, steps: &[i64], outs: &mut [Ciphertext]) -> Result<()> {
+    pub fn rotate_hoisted_into(
+        &mut self,
+        ct: &Ciphertext,
+        steps: &[i64],
+        outs: &mut [Ciphertext],
+    ) -> Result<()> {
         if outs.len() != steps.len() {
             return Err(Error::TooManyValues {
                 got: steps.len(),
