@@ -44,6 +44,14 @@ pub enum Error {
         /// Ring degree.
         log_n: u32,
     },
+    /// More primes than the lazy `u128` accumulations allow.
+    #[error("{count} primes requested, at most {max} are supported")]
+    TooManyPrimes {
+        /// Primes requested (Q and P).
+        count: usize,
+        /// Supported maximum.
+        max: usize,
+    },
     /// Number of key-switching digits out of range.
     #[error("dnum = {dnum} must be in 1..={q_primes} (number of Q primes)")]
     InvalidDnum {
