@@ -152,3 +152,30 @@ proptest! {
         })?;
     }
 }
+
+#[test]
+fn accumulating_plain_products() {
+    let mut kit = Kit::new(Preset::Test12.build().unwrap(), &[]);
+    let slots = kit.params.slots();
+    let top = kit.params.max_level();
+    let (a, b, c) = (uniform(slots, 31), uniform(slots, 32), uniform(slots, 33));
+    let (ca, cb) = (kit.encrypt(&a, S), kit.encrypt(&b, S));
+    let (pb, pc) = (kit.encode(&b, top, S), kit.encode(&c, top, S));
+    // a*b + b*c, once with plain and once with prepared operands.
+    let mut acc = kit.eval.mul_plain(&ca, &pb).unwrap();
+    kit.eval.mul_plain_add_into(&cb, &pc, &mut acc).unwrap();
+    let prepared_b = selene_ckks::PreparedPlaintext::new(&kit.params, pb.clone());
+    let prepared_c = selene_ckks::PreparedPlaintext::new(&kit.params, pc.clone());
+    let mut acc2 = kit.eval.mul_prepared(&ca, &prepared_b).unwrap();
+    kit.eval
+        .mul_prepared_add_into(&cb, &prepared_c, &mut acc2)
+        .unwrap();
+    let want: Vec<f64> = (0..slots).map(|i| a[i] * b[i] + b[i] * c[i]).collect();
+    for acc in [acc, acc2] {
+        let got = kit.decrypt(&kit.eval.rescale(&acc).unwrap());
+        assert!(bits(&got, &want) >= 9.0);
+    }
+    // Accumulating into a ciphertext of another scale is an error.
+    let mut wrong = ca.clone();
+    assert!(kit.eval.mul_plain_add_into(&cb, &pc, &mut wrong).is_err());
+}

@@ -148,7 +148,10 @@ mod tests {
         reconstruct_f64(&ctx, &p, 1.0, &mut out);
         for (k, &o) in out.iter().enumerate() {
             let want = (k as f64 - 8.0) * prod4 + k as f64;
-            assert!((o - want).abs() <= want.abs() * 1e-15 + 1e-9, "{k}: {o} vs {want}");
+            assert!(
+                (o - want).abs() <= want.abs() * 1e-15 + 1e-9,
+                "{k}: {o} vs {want}"
+            );
         }
     }
 }

@@ -20,7 +20,7 @@ pub struct Coeff;
 pub struct Ntt;
 
 /// An RNS polynomial over `q_0..q_level` (and optionally the special primes).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Poly<D> {
     data: Vec<u64>,
     n: usize,
@@ -36,6 +36,20 @@ impl<D> std::fmt::Debug for Poly<D> {
             .field("q_rows", &self.q_rows)
             .field("p_rows", &self.p_rows)
             .finish_non_exhaustive()
+    }
+}
+
+impl<D> Clone for Poly<D> {
+    fn clone(&self) -> Self {
+        Self::from_raw(self.data.clone(), self.n, self.q_rows, self.p_rows)
+    }
+
+    /// Reuses the destination's buffer (no allocation when the shape fits).
+    fn clone_from(&mut self, source: &Self) {
+        self.data.clone_from(&source.data);
+        self.n = source.n;
+        self.q_rows = source.q_rows;
+        self.p_rows = source.p_rows;
     }
 }
 
@@ -291,6 +305,19 @@ impl Poly<Ntt> {
         for_each_row(&mut self.data, n, |r, row| {
             let m = ctx.moduli()[ctx.modulus_index(q_rows, r)];
             for (x, &y) in row.iter_mut().zip(&other.data[r * n..(r + 1) * n]) {
+                *x = m.mul(*x, y);
+            }
+        });
+    }
+
+    /// `self *= other` pointwise, using the first `self.rows()` rows of `other` (which may
+    /// be at a higher level or carry special rows; only for `self` without special rows).
+    pub fn mul_assign_prefix(&mut self, ctx: &RnsContext, other: &Self) {
+        debug_assert!(other.q_rows >= self.q_rows && self.p_rows == 0);
+        let n = self.n;
+        for_each_row(&mut self.data, n, |r, row| {
+            let m = ctx.moduli()[r];
+            for (x, &y) in row.iter_mut().zip(other.row(r)) {
                 *x = m.mul(*x, y);
             }
         });

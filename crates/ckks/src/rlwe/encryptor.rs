@@ -89,7 +89,8 @@ impl Encryptor {
                 let e = gaussian(&mut self.rng, n);
                 let mut c0 = Poly::from_signed(ring, &e, level, false).into_ntt(ring);
                 let mut as_ = c1.clone();
-                as_.mul_assign(ring, &sk.ntt().q_part(level));
+                // Row r of s is row r of its QP form: multiply in place, no copy of s.
+                as_.mul_assign_prefix(ring, sk.ntt());
                 c0.sub_assign(ring, &as_);
                 RlweCiphertext {
                     c0,
