@@ -44,6 +44,14 @@ pub enum Error {
         /// Ring degree.
         log_n: u32,
     },
+    /// More primes than the lazy `u128` accumulations allow.
+    #[error("{count} primes requested, at most {max} are supported")]
+    TooManyPrimes {
+        /// Primes requested (Q and P).
+        count: usize,
+        /// Supported maximum.
+        max: usize,
+    },
     /// Number of key-switching digits out of range.
     #[error("dnum = {dnum} must be in 1..={q_primes} (number of Q primes)")]
     InvalidDnum {
@@ -121,14 +129,9 @@ pub enum Error {
         /// log2 of the scale.
         log_scale: f64,
     },
-    /// The slot FFT rejected its sizes.
-    #[error("slot encoding with log N = {log_n}, log slots = {log_slots} is not supported")]
-    InvalidSlots {
-        /// Ring degree.
-        log_n: u32,
-        /// Requested log2 of the slot count.
-        log_slots: u32,
-    },
+    /// The canonical embedding rejected its input.
+    #[error("slot encoding: {0}")]
+    Encoding(#[from] crate::encoding::EncodingError),
     /// A rotation or conjugation without its Galois key.
     #[error("no Galois key for element {galois_element}")]
     MissingGaloisKey {

@@ -16,6 +16,9 @@ use crate::ring::RnsContext;
 pub const MIN_LOG_N: u32 = 10;
 /// Largest supported `log N`.
 pub const MAX_LOG_N: u32 = 16;
+/// Most primes (`Q` and `P`) in one set: key-switching inner products and base
+/// conversions accumulate up to this many products in a `u128` before reducing.
+pub const MAX_PRIMES: usize = 64;
 
 /// Largest `log2(QP)` with 128-bit classical security for a ternary secret, per
 /// `log N` (Homomorphic Encryption Standard, Albrecht et al. 2018, Table 1).
@@ -63,7 +66,7 @@ pub struct ParametersLiteral {
 /// Named parameter sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Preset {
-    /// Small and fast, for tests: N = 2^12, Q = 29, 25, 25 bits, P = 29 bits, scale 2^25.
+    /// Small and fast, for tests: N = 2^12, Q = 28, 22, 22 bits, P = 36 bits, scale 2^22.
     Test12,
     /// The anchors' N = 2^13 set: Q = 36, 4 x 30 bits, P = 60 bits, scale 2^30, dnum 5.
     Anchor13,
@@ -77,7 +80,7 @@ impl Preset {
     /// The literal of this preset.
     pub fn literal(self) -> ParametersLiteral {
         let (log_n, first, rest, count, log_p, log_scale) = match self {
-            Preset::Test12 => (12, 29, 25, 2, 29, 25),
+            Preset::Test12 => (12, 28, 22, 2, 36, 22),
             Preset::Anchor13 => (13, 36, 30, 4, 60, 30),
             Preset::Anchor14 => (14, 50, 40, 8, 60, 40),
             Preset::Anchor15 => (15, 60, 50, 8, 60, 50),
@@ -139,6 +142,14 @@ impl Parameters {
             return Err(Error::EmptyModulusChain {
                 q: lit.log_q.len(),
                 p: lit.log_p.len(),
+            });
+        }
+        // Lazy sums of up to 64 products of residues below 2^61 fit in a u128.
+        let count = lit.log_q.len() + lit.log_p.len();
+        if count > MAX_PRIMES {
+            return Err(Error::TooManyPrimes {
+                count,
+                max: MAX_PRIMES,
             });
         }
         let min_bits = log_n + 2;
@@ -386,6 +397,12 @@ mod tests {
         assert!(matches!(
             Parameters::new(&l),
             Err(Error::InvalidPrimeBits { bits: 61, .. })
+        ));
+        let mut l = base.clone();
+        l.log_q = vec![30; 70];
+        assert!(matches!(
+            Parameters::new(&l),
+            Err(Error::TooManyPrimes { count: 71, max: 64 })
         ));
         let mut l = base.clone();
         l.dnum = Some(2);

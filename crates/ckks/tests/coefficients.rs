@@ -1,4 +1,5 @@
 //! End-to-end tests with coefficient encoding against f64 references.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 mod common;
 

@@ -14,8 +14,6 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::modulus::Modulus;
 use super::poly::{for_each_row, Ntt, Poly};
 use super::RnsContext;
@@ -48,9 +46,11 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
     }
     let q_rows = out.q_rows();
     if group.len() == 1 {
-        // Fast path (one prime per digit): the digit is an integer in [0, q_j).
+        // Fast path (one prime per digit): the digit is the centered integer in
+        // (-q_j/2, q_j/2] (centering halves the key-switching noise), reduced mod q_t.
         let j = group.start;
         let qj = ctx.moduli()[j].value();
+        let half = qj / 2;
         for_each_row(out.data_mut(), n, |r, row| {
             let idx = ctx.modulus_index(q_rows, r);
             if idx == j {
@@ -58,11 +58,17 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
                 return;
             }
             let m = ctx.moduli()[idx];
-            if qj < m.value() {
-                row.copy_from_slice(&coeffs);
-            } else {
+            let qt = m.value();
+            if qj < qt {
+                let shift = qt - qj;
                 for (o, &x) in row.iter_mut().zip(&coeffs) {
-                    *o = m.reduce(x);
+                    *o = x + (shift & 0u64.wrapping_sub(u64::from(x > half)));
+                }
+            } else {
+                let qj_mod = m.reduce(qj);
+                for (o, &x) in row.iter_mut().zip(&coeffs) {
+                    let mask = 0u64.wrapping_sub(u64::from(x > half));
+                    *o = m.sub(m.reduce(x), qj_mod & mask);
                 }
             }
             ctx.plan(idx).forward(row);
@@ -109,8 +115,8 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
     });
 }
 
-/// For every `Q` row `i` of `rows` (NTT form, `q_rows` rows): `row_i = (row_i - [v]_{q_i})
-/// * inv_i`, where `v` is the integer whose residues (coefficient form) modulo `divisor`
+/// For every `Q` row `i` of `data` (NTT form):
+/// `row_i = (row_i - [v]_{q_i}) inv_i`, where `v` is the integer whose residues (coefficient form) modulo `divisor`
 /// are `rem` (one row per divisor prime; lifted by fast base conversion, centered when
 /// there is one divisor prime so the division rounds to nearest).
 fn subtract_and_divide(
@@ -144,14 +150,12 @@ fn subtract_and_divide(
         let m = ctx.moduli()[i];
         let mut t = vec![0u64; n];
         if let [d] = divisor {
+            // Centered lift of x in (-d/2, d/2] reduced mod q_i, branch-free.
             let half = d.value() / 2;
+            let d_mod = m.reduce(d.value());
             for (o, &x) in t.iter_mut().zip(rem) {
-                // centered lift of x in (-d/2, d/2] reduced mod q_i
-                *o = if x > half {
-                    m.sub(m.reduce(x), m.reduce(d.value()))
-                } else {
-                    m.reduce(x)
-                };
+                let mask = 0u64.wrapping_sub(u64::from(x > half));
+                *o = m.sub(m.reduce(x), d_mod & mask);
             }
         } else {
             let hats: Vec<u64> = (0..divisor.len())
@@ -185,10 +189,7 @@ pub fn mod_down(ctx: &RnsContext, a: &Poly<Ntt>, inv_p: &[(u64, u64)], out: &mut
     let qr = a.q_rows();
     debug_assert!(out.q_rows() == qr && out.p_rows() == 0);
     let mut rem = a.data()[qr * n..].to_vec();
-    rem.par_chunks_exact_mut(n)
-        .enumerate()
-        .with_max_len(1)
-        .for_each(|(k, row)| ctx.plan(ctx.nq() + k).backward(row));
+    for_each_row(&mut rem, n, |k, row| ctx.plan(ctx.nq() + k).backward(row));
     out.data_mut().copy_from_slice(&a.data()[..qr * n]);
     subtract_and_divide(ctx, out.data_mut(), &rem, ctx.p(), inv_p);
 }
@@ -206,6 +207,7 @@ pub fn rescale(ctx: &RnsContext, a: &mut Poly<Ntt>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index-based reference math
 mod tests {
     use super::*;
     use crate::ring::modulus::generate_ntt_primes;
@@ -213,7 +215,7 @@ mod tests {
 
     fn ctx(np: usize) -> RnsContext {
         let mut bits = vec![40, 30, 30];
-        bits.extend(std::iter::repeat(45).take(np));
+        bits.extend(std::iter::repeat_n(45, np));
         let p = generate_ntt_primes(4, &bits).unwrap();
         RnsContext::new(4, &p[..3], &p[3..]).unwrap()
     }

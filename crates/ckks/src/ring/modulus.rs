@@ -10,6 +10,11 @@ pub struct Modulus {
     q: u64,
     /// `floor(2^128 / q)` as (low, high) 64-bit words.
     ratio: (u64, u64),
+    /// `floor(2^64 / q)`, for single-word Barrett reduction.
+    ratio64: u64,
+    /// `bits - 2` and `floor(2^(bits + 62) / q)`: Barrett for products `< q^2`.
+    shift: u32,
+    mu: u64,
 }
 
 /// Largest modulus supported: lazy sums of up to 64 products of residues fit in a `u128`.
@@ -22,9 +27,13 @@ impl Modulus {
         debug_assert!(q > 2 && q < (1u64 << MAX_MODULUS_BITS) && q % 2 == 1);
         // q is odd, so it does not divide 2^128 and floor((2^128 - 1) / q) = floor(2^128 / q).
         let ratio = u128::MAX / q as u128;
+        let bits = 64 - q.leading_zeros();
         Self {
             q,
             ratio: (ratio as u64, (ratio >> 64) as u64),
+            ratio64: (ratio >> 64) as u64,
+            shift: bits - 2,
+            mu: ((1u128 << (bits + 62)) / q as u128) as u64,
         }
     }
 
@@ -42,32 +51,23 @@ impl Modulus {
     /// `a + b mod q` for `a, b < q`.
     #[inline(always)]
     pub fn add(&self, a: u64, b: u64) -> u64 {
+        // Branch-free: a + b < 2q < 2^62, so `s - q` wraps above `s` exactly when s < q.
         let s = a + b;
-        if s >= self.q {
-            s - self.q
-        } else {
-            s
-        }
+        s.min(s.wrapping_sub(self.q))
     }
 
     /// `a - b mod q` for `a, b < q`.
     #[inline(always)]
     pub fn sub(&self, a: u64, b: u64) -> u64 {
-        if a >= b {
-            a - b
-        } else {
-            a + self.q - b
-        }
+        // Branch-free: when a < b the difference wraps and adding q brings it back below q.
+        let d = a.wrapping_sub(b);
+        d.min(d.wrapping_add(self.q))
     }
 
     /// `-a mod q` for `a < q`.
     #[inline(always)]
     pub fn neg(&self, a: u64) -> u64 {
-        if a == 0 {
-            0
-        } else {
-            self.q - a
-        }
+        self.sub(0, a)
     }
 
     /// `x mod q` for any `x < 2^128` (Barrett with the 128-bit ratio; at most two
@@ -84,24 +84,18 @@ impl Modulus {
             .wrapping_mul(r1)
             .wrapping_add(t_hi)
             .wrapping_add((u >> 64) as u64);
-        let mut r = x0.wrapping_sub(est.wrapping_mul(self.q));
-        if r >= self.q {
-            r -= self.q;
-        }
-        if r >= self.q {
-            r -= self.q;
-        }
-        r
+        let r = x0.wrapping_sub(est.wrapping_mul(self.q));
+        let r = r.min(r.wrapping_sub(self.q));
+        r.min(r.wrapping_sub(self.q))
     }
 
     /// `x mod q` for any `x: u64`.
     #[inline(always)]
     pub fn reduce(&self, x: u64) -> u64 {
-        if x < self.q {
-            x
-        } else {
-            self.reduce_u128(x as u128)
-        }
+        // Single-word Barrett: the estimate is short by at most one q.
+        let est = ((x as u128 * self.ratio64 as u128) >> 64) as u64;
+        let r = x.wrapping_sub(est.wrapping_mul(self.q));
+        r.min(r.wrapping_sub(self.q))
     }
 
     /// `x mod q` for a signed `x`, as a residue in `[0, q)`.
@@ -129,7 +123,16 @@ impl Modulus {
     /// `a * b mod q` for `a, b < q`.
     #[inline(always)]
     pub fn mul(&self, a: u64, b: u64) -> u64 {
-        self.reduce_u128(a as u128 * b as u128)
+        // Barrett for x = ab < q^2 < 2^(2 beta), beta = bits(q) <= 61: with
+        // y = floor(x / 2^(beta-2)) < 2^63 and mu = floor(2^(beta+62) / q) < 2^63, the
+        // estimate floor(y mu / 2^64) is short of floor(x / q) by less than 2, so two
+        // corrections suffice. Three multiplications instead of five.
+        let x = a as u128 * b as u128;
+        let y = (x >> self.shift) as u64;
+        let est = ((y as u128 * self.mu as u128) >> 64) as u64;
+        let r = (x as u64).wrapping_sub(est.wrapping_mul(self.q));
+        let r = r.min(r.wrapping_sub(self.q));
+        r.min(r.wrapping_sub(self.q))
     }
 
     /// Shoup's precomputed quotient `floor(w * 2^64 / q)` of a fixed multiplicand `w < q`.
@@ -144,11 +147,7 @@ impl Modulus {
     pub fn mul_shoup(&self, x: u64, w: u64, w_shoup: u64) -> u64 {
         let hi = ((x as u128 * w_shoup as u128) >> 64) as u64;
         let r = x.wrapping_mul(w).wrapping_sub(hi.wrapping_mul(self.q));
-        if r >= self.q {
-            r - self.q
-        } else {
-            r
-        }
+        r.min(r.wrapping_sub(self.q))
     }
 
     /// `a^e mod q`.
@@ -298,6 +297,8 @@ mod tests {
             let m = Modulus::new(q);
             let (a, b) = (a % q, b % q);
             prop_assert_eq!(m.reduce_u128(x), (x % q as u128) as u64);
+            prop_assert_eq!(m.reduce(x as u64), (x as u64) % q);
+            prop_assert_eq!(m.reduce(u64::MAX - (x as u64 % 5)), (u64::MAX - (x as u64 % 5)) % q);
             prop_assert_eq!(m.mul(a, b), ((a as u128 * b as u128) % q as u128) as u64);
             prop_assert_eq!(m.add(a, b), ((a as u128 + b as u128) % q as u128) as u64);
             prop_assert_eq!(m.add(m.sub(a, b), b), a);

@@ -42,6 +42,7 @@ impl NttPlan {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index-based reference math
 mod tests {
     use super::*;
     use crate::ring::modulus::Modulus;

@@ -20,7 +20,7 @@ pub struct Coeff;
 pub struct Ntt;
 
 /// An RNS polynomial over `q_0..q_level` (and optionally the special primes).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Poly<D> {
     data: Vec<u64>,
     n: usize,
@@ -39,6 +39,20 @@ impl<D> std::fmt::Debug for Poly<D> {
     }
 }
 
+impl<D> Clone for Poly<D> {
+    fn clone(&self) -> Self {
+        Self::from_raw(self.data.clone(), self.n, self.q_rows, self.p_rows)
+    }
+
+    /// Reuses the destination's buffer (no allocation when the shape fits).
+    fn clone_from(&mut self, source: &Self) {
+        self.data.clone_from(&source.data);
+        self.n = source.n;
+        self.q_rows = source.q_rows;
+        self.p_rows = source.p_rows;
+    }
+}
+
 impl<D> Zeroize for Poly<D> {
     fn zeroize(&mut self) {
         self.data.zeroize();
@@ -51,7 +65,7 @@ pub fn for_each_row<F>(data: &mut [u64], n: usize, f: F)
 where
     F: Fn(usize, &mut [u64]) + Sync + Send,
 {
-    if rayon::current_num_threads() > 1 && data.len() > n {
+    if parallel() && data.len() > n {
         data.par_chunks_exact_mut(n)
             .enumerate()
             .for_each(|(r, row)| f(r, row));
@@ -59,6 +73,44 @@ where
         data.chunks_exact_mut(n)
             .enumerate()
             .for_each(|(r, row)| f(r, row));
+    }
+}
+
+/// Whether to fork work onto rayon: only with more than one thread, so a one-thread run
+/// never hands work to a pool thread (no cross-thread hand-off, identical results).
+#[inline]
+pub fn parallel() -> bool {
+    rayon::current_num_threads() > 1
+}
+
+/// `rayon::join` when [`parallel`], else the two closures in order.
+pub fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    if parallel() {
+        rayon::join(a, b)
+    } else {
+        (a(), b())
+    }
+}
+
+/// Runs `f(i, item)` over `items`, in parallel when [`parallel`].
+pub fn for_each_indexed<T: Send, F>(items: &mut [T], f: F)
+where
+    F: Fn(usize, &mut T) + Sync + Send,
+{
+    if parallel() {
+        items
+            .par_iter_mut()
+            .with_max_len(1)
+            .enumerate()
+            .for_each(|(i, x)| f(i, x));
+    } else {
+        items.iter_mut().enumerate().for_each(|(i, x)| f(i, x));
     }
 }
 
@@ -253,6 +305,19 @@ impl Poly<Ntt> {
         for_each_row(&mut self.data, n, |r, row| {
             let m = ctx.moduli()[ctx.modulus_index(q_rows, r)];
             for (x, &y) in row.iter_mut().zip(&other.data[r * n..(r + 1) * n]) {
+                *x = m.mul(*x, y);
+            }
+        });
+    }
+
+    /// `self *= other` pointwise, using the first `self.rows()` rows of `other` (which may
+    /// be at a higher level or carry special rows; only for `self` without special rows).
+    pub fn mul_assign_prefix(&mut self, ctx: &RnsContext, other: &Self) {
+        debug_assert!(other.q_rows >= self.q_rows && self.p_rows == 0);
+        let n = self.n;
+        for_each_row(&mut self.data, n, |r, row| {
+            let m = ctx.moduli()[r];
+            for (x, &y) in row.iter_mut().zip(other.row(r)) {
                 *x = m.mul(*x, y);
             }
         });

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use rand_chacha::ChaCha20Rng;
 
 use crate::params::Parameters;
+use crate::ring::basis::mod_down;
+use crate::ring::poly::{for_each_row, join};
 use crate::ring::sampler::{gaussian, os_rng, os_seed, ternary, uniform_poly};
 use crate::ring::{Ntt, Poly};
 
@@ -87,7 +89,8 @@ impl Encryptor {
                 let e = gaussian(&mut self.rng, n);
                 let mut c0 = Poly::from_signed(ring, &e, level, false).into_ntt(ring);
                 let mut as_ = c1.clone();
-                as_.mul_assign(ring, &sk.ntt().q_part(level));
+                // Row r of s is row r of its QP form: multiply in place, no copy of s.
+                as_.mul_assign_prefix(ring, sk.ntt());
                 c0.sub_assign(ring, &as_);
                 RlweCiphertext {
                     c0,
@@ -99,17 +102,27 @@ impl Encryptor {
                 let u = ternary(&mut self.rng, n);
                 let e0 = gaussian(&mut self.rng, n);
                 let e1 = gaussian(&mut self.rng, n);
-                let (u, (mut c0, mut c1)) = rayon::join(
-                    || Poly::from_signed(ring, &u, level, false).into_ntt(ring),
-                    || {
-                        rayon::join(
-                            || Poly::from_signed(ring, &e0, level, false).into_ntt(ring),
-                            || Poly::from_signed(ring, &e1, level, false).into_ntt(ring),
-                        )
-                    },
+                // Over Q_l P, then divided by P: the noise shrinks to rounding noise.
+                let to_ntt = |v: &[i64]| Poly::from_signed(ring, v, level, true).into_ntt(ring);
+                let (u, (mut t0, mut t1)) =
+                    join(|| to_ntt(&u), || join(|| to_ntt(&e0), || to_ntt(&e1)));
+                let q_rows = level + 1;
+                for (t, k) in [(&mut t0, &pk.b), (&mut t1, &pk.a)] {
+                    for_each_row(t.data_mut(), n, |r, row| {
+                        let idx = ring.modulus_index(q_rows, r);
+                        let m = ring.moduli()[idx];
+                        for ((x, &y), &z) in row.iter_mut().zip(k.row(idx)).zip(u.row(r)) {
+                            *x = m.add(*x, m.mul(y, z));
+                        }
+                    });
+                }
+                let mut c0 = Poly::zero(ring, level, false);
+                let mut c1 = Poly::zero(ring, level, false);
+                let inv_p = self.params.inv_p();
+                join(
+                    || mod_down(ring, &t0, inv_p, &mut c0),
+                    || mod_down(ring, &t1, inv_p, &mut c1),
                 );
-                c0.mul_add_assign(ring, &pk.b, &u);
-                c1.mul_add_assign(ring, &pk.a, &u);
                 RlweCiphertext { c0, c1, seed: None }
             }
         }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rayon::prelude::*;
+use zeroize::Zeroizing;
 
 use crate::params::Parameters;
 use crate::ring::automorphism::{conjugation_element, galois_element, Automorphism};
@@ -26,9 +27,9 @@ impl GaloisKey {
         let params = sk.params();
         let ring = params.ring();
         let auto = Automorphism::new(g, params.log_n());
-        let s = sk.ntt().q_part(params.max_level());
-        let mut phi_s = Poly::<Ntt>::zero(ring, params.max_level(), false);
-        for r in 0..s.rows() {
+        let s = sk.ntt();
+        let mut phi_s = Zeroizing::new(Poly::<Ntt>::zero(ring, params.max_level(), false));
+        for r in 0..phi_s.rows() {
             auto.apply_ntt(s.row(r), phi_s.row_mut(r));
         }
         Self {

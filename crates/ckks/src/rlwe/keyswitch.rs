@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use crate::params::Parameters;
 use crate::ring::automorphism::Automorphism;
 use crate::ring::basis::{digits_at_level, mod_down, mod_up};
+use crate::ring::poly::{for_each_indexed, join, parallel};
 use crate::ring::sampler::{gaussian, os_rng, os_seed, uniform_poly};
 use crate::ring::{Ntt, Poly};
 
@@ -128,11 +129,9 @@ pub fn decompose_into(params: &Parameters, c: &Poly<Ntt>, out: &mut Decompositio
         out.digits = (0..count).map(|_| Poly::zero(ring, level, true)).collect();
     }
     let groups = params.digit_groups();
-    out.digits
-        .par_iter_mut()
-        .with_max_len(1)
-        .enumerate()
-        .for_each(|(j, d)| mod_up(ring, c, groups[j].clone(), d));
+    for_each_indexed(&mut out.digits, |j, d| {
+        mod_up(ring, c, groups[j].clone(), d)
+    });
 }
 
 /// Coefficients per block of the lazy inner product (two `u128` accumulators of this
@@ -166,6 +165,28 @@ pub fn apply_into(
     let work = |r: usize, o0: &mut [u64], o1: &mut [u64]| {
         let idx = ring.modulus_index(q_rows, r);
         let m = ring.moduli()[idx];
+        if let Some(auto) = auto {
+            // Digit-major passes over the whole row: the gathered digit row (N words)
+            // stays in cache while the key rows stream, instead of gathering from every
+            // digit's row at once.
+            let perm = auto.permutation();
+            let mut s0 = vec![0u128; n];
+            let mut s1 = vec![0u128; n];
+            for (j, d) in dec.digits.iter().enumerate() {
+                let drow = d.row(r);
+                let (kb, ka) = (key.b[j].row(idx), key.a[j].row(idx));
+                for k in 0..n {
+                    let x = drow[perm[k] as usize] as u128;
+                    s0[k] += x * kb[k] as u128;
+                    s1[k] += x * ka[k] as u128;
+                }
+            }
+            for k in 0..n {
+                o0[k] = m.reduce_u128(s0[k]);
+                o1[k] = m.reduce_u128(s1[k]);
+            }
+            return;
+        }
         let mut s0 = [0u128; BLOCK];
         let mut s1 = [0u128; BLOCK];
         for start in (0..n).step_by(BLOCK) {
@@ -173,26 +194,13 @@ pub fn apply_into(
             s0[..len].fill(0);
             s1[..len].fill(0);
             for (j, d) in dec.digits.iter().enumerate() {
-                let drow = d.row(r);
+                let dr = &d.row(r)[start..start + len];
                 let kb = &key.b[j].row(idx)[start..start + len];
                 let ka = &key.a[j].row(idx)[start..start + len];
-                match auto {
-                    None => {
-                        let dr = &drow[start..start + len];
-                        for k in 0..len {
-                            let x = dr[k] as u128;
-                            s0[k] += x * kb[k] as u128;
-                            s1[k] += x * ka[k] as u128;
-                        }
-                    }
-                    Some(auto) => {
-                        let perm = &auto.permutation()[start..start + len];
-                        for k in 0..len {
-                            let x = drow[perm[k] as usize] as u128;
-                            s0[k] += x * kb[k] as u128;
-                            s1[k] += x * ka[k] as u128;
-                        }
-                    }
+                for k in 0..len {
+                    let x = dr[k] as u128;
+                    s0[k] += x * kb[k] as u128;
+                    s1[k] += x * ka[k] as u128;
                 }
             }
             for k in 0..len {
@@ -201,7 +209,7 @@ pub fn apply_into(
             }
         }
     };
-    if rayon::current_num_threads() > 1 {
+    if parallel() {
         acc0.data_mut()
             .par_chunks_exact_mut(n)
             .zip(acc1.data_mut().par_chunks_exact_mut(n))
@@ -219,7 +227,7 @@ pub fn apply_into(
             *o = Poly::zero(ring, level, false);
         }
     }
-    rayon::join(
+    join(
         || mod_down(ring, acc0, params.inv_p(), out0),
         || mod_down(ring, acc1, params.inv_p(), out1),
     );

@@ -1,4 +1,8 @@
-//! The public encryption key `(b, a) = (-a s + e, a)` over `Q`, with `a` from a seed.
+//! The public encryption key `(b, a) = (-a s + e, a)` over `QP`, with `a` from a seed.
+//!
+//! Over `QP` rather than `Q` (as SEAL does) so that public-key encryption can run over
+//! `Q_l P` and divide by `P`: the encryption noise `e u + e0 + e1 s` shrinks by `P` and a
+//! fresh ciphertext carries only rounding noise, several bits more precision.
 
 use std::sync::Arc;
 
@@ -24,18 +28,18 @@ impl PublicKey {
         let ring = params.ring();
         let level = params.max_level();
         let seed = os_seed();
-        let a = uniform_poly(ring, &seed, level, false);
+        let a = uniform_poly(ring, &seed, level, true);
         let e = gaussian(&mut os_rng(), params.n());
-        let mut b = Poly::from_signed(ring, &e, level, false).into_ntt(ring);
+        let mut b = Poly::from_signed(ring, &e, level, true).into_ntt(ring);
         let mut as_ = a.clone();
-        as_.mul_assign(ring, &sk.ntt().q_part(level));
+        as_.mul_assign(ring, sk.ntt());
         b.sub_assign(ring, &as_);
         Self { params, b, a, seed }
     }
 
     /// Rebuilds a key from its `b` component and the seed of `a` (deserialization).
     pub(crate) fn from_parts(params: Arc<Parameters>, b: Poly<Ntt>, seed: [u8; 32]) -> Self {
-        let a = uniform_poly(params.ring(), &seed, params.max_level(), false);
+        let a = uniform_poly(params.ring(), &seed, params.max_level(), true);
         Self { params, b, a, seed }
     }
 

@@ -1,5 +1,7 @@
 //! The relinearization key: switches `s^2` back to `s`.
 
+use zeroize::Zeroizing;
+
 use crate::ring::Ntt;
 use crate::ring::Poly;
 
@@ -16,8 +18,8 @@ impl RelinKey {
     /// Generates the relinearization key of `sk`.
     pub fn new(sk: &SecretKey) -> Self {
         let ring = sk.params().ring();
-        let mut s2: Poly<Ntt> = sk.ntt().q_part(sk.params().max_level());
-        s2.mul_assign(ring, &sk.ntt().q_part(sk.params().max_level()));
+        let mut s2: Zeroizing<Poly<Ntt>> = Zeroizing::new(sk.ntt().q_part(sk.params().max_level()));
+        s2.mul_assign_prefix(ring, sk.ntt());
         Self {
             ksk: KeySwitchKey::generate(sk, &s2),
         }

@@ -58,6 +58,7 @@ impl SecretKey {
     }
 
     /// The ternary coefficients of `s`.
+    #[cfg(test)]
     pub(crate) fn coeffs(&self) -> &[i64] {
         &self.coeffs
     }

@@ -10,13 +10,34 @@ use super::plaintext::Plaintext;
 use super::{Encoding, Scale};
 
 /// A CKKS ciphertext `(c0, c1)` with `c0 + c1 s ~ Delta m`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct Ciphertext {
     pub(crate) c0: Poly<Ntt>,
     pub(crate) c1: Poly<Ntt>,
     pub(crate) scale: Scale,
     pub(crate) encoding: Encoding,
     pub(crate) seed: Option<[u8; 32]>,
+}
+
+impl Clone for Ciphertext {
+    fn clone(&self) -> Self {
+        Self {
+            c0: self.c0.clone(),
+            c1: self.c1.clone(),
+            scale: self.scale,
+            encoding: self.encoding,
+            seed: self.seed,
+        }
+    }
+
+    /// Reuses the destination's buffers (the `_into` ops rely on this).
+    fn clone_from(&mut self, source: &Self) {
+        self.c0.clone_from(&source.c0);
+        self.c1.clone_from(&source.c1);
+        self.scale = source.scale;
+        self.encoding = source.encoding;
+        self.seed = source.seed;
+    }
 }
 
 impl Ciphertext {

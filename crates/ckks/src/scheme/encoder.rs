@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::encoding::{Complex64, SlotFft};
 use crate::error::{Error, Result};
 use crate::params::Parameters;
 use crate::ring::crt::reconstruct_f64;
@@ -21,14 +22,17 @@ const MAX_SCALED: f64 = 1.7e38; // < 2^127
 #[derive(Debug, Clone)]
 pub struct Encoder {
     params: Arc<Parameters>,
+    /// Full packing: `N/2` slots.
+    fft: SlotFft,
 }
 
 impl Encoder {
     /// An encoder for `params`.
-    pub fn new(params: &Arc<Parameters>) -> Self {
-        Self {
+    pub fn new(params: &Arc<Parameters>) -> Result<Self> {
+        Ok(Self {
             params: params.clone(),
-        }
+            fft: SlotFft::new(params.log_n(), params.log_n() - 1)?,
+        })
     }
 
     /// The parameters.
@@ -53,6 +57,17 @@ impl Encoder {
         coeffs: &[f64],
         level: usize,
         scale: Scale,
+    ) -> Result<Plaintext> {
+        self.encode_raw(coeffs, level, scale, Encoding::Coefficients)
+    }
+
+    /// Scales, rounds and reduces real polynomial coefficients, tagging the result.
+    fn encode_raw(
+        &self,
+        coeffs: &[f64],
+        level: usize,
+        scale: Scale,
+        encoding: Encoding,
     ) -> Result<Plaintext> {
         self.check_level(level)?;
         let n = self.params.n();
@@ -90,14 +105,11 @@ impl Encoder {
                 }
             }
         }
-        Ok(Plaintext::from_poly(
-            poly.into_ntt(ring),
-            scale,
-            Encoding::Coefficients,
-        ))
+        Ok(Plaintext::from_poly(poly.into_ntt(ring), scale, encoding))
     }
 
-    /// Encodes real values with the given encoding.
+    /// Encodes real values with the given encoding (up to `N/2` slots or `N`
+    /// coefficients; missing values are zero).
     pub fn encode(
         &self,
         values: &[f64],
@@ -107,11 +119,36 @@ impl Encoder {
     ) -> Result<Plaintext> {
         match encoding {
             Encoding::Coefficients => self.encode_coefficients(values, level, scale),
-            Encoding::Slots => Err(Error::InvalidSlots {
-                log_n: self.params.log_n(),
-                log_slots: values.len().next_power_of_two().trailing_zeros(),
-            }),
+            Encoding::Slots => {
+                self.check_slots(values.len())?;
+                let mut coeffs = vec![0.0; self.params.n()];
+                self.fft.encode_real(values, &mut coeffs)?;
+                self.encode_raw(&coeffs, level, scale, Encoding::Slots)
+            }
         }
+    }
+
+    /// Encodes up to `N/2` complex slot values.
+    pub fn encode_complex(
+        &self,
+        values: &[Complex64],
+        level: usize,
+        scale: Scale,
+    ) -> Result<Plaintext> {
+        self.check_slots(values.len())?;
+        let mut coeffs = vec![0.0; self.params.n()];
+        self.fft.encode(values, &mut coeffs)?;
+        self.encode_raw(&coeffs, level, scale, Encoding::Slots)
+    }
+
+    fn check_slots(&self, len: usize) -> Result<()> {
+        if len > self.fft.slots() {
+            return Err(Error::TooManyValues {
+                got: len,
+                max: self.fft.slots(),
+            });
+        }
+        Ok(())
     }
 
     /// The `N` coefficients of a plaintext divided by its scale, exact at any level.
@@ -123,14 +160,25 @@ impl Encoder {
         out
     }
 
-    /// Decodes real values (coefficients, or real parts of the slots).
+    /// Decodes real values: the `N` coefficients, or the real parts of the `N/2` slots.
     pub fn decode(&self, pt: &Plaintext) -> Result<Vec<f64>> {
+        let coeffs = self.decode_coefficients(pt);
         match pt.encoding {
-            Encoding::Coefficients => Ok(self.decode_coefficients(pt)),
-            Encoding::Slots => Err(Error::InvalidSlots {
-                log_n: self.params.log_n(),
-                log_slots: self.params.log_n() - 1,
-            }),
+            Encoding::Coefficients => Ok(coeffs),
+            Encoding::Slots => {
+                let mut out = vec![0.0; self.fft.slots()];
+                self.fft.decode_real(&coeffs, &mut out)?;
+                Ok(out)
+            }
         }
+    }
+
+    /// Decodes the `N/2` complex slots of a slot-encoded plaintext.
+    pub fn decode_complex(&self, pt: &Plaintext) -> Result<Vec<Complex64>> {
+        crate::scheme::check_encoding(pt.encoding, Encoding::Slots)?;
+        let coeffs = self.decode_coefficients(pt);
+        let mut out = vec![Complex64::new(0.0, 0.0); self.fft.slots()];
+        self.fft.decode(&coeffs, &mut out)?;
+        Ok(out)
     }
 }

@@ -28,7 +28,7 @@ impl Kit {
         let rlk = Arc::new(RelinKey::new(&sk));
         let gks = Arc::new(GaloisKeys::new(&sk, steps, true));
         Self {
-            enc: Encoder::new(&params),
+            enc: Encoder::new(&params).unwrap(),
             sk_enc: Encryptor::with_secret_key(sk.clone()),
             pk_enc: Encryptor::with_public_key(pk),
             dec: Decryptor::new(sk.clone()),
@@ -52,6 +52,18 @@ impl Kit {
 
     pub fn encode(&self, v: &[f64], level: usize, encoding: Encoding) -> Plaintext {
         self.enc.encode(v, level, self.scale(), encoding).unwrap()
+    }
+
+    /// `rescale(a * b)`.
+    pub fn mul(&mut self, a: &Ciphertext, b: &Ciphertext) -> Ciphertext {
+        let p = self.eval.mul_relin(a, b).unwrap();
+        self.eval.rescale(&p).unwrap()
+    }
+
+    /// Decrypted rotation.
+    pub fn rotated(&mut self, ct: &Ciphertext, k: i64) -> Vec<f64> {
+        let r = self.eval.rotate(ct, k).unwrap();
+        self.decrypt(&r)
     }
 
     pub fn decrypt(&self, ct: &Ciphertext) -> Vec<f64> {

@@ -139,6 +139,33 @@ impl Evaluator {
         Ok(out)
     }
 
+    /// `acc += ct * pt`: accumulating plaintext product (for matrix products with
+    /// unprepared diagonals). `acc` must already have the product's level, scale and
+    /// encoding.
+    pub fn mul_plain_add_into(
+        &self,
+        ct: &Ciphertext,
+        pt: &Plaintext,
+        acc: &mut Ciphertext,
+    ) -> Result<()> {
+        Self::check_plain(ct, pt)?;
+        check_level(ct.level(), acc.level())?;
+        check_encoding(ct.encoding, acc.encoding)?;
+        Scale(ct.scale.0 * pt.scale.0).check_same(acc.scale)?;
+        acc.seed = None;
+        let ring = self.params.ring();
+        let n = ring.n();
+        for (src, dst) in [(&ct.c0, &mut acc.c0), (&ct.c1, &mut acc.c1)] {
+            crate::ring::poly::for_each_row(dst.data_mut(), n, |r, row| {
+                let m = ring.moduli()[r];
+                for ((o, &x), &y) in row.iter_mut().zip(src.row(r)).zip(pt.poly.row(r)) {
+                    *o = m.add(*o, m.mul(x, y));
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// `out = ct * pt` with a prepared (Shoup) operand.
     pub fn mul_prepared_into(
         &self,

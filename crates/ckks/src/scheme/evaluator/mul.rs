@@ -52,7 +52,7 @@ impl Evaluator {
                     d2[k] = m.reduce_u128(x1 * y1);
                 }
             };
-            if rayon::current_num_threads() > 1 {
+            if crate::ring::poly::parallel() {
                 use rayon::prelude::*;
                 rows.collect::<Vec<_>>()
                     .into_par_iter()

@@ -21,7 +21,7 @@ impl Evaluator {
         let ring = self.params.ring();
         let q_last = ring.moduli()[level].value() as f64;
         ct.seed = None;
-        rayon::join(|| rescale(ring, &mut ct.c0), || rescale(ring, &mut ct.c1));
+        crate::ring::poly::join(|| rescale(ring, &mut ct.c0), || rescale(ring, &mut ct.c1));
         ct.scale = Scale(ct.scale.0 / q_last);
         Ok(())
     }
