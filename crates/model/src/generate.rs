@@ -29,7 +29,15 @@ pub fn generate(
     if max_tokens == 0 {
         return Ok(out);
     }
-    let mut cache = KvCache::new(w.config(), prompt.len() + max_tokens);
+    let capacity = prompt.len() + max_tokens;
+    if capacity > w.config().context_length {
+        return Err(Error::ContextFull {
+            len: prompt.len(),
+            adding: max_tokens,
+            capacity: w.config().context_length,
+        });
+    }
+    let mut cache = KvCache::new(w.config(), capacity);
     let cache = &mut cache;
     let mut logits = forward(w, prompt, cache, linear, Logits::Last)?;
     loop {

@@ -293,7 +293,7 @@ impl Gguf {
             }
             if t.offset.saturating_add(t.n_bytes as u64) > data_len {
                 return Err(Error::Truncated {
-                    offset: (data_offset + t.offset) as usize,
+                    offset: data_offset.saturating_add(t.offset) as usize,
                     needed: t.n_bytes,
                     left: data_len.saturating_sub(t.offset) as usize,
                     what: "tensor data",

@@ -1,7 +1,8 @@
 //! `selene bench model`: plaintext prefill and decode speed, load time, peak memory.
 //!
 //! Same shape as llama.cpp's `llama-bench` pp128 / tg64: prefill of a 128-token prompt
-//! from an empty context, then 64 greedy decode steps after it.
+//! from an empty context (the prompt of `scripts/model_fixtures/bench_llamacpp.py`),
+//! then 64 greedy decode steps after it (EOS does not stop them).
 
 use std::time::Instant;
 
@@ -14,6 +15,9 @@ use super::bench::BenchOpts;
 const PREFILL_TOKENS: usize = 128;
 /// Generated tokens for the decode measurement.
 const DECODE_TOKENS: usize = 64;
+/// The prompt llama.cpp's side of the comparison uses (`bench_llamacpp.py`), so both
+/// time the same 128 ids.
+const PROMPT: &str = include_str!("../../../../scripts/model_fixtures/prompt128.txt");
 /// Prefill repetitions (the median is reported).
 const REPS: usize = 3;
 
@@ -31,10 +35,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let start = Instant::now();
     let (w, t) = super::model::load(None)?;
     let load_s = start.elapsed().as_secs_f64();
-    let text = "The patient was diagnosed with a rare genetic disorder that affects the \
-                immune system. Doctors ran a series of tests over several weeks, and the \
-                results showed ";
-    let mut ids = t.encode(text)?;
+    let mut ids = t.encode(PROMPT)?;
     let base = ids.clone();
     while ids.len() < PREFILL_TOKENS {
         ids.extend_from_slice(&base);
