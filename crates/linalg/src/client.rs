@@ -9,7 +9,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
 use crate::matrix::{Layout, LayoutKind};
-use crate::message::{EncryptedInput, EncryptedOutput, InputBody, OutputBody};
+use crate::message::{EncryptedInput, EncryptedOutput, Header};
 use crate::{coeff, slots};
 
 /// The client's private per-token scales of one encrypted input, needed to decode its
@@ -94,26 +94,20 @@ impl Client {
             });
         }
         crate::check_values("input X", x, n * d_in)?;
-        let (body, scales) = match &layout.kind {
+        let (cts, scales) = match &layout.kind {
             LayoutKind::Coefficients(l) => {
-                let (cts, s) = coeff::encrypt(&self.params, &mut self.enc, l, x, n, d_in);
-                (InputBody::Coefficients(cts), s)
+                coeff::encrypt(&self.params, &mut self.enc, l, x, n, d_in)?
             }
-            LayoutKind::Slots(l) => {
-                let (cts, s) = slots::encrypt(&self.params, &mut self.enc, l, x, n, d_in)?;
-                (InputBody::Slots(cts), s)
-            }
+            LayoutKind::Slots(l) => slots::encrypt(&self.params, &mut self.enc, l, x, n, d_in)?,
         };
-        let input = EncryptedInput {
+        let header = Header {
             fingerprint: layout.fingerprint,
             method: layout.method(),
             shape: layout.shape,
             tag: layout.tag(),
             n,
-            q_bits: self.params.ring().moduli()[0].bits(),
-            body,
         };
-        Ok((input, TokenScales { scales }))
+        Ok((EncryptedInput { header, cts }, TokenScales { scales }))
     }
 
     /// Decrypts `out` and decodes `Y` (`n x d_out`, row-major).
@@ -128,27 +122,31 @@ impl Client {
         layout: &Layout,
     ) -> Result<Vec<f64>> {
         layout.check_params(&self.params)?;
-        crate::check_header(layout, out.fingerprint, out.method, out.shape, out.tag)?;
-        if scales.scales.len() != out.n {
+        crate::check_header(layout, &out.header)?;
+        let (n, shape, rn, cts) = (out.header.n, layout.shape, self.params.n(), &out.cts);
+        if scales.scales.len() != n {
             return Err(Error::Length {
                 what: "token scales",
                 found: scales.scales.len(),
-                expected: out.n,
+                expected: n,
             });
         }
-        let (n, shape, rn) = (out.n, layout.shape, self.params.n());
-        match (&layout.kind, &out.body) {
-            (LayoutKind::Coefficients(l), OutputBody::Coefficients(cts)) => {
+        let down_bits = match &layout.kind {
+            LayoutKind::Coefficients(l) => l.down_bits,
+            LayoutKind::Slots(l) => l.down_bits,
+        };
+        if out.down_bits != down_bits {
+            return Err(Error::Length {
+                what: "download modulus bits",
+                found: out.down_bits as usize,
+                expected: down_bits as usize,
+            });
+        }
+        match &layout.kind {
+            LayoutKind::Coefficients(l) => {
                 let t = l.tiling;
                 let bo = t.out_blocks(shape.d_out);
                 check_count("output", cts.len(), t.groups(n) * bo)?;
-                if out.down_bits != l.down_bits {
-                    return Err(Error::Length {
-                        what: "download modulus bits",
-                        found: out.down_bits as usize,
-                        expected: l.down_bits as usize,
-                    });
-                }
                 for (idx, ct) in cts.iter().enumerate() {
                     let (g, o) = (idx / bo, idx % bo);
                     let used = t.n_b.min(n - g * t.n_b) * t.k_o.min(shape.d_out - o * t.k_o);
@@ -165,18 +163,14 @@ impl Client {
                     &scales.scales,
                 ))
             }
-            (LayoutKind::Slots(l), OutputBody::Slots(cts)) => {
+            LayoutKind::Slots(l) => {
                 check_count("output", cts.len(), n.div_ceil(l.tokens_per_ct))?;
-                for (c0, c1) in cts {
-                    check_len("output c0", c0.len(), rn)?;
-                    check_len("output c1", c1.len(), rn)?;
+                for ct in cts {
+                    check_len("output c0", ct.c0.len(), rn)?;
+                    check_len("output c1", ct.c1.len(), rn)?;
                 }
                 slots::decrypt(&self.params, &self.dec, l, cts, n, shape, &scales.scales)
             }
-            _ => Err(Error::MethodMismatch {
-                expected: layout.method(),
-                found: out.method,
-            }),
         }
     }
 }

@@ -25,13 +25,12 @@
 //! output (Cheetah's re-randomisation), at one public-key encryption per output block.
 
 use rayon::prelude::*;
-use selene_ckks::ring::sampler::uniform_poly;
 use selene_ckks::ring::{Coeff, Modulus, Ntt, Poly};
 use selene_ckks::rlwe::{Decryptor, Encryptor};
-use selene_ckks::Parameters;
+use selene_ckks::{Ciphertext, Encoding, Parameters, Plaintext, Scale};
 
 use crate::error::{Error, Result};
-use crate::modswitch::{c1_times_s, center, lift_fits, switch};
+use crate::modswitch::{c1_times_s, center, lift_fits, switch, SwitchedCt};
 use crate::tiling::Tiling;
 use crate::MatrixShape;
 
@@ -73,21 +72,6 @@ impl CoeffMatrix {
     pub(crate) fn memory_bytes(&self) -> usize {
         self.blocks.len() * std::mem::size_of::<u64>()
     }
-}
-
-/// A fresh secret-key ciphertext as it crosses the wire: `c0` and the seed of `c1`.
-#[derive(Clone, Debug)]
-pub(crate) struct SeededCt {
-    pub(crate) c0: Poly<Ntt>,
-    pub(crate) seed: [u8; 32],
-}
-
-/// A product ciphertext after the switch to `2^down_bits`: `c0` at the used coefficients
-/// only, all of `c1`.
-#[derive(Clone, Debug)]
-pub(crate) struct SwitchedCt {
-    pub(crate) c0: Vec<u64>,
-    pub(crate) c1: Vec<u64>,
 }
 
 fn ring_prime(params: &Parameters) -> Modulus {
@@ -180,7 +164,7 @@ pub(crate) fn encrypt(
     x: &[f32],
     n: usize,
     d_in: usize,
-) -> (Vec<SeededCt>, Vec<f64>) {
+) -> Result<(Vec<Ciphertext>, Vec<f64>)> {
     let t = layout.tiling;
     let ring = params.ring();
     let scales: Vec<f64> = x
@@ -222,19 +206,12 @@ pub(crate) fn encrypt(
             Poly::<Coeff>::from_signed(ring, &coeffs, 0, false).into_ntt(ring)
         })
         .collect();
+    // Secret-key encryption: each ciphertext ships as `c0` plus the 32-byte seed of `c1`.
     let cts = plain
-        .iter()
-        .map(|m| {
-            let ct = enc.encrypt_poly(m);
-            SeededCt {
-                c0: ct.c0,
-                // Secret-key encryption always seeds c1; a public-key encryptor would not,
-                // and `Client` only builds secret-key encryptors.
-                seed: ct.seed.unwrap_or_default(),
-            }
-        })
+        .into_iter()
+        .map(|m| enc.encrypt(&Plaintext::from_poly(m, Scale(1.0), Encoding::Coefficients)))
         .collect();
-    (cts, scales)
+    Ok((cts, scales))
 }
 
 /// Server side: `out[g, o] = sum_b in[g, b] * W[b, o]`, lazily reduced, then switched.
@@ -242,7 +219,7 @@ pub(crate) fn apply(
     params: &Parameters,
     m: &CoeffMatrix,
     layout: &CoeffLayout,
-    cts: &[SeededCt],
+    cts: &[Ciphertext],
     n: usize,
     shape: MatrixShape,
 ) -> Vec<SwitchedCt> {
@@ -251,10 +228,6 @@ pub(crate) fn apply(
     let rn = params.n();
     let q = ring_prime(params);
     let (bi, bo) = (t.in_blocks(shape.d_in), t.out_blocks(shape.d_out));
-    let c1s: Vec<Poly<Ntt>> = cts
-        .par_iter()
-        .map(|ct| uniform_poly(ring, &ct.seed, 0, false))
-        .collect();
     // Products are below q^2 <= 2^(2 q_bits); a u128 holds 2^(128 - 2 q_bits) of them.
     let lazy = 1usize << (128 - 2 * q.bits()).min(20);
     // Cache blocking: each task owns one output block and up to GROUP_CHUNK token groups,
@@ -271,7 +244,8 @@ pub(crate) fn apply(
                 let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
                 for (a, g) in acc.chunks_exact_mut(2 * rn).zip(gs.clone()) {
                     let ct = g * bi + b;
-                    let (x0, x1) = (cts[ct].c0.row(0), c1s[ct].row(0));
+                    let (c0, c1) = cts[ct].components();
+                    let (x0, x1) = (c0.row(0), c1.row(0));
                     let (a0, a1) = a.split_at_mut(rn);
                     for s in 0..rn {
                         a0[s] += u128::from(x0[s]) * u128::from(w[s]);

@@ -102,6 +102,14 @@ pub enum Error {
         /// Largest possible.
         max: usize,
     },
+    /// A message's bytes are short, trailing or inconsistent.
+    #[error("malformed message: {what} at byte {offset}")]
+    Malformed {
+        /// What was being read.
+        what: &'static str,
+        /// Byte offset.
+        offset: usize,
+    },
     /// The slot method needs Galois keys the server does not hold.
     #[error("the slot method needs Galois keys; none were installed")]
     MissingGaloisKeys,

@@ -138,37 +138,31 @@ fn check_values(what: &'static str, v: &[f32], expected: usize) -> Result<()> {
 }
 
 /// Errors unless a message's header matches `layout`.
-fn check_header(
-    layout: &Layout,
-    fingerprint: [u8; 8],
-    method: Method,
-    shape: MatrixShape,
-    tag: (usize, usize, usize),
-) -> Result<()> {
-    if fingerprint != layout.fingerprint {
+fn check_header(layout: &Layout, h: &message::Header) -> Result<()> {
+    if h.fingerprint != layout.fingerprint {
         return Err(Error::ParamsMismatch {
             expected: layout.fingerprint,
-            found: fingerprint,
+            found: h.fingerprint,
         });
     }
-    if method != layout.method() {
+    if h.method != layout.method() {
         return Err(Error::MethodMismatch {
             expected: layout.method(),
-            found: method,
+            found: h.method,
         });
     }
-    if shape != layout.shape {
+    if h.shape != layout.shape {
         return Err(Error::ShapeMismatch {
             d_in: layout.shape.d_in,
             d_out: layout.shape.d_out,
-            found_in: shape.d_in,
-            found_out: shape.d_out,
+            found_in: h.shape.d_in,
+            found_out: h.shape.d_out,
         });
     }
-    if tag != layout.tag() {
+    if h.tag != layout.tag() {
         return Err(Error::LayoutMismatch {
             expected: layout.tag(),
-            found: tag,
+            found: h.tag,
         });
     }
     Ok(())

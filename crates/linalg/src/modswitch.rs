@@ -9,6 +9,14 @@ use selene_ckks::ring::{Coeff, Modulus, Ntt, Poly};
 use selene_ckks::rlwe::Decryptor;
 use selene_ckks::Parameters;
 
+/// A product ciphertext after the switch to `2^k`: `c0` (all of it, or only the used
+/// coefficients) and all of `c1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SwitchedCt {
+    pub(crate) c0: Vec<u64>,
+    pub(crate) c1: Vec<u64>,
+}
+
 /// Switches residues mod `q` (`< 2^50`, exact in f64) to `2^k`.
 pub(crate) fn switch(q: &Modulus, k: u32, v: &[u64]) -> Vec<u64> {
     let ratio = f64::from(k).exp2() / q.value() as f64;

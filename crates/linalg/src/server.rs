@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use selene_ckks::{Encoding, GaloisKeys, Parameters};
+use selene_ckks::{Ciphertext, Encoding, GaloisKeys, Parameters};
 
 use crate::client::{check_count, check_len};
 use crate::error::{Error, Result};
 use crate::matrix::{Encoded, LayoutKind, PreparedMatrix};
-use crate::message::{EncryptedInput, EncryptedOutput, InputBody, OutputBody};
+use crate::message::{EncryptedInput, EncryptedOutput};
 use crate::{coeff, slots};
 
 /// The weight holder's side: parameters and, for the slot method, the client's Galois
@@ -41,58 +41,54 @@ impl Server {
     pub fn apply(&self, m: &PreparedMatrix, input: &EncryptedInput) -> Result<EncryptedOutput> {
         let layout = &m.layout;
         layout.check_params(&self.params)?;
-        crate::check_header(
-            layout,
-            input.fingerprint,
-            input.method,
-            input.shape,
-            input.tag,
-        )?;
-        let (n, shape, rn) = (input.n, layout.shape, self.params.n());
-        let (body, down_bits) = match (&layout.kind, &m.encoded, &input.body) {
-            (
-                LayoutKind::Coefficients(l),
-                Encoded::Coefficients(w),
-                InputBody::Coefficients(cts),
-            ) => {
+        crate::check_header(layout, &input.header)?;
+        let (n, shape, rn, cts) = (input.header.n, layout.shape, self.params.n(), &input.cts);
+        let (cts, down_bits) = match (&layout.kind, &m.encoded) {
+            (LayoutKind::Coefficients(l), Encoded::Coefficients(w)) => {
                 let t = l.tiling;
                 check_count("input", cts.len(), t.groups(n) * t.in_blocks(shape.d_in))?;
-                for ct in cts {
-                    check_len("input c0", ct.c0.data().len(), rn)?;
-                }
-                let out = coeff::apply(&self.params, w, l, cts, n, shape);
-                (OutputBody::Coefficients(out), l.down_bits)
+                check_cts(cts, rn, Encoding::Coefficients)?;
+                (coeff::apply(&self.params, w, l, cts, n, shape), l.down_bits)
             }
-            (LayoutKind::Slots(l), Encoded::Slots(w), InputBody::Slots(cts)) => {
+            (LayoutKind::Slots(l), Encoded::Slots(w)) => {
                 check_count("input", cts.len(), n.div_ceil(l.tokens_per_ct))?;
-                for ct in cts {
-                    check_len("input c0", ct.components().0.data().len(), rn)?;
-                    if ct.encoding() != Encoding::Slots {
-                        return Err(Error::MethodMismatch {
-                            expected: crate::Method::Slots,
-                            found: crate::Method::Coefficients,
-                        });
-                    }
-                }
+                check_cts(cts, rn, Encoding::Slots)?;
                 let gks = self.gks.as_ref().ok_or(Error::MissingGaloisKeys)?;
-                let out = slots::apply(&self.params, gks, w, l, cts)?;
-                (OutputBody::Slots(out), l.down_bits)
+                (slots::apply(&self.params, gks, w, l, cts)?, l.down_bits)
             }
+            // `PreparedMatrix::new` builds the layout and the encoding from one method.
             _ => {
                 return Err(Error::MethodMismatch {
                     expected: layout.method(),
-                    found: input.method,
+                    found: input.header.method,
                 })
             }
         };
         Ok(EncryptedOutput {
-            fingerprint: layout.fingerprint,
-            method: layout.method(),
-            shape,
-            tag: input.tag,
-            n,
+            header: input.header,
             down_bits,
-            body,
+            cts,
         })
     }
+}
+
+/// Errors unless every ciphertext is at level 0 (one prime of `rn` residues per
+/// component) with the method's encoding.
+fn check_cts(cts: &[Ciphertext], rn: usize, encoding: Encoding) -> Result<()> {
+    let method = |e| match e {
+        Encoding::Slots => crate::Method::Slots,
+        Encoding::Coefficients => crate::Method::Coefficients,
+    };
+    for ct in cts {
+        let (c0, c1) = ct.components();
+        check_len("input c0", c0.data().len(), rn)?;
+        check_len("input c1", c1.data().len(), rn)?;
+        if ct.encoding() != encoding {
+            return Err(Error::MethodMismatch {
+                expected: method(encoding),
+                found: method(ct.encoding()),
+            });
+        }
+    }
+    Ok(())
 }

@@ -31,7 +31,7 @@ use selene_ckks::{
 };
 
 use crate::error::{Error, Result};
-use crate::modswitch::{c1_times_s, center, lift_fits, switch};
+use crate::modswitch::{c1_times_s, center, lift_fits, switch, SwitchedCt};
 use crate::MatrixShape;
 
 /// Bits of a scaled input slot.
@@ -204,14 +204,14 @@ pub(crate) fn encrypt(
 }
 
 /// Server side: BSGS with hoisted baby steps, giant steps in parallel; then the switch.
-/// Returns `(c0, c1)` mod `2^down_bits` per input ciphertext.
+/// Returns one switched ciphertext per input ciphertext.
 pub(crate) fn apply(
     params: &Arc<Parameters>,
     gks: &Arc<GaloisKeys>,
     m: &SlotMatrix,
     layout: &SlotLayout,
     cts: &[Ciphertext],
-) -> Result<Vec<(Vec<u64>, Vec<u64>)>> {
+) -> Result<Vec<SwitchedCt>> {
     let ring = params.ring();
     let q = ring.moduli()[0];
     let (g, d_in) = (layout.baby, m.diagonals.len());
@@ -242,10 +242,10 @@ pub(crate) fn apply(
             let (c0, c1) = total.components();
             let c0 = c0.clone().into_coeff(ring);
             let c1 = c1.clone().into_coeff(ring);
-            Ok((
-                switch(&q, layout.down_bits, c0.row(0)),
-                switch(&q, layout.down_bits, c1.row(0)),
-            ))
+            Ok(SwitchedCt {
+                c0: switch(&q, layout.down_bits, c0.row(0)),
+                c1: switch(&q, layout.down_bits, c1.row(0)),
+            })
         })
         .collect()
 }
@@ -255,7 +255,7 @@ pub(crate) fn decrypt(
     params: &Parameters,
     dec: &Decryptor,
     layout: &SlotLayout,
-    cts: &[(Vec<u64>, Vec<u64>)],
+    cts: &[SwitchedCt],
     n: usize,
     shape: MatrixShape,
     token_scales: &[f64],
@@ -267,9 +267,10 @@ pub(crate) fn decrypt(
     let mut y = vec![0.0; n * shape.d_out];
     let groups = cts
         .par_iter()
-        .map(|(c0, c1)| {
-            let c1s = c1_times_s(params, dec, c1, k);
-            let coeffs: Vec<f64> = c0
+        .map(|ct| {
+            let c1s = c1_times_s(params, dec, &ct.c1, k);
+            let coeffs: Vec<f64> = ct
+                .c0
                 .iter()
                 .zip(&c1s)
                 .map(|(&a, &b)| center((a as i64).wrapping_add(b) as u64, k) as f64)

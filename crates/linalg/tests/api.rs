@@ -3,7 +3,10 @@
 mod common;
 
 use common::{max_rel_error, round_trip, values};
-use selene_linalg::{Client, Error, LinalgPreset, MatrixShape, Method, PreparedMatrix, Server};
+use selene_linalg::{
+    Client, EncryptedInput, EncryptedOutput, Error, LinalgPreset, MatrixShape, Method,
+    PreparedMatrix, Server,
+};
 
 /// X with a few large outliers, like the residual stream.
 fn activations(seed: u64, n: usize, d: usize) -> Vec<f32> {
@@ -150,4 +153,59 @@ fn mismatches_are_errors() {
             slots: 4096
         })
     ));
+}
+
+#[test]
+fn malformed_messages_are_errors_not_panics() {
+    let params = LinalgPreset::Coeff11.build().unwrap();
+    let other = LinalgPreset::Coeff12.build().unwrap();
+    let shape = MatrixShape::new(40, 24);
+    let w = values(9, 40 * 24);
+    let m = PreparedMatrix::new(&params, &w, shape, Method::Coefficients, 1).unwrap();
+    let mut client = Client::new(&params);
+    let (input, _) = client
+        .encode_encrypt(&values(10, 40), 1, m.layout())
+        .unwrap();
+    let up = input.to_bytes(&params);
+    let out = Server::new(&params).apply(&m, &input).unwrap();
+    let down = out.to_bytes();
+    for cut in (0..up.len()).step_by(97).chain([up.len() - 1]) {
+        assert!(
+            EncryptedInput::from_bytes(&up[..cut], &params).is_err(),
+            "input cut at {cut}"
+        );
+    }
+    for cut in 0..down.len() {
+        assert!(
+            EncryptedOutput::from_bytes(&down[..cut], &params).is_err(),
+            "output cut at {cut}"
+        );
+    }
+    let mut long = down.clone();
+    long.push(0);
+    assert!(matches!(
+        EncryptedOutput::from_bytes(&long, &params),
+        Err(Error::Malformed { .. })
+    ));
+    assert!(matches!(
+        EncryptedInput::from_bytes(&down, &params),
+        Err(Error::Malformed { .. })
+    ));
+    assert!(matches!(
+        EncryptedOutput::from_bytes(&down, &other),
+        Err(Error::ParamsMismatch { .. })
+    ));
+    let mut huge = down.clone();
+    // The ciphertext count (last header field) claims far more than the bytes hold.
+    huge[42..46].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        EncryptedOutput::from_bytes(&huge, &params),
+        Err(Error::Malformed { .. })
+    ));
+    assert_eq!(
+        EncryptedOutput::from_bytes(&down, &params)
+            .unwrap()
+            .to_bytes(),
+        down
+    );
 }

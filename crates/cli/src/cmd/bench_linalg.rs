@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use selene_ckks::Parameters;
-use selene_linalg::{Client, LinalgPreset, MatrixShape, PreparedMatrix, Server};
+use selene_linalg::{
+    Client, EncryptedInput, EncryptedOutput, LinalgPreset, MatrixShape, PreparedMatrix, Server,
+};
 use selene_model::LinearStage;
 use serde::Serialize;
 
@@ -106,13 +107,6 @@ fn activations(n: usize, d: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Bytes of the seed-compressed Galois keys: per key, `dnum` digits of one polynomial
-/// over `Q P` at the primes' bit widths (the uniform halves ship as a seed).
-fn galois_key_bytes(params: &Parameters, keys: usize) -> usize {
-    let bits: u32 = params.ring().moduli().iter().map(|m| m.bits()).sum();
-    keys * params.dnum() * (params.n() * bits as usize).div_ceil(8)
-}
-
 /// Runs the benchmark.
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
@@ -143,6 +137,11 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         let layouts: Vec<_> = mats.iter().map(|(_, _, m)| m.layout()).collect();
         let gks = client.galois_keys(&layouts);
         let n_keys = gks.elements().count();
+        // Serialized through the engine (seed-compressed).
+        let key_bytes: usize = gks
+            .elements()
+            .filter_map(|g| gks.get(g).map(|k| k.encode().len()))
+            .sum();
         let server = Server::new(&params).with_galois_keys(Arc::new(gks));
         let setup = Setup {
             method: label.into(),
@@ -150,7 +149,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
             prepare_layer_s: prepare_s,
             server_memory_30_layers_bytes: memory * c.n_layers,
             galois_keys: n_keys,
-            galois_key_bytes: galois_key_bytes(&params, n_keys),
+            galois_key_bytes: key_bytes,
         };
         println!(
             "\n{label} ({:?}, N = {}, {} token(s) per ciphertext): prepare one layer {:.2} s, \
@@ -176,17 +175,21 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
                 let (mut enc, mut srv, mut dec) = (Vec::new(), Vec::new(), Vec::new());
                 let (mut up, mut down) = (0, 0);
                 for _ in 0..reps {
+                    // Each side's time includes its (de)serialization: what a real wire costs.
                     let s = Instant::now();
                     let (input, scales) = client.encode_encrypt(&x, n, m.layout())?;
+                    let up_bytes = input.to_bytes(&params);
                     enc.push(s.elapsed().as_secs_f64() * 1e3);
                     let s = Instant::now();
-                    let out = server.apply(m, &input)?;
+                    let input = EncryptedInput::from_bytes(&up_bytes, &params)?;
+                    let down_bytes = server.apply(m, &input)?.to_bytes();
                     srv.push(s.elapsed().as_secs_f64() * 1e3);
                     let s = Instant::now();
+                    let out = EncryptedOutput::from_bytes(&down_bytes, &params)?;
                     let y = client.decrypt_decode(&out, &scales, m.layout())?;
                     dec.push(s.elapsed().as_secs_f64() * 1e3);
                     anyhow::ensure!(y.iter().all(|v| v.is_finite()), "non-finite output");
-                    (up, down) = (input.wire_bytes(), out.wire_bytes());
+                    (up, down) = (up_bytes.len(), down_bytes.len());
                 }
                 let (e, s, d) = (median(enc), median(srv), median(dec));
                 println!("{name:<8} {n:>3} {e:>10.2} {s:>10.2} {d:>10.2} {up:>11} {down:>11}");

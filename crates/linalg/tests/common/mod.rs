@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use selene_ckks::{GaloisKeys, Parameters};
-use selene_linalg::{Client, Layout, MatrixShape, Method, PreparedMatrix, Server};
+use selene_linalg::{
+    Client, EncryptedInput, EncryptedOutput, Layout, MatrixShape, Method, PreparedMatrix, Server,
+};
 
 /// `Y = X W` in f64, `W` given as `d_out` rows of `d_in`.
 pub fn reference(x: &[f32], w_rows: &[f32], shape: MatrixShape) -> Vec<f64> {
@@ -45,8 +47,8 @@ pub fn max_rel_error(x: &[f32], w_rows: &[f32], shape: MatrixShape, got: &[f64])
     worst
 }
 
-/// One full round trip: prepare, encrypt, apply, decrypt. Returns `Y` and the bytes
-/// up and down.
+/// One full round trip through the wire format: prepare, encrypt, serialize, parse,
+/// apply, serialize, parse, decrypt. Returns `Y` and the bytes up and down.
 pub fn round_trip(
     params: &Arc<Parameters>,
     w_rows: &[f32],
@@ -64,9 +66,14 @@ pub fn round_trip(
         server = server.with_galois_keys(Arc::new(gks));
     }
     let (input, scales) = client.encode_encrypt(x, n, layout).unwrap();
+    let up = input.to_bytes(params);
+    let input = EncryptedInput::from_bytes(&up, params).unwrap();
     let out = server.apply(&m, &input).unwrap();
+    let down = out.to_bytes();
+    assert_eq!(down.len(), out.wire_bytes());
+    let out = EncryptedOutput::from_bytes(&down, params).unwrap();
     let y = client.decrypt_decode(&out, &scales, layout).unwrap();
-    (y, input.wire_bytes(), out.wire_bytes())
+    (y, up.len(), down.len())
 }
 
 /// Deterministic pseudo-random values in `[-1, 1)`.
