@@ -4,13 +4,13 @@
 //! - Coefficients ([`crate::tiling::Tiling::model_ns`]): about `n d_in d_out` lazy
 //!   multiply-adds of both components (`~1.2 ns` each), two inverse NTTs per output block,
 //!   and `~2 sqrt(N d_in d_out up_bits down_bits)` bits per token on the wire.
-//! - Slots: per ciphertext `g + h - 2` key switches (`~3 ms` each at `N = 2^13`), `d_in`
+//! - Slots: per ciphertext `g + h - 2` key switches (`~1 ms` each at `N = 2^13`), `d_in`
 //!   products of `N = 2^13` coefficients, one 55-bit `c0` up and two 36-bit polynomials down.
 //!
 //! For SmolLM2's shapes the slot method saves a few hundred KB per layer at `n = 1`
-//! (worth `~1-2 ms` per matrix at 1 Gbit/s) but spends `~150-400 ms` per matrix in key
-//! switching, so the coefficient method wins at every `n`; the slot method would win only
-//! on a link some 100x slower (about 10 Mbit/s), where bytes dominate.
+//! (worth `~1-2 ms` per matrix at 1 Gbit/s) but spends `~45-150 ms` per matrix in key
+//! switching and `N = 2^13` products, so the coefficient method wins at every `n`; the
+//! slot method wins only on links below roughly 50 Mbit/s, where bytes dominate.
 
 use crate::tiling::Tiling;
 use crate::{MatrixShape, Method};
@@ -23,8 +23,8 @@ const COEFF_BITS: (u32, u32) = (42, crate::coeff::DOWN_BITS);
 const SLOT_N: usize = 8192;
 /// Bits per uploaded / downloaded coefficient of the slot preset.
 const SLOT_BITS: (f64, f64) = (55.0, 36.0);
-/// One key switch (rotation) at `N = 2^13`, one prime, 2 threads.
-const ROT_NS: f64 = 3.0e6;
+/// One key switch (rotation) at `N = 2^13`, one prime, 2 threads (measured ~0.9 ms).
+const ROT_NS: f64 = 1.0e6;
 /// One Shoup multiply-add of both components, per coefficient.
 const SLOT_MAC_NS: f64 = 2.0;
 
