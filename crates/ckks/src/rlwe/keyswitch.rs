@@ -134,6 +134,10 @@ pub fn decompose_into(params: &Parameters, c: &Poly<Ntt>, out: &mut Decompositio
     });
 }
 
+/// Coefficients per block of the lazy inner product (two `u128` accumulators of this
+/// size stay in L1).
+const BLOCK: usize = 256;
+
 /// `(out0, out1) = ModDown(sum_j auto(d_j) * (b_j, a_j))` over `Q_l`: the key-switched
 /// pair of the decomposed polynomial, with the Galois permutation `auto` applied to the
 /// digits first when given. Parallel across primes.
@@ -164,41 +168,51 @@ pub fn apply_into(
         let drows: Vec<&[u64]> = dec.digits.iter().map(|d| d.row(r)).collect();
         let kbs: Vec<&[u64]> = key.b.iter().map(|k| k.row(idx)).collect();
         let kas: Vec<&[u64]> = key.a.iter().map(|k| k.row(idx)).collect();
-        match auto {
-            None => {
-                for k in 0..n {
-                    let (mut s0, mut s1) = (0u128, 0u128);
-                    for j in 0..drows.len() {
-                        let x = drows[j][k] as u128;
-                        s0 += x * kbs[j][k] as u128;
-                        s1 += x * kas[j][k] as u128;
-                    }
-                    o0[k] = m.reduce_u128(s0);
-                    o1[k] = m.reduce_u128(s1);
+        if auto.is_some() {
+            // Stream the digit rows into cache in order (hardware prefetch works there)
+            // so the permuted reads below mostly hit cache instead of missing one by one.
+            let mut touch = 0u64;
+            for d in &drows {
+                for chunk in d.chunks_exact(8) {
+                    touch ^= chunk[0];
                 }
             }
-            Some(auto) => {
-                // Stream the digit rows into cache in order (hardware prefetch works
-                // there) so the permuted reads below hit cache instead of missing.
-                let mut touch = 0u64;
-                for d in &drows {
-                    for chunk in d.chunks_exact(8) {
-                        touch ^= chunk[0];
+            std::hint::black_box(touch);
+        }
+        // Blocks of coefficients, digit by digit: the u128 accumulators stay in L1 and
+        // each digit/key row is read sequentially.
+        let mut s0 = [0u128; BLOCK];
+        let mut s1 = [0u128; BLOCK];
+        for start in (0..n).step_by(BLOCK) {
+            let len = BLOCK.min(n - start);
+            s0[..len].fill(0);
+            s1[..len].fill(0);
+            for j in 0..drows.len() {
+                let kb = &kbs[j][start..start + len];
+                let ka = &kas[j][start..start + len];
+                match auto {
+                    None => {
+                        let dr = &drows[j][start..start + len];
+                        for k in 0..len {
+                            let x = dr[k] as u128;
+                            s0[k] += x * kb[k] as u128;
+                            s1[k] += x * ka[k] as u128;
+                        }
+                    }
+                    Some(auto) => {
+                        let dr = drows[j];
+                        let perm = &auto.permutation()[start..start + len];
+                        for k in 0..len {
+                            let x = dr[perm[k] as usize] as u128;
+                            s0[k] += x * kb[k] as u128;
+                            s1[k] += x * ka[k] as u128;
+                        }
                     }
                 }
-                std::hint::black_box(touch);
-                let perm = auto.permutation();
-                for k in 0..n {
-                    let p = perm[k] as usize;
-                    let (mut s0, mut s1) = (0u128, 0u128);
-                    for j in 0..drows.len() {
-                        let x = drows[j][p] as u128;
-                        s0 += x * kbs[j][k] as u128;
-                        s1 += x * kas[j][k] as u128;
-                    }
-                    o0[k] = m.reduce_u128(s0);
-                    o1[k] = m.reduce_u128(s1);
-                }
+            }
+            for k in 0..len {
+                o0[start + k] = m.reduce_u128(s0[k]);
+                o1[start + k] = m.reduce_u128(s1[k]);
             }
         }
     };
