@@ -179,8 +179,22 @@ pub fn apply_into(
             }
             std::hint::black_box(touch);
         }
-        // Blocks of coefficients, digit by digit: the u128 accumulators stay in L1 and
-        // each digit/key row is read sequentially.
+        let Some(auto) = auto else {
+            // Plain digits: SIMD multiply-accumulate per digit (tfhe-ntt's
+            // `mul_accumulate`, IFMA below 2^50).
+            let plan = ring.plan(idx);
+            o0.fill(0);
+            o1.fill(0);
+            for j in 0..drows.len() {
+                plan.mul_add(o0, drows[j], kbs[j]);
+                plan.mul_add(o1, drows[j], kas[j]);
+            }
+            return;
+        };
+        // Permuted digits (rotations): blocks of coefficients, digit by digit, with
+        // lazy u128 accumulators that stay in L1; the digit rows were streamed into
+        // cache above so the permuted reads mostly hit.
+        let perm = auto.permutation();
         let mut s0 = [0u128; BLOCK];
         let mut s1 = [0u128; BLOCK];
         for start in (0..n).step_by(BLOCK) {
@@ -190,24 +204,12 @@ pub fn apply_into(
             for j in 0..drows.len() {
                 let kb = &kbs[j][start..start + len];
                 let ka = &kas[j][start..start + len];
-                match auto {
-                    None => {
-                        let dr = &drows[j][start..start + len];
-                        for k in 0..len {
-                            let x = dr[k] as u128;
-                            s0[k] += x * kb[k] as u128;
-                            s1[k] += x * ka[k] as u128;
-                        }
-                    }
-                    Some(auto) => {
-                        let dr = drows[j];
-                        let perm = &auto.permutation()[start..start + len];
-                        for k in 0..len {
-                            let x = dr[perm[k] as usize] as u128;
-                            s0[k] += x * kb[k] as u128;
-                            s1[k] += x * ka[k] as u128;
-                        }
-                    }
+                let dr = drows[j];
+                let pm = &perm[start..start + len];
+                for k in 0..len {
+                    let x = dr[pm[k] as usize] as u128;
+                    s0[k] += x * kb[k] as u128;
+                    s1[k] += x * ka[k] as u128;
                 }
             }
             for k in 0..len {
