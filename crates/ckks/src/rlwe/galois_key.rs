@@ -33,14 +33,14 @@ impl GaloisKey {
             auto.apply_ntt(s.row(r), phi_s.row_mut(r));
         }
         let mut ksk = KeySwitchKey::generate(sk, &phi_s);
-        ksk.to_galois_order(&auto);
+        ksk.permute_into_galois_order(&auto);
         Self { auto, ksk }
     }
 
     /// Wraps a deserialized key-switching key (natural order) for element `g`.
     pub(crate) fn from_ksk(g: u64, mut ksk: KeySwitchKey) -> Self {
         let auto = Automorphism::new(g, ksk.params().log_n());
-        ksk.to_galois_order(&auto);
+        ksk.permute_into_galois_order(&auto);
         Self { auto, ksk }
     }
 
@@ -51,7 +51,7 @@ impl GaloisKey {
 
     /// The underlying key-switching key, in natural order.
     pub fn key_switch_key(&self) -> KeySwitchKey {
-        self.ksk.from_galois_order(&self.auto)
+        self.ksk.natural_order_copy(&self.auto)
     }
 }
 

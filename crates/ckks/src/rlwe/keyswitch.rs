@@ -97,7 +97,7 @@ impl KeySwitchKey {
 
     /// Reorders every row into the order of `auto` (`key'[perm[k]] = key[k]`), so a
     /// rotation permutes the inner product's result once instead of every digit.
-    pub(crate) fn to_galois_order(&mut self, auto: &Automorphism) {
+    pub(crate) fn permute_into_galois_order(&mut self, auto: &Automorphism) {
         let perm = auto.permutation();
         let n = perm.len();
         for p in self.b.iter_mut().chain(self.a.iter_mut()) {
@@ -112,8 +112,8 @@ impl KeySwitchKey {
         }
     }
 
-    /// The key back in natural order (inverse of [`Self::to_galois_order`]).
-    pub(crate) fn from_galois_order(&self, auto: &Automorphism) -> Self {
+    /// The key back in natural order (inverse of [`Self::permute_into_galois_order`]).
+    pub(crate) fn natural_order_copy(&self, auto: &Automorphism) -> Self {
         let mut out = self.clone();
         for p in out.b.iter_mut().chain(out.a.iter_mut()) {
             let n = p.n();
@@ -169,7 +169,7 @@ pub fn decompose_into(params: &Parameters, c: &Poly<Ntt>, out: &mut Decompositio
 /// `(out0, out1) = ModDown(sum_j auto(d_j) * (b_j, a_j))` over `Q_l`: the key-switched
 /// pair of the decomposed polynomial, with the Galois permutation `auto` applied to the
 /// digits first when given (then `key` must be stored in that automorphism's order, see
-/// [`KeySwitchKey::to_galois_order`]). Parallel across primes.
+/// [`KeySwitchKey::permute_into_galois_order`]). Parallel across primes.
 pub fn apply_into(
     params: &Parameters,
     dec: &Decomposition,
