@@ -15,7 +15,7 @@
 use std::ops::Range;
 
 use super::modulus::Modulus;
-use super::poly::{for_each_row, Ntt, Poly};
+use super::poly::{for_each_row, with_scratch, Ntt, Poly};
 use super::RnsContext;
 
 /// Primes of each key-switching digit, as index ranges into the `Q` chain.
@@ -39,8 +39,21 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
     let l = c.level();
     debug_assert!(out.q_rows() == l + 1 && out.p_rows() == ctx.np());
     let group = group.start..group.end.min(l + 1);
+    with_scratch(group.len() * n, |coeffs| {
+        mod_up_with(ctx, c, group, out, coeffs)
+    });
+}
+
+fn mod_up_with(
+    ctx: &RnsContext,
+    c: &Poly<Ntt>,
+    group: Range<usize>,
+    out: &mut Poly<Ntt>,
+    coeffs: &mut [u64],
+) {
+    let n = ctx.n();
     // Coefficients of the digit's own residues.
-    let mut coeffs: Vec<u64> = c.data()[group.start * n..group.end * n].to_vec();
+    coeffs.copy_from_slice(&c.data()[group.start * n..group.end * n]);
     for (k, row) in coeffs.chunks_exact_mut(n).enumerate() {
         ctx.plan(group.start + k).backward(row);
     }
@@ -61,12 +74,20 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
             let qt = m.value();
             if qj < qt {
                 let shift = qt - qj;
-                for (o, &x) in row.iter_mut().zip(&coeffs) {
+                for (o, &x) in row.iter_mut().zip(coeffs.iter()) {
                     *o = x + (shift & 0u64.wrapping_sub(u64::from(x > half)));
+                }
+            } else if qj < 2 * qt {
+                // x < q_j < 2 q_t: one conditional subtraction reduces (vectorizes).
+                let qj_mod = qj - qt;
+                for (o, &x) in row.iter_mut().zip(coeffs.iter()) {
+                    let mask = 0u64.wrapping_sub(u64::from(x > half));
+                    let y = x.min(x.wrapping_sub(qt));
+                    *o = m.sub(y, qj_mod & mask);
                 }
             } else {
                 let qj_mod = m.reduce(qj);
-                for (o, &x) in row.iter_mut().zip(&coeffs) {
+                for (o, &x) in row.iter_mut().zip(coeffs.iter()) {
                     let mask = 0u64.wrapping_sub(u64::from(x > half));
                     *o = m.sub(m.reduce(x), qj_mod & mask);
                 }
@@ -147,39 +168,49 @@ fn subtract_and_divide(
         rem
     };
     for_each_row(data, n, |i, row| {
-        let m = ctx.moduli()[i];
-        let mut t = vec![0u64; n];
-        if let [d] = divisor {
-            // Centered lift of x in (-d/2, d/2] reduced mod q_i, branch-free.
-            let half = d.value() / 2;
-            let d_mod = m.reduce(d.value());
-            for (o, &x) in t.iter_mut().zip(rem) {
-                let mask = 0u64.wrapping_sub(u64::from(x > half));
-                *o = m.sub(m.reduce(x), d_mod & mask);
-            }
-        } else {
-            let hats: Vec<u64> = (0..divisor.len())
-                .map(|k| {
-                    divisor
-                        .iter()
-                        .enumerate()
-                        .filter(|&(j, _)| j != k)
-                        .fold(1u64, |acc, (_, o)| m.mul(acc, m.reduce(o.value())))
-                })
-                .collect();
-            for (c, o) in t.iter_mut().enumerate() {
-                let mut acc = 0u128;
-                for (k, &h) in hats.iter().enumerate() {
-                    acc += rem[k * n + c] as u128 * h as u128;
+        with_scratch(n, |t| {
+            let m = ctx.moduli()[i];
+            if let [d] = divisor {
+                // Centered lift of x in (-d/2, d/2] reduced mod q_i, branch-free.
+                let half = d.value() / 2;
+                let d_mod = m.reduce(d.value());
+                let qi = m.value();
+                if d.value() < 2 * qi {
+                    // x < d < 2 q_i: one conditional subtraction reduces (vectorizes).
+                    for (o, &x) in t.iter_mut().zip(rem) {
+                        let mask = 0u64.wrapping_sub(u64::from(x > half));
+                        *o = m.sub(x.min(x.wrapping_sub(qi)), d_mod & mask);
+                    }
+                } else {
+                    for (o, &x) in t.iter_mut().zip(rem) {
+                        let mask = 0u64.wrapping_sub(u64::from(x > half));
+                        *o = m.sub(m.reduce(x), d_mod & mask);
+                    }
                 }
-                *o = m.reduce_u128(acc);
+            } else {
+                let hats: Vec<u64> = (0..divisor.len())
+                    .map(|k| {
+                        divisor
+                            .iter()
+                            .enumerate()
+                            .filter(|&(j, _)| j != k)
+                            .fold(1u64, |acc, (_, o)| m.mul(acc, m.reduce(o.value())))
+                    })
+                    .collect();
+                for (c, o) in t.iter_mut().enumerate() {
+                    let mut acc = 0u128;
+                    for (k, &h) in hats.iter().enumerate() {
+                        acc += rem[k * n + c] as u128 * h as u128;
+                    }
+                    *o = m.reduce_u128(acc);
+                }
             }
-        }
-        ctx.plan(i).forward(&mut t);
-        let (w, ws) = inv[i];
-        for (x, &y) in row.iter_mut().zip(&t) {
-            *x = m.mul_shoup(m.sub(*x, y), w, ws);
-        }
+            ctx.plan(i).forward(t);
+            let (w, ws) = inv[i];
+            for (x, &y) in row.iter_mut().zip(t.iter()) {
+                *x = m.mul_shoup(m.sub(*x, y), w, ws);
+            }
+        })
     });
 }
 
@@ -188,10 +219,12 @@ pub fn mod_down(ctx: &RnsContext, a: &Poly<Ntt>, inv_p: &[(u64, u64)], out: &mut
     let n = ctx.n();
     let qr = a.q_rows();
     debug_assert!(out.q_rows() == qr && out.p_rows() == 0);
-    let mut rem = a.data()[qr * n..].to_vec();
-    for_each_row(&mut rem, n, |k, row| ctx.plan(ctx.nq() + k).backward(row));
-    out.data_mut().copy_from_slice(&a.data()[..qr * n]);
-    subtract_and_divide(ctx, out.data_mut(), &rem, ctx.p(), inv_p);
+    with_scratch(a.data().len() - qr * n, |rem| {
+        rem.copy_from_slice(&a.data()[qr * n..]);
+        for_each_row(rem, n, |k, row| ctx.plan(ctx.nq() + k).backward(row));
+        out.data_mut().copy_from_slice(&a.data()[..qr * n]);
+        subtract_and_divide(ctx, out.data_mut(), rem, ctx.p(), inv_p);
+    });
 }
 
 /// `round(a / q_l)`: drops the last prime of `a` (NTT form, over `Q` only).
@@ -199,10 +232,12 @@ pub fn rescale(ctx: &RnsContext, a: &mut Poly<Ntt>) {
     let n = ctx.n();
     let l = a.level();
     debug_assert!(l > 0 && a.p_rows() == 0);
-    let mut rem = a.row(l).to_vec();
-    ctx.plan(l).backward(&mut rem);
-    a.drop_to_level(l - 1);
-    subtract_and_divide(ctx, a.data_mut(), &rem, &ctx.q()[l..=l], ctx.inv_last_q(l));
+    with_scratch(n, |rem| {
+        rem.copy_from_slice(a.row(l));
+        ctx.plan(l).backward(rem);
+        a.drop_to_level(l - 1);
+        subtract_and_divide(ctx, a.data_mut(), rem, &ctx.q()[l..=l], ctx.inv_last_q(l));
+    });
     debug_assert_eq!(a.data().len(), l * n);
 }
 

@@ -76,6 +76,19 @@ where
     }
 }
 
+/// Runs `f` on a zeroed per-thread scratch buffer of `len` words, reused across calls so
+/// hot paths do not fault in fresh pages for every temporary. Re-entrant: buffers form a
+/// per-thread stack, so nested calls (or work stolen by this thread) get their own.
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u64]) -> R) -> R {
+    thread_local!(static POOL: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) });
+    let mut v = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    v.clear();
+    v.resize(len, 0);
+    let r = f(&mut v);
+    POOL.with(|p| p.borrow_mut().push(v));
+    r
+}
+
 /// Whether to fork work onto rayon: only with more than one thread, so a one-thread run
 /// never hands work to a pool thread (no cross-thread hand-off, identical results).
 #[inline]
@@ -289,6 +302,19 @@ impl Poly<Coeff> {
 }
 
 impl Poly<Ntt> {
+    /// Overwrites `self` with the NTT of signed integer coefficients (reusing its buffer).
+    pub fn assign_signed(&mut self, ctx: &RnsContext, coeffs: &[i64]) {
+        let q_rows = self.q_rows;
+        for_each_row(&mut self.data, ctx.n(), |r, row| {
+            let idx = ctx.modulus_index(q_rows, r);
+            let m = ctx.moduli()[idx];
+            for (x, &c) in row.iter_mut().zip(coeffs) {
+                *x = m.reduce_i64(c);
+            }
+            ctx.plan(idx).forward(row);
+        });
+    }
+
     /// Inverse NTT of every row.
     pub fn into_coeff(mut self, ctx: &RnsContext) -> Poly<Coeff> {
         let q_rows = self.q_rows;
@@ -329,11 +355,7 @@ impl Poly<Ntt> {
         debug_assert!(a.q_rows >= self.q_rows && b.q_rows >= self.q_rows && self.p_rows == 0);
         let n = self.n;
         for_each_row(&mut self.data, n, |r, row| {
-            let m = ctx.moduli()[r];
-            let (ra, rb) = (a.row(r), b.row(r));
-            for ((x, &y), &z) in row.iter_mut().zip(ra).zip(rb) {
-                *x = m.add(*x, m.mul(y, z));
-            }
+            ctx.plan(r).mul_add(row, a.row(r), b.row(r))
         });
     }
 

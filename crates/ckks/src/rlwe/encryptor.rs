@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use rand_chacha::ChaCha20Rng;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::params::Parameters;
 use crate::ring::basis::mod_down;
@@ -35,6 +36,8 @@ pub struct Encryptor {
     params: Arc<Parameters>,
     key: Key,
     rng: ChaCha20Rng,
+    /// `u, e0, e1` buffers over `Q_l P` (public-key encryption), reused.
+    scratch: Option<[Poly<Ntt>; 3]>,
 }
 
 impl std::fmt::Debug for Encryptor {
@@ -47,6 +50,14 @@ impl std::fmt::Debug for Encryptor {
     }
 }
 
+impl Drop for Encryptor {
+    fn drop(&mut self) {
+        if let Some(s) = self.scratch.as_mut() {
+            s.iter_mut().for_each(Zeroize::zeroize);
+        }
+    }
+}
+
 impl Encryptor {
     /// Secret-key encryptor (fresh ciphertexts are seed-compressible).
     pub fn with_secret_key(sk: Arc<SecretKey>) -> Self {
@@ -54,6 +65,7 @@ impl Encryptor {
             params: sk.params().clone(),
             key: Key::Secret(sk),
             rng: os_rng(),
+            scratch: None,
         }
     }
 
@@ -63,6 +75,7 @@ impl Encryptor {
             params: pk.params().clone(),
             key: Key::Public(pk),
             rng: os_rng(),
+            scratch: None,
         }
     }
 
@@ -99,21 +112,31 @@ impl Encryptor {
                 }
             }
             Key::Public(pk) => {
-                let u = ternary(&mut self.rng, n);
-                let e0 = gaussian(&mut self.rng, n);
-                let e1 = gaussian(&mut self.rng, n);
-                // Over Q_l P, then divided by P: the noise shrinks to rounding noise.
-                let to_ntt = |v: &[i64]| Poly::from_signed(ring, v, level, true).into_ntt(ring);
-                let (u, (mut t0, mut t1)) =
-                    join(|| to_ntt(&u), || join(|| to_ntt(&e0), || to_ntt(&e1)));
+                // Encryption randomness is secret: wiped when dropped.
+                let u = Zeroizing::new(ternary(&mut self.rng, n));
+                let e0 = Zeroizing::new(gaussian(&mut self.rng, n));
+                let e1 = Zeroizing::new(gaussian(&mut self.rng, n));
+                // Over Q_l P, then divided by P: the noise shrinks to rounding noise. The
+                // three QP buffers are reused across calls.
+                let [mut pu, mut t0, mut t1] = match self.scratch.take() {
+                    Some(s) if s[0].level() == level => s,
+                    _ => std::array::from_fn(|_| Poly::zero(ring, level, true)),
+                };
+                join(
+                    || pu.assign_signed(ring, &u),
+                    || {
+                        join(
+                            || t0.assign_signed(ring, &e0),
+                            || t1.assign_signed(ring, &e1),
+                        )
+                    },
+                );
+                let u = &pu;
                 let q_rows = level + 1;
                 for (t, k) in [(&mut t0, &pk.b), (&mut t1, &pk.a)] {
                     for_each_row(t.data_mut(), n, |r, row| {
                         let idx = ring.modulus_index(q_rows, r);
-                        let m = ring.moduli()[idx];
-                        for ((x, &y), &z) in row.iter_mut().zip(k.row(idx)).zip(u.row(r)) {
-                            *x = m.add(*x, m.mul(y, z));
-                        }
+                        ring.plan(idx).mul_add(row, k.row(idx), u.row(r));
                     });
                 }
                 let mut c0 = Poly::zero(ring, level, false);
@@ -123,6 +146,7 @@ impl Encryptor {
                     || mod_down(ring, &t0, inv_p, &mut c0),
                     || mod_down(ring, &t1, inv_p, &mut c1),
                 );
+                self.scratch = Some([pu, t0, t1]);
                 RlweCiphertext { c0, c1, seed: None }
             }
         }

@@ -32,15 +32,15 @@ impl GaloisKey {
         for r in 0..phi_s.rows() {
             auto.apply_ntt(s.row(r), phi_s.row_mut(r));
         }
-        Self {
-            auto,
-            ksk: KeySwitchKey::generate(sk, &phi_s),
-        }
+        let mut ksk = KeySwitchKey::generate(sk, &phi_s);
+        ksk.permute_into_galois_order(&auto);
+        Self { auto, ksk }
     }
 
-    /// Wraps a deserialized key-switching key for element `g`.
-    pub(crate) fn from_ksk(g: u64, ksk: KeySwitchKey) -> Self {
+    /// Wraps a deserialized key-switching key (natural order) for element `g`.
+    pub(crate) fn from_ksk(g: u64, mut ksk: KeySwitchKey) -> Self {
         let auto = Automorphism::new(g, ksk.params().log_n());
+        ksk.permute_into_galois_order(&auto);
         Self { auto, ksk }
     }
 
@@ -49,9 +49,9 @@ impl GaloisKey {
         self.auto.element()
     }
 
-    /// The underlying key-switching key.
-    pub fn key_switch_key(&self) -> &KeySwitchKey {
-        &self.ksk
+    /// The underlying key-switching key, in natural order.
+    pub fn key_switch_key(&self) -> KeySwitchKey {
+        self.ksk.natural_order_copy(&self.auto)
     }
 }
 

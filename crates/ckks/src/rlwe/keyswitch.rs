@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::params::Parameters;
 use crate::ring::automorphism::Automorphism;
 use crate::ring::basis::{digits_at_level, mod_down, mod_up};
-use crate::ring::poly::{for_each_indexed, join, parallel};
+use crate::ring::poly::{for_each_indexed, for_each_row, join, parallel, with_scratch};
 use crate::ring::sampler::{gaussian, os_rng, os_seed, uniform_poly};
 use crate::ring::{Ntt, Poly};
 
@@ -95,6 +95,38 @@ impl KeySwitchKey {
         &self.seed
     }
 
+    /// Reorders every row into the order of `auto` (`key'[perm[k]] = key[k]`), so a
+    /// rotation permutes the inner product's result once instead of every digit.
+    pub(crate) fn permute_into_galois_order(&mut self, auto: &Automorphism) {
+        let perm = auto.permutation();
+        let n = perm.len();
+        for p in self.b.iter_mut().chain(self.a.iter_mut()) {
+            for_each_row(p.data_mut(), n, |_, row| {
+                with_scratch(n, |t| {
+                    t.copy_from_slice(row);
+                    for (k, &pk) in perm.iter().enumerate() {
+                        row[pk as usize] = t[k];
+                    }
+                })
+            });
+        }
+    }
+
+    /// The key back in natural order (inverse of [`Self::permute_into_galois_order`]).
+    pub(crate) fn natural_order_copy(&self, auto: &Automorphism) -> Self {
+        let mut out = self.clone();
+        for p in out.b.iter_mut().chain(out.a.iter_mut()) {
+            let n = p.n();
+            for_each_row(p.data_mut(), n, |_, row| {
+                with_scratch(n, |t| {
+                    t.copy_from_slice(row);
+                    auto.apply_ntt(t, row);
+                })
+            });
+        }
+        out
+    }
+
     /// The `b` components, one per digit.
     pub(crate) fn b(&self) -> &[Poly<Ntt>] {
         &self.b
@@ -134,13 +166,10 @@ pub fn decompose_into(params: &Parameters, c: &Poly<Ntt>, out: &mut Decompositio
     });
 }
 
-/// Coefficients per block of the lazy inner product (two `u128` accumulators of this
-/// size stay in L1).
-const BLOCK: usize = 256;
-
 /// `(out0, out1) = ModDown(sum_j auto(d_j) * (b_j, a_j))` over `Q_l`: the key-switched
 /// pair of the decomposed polynomial, with the Galois permutation `auto` applied to the
-/// digits first when given. Parallel across primes.
+/// digits first when given (then `key` must be stored in that automorphism's order, see
+/// [`KeySwitchKey::permute_into_galois_order`]). Parallel across primes.
 pub fn apply_into(
     params: &Parameters,
     dec: &Decomposition,
@@ -164,48 +193,24 @@ pub fn apply_into(
     let [acc0, acc1] = acc;
     let work = |r: usize, o0: &mut [u64], o1: &mut [u64]| {
         let idx = ring.modulus_index(q_rows, r);
-        let m = ring.moduli()[idx];
-        if let Some(auto) = auto {
-            // Digit-major passes over the whole row: the gathered digit row (N words)
-            // stays in cache while the key rows stream, instead of gathering from every
-            // digit's row at once.
-            let perm = auto.permutation();
-            let mut s0 = vec![0u128; n];
-            let mut s1 = vec![0u128; n];
-            for (j, d) in dec.digits.iter().enumerate() {
-                let drow = d.row(r);
-                let (kb, ka) = (key.b[j].row(idx), key.a[j].row(idx));
-                for k in 0..n {
-                    let x = drow[perm[k] as usize] as u128;
-                    s0[k] += x * kb[k] as u128;
-                    s1[k] += x * ka[k] as u128;
-                }
-            }
-            for k in 0..n {
-                o0[k] = m.reduce_u128(s0[k]);
-                o1[k] = m.reduce_u128(s1[k]);
-            }
-            return;
+        // SIMD multiply-accumulate per digit (tfhe-ntt's `mul_accumulate`, IFMA below
+        // 2^50), sequential reads only.
+        let plan = ring.plan(idx);
+        o0.fill(0);
+        o1.fill(0);
+        for (j, d) in dec.digits.iter().enumerate() {
+            plan.mul_add(o0, d.row(r), key.b[j].row(idx));
+            plan.mul_add(o1, d.row(r), key.a[j].row(idx));
         }
-        let mut s0 = [0u128; BLOCK];
-        let mut s1 = [0u128; BLOCK];
-        for start in (0..n).step_by(BLOCK) {
-            let len = BLOCK.min(n - start);
-            s0[..len].fill(0);
-            s1[..len].fill(0);
-            for (j, d) in dec.digits.iter().enumerate() {
-                let dr = &d.row(r)[start..start + len];
-                let kb = &key.b[j].row(idx)[start..start + len];
-                let ka = &key.a[j].row(idx)[start..start + len];
-                for k in 0..len {
-                    let x = dr[k] as u128;
-                    s0[k] += x * kb[k] as u128;
-                    s1[k] += x * ka[k] as u128;
-                }
-            }
-            for k in 0..len {
-                o0[start + k] = m.reduce_u128(s0[k]);
-                o1[start + k] = m.reduce_u128(s1[k]);
+        if let Some(auto) = auto {
+            // The key is stored in Galois order (`key'[perm[k]] = key[k]`), so
+            // `sum_j d_j[perm[k]] key_j[k] = (sum_j d_j key'_j)[perm[k]]`: one gather per
+            // output row instead of one per digit.
+            for o in [o0, o1] {
+                with_scratch(n, |t| {
+                    t.copy_from_slice(o);
+                    auto.apply_ntt(t, o);
+                });
             }
         }
     };

@@ -348,7 +348,12 @@ impl GaloisKey {
     /// Serializes the key with its Galois element.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_ksk(&self.ksk, Kind::GaloisKey, self.element(), &mut out);
+        encode_ksk(
+            &self.key_switch_key(),
+            Kind::GaloisKey,
+            self.element(),
+            &mut out,
+        );
         out
     }
 

@@ -121,10 +121,8 @@ impl Evaluator {
         let n = ring.n();
         for (src, dst) in [(&ct.c0, &mut out.c0), (&ct.c1, &mut out.c1)] {
             crate::ring::poly::for_each_row(dst.data_mut(), n, |r, row| {
-                let m = ring.moduli()[r];
-                for ((o, &x), &y) in row.iter_mut().zip(src.row(r)).zip(pt.poly.row(r)) {
-                    *o = m.mul(x, y);
-                }
+                row.fill(0);
+                ring.plan(r).mul_add(row, src.row(r), pt.poly.row(r));
             });
         }
         out.scale = Scale(ct.scale.0 * pt.scale.0);
@@ -157,16 +155,13 @@ impl Evaluator {
         let n = ring.n();
         for (src, dst) in [(&ct.c0, &mut acc.c0), (&ct.c1, &mut acc.c1)] {
             crate::ring::poly::for_each_row(dst.data_mut(), n, |r, row| {
-                let m = ring.moduli()[r];
-                for ((o, &x), &y) in row.iter_mut().zip(src.row(r)).zip(pt.poly.row(r)) {
-                    *o = m.add(*o, m.mul(x, y));
-                }
+                ring.plan(r).mul_add(row, src.row(r), pt.poly.row(r));
             });
         }
         Ok(())
     }
 
-    /// `out = ct * pt` with a prepared (Shoup) operand.
+    /// `out = ct * pt` with a prepared operand.
     pub fn mul_prepared_into(
         &self,
         ct: &Ciphertext,
@@ -191,24 +186,7 @@ impl Evaluator {
         pt: &PreparedPlaintext,
         acc: &mut Ciphertext,
     ) -> Result<()> {
-        Self::check_plain(ct, &pt.pt)?;
-        check_level(ct.level(), acc.level())?;
-        check_encoding(ct.encoding, acc.encoding)?;
-        Scale(ct.scale.0 * pt.pt.scale.0).check_same(acc.scale)?;
-        acc.seed = None;
-        let ring = self.params.ring();
-        let n = ring.n();
-        for (src, dst) in [(&ct.c0, &mut acc.c0), (&ct.c1, &mut acc.c1)] {
-            crate::ring::poly::for_each_row(dst.data_mut(), n, |r, row| {
-                let m = ring.moduli()[r];
-                let w = pt.pt.poly.row(r);
-                let ws = &pt.shoup[r * n..(r + 1) * n];
-                for (((o, &x), &y), &ys) in row.iter_mut().zip(src.row(r)).zip(w).zip(ws) {
-                    *o = m.add(*o, m.mul_shoup(x, y, ys));
-                }
-            });
-        }
-        Ok(())
+        self.mul_plain_add_into(ct, &pt.pt, acc)
     }
 
     /// `ct * pt` with a prepared operand.
