@@ -14,7 +14,7 @@ pub struct BenchArgs {
 #[derive(Debug, Subcommand)]
 enum BenchWhat {
     /// Per-op CKKS timings at the three anchor parameter sets (compare with ../shared/anchors).
-    Ckks(BenchOpts),
+    Ckks(super::bench_ckks::BenchCkksOpts),
     /// Plaintext model speed: prefill and decode tokens/s, load time, resident memory.
     Model(BenchOpts),
 }
@@ -34,7 +34,7 @@ pub struct BenchOpts {
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match &args.what {
         BenchWhat::Ckks(opts) => {
-            super::threads::init(opts.threads)?;
+            super::threads::init(opts.common.threads)?;
             super::bench_ckks::run(opts)
         }
         BenchWhat::Model(opts) => {

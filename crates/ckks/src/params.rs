@@ -1,0 +1,418 @@
+//! Parameter sets: a serde literal in, a validated immutable `Parameters` out (Lattigo's
+//! `ParametersLiteral` habit), with generated prime chains and the HE-standard check.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::ring::basis::digit_groups;
+use crate::ring::modulus::{generate_ntt_primes, MAX_MODULUS_BITS};
+use crate::ring::RnsContext;
+
+/// Smallest supported `log N`.
+pub const MIN_LOG_N: u32 = 10;
+/// Largest supported `log N`.
+pub const MAX_LOG_N: u32 = 16;
+/// Most primes (`Q` and `P`) in one set: key-switching inner products and base
+/// conversions accumulate up to this many products in a `u128` before reducing.
+pub const MAX_PRIMES: usize = 64;
+
+/// Largest `log2(QP)` with 128-bit classical security for a ternary secret, per
+/// `log N` (Homomorphic Encryption Standard, Albrecht et al. 2018, Table 1).
+pub fn max_log_qp_128(log_n: u32) -> Option<u32> {
+    match log_n {
+        10 => Some(27),
+        11 => Some(54),
+        12 => Some(109),
+        13 => Some(218),
+        14 => Some(438),
+        15 => Some(881),
+        16 => Some(1761),
+        _ => None,
+    }
+}
+
+/// Whether `Parameters::new` enforces the HE-standard bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Security {
+    /// Refuse anything above the 128-bit bound for a ternary secret.
+    #[default]
+    Hes128,
+    /// Build any set, however weak (tests, experiments). Logs a warning.
+    DangerousNoSecurityCheck,
+}
+
+/// Unchecked description of a parameter set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParametersLiteral {
+    /// `log2 N`.
+    pub log_n: u32,
+    /// Bit sizes of the `Q` primes, `q_0` first.
+    pub log_q: Vec<u32>,
+    /// Bit sizes of the special key-switching primes `P`.
+    pub log_p: Vec<u32>,
+    /// `log2` of the default scale.
+    pub log_scale: u32,
+    /// Number of key-switching digits; `None` = one per `Q` prime.
+    pub dnum: Option<usize>,
+    /// Security check.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// Named parameter sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Preset {
+    /// Small and fast, for tests: N = 2^12, Q = 28, 22, 22 bits, P = 36 bits, scale 2^22.
+    Test12,
+    /// The anchors' N = 2^13 set: Q = 36, 4 x 30 bits, P = 60 bits, scale 2^30, dnum 5.
+    Anchor13,
+    /// The anchors' N = 2^14 set: Q = 50, 8 x 40 bits, P = 60 bits, scale 2^40, dnum 9.
+    Anchor14,
+    /// The anchors' N = 2^15 set: Q = 60, 8 x 50 bits, P = 60 bits, scale 2^50, dnum 9.
+    Anchor15,
+}
+
+impl Preset {
+    /// The literal of this preset.
+    pub fn literal(self) -> ParametersLiteral {
+        let (log_n, first, rest, count, log_p, log_scale) = match self {
+            Preset::Test12 => (12, 28, 22, 2, 36, 22),
+            Preset::Anchor13 => (13, 36, 30, 4, 60, 30),
+            Preset::Anchor14 => (14, 50, 40, 8, 60, 40),
+            Preset::Anchor15 => (15, 60, 50, 8, 60, 50),
+        };
+        let mut log_q = vec![first];
+        log_q.extend(std::iter::repeat_n(rest, count));
+        ParametersLiteral {
+            log_n,
+            log_q,
+            log_p: vec![log_p],
+            log_scale,
+            dnum: None,
+            security: Security::Hes128,
+        }
+    }
+
+    /// Builds the preset's parameters.
+    pub fn build(self) -> Result<Arc<Parameters>> {
+        Parameters::new(&self.literal())
+    }
+}
+
+/// A validated parameter set with its RNS context and precomputed constants.
+#[derive(Debug)]
+pub struct Parameters {
+    literal: ParametersLiteral,
+    q: Vec<u64>,
+    p: Vec<u64>,
+    dnum: usize,
+    groups: Vec<Range<usize>>,
+    ring: RnsContext,
+    log_qp: f64,
+    fingerprint: [u8; 8],
+    /// `P^-1 mod q_i` with Shoup quotient.
+    inv_p: Vec<(u64, u64)>,
+    /// `P mod q_i` (the gadget's nonzero entry).
+    p_mod_q: Vec<u64>,
+}
+
+impl PartialEq for Parameters {
+    /// Two sets are equal when their fingerprints (primes, dnum, scale) are.
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl Parameters {
+    /// Validates `lit`, generates its primes and precomputes every per-prime constant.
+    pub fn new(lit: &ParametersLiteral) -> Result<Arc<Self>> {
+        let log_n = lit.log_n;
+        if !(MIN_LOG_N..=MAX_LOG_N).contains(&log_n) {
+            return Err(Error::InvalidLogN {
+                log_n,
+                min: MIN_LOG_N,
+                max: MAX_LOG_N,
+            });
+        }
+        if lit.log_q.is_empty() || lit.log_p.is_empty() {
+            return Err(Error::EmptyModulusChain {
+                q: lit.log_q.len(),
+                p: lit.log_p.len(),
+            });
+        }
+        // Lazy sums of up to 64 products of residues below 2^61 fit in a u128.
+        let count = lit.log_q.len() + lit.log_p.len();
+        if count > MAX_PRIMES {
+            return Err(Error::TooManyPrimes {
+                count,
+                max: MAX_PRIMES,
+            });
+        }
+        let min_bits = log_n + 2;
+        let max_bits = MAX_MODULUS_BITS - 1;
+        if let Some(&bits) = lit
+            .log_q
+            .iter()
+            .chain(&lit.log_p)
+            .find(|&&b| !(min_bits..=max_bits).contains(&b))
+        {
+            return Err(Error::InvalidPrimeBits {
+                bits,
+                min: min_bits,
+                max: max_bits,
+                log_n,
+            });
+        }
+        if !(1..=61).contains(&lit.log_scale) {
+            return Err(Error::InvalidLogScale {
+                log_scale: lit.log_scale,
+            });
+        }
+        let nq = lit.log_q.len();
+        let dnum = lit.dnum.unwrap_or(nq);
+        if !(1..=nq).contains(&dnum) {
+            return Err(Error::InvalidDnum { dnum, q_primes: nq });
+        }
+        let bits: Vec<u32> = lit.log_q.iter().chain(&lit.log_p).copied().collect();
+        let primes = generate_ntt_primes(log_n, &bits).ok_or_else(|| {
+            // Find the size that ran out, for the message.
+            let bad = (1..=bits.len())
+                .find(|&k| generate_ntt_primes(log_n, &bits[..k]).is_none())
+                .map_or(bits[0], |k| bits[k - 1]);
+            Error::NotEnoughPrimes { bits: bad, log_n }
+        })?;
+        let log_qp: f64 = primes.iter().map(|&x| (x as f64).log2()).sum();
+        let bound = max_log_qp_128(log_n).unwrap_or(0);
+        match lit.security {
+            Security::Hes128 if log_qp > f64::from(bound) => {
+                return Err(Error::InsecureParameters {
+                    log_n,
+                    log_qp,
+                    max_log_qp: bound,
+                })
+            }
+            Security::DangerousNoSecurityCheck if log_qp > f64::from(bound) => {
+                tracing::warn!(
+                    log_n,
+                    log_qp,
+                    bound,
+                    "CKKS parameters above the 128-bit HE-standard bound (security check disabled)"
+                );
+            }
+            _ => {}
+        }
+        let (q, p) = primes.split_at(nq);
+        let ring = RnsContext::new(log_n, q, p).ok_or(Error::NotEnoughPrimes {
+            bits: bits[0],
+            log_n,
+        })?;
+        let mut inv_p = Vec::with_capacity(nq);
+        let mut p_mod_q = Vec::with_capacity(nq);
+        for m in ring.q() {
+            let pm = p.iter().fold(1u64, |acc, &x| m.mul(acc, m.reduce(x)));
+            // p_j and q_i are distinct primes, so P is invertible mod q_i.
+            let inv = m.inv(pm).unwrap_or(0);
+            inv_p.push((inv, m.shoup(inv)));
+            p_mod_q.push(pm);
+        }
+        let mut h = Sha256::new();
+        h.update(b"selene-ckks-parameters-v1");
+        h.update(log_n.to_le_bytes());
+        for list in [q, p] {
+            h.update((list.len() as u32).to_le_bytes());
+            list.iter().for_each(|x| h.update(x.to_le_bytes()));
+        }
+        h.update((dnum as u32).to_le_bytes());
+        h.update(lit.log_scale.to_le_bytes());
+        let digest = h.finalize();
+        let mut fingerprint = [0u8; 8];
+        fingerprint.copy_from_slice(&digest[..8]);
+        Ok(Arc::new(Self {
+            literal: lit.clone(),
+            q: q.to_vec(),
+            p: p.to_vec(),
+            dnum,
+            groups: digit_groups(nq, dnum),
+            ring,
+            log_qp,
+            fingerprint,
+            inv_p,
+            p_mod_q,
+        }))
+    }
+
+    /// The literal these parameters were built from.
+    pub fn literal(&self) -> &ParametersLiteral {
+        &self.literal
+    }
+
+    /// `log2 N`.
+    pub fn log_n(&self) -> u32 {
+        self.literal.log_n
+    }
+
+    /// Ring degree `N`.
+    pub fn n(&self) -> usize {
+        1 << self.literal.log_n
+    }
+
+    /// Number of complex slots with full packing, `N/2`.
+    pub fn slots(&self) -> usize {
+        self.n() / 2
+    }
+
+    /// The top level `L` (number of `Q` primes minus one).
+    pub fn max_level(&self) -> usize {
+        self.q.len() - 1
+    }
+
+    /// The `Q` primes.
+    pub fn q(&self) -> &[u64] {
+        &self.q
+    }
+
+    /// The special primes.
+    pub fn p(&self) -> &[u64] {
+        &self.p
+    }
+
+    /// Number of key-switching digits.
+    pub fn dnum(&self) -> usize {
+        self.dnum
+    }
+
+    /// `Q` prime indices of each digit.
+    pub fn digit_groups(&self) -> &[Range<usize>] {
+        &self.groups
+    }
+
+    /// The default scale `2^log_scale`.
+    pub fn default_scale(&self) -> f64 {
+        (self.literal.log_scale as f64).exp2()
+    }
+
+    /// Exact `log2(QP)` of the generated primes.
+    pub fn log_qp(&self) -> f64 {
+        self.log_qp
+    }
+
+    /// First 8 bytes of SHA-256 over (log N, primes, dnum, log scale): identifies the set
+    /// in every serialized object.
+    pub fn fingerprint(&self) -> [u8; 8] {
+        self.fingerprint
+    }
+
+    /// The RNS context (primes, NTT plans).
+    pub fn ring(&self) -> &RnsContext {
+        &self.ring
+    }
+
+    /// `P^-1 mod q_i` with Shoup quotients, for `mod_down`.
+    pub fn inv_p(&self) -> &[(u64, u64)] {
+        &self.inv_p
+    }
+
+    /// `P mod q_i`.
+    pub fn p_mod_q(&self) -> &[u64] {
+        &self.p_mod_q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchor_presets_pass_the_security_check() {
+        for (preset, bound) in [
+            (Preset::Test12, 109.0),
+            (Preset::Anchor13, 218.0),
+            (Preset::Anchor14, 438.0),
+            (Preset::Anchor15, 881.0),
+        ] {
+            let p = preset.build().unwrap();
+            assert!(p.log_qp() <= bound, "{preset:?}: {}", p.log_qp());
+            assert_eq!(p.dnum(), p.q().len());
+        }
+        let p13 = Preset::Anchor13.build().unwrap();
+        assert_eq!((p13.q().len(), p13.p().len(), p13.n()), (5, 1, 8192));
+        assert!((p13.log_qp() - 216.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn over_bound_set_is_refused_unless_dangerous() {
+        // N = 2^13 with log QP = 250.
+        let mut lit = ParametersLiteral {
+            log_n: 13,
+            log_q: vec![40, 30, 30, 30, 30, 30],
+            log_p: vec![60],
+            log_scale: 30,
+            dnum: None,
+            security: Security::Hes128,
+        };
+        match Parameters::new(&lit) {
+            Err(Error::InsecureParameters {
+                log_n: 13,
+                log_qp,
+                max_log_qp: 218,
+            }) => {
+                assert!((log_qp - 250.0).abs() < 0.01)
+            }
+            other => panic!("expected refusal, got {other:?}"),
+        }
+        lit.security = Security::DangerousNoSecurityCheck;
+        assert!(Parameters::new(&lit).is_ok());
+    }
+
+    #[test]
+    fn invalid_literals_are_errors_and_fingerprints_differ() {
+        let base = Preset::Test12.literal();
+        let mut l = base.clone();
+        l.log_n = 17;
+        assert!(matches!(
+            Parameters::new(&l),
+            Err(Error::InvalidLogN { log_n: 17, .. })
+        ));
+        let mut l = base.clone();
+        l.dnum = Some(4);
+        assert!(matches!(
+            Parameters::new(&l),
+            Err(Error::InvalidDnum {
+                dnum: 4,
+                q_primes: 3
+            })
+        ));
+        let mut l = base.clone();
+        l.log_p.clear();
+        assert!(matches!(
+            Parameters::new(&l),
+            Err(Error::EmptyModulusChain { .. })
+        ));
+        let mut l = base.clone();
+        l.log_q[0] = 61;
+        assert!(matches!(
+            Parameters::new(&l),
+            Err(Error::InvalidPrimeBits { bits: 61, .. })
+        ));
+        let mut l = base.clone();
+        l.log_q = vec![30; 70];
+        assert!(matches!(
+            Parameters::new(&l),
+            Err(Error::TooManyPrimes { count: 71, max: 64 })
+        ));
+        let mut l = base.clone();
+        l.dnum = Some(2);
+        let a = Parameters::new(&base).unwrap();
+        let b = Parameters::new(&l).unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(
+            a.fingerprint(),
+            Parameters::new(&base).unwrap().fingerprint()
+        );
+        assert_eq!(b.digit_groups(), &[0..2, 2..3]);
+    }
+}

@@ -1,0 +1,297 @@
+//! Fast base conversion for hybrid key switching and rescaling.
+//!
+//! * `mod_up`: the digit `[c]_{Q_j}` of a polynomial over `Q_l` (for the group of primes
+//!   `Q_j` of digit `j`) extended to the basis `Q_l P` (Bossuat, Mouchet,
+//!   Troncoso-Pastoriza, Hubaux, EUROCRYPT 2021, Sec. 3). With several primes per digit the
+//!   extension is the approximate fast base conversion of Halevi, Polyakov, Shoup
+//!   (CT-RSA 2019, Sec. 2.2): it may add a small multiple of `Q_j`, which the gadget
+//!   `P Q/Q_j [(Q/Q_j)^-1]_{Q_j}` maps to 0 mod `QP`. With one prime per digit (the anchor
+//!   layout) the digit's residues are below `q_j`, so the extension is a plain reduction:
+//!   that fast path is explicit below.
+//! * `mod_down`: `round(c / P)` from `Q_l P` back to `Q_l` (same papers), and `rescale`:
+//!   `round(c / q_l)` dropping the last prime (RNS-CKKS, Cheon-Han-Kim-Kim-Song SAC 2018,
+//!   Sec. 3.3), both by subtracting the lifted remainder and multiplying by the inverse.
+
+use std::ops::Range;
+
+use super::modulus::Modulus;
+use super::poly::{for_each_row, Ntt, Poly};
+use super::RnsContext;
+
+/// Primes of each key-switching digit, as index ranges into the `Q` chain.
+pub fn digit_groups(nq: usize, dnum: usize) -> Vec<Range<usize>> {
+    let alpha = nq.div_ceil(dnum.max(1));
+    (0..nq)
+        .step_by(alpha)
+        .map(|s| s..(s + alpha).min(nq))
+        .collect()
+}
+
+/// Number of digits present at `level`.
+pub fn digits_at_level(groups: &[Range<usize>], level: usize) -> usize {
+    groups.iter().take_while(|g| g.start <= level).count()
+}
+
+/// Writes into `out` (over `Q_l P`, NTT form) the extension of digit `group` of `c`
+/// (over `Q_l`, NTT form). `scratch` holds `N` words per prime of the group.
+pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Poly<Ntt>) {
+    let n = ctx.n();
+    let l = c.level();
+    debug_assert!(out.q_rows() == l + 1 && out.p_rows() == ctx.np());
+    let group = group.start..group.end.min(l + 1);
+    // Coefficients of the digit's own residues.
+    let mut coeffs: Vec<u64> = c.data()[group.start * n..group.end * n].to_vec();
+    for (k, row) in coeffs.chunks_exact_mut(n).enumerate() {
+        ctx.plan(group.start + k).backward(row);
+    }
+    let q_rows = out.q_rows();
+    if group.len() == 1 {
+        // Fast path (one prime per digit): the digit is the centered integer in
+        // (-q_j/2, q_j/2] (centering halves the key-switching noise), reduced mod q_t.
+        let j = group.start;
+        let qj = ctx.moduli()[j].value();
+        let half = qj / 2;
+        for_each_row(out.data_mut(), n, |r, row| {
+            let idx = ctx.modulus_index(q_rows, r);
+            if idx == j {
+                row.copy_from_slice(c.row(j));
+                return;
+            }
+            let m = ctx.moduli()[idx];
+            let qt = m.value();
+            if qj < qt {
+                let shift = qt - qj;
+                for (o, &x) in row.iter_mut().zip(&coeffs) {
+                    *o = x + (shift & 0u64.wrapping_sub(u64::from(x > half)));
+                }
+            } else {
+                let qj_mod = m.reduce(qj);
+                for (o, &x) in row.iter_mut().zip(&coeffs) {
+                    let mask = 0u64.wrapping_sub(u64::from(x > half));
+                    *o = m.sub(m.reduce(x), qj_mod & mask);
+                }
+            }
+            ctx.plan(idx).forward(row);
+        });
+        return;
+    }
+    // General digit: y_i = x_i (Q_j/q_i)^-1 mod q_i, then sum_i y_i (Q_j/q_i) mod t.
+    let gm: Vec<Modulus> = group.clone().map(|i| ctx.moduli()[i]).collect();
+    for (k, row) in coeffs.chunks_exact_mut(n).enumerate() {
+        let m = gm[k];
+        let hat = gm
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != k)
+            .fold(1u64, |acc, (_, o)| m.mul(acc, m.reduce(o.value())));
+        let inv = m.inv(hat).unwrap_or(0);
+        let inv_s = m.shoup(inv);
+        row.iter_mut()
+            .for_each(|x| *x = m.mul_shoup(*x, inv, inv_s));
+    }
+    for_each_row(out.data_mut(), n, |r, row| {
+        let idx = ctx.modulus_index(q_rows, r);
+        if group.contains(&idx) {
+            row.copy_from_slice(c.row(idx));
+            return;
+        }
+        let m = ctx.moduli()[idx];
+        let hats: Vec<u64> = (0..gm.len())
+            .map(|k| {
+                gm.iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != k)
+                    .fold(1u64, |acc, (_, o)| m.mul(acc, m.reduce(o.value())))
+            })
+            .collect();
+        for (t, o) in row.iter_mut().enumerate() {
+            let mut acc = 0u128;
+            for (k, &h) in hats.iter().enumerate() {
+                acc += coeffs[k * n + t] as u128 * h as u128;
+            }
+            *o = m.reduce_u128(acc);
+        }
+        ctx.plan(idx).forward(row);
+    });
+}
+
+/// For every `Q` row `i` of `data` (NTT form):
+/// `row_i = (row_i - [v]_{q_i}) inv_i`, where `v` is the integer whose residues (coefficient form) modulo `divisor`
+/// are `rem` (one row per divisor prime; lifted by fast base conversion, centered when
+/// there is one divisor prime so the division rounds to nearest).
+fn subtract_and_divide(
+    ctx: &RnsContext,
+    data: &mut [u64],
+    rem: &[u64],
+    divisor: &[Modulus],
+    inv: &[(u64, u64)],
+) {
+    let n = ctx.n();
+    // Multi-prime divisor: y_k = x_k (D/d_k)^-1 mod d_k (HPS fast base conversion).
+    let scaled: Vec<u64>;
+    let rem = if divisor.len() > 1 {
+        let mut s = rem.to_vec();
+        for (k, row) in s.chunks_exact_mut(n).enumerate() {
+            let m = divisor[k];
+            let hat = divisor
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != k)
+                .fold(1u64, |acc, (_, o)| m.mul(acc, m.reduce(o.value())));
+            let hi = m.inv(hat).unwrap_or(0);
+            row.iter_mut().for_each(|x| *x = m.mul(*x, hi));
+        }
+        scaled = s;
+        &scaled[..]
+    } else {
+        rem
+    };
+    for_each_row(data, n, |i, row| {
+        let m = ctx.moduli()[i];
+        let mut t = vec![0u64; n];
+        if let [d] = divisor {
+            // Centered lift of x in (-d/2, d/2] reduced mod q_i, branch-free.
+            let half = d.value() / 2;
+            let d_mod = m.reduce(d.value());
+            for (o, &x) in t.iter_mut().zip(rem) {
+                let mask = 0u64.wrapping_sub(u64::from(x > half));
+                *o = m.sub(m.reduce(x), d_mod & mask);
+            }
+        } else {
+            let hats: Vec<u64> = (0..divisor.len())
+                .map(|k| {
+                    divisor
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != k)
+                        .fold(1u64, |acc, (_, o)| m.mul(acc, m.reduce(o.value())))
+                })
+                .collect();
+            for (c, o) in t.iter_mut().enumerate() {
+                let mut acc = 0u128;
+                for (k, &h) in hats.iter().enumerate() {
+                    acc += rem[k * n + c] as u128 * h as u128;
+                }
+                *o = m.reduce_u128(acc);
+            }
+        }
+        ctx.plan(i).forward(&mut t);
+        let (w, ws) = inv[i];
+        for (x, &y) in row.iter_mut().zip(&t) {
+            *x = m.mul_shoup(m.sub(*x, y), w, ws);
+        }
+    });
+}
+
+/// `round(a / P)`: from `Q_l P` (NTT) to `out` over `Q_l` (NTT).
+pub fn mod_down(ctx: &RnsContext, a: &Poly<Ntt>, inv_p: &[(u64, u64)], out: &mut Poly<Ntt>) {
+    let n = ctx.n();
+    let qr = a.q_rows();
+    debug_assert!(out.q_rows() == qr && out.p_rows() == 0);
+    let mut rem = a.data()[qr * n..].to_vec();
+    for_each_row(&mut rem, n, |k, row| ctx.plan(ctx.nq() + k).backward(row));
+    out.data_mut().copy_from_slice(&a.data()[..qr * n]);
+    subtract_and_divide(ctx, out.data_mut(), &rem, ctx.p(), inv_p);
+}
+
+/// `round(a / q_l)`: drops the last prime of `a` (NTT form, over `Q` only).
+pub fn rescale(ctx: &RnsContext, a: &mut Poly<Ntt>) {
+    let n = ctx.n();
+    let l = a.level();
+    debug_assert!(l > 0 && a.p_rows() == 0);
+    let mut rem = a.row(l).to_vec();
+    ctx.plan(l).backward(&mut rem);
+    a.drop_to_level(l - 1);
+    subtract_and_divide(ctx, a.data_mut(), &rem, &ctx.q()[l..=l], ctx.inv_last_q(l));
+    debug_assert_eq!(a.data().len(), l * n);
+}
+
+#[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index-based reference math
+mod tests {
+    use super::*;
+    use crate::ring::modulus::generate_ntt_primes;
+    use crate::ring::Coeff;
+
+    fn ctx(np: usize) -> RnsContext {
+        let mut bits = vec![40, 30, 30];
+        bits.extend(std::iter::repeat_n(45, np));
+        let p = generate_ntt_primes(4, &bits).unwrap();
+        RnsContext::new(4, &p[..3], &p[3..]).unwrap()
+    }
+
+    fn to_i128(ctx: &RnsContext, p: &Poly<Coeff>, r: usize, k: usize) -> i128 {
+        ctx.moduli()[p.modulus_index(ctx, r)].center(p.row(r)[k]) as i128
+    }
+
+    #[test]
+    fn rescale_rounds_exactly() {
+        let ctx = ctx(1);
+        let q2 = ctx.q()[2].value() as i64;
+        let vals: Vec<i64> = (0..16)
+            .map(|i| (i - 8) * q2 + (i * 7919 % 61) * q2 / 64 - 3)
+            .collect();
+        let mut a = Poly::from_signed(&ctx, &vals, 2, false).into_ntt(&ctx);
+        rescale(&ctx, &mut a);
+        let a = a.into_coeff(&ctx);
+        for (k, &v) in vals.iter().enumerate() {
+            let want = (v as f64 / q2 as f64).round() as i128;
+            for r in 0..2 {
+                assert_eq!(to_i128(&ctx, &a, r, k), want);
+            }
+        }
+    }
+
+    #[test]
+    fn mod_up_then_mod_down_recovers_divided_value() {
+        for (np, dnum) in [(1, 3), (2, 1), (2, 2)] {
+            let ctx = ctx(np);
+            let groups = digit_groups(3, dnum);
+            let vals: Vec<i64> = (0..16).map(|i| i * 1_000_003 - 7_777_777).collect();
+            let c = Poly::from_signed(&ctx, &vals, 2, false).into_ntt(&ctx);
+            let mut p_val = 1i128;
+            for m in ctx.p() {
+                p_val *= m.value() as i128;
+            }
+            let inv_p: Vec<(u64, u64)> = ctx
+                .q()
+                .iter()
+                .map(|m| {
+                    let pi = ctx
+                        .p()
+                        .iter()
+                        .fold(1u64, |a, o| m.mul(a, m.reduce(o.value())));
+                    let i = m.inv(pi).unwrap();
+                    (i, m.shoup(i))
+                })
+                .collect();
+            for g in groups {
+                let mut up = Poly::<Ntt>::zero(&ctx, 2, true);
+                mod_up(&ctx, &c, g.clone(), &mut up);
+                let upc = up.clone().into_coeff(&ctx);
+                // The extension agrees with c on the digit's primes and is congruent
+                // across all rows to one integer (up to a multiple of Q_j).
+                for k in 0..16 {
+                    for r in g.clone() {
+                        assert_eq!(to_i128(&ctx, &upc, r, k), vals[k] as i128);
+                    }
+                }
+                // Multiply by P then mod_down: recovers the extension mod Q_l.
+                let pmul: Vec<u64> = (0..up.rows())
+                    .map(|r| {
+                        let m = ctx.moduli()[up.modulus_index(&ctx, r)];
+                        m.reduce_i128(p_val)
+                    })
+                    .collect();
+                up.mul_scalar_assign(&ctx, &pmul);
+                let mut down = Poly::<Ntt>::zero(&ctx, 2, false);
+                mod_down(&ctx, &up, &inv_p, &mut down);
+                let up_q = upc.clone();
+                let down = down.into_coeff(&ctx);
+                for r in 0..3 {
+                    assert_eq!(down.row(r), up_q.row(r), "np={np} dnum={dnum}");
+                }
+            }
+        }
+    }
+}

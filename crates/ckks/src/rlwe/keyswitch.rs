@@ -1,0 +1,234 @@
+//! Hybrid key switching (Bossuat, Mouchet, Troncoso-Pastoriza, Hubaux, EUROCRYPT 2021,
+//! Sec. 3; Han-Ki, CT-RSA 2020): the `Q` primes are split into `dnum` digits `Q_j`; the key
+//! for digit `j` encrypts `P * [Q/Q_j * (Q/Q_j)^-1 mod Q_j] * s'` under `s` over `QP`, a
+//! gadget that is `P` modulo the primes of `Q_j` and 0 modulo every other prime.
+//!
+//! Key switching is split as Lattigo does: [`decompose_into`] (ModUp of every digit, the
+//! expensive part, reusable across rotations = hoisting) and [`apply_into`] (inner product
+//! with the key, lazily reduced in `u128`, then ModDown), which can also apply a Galois
+//! permutation to the digits on the fly.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::params::Parameters;
+use crate::ring::automorphism::Automorphism;
+use crate::ring::basis::{digits_at_level, mod_down, mod_up};
+use crate::ring::poly::{for_each_indexed, join, parallel};
+use crate::ring::sampler::{gaussian, os_rng, os_seed, uniform_poly};
+use crate::ring::{Ntt, Poly};
+
+use super::derive_seed;
+use super::secret_key::SecretKey;
+
+/// A hybrid key-switching key from some `s'` to the secret `s`: one RLWE sample over `QP`
+/// per digit, with `a_j` derived from one public seed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeySwitchKey {
+    params: Arc<Parameters>,
+    pub(crate) b: Vec<Poly<Ntt>>,
+    pub(crate) a: Vec<Poly<Ntt>>,
+    seed: [u8; 32],
+}
+
+/// Seed label of the `a` components.
+const KSK_LABEL: &[u8] = b"selene-ckks/ksk-a";
+
+impl KeySwitchKey {
+    /// Generates the key switching `s_from` (NTT form, at least all `Q` rows) to `sk`.
+    pub(crate) fn generate(sk: &SecretKey, s_from: &Poly<Ntt>) -> Self {
+        let params = sk.params().clone();
+        let ring = params.ring();
+        let level = params.max_level();
+        let seed = os_seed();
+        let mut rng = os_rng();
+        let n = params.n();
+        let a: Vec<Poly<Ntt>> = Self::expand_a(&params, &seed);
+        let b = params
+            .digit_groups()
+            .iter()
+            .zip(&a)
+            .map(|(group, aj)| {
+                let e = gaussian(&mut rng, n);
+                let mut bj = Poly::from_signed(ring, &e, level, true).into_ntt(ring);
+                let mut as_ = aj.clone();
+                as_.mul_assign(ring, sk.ntt());
+                bj.sub_assign(ring, &as_);
+                for i in group.clone() {
+                    let m = ring.moduli()[i];
+                    let pm = params.p_mod_q()[i];
+                    let src = s_from.row(i);
+                    for (x, &s) in bj.row_mut(i).iter_mut().zip(src) {
+                        *x = m.add(*x, m.mul(pm, s));
+                    }
+                }
+                bj
+            })
+            .collect();
+        Self { params, b, a, seed }
+    }
+
+    fn expand_a(params: &Parameters, seed: &[u8; 32]) -> Vec<Poly<Ntt>> {
+        (0..params.dnum())
+            .into_par_iter()
+            .map(|j| {
+                let sj = derive_seed(seed, KSK_LABEL, j as u64);
+                uniform_poly(params.ring(), &sj, params.max_level(), true)
+            })
+            .collect()
+    }
+
+    /// Rebuilds a key from its `b` components and the seed of the `a`s.
+    pub(crate) fn from_parts(params: Arc<Parameters>, b: Vec<Poly<Ntt>>, seed: [u8; 32]) -> Self {
+        let a = Self::expand_a(&params, &seed);
+        Self { params, b, a, seed }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Arc<Parameters> {
+        &self.params
+    }
+
+    /// The public seed of the `a` components.
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// The `b` components, one per digit.
+    pub(crate) fn b(&self) -> &[Poly<Ntt>] {
+        &self.b
+    }
+}
+
+/// The ModUp'ed digits of one polynomial at some level: reusable scratch, and the
+/// hoisted part of a rotation.
+#[derive(Clone, Debug, Default)]
+pub struct Decomposition {
+    digits: Vec<Poly<Ntt>>,
+}
+
+impl Decomposition {
+    /// An empty decomposition (buffers are sized on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Level of the decomposed polynomial.
+    pub fn level(&self) -> Option<usize> {
+        self.digits.first().map(|d| d.level())
+    }
+}
+
+/// ModUp of every digit of `c` (NTT form over `Q_l`) into `out` (parallel across digits).
+pub fn decompose_into(params: &Parameters, c: &Poly<Ntt>, out: &mut Decomposition) {
+    let ring = params.ring();
+    let level = c.level();
+    let count = digits_at_level(params.digit_groups(), level);
+    if out.digits.len() != count || out.level() != Some(level) {
+        out.digits = (0..count).map(|_| Poly::zero(ring, level, true)).collect();
+    }
+    let groups = params.digit_groups();
+    for_each_indexed(&mut out.digits, |j, d| {
+        mod_up(ring, c, groups[j].clone(), d)
+    });
+}
+
+/// Coefficients per block of the lazy inner product (two `u128` accumulators of this
+/// size stay in L1).
+const BLOCK: usize = 256;
+
+/// `(out0, out1) = ModDown(sum_j auto(d_j) * (b_j, a_j))` over `Q_l`: the key-switched
+/// pair of the decomposed polynomial, with the Galois permutation `auto` applied to the
+/// digits first when given. Parallel across primes.
+pub fn apply_into(
+    params: &Parameters,
+    dec: &Decomposition,
+    key: &KeySwitchKey,
+    auto: Option<&Automorphism>,
+    acc: &mut [Poly<Ntt>; 2],
+    out0: &mut Poly<Ntt>,
+    out1: &mut Poly<Ntt>,
+) {
+    let ring = params.ring();
+    let n = ring.n();
+    let Some(level) = dec.level() else {
+        return;
+    };
+    for a in acc.iter_mut() {
+        if a.level() != level || a.p_rows() != ring.np() {
+            *a = Poly::zero(ring, level, true);
+        }
+    }
+    let q_rows = level + 1;
+    let [acc0, acc1] = acc;
+    let work = |r: usize, o0: &mut [u64], o1: &mut [u64]| {
+        let idx = ring.modulus_index(q_rows, r);
+        let m = ring.moduli()[idx];
+        if let Some(auto) = auto {
+            // Digit-major passes over the whole row: the gathered digit row (N words)
+            // stays in cache while the key rows stream, instead of gathering from every
+            // digit's row at once.
+            let perm = auto.permutation();
+            let mut s0 = vec![0u128; n];
+            let mut s1 = vec![0u128; n];
+            for (j, d) in dec.digits.iter().enumerate() {
+                let drow = d.row(r);
+                let (kb, ka) = (key.b[j].row(idx), key.a[j].row(idx));
+                for k in 0..n {
+                    let x = drow[perm[k] as usize] as u128;
+                    s0[k] += x * kb[k] as u128;
+                    s1[k] += x * ka[k] as u128;
+                }
+            }
+            for k in 0..n {
+                o0[k] = m.reduce_u128(s0[k]);
+                o1[k] = m.reduce_u128(s1[k]);
+            }
+            return;
+        }
+        let mut s0 = [0u128; BLOCK];
+        let mut s1 = [0u128; BLOCK];
+        for start in (0..n).step_by(BLOCK) {
+            let len = BLOCK.min(n - start);
+            s0[..len].fill(0);
+            s1[..len].fill(0);
+            for (j, d) in dec.digits.iter().enumerate() {
+                let dr = &d.row(r)[start..start + len];
+                let kb = &key.b[j].row(idx)[start..start + len];
+                let ka = &key.a[j].row(idx)[start..start + len];
+                for k in 0..len {
+                    let x = dr[k] as u128;
+                    s0[k] += x * kb[k] as u128;
+                    s1[k] += x * ka[k] as u128;
+                }
+            }
+            for k in 0..len {
+                o0[start + k] = m.reduce_u128(s0[k]);
+                o1[start + k] = m.reduce_u128(s1[k]);
+            }
+        }
+    };
+    if parallel() {
+        acc0.data_mut()
+            .par_chunks_exact_mut(n)
+            .zip(acc1.data_mut().par_chunks_exact_mut(n))
+            .enumerate()
+            .for_each(|(r, (o0, o1))| work(r, o0, o1));
+    } else {
+        acc0.data_mut()
+            .chunks_exact_mut(n)
+            .zip(acc1.data_mut().chunks_exact_mut(n))
+            .enumerate()
+            .for_each(|(r, (o0, o1))| work(r, o0, o1));
+    }
+    for o in [&mut *out0, &mut *out1] {
+        if o.level() != level || o.p_rows() != 0 {
+            *o = Poly::zero(ring, level, false);
+        }
+    }
+    join(
+        || mod_down(ring, acc0, params.inv_p(), out0),
+        || mod_down(ring, acc1, params.inv_p(), out1),
+    );
+}

@@ -1,0 +1,122 @@
+//! Ciphertexts: two NTT-form polynomials over `Q_l` with scale, encoding and, while fresh
+//! from secret-key encryption, the seed of `c1` (dropped on the first mutation, as in
+//! fhe.rs, so only fresh ciphertexts serialize compressed).
+
+use crate::error::Result;
+use crate::ring::{Ntt, Poly};
+use crate::rlwe::{Decryptor, Encryptor, RlweCiphertext};
+
+use super::plaintext::Plaintext;
+use super::{Encoding, Scale};
+
+/// A CKKS ciphertext `(c0, c1)` with `c0 + c1 s ~ Delta m`.
+#[derive(Debug, PartialEq)]
+pub struct Ciphertext {
+    pub(crate) c0: Poly<Ntt>,
+    pub(crate) c1: Poly<Ntt>,
+    pub(crate) scale: Scale,
+    pub(crate) encoding: Encoding,
+    pub(crate) seed: Option<[u8; 32]>,
+}
+
+impl Clone for Ciphertext {
+    fn clone(&self) -> Self {
+        Self {
+            c0: self.c0.clone(),
+            c1: self.c1.clone(),
+            scale: self.scale,
+            encoding: self.encoding,
+            seed: self.seed,
+        }
+    }
+
+    /// Reuses the destination's buffers (the `_into` ops rely on this).
+    fn clone_from(&mut self, source: &Self) {
+        self.c0.clone_from(&source.c0);
+        self.c1.clone_from(&source.c1);
+        self.scale = source.scale;
+        self.encoding = source.encoding;
+        self.seed = source.seed;
+    }
+}
+
+impl Ciphertext {
+    /// Level (number of `Q` primes minus one).
+    pub fn level(&self) -> usize {
+        self.c0.level()
+    }
+
+    /// Scale.
+    pub fn scale(&self) -> Scale {
+        self.scale
+    }
+
+    /// Encoding of the message.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Seed of `c1` while the ciphertext is fresh from secret-key encryption.
+    pub fn seed(&self) -> Option<&[u8; 32]> {
+        self.seed.as_ref()
+    }
+
+    /// The two components.
+    pub fn components(&self) -> (&Poly<Ntt>, &Poly<Ntt>) {
+        (&self.c0, &self.c1)
+    }
+
+    /// Overrides the recorded scale (for callers that track scales exactly themselves,
+    /// e.g. after multiplying by a constant folded into the encoding).
+    pub fn set_scale(&mut self, scale: Scale) {
+        self.scale = scale;
+    }
+
+    pub(crate) fn from_rlwe(ct: RlweCiphertext, scale: Scale, encoding: Encoding) -> Self {
+        Self {
+            c0: ct.c0,
+            c1: ct.c1,
+            scale,
+            encoding,
+            seed: ct.seed,
+        }
+    }
+
+    /// An all-zero ciphertext shaped like `self` (for `_into` outputs).
+    pub(crate) fn zero_like(params: &crate::params::Parameters, level: usize) -> Self {
+        let ring = params.ring();
+        Self {
+            c0: Poly::zero(ring, level, false),
+            c1: Poly::zero(ring, level, false),
+            scale: Scale(1.0),
+            encoding: Encoding::Slots,
+            seed: None,
+        }
+    }
+}
+
+impl Encryptor {
+    /// Encrypts a plaintext at its level, scale and encoding.
+    pub fn encrypt(&mut self, pt: &Plaintext) -> Ciphertext {
+        Ciphertext::from_rlwe(self.encrypt_poly(&pt.poly), pt.scale, pt.encoding)
+    }
+}
+
+impl Decryptor {
+    /// Decrypts to a plaintext (no flooding: keep the result on the client).
+    pub fn decrypt(&self, ct: &Ciphertext) -> Plaintext {
+        Plaintext::from_poly(self.decrypt_ntt(&ct.c0, &ct.c1), ct.scale, ct.encoding)
+    }
+
+    /// Decrypts and adds a flooding Gaussian of `sigma` (see `rlwe::decryptor`): the only
+    /// form fit for release to another party.
+    pub fn decrypt_flooded(&self, ct: &Ciphertext, sigma: f64) -> Result<Plaintext> {
+        let ring = self.params().ring();
+        let m = self.decrypt_poly_flooded(&ct.c0, &ct.c1, sigma)?;
+        Ok(Plaintext::from_poly(
+            m.into_ntt(ring),
+            ct.scale,
+            ct.encoding,
+        ))
+    }
+}

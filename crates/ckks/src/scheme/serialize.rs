@@ -1,0 +1,366 @@
+//! Versioned binary format for ciphertexts and public keys.
+//!
+//! Every object: magic `b"SELN"`, format version (u16 LE), kind (u8), the 8-byte parameter
+//! fingerprint; then the object's header fields and its residues, bit-packed row by row at
+//! each prime's bit width (LSB first). A fresh (seeded) ciphertext or key ships the 32-byte
+//! seed instead of its uniform `a` component. Decoding takes the `Parameters`: every size
+//! comes from them, never from the stream, and is checked against the input length before
+//! anything is allocated; every residue is checked below its prime; trailing bytes are an
+//! error. Integrity against tampering is the transport's job (TLS); decoding guarantees
+//! only that malformed input yields `Err`, never a panic.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::params::Parameters;
+use crate::ring::sampler::uniform_poly;
+use crate::ring::{Ntt, Poly};
+use crate::rlwe::{GaloisKey, KeySwitchKey, PublicKey, RelinKey};
+
+use super::ciphertext::Ciphertext;
+use super::{Encoding, Scale};
+
+/// Magic bytes opening every object.
+pub const MAGIC: [u8; 4] = *b"SELN";
+/// Current format version.
+pub const VERSION: u16 = 1;
+/// Length of the common header.
+pub const HEADER_LEN: usize = 4 + 2 + 1 + 8;
+
+/// Object kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A ciphertext.
+    Ciphertext = 1,
+    /// A public key.
+    PublicKey = 2,
+    /// A relinearization key.
+    RelinKey = 3,
+    /// A Galois key.
+    GaloisKey = 4,
+}
+
+fn header(out: &mut Vec<u8>, kind: Kind, params: &Parameters) {
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(&params.fingerprint());
+}
+
+/// Bytes of `rows` bit-packed rows of a polynomial (`q_rows` Q rows, `p_rows` P rows).
+fn packed_len(params: &Parameters, q_rows: usize, p_rows: usize) -> usize {
+    let ring = params.ring();
+    let n = ring.n();
+    (0..q_rows + p_rows)
+        .map(|r| n * ring.moduli()[ring.modulus_index(q_rows, r)].bits() as usize / 8)
+        .sum()
+}
+
+fn pack(params: &Parameters, p: &Poly<Ntt>, out: &mut Vec<u8>) {
+    let ring = params.ring();
+    for r in 0..p.rows() {
+        let bits = ring.moduli()[p.modulus_index(ring, r)].bits();
+        let (mut acc, mut filled) = (0u128, 0u32);
+        for &x in p.row(r) {
+            acc |= (x as u128) << filled;
+            filled += bits;
+            while filled >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                filled -= 8;
+            }
+        }
+        // N * bits is a multiple of 8 (N >= 1024), so nothing is left over.
+    }
+}
+
+/// A bounds-checked cursor over the input.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8]> {
+        let available = self.bytes.len() - self.pos;
+        if len > available {
+            return Err(Error::Truncated {
+                offset: self.pos,
+                needed: len,
+                available,
+            });
+        }
+        let s = &self.bytes[self.pos..self.pos + len];
+        self.pos += len;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn seed(&mut self) -> Result<[u8; 32]> {
+        let mut s = [0u8; 32];
+        s.copy_from_slice(self.take(32)?);
+        Ok(s)
+    }
+
+    /// Errors unless exactly `len` bytes remain (checked before decoding the body).
+    fn expect_remaining(&self, len: usize) -> Result<()> {
+        let available = self.bytes.len() - self.pos;
+        match available.cmp(&len) {
+            std::cmp::Ordering::Less => Err(Error::Truncated {
+                offset: self.pos,
+                needed: len,
+                available,
+            }),
+            std::cmp::Ordering::Greater => Err(Error::TrailingBytes {
+                count: available - len,
+            }),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
+    }
+
+    fn header(&mut self, kind: Kind, params: &Parameters) -> Result<()> {
+        let magic = self.take(4)?;
+        if magic != MAGIC {
+            let mut found = [0u8; 4];
+            found.copy_from_slice(magic);
+            return Err(Error::BadMagic { found });
+        }
+        let v = self.take(2)?;
+        let version = u16::from_le_bytes([v[0], v[1]]);
+        if version != VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let k = self.u8()?;
+        if k != kind as u8 {
+            return Err(Error::WrongKind {
+                expected: kind as u8,
+                found: k,
+            });
+        }
+        let mut found = [0u8; 8];
+        found.copy_from_slice(self.take(8)?);
+        if found != params.fingerprint() {
+            return Err(Error::ParameterMismatch {
+                expected: params.fingerprint(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    fn poly(&mut self, params: &Parameters, level: usize, with_p: bool) -> Result<Poly<Ntt>> {
+        let ring = params.ring();
+        let n = ring.n();
+        let mut p = Poly::<Ntt>::zero(ring, level, with_p);
+        let q_rows = p.q_rows();
+        for r in 0..p.rows() {
+            let idx = ring.modulus_index(q_rows, r);
+            let m = ring.moduli()[idx];
+            let bits = m.bits();
+            let src = self.take(n * bits as usize / 8)?;
+            let mask = (1u128 << bits) - 1;
+            let (mut acc, mut filled, mut it) = (0u128, 0u32, src.iter());
+            for (k, x) in p.row_mut(r).iter_mut().enumerate() {
+                while filled < bits {
+                    // The row length was taken above, so the bytes are there.
+                    let b = it.next().copied().unwrap_or(0);
+                    acc |= u128::from(b) << filled;
+                    filled += 8;
+                }
+                let v = (acc & mask) as u64;
+                acc >>= bits;
+                filled -= bits;
+                if v >= m.value() {
+                    return Err(Error::CoefficientOutOfRange {
+                        row: idx,
+                        index: k,
+                        value: v,
+                        modulus: m.value(),
+                    });
+                }
+                *x = v;
+            }
+        }
+        Ok(p)
+    }
+}
+
+impl Ciphertext {
+    /// Serializes the ciphertext (compressed to its seed while fresh).
+    pub fn encode(&self, params: &Parameters) -> Vec<u8> {
+        let level = self.level();
+        let body = packed_len(params, level + 1, 0);
+        let mut out = Vec::with_capacity(HEADER_LEN + 12 + 2 * body);
+        header(&mut out, Kind::Ciphertext, params);
+        out.push(level as u8);
+        out.extend_from_slice(&self.scale.0.to_bits().to_le_bytes());
+        out.push(match self.encoding {
+            Encoding::Slots => 0,
+            Encoding::Coefficients => 1,
+        });
+        out.push(u8::from(self.seed.is_some()));
+        pack(params, &self.c0, &mut out);
+        match &self.seed {
+            Some(seed) => out.extend_from_slice(seed),
+            None => pack(params, &self.c1, &mut out),
+        }
+        out
+    }
+
+    /// Parses a ciphertext for `params`.
+    pub fn decode(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
+        let mut rd = Reader { bytes, pos: 0 };
+        rd.header(Kind::Ciphertext, params)?;
+        let level = rd.u8()? as usize;
+        if level > params.max_level() {
+            return Err(Error::InvalidHeader {
+                field: "level",
+                value: level as u64,
+            });
+        }
+        let scale_bits = rd.u64()?;
+        let scale = f64::from_bits(scale_bits);
+        if !scale.is_finite() || scale <= 0.0 {
+            return Err(Error::InvalidHeader {
+                field: "scale",
+                value: scale_bits,
+            });
+        }
+        let encoding = match rd.u8()? {
+            0 => Encoding::Slots,
+            1 => Encoding::Coefficients,
+            e => {
+                return Err(Error::InvalidHeader {
+                    field: "encoding",
+                    value: e.into(),
+                })
+            }
+        };
+        let seeded = match rd.u8()? {
+            0 => false,
+            1 => true,
+            f => {
+                return Err(Error::InvalidHeader {
+                    field: "flags",
+                    value: f.into(),
+                })
+            }
+        };
+        let body = packed_len(params, level + 1, 0);
+        rd.expect_remaining(if seeded { body + 32 } else { 2 * body })?;
+        let c0 = rd.poly(params, level, false)?;
+        let (c1, seed) = if seeded {
+            let seed = rd.seed()?;
+            (uniform_poly(params.ring(), &seed, level, false), Some(seed))
+        } else {
+            (rd.poly(params, level, false)?, None)
+        };
+        Ok(Self {
+            c0,
+            c1,
+            scale: Scale(scale),
+            encoding,
+            seed,
+        })
+    }
+}
+
+impl PublicKey {
+    /// Serializes the key (`b` plus the seed of `a`).
+    pub fn encode(&self) -> Vec<u8> {
+        let params = self.params();
+        let mut out = Vec::new();
+        header(&mut out, Kind::PublicKey, params);
+        out.extend_from_slice(self.seed());
+        pack(params, &self.b, &mut out);
+        out
+    }
+
+    /// Parses a public key for `params`.
+    pub fn decode(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
+        let mut rd = Reader { bytes, pos: 0 };
+        rd.header(Kind::PublicKey, params)?;
+        rd.expect_remaining(32 + packed_len(params, params.max_level() + 1, params.p().len()))?;
+        let seed = rd.seed()?;
+        let b = rd.poly(params, params.max_level(), true)?;
+        Ok(Self::from_parts(params.clone(), b, seed))
+    }
+}
+
+fn encode_ksk(ksk: &KeySwitchKey, kind: Kind, extra: u64, out: &mut Vec<u8>) {
+    let params = ksk.params();
+    header(out, kind, params);
+    out.extend_from_slice(&extra.to_le_bytes());
+    out.extend_from_slice(ksk.seed());
+    for b in ksk.b() {
+        pack(params, b, out);
+    }
+}
+
+fn decode_ksk(bytes: &[u8], params: &Arc<Parameters>, kind: Kind) -> Result<(u64, KeySwitchKey)> {
+    let mut rd = Reader { bytes, pos: 0 };
+    rd.header(kind, params)?;
+    let extra = rd.u64()?;
+    let one = packed_len(params, params.max_level() + 1, params.p().len());
+    rd.expect_remaining(32 + params.dnum() * one)?;
+    let seed = rd.seed()?;
+    let b = (0..params.dnum())
+        .map(|_| rd.poly(params, params.max_level(), true))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((extra, KeySwitchKey::from_parts(params.clone(), b, seed)))
+}
+
+impl RelinKey {
+    /// Serializes the key (`b` per digit plus the seed of the `a`s).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_ksk(&self.ksk, Kind::RelinKey, 0, &mut out);
+        out
+    }
+
+    /// Parses a relinearization key for `params`.
+    pub fn decode(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
+        let (extra, ksk) = decode_ksk(bytes, params, Kind::RelinKey)?;
+        if extra != 0 {
+            return Err(Error::InvalidHeader {
+                field: "reserved",
+                value: extra,
+            });
+        }
+        Ok(Self::from_ksk(ksk))
+    }
+}
+
+impl GaloisKey {
+    /// Serializes the key with its Galois element.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_ksk(&self.ksk, Kind::GaloisKey, self.element(), &mut out);
+        out
+    }
+
+    /// Parses a Galois key for `params`.
+    pub fn decode(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
+        let (g, ksk) = decode_ksk(bytes, params, Kind::GaloisKey)?;
+        if g % 2 == 0 || g >= 2 * params.n() as u64 {
+            return Err(Error::InvalidHeader {
+                field: "galois_element",
+                value: g,
+            });
+        }
+        Ok(Self::from_ksk(g, ksk))
+    }
+}

@@ -1,0 +1,220 @@
+//! Wire format: round trips, sizes, and every malformed input rejected by its exact error.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{bits, uniform, Kit};
+use selene_ckks::scheme::serialize::{HEADER_LEN, MAGIC};
+use selene_ckks::{
+    Ciphertext, Encoding, Error, GaloisKey, Parameters, ParametersLiteral, Preset, PublicKey,
+    RelinKey, Security,
+};
+
+fn tiny() -> Arc<Parameters> {
+    Parameters::new(&ParametersLiteral {
+        log_n: 10,
+        log_q: vec![30, 25],
+        log_p: vec![30],
+        log_scale: 25,
+        dnum: None,
+        security: Security::DangerousNoSecurityCheck,
+    })
+    .unwrap()
+}
+
+#[test]
+fn round_trips_and_sizes() {
+    let mut kit = Kit::new(Preset::Test12.build().unwrap(), &[1]);
+    let params = kit.params.clone();
+    let a = uniform(params.slots(), 5);
+    let ct = kit.encrypt(&a, Encoding::Slots);
+    let bytes = ct.encode(&params);
+    let back = Ciphertext::decode(&bytes, &params).unwrap();
+    assert_eq!(back, ct);
+    // Bit-packed at each prime's width: (28 + 22 + 22) bits per coefficient and component.
+    let packed: usize = params
+        .q()
+        .iter()
+        .map(|&q| 64 - q.leading_zeros() as usize)
+        .sum();
+    assert_eq!(bytes.len(), HEADER_LEN + 11 + 2 * params.n() * packed / 8);
+    let top = params.max_level();
+    let seeded = kit.sk_enc.encrypt(&kit.encode(&a, top, Encoding::Slots));
+    let sb = seeded.encode(&params);
+    assert_eq!(sb.len(), HEADER_LEN + 11 + params.n() * packed / 8 + 32);
+    let back = Ciphertext::decode(&sb, &params).unwrap();
+    assert_eq!(back.seed(), seeded.seed());
+    assert!(bits(&kit.decrypt(&back), &a) >= 9.5);
+    // A mutated ciphertext loses its seed and ships both components.
+    let sum = kit.eval.add(&seeded, &seeded).unwrap();
+    assert!(sum.seed().is_none());
+    assert_eq!(sum.encode(&params).len(), bytes.len());
+
+    let pk = PublicKey::new(&kit.sk);
+    assert_eq!(PublicKey::decode(&pk.encode(), &params).unwrap(), pk);
+    let rlk = RelinKey::new(&kit.sk);
+    assert_eq!(RelinKey::decode(&rlk.encode(), &params).unwrap(), rlk);
+    let gk = GaloisKey::new(&kit.sk, 5);
+    let gk2 = GaloisKey::decode(&gk.encode(), &params).unwrap();
+    assert_eq!(gk2, gk);
+    // A deserialized public key encrypts correctly.
+    let mut enc = selene_ckks::Encryptor::with_public_key(Arc::new(
+        PublicKey::decode(&pk.encode(), &params).unwrap(),
+    ));
+    let ct2 = enc.encrypt(&kit.encode(&a, top, Encoding::Slots));
+    assert!(bits(&kit.decrypt(&ct2), &a) >= 9.5);
+}
+
+#[test]
+fn every_truncation_is_truncated_and_trailing_bytes_rejected() {
+    let params = tiny();
+    let mut kit = Kit::new(params.clone(), &[]);
+    let ct = kit.encrypt(&uniform(8, 1), Encoding::Coefficients);
+    let bytes = ct.encode(&params);
+    for len in 0..bytes.len() {
+        match Ciphertext::decode(&bytes[..len], &params) {
+            Err(Error::Truncated { .. }) => {}
+            other => panic!("prefix {len}: {other:?}"),
+        }
+    }
+    let mut long = bytes.clone();
+    long.push(0);
+    assert_eq!(
+        Ciphertext::decode(&long, &params),
+        Err(Error::TrailingBytes { count: 1 })
+    );
+    let pk = PublicKey::new(&kit.sk).encode();
+    for len in [0, 3, HEADER_LEN, HEADER_LEN + 31, pk.len() - 1] {
+        assert!(matches!(
+            PublicKey::decode(&pk[..len], &params),
+            Err(Error::Truncated { .. })
+        ));
+    }
+}
+
+#[test]
+fn header_corruptions_give_their_exact_errors() {
+    let params = tiny();
+    let mut kit = Kit::new(params.clone(), &[]);
+    let ct = kit.encrypt(&uniform(8, 1), Encoding::Coefficients);
+    let good = ct.encode(&params);
+    let with = |i: usize, v: u8| {
+        let mut b = good.clone();
+        b[i] = v;
+        Ciphertext::decode(&b, &params)
+    };
+    assert_eq!(with(0, b'X'), Err(Error::BadMagic { found: *b"XELN" }));
+    assert_eq!(
+        with(4, 9),
+        Err(Error::UnsupportedVersion {
+            found: 9,
+            supported: 1
+        })
+    );
+    assert_eq!(
+        with(6, 2),
+        Err(Error::WrongKind {
+            expected: 1,
+            found: 2
+        })
+    );
+    assert!(matches!(
+        with(7, good[7] ^ 1),
+        Err(Error::ParameterMismatch { .. })
+    ));
+    assert_eq!(
+        with(15, 7),
+        Err(Error::InvalidHeader {
+            field: "level",
+            value: 7
+        })
+    );
+    assert!(matches!(
+        with(23, 0xff),
+        Err(Error::InvalidHeader { field: "scale", .. })
+    ));
+    assert_eq!(
+        with(24, 2),
+        Err(Error::InvalidHeader {
+            field: "encoding",
+            value: 2
+        })
+    );
+    assert_eq!(
+        with(25, 3),
+        Err(Error::InvalidHeader {
+            field: "flags",
+            value: 3
+        })
+    );
+    // First residue set to all ones (>= q_0).
+    let mut b = good.clone();
+    b[26..30].fill(0xff);
+    assert!(matches!(
+        Ciphertext::decode(&b, &params),
+        Err(Error::CoefficientOutOfRange {
+            row: 0,
+            index: 0,
+            ..
+        })
+    ));
+    // Another parameter set, other kinds.
+    let other = Preset::Test12.build().unwrap();
+    assert!(matches!(
+        Ciphertext::decode(&good, &other),
+        Err(Error::ParameterMismatch { .. })
+    ));
+    assert_eq!(
+        PublicKey::decode(&good, &params),
+        Err(Error::WrongKind {
+            expected: 2,
+            found: 1
+        })
+    );
+    assert_eq!(
+        RelinKey::decode(&good, &params),
+        Err(Error::WrongKind {
+            expected: 3,
+            found: 1
+        })
+    );
+    let gk = GaloisKey::new(&kit.sk, 5).encode();
+    let mut bad_g = gk.clone();
+    bad_g[HEADER_LEN] = 4;
+    assert_eq!(
+        GaloisKey::decode(&bad_g, &params),
+        Err(Error::InvalidHeader {
+            field: "galois_element",
+            value: 4
+        })
+    );
+    assert_eq!(&good[..4], &MAGIC);
+}
+
+#[test]
+fn every_single_bit_flip_is_handled_without_panic() {
+    let params = tiny();
+    let mut kit = Kit::new(params.clone(), &[]);
+    let ct = kit.encrypt(&uniform(8, 2), Encoding::Coefficients);
+    let good = ct.encode(&params);
+    let (mut errors, mut accepted) = (0, 0);
+    for bit in 0..good.len() * 8 {
+        let mut b = good.clone();
+        b[bit / 8] ^= 1 << (bit % 8);
+        match Ciphertext::decode(&b, &params) {
+            Ok(other) => {
+                assert_ne!(other, ct);
+                accepted += 1;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    // Every header flip is an error except the scale's low mantissa bits; residue flips
+    // are either out of range or another valid ciphertext (integrity is the transport's).
+    assert!(
+        errors >= (HEADER_LEN + 4) * 8,
+        "{errors} errors, {accepted} accepted"
+    );
+}
