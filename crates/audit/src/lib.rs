@@ -13,15 +13,20 @@
 //! Strict mode releases no plaintext: the server sees only ciphertexts, the token count
 //! and timing, so there is nothing to invert (see [`report::STRICT_MODE_NOTE`]).
 
+pub mod candidates;
 pub mod corpus;
+pub mod dense;
 pub mod error;
 mod gemm;
+pub mod inversion;
 pub mod metrics;
 pub mod noise;
 pub mod plot;
-
+pub mod probe;
 pub mod report;
 pub mod ridge;
+pub mod runner;
 mod templates;
+pub mod view;
 
 pub use error::{Error, Result};
