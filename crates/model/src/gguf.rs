@@ -1,0 +1,549 @@
+//! GGUF reader (versions 2 and 3): header, metadata of every value type, tensor index.
+//!
+//! The file is read once into memory; tensor data stays there, quantized, and is
+//! borrowed by the weights. Every length in the file is checked against the bytes left
+//! and against fixed caps before anything is allocated, and no input makes this panic.
+//! Format: ggml's `docs/gguf.md` (little-endian; strings are a u64 length plus UTF-8).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// "GGUF" read as a little-endian u32.
+const MAGIC: u32 = 0x4655_4747;
+/// Alignment of the data section when `general.alignment` is absent.
+const DEFAULT_ALIGNMENT: u64 = 32;
+/// Longest metadata string or tensor name accepted.
+const MAX_STRING: u64 = 1 << 24;
+/// Most elements in one metadata array.
+const MAX_ARRAY: u64 = 1 << 24;
+/// Most tensors or metadata entries.
+const MAX_ENTRIES: u64 = 1 << 20;
+/// Most tensor dimensions (ggml's GGML_MAX_DIMS).
+const MAX_DIMS: u64 = 4;
+/// Deepest nesting of arrays inside arrays.
+const MAX_DEPTH: usize = 4;
+
+/// A metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Type 0.
+    U8(u8),
+    /// Type 1.
+    I8(i8),
+    /// Type 2.
+    U16(u16),
+    /// Type 3.
+    I16(i16),
+    /// Type 4.
+    U32(u32),
+    /// Type 5.
+    I32(i32),
+    /// Type 6.
+    F32(f32),
+    /// Type 7.
+    Bool(bool),
+    /// Type 8.
+    String(String),
+    /// Type 9: elements of one type, possibly arrays themselves.
+    Array(Vec<Value>),
+    /// Type 10.
+    U64(u64),
+    /// Type 11.
+    I64(i64),
+    /// Type 12.
+    F64(f64),
+}
+
+impl Value {
+    /// The value as an unsigned integer, if it is a non-negative integer of any width.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float, if it is numeric.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v.into()),
+            Value::F64(v) => Some(v),
+            Value::I8(v) => Some(v.into()),
+            Value::I16(v) => Some(v.into()),
+            Value::I32(v) => Some(v.into()),
+            // Hyper-parameters are far below 2^53, where this is exact.
+            Value::I64(v) => Some(v as f64),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    /// The value as a string slice, if it is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as an array, if it is one.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The value as a bool, if it is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// A ggml tensor element type: how many elements one block holds and its byte size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GgmlType {
+    /// The ggml type id.
+    pub id: u32,
+    /// The ggml name (`Q4_1`, ...).
+    pub name: &'static str,
+    /// Elements per block.
+    pub block_len: usize,
+    /// Bytes per block.
+    pub block_bytes: usize,
+}
+
+/// The ggml types whose block layout this reader knows (ggml.h `ggml_type`).
+const GGML_TYPES: [GgmlType; 20] = [
+    GgmlType::new(0, "F32", 1, 4),
+    GgmlType::new(1, "F16", 1, 2),
+    GgmlType::new(2, "Q4_0", 32, 18),
+    GgmlType::new(3, "Q4_1", 32, 20),
+    GgmlType::new(6, "Q5_0", 32, 22),
+    GgmlType::new(7, "Q5_1", 32, 24),
+    GgmlType::new(8, "Q8_0", 32, 34),
+    GgmlType::new(9, "Q8_1", 32, 36),
+    GgmlType::new(10, "Q2_K", 256, 84),
+    GgmlType::new(11, "Q3_K", 256, 110),
+    GgmlType::new(12, "Q4_K", 256, 144),
+    GgmlType::new(13, "Q5_K", 256, 176),
+    GgmlType::new(14, "Q6_K", 256, 210),
+    GgmlType::new(15, "Q8_K", 256, 292),
+    GgmlType::new(24, "I8", 1, 1),
+    GgmlType::new(25, "I16", 1, 2),
+    GgmlType::new(26, "I32", 1, 4),
+    GgmlType::new(27, "I64", 1, 8),
+    GgmlType::new(28, "F64", 1, 8),
+    GgmlType::new(30, "BF16", 1, 2),
+];
+
+impl GgmlType {
+    const fn new(id: u32, name: &'static str, block_len: usize, block_bytes: usize) -> Self {
+        GgmlType {
+            id,
+            name,
+            block_len,
+            block_bytes,
+        }
+    }
+
+    /// The type with this id, if ggml defines it and this reader knows its layout.
+    pub fn from_id(id: u32) -> Option<GgmlType> {
+        GGML_TYPES.iter().copied().find(|t| t.id == id)
+    }
+
+    /// ggml type 0.
+    pub const F32: GgmlType = GGML_TYPES[0];
+    /// ggml type 1.
+    pub const F16: GgmlType = GGML_TYPES[1];
+    /// ggml type 3.
+    pub const Q4_1: GgmlType = GGML_TYPES[3];
+    /// ggml type 8.
+    pub const Q8_0: GgmlType = GGML_TYPES[6];
+}
+
+/// One entry of the tensor index.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    /// The tensor's name (`blk.0.attn_q.weight`).
+    pub name: String,
+    /// Dimensions in ggml order: `dims[0]` is the row length (contiguous).
+    pub dims: Vec<u64>,
+    /// The element type.
+    pub ggml_type: GgmlType,
+    /// Byte offset of the data from the start of the data section.
+    pub offset: u64,
+    /// Byte length of the data.
+    pub n_bytes: usize,
+}
+
+impl TensorInfo {
+    /// Elements per row (`dims[0]`).
+    pub fn row_len(&self) -> usize {
+        self.dims.first().map_or(1, |&d| d as usize)
+    }
+
+    /// Number of rows (product of the other dimensions).
+    pub fn n_rows(&self) -> usize {
+        self.dims.iter().skip(1).product::<u64>() as usize
+    }
+}
+
+/// A parsed GGUF file: metadata, tensor index and the bytes, held once.
+pub struct Gguf {
+    version: u32,
+    metadata: HashMap<String, Value>,
+    tensors: Vec<TensorInfo>,
+    by_name: HashMap<String, usize>,
+    data_offset: usize,
+    bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for Gguf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gguf")
+            .field("version", &self.version)
+            .field("metadata_entries", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .field("data_offset", &self.data_offset)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl Gguf {
+    /// Reads and parses a GGUF file.
+    ///
+    /// # Errors
+    /// I/O errors on `path`, and every parse error of [`Gguf::parse`].
+    pub fn read(path: &Path) -> Result<Gguf> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Gguf::parse(bytes)
+    }
+
+    /// Parses GGUF bytes, keeping them for the tensor data.
+    ///
+    /// # Errors
+    /// Bad magic, an unsupported version, truncation, oversized lengths, unknown value or
+    /// tensor types, duplicate names, or tensor data outside the file.
+    pub fn parse(bytes: Vec<u8>) -> Result<Gguf> {
+        let mut r = Reader {
+            bytes: &bytes,
+            pos: 0,
+        };
+        let magic = r.u32("magic")?;
+        if magic != MAGIC {
+            return Err(Error::BadMagic { found: magic });
+        }
+        let version = r.u32("version")?;
+        if !(2..=3).contains(&version) {
+            return Err(Error::UnsupportedVersion { version });
+        }
+        let n_tensors = r.count("tensor count", MAX_ENTRIES)?;
+        let n_kv = r.count("metadata count", MAX_ENTRIES)?;
+        let mut metadata = HashMap::new();
+        for _ in 0..n_kv {
+            let key = r.string()?;
+            let type_id = r.u32("value type")?;
+            let value = r.value(type_id, 0)?;
+            if metadata.insert(key.clone(), value).is_some() {
+                return Err(Error::Duplicate { name: key });
+            }
+        }
+        let mut tensors = Vec::new();
+        let mut by_name = HashMap::new();
+        for _ in 0..n_tensors {
+            let info = r.tensor_info()?;
+            if by_name.insert(info.name.clone(), tensors.len()).is_some() {
+                return Err(Error::Duplicate { name: info.name });
+            }
+            tensors.push(info);
+        }
+        let alignment = match metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(v) => match v.as_u64() {
+                Some(a) if a.is_power_of_two() && a <= 1 << 16 => a,
+                _ => {
+                    return Err(Error::WrongType {
+                        key: "general.alignment",
+                        expected: "a power of two up to 65536",
+                    })
+                }
+            },
+        };
+        let data_offset = (r.pos as u64).div_ceil(alignment) * alignment;
+        let data_len = (bytes.len() as u64).saturating_sub(data_offset);
+        for t in &tensors {
+            if t.offset % alignment != 0 {
+                return Err(Error::BadTensor {
+                    name: t.name.clone(),
+                    reason: "data offset is not a multiple of the alignment",
+                });
+            }
+            if t.offset.saturating_add(t.n_bytes as u64) > data_len {
+                return Err(Error::Truncated {
+                    offset: (data_offset + t.offset) as usize,
+                    needed: t.n_bytes,
+                    left: data_len.saturating_sub(t.offset) as usize,
+                    what: "tensor data",
+                });
+            }
+        }
+        Ok(Gguf {
+            version,
+            metadata,
+            tensors,
+            by_name,
+            data_offset: data_offset as usize,
+            bytes,
+        })
+    }
+
+    /// The format version (2 or 3).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The metadata value under `key`.
+    pub fn metadata(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    /// All metadata keys, unordered.
+    pub fn metadata_keys(&self) -> impl Iterator<Item = &str> {
+        self.metadata.keys().map(String::as_str)
+    }
+
+    /// The tensor index in file order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// Where the data section starts in the file.
+    pub fn data_offset(&self) -> usize {
+        self.data_offset
+    }
+
+    /// The index entry of a tensor.
+    ///
+    /// # Errors
+    /// [`Error::MissingTensor`] when the file has no tensor of that name.
+    pub fn tensor(&self, name: &str) -> Result<&TensorInfo> {
+        self.by_name
+            .get(name)
+            .and_then(|&i| self.tensors.get(i))
+            .ok_or_else(|| Error::MissingTensor {
+                name: name.to_string(),
+            })
+    }
+
+    /// A tensor's raw (possibly quantized) bytes.
+    ///
+    /// # Errors
+    /// [`Error::MissingTensor`].
+    pub fn tensor_data(&self, name: &str) -> Result<&[u8]> {
+        let t = self.tensor(name)?;
+        let start = self.data_offset + t.offset as usize;
+        // `parse` checked that every tensor's range lies inside the file.
+        self.bytes
+            .get(start..start + t.n_bytes)
+            .ok_or_else(|| Error::BadTensor {
+                name: name.to_string(),
+                reason: "data range outside the file",
+            })
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A bounds-checked little-endian cursor.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8]> {
+        let left = self.bytes.len() - self.pos;
+        if n > left {
+            return Err(Error::Truncated {
+                offset: self.pos,
+                needed: n,
+                left,
+                what,
+            });
+        }
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    /// A u64 count, capped and checked against the bytes left (each item takes at least
+    /// one byte), so no allocation follows a lie.
+    fn count(&mut self, what: &'static str, limit: u64) -> Result<u64> {
+        let offset = self.pos;
+        let n = self.u64(what)?;
+        let left = (self.bytes.len() - self.pos) as u64;
+        if n > limit {
+            return Err(Error::TooLarge {
+                what,
+                offset,
+                value: n,
+                limit,
+            });
+        }
+        if n > left {
+            return Err(Error::Truncated {
+                offset: self.pos,
+                needed: n as usize,
+                left: left as usize,
+                what,
+            });
+        }
+        Ok(n)
+    }
+
+    fn string(&mut self) -> Result<String> {
+        let len = self.count("string length", MAX_STRING)? as usize;
+        let at = self.pos;
+        let raw = self.take(len, "string")?;
+        String::from_utf8(raw.to_vec()).map_err(|_| Error::BadUtf8 { offset: at })
+    }
+
+    fn value(&mut self, type_id: u32, depth: usize) -> Result<Value> {
+        Ok(match type_id {
+            0 => Value::U8(self.array::<1>("u8")?[0]),
+            1 => Value::I8(i8::from_le_bytes(self.array("i8")?)),
+            2 => Value::U16(u16::from_le_bytes(self.array("u16")?)),
+            3 => Value::I16(i16::from_le_bytes(self.array("i16")?)),
+            4 => Value::U32(self.u32("u32")?),
+            5 => Value::I32(i32::from_le_bytes(self.array("i32")?)),
+            6 => Value::F32(f32::from_le_bytes(self.array("f32")?)),
+            7 => {
+                let at = self.pos;
+                match self.array::<1>("bool")?[0] {
+                    0 => Value::Bool(false),
+                    1 => Value::Bool(true),
+                    b => {
+                        return Err(Error::TooLarge {
+                            what: "bool",
+                            offset: at,
+                            value: b.into(),
+                            limit: 1,
+                        })
+                    }
+                }
+            }
+            8 => Value::String(self.string()?),
+            9 => {
+                let at = self.pos;
+                if depth >= MAX_DEPTH {
+                    return Err(Error::TooLarge {
+                        what: "array nesting depth",
+                        offset: at,
+                        value: depth as u64 + 1,
+                        limit: MAX_DEPTH as u64,
+                    });
+                }
+                let elem = self.u32("array element type")?;
+                let n = self.count("array length", MAX_ARRAY)?;
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(self.value(elem, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(self.u64("u64")?),
+            11 => Value::I64(i64::from_le_bytes(self.array("i64")?)),
+            12 => Value::F64(f64::from_le_bytes(self.array("f64")?)),
+            other => {
+                return Err(Error::UnknownValueType {
+                    type_id: other,
+                    offset: self.pos - 4,
+                })
+            }
+        })
+    }
+
+    fn tensor_info(&mut self) -> Result<TensorInfo> {
+        let name = self.string()?;
+        let at = self.pos;
+        let n_dims = self.u32("tensor dimension count")? as u64;
+        if n_dims == 0 || n_dims > MAX_DIMS {
+            return Err(Error::TooLarge {
+                what: "tensor dimension count",
+                offset: at,
+                value: n_dims,
+                limit: MAX_DIMS,
+            });
+        }
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        let mut elems: u64 = 1;
+        for _ in 0..n_dims {
+            let at = self.pos;
+            let d = self.u64("tensor dimension")?;
+            elems = elems
+                .checked_mul(d)
+                .filter(|&e| e <= 1 << 40)
+                .ok_or(Error::TooLarge {
+                    what: "tensor element count",
+                    offset: at,
+                    value: d,
+                    limit: 1 << 40,
+                })?;
+            dims.push(d);
+        }
+        let type_id = self.u32("tensor type")?;
+        let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| Error::UnknownTensorType {
+            type_id,
+            name: name.clone(),
+        })?;
+        if dims[0] % ggml_type.block_len as u64 != 0 {
+            return Err(Error::BadTensor {
+                name,
+                reason: "row length is not a multiple of the type's block length",
+            });
+        }
+        let offset = self.u64("tensor offset")?;
+        let n_bytes = (elems / ggml_type.block_len as u64) * ggml_type.block_bytes as u64;
+        Ok(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+            n_bytes: n_bytes as usize,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "gguf_tests.rs"]
+mod tests;

@@ -1,0 +1,119 @@
+//! The five weight products of the model as swappable stages.
+//!
+//! Everything in the forward pass without a weight matrix runs in [`crate::forward`];
+//! the products go through a [`Linear`], so a caller (the encrypted protocol) can
+//! replace any of them. [`QuantLinear`] is the plaintext implementation over the
+//! quantized weights.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::matmul::matmul;
+use crate::weights::Weights;
+
+/// A linear stage of a layer (or of the head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinearStage {
+    /// `[Wq; Wk; Wv]`: normed input (`d_model`) to `q | k | v` (`d_model + 2 kv_dim`).
+    Qkv,
+    /// `Wo`: attention output (`d_model`) to the residual update (`d_model`).
+    AttnOut,
+    /// `[Wgate; Wup]`: normed input (`d_model`) to `gate | up` (`2 d_ff`).
+    GateUp,
+    /// `Wdown`: `silu(gate) * up` (`d_ff`) to the residual update (`d_model`).
+    Down,
+    /// The LM head (tied to the embedding): final normed state to `vocab_size` logits.
+    LmHead,
+}
+
+impl LinearStage {
+    /// The five stages in execution order.
+    pub const ALL: [LinearStage; 5] = [
+        LinearStage::Qkv,
+        LinearStage::AttnOut,
+        LinearStage::GateUp,
+        LinearStage::Down,
+        LinearStage::LmHead,
+    ];
+
+    /// `(d_in, d_out)` of the stage.
+    pub fn dims(self, c: &Config) -> (usize, usize) {
+        match self {
+            LinearStage::Qkv => (c.d_model, c.qkv_dim()),
+            LinearStage::AttnOut => (c.d_model, c.d_model),
+            LinearStage::GateUp => (c.d_model, 2 * c.d_ff),
+            LinearStage::Down => (c.d_ff, c.d_model),
+            LinearStage::LmHead => (c.d_model, c.vocab_size),
+        }
+    }
+
+    /// Checks that `x` is `n x d_in` and `out` is `n x d_out` for some `n`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] naming the mismatched argument.
+    pub fn check(self, c: &Config, x: &[f32], out: &[f32]) -> Result<usize> {
+        let (d_in, d_out) = self.dims(c);
+        if x.len() % d_in != 0 {
+            return Err(Error::Shape {
+                what: "linear stage input (n x d_in)",
+                found: x.len(),
+                expected: x.len().next_multiple_of(d_in),
+            });
+        }
+        let n = x.len() / d_in;
+        if out.len() != n * d_out {
+            return Err(Error::Shape {
+                what: "linear stage output (n x d_out)",
+                found: out.len(),
+                expected: n * d_out,
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// An implementation of the model's weight products.
+///
+/// `apply` gets `x` as `n x d_in` row-major (one token per row) and writes `n x d_out`
+/// into `out` (see [`LinearStage::dims`]); `layer` is ignored for `LmHead`.
+pub trait Linear {
+    /// Computes `out = x * W^T` for the stage's weight matrix.
+    ///
+    /// # Errors
+    /// Whatever the implementation fails with; shape errors for mis-sized slices.
+    fn apply(&mut self, layer: usize, stage: LinearStage, x: &[f32], out: &mut [f32])
+        -> Result<()>;
+
+    /// True when this implementation multiplies with gain-folded matrices
+    /// ([`Weights::stage_weight_folded`]): the forward pass then hands `Qkv`, `GateUp`
+    /// and `LmHead` the RMS-normalized input *without* the gain.
+    fn gains_folded(&self) -> bool {
+        false
+    }
+}
+
+/// The plaintext products over the quantized weights (fast kernels, f32 arithmetic).
+#[derive(Debug, Clone, Copy)]
+pub struct QuantLinear<'w> {
+    weights: &'w Weights,
+}
+
+impl<'w> QuantLinear<'w> {
+    /// Products with `weights`' own matrices.
+    pub fn new(weights: &'w Weights) -> Self {
+        QuantLinear { weights }
+    }
+}
+
+impl Linear for QuantLinear<'_> {
+    fn apply(
+        &mut self,
+        layer: usize,
+        stage: LinearStage,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        stage.check(self.weights.config(), x, out)?;
+        let mats = self.weights.stage_matrices(layer, stage)?;
+        matmul(&mats, x, out)
+    }
+}

@@ -1,0 +1,452 @@
+//! Inner kernels: dequantization, quantized x f32 dot products and an f32 "A times B
+//! transposed" tile product, with AVX2+FMA versions picked at run time and scalar
+//! versions everywhere else (and as the tests' oracle).
+//!
+//! The AVX2 dequantization computes `q * d + m` with a separate multiply and add, so it
+//! is bit-identical to the scalar one; the dot products use the same weights but sum in
+//! another order (f32 rounding differences only).
+
+use crate::quant::{self, Format, BLOCK, Q4_1_BYTES, Q8_0_BYTES};
+
+/// True when the CPU has AVX2, FMA and F16C (checked once).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// Dequantizes one row into `out`; `bytes.len() == format.row_bytes(out.len())`.
+pub fn dequantize_row(format: Format, bytes: &[u8], out: &mut [f32]) {
+    debug_assert_eq!(bytes.len(), format.row_bytes(out.len()));
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && matches!(format, Format::Q4_1 | Format::Q8_0) {
+        // SAFETY: the CPU supports avx2, fma and f16c (checked above); the lengths
+        // match (debug-asserted above, guaranteed by every caller via `row_bytes`), and
+        // the kernels index only inside `bytes` and `out` by whole blocks.
+        unsafe { avx2::dequantize_row(format, bytes, out) };
+        return;
+    }
+    quant::dequantize_row(format, bytes, out);
+}
+
+/// `sum_i a[i] * b[i]` over equal-length slices.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: avx2+fma checked; the kernel reads min(len) elements of each slice.
+        return unsafe { avx2::dot(a, b) };
+    }
+    dot_scalar(a, b)
+}
+
+/// Scalar dot product with eight partial sums (also the oracle in tests).
+pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Sums of `x` over consecutive blocks of 32 (the Q4_1 minimum's coefficient).
+pub fn block_sums(x: &[f32], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(x.chunks_exact(BLOCK)) {
+        *o = c.iter().sum();
+    }
+}
+
+/// Dot product of one quantized row with `x`, reading the blocks directly.
+///
+/// `xsum` holds [`block_sums`] of `x` (used by Q4_1 only); `scratch` has `x.len()`
+/// elements and serves formats without a direct kernel.
+pub fn dot_row(format: Format, row: &[u8], x: &[f32], xsum: &[f32], scratch: &mut [f32]) -> f32 {
+    debug_assert_eq!(row.len(), format.row_bytes(x.len()));
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        match format {
+            // SAFETY: avx2+fma+f16c checked; `row` holds x.len()/32 whole blocks and
+            // `xsum` one sum per block (callers size both from the matrix shape).
+            Format::Q4_1 => return unsafe { avx2::dot_q4_1(row, x, xsum) },
+            // SAFETY: as above, `row` holds x.len()/32 whole Q8_0 blocks.
+            Format::Q8_0 => return unsafe { avx2::dot_q8_0(row, x) },
+            Format::F32 | Format::F16 => {}
+        }
+    }
+    let _ = xsum;
+    quant::dequantize_row(format, row, scratch);
+    dot(scratch, x)
+}
+
+/// Tile product `out_t[j * n + t] = dot(x[t], w[j])` for `n` rows of `x` and `r` rows of
+/// `w`, all of length `k` (row-major): `out_t` is `r x n`.
+pub fn gemm_nt(x: &[f32], n: usize, w: &[f32], r: usize, k: usize, out_t: &mut [f32]) {
+    debug_assert!(x.len() == n * k && w.len() == r * k && out_t.len() == r * n);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: avx2+fma checked; the slice lengths are exactly n*k, r*k and r*n
+        // (debug-asserted above; the matmul caller allocates them so), and the kernel
+        // reads rows by those strides only.
+        unsafe { avx2::gemm_nt(x, n, w, r, k, out_t) };
+        return;
+    }
+    for j in 0..r {
+        for t in 0..n {
+            out_t[j * n + t] = dot_scalar(&x[t * k..(t + 1) * k], &w[j * k..(j + 1) * k]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// The f16 at `p` as f32 (F16C).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn half(p: *const u8) -> f32 {
+        // SAFETY: the caller points at two readable bytes.
+        let h = unsafe { p.cast::<u16>().read_unaligned() };
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
+    }
+
+    /// The 32 Q4_1 nibbles of the block at `b` as four f32 vectors (weights 0..8,
+    /// 8..16, 16..24, 24..32), not yet scaled.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_nibbles(b: *const u8) -> [__m256; 4] {
+        // SAFETY: the caller points at a whole 20-byte block; the 16 nibble bytes start
+        // at offset 4.
+        let q = unsafe { _mm_loadu_si128(b.add(4).cast()) };
+        let mask = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(q, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+        [
+            cvt(lo),
+            cvt(_mm_srli_si128(lo, 8)),
+            cvt(hi),
+            cvt(_mm_srli_si128(hi, 8)),
+        ]
+    }
+
+    /// The 32 Q8_0 quants of the block at `b` as four f32 vectors, not yet scaled.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_values(b: *const u8) -> [__m256; 4] {
+        // SAFETY: the caller points at a whole 34-byte block; quants start at offset 2.
+        let (a, c) = unsafe {
+            (
+                _mm_loadu_si128(b.add(2).cast()),
+                _mm_loadu_si128(b.add(18).cast()),
+            )
+        };
+        let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+        [
+            cvt(a),
+            cvt(_mm_srli_si128(a, 8)),
+            cvt(c),
+            cvt(_mm_srli_si128(c, 8)),
+        ]
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dequantize_row(format: Format, bytes: &[u8], out: &mut [f32]) {
+        let (block_bytes, q4) = match format {
+            Format::Q4_1 => (Q4_1_BYTES, true),
+            _ => (Q8_0_BYTES, false),
+        };
+        for (o, b) in out
+            .chunks_exact_mut(BLOCK)
+            .zip(bytes.chunks_exact(block_bytes))
+        {
+            let p = b.as_ptr();
+            // SAFETY: `b` is one whole block and `o` 32 floats (chunks_exact).
+            unsafe {
+                let d = _mm256_set1_ps(half(p));
+                let (v, m) = if q4 {
+                    (q4_nibbles(p), _mm256_set1_ps(half(p.add(2))))
+                } else {
+                    (q8_values(p), _mm256_setzero_ps())
+                };
+                for (i, vi) in v.iter().enumerate() {
+                    let w = _mm256_mul_ps(*vi, d);
+                    let w = if q4 { _mm256_add_ps(w, m) } else { w };
+                    _mm256_storeu_ps(o.as_mut_ptr().add(8 * i), w);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY: every load reads 8 floats at i < n - 7 (or 32 at i < n - 31).
+        unsafe {
+            while i + 32 <= n {
+                for (j, acc_j) in acc.iter_mut().enumerate() {
+                    let x = _mm256_loadu_ps(pa.add(i + 8 * j));
+                    let y = _mm256_loadu_ps(pb.add(i + 8 * j));
+                    *acc_j = _mm256_fmadd_ps(x, y, *acc_j);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                acc[0] = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i)),
+                    _mm256_loadu_ps(pb.add(i)),
+                    acc[0],
+                );
+                i += 8;
+            }
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        // SAFETY: avx2 enabled in this function.
+        let mut total = unsafe { hsum(s) };
+        for j in i..n {
+            total += a[j] * b[j];
+        }
+        total
+    }
+
+    /// `sum_b d_b * (q_b . x_b) + m_b * sum(x_b)` over the row's Q4_1 blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_1(row: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = 0.0f32;
+        for ((b, xb), &s) in row
+            .chunks_exact(Q4_1_BYTES)
+            .zip(x.chunks_exact(BLOCK))
+            .zip(xsum)
+        {
+            let (p, px) = (b.as_ptr(), xb.as_ptr());
+            // SAFETY: `b` is a whole block and `xb` 32 floats (chunks_exact).
+            unsafe {
+                let v = q4_nibbles(p);
+                let mut blk = _mm256_mul_ps(v[0], _mm256_loadu_ps(px));
+                blk = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(px.add(8)), blk);
+                blk = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(px.add(16)), blk);
+                blk = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(px.add(24)), blk);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(half(p)), blk, acc);
+                acc_m += half(p.add(2)) * s;
+            }
+        }
+        // SAFETY: avx2 enabled in this function.
+        unsafe { hsum(acc) + acc_m }
+    }
+
+    /// `sum_b d_b * (q_b . x_b)` over the row's Q8_0 blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (b, xb) in row.chunks_exact(Q8_0_BYTES).zip(x.chunks_exact(BLOCK)) {
+            let (p, px) = (b.as_ptr(), xb.as_ptr());
+            // SAFETY: `b` is a whole block and `xb` 32 floats (chunks_exact).
+            unsafe {
+                let v = q8_values(p);
+                let mut blk = _mm256_mul_ps(v[0], _mm256_loadu_ps(px));
+                blk = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(px.add(8)), blk);
+                blk = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(px.add(16)), blk);
+                blk = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(px.add(24)), blk);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(half(p)), blk, acc);
+            }
+        }
+        // SAFETY: avx2 enabled in this function.
+        unsafe { hsum(acc) }
+    }
+
+    /// Register-blocked tile product: 4 rows of `x` against 3 rows of `w` per step
+    /// (12 accumulators, 7 loads per 12 FMAs), remainders one row pair at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gemm_nt(
+        x: &[f32],
+        n: usize,
+        w: &[f32],
+        r: usize,
+        k: usize,
+        out_t: &mut [f32],
+    ) {
+        let k8 = k - k % 8;
+        let (px, pw) = (x.as_ptr(), w.as_ptr());
+        let tail =
+            |t: usize, j: usize| -> f32 { (k8..k).map(|i| x[t * k + i] * w[j * k + i]).sum() };
+        let mut t = 0;
+        while t + 4 <= n {
+            let mut j = 0;
+            while j + 3 <= r {
+                let mut acc = [[_mm256_setzero_ps(); 3]; 4];
+                let mut i = 0;
+                while i < k8 {
+                    // SAFETY: rows t..t+4 of x and j..j+3 of w exist (loop bounds) and
+                    // i + 8 <= k, so every load stays inside its row.
+                    unsafe {
+                        let wv = [
+                            _mm256_loadu_ps(pw.add(j * k + i)),
+                            _mm256_loadu_ps(pw.add((j + 1) * k + i)),
+                            _mm256_loadu_ps(pw.add((j + 2) * k + i)),
+                        ];
+                        for (a, acc_a) in acc.iter_mut().enumerate() {
+                            let xv = _mm256_loadu_ps(px.add((t + a) * k + i));
+                            for (b, acc_ab) in acc_a.iter_mut().enumerate() {
+                                *acc_ab = _mm256_fmadd_ps(xv, wv[b], *acc_ab);
+                            }
+                        }
+                    }
+                    i += 8;
+                }
+                for (a, acc_a) in acc.iter().enumerate() {
+                    for (b, acc_ab) in acc_a.iter().enumerate() {
+                        // SAFETY: avx2 enabled in this function.
+                        let s = unsafe { hsum(*acc_ab) };
+                        out_t[(j + b) * n + t + a] = s + tail(t + a, j + b);
+                    }
+                }
+                j += 3;
+            }
+            for jj in j..r {
+                for a in 0..4 {
+                    // SAFETY: avx2+fma enabled here; rows are in bounds.
+                    out_t[jj * n + t + a] =
+                        unsafe { dot(&x[(t + a) * k..(t + a + 1) * k], &w[jj * k..(jj + 1) * k]) };
+                }
+            }
+            t += 4;
+        }
+        for tt in t..n {
+            for jj in 0..r {
+                // SAFETY: avx2+fma enabled here; rows are in bounds.
+                out_t[jj * n + tt] =
+                    unsafe { dot(&x[tt * k..(tt + 1) * k], &w[jj * k..(jj + 1) * k]) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> u8 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as u8
+    }
+
+    fn random_row(format: Format, cols: usize, seed: &mut u64) -> Vec<u8> {
+        let mut row: Vec<u8> = (0..format.row_bytes(cols)).map(|_| lcg(seed)).collect();
+        // Keep the f16 scales small and finite: d, m in about [-1, 1].
+        let block = match format {
+            Format::Q4_1 => Q4_1_BYTES,
+            _ => Q8_0_BYTES,
+        };
+        for b in row.chunks_exact_mut(block) {
+            b[1] = 0x20 | (b[1] & 0x83);
+            if format == Format::Q4_1 {
+                b[3] = 0x20 | (b[3] & 0x83);
+            }
+        }
+        row
+    }
+
+    #[test]
+    fn simd_dequantization_is_bit_identical_to_scalar() {
+        let mut seed = 7;
+        for format in [Format::Q4_1, Format::Q8_0] {
+            let row = random_row(format, 256, &mut seed);
+            let (mut a, mut b) = (vec![0.0; 256], vec![0.0; 256]);
+            dequantize_row(format, &row, &mut a);
+            quant::dequantize_row(format, &row, &mut b);
+            assert_eq!(a, b, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn quantized_dot_matches_dequantized_f64_dot() {
+        let mut seed = 11;
+        for format in [Format::Q4_1, Format::Q8_0, Format::F16, Format::F32] {
+            let cols = 576;
+            let row = match format {
+                Format::Q4_1 | Format::Q8_0 => random_row(format, cols, &mut seed),
+                Format::F16 => (0..cols)
+                    .flat_map(|i| (0x3000u16 + i as u16).to_le_bytes())
+                    .collect(),
+                Format::F32 => (0..cols)
+                    .flat_map(|i| (i as f32 * 0.01).to_le_bytes())
+                    .collect(),
+            };
+            let x: Vec<f32> = (0..cols)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let mut w = vec![0.0; cols];
+            quant::dequantize_row(format, &row, &mut w);
+            let exact: f64 = w
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            let mut xs = vec![0.0; cols / BLOCK];
+            block_sums(&x, &mut xs);
+            let mut scratch = vec![0.0; cols];
+            let got = dot_row(format, &row, &x, &xs, &mut scratch);
+            let scale: f64 = w
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| f64::from((a * b).abs()))
+                .sum();
+            assert!(
+                (f64::from(got) - exact).abs() <= 1e-6 * scale.max(1.0),
+                "{format:?}: {got} vs {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn gemm_tile_matches_scalar_dots_with_remainders() {
+        for (n, r, k) in [(9, 7, 40), (4, 3, 8), (1, 1, 5), (13, 48, 576)] {
+            let x: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 7 % 23) as f32 - 11.0) / 7.0)
+                .collect();
+            let w: Vec<f32> = (0..r * k)
+                .map(|i| ((i * 5 % 19) as f32 - 9.0) / 5.0)
+                .collect();
+            let mut out = vec![0.0; r * n];
+            gemm_nt(&x, n, &w, r, k, &mut out);
+            for j in 0..r {
+                for t in 0..n {
+                    let exact: f64 = (0..k)
+                        .map(|i| f64::from(x[t * k + i]) * f64::from(w[j * k + i]))
+                        .sum();
+                    assert!((f64::from(out[j * n + t]) - exact).abs() < 1e-4 * (1.0 + exact.abs()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The model's weights: the GGUF bytes held once, matrices kept quantized and borrowed
+//! on demand, norm gains in f32.
+//!
+//! Matrices are `rows = outputs x cols = inputs` in GGUF row order. The q and k rows are
+//! in GGUF's order, permuted for llama.cpp's adjacent-pair RoPE; [`crate::forward::rope`]
+//! rotates pairs `(2i, 2i+1)` to match, so no un-permutation is needed.
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::linear::LinearStage;
+use crate::quant::{dequantize_row, Format, QuantMatrix};
+
+/// Where one matrix lives in the GGUF bytes.
+#[derive(Debug, Clone, Copy)]
+struct MatrixRef {
+    format: Format,
+    rows: usize,
+    cols: usize,
+    start: usize,
+    len: usize,
+}
+
+/// One transformer block's weights.
+#[derive(Debug, Clone)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    q: MatrixRef,
+    k: MatrixRef,
+    v: MatrixRef,
+    o: MatrixRef,
+    gate: MatrixRef,
+    up: MatrixRef,
+    down: MatrixRef,
+}
+
+/// A loaded Llama-architecture model: configuration, quantized matrices, norm gains.
+#[derive(Debug)]
+pub struct Weights {
+    config: Config,
+    gguf: Gguf,
+    layers: Vec<Layer>,
+    token_embd: MatrixRef,
+    output: MatrixRef,
+    output_norm: Vec<f32>,
+}
+
+impl Weights {
+    /// Reads a GGUF file and checks every tensor the model needs.
+    ///
+    /// # Errors
+    /// I/O and parse errors, missing or mis-shaped tensors, unsupported tensor types,
+    /// invalid hyper-parameters.
+    pub fn load(path: &Path) -> Result<Weights> {
+        Weights::from_gguf(Gguf::read(path)?)
+    }
+
+    /// Builds the model from a parsed GGUF.
+    ///
+    /// # Errors
+    /// As [`Weights::load`], without the I/O.
+    pub fn from_gguf(gguf: Gguf) -> Result<Weights> {
+        let config = Config::from_gguf(&gguf)?;
+        let (d, f, kv) = (config.d_model, config.d_ff, config.kv_dim());
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let name = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: vector(&gguf, &name("attn_norm"), d)?,
+                ffn_norm: vector(&gguf, &name("ffn_norm"), d)?,
+                q: matrix(&gguf, &name("attn_q"), d, d)?,
+                k: matrix(&gguf, &name("attn_k"), kv, d)?,
+                v: matrix(&gguf, &name("attn_v"), kv, d)?,
+                o: matrix(&gguf, &name("attn_output"), d, d)?,
+                gate: matrix(&gguf, &name("ffn_gate"), f, d)?,
+                up: matrix(&gguf, &name("ffn_up"), f, d)?,
+                down: matrix(&gguf, &name("ffn_down"), d, f)?,
+            });
+        }
+        let token_embd = matrix(&gguf, "token_embd.weight", config.vocab_size, d)?;
+        // SmolLM2 ties the LM head to the embedding; other Llama files carry `output`.
+        let output = match gguf.tensor("output.weight") {
+            Ok(_) => matrix(&gguf, "output.weight", config.vocab_size, d)?,
+            Err(_) => token_embd,
+        };
+        let output_norm = vector(&gguf, "output_norm.weight", d)?;
+        Ok(Weights {
+            config,
+            gguf,
+            layers,
+            token_embd,
+            output,
+            output_norm,
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The parsed GGUF file (metadata, tokenizer tables).
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    fn view(&self, m: MatrixRef) -> QuantMatrix<'_> {
+        let bytes = &self.gguf.bytes()[m.start..m.start + m.len];
+        // `matrix` checked the shape against the tensor's byte range at load.
+        QuantMatrix::new_unchecked(m.format, m.rows, m.cols, bytes)
+    }
+
+    fn layer(&self, layer: usize) -> Result<&Layer> {
+        self.layers.get(layer).ok_or(Error::LayerOutOfRange {
+            layer,
+            n_layers: self.config.n_layers,
+        })
+    }
+
+    /// The quantized matrices of a linear stage, stacked by rows in output order
+    /// (`Qkv`: q, k, v; `GateUp`: gate, up). `layer` is ignored for `LmHead`.
+    ///
+    /// # Errors
+    /// [`Error::LayerOutOfRange`].
+    pub fn stage_matrices(&self, layer: usize, stage: LinearStage) -> Result<Vec<QuantMatrix<'_>>> {
+        if stage == LinearStage::LmHead {
+            return Ok(vec![self.view(self.output)]);
+        }
+        let l = self.layer(layer)?;
+        let refs: Vec<MatrixRef> = match stage {
+            LinearStage::Qkv => vec![l.q, l.k, l.v],
+            LinearStage::AttnOut => vec![l.o],
+            LinearStage::GateUp => vec![l.gate, l.up],
+            LinearStage::Down => vec![l.down],
+            LinearStage::LmHead => vec![self.output],
+        };
+        Ok(refs.into_iter().map(|m| self.view(m)).collect())
+    }
+
+    /// A linear stage's weight matrix in f32 (`d_out x d_in`, row-major), exactly the
+    /// dequantized values.
+    ///
+    /// # Errors
+    /// [`Error::LayerOutOfRange`].
+    pub fn stage_weight_f32(&self, layer: usize, stage: LinearStage) -> Result<Vec<f32>> {
+        let mats = self.stage_matrices(layer, stage)?;
+        Ok(mats.iter().flat_map(|m| m.to_f32()).collect())
+    }
+
+    /// The RMSNorm gain applied to a stage's input, if any: `attn_norm` before `Qkv`,
+    /// `ffn_norm` before `GateUp`, `output_norm` before `LmHead`.
+    ///
+    /// # Errors
+    /// [`Error::LayerOutOfRange`].
+    pub fn stage_gain(&self, layer: usize, stage: LinearStage) -> Result<Option<&[f32]>> {
+        Ok(match stage {
+            LinearStage::Qkv => Some(&self.layer(layer)?.attn_norm),
+            LinearStage::GateUp => Some(&self.layer(layer)?.ffn_norm),
+            LinearStage::LmHead => Some(&self.output_norm),
+            LinearStage::AttnOut | LinearStage::Down => {
+                self.layer(layer)?;
+                None
+            }
+        })
+    }
+
+    /// A stage's f32 weight matrix with the preceding RMSNorm gain folded in:
+    /// `W'[o][i] = W[o][i] * g[i]`, so `W' * (x / rms(x)) = W * (g ⊙ x / rms(x))`.
+    /// Stages without a gain return the plain matrix. This is what the server
+    /// multiplies with in client-aided mode (the client sends un-gained norms).
+    ///
+    /// # Errors
+    /// [`Error::LayerOutOfRange`].
+    pub fn stage_weight_folded(&self, layer: usize, stage: LinearStage) -> Result<Vec<f32>> {
+        let mut w = self.stage_weight_f32(layer, stage)?;
+        if let Some(g) = self.stage_gain(layer, stage)? {
+            for row in w.chunks_exact_mut(g.len()) {
+                for (a, b) in row.iter_mut().zip(g) {
+                    *a *= b;
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    /// Input RMSNorm gain of a layer's attention block.
+    ///
+    /// # Errors
+    /// [`Error::LayerOutOfRange`].
+    pub fn attn_norm(&self, layer: usize) -> Result<&[f32]> {
+        Ok(&self.layer(layer)?.attn_norm)
+    }
+
+    /// Input RMSNorm gain of a layer's MLP block.
+    ///
+    /// # Errors
+    /// [`Error::LayerOutOfRange`].
+    pub fn ffn_norm(&self, layer: usize) -> Result<&[f32]> {
+        Ok(&self.layer(layer)?.ffn_norm)
+    }
+
+    /// The final RMSNorm gain (before the LM head).
+    pub fn output_norm(&self) -> &[f32] {
+        &self.output_norm
+    }
+
+    /// Writes the embeddings of `tokens` into `out` (`tokens.len() x d_model`).
+    ///
+    /// # Errors
+    /// [`Error::TokenOutOfRange`], [`Error::Shape`].
+    pub fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
+        let d = self.config.d_model;
+        if out.len() != tokens.len() * d {
+            return Err(Error::Shape {
+                what: "embedding output",
+                found: out.len(),
+                expected: tokens.len() * d,
+            });
+        }
+        let embd = self.view(self.token_embd);
+        for (&t, o) in tokens.iter().zip(out.chunks_exact_mut(d)) {
+            if t as usize >= self.config.vocab_size {
+                return Err(Error::TokenOutOfRange {
+                    id: t,
+                    vocab: self.config.vocab_size,
+                });
+            }
+            dequantize_row(embd.format(), embd.row_bytes(t as usize), o);
+        }
+        Ok(())
+    }
+}
+
+/// Looks up a 2-D tensor of `rows x cols` and records where its bytes are.
+fn matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<MatrixRef> {
+    let t = g.tensor(name)?;
+    if t.dims != [cols as u64, rows as u64] {
+        return Err(Error::TensorShape {
+            name: name.to_string(),
+            found: t.dims.clone(),
+            expected: vec![cols as u64, rows as u64],
+        });
+    }
+    let format = Format::of(t)?;
+    let data = g.tensor_data(name)?;
+    let start = data.as_ptr() as usize - g.bytes().as_ptr() as usize;
+    Ok(MatrixRef {
+        format,
+        rows,
+        cols,
+        start,
+        len: data.len(),
+    })
+}
+
+/// Reads a 1-D tensor of `len` elements into f32.
+fn vector(g: &Gguf, name: &str, len: usize) -> Result<Vec<f32>> {
+    let t = g.tensor(name)?;
+    if t.dims != [len as u64] {
+        return Err(Error::TensorShape {
+            name: name.to_string(),
+            found: t.dims.clone(),
+            expected: vec![len as u64],
+        });
+    }
+    let format = Format::of(t)?;
+    let mut out = vec![0.0; len];
+    dequantize_row(format, g.tensor_data(name)?, &mut out);
+    Ok(out)
+}
