@@ -61,7 +61,11 @@ impl CandidateStates {
     /// [`Error::Shape`] for `i` out of range.
     pub fn kv_of(&self, i: usize) -> Result<CandidateKv> {
         if i >= self.n {
-            return Err(Error::Shape { what: "candidate index", expected: self.n, got: i });
+            return Err(Error::Shape {
+                what: "candidate index",
+                expected: self.n,
+                got: i,
+            });
         }
         let r = i * self.kv..(i + 1) * self.kv;
         Ok(CandidateKv {
@@ -138,7 +142,8 @@ fn independent_attention(
 
 /// Runs layers `0..k` for each of `tokens` as the next token after the prefix held in
 /// `prefix` (all its layers `0..k` must hold the same number of positions), writing the
-/// states into `out`.
+/// states into `out`. `observer(l, states)` sees the `n x d_model` states after each
+/// layer `l` (as in the model's forward pass).
 ///
 /// # Errors
 /// [`Error::LayerOutOfRange`] if `k` exceeds the layers `dense` holds; model errors for
@@ -150,10 +155,14 @@ pub fn run_candidates(
     k: usize,
     tokens: &[u32],
     out: &mut CandidateStates,
+    observer: &mut dyn FnMut(usize, &[f32]),
 ) -> Result<()> {
     let c = w.config();
     if k > dense.layers() {
-        return Err(Error::LayerOutOfRange { k, n_layers: dense.layers() });
+        return Err(Error::LayerOutOfRange {
+            k,
+            n_layers: dense.layers(),
+        });
     }
     let (n, d, kv) = (tokens.len(), c.d_model, c.kv_dim());
     let pos = prefix.layer_len(0);
@@ -179,7 +188,11 @@ pub fn run_candidates(
     z(&mut out.mlp, n * c.d_ff);
     for l in 0..k {
         if prefix.layer_len(l) != pos {
-            return Err(Error::Shape { what: "prefix cache positions in a layer", expected: pos, got: prefix.layer_len(l) });
+            return Err(Error::Shape {
+                what: "prefix cache positions in a layer",
+                expected: pos,
+                got: prefix.layer_len(l),
+            });
         }
         rms_norm(&out.hidden, d, c.rms_eps, &mut out.norm);
         if let Some(g) = w.stage_gain(l, LinearStage::Qkv)? {
@@ -196,9 +209,23 @@ pub fn run_candidates(
             values[i * kv..(i + 1) * kv].copy_from_slice(&row[d + kv..]);
             // Every candidate sits at position `pos`: rotate each row on its own.
             rope(q, d, c.head_dim, pos, c.rope_theta);
-            rope(&mut keys[i * kv..(i + 1) * kv], kv, c.head_dim, pos, c.rope_theta);
+            rope(
+                &mut keys[i * kv..(i + 1) * kv],
+                kv,
+                c.head_dim,
+                pos,
+                c.rope_theta,
+            );
         }
-        independent_attention(w, &out.q, prefix.keys(l), prefix.values(l), keys, values, &mut out.attn);
+        independent_attention(
+            w,
+            &out.q,
+            prefix.keys(l),
+            prefix.values(l),
+            keys,
+            values,
+            &mut out.attn,
+        );
         dense.apply(l, LinearStage::AttnOut, &out.attn, &mut out.delta)?;
         add_into(&mut out.hidden, &out.delta);
         rms_norm(&out.hidden, d, c.rms_eps, &mut out.norm);
@@ -209,6 +236,7 @@ pub fn run_candidates(
         silu_mul(&out.gate_up, c.d_ff, &mut out.mlp);
         dense.apply(l, LinearStage::Down, &out.mlp, &mut out.delta)?;
         add_into(&mut out.hidden, &out.delta);
+        observer(l, &out.hidden);
     }
     Ok(())
 }

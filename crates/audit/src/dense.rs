@@ -12,8 +12,12 @@ use crate::gemm::matmul_wt;
 use crate::Result;
 
 /// The four per-layer stages, in the order they are stored.
-const STAGES: [LinearStage; 4] =
-    [LinearStage::Qkv, LinearStage::AttnOut, LinearStage::GateUp, LinearStage::Down];
+const STAGES: [LinearStage; 4] = [
+    LinearStage::Qkv,
+    LinearStage::AttnOut,
+    LinearStage::GateUp,
+    LinearStage::Down,
+];
 
 /// Dequantized f32 matrices of the first `layers` layers and a GEMM scratch buffer.
 #[derive(Debug)]
@@ -33,7 +37,10 @@ impl DenseLinear {
     pub fn new(w: &Weights, layers: usize) -> Result<Self> {
         let c = w.config();
         if layers > c.n_layers {
-            return Err(crate::Error::LayerOutOfRange { k: layers, n_layers: c.n_layers });
+            return Err(crate::Error::LayerOutOfRange {
+                k: layers,
+                n_layers: c.n_layers,
+            });
         }
         let mut mats = Vec::with_capacity(layers);
         for l in 0..layers {
@@ -44,7 +51,12 @@ impl DenseLinear {
                 w.stage_weight_f32(l, STAGES[3])?,
             ]);
         }
-        Ok(Self { d_model: c.d_model, mats, dims: STAGES.map(|s| s.dims(c)), scratch: Vec::new() })
+        Ok(Self {
+            d_model: c.d_model,
+            mats,
+            dims: STAGES.map(|s| s.dims(c)),
+            scratch: Vec::new(),
+        })
     }
 
     /// Number of layers held.
@@ -59,16 +71,28 @@ impl DenseLinear {
 }
 
 impl Linear for DenseLinear {
-    fn apply(&mut self, layer: usize, stage: LinearStage, x: &[f32], out: &mut [f32]) -> selene_model::Result<()> {
-        let s = STAGES.iter().position(|&t| t == stage).ok_or(selene_model::Error::Shape {
-            what: "DenseLinear holds layer stages only, not the LM head",
-            found: 0,
-            expected: 1,
-        })?;
-        let mats = self.mats.get(layer).ok_or(selene_model::Error::LayerOutOfRange {
-            layer,
-            n_layers: self.mats.len(),
-        })?;
+    fn apply(
+        &mut self,
+        layer: usize,
+        stage: LinearStage,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> selene_model::Result<()> {
+        let s = STAGES
+            .iter()
+            .position(|&t| t == stage)
+            .ok_or(selene_model::Error::Shape {
+                what: "DenseLinear holds layer stages only, not the LM head",
+                found: 0,
+                expected: 1,
+            })?;
+        let mats = self
+            .mats
+            .get(layer)
+            .ok_or(selene_model::Error::LayerOutOfRange {
+                layer,
+                n_layers: self.mats.len(),
+            })?;
         let (d_in, d_out) = self.dims[s];
         let n = x.len() / d_in;
         if x.len() != n * d_in || out.len() != n * d_out {
@@ -80,7 +104,11 @@ impl Linear for DenseLinear {
         }
         // Extents were checked just above, so the GEMM door cannot refuse them.
         matmul_wt(x, n, d_in, &mats[s], d_out, out, &mut self.scratch).map_err(|_| {
-            selene_model::Error::Shape { what: "DenseLinear GEMM", found: x.len(), expected: n * d_in }
+            selene_model::Error::Shape {
+                what: "DenseLinear GEMM",
+                found: x.len(),
+                expected: n * d_in,
+            }
         })
     }
 }

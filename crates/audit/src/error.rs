@@ -74,6 +74,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The model failed (loading, tokenizing, a forward stage).
+    #[error("model: {0}")]
+    Model(#[from] selene_model::Error),
     /// A measured table could not be encoded or decoded as JSON.
     #[error("audit JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -8,15 +8,20 @@
 //!
 //! Cost control: candidates come in the probe's order, in growing batches (8, 32, 128,
 //! ...) that go through each weight matrix as one GEMM (`candidates.rs`), and the search
-//! stops at the first batch holding an acceptable match, so a good probe means one
-//! small batch per token. After `budget` candidates it falls back to the closest seen.
+//! stops at the first batch holding an acceptable match, so a good ranking means one
+//! small batch per token. The ranking interleaves the probe's with the model's own
+//! next-token prediction from the released states (`prior.rs`). After `budget`
+//! candidates it falls back to the closest seen; the prefix is then suspect, and later
+//! positions get one batch each (an exact match is no longer possible).
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use selene_model::{KvCache, Weights};
 
 use crate::candidates::{run_candidates, CandidateKv, CandidateStates};
 use crate::dense::DenseLinear;
+use crate::prior::{interleave, lm_rankings};
 use crate::probe::{EmbeddingTable, Probe};
 use crate::view::AttackerView;
 use crate::{Error, Result};
@@ -33,11 +38,24 @@ pub struct InversionConfig {
     pub float_tol: f64,
     /// Standard deviations above the chi-square mean accepted for flooded states.
     pub chi_z: f64,
+    /// Interleave the model's own next-token ranking (computed from the released
+    /// states, see `prior.rs`) with the probe's.
+    pub lm_prior: bool,
+    /// After each batch without a match, re-rank with the probe corrected at the
+    /// closest candidate (see `invert`).
+    pub refine: bool,
 }
 
 impl Default for InversionConfig {
     fn default() -> Self {
-        Self { budget: 512, first_batch: 8, float_tol: 1e-4, chi_z: 6.0 }
+        Self {
+            budget: 512,
+            first_batch: 8,
+            float_tol: 1e-4,
+            chi_z: 6.0,
+            lm_prior: true,
+            refine: true,
+        }
     }
 }
 
@@ -51,7 +69,8 @@ impl InversionConfig {
     /// the f32 rounding term.
     pub fn accept_sq(&self, sigma: f64, d: usize, obs_sq: f64) -> f64 {
         let d = d as f64;
-        sigma * sigma * (d + self.chi_z * (2.0 * d).sqrt()) + self.float_tol * self.float_tol * obs_sq
+        sigma * sigma * (d + self.chi_z * (2.0 * d).sqrt())
+            + self.float_tol * self.float_tol * obs_sq
     }
 }
 
@@ -88,14 +107,31 @@ pub fn invert(
     cfg: &InversionConfig,
 ) -> Result<Inversion> {
     if cfg.budget == 0 {
-        return Err(Error::Zero { what: "inversion budget" });
+        return Err(Error::Zero {
+            what: "inversion budget",
+        });
     }
     if cfg.first_batch == 0 {
-        return Err(Error::Zero { what: "first candidate batch" });
+        return Err(Error::Zero {
+            what: "first candidate batch",
+        });
     }
     let start = Instant::now();
     let n = view.n_tokens;
-    let rankings = probe.rank(&view.hidden, emb, cfg.budget)?;
+    let probe_rank = probe.rank(&view.hidden, emb, cfg.budget)?;
+    let rankings: Vec<Vec<u32>> = if cfg.lm_prior {
+        let lm = lm_rankings(w, view, cfg.budget)?;
+        probe_rank
+            .iter()
+            .zip(&lm)
+            .map(|(p, l)| interleave(p, l, cfg.budget))
+            .collect()
+    } else {
+        probe_rank.clone()
+    };
+    // After a position without an acceptable match the prefix is almost surely wrong, so
+    // no later state can match exactly: spend only the first batch on each later position.
+    let mut prefix_suspect = false;
     let mut cache = KvCache::new(w.config(), n.max(1));
     let mut states = CandidateStates::default();
     let mut out = Inversion {
@@ -105,34 +141,88 @@ pub fn invert(
         matched: Vec::with_capacity(n),
         seconds: 0.0,
     };
-    for (t, ranking) in rankings.iter().enumerate() {
+    for (t, (ranking, pr)) in rankings.iter().zip(&probe_rank).enumerate() {
         let obs = view.state(t);
         let obs_sq: f64 = obs.iter().map(|&v| f64::from(v).powi(2)).sum();
         let bound = cfg.accept_sq(view.flood_sigma, view.d_model, obs_sq);
-        out.probe_guess.push(ranking.first().copied().unwrap_or(0));
-        // Closest candidate so far: (squared distance, token) and its keys/values.
-        let mut best: Option<(f64, u32, CandidateKv)> = None;
-        let (mut lo, mut size, mut matched) = (0, cfg.first_batch, false);
-        while lo < ranking.len() && !matched {
-            let batch = &ranking[lo..(lo + size).min(ranking.len())];
-            run_candidates(w, dense, &cache, view.k, batch, &mut states)?;
+        out.probe_guess.push(pr.first().copied().unwrap_or(0));
+        // Closest candidate so far: (squared distance, token, state, keys/values).
+        let mut best: Option<(f64, u32, Vec<f32>, CandidateKv)> = None;
+        let mut tried: HashSet<u32> = HashSet::new();
+        let mut queue: Vec<u32> = ranking.clone();
+        let (mut size, mut matched) = (cfg.first_batch, false);
+        let limit = if prefix_suspect {
+            cfg.first_batch
+        } else {
+            cfg.budget
+        };
+        let local = probe.for_position(t);
+        let pred_obs = if cfg.refine {
+            local.predict(obs)?
+        } else {
+            Vec::new()
+        };
+        while tried.len() < limit && !matched {
+            let want = size.min(limit - tried.len());
+            let batch: Vec<u32> = queue
+                .iter()
+                .copied()
+                .filter(|t| !tried.contains(t))
+                .take(want)
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            tried.extend(&batch);
+            run_candidates(
+                w,
+                dense,
+                &cache,
+                view.k,
+                &batch,
+                &mut states,
+                &mut |_, _| {},
+            )?;
             for (i, &tok) in batch.iter().enumerate() {
                 let dist = sq_dist(obs, states.hidden(i));
-                if best.as_ref().is_none_or(|(b, _, _)| dist < *b) {
-                    best = Some((dist, tok, states.kv_of(i)?));
+                if best.as_ref().is_none_or(|b| dist < b.0) {
+                    best = Some((dist, tok, states.hidden(i).to_vec(), states.kv_of(i)?));
                 }
             }
-            matched = best.as_ref().is_some_and(|(b, _, _)| *b <= bound);
-            lo += batch.len();
+            matched = best.as_ref().is_some_and(|b| b.0 <= bound);
             size *= 4;
+            if let (false, true, Some((_, tok, h, _))) = (matched, cfg.refine, &best) {
+                // Correct the probe with its known error at the closest candidate:
+                // e_true ~ e_best + P(h_obs) - P(h_best) cancels the context-dependent
+                // bias the probe shares between the two nearby states.
+                let pred_best = local.predict(h)?;
+                let refined: Vec<f32> = emb
+                    .row(*tok)
+                    .iter()
+                    .zip(pred_obs.iter().zip(&pred_best))
+                    .map(|(e, (o, b))| e + o - b)
+                    .collect();
+                let r = local
+                    .rank_predicted(&refined, emb, cfg.budget)?
+                    .pop()
+                    .unwrap_or_default();
+                let rest: Vec<u32> = queue
+                    .iter()
+                    .copied()
+                    .filter(|t| !tried.contains(t))
+                    .collect();
+                queue = interleave(&r, &rest, 2 * cfg.budget);
+            }
         }
-        let Some((_, tok, kv)) = best else {
+        let lo = tried.len();
+        let Some((_, tok, _, kv)) = best else {
             return Err(Error::EmptyPrompt { index: t });
         };
         kv.append_to(&mut cache)?;
         out.tokens.push(tok);
         out.tried.push(lo);
         out.matched.push(matched);
+        prefix_suspect |= !matched;
     }
     out.seconds = start.elapsed().as_secs_f64();
     Ok(out)

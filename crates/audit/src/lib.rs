@@ -22,6 +22,7 @@ pub mod inversion;
 pub mod metrics;
 pub mod noise;
 pub mod plot;
+pub mod prior;
 pub mod probe;
 pub mod report;
 pub mod ridge;

@@ -100,10 +100,22 @@ pub fn tokenize(tok: &Tokenizer, prompts: &[Prompt]) -> Result<Vec<TokenizedProm
             if end != len {
                 return Err(Error::BadSpan { start: 0, end, len });
             }
-            if let Some(f) = p.fields.iter().find(|f| f.span.end > len || f.span.start >= f.span.end) {
-                return Err(Error::BadSpan { start: f.span.start, end: f.span.end, len });
+            if let Some(f) = p
+                .fields
+                .iter()
+                .find(|f| f.span.end > len || f.span.start >= f.span.end)
+            {
+                return Err(Error::BadSpan {
+                    start: f.span.start,
+                    end: f.span.end,
+                    len,
+                });
             }
-            Ok(TokenizedPrompt { prompt: p.clone(), tokens, spans })
+            Ok(TokenizedPrompt {
+                prompt: p.clone(),
+                tokens,
+                spans,
+            })
         })
         .collect()
 }
@@ -131,6 +143,24 @@ pub enum Progress {
     },
 }
 
+/// Position-0 training samples: every `FIRST_STRIDE`-th vocabulary id (a spread over the
+/// whole vocabulary, special tokens skipped) and the first token of each training
+/// document.
+const FIRST_STRIDE: usize = 16;
+/// Candidates per batch when making position-0 samples.
+const FIRST_BATCH: usize = 512;
+
+fn first_position_tokens(w: &Weights, tok: &Tokenizer, docs: &[String]) -> Result<Vec<u32>> {
+    let mut ids: Vec<u32> = (0..w.config().vocab_size as u32)
+        .step_by(FIRST_STRIDE)
+        .filter(|&id| !tok.is_special(id))
+        .collect();
+    for d in docs {
+        ids.extend(tok.encode(d)?.first());
+    }
+    Ok(ids)
+}
+
 /// Trains the probes for `layers` on the repo's training corpus.
 ///
 /// # Errors
@@ -145,9 +175,19 @@ pub fn train_probes(
 ) -> Result<ProbeTrainer> {
     let docs = training_documents();
     let mut trainer = ProbeTrainer::new(layers, w.config().d_model);
+    let firsts = first_position_tokens(w, tok, &docs)?;
+    let chunks: Vec<&[u32]> = firsts.chunks(FIRST_BATCH).collect();
+    let total = docs.len() + chunks.len();
     for (i, doc) in docs.iter().enumerate() {
         trainer.add_document(w, dense, emb, &tok.encode(doc)?)?;
-        progress(Progress::Training { done: i + 1, total: docs.len() });
+        progress(Progress::Training { done: i + 1, total });
+    }
+    for (i, chunk) in chunks.iter().enumerate() {
+        trainer.add_first_positions(w, dense, emb, chunk)?;
+        progress(Progress::Training {
+            done: docs.len() + i + 1,
+            total,
+        });
     }
     Ok(trainer)
 }
@@ -168,7 +208,10 @@ pub fn run_audit(
         check_sigma(s)?;
     }
     if let Some(&k) = cfg.layers.iter().find(|&&k| k > c.n_layers) {
-        return Err(Error::LayerOutOfRange { k, n_layers: c.n_layers });
+        return Err(Error::LayerOutOfRange {
+            k,
+            n_layers: c.n_layers,
+        });
     }
     let max_k = cfg.layers.iter().copied().max().unwrap_or(0);
     let prompts = tokenize(tok, prompts)?;
@@ -176,8 +219,10 @@ pub fn run_audit(
     let mut dense = DenseLinear::new(w, max_k)?;
     let trainer = train_probes(w, tok, &mut dense, &emb, &cfg.layers, progress)?;
     tracing::info!(tokens = trainer.rows(), "probe training corpus");
-    let clean: Vec<Vec<Vec<f32>>> =
-        prompts.iter().map(|p| clean_states(w, &p.tokens, &cfg.layers)).collect::<Result<_>>()?;
+    let clean: Vec<Vec<Vec<f32>>> = prompts
+        .iter()
+        .map(|p| clean_states(w, &p.tokens, &cfg.layers))
+        .collect::<Result<_>>()?;
     let total = cfg.layers.len() * cfg.sigmas.len() * prompts.len();
     let mut done = 0;
     let mut report = AuditReport::default();
@@ -201,10 +246,22 @@ pub fn run_audit(
                     seconds: inv.seconds,
                 })?;
                 done += 1;
-                progress(Progress::Attacking { k, sigma, done, total });
+                progress(Progress::Attacking {
+                    k,
+                    sigma,
+                    done,
+                    total,
+                });
             }
             let row = tally.row(k, sigma);
-            tracing::info!(k, sigma, tokens = tally.tokens, candidates_per_token = tried as f64 / tally.tokens.max(1) as f64, ?row, "audit cell");
+            tracing::info!(
+                k,
+                sigma,
+                tokens = tally.tokens,
+                candidates_per_token = tried as f64 / tally.tokens.max(1) as f64,
+                ?row,
+                "audit cell"
+            );
             report.results.push(row);
         }
     }

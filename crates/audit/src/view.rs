@@ -51,16 +51,28 @@ impl AttackerView {
     ) -> Result<Self> {
         let n_tokens = clean.len() / d_model.max(1);
         if clean.len() != n_tokens * d_model {
-            return Err(Error::Shape { what: "released states (n x d_model)", expected: n_tokens * d_model, got: clean.len() });
+            return Err(Error::Shape {
+                what: "released states (n x d_model)",
+                expected: n_tokens * d_model,
+                got: clean.len(),
+            });
         }
         let mut hidden = clean.to_vec();
         flood(&mut hidden, flood_sigma, rng)?;
-        Ok(Self { k, flood_sigma, n_tokens, hidden, d_model })
+        Ok(Self {
+            k,
+            flood_sigma,
+            n_tokens,
+            hidden,
+            d_model,
+        })
     }
 
     /// The released state at position `t`.
     pub fn state(&self, t: usize) -> &[f32] {
-        self.hidden.get(t * self.d_model..(t + 1) * self.d_model).unwrap_or(&[])
+        self.hidden
+            .get(t * self.d_model..(t + 1) * self.d_model)
+            .unwrap_or(&[])
     }
 }
 
@@ -73,11 +85,17 @@ pub fn clean_states(w: &Weights, tokens: &[u32], ks: &[usize]) -> Result<Vec<Vec
     let c = w.config();
     let max_k = ks.iter().copied().max().unwrap_or(0);
     if max_k > c.n_layers {
-        return Err(Error::LayerOutOfRange { k: max_k, n_layers: c.n_layers });
+        return Err(Error::LayerOutOfRange {
+            k: max_k,
+            n_layers: c.n_layers,
+        });
     }
     let mut x = vec![0.0f32; tokens.len() * c.d_model];
     w.embed(tokens, &mut x)?;
-    let mut out: Vec<Vec<f32>> = ks.iter().map(|&k| if k == 0 { x.clone() } else { Vec::new() }).collect();
+    let mut out: Vec<Vec<f32>> = ks
+        .iter()
+        .map(|&k| if k == 0 { x.clone() } else { Vec::new() })
+        .collect();
     let mut cache = KvCache::new(c, tokens.len());
     let mut linear = QuantLinear::new(w);
     forward_layers(w, 0..max_k, &mut x, &mut cache, &mut linear, &mut |l, h| {
@@ -94,7 +112,13 @@ pub fn clean_states(w: &Weights, tokens: &[u32], ks: &[usize]) -> Result<Vec<Vec
 ///
 /// # Errors
 /// As [`clean_states`] and [`AttackerView::from_clean`].
-pub fn observe<R: Rng + ?Sized>(w: &Weights, tokens: &[u32], k: usize, flood_sigma: f64, rng: &mut R) -> Result<AttackerView> {
+pub fn observe<R: Rng + ?Sized>(
+    w: &Weights,
+    tokens: &[u32],
+    k: usize,
+    flood_sigma: f64,
+    rng: &mut R,
+) -> Result<AttackerView> {
     let clean = clean_states(w, tokens, &[k])?;
     let states = clean.first().map(Vec::as_slice).unwrap_or(&[]);
     AttackerView::from_clean(states, w.config().d_model, k, flood_sigma, rng)
