@@ -33,6 +33,9 @@ pub enum Logits {
 /// Per-row RMS normalization without gain: `out = x / sqrt(mean(x^2) + eps)` over rows of
 /// width `d` (Zhang and Sennrich, NeurIPS 2019, eq. 4, gain applied separately).
 pub fn rms_norm(x: &[f32], d: usize, eps: f32, out: &mut [f32]) {
+    if d == 0 {
+        return;
+    }
     for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
         let inv = 1.0 / (ms + eps).sqrt();
@@ -44,6 +47,9 @@ pub fn rms_norm(x: &[f32], d: usize, eps: f32, out: &mut [f32]) {
 
 /// Multiplies every row of `x` elementwise by `gain` (the RMSNorm weight).
 pub fn apply_gain(x: &mut [f32], gain: &[f32]) {
+    if gain.is_empty() {
+        return;
+    }
     for row in x.chunks_exact_mut(gain.len()) {
         for (v, g) in row.iter_mut().zip(gain) {
             *v *= g;
@@ -57,6 +63,9 @@ pub fn apply_gain(x: &mut [f32], gain: &[f32]) {
 /// RoFormer, 2021, eq. 34). GGUF permutes the q/k rows so that this equals Hugging
 /// Face's half-split rotation of the unpermuted rows.
 pub fn rope(x: &mut [f32], width: usize, head_dim: usize, pos0: usize, theta: f32) {
+    if width == 0 || head_dim < 2 {
+        return;
+    }
     let half = head_dim / 2;
     let inv_freq: Vec<f64> = (0..half)
         .map(|i| f64::from(theta).powf(-2.0 * i as f64 / head_dim as f64))
@@ -161,6 +170,9 @@ pub fn softmax(x: &mut [f32]) {
 /// SwiGLU's elementwise part (Shazeer, 2020): `out = silu(gate) * up` for rows of
 /// `gate_up = gate | up` (`n x 2 d_ff`), `out` is `n x d_ff`.
 pub fn silu_mul(gate_up: &[f32], d_ff: usize, out: &mut [f32]) {
+    if d_ff == 0 {
+        return;
+    }
     for (gu, o) in gate_up
         .chunks_exact(2 * d_ff)
         .zip(out.chunks_exact_mut(d_ff))
@@ -360,4 +372,56 @@ pub fn forward_observed(
     let mut out = vec![0.0f32; rows.len() / c.d_model * c.vocab_size];
     head(w, rows, linear, &mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::dot_scalar;
+
+    #[test]
+    fn rope_preserves_norms_and_depends_only_on_relative_position() {
+        let q: Vec<f32> = (0..128)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
+            .collect();
+        let k: Vec<f32> = (0..128)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 2.0)
+            .collect();
+        let at = |v: &[f32], pos: usize| {
+            let mut r = v.to_vec();
+            rope(&mut r, 128, 64, pos, 100_000.0);
+            r
+        };
+        let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!((norm(&at(&q, 37)) - norm(&q)).abs() < 1e-4);
+        // <R(m) q, R(n) k> = <R(m - n) q, k>, head by head.
+        let dots = |a: &[f32], b: &[f32]| -> Vec<f32> {
+            a.chunks(64)
+                .zip(b.chunks(64))
+                .map(|(x, y)| dot_scalar(x, y))
+                .collect()
+        };
+        let d1 = dots(&at(&q, 9), &at(&k, 4));
+        let d2 = dots(&at(&q, 105), &at(&k, 100));
+        for (a, b) in d1.iter().zip(&d2) {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
+        // Position 0 is the identity; pair (0, 1) turns by exactly pos radians.
+        assert_eq!(at(&q, 0), q);
+        let r = at(&q, 1);
+        let (c, s) = (1f32.cos(), 1f32.sin());
+        assert!((r[0] - (q[0] * c - q[1] * s)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn degenerate_widths_do_not_panic() {
+        let mut x = vec![1.0; 4];
+        let mut o = vec![0.0; 4];
+        rms_norm(&x.clone(), 0, 1e-5, &mut o);
+        apply_gain(&mut x, &[]);
+        rope(&mut x, 0, 0, 0, 1.0);
+        silu_mul(&[1.0; 4], 0, &mut o);
+        softmax(&mut []);
+        assert_eq!(x, vec![1.0; 4]);
+    }
 }

@@ -34,10 +34,6 @@ impl Builder {
         self.raw(key, 4, &v.to_le_bytes())
     }
 
-    pub(crate) fn f32(self, key: &str, v: f32) -> Self {
-        self.raw(key, 6, &v.to_le_bytes())
-    }
-
     pub(crate) fn string(self, key: &str, v: &str) -> Self {
         let mut b = Vec::new();
         put_str(&mut b, v);
@@ -50,16 +46,6 @@ impl Builder {
         b.extend_from_slice(&(items.len() as u64).to_le_bytes());
         for s in items {
             put_str(&mut b, s);
-        }
-        self.raw(key, 9, &b)
-    }
-
-    pub(crate) fn i32s(self, key: &str, items: &[i32]) -> Self {
-        let mut b = Vec::new();
-        b.extend_from_slice(&5u32.to_le_bytes());
-        b.extend_from_slice(&(items.len() as u64).to_le_bytes());
-        for v in items {
-            b.extend_from_slice(&v.to_le_bytes());
         }
         self.raw(key, 9, &b)
     }
@@ -255,5 +241,63 @@ fn deep_nesting_is_refused() {
     assert!(matches!(
         Gguf::parse(bytes).unwrap_err(),
         Error::TooLarge { .. }
+    ));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+    /// Any corruption of a valid file parses or errors; it never panics.
+    #[test]
+    fn mutated_files_never_panic(flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8)) {
+        let mut bytes = sample();
+        for (at, v) in flips {
+            let n = bytes.len();
+            bytes[at % n] = v;
+        }
+        let _ = Gguf::parse(bytes);
+    }
+}
+
+#[test]
+fn config_is_read_and_validated() {
+    use crate::config::Config;
+    let base = || {
+        Builder::new()
+            .string("general.architecture", "llama")
+            .u32("llama.embedding_length", 64)
+            .u32("llama.feed_forward_length", 128)
+            .u32("llama.block_count", 2)
+            .u32("llama.context_length", 256)
+            .raw(
+                "llama.attention.layer_norm_rms_epsilon",
+                6,
+                &1e-5f32.to_le_bytes(),
+            )
+            .u32("llama.attention.head_count", 4)
+    };
+    let embd = |b: Builder| b.tensor("token_embd.weight", &[64, 10], 0, vec![0; 64 * 10 * 4]);
+    let g = Gguf::parse(embd(base().u32("llama.attention.head_count_kv", 2)).build()).unwrap();
+    let c = Config::from_gguf(&g).unwrap();
+    assert_eq!(
+        (c.head_dim, c.kv_dim(), c.qkv_dim(), c.vocab_size),
+        (16, 32, 128, 10)
+    );
+    assert_eq!(c.rope_theta, 10_000.0);
+    let g = Gguf::parse(embd(base().u32("llama.attention.head_count_kv", 3)).build()).unwrap();
+    assert!(matches!(
+        Config::from_gguf(&g),
+        Err(Error::BadConfig { .. })
+    ));
+    let g = Gguf::parse(embd(base()).build()).unwrap();
+    assert!(matches!(
+        Config::from_gguf(&g),
+        Err(Error::MissingKey {
+            key: "llama.attention.head_count_kv"
+        })
+    ));
+    let g = Gguf::parse(base().u32("llama.attention.head_count_kv", 2).build()).unwrap();
+    assert!(matches!(
+        Config::from_gguf(&g),
+        Err(Error::MissingTensor { .. })
     ));
 }

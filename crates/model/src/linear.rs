@@ -1,6 +1,6 @@
 //! The five weight products of the model as swappable stages.
 //!
-//! Everything in the forward pass without a weight matrix runs in [`crate::forward`];
+//! Everything in the forward pass without a weight matrix runs in [`mod@crate::forward`];
 //! the products go through a [`Linear`], so a caller (the encrypted protocol) can
 //! replace any of them. [`QuantLinear`] is the plaintext implementation over the
 //! quantized weights.

