@@ -14,7 +14,7 @@ use crate::inversion::{invert, InversionConfig};
 use crate::metrics::{PromptScore, Tally};
 use crate::noise::check_sigma;
 use crate::probe::{EmbeddingTable, ProbeTrainer, Similarity};
-use crate::report::AuditReport;
+use crate::report::{AuditReport, AuditRow};
 use crate::view::{clean_states, AttackerView, DEFAULT_FLOOD_SIGMA};
 use crate::{Error, Result};
 
@@ -121,7 +121,7 @@ pub fn tokenize(tok: &Tokenizer, prompts: &[Prompt]) -> Result<Vec<TokenizedProm
 }
 
 /// Progress of a running audit, for a progress bar.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
     /// Training documents run through the model so far.
     Training {
@@ -141,6 +141,8 @@ pub enum Progress {
         /// Prompt attacks in all.
         total: usize,
     },
+    /// A (K, sigma) cell is finished (lets a caller save partial tables).
+    Cell(AuditRow),
 }
 
 /// Position-0 training samples: every `FIRST_STRIDE`-th vocabulary id (a spread over the
@@ -262,6 +264,7 @@ pub fn run_audit(
                 ?row,
                 "audit cell"
             );
+            progress(Progress::Cell(row.clone()));
             report.results.push(row);
         }
     }
