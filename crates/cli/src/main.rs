@@ -25,6 +25,8 @@ enum Command {
     Perplexity(cmd::model::PerplexityArgs),
     /// Benchmarks that print a table and optionally write JSON.
     Bench(cmd::bench::BenchArgs),
+    /// Leakage audit: invert the hidden states selective mode releases, per K and noise.
+    Audit(cmd::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Plain(args) => cmd::model::plain(&args),
         Command::Perplexity(args) => cmd::model::perplexity(&args),
         Command::Bench(args) => cmd::bench::run(&args),
+        Command::Audit(args) => cmd::audit::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per subcommand family.
 
+pub mod audit;
 pub mod bench;
 pub mod bench_ckks;
 pub mod bench_model;
