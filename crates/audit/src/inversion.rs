@@ -216,7 +216,9 @@ pub fn invert(
         }
         let lo = tried.len();
         let Some((_, tok, _, kv)) = best else {
-            return Err(Error::EmptyPrompt { index: t });
+            return Err(Error::Zero {
+                what: "candidates ranked for a position",
+            });
         };
         kv.append_to(&mut cache)?;
         out.tokens.push(tok);

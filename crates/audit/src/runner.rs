@@ -228,8 +228,9 @@ pub fn run_audit(
     let total = cfg.layers.len() * cfg.sigmas.len() * prompts.len();
     let mut done = 0;
     let mut report = AuditReport::default();
-    for (ki, &k) in cfg.layers.iter().enumerate() {
-        for (si, &sigma) in cfg.sigmas.iter().enumerate() {
+    // Sigma-major order: an interrupted run still has whole sigma rows across K.
+    for (si, &sigma) in cfg.sigmas.iter().enumerate() {
+        for (ki, &k) in cfg.layers.iter().enumerate() {
             let probe = trainer.probe(k, cfg.lambda_rel, sigma, cfg.similarity)?;
             let mut tally = Tally::default();
             let mut tried = 0usize;
@@ -268,5 +269,8 @@ pub fn run_audit(
             report.results.push(row);
         }
     }
+    report
+        .results
+        .sort_by(|a, b| a.k.cmp(&b.k).then(a.flood_sigma.total_cmp(&b.flood_sigma)));
     Ok(report)
 }

@@ -83,13 +83,11 @@ fn anchor13_slots_all_ops() {
 }
 
 #[test]
-#[ignore = "N = 2^14 keys take a few seconds; run with --ignored"]
 fn anchor14_slots_all_ops() {
     slot_ops(Preset::Anchor14, &[1, -1, 5], 24.5, 24.0);
 }
 
 #[test]
-#[ignore = "N = 2^15 keys take several seconds; run with --ignored"]
 fn anchor15_slots_all_ops() {
     slot_ops(Preset::Anchor15, &[1], 33.0, 32.5);
 }

@@ -475,7 +475,8 @@ impl Reader<'_> {
                 }
                 let elem = self.u32("array element type")?;
                 let n = self.count("array length", MAX_ARRAY)?;
-                let mut items = Vec::with_capacity(n as usize);
+                // Grow with the elements actually read, not the announced count.
+                let mut items = Vec::with_capacity((n as usize).min(4096));
                 for _ in 0..n {
                     items.push(self.value(elem, depth + 1)?);
                 }

@@ -6,7 +6,7 @@
 //! is bit-identical to the scalar one; the dot products use the same weights but sum in
 //! another order (f32 rounding differences only).
 
-use crate::quant::{self, Format, BLOCK, Q4_1_BYTES, Q8_0_BYTES};
+use crate::quant::{self, Format, BLOCK};
 
 /// True when the CPU has AVX2, FMA and F16C (checked once).
 #[cfg(target_arch = "x86_64")]
@@ -114,6 +114,7 @@ pub fn gemm_nt(x: &[f32], n: usize, w: &[f32], r: usize, k: usize, out_t: &mut [
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
+    use crate::quant::{Q4_1_BYTES, Q8_0_BYTES};
     use std::arch::x86_64::*;
 
     #[inline]
@@ -371,6 +372,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::{Q4_1_BYTES, Q8_0_BYTES};
 
     fn lcg(seed: &mut u64) -> u8 {
         *seed = seed

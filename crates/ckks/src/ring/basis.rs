@@ -64,6 +64,14 @@ pub fn mod_up(ctx: &RnsContext, c: &Poly<Ntt>, group: Range<usize>, out: &mut Po
                 for (o, &x) in row.iter_mut().zip(&coeffs) {
                     *o = x + (shift & 0u64.wrapping_sub(u64::from(x > half)));
                 }
+            } else if qj < 2 * qt {
+                // x < q_j < 2 q_t: one conditional subtraction reduces (vectorizes).
+                let qj_mod = qj - qt;
+                for (o, &x) in row.iter_mut().zip(&coeffs) {
+                    let mask = 0u64.wrapping_sub(u64::from(x > half));
+                    let y = x.min(x.wrapping_sub(qt));
+                    *o = m.sub(y, qj_mod & mask);
+                }
             } else {
                 let qj_mod = m.reduce(qj);
                 for (o, &x) in row.iter_mut().zip(&coeffs) {
@@ -153,9 +161,18 @@ fn subtract_and_divide(
             // Centered lift of x in (-d/2, d/2] reduced mod q_i, branch-free.
             let half = d.value() / 2;
             let d_mod = m.reduce(d.value());
-            for (o, &x) in t.iter_mut().zip(rem) {
-                let mask = 0u64.wrapping_sub(u64::from(x > half));
-                *o = m.sub(m.reduce(x), d_mod & mask);
+            let qi = m.value();
+            if d.value() < 2 * qi {
+                // x < d < 2 q_i: one conditional subtraction reduces (vectorizes).
+                for (o, &x) in t.iter_mut().zip(rem) {
+                    let mask = 0u64.wrapping_sub(u64::from(x > half));
+                    *o = m.sub(x.min(x.wrapping_sub(qi)), d_mod & mask);
+                }
+            } else {
+                for (o, &x) in t.iter_mut().zip(rem) {
+                    let mask = 0u64.wrapping_sub(u64::from(x > half));
+                    *o = m.sub(m.reduce(x), d_mod & mask);
+                }
             }
         } else {
             let hats: Vec<u64> = (0..divisor.len())

@@ -329,11 +329,7 @@ impl Poly<Ntt> {
         debug_assert!(a.q_rows >= self.q_rows && b.q_rows >= self.q_rows && self.p_rows == 0);
         let n = self.n;
         for_each_row(&mut self.data, n, |r, row| {
-            let m = ctx.moduli()[r];
-            let (ra, rb) = (a.row(r), b.row(r));
-            for ((x, &y), &z) in row.iter_mut().zip(ra).zip(rb) {
-                *x = m.add(*x, m.mul(y, z));
-            }
+            ctx.plan(r).mul_add(row, a.row(r), b.row(r))
         });
     }
 

@@ -70,7 +70,7 @@ pub fn ternary(rng: &mut ChaCha20Rng, n: usize) -> Vec<i64> {
 }
 
 /// Cumulative table of `|x|` for the discrete Gaussian of `ERROR_SIGMA`, truncated at
-/// `ERROR_TAIL_SIGMAS`: entry `k` is `P(|x| <= k) * 2^64` (rounded), computed once.
+/// `ERROR_TAIL_SIGMAS`: entry `k` is `P(|x| <= k) * 2^63` (rounded), computed once.
 fn cdt() -> &'static [u64] {
     static TABLE: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
@@ -82,24 +82,24 @@ fn cdt() -> &'static [u64] {
             .map(|k| {
                 acc += if k == 0 { rho(0) } else { 2.0 * rho(k) } / total;
                 if k == bound {
-                    u64::MAX
+                    1u64 << 63
                 } else {
-                    (acc * 18446744073709551616.0) as u64
+                    (acc * 9223372036854775808.0) as u64
                 }
             })
             .collect()
     })
 }
 
-/// Discrete Gaussian errors of sigma 3.2: one 64-bit word per sample for `|x|` (a full,
-/// branch-free scan of the table) and one bit for the sign.
+/// Discrete Gaussian errors of sigma 3.2: one 64-bit word per sample, its top bit for the
+/// sign and the other 63 for `|x|` by a full, branch-free scan of the table.
 pub fn gaussian(rng: &mut ChaCha20Rng, n: usize) -> Vec<i64> {
     let table = cdt();
     (0..n)
         .map(|_| {
             let r = rng.next_u64();
-            let mag: i64 = table.iter().map(|&t| i64::from(r >= t)).sum();
-            let sign = (rng.next_u32() & 1) as i64;
+            let (sign, u) = ((r >> 63) as i64, r & (u64::MAX >> 1));
+            let mag: i64 = table.iter().map(|&t| i64::from(u >= t)).sum();
             mag * (1 - 2 * sign)
         })
         .collect()

@@ -110,10 +110,7 @@ impl Encryptor {
                 for (t, k) in [(&mut t0, &pk.b), (&mut t1, &pk.a)] {
                     for_each_row(t.data_mut(), n, |r, row| {
                         let idx = ring.modulus_index(q_rows, r);
-                        let m = ring.moduli()[idx];
-                        for ((x, &y), &z) in row.iter_mut().zip(k.row(idx)).zip(u.row(r)) {
-                            *x = m.add(*x, m.mul(y, z));
-                        }
+                        ring.plan(idx).mul_add(row, k.row(idx), u.row(r));
                     });
                 }
                 let mut c0 = Poly::zero(ring, level, false);

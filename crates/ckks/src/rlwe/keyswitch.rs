@@ -165,40 +165,49 @@ pub fn apply_into(
     let work = |r: usize, o0: &mut [u64], o1: &mut [u64]| {
         let idx = ring.modulus_index(q_rows, r);
         let m = ring.moduli()[idx];
-        if let Some(auto) = auto {
-            // Digit-major passes over the whole row: the gathered digit row (N words)
-            // stays in cache while the key rows stream, instead of gathering from every
-            // digit's row at once.
-            let perm = auto.permutation();
-            let mut s0 = vec![0u128; n];
-            let mut s1 = vec![0u128; n];
-            for (j, d) in dec.digits.iter().enumerate() {
-                let drow = d.row(r);
-                let (kb, ka) = (key.b[j].row(idx), key.a[j].row(idx));
-                for k in 0..n {
-                    let x = drow[perm[k] as usize] as u128;
-                    s0[k] += x * kb[k] as u128;
-                    s1[k] += x * ka[k] as u128;
+        let drows: Vec<&[u64]> = dec.digits.iter().map(|d| d.row(r)).collect();
+        let kbs: Vec<&[u64]> = key.b.iter().map(|k| k.row(idx)).collect();
+        let kas: Vec<&[u64]> = key.a.iter().map(|k| k.row(idx)).collect();
+        if auto.is_some() {
+            // Stream the digit rows into cache in order (hardware prefetch works there)
+            // so the permuted reads below mostly hit cache instead of missing one by one.
+            let mut touch = 0u64;
+            for d in &drows {
+                for chunk in d.chunks_exact(8) {
+                    touch ^= chunk[0];
                 }
             }
-            for k in 0..n {
-                o0[k] = m.reduce_u128(s0[k]);
-                o1[k] = m.reduce_u128(s1[k]);
+            std::hint::black_box(touch);
+        }
+        let Some(auto) = auto else {
+            // Plain digits: SIMD multiply-accumulate per digit (tfhe-ntt's
+            // `mul_accumulate`, IFMA below 2^50).
+            let plan = ring.plan(idx);
+            o0.fill(0);
+            o1.fill(0);
+            for j in 0..drows.len() {
+                plan.mul_add(o0, drows[j], kbs[j]);
+                plan.mul_add(o1, drows[j], kas[j]);
             }
             return;
-        }
+        };
+        // Permuted digits (rotations): blocks of coefficients, digit by digit, with
+        // lazy u128 accumulators that stay in L1; the digit rows were streamed into
+        // cache above so the permuted reads mostly hit.
+        let perm = auto.permutation();
         let mut s0 = [0u128; BLOCK];
         let mut s1 = [0u128; BLOCK];
         for start in (0..n).step_by(BLOCK) {
             let len = BLOCK.min(n - start);
             s0[..len].fill(0);
             s1[..len].fill(0);
-            for (j, d) in dec.digits.iter().enumerate() {
-                let dr = &d.row(r)[start..start + len];
-                let kb = &key.b[j].row(idx)[start..start + len];
-                let ka = &key.a[j].row(idx)[start..start + len];
+            for j in 0..drows.len() {
+                let kb = &kbs[j][start..start + len];
+                let ka = &kas[j][start..start + len];
+                let dr = drows[j];
+                let pm = &perm[start..start + len];
                 for k in 0..len {
-                    let x = dr[k] as u128;
+                    let x = dr[pm[k] as usize] as u128;
                     s0[k] += x * kb[k] as u128;
                     s1[k] += x * ka[k] as u128;
                 }

@@ -121,10 +121,8 @@ impl Evaluator {
         let n = ring.n();
         for (src, dst) in [(&ct.c0, &mut out.c0), (&ct.c1, &mut out.c1)] {
             crate::ring::poly::for_each_row(dst.data_mut(), n, |r, row| {
-                let m = ring.moduli()[r];
-                for ((o, &x), &y) in row.iter_mut().zip(src.row(r)).zip(pt.poly.row(r)) {
-                    *o = m.mul(x, y);
-                }
+                row.fill(0);
+                ring.plan(r).mul_add(row, src.row(r), pt.poly.row(r));
             });
         }
         out.scale = Scale(ct.scale.0 * pt.scale.0);
@@ -157,10 +155,7 @@ impl Evaluator {
         let n = ring.n();
         for (src, dst) in [(&ct.c0, &mut acc.c0), (&ct.c1, &mut acc.c1)] {
             crate::ring::poly::for_each_row(dst.data_mut(), n, |r, row| {
-                let m = ring.moduli()[r];
-                for ((o, &x), &y) in row.iter_mut().zip(src.row(r)).zip(pt.poly.row(r)) {
-                    *o = m.add(*o, m.mul(x, y));
-                }
+                ring.plan(r).mul_add(row, src.row(r), pt.poly.row(r));
             });
         }
         Ok(())

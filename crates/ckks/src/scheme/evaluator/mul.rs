@@ -42,15 +42,15 @@ impl Evaluator {
                 .zip(d2.data_mut().chunks_exact_mut(n))
                 .enumerate();
             let tensor = |r: usize, d0: &mut [u64], d1: &mut [u64], d2: &mut [u64]| {
-                let m = ring.moduli()[r];
+                let plan = ring.plan(r);
                 let (a0, a1, b0, b1) = (a.c0.row(r), a.c1.row(r), b.c0.row(r), b.c1.row(r));
-                for k in 0..n {
-                    let (x0, x1, y0, y1) =
-                        (a0[k] as u128, a1[k] as u128, b0[k] as u128, b1[k] as u128);
-                    d0[k] = m.reduce_u128(x0 * y0);
-                    d1[k] = m.reduce_u128(x0 * y1 + x1 * y0);
-                    d2[k] = m.reduce_u128(x1 * y1);
+                for d in [&mut *d0, &mut *d1, &mut *d2] {
+                    d.fill(0);
                 }
+                plan.mul_add(d0, a0, b0);
+                plan.mul_add(d1, a0, b1);
+                plan.mul_add(d1, a1, b0);
+                plan.mul_add(d2, a1, b1);
             };
             if crate::ring::poly::parallel() {
                 use rayon::prelude::*;
