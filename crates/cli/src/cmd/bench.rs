@@ -15,6 +15,8 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Per-op CKKS timings at the three anchor parameter sets (compare with ../shared/anchors).
     Ckks(super::bench_ckks::BenchCkksOpts),
+    /// Encrypted matrix products for SmolLM2's four projections, per method, n = 1 and 64.
+    Linalg(BenchOpts),
     /// Plaintext model speed: prefill and decode tokens/s, load time, resident memory.
     Model(BenchOpts),
 }
@@ -36,6 +38,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Ckks(opts) => {
             super::threads::init(opts.common.threads)?;
             super::bench_ckks::run(opts)
+        }
+        BenchWhat::Linalg(opts) => {
+            super::threads::init(opts.threads)?;
+            super::bench_linalg::run(opts)
         }
         BenchWhat::Model(opts) => {
             super::threads::init(opts.threads)?;

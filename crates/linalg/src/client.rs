@@ -1,0 +1,202 @@
+//! The client: holds the secret key, encodes and encrypts `X` in a matrix's layout, and
+//! decrypts and decodes `Y`.
+
+use std::sync::Arc;
+
+use selene_ckks::rlwe::{Decryptor, Encryptor, GaloisKeys, SecretKey};
+use selene_ckks::Parameters;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::{Error, Result};
+use crate::matrix::{Layout, LayoutKind};
+use crate::message::{EncryptedInput, EncryptedOutput, Header};
+use crate::{coeff, slots};
+
+/// The client's private per-token scales of one encrypted input, needed to decode its
+/// output. Never sent: the scales are the norms of the client's activations, so they are
+/// zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct TokenScales {
+    scales: Vec<f64>,
+}
+
+impl std::fmt::Debug for TokenScales {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TokenScales {{ tokens: {}, scales: [redacted] }}",
+            self.scales.len()
+        )
+    }
+}
+
+/// The key holder's side of the protocol.
+pub struct Client {
+    params: Arc<Parameters>,
+    sk: Arc<SecretKey>,
+    enc: Encryptor,
+    dec: Decryptor,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Client {{ params: {:02x?}, key: [redacted] }}",
+            self.params.fingerprint()
+        )
+    }
+}
+
+impl Client {
+    /// A client with a fresh secret key for `params`.
+    pub fn new(params: &Arc<Parameters>) -> Self {
+        let sk = Arc::new(SecretKey::generate(params));
+        Self {
+            params: params.clone(),
+            enc: Encryptor::with_secret_key(sk.clone()),
+            dec: Decryptor::new(sk.clone()),
+            sk,
+        }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Arc<Parameters> {
+        &self.params
+    }
+
+    /// Galois keys for exactly the rotation steps the given layouts need (none for the
+    /// coefficient method); uploaded once per session.
+    pub fn galois_keys(&self, layouts: &[&Layout]) -> GaloisKeys {
+        let mut steps: Vec<i64> = layouts.iter().flat_map(|l| l.rotation_steps()).collect();
+        steps.sort_unstable();
+        steps.dedup();
+        GaloisKeys::new(&self.sk, &steps, false)
+    }
+
+    /// Encodes `x` (`n x d_in`, row-major) for `layout` and encrypts it.
+    ///
+    /// # Errors
+    /// Wrong length, non-finite values, `n = 0`, a layout for other parameters.
+    pub fn encode_encrypt(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        layout: &Layout,
+    ) -> Result<(EncryptedInput, TokenScales)> {
+        layout.check_params(&self.params)?;
+        let d_in = layout.shape.d_in;
+        if n == 0 {
+            return Err(Error::Length {
+                what: "tokens",
+                found: 0,
+                expected: 1,
+            });
+        }
+        crate::check_values("input X", x, n * d_in)?;
+        let (cts, scales) = match &layout.kind {
+            LayoutKind::Coefficients(l) => {
+                coeff::encrypt(&self.params, &mut self.enc, l, x, n, d_in)?
+            }
+            LayoutKind::Slots(l) => slots::encrypt(&self.params, &mut self.enc, l, x, n, d_in)?,
+        };
+        let header = Header {
+            fingerprint: layout.fingerprint,
+            method: layout.method(),
+            shape: layout.shape,
+            tag: layout.tag(),
+            n,
+        };
+        Ok((EncryptedInput { header, cts }, TokenScales { scales }))
+    }
+
+    /// Decrypts `out` and decodes `Y` (`n x d_out`, row-major).
+    ///
+    /// # Errors
+    /// An output for another matrix, method, parameter set or token count; ciphertexts
+    /// of the wrong number or size.
+    pub fn decrypt_decode(
+        &self,
+        out: &EncryptedOutput,
+        scales: &TokenScales,
+        layout: &Layout,
+    ) -> Result<Vec<f64>> {
+        layout.check_params(&self.params)?;
+        crate::check_header(layout, &out.header)?;
+        let (n, shape, rn, cts) = (out.header.n, layout.shape, self.params.n(), &out.cts);
+        if scales.scales.len() != n {
+            return Err(Error::Length {
+                what: "token scales",
+                found: scales.scales.len(),
+                expected: n,
+            });
+        }
+        let down_bits = match &layout.kind {
+            LayoutKind::Coefficients(l) => l.down_bits,
+            LayoutKind::Slots(l) => l.down_bits,
+        };
+        if out.down_bits != down_bits {
+            return Err(Error::Length {
+                what: "download modulus bits",
+                found: out.down_bits as usize,
+                expected: down_bits as usize,
+            });
+        }
+        match &layout.kind {
+            LayoutKind::Coefficients(l) => {
+                let t = l.tiling;
+                let bo = t.out_blocks(shape.d_out);
+                check_count("output", cts.len(), t.groups(n) * bo)?;
+                for (idx, ct) in cts.iter().enumerate() {
+                    let (g, o) = (idx / bo, idx % bo);
+                    let used = t.n_b.min(n - g * t.n_b) * t.k_o.min(shape.d_out - o * t.k_o);
+                    check_len("output c0", ct.c0.len(), used)?;
+                    check_len("output c1", ct.c1.len(), rn)?;
+                }
+                Ok(coeff::decrypt(
+                    &self.params,
+                    &self.dec,
+                    l,
+                    cts,
+                    n,
+                    shape,
+                    &scales.scales,
+                ))
+            }
+            LayoutKind::Slots(l) => {
+                check_count("output", cts.len(), n.div_ceil(l.tokens_per_ct))?;
+                for ct in cts {
+                    check_len("output c0", ct.c0.len(), rn)?;
+                    check_len("output c1", ct.c1.len(), rn)?;
+                }
+                slots::decrypt(&self.params, &self.dec, l, cts, n, shape, &scales.scales)
+            }
+        }
+    }
+}
+
+/// Errors unless `found == expected` ciphertexts.
+pub(crate) fn check_count(what: &'static str, found: usize, expected: usize) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::CiphertextCount {
+            what,
+            found,
+            expected,
+        })
+    }
+}
+
+/// Errors unless a component has `expected` values.
+pub(crate) fn check_len(what: &'static str, found: usize, expected: usize) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::Length {
+            what,
+            found,
+            expected,
+        })
+    }
+}

@@ -1,0 +1,329 @@
+//! The coefficient-encoded product (Cheetah, USENIX Security 2022; Iron, NeurIPS 2022):
+//! no rotations and no key switching, only NTT-domain ciphertext x plaintext products
+//! accumulated lazily over the input blocks, then a modulus switch to `2^down_bits`
+//! before the download. See [`crate::tiling`] for the layout and its correctness proof.
+//!
+//! # Scales and precision
+//! The client scales token `t` by `Delta_t = 2^x_bits / ||x_t||` and the server column `j`
+//! by `s_j = 2^W_BITS / ||w_j||`, so every encoded value is at most `2^x_bits` resp.
+//! `2^W_BITS` and, by Cauchy-Schwarz, every output is at most `2^(x_bits + W_BITS)`:
+//! `x_bits = log q - W_BITS - 3` leaves a factor 4 below `q/2`. Relative to
+//! `||x_t|| ||w_j||`, the errors are the rounding of `W` (`~0.3 * 2^-W_BITS`), of `X`
+//! (`~0.3 * 2^-x_bits`), the encryption noise times `W` (`~3.2 sqrt(k_o) 2^-x_bits`) and
+//! the modulus switch (`~sqrt(N/18) * 2^(3 - down_bits)`); all sit near `2^-17`, so the
+//! worst of some 10^5 outputs stays below `2^-12` (measured: see `crates/cli/tests/linalg_smollm2.rs`).
+//! The column scales are public (the client needs them to decode): they reveal the
+//! column norms of `W`, which a client in client-aided mode can learn from its outputs
+//! anyway (no weight privacy is claimed, ARCHITECTURE.md "Threat model").
+//!
+//! # What the client learns about `W`
+//! The output's `c1 = sum_b a_b W_b` is a linear function of the weight blocks with
+//! coefficients `a_b` the client itself generated (from its seeds), so a client can solve
+//! for `W` after about `ceil(d_in / k_i)` products: much cheaper than extracting weights
+//! from decrypted outputs. The threat model claims no weight privacy; a server that wants
+//! to make extraction harder would add a fresh public-key encryption of zero to every
+//! output (Cheetah's re-randomisation), at one public-key encryption per output block.
+
+use rayon::prelude::*;
+use selene_ckks::ring::{Coeff, Modulus, Ntt, Poly};
+use selene_ckks::rlwe::{Decryptor, Encryptor};
+use selene_ckks::{Ciphertext, Encoding, Parameters, Plaintext, Scale};
+
+use crate::error::{Error, Result};
+use crate::modswitch::{c1_times_s, center, lift_fits, switch, SwitchedCt};
+use crate::tiling::Tiling;
+use crate::MatrixShape;
+
+/// Bits of an encoded weight (`|round(w_ij s_j)| <= 2^W_BITS`).
+pub const W_BITS: u32 = 16;
+/// Headroom bits between the largest product and `q`.
+const HEADROOM_BITS: u32 = 3;
+/// Token groups sharing one pass over a weight block in `apply`.
+const GROUP_CHUNK: usize = 8;
+/// Smallest useful `x_bits` (encryption noise `~2^7` must stay `2^-13` below).
+const MIN_X_BITS: u32 = 20;
+/// Bits of the download modulus `2^down_bits` (noise of the switch is `~2^4`, the
+/// full-scale output `2^(down_bits - 3)`).
+pub const DOWN_BITS: u32 = 24;
+
+/// What the client needs to encode inputs for, and decode outputs of, one prepared
+/// coefficient-method matrix. Public data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoeffLayout {
+    /// Block sizes.
+    pub tiling: Tiling,
+    /// Column scales `s_j` (the output scale of column `j`).
+    pub col_scale: Vec<f64>,
+    /// Bits of an encoded input value.
+    pub x_bits: u32,
+    /// Bits of the download modulus.
+    pub down_bits: u32,
+}
+
+/// The server's encoded weights: `in_blocks x out_blocks` NTT-form polynomials mod `q`.
+#[derive(Clone, Debug)]
+pub(crate) struct CoeffMatrix {
+    /// Block `(b, o)` at `[(b * out_blocks + o) * N ..][..N]`.
+    blocks: Vec<u64>,
+}
+
+impl CoeffMatrix {
+    /// Bytes held.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.blocks.len() * std::mem::size_of::<u64>()
+    }
+}
+
+fn ring_prime(params: &Parameters) -> Modulus {
+    params.ring().moduli()[0]
+}
+
+/// `x_bits` for `params`, or an error if its prime cannot hold the products and the
+/// centred lift of `c1 s` at decryption.
+fn x_bits(params: &Parameters) -> Result<u32> {
+    let q_bits = ring_prime(params).bits();
+    let min_bits = (MIN_X_BITS + W_BITS + HEADROOM_BITS).max(DOWN_BITS + params.log_n() + 2);
+    if q_bits < min_bits || q_bits > 50 || !lift_fits(params, DOWN_BITS) {
+        return Err(Error::ModulusTooSmall { q_bits, min_bits });
+    }
+    Ok(q_bits - W_BITS - HEADROOM_BITS)
+}
+
+/// Encodes `W` (given as `d_out` rows of `d_in` weights) into NTT-form blocks.
+pub(crate) fn prepare(
+    params: &Parameters,
+    w_rows: &[f32],
+    shape: MatrixShape,
+    n_b: usize,
+) -> Result<(CoeffLayout, CoeffMatrix)> {
+    let x_bits = x_bits(params)?;
+    let n = params.n();
+    if n_b == 0 || n_b > n {
+        return Err(Error::TokensPerCiphertext { n_b, max: n });
+    }
+    let q_bits = ring_prime(params).bits();
+    let tiling = Tiling::choose(n, shape.d_in, shape.d_out, n_b, q_bits, DOWN_BITS);
+    let col_scale: Vec<f64> = w_rows
+        .chunks_exact(shape.d_in)
+        .map(|row| {
+            let norm = row
+                .iter()
+                .map(|&w| f64::from(w).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            if norm > 0.0 {
+                f64::from(W_BITS).exp2() / norm
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let (bi, bo) = (tiling.in_blocks(shape.d_in), tiling.out_blocks(shape.d_out));
+    let ring = params.ring();
+    let mut blocks = vec![0u64; bi * bo * n];
+    blocks
+        .par_chunks_exact_mut(n)
+        .enumerate()
+        .for_each(|(idx, out)| {
+            let (b, o) = (idx / bo, idx % bo);
+            let mut coeffs = vec![0i64; n];
+            for j in 0..tiling.k_o {
+                let col = o * tiling.k_o + j;
+                if col >= shape.d_out {
+                    break;
+                }
+                let row = &w_rows[col * shape.d_in..(col + 1) * shape.d_in];
+                for i in 0..tiling.k_i {
+                    let inp = b * tiling.k_i + i;
+                    if inp >= shape.d_in {
+                        break;
+                    }
+                    // |w s_j| <= 2^W_BITS: no overflow.
+                    coeffs[tiling.w_pos(i, j)] =
+                        (f64::from(row[inp]) * col_scale[col]).round() as i64;
+                }
+            }
+            let poly = Poly::<Coeff>::from_signed(ring, &coeffs, 0, false).into_ntt(ring);
+            out.copy_from_slice(poly.row(0));
+        });
+    let layout = CoeffLayout {
+        tiling,
+        col_scale,
+        x_bits,
+        down_bits: DOWN_BITS,
+    };
+    Ok((layout, CoeffMatrix { blocks }))
+}
+
+/// Encodes and encrypts `x` (`n x d_in`, row-major): one ciphertext per (token group,
+/// input block). Returns the ciphertexts and the client's per-token scales.
+pub(crate) fn encrypt(
+    params: &Parameters,
+    enc: &mut Encryptor,
+    layout: &CoeffLayout,
+    x: &[f32],
+    n: usize,
+    d_in: usize,
+) -> Result<(Vec<Ciphertext>, Vec<f64>)> {
+    let t = layout.tiling;
+    let ring = params.ring();
+    let scales: Vec<f64> = x
+        .chunks_exact(d_in)
+        .map(|row| {
+            let norm = row
+                .iter()
+                .map(|&v| f64::from(v).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            if norm > 0.0 {
+                f64::from(layout.x_bits).exp2() / norm
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let bi = t.in_blocks(d_in);
+    let plain: Vec<Poly<Ntt>> = (0..t.groups(n) * bi)
+        .into_par_iter()
+        .map(|idx| {
+            let (g, b) = (idx / bi, idx % bi);
+            let mut coeffs = vec![0i64; params.n()];
+            for tt in 0..t.n_b {
+                let tok = g * t.n_b + tt;
+                if tok >= n {
+                    break;
+                }
+                for i in 0..t.k_i {
+                    let inp = b * t.k_i + i;
+                    if inp >= d_in {
+                        break;
+                    }
+                    // |x_ti Delta_t| <= 2^x_bits by the choice of Delta_t.
+                    coeffs[t.x_pos(tt, i)] =
+                        (f64::from(x[tok * d_in + inp]) * scales[tok]).round() as i64;
+                }
+            }
+            Poly::<Coeff>::from_signed(ring, &coeffs, 0, false).into_ntt(ring)
+        })
+        .collect();
+    // Secret-key encryption: each ciphertext ships as `c0` plus the 32-byte seed of `c1`.
+    let cts = plain
+        .into_iter()
+        .map(|m| enc.encrypt(&Plaintext::from_poly(m, Scale(1.0), Encoding::Coefficients)))
+        .collect();
+    Ok((cts, scales))
+}
+
+/// Server side: `out[g, o] = sum_b in[g, b] * W[b, o]`, lazily reduced, then switched.
+pub(crate) fn apply(
+    params: &Parameters,
+    m: &CoeffMatrix,
+    layout: &CoeffLayout,
+    cts: &[Ciphertext],
+    n: usize,
+    shape: MatrixShape,
+) -> Vec<SwitchedCt> {
+    let t = layout.tiling;
+    let ring = params.ring();
+    let rn = params.n();
+    let q = ring_prime(params);
+    let (bi, bo) = (t.in_blocks(shape.d_in), t.out_blocks(shape.d_out));
+    // Products are below q^2 <= 2^(2 q_bits); a u128 holds 2^(128 - 2 q_bits) of them.
+    let lazy = 1usize << (128 - 2 * q.bits()).min(20);
+    // Cache blocking: each task owns one output block and up to GROUP_CHUNK token groups,
+    // so a weight block (N words) is read once per chunk instead of once per group.
+    let groups = t.groups(n);
+    let chunks = groups.div_ceil(GROUP_CHUNK);
+    let mut out: Vec<(usize, SwitchedCt)> = (0..chunks * bo)
+        .into_par_iter()
+        .flat_map_iter(|idx| {
+            let (ch, o) = (idx / bo, idx % bo);
+            let gs = ch * GROUP_CHUNK..(ch * GROUP_CHUNK + GROUP_CHUNK).min(groups);
+            let mut acc = vec![0u128; gs.len() * 2 * rn];
+            for b in 0..bi {
+                let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
+                for (a, g) in acc.chunks_exact_mut(2 * rn).zip(gs.clone()) {
+                    let ct = g * bi + b;
+                    let (c0, c1) = cts[ct].components();
+                    let (x0, x1) = (c0.row(0), c1.row(0));
+                    let (a0, a1) = a.split_at_mut(rn);
+                    for s in 0..rn {
+                        a0[s] += u128::from(x0[s]) * u128::from(w[s]);
+                        a1[s] += u128::from(x1[s]) * u128::from(w[s]);
+                    }
+                }
+                if (b + 1) % lazy == 0 {
+                    for a in acc.iter_mut() {
+                        *a = u128::from(q.reduce_u128(*a));
+                    }
+                }
+            }
+            let to_coeff = |acc: &[u128]| {
+                let data = acc.iter().map(|&a| q.reduce_u128(a)).collect();
+                Poly::<Ntt>::from_raw(data, rn, 1, 0).into_coeff(ring)
+            };
+            gs.clone()
+                .zip(acc.chunks_exact(2 * rn))
+                .map(|(g, a)| {
+                    let (c0, c1) = (to_coeff(&a[..rn]), to_coeff(&a[rn..]));
+                    let mut used = Vec::with_capacity(t.n_b * t.k_o);
+                    for tt in 0..t.n_b.min(n - g * t.n_b) {
+                        for j in 0..t.k_o.min(shape.d_out - o * t.k_o) {
+                            used.push(c0.row(0)[t.y_pos(tt, j)]);
+                        }
+                    }
+                    let ct = SwitchedCt {
+                        c0: switch(&q, layout.down_bits, &used),
+                        c1: switch(&q, layout.down_bits, c1.row(0)),
+                    };
+                    (g * bo + o, ct)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort_unstable_by_key(|(idx, _)| *idx);
+    out.into_iter().map(|(_, ct)| ct).collect()
+}
+
+/// Client side: decrypts the switched ciphertexts and decodes `Y` (`n x d_out`).
+pub(crate) fn decrypt(
+    params: &Parameters,
+    dec: &Decryptor,
+    layout: &CoeffLayout,
+    cts: &[SwitchedCt],
+    n: usize,
+    shape: MatrixShape,
+    token_scales: &[f64],
+) -> Vec<f64> {
+    let t = layout.tiling;
+    let q = ring_prime(params);
+    let k = layout.down_bits;
+    let unit = q.value() as f64 / f64::from(k).exp2();
+    let bo = t.out_blocks(shape.d_out);
+    let blocks: Vec<Vec<(usize, usize, f64)>> = cts
+        .par_iter()
+        .enumerate()
+        .map(|(idx, ct)| {
+            let (g, o) = (idx / bo, idx % bo);
+            let c1s = c1_times_s(params, dec, &ct.c1, k);
+            let mut vals = Vec::with_capacity(ct.c0.len());
+            let mut used = ct.c0.iter();
+            for tt in 0..t.n_b.min(n - g * t.n_b) {
+                for j in 0..t.k_o.min(shape.d_out - o * t.k_o) {
+                    let (tok, col) = (g * t.n_b + tt, o * t.k_o + j);
+                    // Lengths were checked against the layout before decryption.
+                    let c0 = used.next().copied().unwrap_or(0);
+                    let m = center((c0 as i64).wrapping_add(c1s[t.y_pos(tt, j)]) as u64, k);
+                    let y = m as f64 * unit / (token_scales[tok] * layout.col_scale[col]);
+                    vals.push((tok, col, y));
+                }
+            }
+            vals
+        })
+        .collect();
+    let mut y = vec![0.0; n * shape.d_out];
+    for (tok, col, v) in blocks.into_iter().flatten() {
+        y[tok * shape.d_out + col] = v;
+    }
+    y
+}

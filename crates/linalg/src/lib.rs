@@ -1,0 +1,169 @@
+//! Encrypted linear algebra for Selene's client-aided mode: `Enc(X) * W` for activations
+//! `X` (`n` tokens x `d_in`) and the server's plaintext weights `W` (`d_in x d_out`).
+//!
+//! # Three sides
+//! - Server, once: [`PreparedMatrix::new`] encodes `W` in NTT form and keeps it
+//!   ([`PreparedMatrix::memory_bytes`]); its public [`Layout`] goes to the client.
+//! - Client, per product: [`Client::encode_encrypt`] -> [`EncryptedInput`] (seeded
+//!   ciphertexts) and private [`TokenScales`].
+//! - Server: [`Server::apply`] -> [`EncryptedOutput`] (switched to a small modulus).
+//! - Client: [`Client::decrypt_decode`] -> `Y` (`n x d_out`).
+//!
+//! Shapes, methods, tilings and parameter sets are checked at every step; a mismatch is
+//! an [`Error`]. Both messages report [`EncryptedInput::wire_bytes`] and
+//! [`EncryptedOutput::wire_bytes`].
+//!
+//! # Two methods
+//! - [`Method::Coefficients`] ([`coeff`], [`tiling`]): Cheetah/Iron polynomial products.
+//!   No rotations, no keys beyond the secret key: `ceil(d_in/k_i) ceil(d_out/k_o)`
+//!   NTT-domain products of `N` coefficients, i.e. about `d_in d_out` lazy
+//!   multiply-adds per token, two inverse NTTs per output block, and a download of `c1`
+//!   plus the used coefficients of `c0` at 24 bits.
+//! - [`Method::Slots`] ([`slots`]): Halevi-Shoup diagonals with baby-step giant-step and
+//!   hoisted baby steps, several tokens per ciphertext; `g + h - 2` Galois keys.
+//!
+//! # Which method, and why
+//! [`choose_method`] ([`choice`]: server time plus wire time at 1 Gbit/s) picks the
+//! coefficient method for every SmolLM2 shape and every `n`.
+//! Both methods do about one modular multiply-add per useful multiply-add, so the
+//! compute floor is the same `n d_in d_out`; the slot method adds `g + h - 2` key
+//! switches per ciphertext (`~1 ms` each at `N = 2^13`, 46-77 of them per matrix) and
+//! multiplies `N = 2^13`-coefficient diagonals for every input, while the coefficient
+//! method needs no key switching at all. On the wire the slot method is smaller at
+//! `n = 1` (one ciphertext each way per matrix) but the gap, a few hundred KB per layer,
+//! is worth a few ms at 1 Gbit/s, against about 0.3 s of key switching per layer.
+//! `bench linalg` in the CLI measures both.
+//!
+//! # Measured (see `crates/cli/tests/linalg_smollm2.rs` and `selene bench linalg`)
+//! Precision, `-log2(max |err| / (||x_t|| ||w_j||))` over SmolLM2 layers 14 and 29, all four
+//! projections, recorded activations (max/rms up to 42): [`LinalgPreset::Coeff12`] 15.1
+//! bits, [`LinalgPreset::Coeff11`] 13.8 bits, [`LinalgPreset::Slots13`] 15.1 bits (target
+//! 12). One layer, one token, 2 threads on a shared 2-core machine (noisy), with
+//! (de)serialization: coefficients at `N = 2^12` 14-33 ms server, 1.04 MB up + 0.83 MB
+//! down (55x the f32 values); at `N = 2^11` 17-33 ms, 1.33 MB (39x); slots 0.3 s,
+//! 0.53 MB (16x) plus 99 Galois keys (11.9 MB once). Prepared weights for 30 layers: 0.79 GiB (coefficients, one
+//! token per ciphertext), 3.2 GiB (four), 12 GiB (slots).
+//!
+//! # Limits
+//! - Traffic: the coefficient method ships all of `c1` for every output block, so a layer
+//!   costs about `sum 2 sqrt(N d_in d_out up_bits down_bits)` bits per token, 3.6x (N =
+//!   2^12) or 2.6x (N = 2^11) over the 512 KB target. Packing the outputs into few
+//!   ciphertexts (PackLWEs / BumbleBee's interleaving, NDSS 2025) would cut the download
+//!   to about `2 d_out` coefficients and allow `k_i = N` uploads (~0.2 MB per layer), at
+//!   the price of Galois keys and `~log N` key switches per output ciphertext.
+//! - Prefill: both methods already spend about one modular multiply-add per useful
+//!   multiply-add, so `n d_in d_out` is a floor and the server time per token cannot fall
+//!   20x with `n`. Tokens per ciphertext (`n_b`) cut the traffic per token instead
+//!   (`~1/sqrt(n_b)`), at `n_b` times the server memory.
+
+pub mod choice;
+pub mod coeff;
+pub mod error;
+pub mod params;
+pub mod slots;
+pub mod tiling;
+
+mod client;
+mod matrix;
+mod message;
+mod modswitch;
+mod server;
+
+pub use choice::choose_method;
+pub use client::{Client, TokenScales};
+pub use error::{Error, Result};
+pub use matrix::{Layout, LayoutKind, PreparedMatrix};
+pub use message::{EncryptedInput, EncryptedOutput};
+pub use params::LinalgPreset;
+pub use server::Server;
+
+/// How activations are packed into ciphertexts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// Coefficient encoding (Cheetah/Iron): no rotations.
+    Coefficients,
+    /// Slot encoding, diagonal method with baby-step giant-step.
+    Slots,
+}
+
+impl Method {
+    /// Short name for tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Coefficients => "coeff",
+            Method::Slots => "slots",
+        }
+    }
+}
+
+/// `d_in -> d_out`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MatrixShape {
+    /// Inputs per token.
+    pub d_in: usize,
+    /// Outputs per token.
+    pub d_out: usize,
+}
+
+impl MatrixShape {
+    /// A shape.
+    pub fn new(d_in: usize, d_out: usize) -> Self {
+        Self { d_in, d_out }
+    }
+
+    fn check(self) -> Result<()> {
+        if self.d_in == 0 || self.d_out == 0 {
+            return Err(Error::EmptyShape {
+                d_in: self.d_in,
+                d_out: self.d_out,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Errors unless `v` has `expected` finite values.
+fn check_values(what: &'static str, v: &[f32], expected: usize) -> Result<()> {
+    if v.len() != expected {
+        return Err(Error::Length {
+            what,
+            found: v.len(),
+            expected,
+        });
+    }
+    if let Some(index) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::NonFinite { what, index });
+    }
+    Ok(())
+}
+
+/// Errors unless a message's header matches `layout`.
+fn check_header(layout: &Layout, h: &message::Header) -> Result<()> {
+    if h.fingerprint != layout.fingerprint {
+        return Err(Error::ParamsMismatch {
+            expected: layout.fingerprint,
+            found: h.fingerprint,
+        });
+    }
+    if h.method != layout.method() {
+        return Err(Error::MethodMismatch {
+            expected: layout.method(),
+            found: h.method,
+        });
+    }
+    if h.shape != layout.shape {
+        return Err(Error::ShapeMismatch {
+            d_in: layout.shape.d_in,
+            d_out: layout.shape.d_out,
+            found_in: h.shape.d_in,
+            found_out: h.shape.d_out,
+        });
+    }
+    if h.tag != layout.tag() {
+        return Err(Error::LayoutMismatch {
+            expected: layout.tag(),
+            found: h.tag,
+        });
+    }
+    Ok(())
+}

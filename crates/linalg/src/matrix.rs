@@ -1,0 +1,159 @@
+//! The server's prepared weight matrix and the public layout the client encodes for.
+
+use std::sync::Arc;
+
+use selene_ckks::Parameters;
+
+use crate::coeff::{self, CoeffLayout, CoeffMatrix};
+use crate::error::{Error, Result};
+use crate::slots::{self, SlotLayout, SlotMatrix};
+use crate::{MatrixShape, Method};
+
+/// Public description of a prepared matrix: everything the client needs to encode an
+/// input for it and decode its output (shape, method, parameter fingerprint, tiling,
+/// column scales). The server hands it to the client once per session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layout {
+    pub(crate) shape: MatrixShape,
+    pub(crate) fingerprint: [u8; 8],
+    pub(crate) kind: LayoutKind,
+}
+
+/// Method-specific part of a [`Layout`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayoutKind {
+    /// Coefficient encoding.
+    Coefficients(CoeffLayout),
+    /// Slot encoding.
+    Slots(SlotLayout),
+}
+
+impl Layout {
+    /// The matrix shape.
+    pub fn shape(&self) -> MatrixShape {
+        self.shape
+    }
+
+    /// The method.
+    pub fn method(&self) -> Method {
+        match self.kind {
+            LayoutKind::Coefficients(_) => Method::Coefficients,
+            LayoutKind::Slots(_) => Method::Slots,
+        }
+    }
+
+    /// The method-specific details.
+    pub fn kind(&self) -> &LayoutKind {
+        &self.kind
+    }
+
+    /// Fingerprint of the CKKS parameters the matrix was prepared for.
+    pub fn fingerprint(&self) -> [u8; 8] {
+        self.fingerprint
+    }
+
+    /// Tokens per ciphertext.
+    pub fn tokens_per_ct(&self) -> usize {
+        match &self.kind {
+            LayoutKind::Coefficients(c) => c.tiling.n_b,
+            LayoutKind::Slots(s) => s.tokens_per_ct,
+        }
+    }
+
+    /// Block sizes identifying the tiling: `(n_b, k_i, k_o)` for coefficients,
+    /// `(tokens per ciphertext, g, h)` for slots.
+    pub fn tag(&self) -> (usize, usize, usize) {
+        match &self.kind {
+            LayoutKind::Coefficients(c) => c.tiling.as_tuple(),
+            LayoutKind::Slots(s) => (s.tokens_per_ct, s.baby, s.giant),
+        }
+    }
+
+    /// Rotation steps the server needs Galois keys for (none for coefficients).
+    pub fn rotation_steps(&self) -> Vec<i64> {
+        match &self.kind {
+            LayoutKind::Coefficients(_) => Vec::new(),
+            LayoutKind::Slots(s) => s.rotation_steps(),
+        }
+    }
+
+    /// Errors unless `params` is the set this layout was made for.
+    pub(crate) fn check_params(&self, params: &Parameters) -> Result<()> {
+        if params.fingerprint() == self.fingerprint {
+            Ok(())
+        } else {
+            Err(Error::ParamsMismatch {
+                expected: self.fingerprint,
+                found: params.fingerprint(),
+            })
+        }
+    }
+}
+
+/// The method-specific encoded weights.
+#[derive(Debug)]
+pub(crate) enum Encoded {
+    Coefficients(CoeffMatrix),
+    Slots(SlotMatrix),
+}
+
+/// A weight matrix encoded once by the server (NTT form, kept for its lifetime).
+#[derive(Debug)]
+pub struct PreparedMatrix {
+    pub(crate) params: Arc<Parameters>,
+    pub(crate) layout: Layout,
+    pub(crate) encoded: Encoded,
+}
+
+impl PreparedMatrix {
+    /// Encodes `W` given as `d_out` rows of `d_in` weights (row `j` = the weights of output
+    /// `j`, the model crate's order; the product is `Y = X W` with `W` = `d_in x d_out`).
+    /// `tokens_per_ct` is the coefficient method's `n_b` (server memory grows with it;
+    /// 1 keeps it at `8 d_in d_out` bytes); the slot method packs as many tokens as fit.
+    ///
+    /// # Errors
+    /// Empty or mismatched shapes, non-finite weights, parameters too small for the
+    /// method, a slot layout that does not fit.
+    pub fn new(
+        params: &Arc<Parameters>,
+        w_rows: &[f32],
+        shape: MatrixShape,
+        method: Method,
+        tokens_per_ct: usize,
+    ) -> Result<Self> {
+        shape.check()?;
+        crate::check_values("weights", w_rows, shape.d_in * shape.d_out)?;
+        let (kind, encoded) = match method {
+            Method::Coefficients => {
+                let (l, m) = coeff::prepare(params, w_rows, shape, tokens_per_ct)?;
+                (LayoutKind::Coefficients(l), Encoded::Coefficients(m))
+            }
+            Method::Slots => {
+                let (l, m) = slots::prepare(params, w_rows, shape)?;
+                (LayoutKind::Slots(l), Encoded::Slots(m))
+            }
+        };
+        Ok(Self {
+            params: params.clone(),
+            layout: Layout {
+                shape,
+                fingerprint: params.fingerprint(),
+                kind,
+            },
+            encoded,
+        })
+    }
+
+    /// The public layout to hand to the client.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Bytes of encoded weights held.
+    pub fn memory_bytes(&self) -> usize {
+        match &self.encoded {
+            Encoded::Coefficients(m) => m.memory_bytes(),
+            Encoded::Slots(m) => m.memory_bytes(&self.params),
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! What crosses the wire: the client's encrypted input and the server's encrypted output,
+//! and their binary format.
+//!
+//! Both messages open with magic `b"SLLA"`, a version byte, a kind byte (1 input,
+//! 2 output), the 8-byte parameter fingerprint, the method byte, `d_in`, `d_out`, the
+//! three-number tiling tag, the token count and the ciphertext count (u32 LE each).
+//! - An input then holds, per ciphertext, a u32 length and the engine's serialization
+//!   (seed-compressed: `c0` bit-packed at the prime's width plus the 32-byte seed of `c1`).
+//! - An output holds `down_bits` (u8), then per ciphertext the lengths of `c0` and `c1`
+//!   (u32 each) and their residues mod `2^down_bits`, bit-packed LSB first.
+//!
+//! Decoding takes the parameters and never trusts a length before checking it against
+//! the bytes left, so malformed input is an `Err`, never a panic or a huge allocation;
+//! trailing bytes are an error. Whether the counts fit the prepared matrix is checked by
+//! [`crate::Server::apply`] and [`crate::Client::decrypt_decode`].
+
+use std::sync::Arc;
+
+use selene_ckks::{Ciphertext, Parameters};
+
+use crate::error::{Error, Result};
+use crate::modswitch::SwitchedCt;
+use crate::{MatrixShape, Method};
+
+const MAGIC: [u8; 4] = *b"SLLA";
+const VERSION: u8 = 1;
+const KIND_INPUT: u8 = 1;
+const KIND_OUTPUT: u8 = 2;
+
+/// Fields shared by both messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) fingerprint: [u8; 8],
+    pub(crate) method: Method,
+    pub(crate) shape: MatrixShape,
+    pub(crate) tag: (usize, usize, usize),
+    pub(crate) n: usize,
+}
+
+/// The client's encrypted `X` (`n x d_in`) in the layout of one prepared matrix.
+#[derive(Clone, Debug)]
+pub struct EncryptedInput {
+    pub(crate) header: Header,
+    pub(crate) cts: Vec<Ciphertext>,
+}
+
+/// The server's encrypted `Y` (`n x d_out`), switched to the small download modulus.
+#[derive(Clone, Debug)]
+pub struct EncryptedOutput {
+    pub(crate) header: Header,
+    pub(crate) down_bits: u32,
+    pub(crate) cts: Vec<SwitchedCt>,
+}
+
+fn put_u32(out: &mut Vec<u8>, v: usize) {
+    // Every count written here is bounded by a ring degree or a matrix dimension.
+    out.extend_from_slice(&(v as u32).to_le_bytes());
+}
+
+fn put_header(out: &mut Vec<u8>, kind: u8, h: &Header, count: usize) {
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(kind);
+    out.extend_from_slice(&h.fingerprint);
+    out.push(match h.method {
+        Method::Coefficients => 1,
+        Method::Slots => 2,
+    });
+    for v in [
+        h.shape.d_in,
+        h.shape.d_out,
+        h.tag.0,
+        h.tag.1,
+        h.tag.2,
+        h.n,
+        count,
+    ] {
+        put_u32(out, v);
+    }
+}
+
+/// A bounds-checked cursor.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(len).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or(Error::Malformed {
+            what,
+            offset: self.pos,
+        })?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<usize> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    fn left(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn header(&mut self, kind: u8, params: &Parameters) -> Result<(Header, usize)> {
+        let at = self.pos;
+        if self.take(4, "magic")? != MAGIC
+            || self.u8("version")? != VERSION
+            || self.u8("kind")? != kind
+        {
+            return Err(Error::Malformed {
+                what: "magic, version or kind",
+                offset: at,
+            });
+        }
+        let fp = self.take(8, "fingerprint")?;
+        let mut fingerprint = [0u8; 8];
+        fingerprint.copy_from_slice(fp);
+        if fingerprint != params.fingerprint() {
+            return Err(Error::ParamsMismatch {
+                expected: params.fingerprint(),
+                found: fingerprint,
+            });
+        }
+        let method = match self.u8("method")? {
+            1 => Method::Coefficients,
+            2 => Method::Slots,
+            _ => {
+                return Err(Error::Malformed {
+                    what: "method",
+                    offset: self.pos - 1,
+                })
+            }
+        };
+        let mut v = [0usize; 7];
+        for x in v.iter_mut() {
+            *x = self.u32("header field")?;
+        }
+        let header = Header {
+            fingerprint,
+            method,
+            shape: MatrixShape::new(v[0], v[1]),
+            tag: (v[2], v[3], v[4]),
+            n: v[5],
+        };
+        Ok((header, v[6]))
+    }
+
+    fn finish(&self) -> Result<()> {
+        if self.left() == 0 {
+            Ok(())
+        } else {
+            Err(Error::Malformed {
+                what: "trailing bytes",
+                offset: self.pos,
+            })
+        }
+    }
+}
+
+impl EncryptedInput {
+    /// Number of tokens.
+    pub fn tokens(&self) -> usize {
+        self.header.n
+    }
+
+    /// Number of ciphertexts.
+    pub fn ciphertexts(&self) -> usize {
+        self.cts.len()
+    }
+
+    /// Serializes the message (seed-compressed ciphertexts).
+    pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_header(&mut out, KIND_INPUT, &self.header, self.cts.len());
+        for ct in &self.cts {
+            let b = ct.encode(params);
+            put_u32(&mut out, b.len());
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    /// Bytes on the wire: the length of [`EncryptedInput::to_bytes`].
+    pub fn wire_bytes(&self, params: &Parameters) -> usize {
+        self.to_bytes(params).len()
+    }
+
+    /// Parses a message for `params`.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] on short, trailing or inconsistent bytes, parameter mismatch,
+    /// and the engine's decoding errors.
+    pub fn from_bytes(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
+        let mut rd = Reader { bytes, pos: 0 };
+        let (header, count) = rd.header(KIND_INPUT, params)?;
+        // Each ciphertext takes at least its 4-byte length: bound the allocation.
+        if count > rd.left() / 4 {
+            return Err(Error::Malformed {
+                what: "ciphertext count",
+                offset: rd.pos,
+            });
+        }
+        let mut cts = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = rd.u32("ciphertext length")?;
+            cts.push(Ciphertext::decode(rd.take(len, "ciphertext")?, params)?);
+        }
+        rd.finish()?;
+        Ok(Self { header, cts })
+    }
+}
+
+/// Bytes of `count` values of `bits` bits, bit-packed.
+fn packed_len(count: usize, bits: u32) -> usize {
+    (count * bits as usize).div_ceil(8)
+}
+
+fn pack(values: &[u64], bits: u32, out: &mut Vec<u8>) {
+    let (mut acc, mut have) = (0u128, 0u32);
+    for &v in values {
+        acc |= u128::from(v) << have;
+        have += bits;
+        while have >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            have -= 8;
+        }
+    }
+    if have > 0 {
+        out.push(acc as u8);
+    }
+}
+
+fn unpack(bytes: &[u8], count: usize, bits: u32) -> Vec<u64> {
+    let mask = (1u128 << bits) - 1;
+    let (mut acc, mut have) = (0u128, 0u32);
+    let mut it = bytes.iter();
+    (0..count)
+        .map(|_| {
+            while have < bits {
+                acc |= u128::from(it.next().copied().unwrap_or(0)) << have;
+                have += 8;
+            }
+            let v = (acc & mask) as u64;
+            acc >>= bits;
+            have -= bits;
+            v
+        })
+        .collect()
+}
+
+impl EncryptedOutput {
+    /// Number of tokens.
+    pub fn tokens(&self) -> usize {
+        self.header.n
+    }
+
+    /// Number of ciphertexts.
+    pub fn ciphertexts(&self) -> usize {
+        self.cts.len()
+    }
+
+    /// Serializes the message.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_header(&mut out, KIND_OUTPUT, &self.header, self.cts.len());
+        out.push(self.down_bits as u8);
+        for ct in &self.cts {
+            put_u32(&mut out, ct.c0.len());
+            put_u32(&mut out, ct.c1.len());
+            pack(&ct.c0, self.down_bits, &mut out);
+            pack(&ct.c1, self.down_bits, &mut out);
+        }
+        out
+    }
+
+    /// Bytes on the wire: the length of [`EncryptedOutput::to_bytes`].
+    pub fn wire_bytes(&self) -> usize {
+        let body: usize = self
+            .cts
+            .iter()
+            .map(|ct| {
+                8 + packed_len(ct.c0.len(), self.down_bits)
+                    + packed_len(ct.c1.len(), self.down_bits)
+            })
+            .sum();
+        MAGIC.len() + 2 + 8 + 1 + 7 * 4 + 1 + body
+    }
+
+    /// Parses a message for `params`.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] on short, trailing or inconsistent bytes (components longer
+    /// than `N`, a download modulus outside `1..=60` bits), parameter mismatch.
+    pub fn from_bytes(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
+        let mut rd = Reader { bytes, pos: 0 };
+        let (header, count) = rd.header(KIND_OUTPUT, params)?;
+        let down_bits = u32::from(rd.u8("download bits")?);
+        if !(1..=60).contains(&down_bits) {
+            return Err(Error::Malformed {
+                what: "download bits",
+                offset: rd.pos - 1,
+            });
+        }
+        if count > rd.left() / 8 {
+            return Err(Error::Malformed {
+                what: "ciphertext count",
+                offset: rd.pos,
+            });
+        }
+        let mut cts = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (l0, l1) = (rd.u32("c0 length")?, rd.u32("c1 length")?);
+            if l0 > params.n() || l1 > params.n() {
+                return Err(Error::Malformed {
+                    what: "component length",
+                    offset: rd.pos,
+                });
+            }
+            let c0 = unpack(rd.take(packed_len(l0, down_bits), "c0")?, l0, down_bits);
+            let c1 = unpack(rd.take(packed_len(l1, down_bits), "c1")?, l1, down_bits);
+            cts.push(SwitchedCt { c0, c1 });
+        }
+        rd.finish()?;
+        Ok(Self {
+            header,
+            down_bits,
+            cts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_packing_round_trips() {
+        for bits in [1u32, 7, 24, 36, 60] {
+            let mask = (1u64 << bits) - 1;
+            let v: Vec<u64> = (0..37u64)
+                .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & mask)
+                .collect();
+            let mut out = Vec::new();
+            pack(&v, bits, &mut out);
+            assert_eq!(out.len(), packed_len(v.len(), bits));
+            assert_eq!(unpack(&out, v.len(), bits), v);
+        }
+    }
+}
