@@ -197,10 +197,21 @@ fn malformed_messages_are_errors_not_panics() {
     ));
     let mut huge = down.clone();
     // The ciphertext count (last header field) claims far more than the bytes hold.
-    huge[42..46].copy_from_slice(&u32::MAX.to_le_bytes());
+    huge[39..43].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(
         EncryptedOutput::from_bytes(&huge, &params),
-        Err(Error::Malformed { .. })
+        Err(Error::Malformed {
+            what: "ciphertext count",
+            ..
+        })
+    ));
+    // A token count (header bytes 35..39) that does not match the ciphertexts sent.
+    let mut lying = up.clone();
+    lying[35..39].copy_from_slice(&3u32.to_le_bytes());
+    let lying = EncryptedInput::from_bytes(&lying, &params).unwrap();
+    assert!(matches!(
+        Server::new(&params).apply(&m, &lying),
+        Err(Error::CiphertextCount { .. })
     ));
     assert_eq!(
         EncryptedOutput::from_bytes(&down, &params)
