@@ -17,6 +17,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Private generation: every layer's weight products on CKKS ciphertexts, computed by
+    /// an embedded server; the key, the text and the LM head stay on the client.
+    Run(cmd::run::RunArgs),
     /// Print the token ids of TEXT on one line, space-separated.
     Tokenize(cmd::model::TokenizeArgs),
     /// Generate text in plaintext (no encryption): the reference every encrypted run must match.
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => cmd::run::run(&args),
         Command::Tokenize(args) => cmd::model::tokenize(&args),
         Command::Plain(args) => cmd::model::plain(&args),
         Command::Perplexity(args) => cmd::model::perplexity(&args),

@@ -6,4 +6,5 @@ pub mod bench_ckks;
 pub mod bench_linalg;
 pub mod bench_model;
 pub mod model;
+pub mod run;
 pub mod threads;
