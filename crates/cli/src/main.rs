@@ -17,6 +17,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Private generation: every layer's weight products on CKKS ciphertexts, computed by
+    /// an embedded server; the key, the text and the LM head stay on the client.
+    Run(cmd::run::RunArgs),
     /// Print the token ids of TEXT on one line, space-separated.
     Tokenize(cmd::model::TokenizeArgs),
     /// Generate text in plaintext (no encryption): the reference every encrypted run must match.
@@ -25,6 +28,8 @@ enum Command {
     Perplexity(cmd::model::PerplexityArgs),
     /// Benchmarks that print a table and optionally write JSON.
     Bench(cmd::bench::BenchArgs),
+    /// Leakage audit: invert the hidden states selective mode releases, per K and noise.
+    Audit(cmd::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,10 +42,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => cmd::run::run(&args),
         Command::Tokenize(args) => cmd::model::tokenize(&args),
         Command::Plain(args) => cmd::model::plain(&args),
         Command::Perplexity(args) => cmd::model::perplexity(&args),
         Command::Bench(args) => cmd::bench::run(&args),
+        Command::Audit(args) => cmd::audit::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -228,6 +228,20 @@ pub enum Error {
         /// The tool's standard error, if any.
         stderr: String,
     },
+    /// A caller-supplied [`crate::Linear`] failed (for example an encrypted product).
+    ///
+    /// The source is boxed because the implementations live in crates this one must not
+    /// depend on (ARCHITECTURE.md: the model knows nothing of HE); it keeps their typed
+    /// error as the `source()` chain.
+    #[error("layer {layer}, {stage:?}: the linear stage failed")]
+    Linear {
+        /// The layer (the number of layers for the LM head).
+        layer: usize,
+        /// The stage that failed.
+        stage: crate::LinearStage,
+        /// The implementation's own error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The crate's result type.

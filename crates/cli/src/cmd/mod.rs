@@ -1,8 +1,10 @@
 //! One module per subcommand family.
 
+pub mod audit;
 pub mod bench;
 pub mod bench_ckks;
 pub mod bench_linalg;
 pub mod bench_model;
 pub mod model;
+pub mod run;
 pub mod threads;

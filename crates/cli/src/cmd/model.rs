@@ -8,8 +8,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use selene_model::{
-    apply_chat_template, generate, perplexity as score, store, Message, QuantLinear, Role, Sampler,
-    SamplingParams, StreamDecoder, Tokenizer, Weights,
+    apply_chat_template, generate, perplexity as score, store, Linear, Message, QuantLinear, Role,
+    Sampler, SamplingParams, StreamDecoder, Tokenizer, Weights,
 };
 
 /// Where the model comes from: the store (default) or a GGUF file.
@@ -30,9 +30,9 @@ pub struct TokenizeArgs {
     model: ModelArg,
 }
 
-/// Arguments of `selene plain`.
+/// What to generate and how to sample: shared by `plain` and `run`.
 #[derive(Debug, Args)]
-pub struct PlainArgs {
+pub struct GenerationArgs {
     /// The prompt to continue (with --chat: the user's message).
     pub prompt: String,
     /// Most tokens to generate.
@@ -54,7 +54,14 @@ pub struct PlainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
-    model: ModelArg,
+    pub model: ModelArg,
+}
+
+/// Arguments of `selene plain`.
+#[derive(Debug, Args)]
+pub struct PlainArgs {
+    #[command(flatten)]
+    gen: GenerationArgs,
 }
 
 /// Arguments of `selene perplexity`.
@@ -87,13 +94,53 @@ pub fn tokenize(args: &TokenizeArgs) -> anyhow::Result<()> {
 
 /// Runs `selene plain`: streams the generated text to stdout, statistics to stderr.
 pub fn plain(args: &PlainArgs) -> anyhow::Result<()> {
+    let (w, t) = load(args.gen.model.model.as_deref())?;
+    let run = stream_generation(&args.gen, &w, &t, &mut QuantLinear::new(&w), &mut |_| {})?;
+    eprintln!(
+        "[{} prompt tokens in {:.3} s, {} generated, {:.1} tok/s decode]",
+        run.prompt_tokens,
+        run.prefill_s,
+        run.generated,
+        run.decode_tok_s()
+    );
+    Ok(())
+}
+
+/// Timing of one streamed generation.
+#[derive(Clone, Copy, Debug)]
+pub struct GenerationRun {
+    /// Tokens in the (templated) prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated (including a final end-of-sequence token).
+    pub generated: usize,
+    /// Seconds until the first generated token (prefill).
+    pub prefill_s: f64,
+    /// Seconds in all.
+    pub total_s: f64,
+}
+
+impl GenerationRun {
+    /// Decode speed after the first token.
+    pub fn decode_tok_s(&self) -> f64 {
+        self.generated.saturating_sub(1) as f64 / (self.total_s - self.prefill_s).max(1e-9)
+    }
+}
+
+/// Tokenizes the prompt (chat template if asked), generates with `linear`, streams the
+/// text to stdout as it comes and calls `on_token(i)` after the i-th token.
+pub fn stream_generation(
+    args: &GenerationArgs,
+    w: &Weights,
+    t: &Tokenizer,
+    linear: &mut dyn Linear,
+    on_token: &mut dyn FnMut(usize),
+) -> anyhow::Result<GenerationRun> {
     let mut sampler = Sampler::new(SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
         top_p: args.top_p,
         seed: args.seed,
     })?;
-    let (w, t) = load(args.model.model.as_deref())?;
     let text = if args.chat {
         apply_chat_template(&[Message::new(Role::User, args.prompt.as_str())], true)
     } else {
@@ -113,17 +160,20 @@ pub fn plain(args: &PlainArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let start = Instant::now();
     let mut first: Option<f64> = None;
+    let mut count = 0usize;
     let out = generate(
-        &w,
+        w,
         &ids,
         max_tokens,
         t.eos_ids(),
         &mut sampler,
-        &mut QuantLinear::new(&w),
+        linear,
         &mut |id| {
             first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+            count += 1;
+            on_token(count);
             if !t.eos_ids().contains(&id) {
-                let piece = dec.push(&t, id)?;
+                let piece = dec.push(t, id)?;
                 // A closed stdout (e.g. `| head`) ends the generation quietly.
                 let written = stdout
                     .write_all(piece.as_bytes())
@@ -136,17 +186,13 @@ pub fn plain(args: &PlainArgs) -> anyhow::Result<()> {
         },
     )?;
     let _ = writeln!(stdout, "{}", dec.finish());
-    let total = start.elapsed().as_secs_f64();
-    let prefill = first.unwrap_or(total);
-    let decoded = out.len().saturating_sub(1);
-    eprintln!(
-        "[{} prompt tokens in {:.3} s, {} generated, {:.1} tok/s decode]",
-        ids.len(),
-        prefill,
-        out.len(),
-        decoded as f64 / (total - prefill).max(1e-9)
-    );
-    Ok(())
+    let total_s = start.elapsed().as_secs_f64();
+    Ok(GenerationRun {
+        prompt_tokens: ids.len(),
+        generated: out.len(),
+        prefill_s: first.unwrap_or(total_s),
+        total_s,
+    })
 }
 
 /// Runs `selene perplexity`.

@@ -1,0 +1,112 @@
+//! `selene run`: private generation with client and server in one process.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use selene_linalg::LinalgPreset;
+use selene_protocol::{InProcess, ModelServer, PreparedModel, StrictLinear, ENCRYPTED_STAGES};
+
+use super::model::{load, stream_generation, GenerationArgs};
+
+/// CKKS parameter sets for the encrypted products.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Preset {
+    /// N = 2^12, one 41-bit prime: about 15 bits of precision per product (default).
+    Coeff12,
+    /// N = 2^11, one 39-bit prime: less traffic, about 14 bits.
+    Coeff11,
+}
+
+/// Arguments of `selene run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    gen: GenerationArgs,
+    /// CKKS parameter set of the encrypted products (both are 128-bit secure).
+    #[arg(long, value_enum, default_value = "coeff12")]
+    preset: Preset,
+    /// Worker threads (rayon); default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Runs `selene run` in strict mode: every layer's weight products on CKKS ciphertexts
+/// (the embedded server), everything else and the LM head on the client. Text goes to
+/// stdout; progress, per-token timing and traffic to stderr.
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    super::threads::init(args.threads)?;
+    let (w, t) = load(args.gen.model.model.as_deref())?;
+    let preset = match args.preset {
+        Preset::Coeff12 => LinalgPreset::Coeff12,
+        Preset::Coeff11 => LinalgPreset::Coeff11,
+    };
+    let params = preset.build()?;
+    let layers = w.config().n_layers;
+
+    let start = Instant::now();
+    let bar = ProgressBar::new((layers * ENCRYPTED_STAGES.len()) as u64).with_style(
+        ProgressStyle::with_template(
+            "server: encoding weights {bar:30} {pos}/{len} matrices [{elapsed}]",
+        )?,
+    );
+    let model = PreparedModel::new(&params, &w, layers, &mut || bar.inc(1))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "[server: {} layers x {} products encoded for CKKS N = {} in {:.1} s, {:.0} MiB]",
+        layers,
+        ENCRYPTED_STAGES.len(),
+        params.n(),
+        start.elapsed().as_secs_f64(),
+        model.memory_bytes() as f64 / (1 << 20) as f64
+    );
+    eprintln!(
+        "[strict mode: all {layers} layers encrypted; the server sees ciphertexts, their sizes \
+         and timing (so the token count), never a token, activation or logit]"
+    );
+    let model = Arc::new(model);
+    let layouts = model.layouts();
+    let mut linear = StrictLinear::new(
+        &w,
+        &params,
+        layouts,
+        InProcess::new(ModelServer::new(model)),
+    )?;
+
+    // A spinner while the prompt runs (no text yet); then the text streams on stdout
+    // and the spinner is gone, so the two never share a line.
+    let status = ProgressBar::new_spinner().with_message(format!(
+        "prefill: the prompt through {layers} encrypted layers"
+    ));
+    status.enable_steady_tick(std::time::Duration::from_millis(120));
+    let mut last = Instant::now();
+    let mut token_s = Vec::new();
+    let gen_run = stream_generation(&args.gen, &w, &t, &mut linear, &mut |i| {
+        if i == 1 {
+            status.finish_and_clear();
+        }
+        token_s.push(last.elapsed().as_secs_f64());
+        last = Instant::now();
+    })?;
+    status.finish_and_clear();
+    let s = linear.stats();
+    let tokens = gen_run.prompt_tokens + gen_run.generated.saturating_sub(1);
+    let decode: Vec<String> = token_s.iter().skip(1).map(|t| format!("{t:.2}")).collect();
+    eprintln!(
+        "[{} prompt tokens: prefill {:.2} s; {} generated, {:.2} s/token decode \
+         (per token: {}); server compute {:.2} s, client HE {:.2} s; \
+         {:.2} MB up, {:.2} MB down ({:.2} MB per token processed)]",
+        gen_run.prompt_tokens,
+        gen_run.prefill_s,
+        gen_run.generated,
+        1.0 / gen_run.decode_tok_s().max(1e-9),
+        decode.join(" "),
+        linear.server_time().as_secs_f64(),
+        s.client_time.as_secs_f64(),
+        s.bytes_up as f64 / 1e6,
+        s.bytes_down as f64 / 1e6,
+        (s.bytes_up + s.bytes_down) as f64 / 1e6 / tokens.max(1) as f64
+    );
+    Ok(())
+}

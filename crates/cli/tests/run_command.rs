@@ -1,0 +1,37 @@
+//! `selene run`, the main job, as the user runs it: encrypted generation in one process.
+
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::expect_used)]
+
+use std::process::Command;
+
+#[test]
+fn run_streams_the_plaintext_continuation_computed_under_encryption() {
+    let out = Command::new(env!("CARGO_BIN_EXE_selene"))
+        .args(["run", "The patient was diagnosed with", "--max-tokens", "6"])
+        .output()
+        .expect("run selene");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The same greedy tokens as `selene plain` (ARCHITECTURE.md's known answer), with
+    // only the text on stdout.
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        " a rare genetic disorder that affects\n"
+    );
+    assert!(
+        stderr.contains("strict mode: all 30 layers encrypted"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("MB up"), "{stderr}");
+}
+
+#[test]
+fn run_rejects_bad_sampling_parameters() {
+    let out = Command::new(env!("CARGO_BIN_EXE_selene"))
+        .args(["run", "hi", "--temperature", "-1"])
+        .output()
+        .expect("run selene");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
+}

@@ -1,0 +1,32 @@
+//! The protocol crate's error type.
+
+use selene_model::LinearStage;
+
+/// Errors of private generation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An encrypted product failed (shapes, layouts, parameters, malformed bytes).
+    #[error(transparent)]
+    Linalg(#[from] selene_linalg::Error),
+    /// The model failed (loading, shapes).
+    #[error(transparent)]
+    Model(#[from] selene_model::Error),
+    /// A request named a layer the prepared model does not have.
+    #[error("layer {layer} out of range: the prepared model has {layers} layers")]
+    LayerOutOfRange {
+        /// Requested layer.
+        layer: usize,
+        /// Prepared layers.
+        layers: usize,
+    },
+    /// A request named a stage that does not run encrypted on the server.
+    #[error("stage {stage:?} does not run on the server in strict mode")]
+    NotEncrypted {
+        /// Requested stage.
+        stage: LinearStage,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

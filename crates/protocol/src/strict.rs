@@ -1,0 +1,149 @@
+//! The client's half of strict mode: a [`Linear`] whose products run encrypted.
+
+use std::time::{Duration, Instant};
+
+use selene_ckks::Parameters;
+use selene_linalg::{Client, EncryptedOutput, Layout};
+use selene_model::forward::apply_gain;
+use selene_model::{Linear, LinearStage, QuantLinear, Weights};
+
+use crate::error::{Error, Result};
+use crate::prepared::stage_index;
+use crate::transport::Transport;
+
+/// What crossed the wire and where the client's time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrafficStats {
+    /// Encrypted products done.
+    pub products: usize,
+    /// Bytes sent to the server (encrypted inputs).
+    pub bytes_up: usize,
+    /// Bytes received from the server (encrypted outputs).
+    pub bytes_down: usize,
+    /// Client time spent encoding, encrypting, decrypting and decoding.
+    pub client_time: Duration,
+}
+
+/// Strict client-aided mode: every per-layer weight product is encrypted under the
+/// client's fresh CKKS key and computed by the server; the LM head (the public,
+/// tied embedding table) runs here in plaintext, so the server never sees a logit.
+pub struct StrictLinear<'w, T: Transport> {
+    weights: &'w Weights,
+    client: Client,
+    layouts: Vec<[Layout; 4]>,
+    transport: T,
+    stats: TrafficStats,
+}
+
+impl<T: Transport> std::fmt::Debug for StrictLinear<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StrictLinear")
+            .field("client", &self.client)
+            .field("layers", &self.layouts.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'w, T: Transport> StrictLinear<'w, T> {
+    /// A client with a fresh secret key for `params`, encrypting for the server's
+    /// `layouts` (one per layer and [`crate::ENCRYPTED_STAGES`] entry) over `transport`.
+    ///
+    /// # Errors
+    /// Fewer layouts than the model has layers.
+    pub fn new(
+        weights: &'w Weights,
+        params: &std::sync::Arc<Parameters>,
+        layouts: Vec<[Layout; 4]>,
+        transport: T,
+    ) -> Result<Self> {
+        let layers = weights.config().n_layers;
+        if layouts.len() != layers {
+            return Err(Error::LayerOutOfRange {
+                layer: layouts.len(),
+                layers,
+            });
+        }
+        Ok(Self {
+            weights,
+            client: Client::new(params),
+            layouts,
+            transport,
+            stats: TrafficStats::default(),
+        })
+    }
+
+    /// Traffic and client time so far.
+    pub fn stats(&self) -> TrafficStats {
+        self.stats
+    }
+
+    /// Server compute time so far, as the transport measured it.
+    pub fn server_time(&self) -> Duration {
+        self.transport.server_time()
+    }
+
+    fn encrypted(
+        &mut self,
+        layer: usize,
+        stage: LinearStage,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let n = stage.check(self.weights.config(), x, out)?;
+        let layout = self
+            .layouts
+            .get(layer)
+            .and_then(|l| l.get(stage_index(stage).ok()?))
+            .ok_or(Error::LayerOutOfRange {
+                layer,
+                layers: self.layouts.len(),
+            })?;
+        let t = Instant::now();
+        let (input, scales) = self.client.encode_encrypt(x, n, layout)?;
+        let request = input.to_bytes(self.client.params());
+        self.stats.client_time += t.elapsed();
+        self.stats.bytes_up += request.len();
+
+        let answer = self.transport.round_trip(layer, stage, &request)?;
+
+        self.stats.bytes_down += answer.len();
+        let t = Instant::now();
+        let output = EncryptedOutput::from_bytes(&answer, self.client.params())?;
+        let y = self.client.decrypt_decode(&output, &scales, layout)?;
+        for (o, v) in out.iter_mut().zip(&y) {
+            *o = *v as f32;
+        }
+        self.stats.client_time += t.elapsed();
+        self.stats.products += 1;
+        Ok(())
+    }
+}
+
+impl<T: Transport> Linear for StrictLinear<'_, T> {
+    fn apply(
+        &mut self,
+        layer: usize,
+        stage: LinearStage,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> selene_model::Result<()> {
+        if stage == LinearStage::LmHead {
+            // The forward pass hands gain-folded stages the un-gained norm; the client's
+            // plaintext head puts the final norm's gain back.
+            let mut gained = x.to_vec();
+            apply_gain(&mut gained, self.weights.output_norm());
+            return QuantLinear::new(self.weights).apply(layer, stage, &gained, out);
+        }
+        self.encrypted(layer, stage, x, out)
+            .map_err(|e| selene_model::Error::Linear {
+                layer,
+                stage,
+                source: Box::new(e),
+            })
+    }
+
+    fn gains_folded(&self) -> bool {
+        true
+    }
+}

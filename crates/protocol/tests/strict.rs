@@ -1,0 +1,83 @@
+//! Strict mode end to end on the real model: every per-layer product encrypted, the
+//! result checked against the plaintext forward pass.
+
+#![allow(clippy::unwrap_used, reason = "test helpers may panic")]
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use selene_linalg::LinalgPreset;
+use selene_model::{
+    forward, generate, store, KvCache, Logits, QuantLinear, Sampler, SamplingParams, Tokenizer,
+};
+use selene_protocol::{InProcess, ModelServer, PreparedModel, StrictLinear};
+
+fn greedy() -> Sampler {
+    Sampler::new(SamplingParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+    })
+    .unwrap()
+}
+
+#[test]
+fn strict_mode_matches_plaintext_tokens_and_logits() {
+    let w = store::load(None).expect("model store");
+    let tok = Tokenizer::from_gguf(w.gguf()).unwrap();
+    let params = LinalgPreset::Coeff12.build().unwrap();
+    let layers = w.config().n_layers;
+    let model = Arc::new(PreparedModel::new(&params, &w, layers, &mut || {}).unwrap());
+    let layouts = model.layouts();
+    let mut enc = StrictLinear::new(
+        &w,
+        &params,
+        layouts,
+        InProcess::new(ModelServer::new(model.clone())),
+    )
+    .unwrap();
+
+    for prompt in [
+        "The patient was diagnosed with",
+        "Account 4417-2290 was charged $",
+    ] {
+        let ids = tok.encode(prompt).unwrap();
+        // Logits of the whole prompt (prefill: several tokens per encrypted product).
+        let c = w.config();
+        let mut cache = KvCache::new(c, ids.len());
+        let plain = forward(
+            &w,
+            &ids,
+            &mut cache,
+            &mut QuantLinear::new(&w),
+            Logits::Last,
+        )
+        .unwrap();
+        let mut cache = KvCache::new(c, ids.len());
+        let secret = forward(&w, &ids, &mut cache, &mut enc, Logits::Last).unwrap();
+        let max_err = plain
+            .iter()
+            .zip(&secret)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        let spread = plain.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        eprintln!("{prompt:?}: max |logit error| {max_err:.2e} (max |logit| {spread:.1})");
+        // CKKS noise at the Coeff12 preset (about 15 bits per product) keeps the logits
+        // within a few hundredths; a broken layout or key would give errors of order 10.
+        assert!(max_err < 0.1, "logit error {max_err}");
+
+        let run = |linear: &mut dyn selene_model::Linear| {
+            generate(&w, &ids, 8, &[], &mut greedy(), linear, &mut |_| {
+                Ok(ControlFlow::Continue(()))
+            })
+            .unwrap()
+        };
+        let want = run(&mut QuantLinear::new(&w));
+        let got = run(&mut enc);
+        assert_eq!(got, want, "greedy tokens differ for {prompt:?}");
+    }
+    let s = enc.stats();
+    assert!(s.products > 0 && s.bytes_up > 0 && s.bytes_down > 0);
+    assert!(enc.server_time() > std::time::Duration::ZERO);
+}
