@@ -293,7 +293,7 @@ impl Gguf {
             }
             if t.offset.saturating_add(t.n_bytes as u64) > data_len {
                 return Err(Error::Truncated {
-                    offset: (data_offset + t.offset) as usize,
+                    offset: data_offset.saturating_add(t.offset) as usize,
                     needed: t.n_bytes,
                     left: data_len.saturating_sub(t.offset) as usize,
                     what: "tensor data",
@@ -475,7 +475,8 @@ impl Reader<'_> {
                 }
                 let elem = self.u32("array element type")?;
                 let n = self.count("array length", MAX_ARRAY)?;
-                let mut items = Vec::with_capacity(n as usize);
+                // Grow with the elements actually read, not the announced count.
+                let mut items = Vec::with_capacity((n as usize).min(4096));
                 for _ in 0..n {
                     items.push(self.value(elem, depth + 1)?);
                 }

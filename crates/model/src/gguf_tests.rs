@@ -165,6 +165,17 @@ fn truncated_data_names_the_offset() {
 }
 
 #[test]
+fn tensor_offset_near_u64_max_is_an_error() {
+    // Found by the fuzzer: the offset plus the data start overflowed.
+    let mut bytes = Builder::new().f32_tensor("t", &[8], &[0.0; 8]).build();
+    // Header 24 bytes, then name (8 + 1), n_dims (4), one dim (8), type (4), offset.
+    let pos = 24 + 9 + 4 + 8 + 4;
+    assert_eq!(bytes[pos..pos + 8], [0; 8]);
+    bytes[pos..pos + 8].copy_from_slice(&(u64::MAX - 31).to_le_bytes());
+    assert!(Gguf::parse(bytes).is_err());
+}
+
+#[test]
 fn corrupt_header_is_rejected() {
     let mut bytes = sample();
     bytes[0] = b'X';

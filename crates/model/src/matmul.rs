@@ -122,7 +122,10 @@ fn products_t(mats: &[QuantMatrix<'_>], x: &[f32], n: usize, out_t: &mut [f32]) 
                 }
             } else {
                 let w = &mut tile[..r * cols];
-                m.dequantize_rows(start, w);
+                // `chunk` covers rows start..start + r of `m` by construction.
+                for (j, row) in w.chunks_exact_mut(cols).enumerate() {
+                    simd::dequantize_row(m.format(), m.row_bytes(start + j), row);
+                }
                 simd::gemm_nt(x, n, w, r, cols, chunk);
             }
         });

@@ -24,7 +24,8 @@ pub fn log_prob(logits: &[f32], target: u32) -> f64 {
     f64::from(logits[target as usize] - max) - sum.ln()
 }
 
-/// Scores `ids` in consecutive windows of at most `window` tokens, each run from an
+/// Scores `ids` in consecutive windows of at most `window` tokens (at most the
+/// model's context length), each run from an
 /// empty cache: within a window every token after the first is predicted from the
 /// ones before it.
 ///
@@ -36,7 +37,7 @@ pub fn perplexity(
     window: usize,
     linear: &mut dyn Linear,
 ) -> Result<Perplexity> {
-    let window = window.max(2);
+    let window = window.clamp(2, w.config().context_length.max(2));
     let vocab = w.config().vocab_size;
     let mut nll = 0.0f64;
     let mut scored = 0usize;

@@ -195,23 +195,37 @@ impl<'a> QuantMatrix<'a> {
         self.cols
     }
 
-    /// Bytes of row `r` (`r < rows`).
-    pub fn row_bytes(&self, r: usize) -> &'a [u8] {
+    /// Bytes of row `r`; callers keep `r < rows`.
+    pub(crate) fn row_bytes(&self, r: usize) -> &'a [u8] {
         let n = self.format.row_bytes(self.cols);
         &self.data[r * n..(r + 1) * n]
     }
 
     /// Dequantizes rows `start..start + out.len() / cols` into `out`.
-    pub fn dequantize_rows(&self, start: usize, out: &mut [f32]) {
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `out` is not whole rows or the rows run past the matrix.
+    pub fn dequantize_rows(&self, start: usize, out: &mut [f32]) -> Result<()> {
+        let n = out.len().checked_div(self.cols).unwrap_or(0);
+        if out.len() != n * self.cols || start.saturating_add(n) > self.rows {
+            return Err(Error::Shape {
+                what: "dequantized rows (whole rows inside the matrix)",
+                found: out.len(),
+                expected: self.rows.saturating_sub(start) * self.cols,
+            });
+        }
         for (i, o) in out.chunks_exact_mut(self.cols).enumerate() {
             crate::simd::dequantize_row(self.format, self.row_bytes(start + i), o);
         }
+        Ok(())
     }
 
     /// The whole matrix in f32, row-major.
     pub fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
-        self.dequantize_rows(0, &mut out);
+        for (r, o) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            crate::simd::dequantize_row(self.format, self.row_bytes(r), o);
+        }
         out
     }
 }
@@ -258,7 +272,11 @@ mod tests {
 
     #[test]
     fn matrix_checks_its_shape() {
-        assert!(QuantMatrix::new(Format::Q4_1, 2, 32, &[0; 40]).is_ok());
+        let m = QuantMatrix::new(Format::Q4_1, 2, 32, &[0; 40]).unwrap();
+        let mut out = vec![0.0; 32];
+        assert!(m.dequantize_rows(1, &mut out).is_ok());
+        assert!(m.dequantize_rows(2, &mut out).is_err());
+        assert!(m.dequantize_rows(0, &mut out[..31]).is_err());
         assert!(QuantMatrix::new(Format::Q4_1, 2, 32, &[0; 39]).is_err());
         assert!(QuantMatrix::new(Format::Q8_0, 1, 31, &[0; 34]).is_err());
     }

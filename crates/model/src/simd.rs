@@ -6,7 +6,7 @@
 //! is bit-identical to the scalar one; the dot products use the same weights but sum in
 //! another order (f32 rounding differences only).
 
-use crate::quant::{self, Format, BLOCK, Q4_1_BYTES, Q8_0_BYTES};
+use crate::quant::{self, Format, BLOCK};
 
 /// True when the CPU has AVX2, FMA and F16C (checked once).
 #[cfg(target_arch = "x86_64")]
@@ -94,13 +94,16 @@ pub fn dot_row(format: Format, row: &[u8], x: &[f32], xsum: &[f32], scratch: &mu
 
 /// Tile product `out_t[j * n + t] = dot(x[t], w[j])` for `n` rows of `x` and `r` rows of
 /// `w`, all of length `k` (row-major): `out_t` is `r x n`.
+///
+/// # Panics
+/// When the slices are shorter than those shapes (the scalar path indexes them).
 pub fn gemm_nt(x: &[f32], n: usize, w: &[f32], r: usize, k: usize, out_t: &mut [f32]) {
-    debug_assert!(x.len() == n * k && w.len() == r * k && out_t.len() == r * n);
+    let fits = x.len() == n * k && w.len() == r * k && out_t.len() == r * n;
+    debug_assert!(fits);
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if has_avx2() && fits {
         // SAFETY: avx2+fma checked; the slice lengths are exactly n*k, r*k and r*n
-        // (debug-asserted above; the matmul caller allocates them so), and the kernel
-        // reads rows by those strides only.
+        // (checked just above), and the kernel reads rows by those strides only.
         unsafe { avx2::gemm_nt(x, n, w, r, k, out_t) };
         return;
     }
@@ -114,6 +117,7 @@ pub fn gemm_nt(x: &[f32], n: usize, w: &[f32], r: usize, k: usize, out_t: &mut [
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
+    use crate::quant::{Q4_1_BYTES, Q8_0_BYTES};
     use std::arch::x86_64::*;
 
     #[inline]
@@ -371,6 +375,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::{Q4_1_BYTES, Q8_0_BYTES};
 
     fn lcg(seed: &mut u64) -> u8 {
         *seed = seed

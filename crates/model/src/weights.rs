@@ -65,7 +65,7 @@ impl Weights {
     pub fn from_gguf(gguf: Gguf) -> Result<Weights> {
         let config = Config::from_gguf(&gguf)?;
         let (d, f, kv) = (config.d_model, config.d_ff, config.kv_dim());
-        let mut layers = Vec::with_capacity(config.n_layers);
+        let mut layers = Vec::new();
         for i in 0..config.n_layers {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             layers.push(Layer {

@@ -179,15 +179,9 @@ fn logits_hidden_states_and_greedy_ids_match_transformers_f32() {
         let hf = ids(&p["greedy_hf"]);
         let mut s = Sampler::new(SamplingParams::default()).unwrap();
         let eos = [reference()["eos_id"].as_u64().unwrap() as u32];
-        let ours = generate(
-            w,
-            &prompt,
-            hf.len(),
-            &eos,
-            &mut s,
-            &mut lin,
-            &mut |_| Ok(()),
-        )
+        let ours = generate(w, &prompt, hf.len(), &eos, &mut s, &mut lin, &mut |_| {
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
         .unwrap();
         assert_eq!(ours, hf, "{name}: greedy continuation vs HF");
         let cpp = ids(&p["greedy_llamacpp"]);

@@ -29,7 +29,7 @@ fn greedy(prompt: &str, n: usize) -> Vec<u32> {
         &[],
         &mut s,
         &mut QuantLinear::new(w),
-        &mut |_| Ok(()),
+        &mut |_| Ok(std::ops::ControlFlow::Continue(())),
     )
     .unwrap()
 }

@@ -1,6 +1,7 @@
 //! Plaintext model commands: `tokenize`, `plain`, `perplexity`.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -99,6 +100,15 @@ pub fn plain(args: &PlainArgs) -> anyhow::Result<()> {
         args.prompt.clone()
     };
     let ids = t.encode(&text)?;
+    let room = w.config().context_length.saturating_sub(ids.len());
+    if args.max_tokens > room {
+        eprintln!(
+            "[--max-tokens {} cut to {room}: the context holds {} tokens]",
+            args.max_tokens,
+            w.config().context_length
+        );
+    }
+    let max_tokens = args.max_tokens.min(room);
     let mut dec = StreamDecoder::new();
     let mut stdout = std::io::stdout().lock();
     let start = Instant::now();
@@ -106,7 +116,7 @@ pub fn plain(args: &PlainArgs) -> anyhow::Result<()> {
     let out = generate(
         &w,
         &ids,
-        args.max_tokens,
+        max_tokens,
         t.eos_ids(),
         &mut sampler,
         &mut QuantLinear::new(&w),
@@ -114,12 +124,15 @@ pub fn plain(args: &PlainArgs) -> anyhow::Result<()> {
             first.get_or_insert_with(|| start.elapsed().as_secs_f64());
             if !t.eos_ids().contains(&id) {
                 let piece = dec.push(&t, id)?;
-                // A closed stdout (e.g. `| head`) only stops the printing.
-                let _ = stdout
+                // A closed stdout (e.g. `| head`) ends the generation quietly.
+                let written = stdout
                     .write_all(piece.as_bytes())
                     .and_then(|()| stdout.flush());
+                if written.is_err() {
+                    return Ok(ControlFlow::Break(()));
+                }
             }
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         },
     )?;
     let _ = writeln!(stdout, "{}", dec.finish());
