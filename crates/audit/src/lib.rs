@@ -19,6 +19,7 @@ pub mod dense;
 pub mod error;
 mod gemm;
 pub mod inversion;
+pub mod measured;
 pub mod metrics;
 pub mod noise;
 pub mod plot;
