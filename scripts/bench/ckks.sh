@@ -9,7 +9,7 @@ mkdir -p "$out"
 anchors=${SELENE_ANCHORS:-../shared/anchors}
 py=$(bash "$anchors/setup.sh")
 cargo build --release --bin selene
-target/release/selene bench ckks --threads 1 --json "$out/selene_ckks_t1.json"
+"${CARGO_TARGET_DIR:-target}/release/selene" bench ckks --threads 1 --json "$out/selene_ckks_t1.json"
 abs_out=$(cd "$out" && pwd)
 (cd "$anchors" && "$py" bench_ckks.py --logn 13 14 15 --libs openfhe seal --openfhe-threads 1 \
     --json "$abs_out/anchors_ckks.json")

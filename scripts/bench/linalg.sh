@@ -11,7 +11,7 @@ anchors=${SELENE_ANCHORS:-../shared/anchors}
 py=$(bash "$anchors/setup.sh")
 cargo build --release --bin selene
 for t in 1 2; do
-  target/release/selene bench linalg --threads "$t" --json "$out/selene_linalg_t$t.json"
+  "${CARGO_TARGET_DIR:-target}/release/selene" bench linalg --threads "$t" --json "$out/selene_linalg_t$t.json"
 done
 abs_out=$(cd "$out" && pwd)
 (cd "$anchors" && "$py" bench_matvec.py --smollm2 --logn 13 --threads 1 2 \

@@ -9,7 +9,7 @@ mkdir -p "$out"
 scripts/model_fixtures/setup_venvs.sh llamacpp >&2
 cargo build --release --bin selene
 for t in 1 2; do
-  target/release/selene bench model --threads "$t" --json "$out/selene_model_t$t.json"
+  "${CARGO_TARGET_DIR:-target}/release/selene" bench model --threads "$t" --json "$out/selene_model_t$t.json"
   scripts/model_fixtures/bench_llamacpp.py --threads "$t" --reps 5 --json "$out/llamacpp_t$t.json"
 done
 python3 - "$out" <<'PY' | tee "$out/model_compare.md"
