@@ -35,3 +35,30 @@ fn run_rejects_bad_sampling_parameters() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
 }
+
+#[test]
+fn selective_mode_prints_its_measured_leakage_and_is_refused_until_built() {
+    let out = Command::new(env!("CARGO_BIN_EXE_selene"))
+        .args(["run", "hi", "--encrypted-layers", "1"])
+        .output()
+        .expect("run selene");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    // The shipped audit table (docs/audit.md) says K = 1 gives every token away.
+    assert!(
+        stderr.contains("recover 100.0% of prompt tokens"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("selective mode"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn encrypted_layers_beyond_the_model_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_selene"))
+        .args(["run", "hi", "--encrypted-layers", "31"])
+        .output()
+        .expect("run selene");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("out of range"));
+}

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use selene_audit::view::DEFAULT_FLOOD_SIGMA;
 use selene_linalg::LinalgPreset;
 use selene_protocol::{InProcess, ModelServer, PreparedModel, StrictLinear, ENCRYPTED_STAGES};
 
@@ -30,6 +31,10 @@ pub struct RunArgs {
     /// Worker threads (rayon); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
+    /// Layers run under encryption before the hidden state would be released to the
+    /// server (selective mode). 30, all layers, is strict mode: nothing is released.
+    #[arg(long, value_name = "K", default_value_t = 30)]
+    encrypted_layers: usize,
 }
 
 /// Runs `selene run` in strict mode: every layer's weight products on CKKS ciphertexts
@@ -38,12 +43,39 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     super::threads::init(args.threads)?;
     let (w, t) = load(args.gen.model.model.as_deref())?;
+    let layers = w.config().n_layers;
+    let k = args.encrypted_layers;
+    anyhow::ensure!(
+        k <= layers,
+        "--encrypted-layers {k} is out of range: the model has {layers} layers (use {layers} \
+         for strict mode)"
+    );
+    if k < layers {
+        // Say what the chosen policy would leak before anything else (issue 8).
+        if let Some(row) = selene_audit::measured::measured_leak(k, DEFAULT_FLOOD_SIGMA)? {
+            let fields = row
+                .field_recovery
+                .map_or("n/a".to_string(), |f| format!("{:.1}%", 100.0 * f));
+            eprintln!(
+                "[selective mode with K = {k}: releasing the hidden states after the first {} layers lets \
+                 a server holding the weights recover {:.1}% of prompt tokens and {fields} of \
+                 sensitive fields (measured at K = {}, flooding sigma {}; docs/audit.md)]",
+                row.k,
+                100.0 * row.token_recovery,
+                row.k,
+                row.flood_sigma
+            );
+        }
+        anyhow::bail!(
+            "selective mode (--encrypted-layers below {layers}) is not built yet; run strict \
+             mode (the default) for private generation"
+        );
+    }
     let preset = match args.preset {
         Preset::Coeff12 => LinalgPreset::Coeff12,
         Preset::Coeff11 => LinalgPreset::Coeff11,
     };
     let params = preset.build()?;
-    let layers = w.config().n_layers;
 
     let start = Instant::now();
     let bar = ProgressBar::new((layers * ENCRYPTED_STAGES.len()) as u64).with_style(
