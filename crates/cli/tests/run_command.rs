@@ -37,20 +37,30 @@ fn run_rejects_bad_sampling_parameters() {
 }
 
 #[test]
-fn selective_mode_prints_its_measured_leakage_and_is_refused_until_built() {
+fn selective_mode_prints_its_measured_leakage_and_matches_plaintext() {
     let out = Command::new(env!("CARGO_BIN_EXE_selene"))
-        .args(["run", "hi", "--encrypted-layers", "1"])
+        .args([
+            "run",
+            "The patient was diagnosed with",
+            "--max-tokens",
+            "6",
+            "--encrypted-layers",
+            "1",
+        ])
         .output()
         .expect("run selene");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        " a rare genetic disorder that affects\n"
+    );
     // The shipped audit table (docs/audit.md) says K = 1 gives every token away.
     assert!(
-        stderr.contains("recover 100.0% of prompt tokens"),
+        stderr.contains("recovered 100.0% of prompt tokens"),
         "{stderr}"
     );
-    assert!(stderr.contains("selective mode"), "{stderr}");
-    assert!(out.stdout.is_empty());
+    assert!(stderr.contains("released 10 hidden-state rows"), "{stderr}");
 }
 
 #[test]

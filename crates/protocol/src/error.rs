@@ -20,6 +20,18 @@ pub enum Error {
         /// Prepared layers.
         layers: usize,
     },
+    /// A hidden-state release that does not decode.
+    #[error("malformed release: {what}")]
+    MalformedRelease {
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A flooding standard deviation that is negative or not finite.
+    #[error("flooding sigma {sigma} must be finite and >= 0")]
+    InvalidSigma {
+        /// The value given.
+        sigma: f64,
+    },
     /// A request named a stage that does not run encrypted on the server.
     #[error("stage {stage:?} does not run on the server in strict mode")]
     NotEncrypted {

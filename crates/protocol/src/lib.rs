@@ -18,17 +18,23 @@
 //! of tokens (the prompt length and how many tokens are generated). It sees no token, no
 //! activation and no logit. In client-aided mode the client sees every layer's outputs,
 //! so with many chosen queries it could learn the weights: Selene does not claim weight
-//! privacy. Not built yet (issue 7): the TLS transport and sessions, selective mode
-//! (releases after layer K, noise-flooded), public prefixes and length padding.
+//! privacy.
+//!
+//! Selective mode by depth ([`SelectiveClient`], [`PlainTail`]) releases the
+//! noise-flooded hidden states after the first `k` layers; the server then sees the
+//! prompt for all practical purposes (see the leakage audit). Not built yet (issue 7):
+//! the TLS transport and sessions, a policy file, public prefixes and length padding.
 
 pub mod error;
 mod prepared;
+mod selective;
 mod server;
 mod strict;
 mod transport;
 
 pub use error::{Error, Result};
 pub use prepared::{PreparedModel, ENCRYPTED_STAGES};
+pub use selective::{decode_release, generate_selective, PlainTail, SelectiveClient};
 pub use server::ModelServer;
 pub use strict::{StrictLinear, TrafficStats};
 pub use transport::{InProcess, Transport};

@@ -50,7 +50,8 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
     /// `layouts` (one per layer and [`crate::ENCRYPTED_STAGES`] entry) over `transport`.
     ///
     /// # Errors
-    /// Fewer layouts than the model has layers.
+    /// More layouts than the model has layers (fewer is fine: selective mode encrypts
+    /// only the first layers).
     pub fn new(
         weights: &'w Weights,
         params: &std::sync::Arc<Parameters>,
@@ -58,7 +59,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         transport: T,
     ) -> Result<Self> {
         let layers = weights.config().n_layers;
-        if layouts.len() != layers {
+        if layouts.len() > layers {
             return Err(Error::LayerOutOfRange {
                 layer: layouts.len(),
                 layers,

@@ -81,3 +81,62 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
     assert!(s.products > 0 && s.bytes_up > 0 && s.bytes_down > 0);
     assert!(enc.server_time() > std::time::Duration::ZERO);
 }
+
+#[test]
+fn selective_mode_k4_matches_plaintext_tokens() {
+    use selene_protocol::{generate_selective, PlainTail, SelectiveClient};
+    let w = store::load(None).expect("model store");
+    let tok = Tokenizer::from_gguf(w.gguf()).unwrap();
+    let params = LinalgPreset::Coeff12.build().unwrap();
+    let k = 4;
+    let model = Arc::new(PreparedModel::new(&params, &w, k, &mut || {}).unwrap());
+    let strict = StrictLinear::new(
+        &w,
+        &params,
+        model.layouts(),
+        InProcess::new(ModelServer::new(model.clone())),
+    )
+    .unwrap();
+    let ids = tok.encode("Transfer $4,250.00 from account").unwrap();
+    let max = 8;
+    // The protocol's default release flooding (the audit's DEFAULT_FLOOD_SIGMA).
+    let mut client = SelectiveClient::new(&w, k, strict, 0.01, ids.len() + max).unwrap();
+    let mut server = PlainTail::new(&w, k, ids.len() + max);
+    let got = generate_selective(
+        &mut client,
+        &mut server,
+        &ids,
+        max,
+        &[],
+        &mut greedy(),
+        &mut |_| Ok(ControlFlow::Continue(())),
+    )
+    .unwrap();
+    let want = generate(
+        &w,
+        &ids,
+        max,
+        &[],
+        &mut greedy(),
+        &mut QuantLinear::new(&w),
+        &mut |_| Ok(ControlFlow::Continue(())),
+    )
+    .unwrap();
+    assert_eq!(got, want);
+    // One released row per position: the prompt, then each fed-back token.
+    assert_eq!(client.releases(), ids.len() + max - 1);
+    assert!(SelectiveClient::new(
+        &w,
+        k,
+        StrictLinear::new(
+            &w,
+            &params,
+            model.layouts(),
+            InProcess::new(ModelServer::new(model.clone()))
+        )
+        .unwrap(),
+        -1.0,
+        4
+    )
+    .is_err());
+}

@@ -135,6 +135,28 @@ pub fn stream_generation(
     linear: &mut dyn Linear,
     on_token: &mut dyn FnMut(usize),
 ) -> anyhow::Result<GenerationRun> {
+    stream_with(args, w, t, on_token, &mut |ids, max, sampler, cb| {
+        Ok(generate(w, ids, max, t.eos_ids(), sampler, linear, cb)?)
+    })
+}
+
+/// A token loop: `(prompt ids, max tokens, sampler, per-token callback) -> ids`.
+pub type TokenLoop<'a> = dyn FnMut(
+        &[u32],
+        usize,
+        &mut Sampler,
+        &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
+    ) -> anyhow::Result<Vec<u32>>
+    + 'a;
+
+/// [`stream_generation`] with any token loop (plaintext, strict or selective).
+pub fn stream_with(
+    args: &GenerationArgs,
+    w: &Weights,
+    t: &Tokenizer,
+    on_token: &mut dyn FnMut(usize),
+    token_loop: &mut TokenLoop<'_>,
+) -> anyhow::Result<GenerationRun> {
     let mut sampler = Sampler::new(SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -161,30 +183,22 @@ pub fn stream_generation(
     let start = Instant::now();
     let mut first: Option<f64> = None;
     let mut count = 0usize;
-    let out = generate(
-        w,
-        &ids,
-        max_tokens,
-        t.eos_ids(),
-        &mut sampler,
-        linear,
-        &mut |id| {
-            first.get_or_insert_with(|| start.elapsed().as_secs_f64());
-            count += 1;
-            on_token(count);
-            if !t.eos_ids().contains(&id) {
-                let piece = dec.push(t, id)?;
-                // A closed stdout (e.g. `| head`) ends the generation quietly.
-                let written = stdout
-                    .write_all(piece.as_bytes())
-                    .and_then(|()| stdout.flush());
-                if written.is_err() {
-                    return Ok(ControlFlow::Break(()));
-                }
+    let out = token_loop(&ids, max_tokens, &mut sampler, &mut |id| {
+        first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+        count += 1;
+        on_token(count);
+        if !t.eos_ids().contains(&id) {
+            let piece = dec.push(t, id)?;
+            // A closed stdout (e.g. `| head`) ends the generation quietly.
+            let written = stdout
+                .write_all(piece.as_bytes())
+                .and_then(|()| stdout.flush());
+            if written.is_err() {
+                return Ok(ControlFlow::Break(()));
             }
-            Ok(ControlFlow::Continue(()))
-        },
-    )?;
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
     let _ = writeln!(stdout, "{}", dec.finish());
     let total_s = start.elapsed().as_secs_f64();
     Ok(GenerationRun {

@@ -1,0 +1,291 @@
+//! Selective mode by depth (ARCHITECTURE.md): the first `k` layers run as in strict mode,
+//! then the client releases the noise-flooded residual stream and the server runs the
+//! remaining layers, the final norm and the LM head in plaintext.
+//!
+//! # Security
+//! The server sees the released hidden states, so it learns the prompt: the leakage
+//! audit (`selene audit`, docs/audit.md) recovers nearly every token from them at small
+//! `k`. The Gaussian flooding of every released value (Li, Micciancio, Schultz, Sorrell,
+//! CRYPTO 2022) protects the CKKS key against decryption-based key recovery; it does not
+//! hide the text.
+
+use std::ops::ControlFlow;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use selene_model::forward::forward_layers;
+use selene_model::{head, KvCache, QuantLinear, Sampler, Weights};
+
+use crate::error::{Error, Result};
+use crate::strict::StrictLinear;
+use crate::transport::Transport;
+
+const RELEASE_MAGIC: &[u8; 4] = b"SELR";
+const RELEASE_VERSION: u16 = 1;
+const RELEASE_HEADER: usize = 4 + 2 + 4 + 4;
+
+/// Encodes a release (`n` rows of `d` f32 values) in its versioned wire form.
+fn encode_release(values: &[f32], n: usize, d: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RELEASE_HEADER + 4 * values.len());
+    out.extend_from_slice(RELEASE_MAGIC);
+    out.extend_from_slice(&RELEASE_VERSION.to_le_bytes());
+    // n and d are bounded by the context length and the model width.
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    out.extend_from_slice(&(d as u32).to_le_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes a release for a model of width `d`, checking magic, version, width, length
+/// and finiteness before allocating.
+///
+/// # Errors
+/// [`Error::MalformedRelease`] naming what is wrong.
+pub fn decode_release(bytes: &[u8], d: usize) -> Result<Vec<f32>> {
+    let bad = |what: &'static str| Error::MalformedRelease { what };
+    let header = bytes.get(..RELEASE_HEADER).ok_or(bad("truncated header"))?;
+    if header.get(..4) != Some(RELEASE_MAGIC.as_slice()) {
+        return Err(bad("bad magic"));
+    }
+    let u16_at = |i: usize| {
+        header
+            .get(i..i + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |i: usize| {
+        header
+            .get(i..i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    if u16_at(4) != Some(RELEASE_VERSION) {
+        return Err(bad("unknown version"));
+    }
+    let n = u32_at(6).ok_or(bad("truncated header"))?;
+    if u32_at(10) != Some(d) {
+        return Err(bad("width differs from the model's"));
+    }
+    let body = bytes.get(RELEASE_HEADER..).ok_or(bad("truncated header"))?;
+    if n == 0 || body.len() != n.saturating_mul(d).saturating_mul(4) {
+        return Err(bad("length does not match n x d"));
+    }
+    let values: Vec<f32> = body
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(bad("non-finite value"));
+    }
+    Ok(values)
+}
+
+/// Adds independent N(0, sigma^2) noise to every value (Box-Muller on a CSPRNG).
+fn flood(values: &mut [f32], sigma: f64, rng: &mut ChaCha20Rng) {
+    if sigma == 0.0 {
+        return;
+    }
+    for v in values {
+        // 1 - u lies in (0, 1], so the logarithm is finite.
+        let u1: f64 = 1.0 - rng.gen::<f64>();
+        let u2: f64 = rng.gen::<f64>();
+        *v += (sigma * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32;
+    }
+}
+
+/// The server's plaintext half: layers `k..`, the final norm and the LM head, over its
+/// own KV cache of those layers.
+#[derive(Debug)]
+pub struct PlainTail<'w> {
+    w: &'w Weights,
+    k: usize,
+    cache: KvCache,
+}
+
+impl<'w> PlainTail<'w> {
+    /// A server tail starting at layer `k`, for up to `capacity` positions.
+    pub fn new(w: &'w Weights, k: usize, capacity: usize) -> Self {
+        Self {
+            w,
+            k,
+            cache: KvCache::new(w.config(), capacity),
+        }
+    }
+
+    /// Runs a release (wire bytes) through the remaining layers and returns the logits
+    /// of its last position.
+    ///
+    /// # Errors
+    /// A malformed release, a full cache, model errors.
+    pub fn handle(&mut self, release: &[u8]) -> Result<Vec<f32>> {
+        let c = self.w.config();
+        let mut x = decode_release(release, c.d_model)?;
+        let n = x.len() / c.d_model;
+        let mut plain = QuantLinear::new(self.w);
+        forward_layers(
+            self.w,
+            self.k..c.n_layers,
+            &mut x,
+            &mut self.cache,
+            &mut plain,
+            &mut |_, _| {},
+        )?;
+        let last = x.get((n - 1) * c.d_model..).unwrap_or(&[]);
+        let mut logits = vec![0.0; c.vocab_size];
+        head(self.w, last, &mut plain, &mut logits)?;
+        Ok(logits)
+    }
+}
+
+/// The client's half: embeddings, the first `k` layers encrypted, then a flooded release.
+pub struct SelectiveClient<'w, T: Transport> {
+    w: &'w Weights,
+    k: usize,
+    strict: StrictLinear<'w, T>,
+    cache: KvCache,
+    sigma: f64,
+    rng: ChaCha20Rng,
+    releases: usize,
+}
+
+impl<T: Transport> std::fmt::Debug for SelectiveClient<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelectiveClient")
+            .field("k", &self.k)
+            .field("sigma", &self.sigma)
+            .field("releases", &self.releases)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'w, T: Transport> SelectiveClient<'w, T> {
+    /// A client that encrypts layers `0..k` through `strict` and floods every released
+    /// value with N(0, `flood_sigma`^2) noise from an OS-seeded ChaCha20.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSigma`] for a negative or non-finite sigma; `k` past the model.
+    pub fn new(
+        w: &'w Weights,
+        k: usize,
+        strict: StrictLinear<'w, T>,
+        flood_sigma: f64,
+        capacity: usize,
+    ) -> Result<Self> {
+        if !(flood_sigma.is_finite() && flood_sigma >= 0.0) {
+            return Err(Error::InvalidSigma { sigma: flood_sigma });
+        }
+        let layers = w.config().n_layers;
+        if k > layers {
+            return Err(Error::LayerOutOfRange { layer: k, layers });
+        }
+        Ok(Self {
+            w,
+            k,
+            strict,
+            cache: KvCache::new(w.config(), capacity),
+            sigma: flood_sigma,
+            rng: ChaCha20Rng::from_entropy(),
+            releases: 0,
+        })
+    }
+
+    /// Runs `tokens` (the next positions) through the encrypted layers and returns the
+    /// flooded release in wire form.
+    ///
+    /// # Errors
+    /// Token out of range, a full cache, encrypted product failures.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<Vec<u8>> {
+        let d = self.w.config().d_model;
+        let mut x = vec![0.0; tokens.len() * d];
+        self.w.embed(tokens, &mut x)?;
+        forward_layers(
+            self.w,
+            0..self.k,
+            &mut x,
+            &mut self.cache,
+            &mut self.strict,
+            &mut |_, _| {},
+        )?;
+        flood(&mut x, self.sigma, &mut self.rng);
+        self.releases += tokens.len();
+        Ok(encode_release(&x, tokens.len(), d))
+    }
+
+    /// Hidden-state rows released so far (one per position).
+    pub fn releases(&self) -> usize {
+        self.releases
+    }
+
+    /// The strict half (traffic statistics).
+    pub fn strict(&self) -> &StrictLinear<'w, T> {
+        &self.strict
+    }
+}
+
+/// Generates up to `max_tokens` tokens in selective mode, like [`selene_model::generate`]:
+/// the client runs the first layers encrypted and releases, the server tail returns
+/// logits, the sampler picks.
+///
+/// # Errors
+/// An empty prompt and whatever either side or `on_token` fails with.
+pub fn generate_selective<T: Transport>(
+    client: &mut SelectiveClient<'_, T>,
+    server: &mut PlainTail<'_>,
+    prompt: &[u32],
+    max_tokens: usize,
+    stop: &[u32],
+    sampler: &mut Sampler,
+    on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
+) -> Result<Vec<u32>> {
+    if prompt.is_empty() {
+        return Err(selene_model::Error::Empty { what: "prompt" }.into());
+    }
+    let mut out = Vec::with_capacity(max_tokens);
+    if max_tokens == 0 {
+        return Ok(out);
+    }
+    let mut logits = server.handle(&client.step(prompt)?)?;
+    loop {
+        let next = sampler.sample(&logits)?;
+        out.push(next);
+        let flow = on_token(next)?;
+        if flow.is_break() || out.len() >= max_tokens || stop.contains(&next) {
+            return Ok(out);
+        }
+        logits = server.handle(&client.step(&[next])?)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_round_trips_and_rejects_malformed_bytes() {
+        let v: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let bytes = encode_release(&v, 3, 4);
+        assert_eq!(decode_release(&bytes, 4).unwrap(), v);
+        for cut in 0..bytes.len() {
+            assert!(decode_release(&bytes[..cut], 4).is_err(), "prefix {cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(decode_release(&long, 4).is_err());
+        assert!(decode_release(&bytes, 5).is_err());
+        let mut magic = bytes.clone();
+        magic[0] ^= 1;
+        assert!(decode_release(&magic, 4).is_err());
+        let mut nan = bytes.clone();
+        nan[RELEASE_HEADER..RELEASE_HEADER + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(decode_release(&nan, 4).is_err());
+    }
+
+    #[test]
+    fn flooding_has_the_requested_spread() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let mut v = vec![0f32; 100_000];
+        flood(&mut v, 0.25, &mut rng);
+        let var = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!((var.sqrt() - 0.25).abs() < 0.01, "sd {}", var.sqrt());
+    }
+}
