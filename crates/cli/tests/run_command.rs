@@ -3,15 +3,20 @@
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::expect_used)]
 
-use std::process::Command;
+use std::process::{Command, Output};
+
+fn selene(args: &[&str]) -> (Output, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_selene"))
+        .args(args)
+        .output()
+        .expect("run selene");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stderr)
+}
 
 #[test]
 fn run_streams_the_plaintext_continuation_computed_under_encryption() {
-    let out = Command::new(env!("CARGO_BIN_EXE_selene"))
-        .args(["run", "The patient was diagnosed with", "--max-tokens", "6"])
-        .output()
-        .expect("run selene");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = selene(&["run", "The patient was diagnosed with", "--max-tokens", "6"]);
     assert!(out.status.success(), "{stderr}");
     // The same greedy tokens as `selene plain` (ARCHITECTURE.md's known answer), with
     // only the text on stdout.
@@ -28,28 +33,21 @@ fn run_streams_the_plaintext_continuation_computed_under_encryption() {
 
 #[test]
 fn run_rejects_bad_sampling_parameters() {
-    let out = Command::new(env!("CARGO_BIN_EXE_selene"))
-        .args(["run", "hi", "--temperature", "-1"])
-        .output()
-        .expect("run selene");
+    let (out, stderr) = selene(&["run", "hi", "--temperature", "-1"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
+    assert!(stderr.contains("error:"), "{stderr}");
 }
 
 #[test]
 fn selective_mode_prints_its_measured_leakage_and_matches_plaintext() {
-    let out = Command::new(env!("CARGO_BIN_EXE_selene"))
-        .args([
-            "run",
-            "The patient was diagnosed with",
-            "--max-tokens",
-            "6",
-            "--encrypted-layers",
-            "1",
-        ])
-        .output()
-        .expect("run selene");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = selene(&[
+        "run",
+        "The patient was diagnosed with",
+        "--max-tokens",
+        "6",
+        "--encrypted-layers",
+        "1",
+    ]);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
@@ -65,10 +63,7 @@ fn selective_mode_prints_its_measured_leakage_and_matches_plaintext() {
 
 #[test]
 fn encrypted_layers_beyond_the_model_are_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_selene"))
-        .args(["run", "hi", "--encrypted-layers", "31"])
-        .output()
-        .expect("run selene");
+    let (out, stderr) = selene(&["run", "hi", "--encrypted-layers", "31"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("out of range"));
+    assert!(stderr.contains("out of range"), "{stderr}");
 }
