@@ -47,7 +47,7 @@ pub use chat::{apply_chat_template, Message, Role};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use forward::{forward, forward_layers, forward_observed, head, Logits};
-pub use generate::generate;
+pub use generate::{generate, generate_with};
 pub use gguf::Gguf;
 pub use kv_cache::KvCache;
 pub use linear::{Linear, LinearStage, QuantLinear};

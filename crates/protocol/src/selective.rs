@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use selene_model::forward::forward_layers;
-use selene_model::{head, KvCache, QuantLinear, Sampler, Weights};
+use selene_model::{generate_with, head, KvCache, QuantLinear, Sampler, Weights};
 
 use crate::error::{Error, Result};
 use crate::strict::StrictLinear;
@@ -237,23 +237,14 @@ pub fn generate_selective<T: Transport>(
     sampler: &mut Sampler,
     on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
 ) -> Result<Vec<u32>> {
-    if prompt.is_empty() {
-        return Err(selene_model::Error::Empty { what: "prompt" }.into());
-    }
-    let mut out = Vec::with_capacity(max_tokens);
-    if max_tokens == 0 {
-        return Ok(out);
-    }
-    let mut logits = server.handle(&client.step(prompt)?)?;
-    loop {
-        let next = sampler.sample(&logits)?;
-        out.push(next);
-        let flow = on_token(next)?;
-        if flow.is_break() || out.len() >= max_tokens || stop.contains(&next) {
-            return Ok(out);
-        }
-        logits = server.handle(&client.step(&[next])?)?;
-    }
+    generate_with(
+        prompt,
+        max_tokens,
+        stop,
+        sampler,
+        &mut |ids| server.handle(&client.step(ids)?),
+        &mut |id| Ok(on_token(id)?),
+    )
 }
 
 #[cfg(test)]
