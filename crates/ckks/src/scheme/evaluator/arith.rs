@@ -120,7 +120,7 @@ impl Evaluator {
         self.shape(out, ct.level());
         let n = ring.n();
         for (src, dst) in [(&ct.c0, &mut out.c0), (&ct.c1, &mut out.c1)] {
-            crate::ring::poly::for_each_row(dst.data_mut(), n, |r, row| {
+            crate::ring::poly::for_each_row_seq(dst.data_mut(), n, |r, row| {
                 row.fill(0);
                 ring.plan(r).mul_add(row, src.row(r), pt.poly.row(r));
             });
@@ -154,7 +154,7 @@ impl Evaluator {
         let ring = self.params.ring();
         let n = ring.n();
         for (src, dst) in [(&ct.c0, &mut acc.c0), (&ct.c1, &mut acc.c1)] {
-            crate::ring::poly::for_each_row(dst.data_mut(), n, |r, row| {
+            crate::ring::poly::for_each_row_seq(dst.data_mut(), n, |r, row| {
                 ring.plan(r).mul_add(row, src.row(r), pt.poly.row(r));
             });
         }
