@@ -270,6 +270,21 @@ impl Parameters {
         self.q.len() - 1
     }
 
+    /// Checks that `level` exists in this chain (`0..=max_level`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidLevel`] naming the level and the chain's range.
+    pub fn check_level(&self, level: usize) -> Result<()> {
+        if level > self.max_level() {
+            return Err(Error::InvalidLevel {
+                level,
+                min: 0,
+                max: self.max_level(),
+            });
+        }
+        Ok(())
+    }
+
     /// The `Q` primes.
     pub fn q(&self) -> &[u64] {
         &self.q

@@ -40,17 +40,6 @@ impl Encoder {
         &self.params
     }
 
-    fn check_level(&self, level: usize) -> Result<()> {
-        if level > self.params.max_level() {
-            return Err(Error::InvalidLevel {
-                level,
-                min: 0,
-                max: self.params.max_level(),
-            });
-        }
-        Ok(())
-    }
-
     /// Rounds `coeffs * scale` to integers and reduces them into an NTT-form plaintext.
     pub fn encode_coefficients(
         &self,
@@ -69,7 +58,7 @@ impl Encoder {
         scale: Scale,
         encoding: Encoding,
     ) -> Result<Plaintext> {
-        self.check_level(level)?;
+        self.params.check_level(level)?;
         let n = self.params.n();
         if coeffs.len() > n {
             return Err(Error::TooManyValues {

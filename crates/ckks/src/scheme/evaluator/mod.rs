@@ -16,7 +16,6 @@ mod rotate;
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
 use crate::params::Parameters;
 use crate::ring::{Ntt, Poly};
 use crate::rlwe::{Decomposition, GaloisKeys, RelinKey};
@@ -83,16 +82,5 @@ impl Evaluator {
     /// A zero ciphertext at `level`, as an `_into` output.
     fn blank(&self, level: usize) -> Ciphertext {
         Ciphertext::zero_like(&self.params, level)
-    }
-
-    fn check_level_max(&self, level: usize) -> Result<()> {
-        if level > self.params.max_level() {
-            return Err(Error::InvalidLevel {
-                level,
-                min: 0,
-                max: self.params.max_level(),
-            });
-        }
-        Ok(())
     }
 }

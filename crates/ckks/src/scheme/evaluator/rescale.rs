@@ -42,7 +42,7 @@ impl Evaluator {
     /// Drops primes down to `level` without changing the scale (the message is unchanged;
     /// only the modulus shrinks).
     pub fn drop_to_level(&self, ct: &mut Ciphertext, level: usize) -> Result<()> {
-        self.check_level_max(level)?;
+        self.params.check_level(level)?;
         if level > ct.level() {
             return Err(Error::InvalidLevel {
                 level,
