@@ -38,6 +38,26 @@ pub enum Error {
         /// Requested stage.
         stage: LinearStage,
     },
+    /// A policy file that does not parse as a policy.
+    #[error("policy file: {message}{}", span.as_ref().map_or(String::new(), |s| format!(" (bytes {}..{})", s.start, s.end)))]
+    PolicyParse {
+        /// The parser's message.
+        message: String,
+        /// Where in the file, when known.
+        span: Option<std::ops::Range<usize>>,
+    },
+    /// A policy that parses but is incoherent or out of range.
+    #[error("policy rejected: {why}")]
+    Policy {
+        /// What is wrong and how to fix it.
+        why: String,
+    },
+    /// The release guard refused a release; nothing was sent.
+    #[error("release refused, nothing was sent: {source}")]
+    ReleaseRefused {
+        /// The guard's reason.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The crate's result type.

@@ -26,6 +26,7 @@
 //! the TLS transport and sessions, a policy file, public prefixes and length padding.
 
 pub mod error;
+pub mod policy;
 mod prepared;
 mod selective;
 mod server;
@@ -33,6 +34,7 @@ mod strict;
 mod transport;
 
 pub use error::{Error, Result};
+pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest};
 pub use prepared::{PreparedModel, ENCRYPTED_STAGES};
 pub use selective::{decode_release, generate_selective, PlainTail, SelectiveClient};
 pub use server::ModelServer;

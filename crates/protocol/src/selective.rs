@@ -16,7 +16,10 @@ use rand_chacha::ChaCha20Rng;
 use selene_model::forward::forward_layers;
 use selene_model::{generate_with, head, KvCache, QuantLinear, Sampler, Weights};
 
+use sha2::{Digest, Sha256};
+
 use crate::error::{Error, Result};
+use crate::policy::{PolicyGuard, ReleaseGuard, ReleaseRequest, Tensor};
 use crate::strict::StrictLinear;
 use crate::transport::Transport;
 
@@ -146,6 +149,7 @@ pub struct SelectiveClient<'w, T: Transport> {
     sigma: f64,
     rng: ChaCha20Rng,
     releases: usize,
+    guard: Box<dyn ReleaseGuard + Send>,
 }
 
 impl<T: Transport> std::fmt::Debug for SelectiveClient<'_, T> {
@@ -186,14 +190,24 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
             sigma: flood_sigma,
             rng: ChaCha20Rng::from_entropy(),
             releases: 0,
+            guard: Box::new(PolicyGuard::new(k, flood_sigma, u64::MAX)),
         })
     }
 
+    /// Replaces the release guard (by default a [`PolicyGuard`] for this `k` and sigma
+    /// with no cap): every release is authorized by it before it is returned.
+    #[must_use]
+    pub fn with_guard(mut self, guard: Box<dyn ReleaseGuard + Send>) -> Self {
+        self.guard = guard;
+        self
+    }
+
     /// Runs `tokens` (the next positions) through the encrypted layers and returns the
-    /// flooded release in wire form.
+    /// flooded release in wire form, once the guard has authorized it.
     ///
     /// # Errors
-    /// Token out of range, a full cache, encrypted product failures.
+    /// Token out of range, a full cache, encrypted product failures,
+    /// [`Error::ReleaseRefused`] when the guard says no.
     pub fn step(&mut self, tokens: &[u32]) -> Result<Vec<u8>> {
         let d = self.w.config().d_model;
         let mut x = vec![0.0; tokens.len() * d];
@@ -207,8 +221,19 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
             &mut |_, _| {},
         )?;
         flood(&mut x, self.sigma, &mut self.rng);
+        let bytes = encode_release(&x, tokens.len(), d);
+        let request = ReleaseRequest {
+            after_layer: self.k,
+            tensor: Tensor::Residual,
+            rows: tokens.len(),
+            flood_sigma: self.sigma,
+            digest: Sha256::digest(&bytes).into(),
+        };
+        self.guard
+            .authorize(&request)
+            .map_err(|source| Error::ReleaseRefused { source })?;
         self.releases += tokens.len();
-        Ok(encode_release(&x, tokens.len(), d))
+        Ok(bytes)
     }
 
     /// Hidden-state rows released so far (one per position).

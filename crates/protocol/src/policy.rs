@@ -1,0 +1,478 @@
+//! The client's policy: which products run encrypted, what may be released to the server
+//! and how, where the LM head runs, length padding and the CKKS preset. It is the one
+//! place where a relaxation of strict mode is written down; the session sends it to the
+//! server, the client enforces it, and a [`ReleaseGuard`] (the key owner's signed copy,
+//! crates/keys) checks every release against it before a byte leaves.
+//!
+//! A policy file is TOML:
+//!
+//! ```toml
+//! version = 1
+//! preset = "coeff12"        # CKKS parameters of the encrypted products
+//! encrypted_layers = 4      # layers 0..3 encrypted; 30 (all) is strict mode
+//! lm_head = "server"        # "client" (default) or "server"
+//! pad_to = 16               # pad the prompt to a multiple of 16 tokens (optional)
+//!
+//! [release]                 # required when encrypted_layers < the model's depth
+//! flood_sigma = "auto"      # or a number: N(0, sigma^2) added to every released value
+//! max_per_session = 4096    # hidden-state rows released per session, at most
+//! ```
+//!
+//! Coherence (checked by [`Policy::validate`]): the encrypted products form a prefix of
+//! the forward pass ending at a layer boundary (once a value is released the server knows
+//! everything downstream of it, so encrypting a later product hides nothing); a release
+//! exists exactly when some layer runs in plaintext; the LM head runs on the server only
+//! after a release.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Version of the policy format this build reads and writes.
+pub const POLICY_VERSION: u32 = 1;
+
+/// Where the LM head (final norm and the tied embedding product) runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadSide {
+    /// On the client, in plaintext: the server never sees a logit (the default).
+    #[default]
+    Client,
+    /// On the server, in plaintext: only valid after a release.
+    Server,
+}
+
+/// How much flooding noise to add to released values.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FloodSigma {
+    /// A fixed standard deviation in the units of the released values.
+    Fixed(f64),
+    /// Derived from the CKKS parameters and the release cap (LMSS22 bound).
+    Auto(AutoSigma),
+}
+
+/// The word `"auto"` in a policy file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoSigma {
+    /// Derive sigma from the parameters.
+    Auto,
+}
+
+/// What may be released to the server in plaintext, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasePolicy {
+    /// Flooding noise added to every released value.
+    pub flood_sigma: FloodSigma,
+    /// Hidden-state rows (positions) released per session, at most.
+    pub max_per_session: u64,
+}
+
+/// Default cap on released rows per session: a 2,048-token context twice over.
+pub const DEFAULT_RELEASE_CAP: u64 = 4096;
+
+impl Default for ReleasePolicy {
+    fn default() -> Self {
+        Self {
+            flood_sigma: FloodSigma::Auto(AutoSigma::Auto),
+            max_per_session: DEFAULT_RELEASE_CAP,
+        }
+    }
+}
+
+/// A client's policy for one session (see the module docs for the file format).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Format version, [`POLICY_VERSION`].
+    pub version: u32,
+    /// CKKS preset of the encrypted products (`"coeff12"` or `"coeff11"`).
+    pub preset: String,
+    /// Layers `0..encrypted_layers` run encrypted; the model's depth means strict mode.
+    pub encrypted_layers: usize,
+    /// Where the LM head runs.
+    #[serde(default)]
+    pub lm_head: HeadSide,
+    /// Pad the prompt to a multiple of this many tokens, so the server learns only the
+    /// length bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_to: Option<usize>,
+    /// The release after the encrypted layers; required exactly when some layer runs in
+    /// plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleasePolicy>,
+}
+
+/// Presets a policy may name.
+pub const PRESETS: [&str; 2] = ["coeff12", "coeff11"];
+
+/// Largest `pad_to` accepted: padding beyond one context window is a mistake.
+pub const MAX_PAD_TO: usize = 2048;
+
+impl Policy {
+    /// Strict mode for a model of `n_layers` layers: everything encrypted, nothing
+    /// released, the head on the client.
+    pub fn strict(n_layers: usize) -> Self {
+        Self {
+            version: POLICY_VERSION,
+            preset: PRESETS[0].to_string(),
+            encrypted_layers: n_layers,
+            lm_head: HeadSide::Client,
+            pad_to: None,
+            release: None,
+        }
+    }
+
+    /// Selective mode by depth: layers `0..k` encrypted, then one flooded release with
+    /// the default cap and automatic sigma, the remaining layers and the head on the
+    /// server.
+    pub fn selective(n_layers: usize, k: usize) -> Self {
+        if k >= n_layers {
+            return Self::strict(n_layers);
+        }
+        Self {
+            encrypted_layers: k,
+            lm_head: HeadSide::Server,
+            release: Some(ReleasePolicy::default()),
+            ..Self::strict(n_layers)
+        }
+    }
+
+    /// True when nothing is released to the server.
+    pub fn is_strict(&self, n_layers: usize) -> bool {
+        self.encrypted_layers == n_layers && self.release.is_none()
+    }
+
+    /// Parses a TOML policy file and validates it for a model of `n_layers` layers.
+    ///
+    /// # Errors
+    /// [`Error::PolicyParse`] for a file that is not a policy, [`Error::Policy`] for an
+    /// incoherent one.
+    pub fn from_toml(text: &str, n_layers: usize) -> Result<Self> {
+        let p: Policy = toml::from_str(text).map_err(|e| Error::PolicyParse {
+            message: e.message().to_string(),
+            span: e.span(),
+        })?;
+        p.validate(n_layers)?;
+        Ok(p)
+    }
+
+    /// The policy as a TOML file.
+    ///
+    /// # Errors
+    /// Never for a policy built by this crate (all fields are TOML-representable).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::PolicyParse {
+            message: e.to_string(),
+            span: None,
+        })
+    }
+
+    /// Checks the policy is coherent for a model of `n_layers` layers.
+    ///
+    /// # Errors
+    /// [`Error::Policy`] naming the first problem found.
+    pub fn validate(&self, n_layers: usize) -> Result<()> {
+        let bad = |why: String| Err(Error::Policy { why });
+        if self.version != POLICY_VERSION {
+            return bad(format!(
+                "policy version {} is not supported (this build reads version {POLICY_VERSION})",
+                self.version
+            ));
+        }
+        if !PRESETS.contains(&self.preset.as_str()) {
+            return bad(format!(
+                "unknown preset {:?}; expected one of {PRESETS:?}",
+                self.preset
+            ));
+        }
+        if self.encrypted_layers > n_layers {
+            return bad(format!(
+                "encrypted_layers = {} is out of range: the model has {n_layers} layers \
+                 ({n_layers} is strict mode)",
+                self.encrypted_layers
+            ));
+        }
+        if let Some(p) = self.pad_to {
+            if p == 0 || p > MAX_PAD_TO {
+                return bad(format!("pad_to = {p} must be in 1..={MAX_PAD_TO}"));
+            }
+        }
+        let plaintext_layers = self.encrypted_layers < n_layers;
+        match (&self.release, plaintext_layers) {
+            (None, true) => {
+                return bad(format!(
+                    "layers {}..{n_layers} run in plaintext on the server but the policy has \
+                     no [release] section: every plaintext value the server gets must be an \
+                     explicit, flooded release",
+                    self.encrypted_layers
+                ))
+            }
+            (Some(_), false) => {
+                return bad(
+                    "a [release] section with every layer encrypted: strict mode releases \
+                     nothing, remove the section or lower encrypted_layers"
+                        .to_string(),
+                )
+            }
+            (Some(r), true) => {
+                if let FloodSigma::Fixed(s) = r.flood_sigma {
+                    if !(s.is_finite() && s >= 0.0) {
+                        return bad(format!("release flood_sigma = {s} must be finite and >= 0"));
+                    }
+                }
+                if r.max_per_session == 0 {
+                    return bad("release max_per_session = 0 allows no release; use strict \
+                                mode instead"
+                        .to_string());
+                }
+            }
+            (None, false) => {}
+        }
+        if self.lm_head == HeadSide::Server && !plaintext_layers {
+            return bad(
+                "lm_head = \"server\" needs the hidden state in plaintext on the server, but \
+                 every layer is encrypted and nothing is released"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Which tensor a release carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tensor {
+    /// The residual stream after a layer (selective mode by depth).
+    Residual,
+}
+
+/// One release the client is about to send, as a [`ReleaseGuard`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReleaseRequest {
+    /// The released tensor is the output of layers `0..after_layer`.
+    pub after_layer: usize,
+    /// Which tensor.
+    pub tensor: Tensor,
+    /// Rows (positions) in this release.
+    pub rows: usize,
+    /// Flooding standard deviation applied to every value.
+    pub flood_sigma: f64,
+    /// SHA-256 of the release's wire bytes, for the release log.
+    pub digest: [u8; 32],
+}
+
+/// Authorizes each release before it leaves the client (the key owner's signed policy
+/// and cap, and the tamper-evident release log, live behind this in crates/keys). A
+/// refusal stops the release: nothing is sent.
+pub trait ReleaseGuard {
+    /// Returns `Ok` to let `request` go, or the reason it may not.
+    ///
+    /// # Errors
+    /// The refusal, reported to the user as [`Error::ReleaseRefused`].
+    fn authorize(
+        &mut self,
+        request: &ReleaseRequest,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// The guard a session without a keystore uses: it enforces the policy's own cap and
+/// flooding level, and logs nothing.
+#[derive(Debug)]
+pub struct PolicyGuard {
+    after_layer: usize,
+    min_sigma: f64,
+    cap: u64,
+    released: u64,
+}
+
+impl PolicyGuard {
+    /// A guard for releases after layer `after_layer` with at least `min_sigma` flooding
+    /// and at most `cap` rows in all.
+    pub fn new(after_layer: usize, min_sigma: f64, cap: u64) -> Self {
+        Self {
+            after_layer,
+            min_sigma,
+            cap,
+            released: 0,
+        }
+    }
+
+    /// Rows released so far.
+    pub fn released(&self) -> u64 {
+        self.released
+    }
+}
+
+/// Why [`PolicyGuard`] refused a release.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The release is of a layer or tensor the policy does not allow.
+    #[error(
+        "release after layer {got} is not allowed: the policy releases only after layer {allowed}"
+    )]
+    WrongLayer {
+        /// Layer of the request.
+        got: usize,
+        /// Layer the policy allows.
+        allowed: usize,
+    },
+    /// The release has less flooding than the policy requires.
+    #[error("release flooded with sigma {got} but the policy requires at least {required}")]
+    TooLittleNoise {
+        /// Sigma of the request.
+        got: f64,
+        /// Sigma the policy requires.
+        required: f64,
+    },
+    /// The release would pass the cap.
+    #[error("release of {rows} rows would exceed the cap of {cap} rows per session ({released} released so far)")]
+    CapReached {
+        /// Rows in the request.
+        rows: usize,
+        /// Rows released so far.
+        released: u64,
+        /// The cap.
+        cap: u64,
+    },
+}
+
+impl ReleaseGuard for PolicyGuard {
+    fn authorize(
+        &mut self,
+        r: &ReleaseRequest,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if r.after_layer != self.after_layer || r.tensor != Tensor::Residual {
+            return Err(Box::new(Refusal::WrongLayer {
+                got: r.after_layer,
+                allowed: self.after_layer,
+            }));
+        }
+        if r.flood_sigma.is_nan() || r.flood_sigma < self.min_sigma {
+            return Err(Box::new(Refusal::TooLittleNoise {
+                got: r.flood_sigma,
+                required: self.min_sigma,
+            }));
+        }
+        let total = self.released.saturating_add(r.rows as u64);
+        if total > self.cap {
+            return Err(Box::new(Refusal::CapReached {
+                rows: r.rows,
+                released: self.released,
+                cap: self.cap,
+            }));
+        }
+        self.released = total;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: usize = 30;
+
+    #[test]
+    fn strict_and_selective_constructors_validate() {
+        Policy::strict(L).validate(L).unwrap();
+        for k in 0..L {
+            Policy::selective(L, k).validate(L).unwrap();
+        }
+        assert!(Policy::strict(L).is_strict(L));
+        assert!(!Policy::selective(L, 4).is_strict(L));
+    }
+
+    #[test]
+    fn toml_round_trips() {
+        let mut p = Policy::selective(L, 4);
+        p.pad_to = Some(16);
+        let text = p.to_toml().unwrap();
+        assert_eq!(Policy::from_toml(&text, L).unwrap(), p);
+        let fixed = "version = 1\npreset = \"coeff11\"\nencrypted_layers = 2\n\
+                     [release]\nflood_sigma = 0.5\nmax_per_session = 10\n";
+        let p = Policy::from_toml(fixed, L).unwrap();
+        assert_eq!(p.release.unwrap().flood_sigma, FloodSigma::Fixed(0.5));
+        assert_eq!(p.lm_head, HeadSide::Client);
+    }
+
+    #[test]
+    fn incoherent_policies_are_refused_with_a_reason() {
+        let cases = [
+            (
+                "version = 2\npreset = \"coeff12\"\nencrypted_layers = 30\n",
+                "version",
+            ),
+            (
+                "version = 1\npreset = \"coeff99\"\nencrypted_layers = 30\n",
+                "preset",
+            ),
+            (
+                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 31\n",
+                "out of range",
+            ),
+            (
+                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 4\n",
+                "no [release]",
+            ),
+            (
+                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 30\n[release]\n\
+                 flood_sigma = \"auto\"\nmax_per_session = 5\n",
+                "strict mode releases nothing",
+            ),
+            (
+                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 30\nlm_head = \"server\"\n",
+                "lm_head",
+            ),
+            (
+                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 4\n[release]\n\
+                 flood_sigma = -1.0\nmax_per_session = 5\n",
+                "finite",
+            ),
+            (
+                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 4\n[release]\n\
+                 flood_sigma = \"auto\"\nmax_per_session = 0\n",
+                "allows no release",
+            ),
+            (
+                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 30\npad_to = 0\n",
+                "pad_to",
+            ),
+        ];
+        for (text, why) in cases {
+            let e = Policy::from_toml(text, L).unwrap_err().to_string();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
+        for text in ["", "version = \"one\"", "encrypted_layers = 4\nbogus = 1\n"] {
+            assert!(matches!(
+                Policy::from_toml(text, L),
+                Err(Error::PolicyParse { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn guard_enforces_layer_sigma_and_cap() {
+        let mut g = PolicyGuard::new(4, 0.5, 10);
+        let r = |after_layer, rows, flood_sigma| ReleaseRequest {
+            after_layer,
+            tensor: Tensor::Residual,
+            rows,
+            flood_sigma,
+            digest: [0; 32],
+        };
+        g.authorize(&r(4, 6, 0.5)).unwrap();
+        assert!(g.authorize(&r(3, 1, 0.5)).is_err());
+        assert!(g.authorize(&r(4, 1, 0.25)).is_err());
+        assert!(g.authorize(&r(4, 1, f64::NAN)).is_err());
+        assert!(g.authorize(&r(4, 5, 0.5)).is_err());
+        assert_eq!(g.released(), 6);
+        g.authorize(&r(4, 4, 1.0)).unwrap();
+        assert_eq!(g.released(), 10);
+        assert!(g.authorize(&r(4, 1, 1.0)).is_err());
+    }
+}
