@@ -25,18 +25,28 @@
 //! prompt for all practical purposes (see the leakage audit). Not built yet (issue 7):
 //! the TLS transport and sessions, a policy file, public prefixes and length padding.
 
+mod client;
 pub mod error;
+pub mod limits;
+pub mod net;
 pub mod policy;
 mod prepared;
 mod selective;
 mod server;
+pub mod session;
 mod strict;
 mod transport;
+pub mod wire;
 
+pub use client::{ClientSession, Released};
 pub use error::{Error, Result};
+pub use limits::Limits;
 pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest};
 pub use prepared::{PreparedModel, ENCRYPTED_STAGES};
-pub use selective::{decode_release, generate_selective, PlainTail, SelectiveClient};
+pub use selective::{
+    decode_release, generate_selective, generate_session, PlainTail, SelectiveClient,
+};
 pub use server::ModelServer;
+pub use session::{Connection, Counters, SessionEvent, SessionServer};
 pub use strict::{StrictLinear, TrafficStats};
 pub use transport::{InProcess, Transport};
