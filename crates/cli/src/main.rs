@@ -20,6 +20,11 @@ enum Command {
     /// Private generation: every layer's weight products on CKKS ciphertexts, computed by
     /// an embedded server; the key, the text and the LM head stay on the client.
     Run(cmd::run::RunArgs),
+    /// Serve private generation over TLS: sessions from `selene client`, authenticated by
+    /// a bearer token; the server sees only what each session's policy allows.
+    Serve(cmd::serve::ServeArgs),
+    /// Private generation against a `selene serve` server (same flags as `run`).
+    Client(cmd::client::ClientArgs),
     /// Print the token ids of TEXT on one line, space-separated.
     Tokenize(cmd::model::TokenizeArgs),
     /// Generate text in plaintext (no encryption): the reference every encrypted run must match.
@@ -43,6 +48,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(&args),
+        Command::Serve(args) => cmd::serve::serve(&args),
+        Command::Client(args) => cmd::client::client(&args),
         Command::Tokenize(args) => cmd::model::tokenize(&args),
         Command::Plain(args) => cmd::model::plain(&args),
         Command::Perplexity(args) => cmd::model::perplexity(&args),

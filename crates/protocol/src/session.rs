@@ -66,6 +66,22 @@ pub enum SessionEvent {
     },
 }
 
+impl std::fmt::Display for SessionEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionEvent::Opened {
+                id,
+                encrypted_layers,
+            } => write!(f, "session {id} opened: {encrypted_layers} encrypted layers"),
+            SessionEvent::Closed {
+                id,
+                reason,
+                requests,
+            } => write!(f, "session {id} closed ({reason}) after {requests} requests"),
+        }
+    }
+}
+
 type EventSink = Box<dyn Fn(&SessionEvent) + Send + Sync>;
 
 /// The state all connections share: one prepared model, the token hashes, the limits.

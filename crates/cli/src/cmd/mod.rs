@@ -5,6 +5,8 @@ pub mod bench;
 pub mod bench_ckks;
 pub mod bench_linalg;
 pub mod bench_model;
+pub mod client;
 pub mod model;
 pub mod run;
+pub mod serve;
 pub mod threads;

@@ -1,27 +1,99 @@
-//! `selene run`: private generation with client and server in one process.
+//! `selene run`: private generation with client and server in one process, and the
+//! generation driver `selene client` shares.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::RngCore;
 use selene_audit::view::DEFAULT_FLOOD_SIGMA;
+use selene_ckks::Parameters;
 use selene_linalg::LinalgPreset;
+use selene_model::{Tokenizer, Weights};
+use selene_protocol::policy::FloodSigma;
 use selene_protocol::{
-    generate_selective, InProcess, ModelServer, PlainTail, PreparedModel, SelectiveClient,
-    StrictLinear, ENCRYPTED_STAGES,
+    generate_session, ClientSession, InProcess, Limits, Policy, PolicyGuard, PreparedModel,
+    SelectiveClient, SessionServer, StrictLinear, Transport, ENCRYPTED_STAGES,
 };
+use sha2::{Digest, Sha256};
 
 use super::model::{load, stream_generation, stream_with, GenerationArgs};
 
 /// CKKS parameter sets for the encrypted products.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum Preset {
+pub enum Preset {
     /// N = 2^12, one 41-bit prime: about 15 bits of precision per product (default).
     Coeff12,
     /// N = 2^11, one 39-bit prime: less traffic, about 14 bits.
     Coeff11,
+}
+
+impl Preset {
+    /// The linalg preset.
+    pub fn linalg(self) -> LinalgPreset {
+        match self {
+            Preset::Coeff12 => LinalgPreset::Coeff12,
+            Preset::Coeff11 => LinalgPreset::Coeff11,
+        }
+    }
+
+    /// The name a policy uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Coeff12 => "coeff12",
+            Preset::Coeff11 => "coeff11",
+        }
+    }
+
+    /// The preset a policy names.
+    pub fn from_name(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "coeff12" => Ok(Preset::Coeff12),
+            "coeff11" => Ok(Preset::Coeff11),
+            _ => anyhow::bail!("unknown preset {name:?}"),
+        }
+    }
+}
+
+/// The policy flags shared by `run` and `client`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// CKKS parameter set of the encrypted products (both are 128-bit secure); a
+    /// `--policy` file's preset takes precedence.
+    #[arg(long, value_enum, default_value = "coeff12")]
+    preset: Preset,
+    /// Layers run under encryption before the hidden state would be released to the
+    /// server (selective mode). 30, all layers, is strict mode: nothing is released.
+    #[arg(long, value_name = "K", default_value_t = 30)]
+    encrypted_layers: usize,
+    /// A policy file (TOML, see the protocol crate's policy docs) instead of
+    /// `--encrypted-layers` and `--preset`.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// The validated policy for a model of `layers` layers.
+    pub fn policy(&self, layers: usize) -> anyhow::Result<Policy> {
+        if let Some(path) = &self.policy {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read {}", path.display()))?;
+            return Ok(Policy::from_toml(&text, layers)?);
+        }
+        let k = self.encrypted_layers;
+        anyhow::ensure!(
+            k <= layers,
+            "--encrypted-layers {k} is out of range: the model has {layers} layers (use \
+             {layers} for strict mode)"
+        );
+        let mut p = Policy::selective(layers, k);
+        p.preset = self.preset.name().to_string();
+        p.validate(layers)?;
+        Ok(p)
+    }
 }
 
 /// Arguments of `selene run`.
@@ -29,36 +101,80 @@ enum Preset {
 pub struct RunArgs {
     #[command(flatten)]
     gen: GenerationArgs,
-    /// CKKS parameter set of the encrypted products (both are 128-bit secure).
-    #[arg(long, value_enum, default_value = "coeff12")]
-    preset: Preset,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Worker threads (rayon); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
-    /// Layers run under encryption before the hidden state would be released to the
-    /// server (selective mode). 30, all layers, is strict mode: nothing is released.
-    #[arg(long, value_name = "K", default_value_t = 30)]
-    encrypted_layers: usize,
 }
 
 /// Runs `selene run`: in strict mode (the default) every layer's weight products on
 /// CKKS ciphertexts (the embedded server), everything else and the LM head on the
-/// client; with `--encrypted-layers K` below the model's depth, selective mode. Text goes
-/// to stdout; progress, per-token timing, traffic and the policy's measured leakage to
-/// stderr.
+/// client; with `--encrypted-layers K` below the model's depth, selective mode. The
+/// embedded server is the same session server `selene serve` runs, reached through the
+/// same wire bytes. Text goes to stdout; progress, per-token timing, traffic and the
+/// policy's measured leakage to stderr.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     super::threads::init(args.threads)?;
     let (w, t) = load(args.gen.model.model.as_deref())?;
-    let layers = w.config().n_layers;
-    let k = args.encrypted_layers;
-    anyhow::ensure!(
-        k <= layers,
-        "--encrypted-layers {k} is out of range: the model has {layers} layers (use {layers} \
-         for strict mode)"
+    let w = Arc::new(w);
+    let policy = args.policy.policy(w.config().n_layers)?;
+    let params = Preset::from_name(&policy.preset)?.linalg().build()?;
+    let model = prepare(&params, &w, policy.encrypted_layers)?;
+    let mut token = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut token);
+    let server = SessionServer::new(model, w.clone(), Limits::default()).with_token(&token);
+    let transport = InProcess::connect(&Arc::new(server), &token);
+    drive(&args.gen, &w, &t, &params, policy, transport)
+}
+
+/// Encodes layers `0..layers` of `w` for `params`, with a progress bar and a summary on
+/// stderr.
+pub fn prepare(
+    params: &Arc<Parameters>,
+    w: &Weights,
+    layers: usize,
+) -> anyhow::Result<Arc<PreparedModel>> {
+    let start = Instant::now();
+    let bar = ProgressBar::new((layers * ENCRYPTED_STAGES.len()) as u64).with_style(
+        ProgressStyle::with_template(
+            "server: encoding weights {bar:30} {pos}/{len} matrices [{elapsed}]",
+        )?,
     );
+    let model = PreparedModel::new(params, w, layers, &mut || bar.inc(1))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "[server: {} layers x {} products encoded for CKKS N = {} in {:.1} s, {:.0} MiB]",
+        layers,
+        ENCRYPTED_STAGES.len(),
+        params.n(),
+        start.elapsed().as_secs_f64(),
+        model.memory_bytes() as f64 / (1 << 20) as f64
+    );
+    Ok(Arc::new(model))
+}
+
+/// The generation driver shared by `run` (embedded transport) and `client` (TLS): opens
+/// a session under `policy` over `transport`, generates, streams the text to stdout and
+/// reports timing and traffic on stderr.
+pub fn drive<T: Transport>(
+    gen: &GenerationArgs,
+    w: &Weights,
+    t: &Tokenizer,
+    params: &Arc<Parameters>,
+    policy: Policy,
+    transport: T,
+) -> anyhow::Result<()> {
+    let layers = w.config().n_layers;
+    let k = policy.encrypted_layers;
+    let sigma = match policy.release.map(|r| r.flood_sigma) {
+        Some(FloodSigma::Fixed(s)) => s,
+        _ => DEFAULT_FLOOD_SIGMA,
+    };
+    let cap = policy.release.map_or(0, |r| r.max_per_session);
     if k < layers {
         // Say what the chosen policy leaks before anything else (issue 8).
-        if let Some(row) = selene_audit::measured::measured_leak(k, DEFAULT_FLOOD_SIGMA)? {
+        if let Some(row) = selene_audit::measured::measured_leak(k, sigma)? {
             let fields = row
                 .field_recovery
                 .map_or("n/a".to_string(), |f| format!("{:.1}%", 100.0 * f));
@@ -72,43 +188,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 row.flood_sigma
             );
         }
-    }
-    let preset = match args.preset {
-        Preset::Coeff12 => LinalgPreset::Coeff12,
-        Preset::Coeff11 => LinalgPreset::Coeff11,
-    };
-    let params = preset.build()?;
-
-    let start = Instant::now();
-    let bar = ProgressBar::new((k * ENCRYPTED_STAGES.len()) as u64).with_style(
-        ProgressStyle::with_template(
-            "server: encoding weights {bar:30} {pos}/{len} matrices [{elapsed}]",
-        )?,
-    );
-    let model = PreparedModel::new(&params, &w, k, &mut || bar.inc(1))?;
-    bar.finish_and_clear();
-    eprintln!(
-        "[server: {} layers x {} products encoded for CKKS N = {} in {:.1} s, {:.0} MiB]",
-        k,
-        ENCRYPTED_STAGES.len(),
-        params.n(),
-        start.elapsed().as_secs_f64(),
-        model.memory_bytes() as f64 / (1 << 20) as f64
-    );
-    if k == layers {
+    } else {
         eprintln!(
             "[strict mode: all {layers} layers encrypted; the server sees ciphertexts, their \
              sizes and timing (so the token count), never a token, activation or logit]"
         );
     }
-    let model = Arc::new(model);
-    let layouts = model.layouts();
-    let strict = StrictLinear::new(
-        &w,
-        &params,
-        layouts,
-        InProcess::new(ModelServer::new(model)),
-    )?;
+    let session = ClientSession::open(transport, params, policy, w.config().context_length)
+        .context("the server refused the session")?;
+    let fp = session.welcome().model.fingerprint;
+    if fp != [0; 32] && fp != <[u8; 32]>::from(Sha256::digest(w.gguf().bytes())) {
+        anyhow::bail!("the server runs another model than this client's (fingerprints differ)");
+    }
+    let strict = StrictLinear::from_session(w, params, session)?;
 
     // A spinner while the prompt runs (no text yet); then the text streams on stdout
     // and the spinner is gone, so the two never share a line.
@@ -126,39 +218,26 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let (gen_run, stats, server_s, releases) = if k == layers {
         let mut linear = strict;
-        let run = stream_generation(&args.gen, &w, &t, &mut linear, &mut on_token)?;
+        let run = stream_generation(gen, w, t, &mut linear, &mut on_token)?;
+        let _ = linear.session_mut().close();
         (run, linear.stats(), linear.server_time().as_secs_f64(), 0)
     } else {
         let mut strict = Some(strict);
         let mut done = None;
-        let run = stream_with(
-            &args.gen,
-            &w,
-            &t,
-            &mut on_token,
-            &mut |ids, max, sampler, cb| {
-                let strict = strict.take().context("the token loop runs once")?;
-                let capacity = ids.len() + max;
-                let mut client =
-                    SelectiveClient::new(&w, k, strict, DEFAULT_FLOOD_SIGMA, capacity)?;
-                let mut server = PlainTail::new(&w, k, capacity);
-                let out = generate_selective(
-                    &mut client,
-                    &mut server,
-                    ids,
-                    max,
-                    t.eos_ids(),
-                    sampler,
-                    cb,
-                )?;
-                done = Some((
-                    client.strict().stats(),
-                    client.strict().server_time().as_secs_f64(),
-                    client.releases(),
-                ));
-                Ok(out)
-            },
-        )?;
+        let run = stream_with(gen, w, t, &mut on_token, &mut |ids, max, sampler, cb| {
+            let strict = strict.take().context("the token loop runs once")?;
+            let capacity = ids.len() + max;
+            let mut client = SelectiveClient::new(w, k, strict, sigma, capacity)?
+                .with_guard(Box::new(PolicyGuard::new(k, sigma, cap)));
+            let out = generate_session(&mut client, ids, max, t.eos_ids(), sampler, cb)?;
+            let _ = client.strict_mut().session_mut().close();
+            done = Some((
+                client.strict().stats(),
+                client.strict().server_time().as_secs_f64(),
+                client.releases(),
+            ));
+            Ok(out)
+        })?;
         let (stats, server_s, releases) = done.context("the token loop did not run")?;
         (run, stats, server_s, releases)
     };
@@ -169,7 +248,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     if releases > 0 {
         eprintln!(
             "[released {releases} hidden-state rows after layer {k}, flooded with sigma \
-             {DEFAULT_FLOOD_SIGMA}]"
+             {sigma}]"
         );
     }
     eprintln!(
