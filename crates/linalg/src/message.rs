@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use selene_ckks::{Ciphertext, Parameters};
 
-use crate::error::{Error, Result};
 use crate::coeff::CoeffLayout;
+use crate::error::{Error, Result};
 use crate::matrix::{Layout, LayoutKind};
 use crate::modswitch::SwitchedCt;
 use crate::slots::SlotLayout;
@@ -498,7 +498,10 @@ mod tests {
             let bytes = m.layout().to_bytes();
             assert_eq!(&Layout::from_bytes(&bytes, &params).unwrap(), m.layout());
             for cut in 0..bytes.len() {
-                assert!(Layout::from_bytes(&bytes[..cut], &params).is_err(), "cut {cut}");
+                assert!(
+                    Layout::from_bytes(&bytes[..cut], &params).is_err(),
+                    "cut {cut}"
+                );
             }
             let mut long = bytes.clone();
             long.push(0);

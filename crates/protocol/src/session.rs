@@ -72,12 +72,18 @@ impl std::fmt::Display for SessionEvent {
             SessionEvent::Opened {
                 id,
                 encrypted_layers,
-            } => write!(f, "session {id} opened: {encrypted_layers} encrypted layers"),
+            } => write!(
+                f,
+                "session {id} opened: {encrypted_layers} encrypted layers"
+            ),
             SessionEvent::Closed {
                 id,
                 reason,
                 requests,
-            } => write!(f, "session {id} closed ({reason}) after {requests} requests"),
+            } => write!(
+                f,
+                "session {id} closed ({reason}) after {requests} requests"
+            ),
         }
     }
 }
@@ -144,11 +150,20 @@ impl SessionServer {
             fingerprint: Sha256::digest(weights.gguf().bytes()).into(),
         };
         let (n_layers, context_length) = (c.n_layers, c.context_length);
-        Self::build(model, Some(weights), n_layers, context_length, facts, limits)
+        Self::build(
+            model,
+            Some(weights),
+            n_layers,
+            context_length,
+            facts,
+            limits,
+        )
     }
 
-    /// A strict-mode-only server for `model` (no weights, so no plaintext tail: a
-    /// release is refused): what [`crate::InProcess::new`] embeds.
+    /// A server for `model` without weights, so without a plaintext tail: sessions with
+    /// a release policy open (the caller may run the tail itself, as
+    /// [`crate::generate_selective`] does) but a `Release` is refused. What
+    /// [`crate::InProcess::new`] embeds.
     pub fn strict_only(model: Arc<PreparedModel>, limits: Limits) -> Self {
         let layouts = model.layouts();
         let d_model = layouts.first().map_or(0, |l| l[0].shape().d_in);
@@ -458,10 +473,9 @@ impl Connection {
             (Message::Hello(_), Some(_)) => {
                 return Err(reject(ErrorCode::AlreadyOpen, "a session is already open"))
             }
-            (
-                Message::Product { .. } | Message::Release { .. } | Message::Close,
-                None,
-            ) => return Err(reject(ErrorCode::NoSession, "no session: send Hello first")),
+            (Message::Product { .. } | Message::Release { .. } | Message::Close, None) => {
+                return Err(reject(ErrorCode::NoSession, "no session: send Hello first"))
+            }
             (m @ (Message::Product { .. } | Message::Release { .. }), Some(s)) => (m, s),
             (m, _) => {
                 return Err(reject(
@@ -502,7 +516,8 @@ impl Connection {
                 else {
                     return Err(reject(
                         ErrorCode::NotAllowed,
-                        "this session's policy releases nothing",
+                        "no release under this session's policy, or no plaintext tail on \
+                         this server",
                     ));
                 };
                 let d = w.config().d_model;
@@ -566,12 +581,6 @@ impl Connection {
                 ),
             ));
         }
-        if p.release.is_some() && server.weights.is_none() {
-            return Err(reject(
-                ErrorCode::PolicyRejected,
-                "this server runs strict mode only (no plaintext tail)",
-            ));
-        }
         let fp = server.products.model().params().fingerprint();
         if Some(p.preset.as_str()) != server.preset || h.params_fingerprint != fp {
             return Err(reject(
@@ -586,10 +595,7 @@ impl Connection {
         if context == 0 || context > server.context_length {
             return Err(reject(
                 ErrorCode::PolicyRejected,
-                format!(
-                    "context {context} must be in 1..={}",
-                    server.context_length
-                ),
+                format!("context {context} must be in 1..={}", server.context_length),
             ));
         }
         if !h.eval_keys.is_empty() {

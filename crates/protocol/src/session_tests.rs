@@ -63,9 +63,15 @@ fn bad_hellos_get_their_code_and_open_nothing() {
         c.handle(&frame(id, m))
     };
     let cases: Vec<(Message, ErrorCode)> = vec![
-        (hello(b"wrong", Policy::selective(30, 1)), ErrorCode::Unauthorized),
+        (
+            hello(b"wrong", Policy::selective(30, 1)),
+            ErrorCode::Unauthorized,
+        ),
         // Strict mode needs 30 prepared layers; this server has 1.
-        (hello(b"right", Policy::strict(30)), ErrorCode::PolicyRejected),
+        (
+            hello(b"right", Policy::strict(30)),
+            ErrorCode::PolicyRejected,
+        ),
         (
             hello(
                 b"right",
@@ -117,7 +123,10 @@ fn bad_hellos_get_their_code_and_open_nothing() {
             },
             ErrorCode::NoSession,
         ),
-        (Message::ProductResult { ciphertext: vec![] }, ErrorCode::UnexpectedMessage),
+        (
+            Message::ProductResult { ciphertext: vec![] },
+            ErrorCode::UnexpectedMessage,
+        ),
     ];
     for (m, want) in cases {
         let r = send(&mut c, m);
@@ -142,7 +151,11 @@ fn bad_hellos_get_their_code_and_open_nothing() {
     assert_eq!(code(&r), None);
     assert_eq!(s.counters().sessions_open, 1);
     drop(c);
-    assert_eq!(s.counters().sessions_open, 0, "a dropped connection frees its session");
+    assert_eq!(
+        s.counters().sessions_open,
+        0,
+        "a dropped connection frees its session"
+    );
 }
 
 #[test]
@@ -194,7 +207,10 @@ fn requests_in_order_bad_payloads_and_close() {
 
     // The session limit: one more fits, the third is refused.
     let mut c2 = s.connect();
-    assert_eq!(code(&c2.handle(&frame(1, hello(b"right", Policy::selective(30, 1))))), None);
+    assert_eq!(
+        code(&c2.handle(&frame(1, hello(b"right", Policy::selective(30, 1))))),
+        None
+    );
     let mut c3 = s.connect();
     let r = c3.handle(&frame(1, hello(b"right", Policy::selective(30, 1))));
     assert_eq!(code(&r), Some(ErrorCode::TooManySessions));
@@ -220,13 +236,21 @@ fn idle_sessions_expire_and_oversized_frames_close_the_connection() {
         ..Limits::default()
     });
     let mut c = s.connect();
-    assert_eq!(code(&c.handle(&frame(1, hello(b"right", Policy::selective(30, 1))))), None);
+    assert_eq!(
+        code(&c.handle(&frame(1, hello(b"right", Policy::selective(30, 1))))),
+        None
+    );
     std::thread::sleep(Duration::from_millis(5));
     let r = c.handle(&frame(2, Message::Release { bytes: vec![] }));
     assert_eq!(code(&r), Some(ErrorCode::SessionExpired));
     assert!(r.close);
     assert_eq!(s.counters().sessions_open, 0);
-    let r = c.handle(&frame(3, Message::Release { bytes: vec![0; 5000] }));
+    let r = c.handle(&frame(
+        3,
+        Message::Release {
+            bytes: vec![0; 5000],
+        },
+    ));
     assert_eq!(code(&r), Some(ErrorCode::MessageTooLarge));
     assert!(r.close);
 }

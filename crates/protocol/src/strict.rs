@@ -76,7 +76,9 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             Policy::selective(layers, layouts.len())
         };
         let session = ClientSession::open(transport, params, policy, c.context_length)?;
-        if let Some(layer) = (0..layouts.len()).find(|&l| session.layouts().get(l) != layouts.get(l)) {
+        if let Some(layer) =
+            (0..layouts.len()).find(|&l| session.layouts().get(l) != layouts.get(l))
+        {
             return Err(Error::LayoutMismatch { layer });
         }
         Self::from_session(weights, params, session)

@@ -11,7 +11,6 @@ use crate::limits::Limits;
 use crate::server::ModelServer;
 use crate::session::{Connection, SessionServer};
 
-
 /// Carries one request frame to the server and its reply frame back (both in the
 /// [`crate::wire`] format, length prefix included).
 pub trait Transport {

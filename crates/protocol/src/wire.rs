@@ -474,7 +474,10 @@ impl<'a> Reader<'a> {
             .checked_add(len)
             .filter(|&e| e <= self.bytes.len())
             .ok_or_else(|| self.err(what))?;
-        let s = self.bytes.get(self.pos..end).ok_or_else(|| self.err(what))?;
+        let s = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or_else(|| self.err(what))?;
         self.pos = end;
         Ok(s)
     }

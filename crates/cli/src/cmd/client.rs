@@ -20,7 +20,12 @@ pub struct ClientArgs {
     #[arg(long, value_name = "ADDR")]
     server: String,
     /// SHA-256 of the server's certificate (as `selene serve --self-signed` prints it).
-    #[arg(long, value_name = "HEX", required_unless_present = "ca", conflicts_with = "ca")]
+    #[arg(
+        long,
+        value_name = "HEX",
+        required_unless_present = "ca",
+        conflicts_with = "ca"
+    )]
     fingerprint: Option<String>,
     /// CA certificate(s) (PEM) the server's certificate must chain to.
     #[arg(long, value_name = "FILE")]

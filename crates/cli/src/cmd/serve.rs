@@ -19,7 +19,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
     listen: String,
     /// Certificate chain (PEM); with --key.
-    #[arg(long, value_name = "FILE", requires = "key", conflicts_with = "self_signed")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        conflicts_with = "self_signed"
+    )]
     cert: Option<PathBuf>,
     /// Private key (PEM); with --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]

@@ -170,12 +170,11 @@ impl TlsTransport {
     /// [`Error::Io`] (connect), [`Error::Tls`] (handshake, certificate not trusted),
     /// [`Error::Credentials`] for a host that is no valid server name.
     pub fn connect(addr: &str, trust: &Trust, token: &[u8]) -> Result<Self> {
-        let name = ServerName::try_from(host_of(addr).to_string()).map_err(|e| {
-            Error::Credentials {
+        let name =
+            ServerName::try_from(host_of(addr).to_string()).map_err(|e| Error::Credentials {
                 what: "server address",
                 why: e.to_string(),
-            }
-        })?;
+            })?;
         let mut sock = TcpStream::connect(addr)?;
         sock.set_nodelay(true)?;
         let mut conn = ClientConnection::new(trust.client_config()?, name)?;

@@ -68,12 +68,11 @@ impl Identity {
     /// # Errors
     /// [`Error::Credentials`] when a name cannot go in a certificate.
     pub fn self_signed(names: &[String]) -> Result<Self> {
-        let ck = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| {
-            Error::Credentials {
+        let ck =
+            rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| Error::Credentials {
                 what: "self-signed certificate",
                 why: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Self {
             chain: vec![ck.cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into()),

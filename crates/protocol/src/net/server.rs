@@ -124,8 +124,8 @@ async fn serve_connection(stream: TcpStream, acceptor: TlsAcceptor, sessions: Ar
                     message: Message::error(code, e),
                 });
                 if let Ok(bytes) = frame {
-                    let _ = tokio::time::timeout(limits.handshake_timeout, tls.write_all(&bytes))
-                        .await;
+                    let _ =
+                        tokio::time::timeout(limits.handshake_timeout, tls.write_all(&bytes)).await;
                 }
                 break;
             }
