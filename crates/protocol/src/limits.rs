@@ -2,7 +2,7 @@
 //!
 //! | Limit | Default | Why this value |
 //! |---|---|---|
-//! | `max_message_bytes` | 64 MiB | The largest request is a prefill product: about 0.45 MB per prompt token for the `Down` input and 0.9 MB per token for the `GateUp` output at `coeff12`, so 64 MiB carries a prompt of about 70 tokens per product, and the 1.5 MB `Welcome` (120 layouts) fits easily. Every frame is held in memory once, so this also bounds a connection's buffer. |
+//! | `max_message_bytes` | 64 MiB | A prefill sends all prompt tokens in one product: at `coeff12` a layer costs 1.04 MB up and 0.83 MB down per token over its 4 products (linalg crate docs), so no single product frame exceeds about 0.6 MB per token and 64 MiB carries a prompt of about 100 tokens; the 1.5 MB `Welcome` (120 layouts) fits easily. Every frame is held in memory once, so this also bounds a connection's buffer. Longer prompts need a larger limit (`selene serve --max-message-mib`) until the client splits prefill products. |
 //! | `max_sessions` | 16 | Each session may hold one frame in flight (up to `max_message_bytes`) plus, in selective mode, its plaintext tail's KV cache (up to 2,048 positions x 30 layers x 384 floats = 94 MB): 16 sessions stay within about 2.5 GiB. |
 //! | `idle_timeout` | 120 s | Between two requests the client only runs its own plaintext steps (attention, norms: milliseconds) or waits for the previous answer; two minutes of silence means it is gone. |
 //! | `max_lifetime` | 1 h | A 2,048-token strict generation at about 1 s per token fits; keys are per session and the number of releases per key is capped (ARCHITECTURE.md), so sessions must end. |

@@ -18,7 +18,7 @@
 //! | 5 | `Release` | client | `Logits` (head on the server) or `HiddenState` (head on the client) |
 //! | 6 | `Logits` | server | |
 //! | 7 | `HiddenState` | server | |
-//! | 8 | `Close` | client | none; the server ends the session |
+//! | 8 | `Close` | client | `Close`, then the server ends the session and the connection |
 //! | 9 | `Error` | server | |
 //! | 10, 11 | reserved: `PublicPrefix {tokens}` -> `PrefixKv {bytes}` | | |
 //!
