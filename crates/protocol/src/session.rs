@@ -94,7 +94,7 @@ type EventSink = Box<dyn Fn(&SessionEvent) + Send + Sync>;
 pub struct SessionServer {
     products: ModelServer,
     weights: Option<Arc<Weights>>,
-    n_layers: usize,
+    n_layers: Option<usize>,
     context_length: usize,
     facts: ModelFacts,
     preset: Option<&'static str>,
@@ -153,7 +153,7 @@ impl SessionServer {
         Self::build(
             model,
             Some(weights),
-            n_layers,
+            Some(n_layers),
             context_length,
             facts,
             limits,
@@ -173,14 +173,13 @@ impl SessionServer {
             vocab: 0,
             fingerprint: [0; 32],
         };
-        let n = model.layers();
-        Self::build(model, None, n, usize::MAX, facts, limits)
+        Self::build(model, None, None, usize::MAX, facts, limits)
     }
 
     fn build(
         model: Arc<PreparedModel>,
         weights: Option<Arc<Weights>>,
-        n_layers: usize,
+        n_layers: Option<usize>,
         context_length: usize,
         facts: ModelFacts,
         limits: Limits,
@@ -569,7 +568,12 @@ impl Connection {
             return Err(reject(ErrorCode::Unauthorized, "bearer token not accepted"));
         }
         let p = h.policy;
-        p.validate(server.n_layers)
+        // A server without weights does not know the model's depth: it checks coherence
+        // against the depth the policy implies (one plaintext layer after a release).
+        let depth = server
+            .n_layers
+            .unwrap_or(p.encrypted_layers + usize::from(p.release.is_some()));
+        p.validate(depth)
             .map_err(|e| reject(ErrorCode::PolicyRejected, e))?;
         let prepared = server.products.model().layers();
         if p.encrypted_layers > prepared {
