@@ -13,6 +13,12 @@ use crate::policy::Policy;
 use crate::prepared::stage_index;
 use crate::transport::Transport;
 
+/// Most activation rows (positions) in one encrypted product request: the widest input
+/// or output of SmolLM2 over 32 rows is about 20 MiB on the wire at Coeff12, well inside
+/// the server's 64 MiB message limit, and a longer prompt simply takes several requests
+/// per product.
+pub const MAX_ROWS_PER_PRODUCT: usize = 32;
+
 /// What crossed the wire and where the client's time went.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TrafficStats {
@@ -183,12 +189,20 @@ impl<T: Transport> Linear for StrictLinear<'_, T> {
             apply_gain(&mut gained, self.weights.output_norm());
             return QuantLinear::new(self.weights).apply(layer, stage, &gained, out);
         }
-        self.encrypted(layer, stage, x, out)
-            .map_err(|e| selene_model::Error::Linear {
-                layer,
-                stage,
-                source: Box::new(e),
-            })
+        stage.check(self.weights.config(), x, out)?;
+        // A long prompt goes as several requests of at most MAX_ROWS_PER_PRODUCT rows,
+        // so every message stays far below the server's size limit.
+        let (d_in, d_out) = stage.dims(self.weights.config());
+        let rows = MAX_ROWS_PER_PRODUCT;
+        for (xc, oc) in x.chunks(rows * d_in).zip(out.chunks_mut(rows * d_out)) {
+            self.encrypted(layer, stage, xc, oc)
+                .map_err(|e| selene_model::Error::Linear {
+                    layer,
+                    stage,
+                    source: Box::new(e),
+                })?;
+        }
+        Ok(())
     }
 
     fn gains_folded(&self) -> bool {
