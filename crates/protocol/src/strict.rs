@@ -58,6 +58,20 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         layouts: Vec<[Layout; 4]>,
         transport: T,
     ) -> Result<Self> {
+        Self::with_client(weights, Client::new(params), layouts, transport)
+    }
+
+    /// Like [`StrictLinear::new`] with a given client (a session key from a keystore,
+    /// `selene_keys`) instead of a fresh one.
+    ///
+    /// # Errors
+    /// As [`StrictLinear::new`].
+    pub fn with_client(
+        weights: &'w Weights,
+        client: Client,
+        layouts: Vec<[Layout; 4]>,
+        transport: T,
+    ) -> Result<Self> {
         let layers = weights.config().n_layers;
         if layouts.len() > layers {
             return Err(Error::LayerOutOfRange {
@@ -67,7 +81,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         }
         Ok(Self {
             weights,
-            client: Client::new(params),
+            client,
             layouts,
             transport,
             stats: TrafficStats::default(),
