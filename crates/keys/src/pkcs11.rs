@@ -70,6 +70,8 @@ pub struct TokenLocation {
     pub slot: Option<u64>,
     /// The token's serial number (stored in the keystore; wins over the slot).
     pub serial: Option<String>,
+    /// The token's label (when neither serial nor slot is given).
+    pub label: Option<String>,
 }
 
 /// A root key held on a PKCS#11 token, with a logged-in session.
@@ -95,20 +97,23 @@ fn find_slot(ctx: &Pkcs11, at: &TokenLocation) -> Result<(Slot, String, String)>
     for slot in slots {
         let info = ctx.get_token_info(slot).map_err(p11("C_GetTokenInfo"))?;
         let serial = info.serial_number().trim().to_string();
-        let hit = match (&at.serial, at.slot) {
-            (Some(s), _) => s == &serial,
-            (None, Some(id)) => slot.id() == id,
-            (None, None) => true,
+        let label = info.label().trim().to_string();
+        let hit = match (&at.serial, at.slot, &at.label) {
+            (Some(s), _, _) => s == &serial,
+            (None, Some(id), _) => slot.id() == id,
+            (None, None, Some(l)) => l == &label,
+            (None, None, None) => true,
         };
         if hit && info.token_initialized() {
-            return Ok((slot, serial, info.label().trim().to_string()));
+            return Ok((slot, serial, label));
         }
     }
     Err(Error::NoToken {
-        what: match (&at.serial, at.slot) {
-            (Some(s), _) => format!("with serial {s:?} in {}", at.module.display()),
-            (None, Some(id)) => format!("in slot {id} of {}", at.module.display()),
-            (None, None) => format!("initialized in {}", at.module.display()),
+        what: match (&at.serial, at.slot, &at.label) {
+            (Some(s), _, _) => format!("with serial {s:?} in {}", at.module.display()),
+            (None, Some(id), _) => format!("in slot {id} of {}", at.module.display()),
+            (None, None, Some(l)) => format!("labelled {l:?} in {}", at.module.display()),
+            (None, None, None) => format!("initialized in {}", at.module.display()),
         },
     })
 }
@@ -210,6 +215,7 @@ impl Pkcs11Root {
             module: module.map_or_else(|| PathBuf::from(stored), Path::to_path_buf),
             slot: None,
             serial: Some(token_serial.clone()),
+            label: None,
         };
         let ctx = context(&at.module)?;
         let (slot, _, _) = find_slot(&ctx, &at)?;
