@@ -40,6 +40,8 @@ pub mod secret;
 pub mod session;
 
 pub use backend::{BackendDescriptor, RootKey};
+/// The PIN type of the PKCS#11 backend (a zeroizing secret string).
+pub use cryptoki::types::AuthPin;
 pub use error::{Error, Result};
 pub use guard::{KeystoreGuard, Refusal};
 pub use keystore::{Header, Keystore, SessionInfo, Unlock, KEYSTORE_FILE};

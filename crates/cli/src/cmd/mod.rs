@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_ckks;
 pub mod bench_linalg;
 pub mod bench_model;
+pub mod keys;
 pub mod model;
 pub mod run;
 pub mod threads;

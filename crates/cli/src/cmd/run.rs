@@ -103,9 +103,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     let model = Arc::new(model);
     let layouts = model.layouts();
-    let strict = StrictLinear::new(
+    // The keystore's session key and release guard if one exists, else ephemeral keys.
+    let keys = selene_keys::open_or_ephemeral(&selene_keys::default_dir(), preset)?;
+    let mut guard = keys.guard;
+    let strict = StrictLinear::with_client(
         &w,
-        &params,
+        keys.key.client()?,
         layouts,
         InProcess::new(ModelServer::new(model)),
     )?;
@@ -141,6 +144,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 let capacity = ids.len() + max;
                 let mut client =
                     SelectiveClient::new(&w, k, strict, DEFAULT_FLOOD_SIGMA, capacity)?;
+                if let Some(g) = guard.take() {
+                    client = client.with_guard(Box::new(g));
+                }
                 let mut server = PlainTail::new(&w, k, capacity);
                 let out = generate_selective(
                     &mut client,
