@@ -34,6 +34,7 @@ pub fn softhsm() -> Option<&'static SoftHsm> {
     HSM.get_or_init(|| {
         let module = std::env::var_os("SELENE_PKCS11_MODULE")
             .map(PathBuf::from)
+            .filter(|p| p.is_file())
             .or_else(|| MODULES.iter().map(PathBuf::from).find(|p| p.is_file()));
         let util_ok = Command::new("softhsm2-util")
             .arg("--version")
