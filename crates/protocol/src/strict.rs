@@ -68,6 +68,20 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         layouts: Vec<[Layout; 4]>,
         transport: T,
     ) -> Result<Self> {
+        Self::with_client(weights, Client::new(params), layouts, transport)
+    }
+
+    /// Like [`StrictLinear::new`] with a given client (a session key from a keystore,
+    /// `selene_keys`) instead of a fresh one.
+    ///
+    /// # Errors
+    /// As [`StrictLinear::new`].
+    pub fn with_client(
+        weights: &'w Weights,
+        client: Client,
+        layouts: Vec<[Layout; 4]>,
+        transport: T,
+    ) -> Result<Self> {
         let c = weights.config();
         let layers = c.n_layers;
         if layouts.len() > layers {
@@ -81,23 +95,23 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         } else {
             Policy::selective(layers, layouts.len())
         };
-        let session = ClientSession::open(transport, params, policy, c.context_length)?;
+        let session = ClientSession::open(transport, client.params(), policy, c.context_length)?;
         if let Some(layer) =
             (0..layouts.len()).find(|&l| session.layouts().get(l) != layouts.get(l))
         {
             return Err(Error::LayoutMismatch { layer });
         }
-        Self::from_session(weights, params, session)
+        Self::from_session(weights, client, session)
     }
 
-    /// A client with a fresh secret key for `params` over an open session, encrypting for
-    /// the layouts the server sent.
+    /// A client holding `client`'s key over an open session, encrypting for the layouts
+    /// the server sent.
     ///
     /// # Errors
     /// More encrypted layers than the model has.
     pub fn from_session(
         weights: &'w Weights,
-        params: &std::sync::Arc<Parameters>,
+        client: Client,
         session: ClientSession<T>,
     ) -> Result<Self> {
         let layers = weights.config().n_layers;
@@ -110,7 +124,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         }
         Ok(Self {
             weights,
-            client: Client::new(params),
+            client,
             layouts,
             session,
             stats: TrafficStats::default(),

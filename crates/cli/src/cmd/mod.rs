@@ -6,6 +6,7 @@ pub mod bench_ckks;
 pub mod bench_linalg;
 pub mod bench_model;
 pub mod client;
+pub mod keys;
 pub mod model;
 pub mod run;
 pub mod serve;

@@ -16,7 +16,7 @@ use selene_model::{Tokenizer, Weights};
 use selene_protocol::policy::FloodSigma;
 use selene_protocol::{
     generate_session, ClientSession, InProcess, Limits, Policy, PolicyGuard, PreparedModel,
-    SelectiveClient, SessionServer, StrictLinear, Transport, ENCRYPTED_STAGES,
+    ReleaseGuard, SelectiveClient, SessionServer, StrictLinear, Transport, ENCRYPTED_STAGES,
 };
 use sha2::{Digest, Sha256};
 
@@ -194,13 +194,17 @@ pub fn drive<T: Transport>(
              sizes and timing (so the token count), never a token, activation or logit]"
         );
     }
+    // The keystore's session key and release guard if one exists, else ephemeral keys.
+    let preset = Preset::from_name(&policy.preset)?.linalg();
+    let keys = selene_keys::open_or_ephemeral(&selene_keys::default_dir(), preset)?;
+    let mut guard = keys.guard;
     let session = ClientSession::open(transport, params, policy, w.config().context_length)
         .context("the server refused the session")?;
     let fp = session.welcome().model.fingerprint;
     if fp != [0; 32] && fp != <[u8; 32]>::from(Sha256::digest(w.gguf().bytes())) {
         anyhow::bail!("the server runs another model than this client's (fingerprints differ)");
     }
-    let strict = StrictLinear::from_session(w, params, session)?;
+    let strict = StrictLinear::from_session(w, keys.key.client()?, session)?;
 
     // A spinner while the prompt runs (no text yet); then the text streams on stdout
     // and the spinner is gone, so the two never share a line.
@@ -227,8 +231,13 @@ pub fn drive<T: Transport>(
         let run = stream_with(gen, w, t, &mut on_token, &mut |ids, max, sampler, cb| {
             let strict = strict.take().context("the token loop runs once")?;
             let capacity = ids.len() + max;
-            let mut client = SelectiveClient::new(w, k, strict, sigma, capacity)?
-                .with_guard(Box::new(PolicyGuard::new(k, sigma, cap)));
+            // The keystore's guard checks the owner's signed policy and logs; without a
+            // keystore the session policy's own cap and flooding level are enforced.
+            let guard: Box<dyn ReleaseGuard + Send> = match guard.take() {
+                Some(g) => Box::new(g),
+                None => Box::new(PolicyGuard::new(k, sigma, cap)),
+            };
+            let mut client = SelectiveClient::new(w, k, strict, sigma, capacity)?.with_guard(guard);
             let out = generate_session(&mut client, ids, max, t.eos_ids(), sampler, cb)?;
             let _ = client.strict_mut().session_mut().close();
             done = Some((
