@@ -23,10 +23,15 @@
 //! Selective mode by depth ([`SelectiveClient`], [`PlainTail`]) releases the
 //! noise-flooded hidden states after the first `k` layers; the server then sees the
 //! prompt for all practical purposes (see the leakage audit). Not built yet (issue 7):
-//! the TLS transport and sessions, a policy file, public prefixes and length padding.
+//! the TLS transport and sessions.
+//!
+//! Selective by span ([`PublicPrefix`], [`PrefixKv`]): a public prefix runs in plaintext
+//! on the server, which returns its keys and values; the private tokens run after it.
 
 pub mod error;
 pub mod policy;
+mod padding;
+mod prefix;
 mod prepared;
 mod selective;
 mod server;
@@ -35,6 +40,8 @@ mod transport;
 
 pub use error::{Error, Result};
 pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest};
+pub use padding::PaddedLinear;
+pub use prefix::{generate_after_prefix, PrefixKv, PrefixLimits, PublicPrefix};
 pub use prepared::{PreparedModel, ENCRYPTED_STAGES};
 pub use selective::{decode_release, generate_selective, PlainTail, SelectiveClient};
 pub use server::ModelServer;

@@ -14,11 +14,12 @@ use std::ops::ControlFlow;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use selene_model::forward::forward_layers;
-use selene_model::{generate_with, head, KvCache, QuantLinear, Sampler, Weights};
+use selene_model::{generate_with, head, KvCache, Logits, QuantLinear, Sampler, Weights};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::prefix::PrefixKv;
 use crate::policy::{PolicyGuard, ReleaseGuard, ReleaseRequest, Tensor};
 use crate::strict::StrictLinear;
 use crate::transport::Transport;
@@ -121,6 +122,28 @@ impl<'w> PlainTail<'w> {
     /// # Errors
     /// A malformed release, a full cache, model errors.
     pub fn handle(&mut self, release: &[u8]) -> Result<Vec<f32>> {
+        self.handle_logits(release, Logits::Last)
+    }
+
+    /// [`PlainTail::handle`] returning the logits of every released position
+    /// (`n x vocab_size`), for scoring a text (perplexity) in selective mode.
+    ///
+    /// # Errors
+    /// As [`PlainTail::handle`].
+    pub fn handle_all(&mut self, release: &[u8]) -> Result<Vec<f32>> {
+        self.handle_logits(release, Logits::All)
+    }
+
+    /// Installs the server's part of a public prefix (layers `k..`) into the tail's
+    /// cache, before any release; its capacity must include the prefix.
+    ///
+    /// # Errors
+    /// A prefix for other layers, a cache already in use or too small.
+    pub fn install_prefix(&mut self, kv: &PrefixKv) -> Result<()> {
+        kv.install_layers(&mut self.cache, self.k..self.w.config().n_layers)
+    }
+
+    fn handle_logits(&mut self, release: &[u8], which: Logits) -> Result<Vec<f32>> {
         let c = self.w.config();
         let mut x = decode_release(release, c.d_model)?;
         let n = x.len() / c.d_model;
@@ -133,9 +156,12 @@ impl<'w> PlainTail<'w> {
             &mut plain,
             &mut |_, _| {},
         )?;
-        let last = x.get((n - 1) * c.d_model..).unwrap_or(&[]);
-        let mut logits = vec![0.0; c.vocab_size];
-        head(self.w, last, &mut plain, &mut logits)?;
+        let rows = match which {
+            Logits::Last => x.get((n - 1) * c.d_model..).unwrap_or(&[]),
+            Logits::All => &x[..],
+        };
+        let mut logits = vec![0.0; rows.len() / c.d_model * c.vocab_size];
+        head(self.w, rows, &mut plain, &mut logits)?;
         Ok(logits)
     }
 }
@@ -234,6 +260,15 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
             .map_err(|source| Error::ReleaseRefused { source })?;
         self.releases += tokens.len();
         Ok(bytes)
+    }
+
+    /// Installs the client's part of a public prefix (layers `0..k`) into its cache,
+    /// before the first step; its capacity must include the prefix.
+    ///
+    /// # Errors
+    /// A prefix for other layers, a cache already in use or too small.
+    pub fn install_prefix(&mut self, kv: &PrefixKv) -> Result<()> {
+        kv.install_layers(&mut self.cache, 0..self.k)
     }
 
     /// Hidden-state rows released so far (one per position).
