@@ -29,20 +29,22 @@
 //! on the server, which returns its keys and values; the private tokens run after it.
 
 pub mod error;
-pub mod policy;
 mod padding;
+pub mod policy;
 mod prefix;
 mod prepared;
+mod quality;
 mod selective;
 mod server;
 mod strict;
 mod transport;
 
 pub use error::{Error, Result};
-pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest};
 pub use padding::PaddedLinear;
+pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest};
 pub use prefix::{generate_after_prefix, PrefixKv, PrefixLimits, PublicPrefix};
 pub use prepared::{PreparedModel, ENCRYPTED_STAGES};
+pub use quality::{compare_logits, Flip, LogitComparison};
 pub use selective::{decode_release, generate_selective, PlainTail, SelectiveClient};
 pub use server::ModelServer;
 pub use strict::{StrictLinear, TrafficStats};

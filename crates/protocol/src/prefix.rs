@@ -140,9 +140,7 @@ impl PrefixKv {
     /// Splits into layers `..k` (for the client in selective mode) and `k..` (for the
     /// server's plaintext tail); `k` is clamped to the layers held.
     pub fn split_at(mut self, k: usize) -> (PrefixKv, PrefixKv) {
-        let at = k
-            .saturating_sub(self.first_layer)
-            .min(self.layers.len());
+        let at = k.saturating_sub(self.first_layer).min(self.layers.len());
         let tail = self.layers.split_off(at);
         let tail = PrefixKv {
             first_layer: self.first_layer + at,
@@ -226,7 +224,11 @@ impl PrefixKv {
         if header.get(..4) != Some(PREFIX_MAGIC.as_slice()) {
             return Err(bad("bad magic"));
         }
-        let u16_at = |i: usize| header.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let u16_at = |i: usize| {
+            header
+                .get(i..i + 2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        };
         let u32_at = |i: usize| {
             header
                 .get(i..i + 4)
@@ -241,7 +243,11 @@ impl PrefixKv {
         }
         let (first_layer, count) = (u32_at(8)?, u32_at(12)?);
         let (positions, kv_dim) = (u32_at(16)?, u32_at(20)?);
-        if count == 0 || first_layer.checked_add(count).is_none_or(|e| e > c.n_layers) {
+        if count == 0
+            || first_layer
+                .checked_add(count)
+                .is_none_or(|e| e > c.n_layers)
+        {
             return Err(bad("layer range outside the model"));
         }
         if kv_dim != c.kv_dim() {
@@ -285,7 +291,10 @@ impl PrefixKv {
 /// # Errors
 /// An empty prompt, a prefix that does not cover every layer, the context length, and
 /// whatever `linear` or `on_token` fail with.
-#[allow(clippy::too_many_arguments, reason = "the token loop's inputs, each needed")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the token loop's inputs, each needed"
+)]
 pub fn generate_after_prefix(
     w: &Weights,
     prefix: Option<&PrefixKv>,
@@ -344,8 +353,12 @@ mod tests {
         let kv = c.kv_dim();
         let layers = (0..c.n_layers)
             .map(|l| {
-                let k = (0..positions * kv).map(|i| (l * 1000 + i) as f32 * 0.5).collect();
-                let v = (0..positions * kv).map(|i| -((l * 1000 + i) as f32)).collect();
+                let k = (0..positions * kv)
+                    .map(|i| (l * 1000 + i) as f32 * 0.5)
+                    .collect();
+                let v = (0..positions * kv)
+                    .map(|i| -((l * 1000 + i) as f32))
+                    .collect();
                 (k, v)
             })
             .collect();
@@ -365,7 +378,10 @@ mod tests {
         let bytes = kv.to_bytes();
         assert_eq!(PrefixKv::from_bytes(&bytes, &c, &lim).unwrap(), kv);
         for cut in 0..bytes.len() {
-            assert!(PrefixKv::from_bytes(&bytes[..cut], &c, &lim).is_err(), "prefix {cut}");
+            assert!(
+                PrefixKv::from_bytes(&bytes[..cut], &c, &lim).is_err(),
+                "prefix {cut}"
+            );
         }
         let mut long = bytes.clone();
         long.extend_from_slice(&[0; 4]);

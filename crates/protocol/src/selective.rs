@@ -19,8 +19,8 @@ use selene_model::{generate_with, head, KvCache, Logits, QuantLinear, Sampler, W
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::prefix::PrefixKv;
 use crate::policy::{PolicyGuard, ReleaseGuard, ReleaseRequest, Tensor};
+use crate::prefix::PrefixKv;
 use crate::strict::StrictLinear;
 use crate::transport::Transport;
 

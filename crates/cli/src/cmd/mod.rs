@@ -6,5 +6,6 @@ pub mod bench_ckks;
 pub mod bench_linalg;
 pub mod bench_model;
 pub mod model;
+pub mod public_context;
 pub mod run;
 pub mod threads;

@@ -1,5 +1,6 @@
 //! `selene run`: private generation with client and server in one process.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,11 +10,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use selene_audit::view::DEFAULT_FLOOD_SIGMA;
 use selene_linalg::LinalgPreset;
 use selene_protocol::{
-    generate_selective, InProcess, ModelServer, PlainTail, PreparedModel, SelectiveClient,
-    StrictLinear, ENCRYPTED_STAGES,
+    generate_after_prefix, generate_selective, InProcess, ModelServer, PaddedLinear, PlainTail,
+    PreparedModel, SelectiveClient, StrictLinear, ENCRYPTED_STAGES,
 };
 
-use super::model::{load, stream_generation, stream_with, GenerationArgs};
+use super::model::{load, GenerationArgs};
+use super::public_context::{self, PublicContext};
 
 /// CKKS parameter sets for the encrypted products.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -39,6 +41,15 @@ pub struct RunArgs {
     /// server (selective mode). 30, all layers, is strict mode: nothing is released.
     #[arg(long, value_name = "K", default_value_t = 30)]
     encrypted_layers: usize,
+    /// A public text (system prompt, public document) that the server runs in plaintext
+    /// before the prompt; with --chat it is the system message. Only the prompt after it
+    /// is private.
+    #[arg(long, value_name = "FILE")]
+    public_context: Option<PathBuf>,
+    /// Pad the prompt's encrypted products to a multiple of N tokens, so the server learns
+    /// only the length bucket (strict mode only).
+    #[arg(long, value_name = "N")]
+    pad_to: Option<usize>,
 }
 
 /// Runs `selene run`: in strict mode (the default) every layer's weight products on
@@ -56,6 +67,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         "--encrypted-layers {k} is out of range: the model has {layers} layers (use {layers} \
          for strict mode)"
     );
+    if let (Some(p), true) = (args.pad_to, k < layers) {
+        anyhow::bail!(
+            "--pad-to {p} with --encrypted-layers {k}: padding hides nothing in selective mode \
+             (the release shows the prompt length); use strict mode"
+        );
+    }
     if k < layers {
         // Say what the chosen policy leaks before anything else (issue 8).
         if let Some(row) = selene_audit::measured::measured_leak(k, DEFAULT_FLOOD_SIGMA)? {
@@ -102,6 +119,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     let model = Arc::new(model);
+    let prefix = args
+        .public_context
+        .as_deref()
+        .map(|path| public_context::prepare(path, &args.gen.prompt, args.gen.chat, &w, &t, k))
+        .transpose()?;
+    let p = prefix.as_ref().map_or(0, PublicContext::positions);
+    // Generated tokens fit after the prefix and the prompt.
+    let room = |prompt: usize, max: usize| max.min(w.config().context_length - p - prompt);
     let layouts = model.layouts();
     let strict = StrictLinear::new(
         &w,
@@ -125,23 +150,50 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         last = Instant::now();
     };
     let (gen_run, stats, server_s, releases) = if k == layers {
-        let mut linear = strict;
-        let run = stream_generation(&args.gen, &w, &t, &mut linear, &mut on_token)?;
-        (run, linear.stats(), linear.server_time().as_secs_f64(), 0)
+        let mut linear = PaddedLinear::new(strict, w.config(), args.pad_to.unwrap_or(1))?;
+        let run = public_context::stream(
+            &args.gen,
+            prefix.as_ref(),
+            &w,
+            &t,
+            &mut on_token,
+            &mut |ids, max, sampler, cb| {
+                Ok(generate_after_prefix(
+                    &w,
+                    prefix.as_ref().map(|pc| &pc.client),
+                    ids,
+                    room(ids.len(), max),
+                    t.eos_ids(),
+                    sampler,
+                    &mut linear,
+                    cb,
+                )?)
+            },
+        )?;
+        let s = linear.inner();
+        (run, s.stats(), s.server_time().as_secs_f64(), 0)
     } else {
         let mut strict = Some(strict);
         let mut done = None;
-        let run = stream_with(
+        let run = public_context::stream(
             &args.gen,
+            prefix.as_ref(),
             &w,
             &t,
             &mut on_token,
             &mut |ids, max, sampler, cb| {
                 let strict = strict.take().context("the token loop runs once")?;
-                let capacity = ids.len() + max;
+                let max = room(ids.len(), max);
+                let capacity = p + ids.len() + max;
                 let mut client =
                     SelectiveClient::new(&w, k, strict, DEFAULT_FLOOD_SIGMA, capacity)?;
                 let mut server = PlainTail::new(&w, k, capacity);
+                if let Some(pc) = &prefix {
+                    client.install_prefix(&pc.client)?;
+                    if let Some(tail) = &pc.tail {
+                        server.install_prefix(tail)?;
+                    }
+                }
                 let out = generate_selective(
                     &mut client,
                     &mut server,
