@@ -33,7 +33,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let w = store::load(None).expect("model store");
+        let w = store::load(None).unwrap();
         let tok = Tokenizer::from_gguf(w.gguf()).unwrap();
         let params = LinalgPreset::Coeff12.build().unwrap();
         let layers = w.config().n_layers;
@@ -103,7 +103,7 @@ fn public_prefix_strict_and_k1_match_plain_on_the_concatenation() {
     let doc = include_str!("../../../testdata/public_context.txt");
     let cut = doc.match_indices("\n\n").nth(1).unwrap().0 + 1;
     let public = &doc[..cut];
-    let private = "Question: When does the library close on Saturdays? Answer:";
+    let private = "On Saturdays the library closes at";
     let pub_ids = f.tok.encode(public).unwrap();
     let priv_ids = f.tok.encode(private).unwrap();
     let all = f.tok.encode(&format!("{public}{private}")).unwrap();

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bench;
 pub mod bench_ckks;
+pub mod bench_e2e;
 pub mod bench_linalg;
 pub mod bench_model;
 pub mod model;
