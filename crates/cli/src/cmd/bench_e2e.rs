@@ -20,25 +20,25 @@
 //!   largest request/answer; the quantized weights, mapped once, count on the client's
 //!   side (it needs the embedding table and, in strict mode, nothing else of them).
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use selene_ckks::Parameters;
 use selene_linalg::LinalgPreset;
 use selene_model::{
-    forward, generate_with, KvCache, LinearStage, Logits, QuantLinear, Sampler, SamplingParams,
-    Tokenizer, Weights,
+    forward, generate_with, KvCache, Logits, QuantLinear, Sampler, SamplingParams, Tokenizer,
+    Weights,
 };
 use selene_protocol::{
     compare_logits, InProcess, ModelServer, PlainTail, PrefixKv, PrefixLimits, PreparedModel,
-    PublicPrefix, SelectiveClient, StrictLinear, Transport,
+    PublicPrefix, SelectiveClient, StrictLinear,
 };
 use serde_json::{json, Value};
 
 use super::bench::BenchOpts;
+use super::meter::{peak_rss_mb, process_cpu_s, reset_peak_rss, Metered, ServerMeter};
 
 const PROMPT: &str = include_str!("../../../../testdata/prompt32.txt");
 const PUBLIC: &str = include_str!("../../../../testdata/public_context.txt");
@@ -51,84 +51,6 @@ const PRIVATE_TOKENS: usize = 16;
 const QUALITY_TOKENS: usize = 256;
 /// The release flooding `selene run` uses (the audit's default).
 const SIGMA: f64 = selene_audit::view::DEFAULT_FLOOD_SIGMA;
-
-/// Process CPU time in seconds (every thread, user and system).
-fn process_cpu_s() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call, and
-    // CLOCK_PROCESS_CPUTIME_ID is a clock every Linux kernel since 2.6.12 provides; on
-    // failure the call leaves `ts` untouched and returns -1, handled below.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
-/// Peak resident memory of this process in MiB since the last reset.
-fn peak_rss_mb() -> f64 {
-    let read = || -> Option<f64> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
-    };
-    read().unwrap_or(f64::NAN)
-}
-
-/// Resets the peak resident memory to the current one (Linux >= 4.0).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The server's CPU seconds and largest request + answer, shared with the meter.
-#[derive(Debug, Default)]
-struct ServerMeter {
-    cpu_s: Cell<f64>,
-    max_working: Cell<usize>,
-}
-
-impl ServerMeter {
-    /// Runs `f` as server work, adding its process CPU time.
-    fn time<R>(&self, f: impl FnOnce() -> R) -> R {
-        let c = process_cpu_s();
-        let out = f();
-        self.cpu_s.set(self.cpu_s.get() + process_cpu_s() - c);
-        out
-    }
-
-    fn working(&self, bytes: usize) {
-        self.max_working.set(self.max_working.get().max(bytes));
-    }
-}
-
-/// The in-process transport with the server's CPU time metered.
-struct Metered {
-    inner: InProcess,
-    meter: Rc<ServerMeter>,
-}
-
-impl Transport for Metered {
-    fn round_trip(
-        &mut self,
-        layer: usize,
-        stage: LinearStage,
-        request: &[u8],
-    ) -> selene_protocol::Result<Vec<u8>> {
-        let answer = self
-            .meter
-            .time(|| self.inner.round_trip(layer, stage, request))?;
-        self.meter.working(request.len() + answer.len());
-        Ok(answer)
-    }
-
-    fn server_time(&self) -> Duration {
-        self.inner.server_time()
-    }
-}
 
 /// Everything one mode's run measured.
 struct ModeRun {
@@ -517,21 +439,4 @@ fn print_table(results: &[Value], threads: usize) {
          weights and largest request/answer. public_prefix prefill = server prefix pass + \
          private prefill."
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn process_cpu_clock_advances_with_work() {
-        let a = process_cpu_s();
-        let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
-        }
-        std::hint::black_box(x);
-        let b = process_cpu_s();
-        assert!(a.is_finite() && b > a, "{a} -> {b}");
-    }
 }

@@ -6,6 +6,7 @@ pub mod bench_ckks;
 pub mod bench_e2e;
 pub mod bench_linalg;
 pub mod bench_model;
+pub mod meter;
 pub mod model;
 pub mod public_context;
 pub mod run;
