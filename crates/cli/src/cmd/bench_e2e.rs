@@ -19,6 +19,8 @@
 //!   through `/proc/self/clear_refs` before each mode) minus the prepared weights and the
 //!   largest request/answer; the quantized weights, mapped once, count on the client's
 //!   side (it needs the embedding table and, in strict mode, nothing else of them).
+//!   The reset sets the peak to the current resident size, which still holds heap the
+//!   allocator kept from an earlier mode, so the client's figure is an upper bound.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -436,7 +438,8 @@ fn print_table(results: &[Value], threads: usize) {
          client and server never run at once in process, so the rest is the client's. Memory: \
          server = encoded weights + largest request/answer (+ quantized weights and tail KV \
          cache in selective mode); client = process peak RSS during the mode minus encoded \
-         weights and largest request/answer. public_prefix prefill = server prefix pass + \
+         weights and largest request/answer (an upper bound: heap the allocator kept from an \
+         earlier mode counts). public_prefix prefill = server prefix pass + \
          private prefill."
     );
 }
