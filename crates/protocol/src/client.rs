@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use selene_ckks::Parameters;
 use selene_linalg::Layout;
-use selene_model::LinearStage;
+use selene_model::{Config, LinearStage};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::policy::Policy;
+use crate::prefix::{PrefixKv, PrefixLimits};
 use crate::transport::Transport;
 use crate::wire::{self, Frame, Hello, Kind, Message, Welcome, WIRE_VERSION};
 
@@ -165,6 +166,23 @@ impl<T: Transport> ClientSession<T> {
             Message::Logits { values } => Ok(Released::Logits(values)),
             Message::HiddenState { values } => Ok(Released::Hidden(values)),
             m => Err(unexpected(m, Kind::Release)),
+        }
+    }
+
+    /// Sends a public prefix for the server to run in plaintext (the session's first
+    /// request) and returns the keys and values of the layers this client runs, decoded
+    /// for `config` and checked against its context length.
+    ///
+    /// # Errors
+    /// The server's refusal, a malformed answer, channel errors.
+    pub fn public_prefix(&mut self, tokens: &[u32], config: &Config) -> Result<PrefixKv> {
+        match self.request(Message::PublicPrefix {
+            tokens: tokens.to_vec(),
+        })? {
+            Message::PrefixKv { bytes } => {
+                PrefixKv::from_bytes(&bytes, config, &PrefixLimits::for_config(config))
+            }
+            m => Err(unexpected(m, Kind::PublicPrefix)),
         }
     }
 

@@ -26,6 +26,28 @@ pub enum Error {
         /// What is wrong.
         what: &'static str,
     },
+    /// A public prefix's keys and values that do not decode.
+    #[error("malformed public prefix: {what}")]
+    MalformedPrefix {
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A public prefix installed where it does not cover exactly the layers needed.
+    #[error("public prefix holds layers {have:?} but layers {need:?} are needed here")]
+    PrefixLayers {
+        /// Layers the prefix holds.
+        have: std::ops::Range<usize>,
+        /// Layers this side computes.
+        need: std::ops::Range<usize>,
+    },
+    /// A public prefix installed into a cache that already holds positions.
+    #[error("a public prefix takes positions 0..P, but layer {layer} already holds {len}")]
+    PrefixCacheNotEmpty {
+        /// First non-empty layer.
+        layer: usize,
+        /// Positions it holds.
+        len: usize,
+    },
     /// A flooding standard deviation that is negative or not finite.
     #[error("flooding sigma {sigma} must be finite and >= 0")]
     InvalidSigma {

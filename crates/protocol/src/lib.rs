@@ -31,16 +31,22 @@
 //! Selective mode by depth ([`SelectiveClient`], [`PlainTail`]) releases the
 //! noise-flooded hidden states after the first `k` layers; the server then sees the
 //! prompt for all practical purposes (see the leakage audit). Not built yet (issue 7):
-//! public prefixes (message kinds 10 and 11 are reserved for them), length padding, and
 //! the slot method's evaluation keys in `Hello` (the field exists; the server refuses
 //! any key today).
+//!
+//! Selective by span ([`PublicPrefix`], [`PrefixKv`]): a public prefix runs in plaintext
+//! on the server, which returns its keys and values; the private tokens run after it.
+//! Length padding ([`PaddedLinear`]) pads the prompt's encrypted products to a bucket.
 
 mod client;
 pub mod error;
 pub mod limits;
 pub mod net;
+mod padding;
 pub mod policy;
+mod prefix;
 mod prepared;
+mod quality;
 mod selective;
 mod server;
 pub mod session;
@@ -51,8 +57,11 @@ pub mod wire;
 pub use client::{ClientSession, Released};
 pub use error::{Error, Result};
 pub use limits::Limits;
+pub use padding::PaddedLinear;
 pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest};
+pub use prefix::{generate_after_prefix, PrefixKv, PrefixLimits, PublicPrefix};
 pub use prepared::{PreparedModel, ENCRYPTED_STAGES};
+pub use quality::{compare_logits, Flip, LogitComparison};
 pub use selective::{
     decode_release, generate_selective, generate_session, PlainTail, SelectiveClient,
 };

@@ -11,7 +11,7 @@
 //! preset = "coeff12"        # CKKS parameters of the encrypted products
 //! encrypted_layers = 4      # layers 0..3 encrypted; 30 (all) is strict mode
 //! lm_head = "server"        # "client" (default) or "server"
-//! pad_to = 16               # pad the prompt to a multiple of 16 tokens (optional)
+//! # pad_to = 16             # strict mode only: pad the prompt to a multiple of 16 tokens
 //!
 //! [release]                 # required when encrypted_layers < the model's depth
 //! flood_sigma = "auto"      # or a number: N(0, sigma^2) added to every released value
@@ -22,7 +22,7 @@
 //! the forward pass ending at a layer boundary (once a value is released the server knows
 //! everything downstream of it, so encrypting a later product hides nothing); a release
 //! exists exactly when some layer runs in plaintext; the LM head runs on the server only
-//! after a release.
+//! after a release; `pad_to` only without a release (a release shows the length anyway).
 
 use serde::{Deserialize, Serialize};
 
@@ -240,6 +240,14 @@ impl Policy {
             }
             (None, false) => {}
         }
+        if let (Some(p), Some(_)) = (self.pad_to, &self.release) {
+            return bad(format!(
+                "pad_to = {p} with a [release]: padding hides nothing in selective mode, \
+                 because a release carries one hidden-state row per real position and so shows \
+                 the prompt length; remove pad_to or use strict mode (encrypted_layers = \
+                 {n_layers}, no [release])"
+            ));
+        }
         if self.lm_head == HeadSide::Server && !plaintext_layers {
             return bad(
                 "lm_head = \"server\" needs the hidden state in plaintext on the server, but \
@@ -398,10 +406,12 @@ mod tests {
 
     #[test]
     fn toml_round_trips() {
-        let mut p = Policy::selective(L, 4);
+        let mut p = Policy::strict(L);
         p.pad_to = Some(16);
         let text = p.to_toml().unwrap();
         assert_eq!(Policy::from_toml(&text, L).unwrap(), p);
+        let p = Policy::selective(L, 4);
+        assert_eq!(Policy::from_toml(&p.to_toml().unwrap(), L).unwrap(), p);
         let fixed = "version = 1\npreset = \"coeff11\"\nencrypted_layers = 2\n\
                      [release]\nflood_sigma = 0.5\nmax_per_session = 10\n";
         let p = Policy::from_toml(fixed, L).unwrap();
@@ -450,6 +460,11 @@ mod tests {
             (
                 "version = 1\npreset = \"coeff12\"\nencrypted_layers = 30\npad_to = 0\n",
                 "pad_to",
+            ),
+            (
+                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 4\npad_to = 16\n\
+                 [release]\nflood_sigma = \"auto\"\nmax_per_session = 5\n",
+                "padding hides nothing in selective mode",
             ),
         ];
         for (text, why) in cases {

@@ -14,13 +14,14 @@ use std::ops::ControlFlow;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use selene_model::forward::forward_layers;
-use selene_model::{generate_with, head, KvCache, QuantLinear, Sampler, Weights};
+use selene_model::{generate_with, head, KvCache, Logits, QuantLinear, Sampler, Weights};
 
 use sha2::{Digest, Sha256};
 
 use crate::client::Released;
 use crate::error::{Error, Result};
 use crate::policy::{PolicyGuard, ReleaseGuard, ReleaseRequest, Tensor};
+use crate::prefix::PrefixKv;
 use crate::strict::StrictLinear;
 use crate::transport::Transport;
 
@@ -120,8 +121,38 @@ impl<'w> PlainTail<'w> {
     /// # Errors
     /// A malformed release, a full cache, model errors.
     pub fn handle(&mut self, release: &[u8]) -> Result<Vec<f32>> {
-        self.state.run(self.w, release, true)
+        self.state
+            .run(self.w, release, TailOutput::Logits(Logits::Last))
     }
+
+    /// [`PlainTail::handle`] returning the logits of every released position
+    /// (`n x vocab_size`), for scoring a text (perplexity) in selective mode.
+    ///
+    /// # Errors
+    /// As [`PlainTail::handle`].
+    pub fn handle_all(&mut self, release: &[u8]) -> Result<Vec<f32>> {
+        self.state
+            .run(self.w, release, TailOutput::Logits(Logits::All))
+    }
+
+    /// Installs the server's part of a public prefix (layers `k..`) into the tail's
+    /// cache, before any release; its capacity must include the prefix.
+    ///
+    /// # Errors
+    /// A prefix for other layers, a cache already in use or too small.
+    pub fn install_prefix(&mut self, kv: &PrefixKv) -> Result<()> {
+        self.state.install_prefix(self.w, kv)
+    }
+}
+
+/// What a tail returns for a release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TailOutput {
+    /// Logits (of the last or of every released position).
+    Logits(Logits),
+    /// The last position's final hidden state (before the final norm), for a client
+    /// that applies the LM head itself.
+    Hidden,
 }
 
 /// A session's plaintext tail without the borrowed weights (the session server owns them).
@@ -139,9 +170,13 @@ impl TailState {
         }
     }
 
-    /// Runs a release through layers `k..`; returns the last position's logits when
-    /// `with_head`, else its final hidden state (before the final norm).
-    pub(crate) fn run(&mut self, w: &Weights, release: &[u8], with_head: bool) -> Result<Vec<f32>> {
+    /// Installs layers `k..` of a public prefix into the cache.
+    pub(crate) fn install_prefix(&mut self, w: &Weights, kv: &PrefixKv) -> Result<()> {
+        kv.install_layers(&mut self.cache, self.k..w.config().n_layers)
+    }
+
+    /// Runs a release through layers `k..` and returns what `out` asks for.
+    pub(crate) fn run(&mut self, w: &Weights, release: &[u8], out: TailOutput) -> Result<Vec<f32>> {
         let c = w.config();
         let mut x = decode_release(release, c.d_model)?;
         let n = x.len() / c.d_model;
@@ -155,12 +190,15 @@ impl TailState {
             &mut |_, _| {},
         )?;
         // decode_release guarantees n >= 1 and x.len() == n * d_model.
-        let last = x.get((n - 1) * c.d_model..).unwrap_or(&[]);
-        if !with_head {
-            return Ok(last.to_vec());
-        }
-        let mut logits = vec![0.0; c.vocab_size];
-        head(w, last, &mut plain, &mut logits)?;
+        let rows = match out {
+            TailOutput::Logits(Logits::All) => &x[..],
+            TailOutput::Logits(Logits::Last) => x.get((n - 1) * c.d_model..).unwrap_or(&[]),
+            TailOutput::Hidden => {
+                return Ok(x.get((n - 1) * c.d_model..).unwrap_or(&[]).to_vec());
+            }
+        };
+        let mut logits = vec![0.0; rows.len() / c.d_model * c.vocab_size];
+        head(w, rows, &mut plain, &mut logits)?;
         Ok(logits)
     }
 }
@@ -282,6 +320,15 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// The strict half, mutably (its session).
     pub fn strict_mut(&mut self) -> &mut StrictLinear<'w, T> {
         &mut self.strict
+    }
+
+    /// Installs the client's part of a public prefix (layers `0..k`) into its cache,
+    /// before the first step; its capacity must include the prefix.
+    ///
+    /// # Errors
+    /// A prefix for other layers, a cache already in use or too small.
+    pub fn install_prefix(&mut self, kv: &PrefixKv) -> Result<()> {
+        kv.install_layers(&mut self.cache, 0..self.k)
     }
 
     /// Hidden-state rows released so far (one per position).

@@ -15,15 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use selene_linalg::LinalgPreset;
-use selene_model::Weights;
+use selene_model::{Logits, Weights};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::policy::{HeadSide, Policy};
+use crate::prefix::PublicPrefix;
 use crate::prepared::PreparedModel;
-use crate::selective::{decode_release, TailState};
+use crate::selective::{decode_release, TailOutput, TailState};
 use crate::server::ModelServer;
 use crate::wire::{
     self, ErrorCode, Frame, Hello, Message, ModelFacts, SessionLimits, Welcome, WIRE_VERSION,
@@ -472,10 +473,19 @@ impl Connection {
             (Message::Hello(_), Some(_)) => {
                 return Err(reject(ErrorCode::AlreadyOpen, "a session is already open"))
             }
-            (Message::Product { .. } | Message::Release { .. } | Message::Close, None) => {
-                return Err(reject(ErrorCode::NoSession, "no session: send Hello first"))
-            }
-            (m @ (Message::Product { .. } | Message::Release { .. }), Some(s)) => (m, s),
+            (
+                Message::Product { .. }
+                | Message::Release { .. }
+                | Message::PublicPrefix { .. }
+                | Message::Close,
+                None,
+            ) => return Err(reject(ErrorCode::NoSession, "no session: send Hello first")),
+            (
+                m @ (Message::Product { .. }
+                | Message::Release { .. }
+                | Message::PublicPrefix { .. }),
+                Some(s),
+            ) => (m, s),
             (m, _) => {
                 return Err(reject(
                     ErrorCode::UnexpectedMessage,
@@ -509,6 +519,37 @@ impl Connection {
                     .map_err(|e| reject(ErrorCode::BadPayload, e))?;
                 Ok(Message::ProductResult { ciphertext: out })
             }
+            (Message::PublicPrefix { tokens }, s) => {
+                let Some(w) = &server.weights else {
+                    return Err(reject(
+                        ErrorCode::NotAllowed,
+                        "this server holds no plaintext weights to run a public prefix",
+                    ));
+                };
+                // Only the session's first request may be a prefix: it fills positions
+                // 0..P of every cache, so nothing private may have run before it.
+                if s.requests != 1 {
+                    return Err(reject(
+                        ErrorCode::NotAllowed,
+                        "a public prefix must be the session's first request after Hello",
+                    ));
+                }
+                let kv =
+                    PublicPrefix::run(w, &tokens).map_err(|e| reject(ErrorCode::BadPayload, e))?;
+                let k = s.policy.encrypted_layers;
+                let client = match &mut s.tail {
+                    Some(tail) => {
+                        let (client, rest) = kv.split_at(k);
+                        tail.install_prefix(w, &rest)
+                            .map_err(|e| reject(ErrorCode::BadPayload, e))?;
+                        client
+                    }
+                    None => kv,
+                };
+                Ok(Message::PrefixKv {
+                    bytes: client.to_bytes(),
+                })
+            }
             (Message::Release { bytes }, s) => {
                 let (Some(tail), Some(w), Some(r)) =
                     (&mut s.tail, &server.weights, &s.policy.release)
@@ -535,8 +576,13 @@ impl Connection {
                     ));
                 }
                 let with_head = s.policy.lm_head == HeadSide::Server;
+                let out = if with_head {
+                    TailOutput::Logits(Logits::Last)
+                } else {
+                    TailOutput::Hidden
+                };
                 let values = tail
-                    .run(w, &bytes, with_head)
+                    .run(w, &bytes, out)
                     .map_err(|e| reject(ErrorCode::BadPayload, e))?;
                 s.released_rows = total;
                 Ok(if with_head {

@@ -20,7 +20,8 @@
 //! | 7 | `HiddenState` | server | |
 //! | 8 | `Close` | client | `Close`, then the server ends the session and the connection |
 //! | 9 | `Error` | server | |
-//! | 10, 11 | reserved: `PublicPrefix {tokens}` -> `PrefixKv {bytes}` | | |
+//! | 10 | `PublicPrefix` | client, first request after `Hello` | `PrefixKv` |
+//! | 11 | `PrefixKv` | server | |
 //!
 //! [`decode`] checks the length against [`Limits::max_message_bytes`], then magic,
 //! version and kind, and every inner length against the bytes left (and its own bound)
@@ -49,6 +50,8 @@ pub const MAX_PRESET_BYTES: usize = 32;
 pub const MAX_EVAL_KEYS: usize = 256;
 /// Longest error text sent.
 pub const MAX_ERROR_BYTES: usize = 1024;
+/// Most tokens in a public prefix (SmolLM2's whole context).
+pub const MAX_PREFIX_TOKENS: usize = 8192;
 /// Most layouts in a `Welcome` (4 per layer).
 pub const MAX_LAYOUTS: usize = 4 * 1024;
 
@@ -75,9 +78,9 @@ pub enum Kind {
     Close = 8,
     /// An error reply.
     Error = 9,
-    /// Reserved: a public prefix the server runs in plaintext.
+    /// A public prefix the server runs in plaintext.
     PublicPrefix = 10,
-    /// Reserved: the prefix's keys and values.
+    /// The prefix's keys and values for the client's layers.
     PrefixKv = 11,
 }
 
@@ -286,6 +289,17 @@ pub enum Message {
         /// `d_model` values.
         values: Vec<f32>,
     },
+    /// A public prefix (system prompt, public document) for the server to run in
+    /// plaintext before any private token.
+    PublicPrefix {
+        /// The prefix's token ids.
+        tokens: Vec<u32>,
+    },
+    /// The prefix's keys and values for the layers the client runs (`SELK` bytes).
+    PrefixKv {
+        /// `PrefixKv` wire bytes.
+        bytes: Vec<u8>,
+    },
     /// End of session.
     Close,
     /// An error reply.
@@ -308,6 +322,8 @@ impl Message {
             Message::Release { .. } => Kind::Release,
             Message::Logits { .. } => Kind::Logits,
             Message::HiddenState { .. } => Kind::HiddenState,
+            Message::PublicPrefix { .. } => Kind::PublicPrefix,
+            Message::PrefixKv { .. } => Kind::PrefixKv,
             Message::Close => Kind::Close,
             Message::Error { .. } => Kind::Error,
         }
@@ -404,7 +420,13 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
             put_bytes(&mut out, ciphertext);
         }
         Message::ProductResult { ciphertext } => put_bytes(&mut out, ciphertext),
-        Message::Release { bytes } => put_bytes(&mut out, bytes),
+        Message::Release { bytes } | Message::PrefixKv { bytes } => put_bytes(&mut out, bytes),
+        Message::PublicPrefix { tokens } => {
+            out.extend_from_slice(&(tokens.len() as u32).to_le_bytes());
+            for t in tokens {
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+        }
         Message::Logits { values } | Message::HiddenState { values } => {
             put_floats(&mut out, values)
         }
@@ -424,7 +446,8 @@ fn payload_hint(m: &Message) -> usize {
         Message::Product { ciphertext, .. } | Message::ProductResult { ciphertext } => {
             ciphertext.len() + 16
         }
-        Message::Release { bytes } => bytes.len() + 8,
+        Message::Release { bytes } | Message::PrefixKv { bytes } => bytes.len() + 8,
+        Message::PublicPrefix { tokens } => 4 * tokens.len() + 8,
         Message::Logits { values } | Message::HiddenState { values } => 4 * values.len() + 8,
         _ => 64,
     }
@@ -659,12 +682,17 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
             let message = rd.text(MAX_ERROR_BYTES, "error text")?.to_string();
             Message::Error { code, message }
         }
-        Kind::PublicPrefix | Kind::PrefixKv => {
-            return Err(Error::Wire {
-                what: "reserved kind",
-                offset: 10,
-            })
+        Kind::PublicPrefix => {
+            let n = rd.count(MAX_PREFIX_TOKENS, 4, "prefix token count")?;
+            let mut tokens = Vec::with_capacity(n);
+            for _ in 0..n {
+                tokens.push(rd.u32("prefix token")?);
+            }
+            Message::PublicPrefix { tokens }
         }
+        Kind::PrefixKv => Message::PrefixKv {
+            bytes: rd.bytes(usize::MAX, "prefix keys and values")?.to_vec(),
+        },
     };
     if rd.pos != bytes.len() {
         return Err(rd.err("trailing bytes"));

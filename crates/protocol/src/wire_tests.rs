@@ -126,7 +126,7 @@ fn oversized_length_is_rejected_before_reading_the_body() {
     .unwrap();
     f[HEADER_BYTES..HEADER_BYTES + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(decode(&f, &l), Err(Error::Wire { .. })));
-    // Reserved kinds do not decode yet.
+    // A kind whose payload is missing does not decode.
     let mut f = encode(&Frame {
         request_id: 1,
         message: Message::Close,

@@ -19,6 +19,9 @@ enum BenchWhat {
     Linalg(BenchOpts),
     /// Plaintext model speed: prefill and decode tokens/s, load time, resident memory.
     Model(BenchOpts),
+    /// Private generation end to end in process: strict and selective K = 1, 4 (32-token
+    /// prompt, 16 tokens), a 512-token public prefix, perplexity under encryption.
+    E2e(BenchOpts),
 }
 
 /// Options every benchmark takes.
@@ -46,6 +49,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Model(opts) => {
             super::threads::init(opts.threads)?;
             super::bench_model::run(opts)
+        }
+        BenchWhat::E2e(opts) => {
+            super::threads::init(opts.threads)?;
+            super::bench_e2e::run(opts)
         }
     }
 }

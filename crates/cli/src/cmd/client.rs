@@ -55,5 +55,6 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
     let params = Preset::from_name(&policy.preset)?.linalg().build()?;
     let transport = TlsTransport::connect(&args.server, &trust, &token)?;
     eprintln!("[client: connected to {} over TLS]", args.server);
-    drive(&args.gen, &w, &t, &params, policy, transport)
+    let context = args.policy.public_context.as_deref();
+    drive(&args.gen, &w, &t, &params, policy, context, transport)
 }

@@ -157,18 +157,31 @@ pub fn stream_with(
     on_token: &mut dyn FnMut(usize),
     token_loop: &mut TokenLoop<'_>,
 ) -> anyhow::Result<GenerationRun> {
+    let text = if args.chat {
+        apply_chat_template(&[Message::new(Role::User, args.prompt.as_str())], true)
+    } else {
+        args.prompt.clone()
+    };
+    stream_text(args, &text, w, t, on_token, token_loop)
+}
+
+/// [`stream_with`] on an already rendered prompt `text` (e.g. the private part after a
+/// public context).
+pub fn stream_text(
+    args: &GenerationArgs,
+    text: &str,
+    w: &Weights,
+    t: &Tokenizer,
+    on_token: &mut dyn FnMut(usize),
+    token_loop: &mut TokenLoop<'_>,
+) -> anyhow::Result<GenerationRun> {
     let mut sampler = Sampler::new(SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
         top_p: args.top_p,
         seed: args.seed,
     })?;
-    let text = if args.chat {
-        apply_chat_template(&[Message::new(Role::User, args.prompt.as_str())], true)
-    } else {
-        args.prompt.clone()
-    };
-    let ids = t.encode(&text)?;
+    let ids = t.encode(text)?;
     let room = w.config().context_length.saturating_sub(ids.len());
     if args.max_tokens > room {
         eprintln!(

@@ -15,12 +15,14 @@ use selene_linalg::LinalgPreset;
 use selene_model::{Tokenizer, Weights};
 use selene_protocol::policy::FloodSigma;
 use selene_protocol::{
-    generate_session, ClientSession, InProcess, Limits, Policy, PolicyGuard, PreparedModel,
-    ReleaseGuard, SelectiveClient, SessionServer, StrictLinear, Transport, ENCRYPTED_STAGES,
+    generate_after_prefix, generate_session, ClientSession, InProcess, Limits, PaddedLinear,
+    Policy, PolicyGuard, PreparedModel, ReleaseGuard, SelectiveClient, SessionServer, StrictLinear,
+    Transport, ENCRYPTED_STAGES,
 };
 use sha2::{Digest, Sha256};
 
-use super::model::{load, stream_generation, stream_with, GenerationArgs};
+use super::model::{load, GenerationArgs};
+use super::public_context::{self, PublicContext};
 
 /// CKKS parameter sets for the encrypted products.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -73,6 +75,15 @@ pub struct PolicyArgs {
     /// `--encrypted-layers` and `--preset`.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Pad the prompt's encrypted products to a multiple of N tokens, so the server learns
+    /// only the length bucket (strict mode only; a policy file's `pad_to` otherwise).
+    #[arg(long, value_name = "N")]
+    pad_to: Option<usize>,
+    /// A public text (system prompt, public document) that the server runs in plaintext
+    /// before the prompt; with --chat it is the system message. Only the prompt after it
+    /// is private.
+    #[arg(long, value_name = "FILE")]
+    pub public_context: Option<PathBuf>,
 }
 
 impl PolicyArgs {
@@ -81,7 +92,12 @@ impl PolicyArgs {
         if let Some(path) = &self.policy {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("could not read {}", path.display()))?;
-            return Ok(Policy::from_toml(&text, layers)?);
+            let mut p = Policy::from_toml(&text, layers)?;
+            if self.pad_to.is_some() {
+                p.pad_to = self.pad_to;
+                p.validate(layers)?;
+            }
+            return Ok(p);
         }
         let k = self.encrypted_layers;
         anyhow::ensure!(
@@ -89,8 +105,15 @@ impl PolicyArgs {
             "--encrypted-layers {k} is out of range: the model has {layers} layers (use \
              {layers} for strict mode)"
         );
+        if let (Some(n), true) = (self.pad_to, k < layers) {
+            anyhow::bail!(
+                "--pad-to {n} with --encrypted-layers {k}: padding hides nothing in selective \
+                 mode (the release shows the prompt length); use strict mode"
+            );
+        }
         let mut p = Policy::selective(layers, k);
         p.preset = self.preset.name().to_string();
+        p.pad_to = self.pad_to;
         p.validate(layers)?;
         Ok(p)
     }
@@ -125,7 +148,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     rand::rngs::OsRng.fill_bytes(&mut token);
     let server = SessionServer::new(model, w.clone(), Limits::default()).with_token(&token);
     let transport = InProcess::connect(&Arc::new(server), &token);
-    drive(&args.gen, &w, &t, &params, policy, transport)
+    let context = args.policy.public_context.as_deref();
+    drive(&args.gen, &w, &t, &params, policy, context, transport)
 }
 
 /// Encodes layers `0..layers` of `w` for `params`, with a progress bar and a summary on
@@ -155,14 +179,16 @@ pub fn prepare(
 }
 
 /// The generation driver shared by `run` (embedded transport) and `client` (TLS): opens
-/// a session under `policy` over `transport`, generates, streams the text to stdout and
-/// reports timing and traffic on stderr.
+/// a session under `policy` over `transport`, has the server run `public_context` in
+/// plaintext if one is given, generates, streams the text to stdout and reports timing
+/// and traffic on stderr.
 pub fn drive<T: Transport>(
     gen: &GenerationArgs,
     w: &Weights,
     t: &Tokenizer,
     params: &Arc<Parameters>,
     policy: Policy,
+    public_context: Option<&std::path::Path>,
     transport: T,
 ) -> anyhow::Result<()> {
     let layers = w.config().n_layers;
@@ -172,6 +198,7 @@ pub fn drive<T: Transport>(
         _ => DEFAULT_FLOOD_SIGMA,
     };
     let cap = policy.release.map_or(0, |r| r.max_per_session);
+    let pad_to = policy.pad_to.unwrap_or(1);
     if k < layers {
         // Say what the chosen policy leaks before anything else (issue 8).
         if let Some(row) = selene_audit::measured::measured_leak(k, sigma)? {
@@ -204,7 +231,18 @@ pub fn drive<T: Transport>(
     if fp != [0; 32] && fp != <[u8; 32]>::from(Sha256::digest(w.gguf().bytes())) {
         anyhow::bail!("the server runs another model than this client's (fingerprints differ)");
     }
-    let strict = StrictLinear::from_session(w, keys.key.client()?, session)?;
+    let mut strict = StrictLinear::from_session(w, keys.key.client()?, session)?;
+    let prefix = public_context
+        .map(|path| {
+            public_context::prepare(path, &gen.prompt, gen.chat, w, t, k, &mut |ids| {
+                Ok(strict.session_mut().public_prefix(ids, w.config())?)
+            })
+        })
+        .transpose()?;
+    let p = prefix.as_ref().map_or(0, PublicContext::positions);
+    // Generated tokens fit after the prefix and the prompt.
+    let room =
+        |prompt: usize, max: usize| max.min(w.config().context_length.saturating_sub(p + prompt));
 
     // A spinner while the prompt runs (no text yet); then the text streams on stdout
     // and the spinner is gone, so the two never share a line.
@@ -221,32 +259,63 @@ pub fn drive<T: Transport>(
         last = Instant::now();
     };
     let (gen_run, stats, server_s, releases) = if k == layers {
-        let mut linear = strict;
-        let run = stream_generation(gen, w, t, &mut linear, &mut on_token)?;
+        let mut linear = PaddedLinear::new(strict, w.config(), pad_to)?;
+        let run = public_context::stream(
+            gen,
+            prefix.as_ref(),
+            w,
+            t,
+            &mut on_token,
+            &mut |ids, max, sampler, cb| {
+                Ok(generate_after_prefix(
+                    w,
+                    prefix.as_ref().map(|pc| &pc.client),
+                    ids,
+                    room(ids.len(), max),
+                    t.eos_ids(),
+                    sampler,
+                    &mut linear,
+                    cb,
+                )?)
+            },
+        )?;
+        let mut linear = linear.into_inner();
         let _ = linear.session_mut().close();
         (run, linear.stats(), linear.server_time().as_secs_f64(), 0)
     } else {
         let mut strict = Some(strict);
         let mut done = None;
-        let run = stream_with(gen, w, t, &mut on_token, &mut |ids, max, sampler, cb| {
-            let strict = strict.take().context("the token loop runs once")?;
-            let capacity = ids.len() + max;
-            // The keystore's guard checks the owner's signed policy and logs; without a
-            // keystore the session policy's own cap and flooding level are enforced.
-            let guard: Box<dyn ReleaseGuard + Send> = match guard.take() {
-                Some(g) => Box::new(g),
-                None => Box::new(PolicyGuard::new(k, sigma, cap)),
-            };
-            let mut client = SelectiveClient::new(w, k, strict, sigma, capacity)?.with_guard(guard);
-            let out = generate_session(&mut client, ids, max, t.eos_ids(), sampler, cb)?;
-            let _ = client.strict_mut().session_mut().close();
-            done = Some((
-                client.strict().stats(),
-                client.strict().server_time().as_secs_f64(),
-                client.releases(),
-            ));
-            Ok(out)
-        })?;
+        let run = public_context::stream(
+            gen,
+            prefix.as_ref(),
+            w,
+            t,
+            &mut on_token,
+            &mut |ids, max, sampler, cb| {
+                let strict = strict.take().context("the token loop runs once")?;
+                let max = room(ids.len(), max);
+                let capacity = p + ids.len() + max;
+                // The keystore's guard checks the owner's signed policy and logs; without a
+                // keystore the session policy's own cap and flooding level are enforced.
+                let guard: Box<dyn ReleaseGuard + Send> = match guard.take() {
+                    Some(g) => Box::new(g),
+                    None => Box::new(PolicyGuard::new(k, sigma, cap)),
+                };
+                let mut client =
+                    SelectiveClient::new(w, k, strict, sigma, capacity)?.with_guard(guard);
+                if let Some(pc) = &prefix {
+                    client.install_prefix(&pc.client)?;
+                }
+                let out = generate_session(&mut client, ids, max, t.eos_ids(), sampler, cb)?;
+                let _ = client.strict_mut().session_mut().close();
+                done = Some((
+                    client.strict().stats(),
+                    client.strict().server_time().as_secs_f64(),
+                    client.releases(),
+                ));
+                Ok(out)
+            },
+        )?;
         let (stats, server_s, releases) = done.context("the token loop did not run")?;
         (run, stats, server_s, releases)
     };

@@ -1,0 +1,445 @@
+//! `selene bench e2e`: private generation end to end, in process (issue 7).
+//!
+//! Per mode (strict, K = 30; selective, K = 1 and 4): the committed 32-token prompt
+//! (`testdata/prompt32.txt`) and 16 greedy tokens (one prefill pass, then 15 one-token
+//! decode passes), against the plaintext model on the same positions. Then a public
+//! prefix row (512 tokens of `testdata/public_context.txt` run in plaintext on the
+//! server, then `testdata/private16.txt` in strict mode) and the perplexity of
+//! `testdata/quality.txt` (256 tokens) in plaintext, strict mode and K = 4.
+//!
+//! Measurement (the table's footnote says the same):
+//! - CPU time: process CPU time (`CLOCK_PROCESS_CPUTIME_ID`) around every server handler
+//!   call (encrypted products, the selective tail, the prefix pass); client and server
+//!   never run at the same time in process, so the rest of the generation's process CPU
+//!   time is the client's and the split is exact.
+//! - Memory: the server's is what it must hold: the prepared (encoded) weights, the
+//!   largest request plus answer, and in selective mode the quantized weights its tail
+//!   runs on (the whole GGUF held in memory, a slight overcount) plus the tail's KV cache.
+//!   The client's is the process's peak resident memory during the mode (`VmHWM`, reset
+//!   through `/proc/self/clear_refs` before each mode) minus the prepared weights and the
+//!   largest request/answer; the quantized weights, mapped once, count on the client's
+//!   side (it needs the embedding table and, in strict mode, nothing else of them).
+//!   The reset sets the peak to the current resident size, which still holds heap the
+//!   allocator kept from an earlier mode, so the client's figure is an upper bound.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use selene_ckks::Parameters;
+use selene_linalg::LinalgPreset;
+use selene_model::{
+    forward, generate_with, KvCache, Logits, QuantLinear, Sampler, SamplingParams, Tokenizer,
+    Weights,
+};
+use selene_protocol::{
+    compare_logits, InProcess, ModelServer, PlainTail, PrefixKv, PrefixLimits, PreparedModel,
+    PublicPrefix, SelectiveClient, StrictLinear,
+};
+use serde_json::{json, Value};
+
+use super::bench::BenchOpts;
+use super::meter::{peak_rss_mb, process_cpu_s, reset_peak_rss, Metered, ServerMeter};
+
+const PROMPT: &str = include_str!("../../../../testdata/prompt32.txt");
+const PUBLIC: &str = include_str!("../../../../testdata/public_context.txt");
+const PRIVATE: &str = include_str!("../../../../testdata/private16.txt");
+const QUALITY: &str = include_str!("../../../../testdata/quality.txt");
+const PROMPT_TOKENS: usize = 32;
+const DECODE_TOKENS: usize = 16;
+const PUBLIC_TOKENS: usize = 512;
+const PRIVATE_TOKENS: usize = 16;
+const QUALITY_TOKENS: usize = 256;
+/// The release flooding `selene run` uses (the audit's default).
+const SIGMA: f64 = selene_audit::view::DEFAULT_FLOOD_SIGMA;
+
+/// Everything one mode's run measured.
+struct ModeRun {
+    tokens: Vec<u32>,
+    step_logits: Vec<Vec<f32>>,
+    step_s: Vec<f64>,
+    /// (bytes up, bytes down) after the prefill pass and at the end.
+    bytes_prefill: (usize, usize),
+    bytes_total: (usize, usize),
+    client_cpu_s: f64,
+    server_cpu_s: f64,
+    client_peak_mb: f64,
+    server_peak_mb: f64,
+}
+
+struct Ctx<'a> {
+    w: &'a Weights,
+    params: Arc<Parameters>,
+}
+
+fn greedy() -> anyhow::Result<Sampler> {
+    Ok(Sampler::new(SamplingParams::default())?)
+}
+
+fn mb(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Plaintext greedy generation, keeping each pass's logits.
+fn plain_run(w: &Weights, ids: &[u32], max: usize) -> anyhow::Result<(Vec<u32>, Vec<Vec<f32>>)> {
+    let mut cache = KvCache::new(w.config(), ids.len() + max);
+    let mut lin = QuantLinear::new(w);
+    let mut logits = Vec::new();
+    let tokens = generate_with(
+        ids,
+        max,
+        &[],
+        &mut greedy()?,
+        &mut |x| {
+            let l = forward(w, x, &mut cache, &mut lin, Logits::Last)?;
+            logits.push(l.clone());
+            Ok::<_, selene_model::Error>(l)
+        },
+        &mut |_| Ok(std::ops::ControlFlow::Continue(())),
+    )?;
+    Ok((tokens, logits))
+}
+
+/// One mode (`k` encrypted layers; the model's depth is strict mode), with an optional
+/// public prefix already run by the server (its rows, and the tail's).
+fn mode_run(
+    cx: &Ctx<'_>,
+    k: usize,
+    ids: &[u32],
+    max: usize,
+    prefix: Option<(&PrefixKv, Option<&PrefixKv>)>,
+    meter: &Rc<ServerMeter>,
+) -> anyhow::Result<ModeRun> {
+    let w = cx.w;
+    let c = w.config();
+    let model = Arc::new(PreparedModel::new(&cx.params, w, k, &mut || {})?);
+    let prepared = model.memory_bytes();
+    let layouts = model.layouts();
+    let transport = Metered {
+        inner: InProcess::new(ModelServer::new(model)),
+        meter: meter.clone(),
+    };
+    let mut strict = StrictLinear::new(w, &cx.params, layouts, transport)?;
+    reset_peak_rss();
+    let p = prefix.map_or(0, |(kv, _)| kv.positions());
+    let capacity = p + ids.len() + max;
+    let (cpu0, server0) = (process_cpu_s(), meter.cpu_s.get());
+    let mut step_logits = Vec::new();
+    let mut step_s = Vec::new();
+    let mut bytes_prefill = (0, 0);
+    let mut extra = (0usize, 0usize);
+    let mut tail_bytes = 0usize;
+    let tokens = if k == c.n_layers {
+        let mut cache = KvCache::new(c, capacity);
+        if let Some((kv, _)) = prefix {
+            kv.install(&mut cache, c)?;
+        }
+        let t = generate_with(
+            ids,
+            max,
+            &[],
+            &mut greedy()?,
+            &mut |x| {
+                let s = Instant::now();
+                let l = forward(w, x, &mut cache, &mut strict, Logits::Last)?;
+                step_s.push(s.elapsed().as_secs_f64());
+                if step_logits.is_empty() {
+                    bytes_prefill = (strict.stats().bytes_up, strict.stats().bytes_down);
+                }
+                step_logits.push(l.clone());
+                Ok::<_, selene_protocol::Error>(l)
+            },
+            &mut |_| Ok(std::ops::ControlFlow::Continue(())),
+        )?;
+        let s = strict.stats();
+        (t, (s.bytes_up, s.bytes_down))
+    } else {
+        let mut client = SelectiveClient::new(w, k, strict, SIGMA, capacity)?;
+        let mut tail = PlainTail::new(w, k, capacity);
+        if let Some((head, tail_kv)) = prefix {
+            client.install_prefix(head)?;
+            if let Some(tk) = tail_kv {
+                tail.install_prefix(tk)?;
+            }
+        }
+        let t = generate_with(
+            ids,
+            max,
+            &[],
+            &mut greedy()?,
+            &mut |x| {
+                let s = Instant::now();
+                let release = client.step(x)?;
+                let l = meter.time(|| tail.handle(&release))?;
+                step_s.push(s.elapsed().as_secs_f64());
+                // What crosses besides the products: the release up, the logits down.
+                extra.0 += release.len();
+                extra.1 += 4 * l.len();
+                meter.working(release.len() + 4 * l.len());
+                if step_logits.is_empty() {
+                    let st = client.strict().stats();
+                    bytes_prefill = (st.bytes_up + extra.0, st.bytes_down + extra.1);
+                }
+                step_logits.push(l.clone());
+                Ok::<_, selene_protocol::Error>(l)
+            },
+            &mut |_| Ok(std::ops::ControlFlow::Continue(())),
+        )?;
+        let s = client.strict().stats();
+        // The tail's KV cache: layers k.. at `capacity` positions, keys and values.
+        tail_bytes = (c.n_layers - k) * capacity * c.kv_dim() * 2 * 4;
+        (t, (s.bytes_up + extra.0, s.bytes_down + extra.1))
+    };
+    let (tokens, bytes_total) = tokens;
+    let total_cpu = process_cpu_s() - cpu0;
+    let server_cpu_s = meter.cpu_s.get() - server0;
+    let working = meter.max_working.get();
+    let tail_weights = if k < c.n_layers {
+        w.gguf().bytes().len() + tail_bytes
+    } else {
+        0
+    };
+    let server_mem = prepared + working + tail_weights;
+    Ok(ModeRun {
+        tokens,
+        step_logits,
+        step_s,
+        bytes_prefill,
+        bytes_total,
+        client_cpu_s: total_cpu - server_cpu_s,
+        server_cpu_s,
+        client_peak_mb: peak_rss_mb() - mb(prepared + working),
+        server_peak_mb: mb(server_mem),
+    })
+}
+
+/// Largest |logit difference| over the passes both runs made on the same positions
+/// (they agree while the tokens agree).
+fn max_logit_err(run: &ModeRun, plain_tokens: &[u32], plain_logits: &[Vec<f32>]) -> f32 {
+    let mut err = 0.0f32;
+    for (i, (a, b)) in run.step_logits.iter().zip(plain_logits).enumerate() {
+        if i > 0 && run.tokens.get(i - 1) != plain_tokens.get(i - 1) {
+            break;
+        }
+        for (x, y) in a.iter().zip(b) {
+            err = err.max((x - y).abs());
+        }
+    }
+    err
+}
+
+fn generation_row(
+    mode: &str,
+    k: usize,
+    run: &ModeRun,
+    plain: &(Vec<u32>, Vec<Vec<f32>>),
+    t: &Tokenizer,
+) -> anyhow::Result<Value> {
+    let decode_steps = run.step_s.len().saturating_sub(1).max(1);
+    let decode_s: f64 = run.step_s.iter().skip(1).sum();
+    let up = run.bytes_total.0 - run.bytes_prefill.0;
+    let down = run.bytes_total.1 - run.bytes_prefill.1;
+    Ok(json!({
+        "mode": mode,
+        "k": k,
+        "prefill_s": run.step_s.first().copied().unwrap_or(f64::NAN),
+        "decode_s_per_token": decode_s / decode_steps as f64,
+        "bytes_up_per_token": up as f64 / decode_steps as f64,
+        "bytes_down_per_token": down as f64 / decode_steps as f64,
+        "prefill_bytes_up": run.bytes_prefill.0,
+        "prefill_bytes_down": run.bytes_prefill.1,
+        "client_cpu_s": run.client_cpu_s,
+        "server_cpu_s": run.server_cpu_s,
+        "client_peak_mb": run.client_peak_mb,
+        "server_peak_mb": run.server_peak_mb,
+        "max_logit_err": max_logit_err(run, &plain.0, &plain.1),
+        "tokens_equal_plain": run.tokens == plain.0,
+        "generated": t.decode(&run.tokens)?,
+    }))
+}
+
+/// Runs the end-to-end benchmark.
+pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
+    let threads = rayon::current_num_threads();
+    let (w, t) = super::model::load(None)?;
+    let c = w.config().clone();
+    let cx = Ctx {
+        w: &w,
+        params: LinalgPreset::Coeff12.build()?,
+    };
+    let take = |text: &str, n: usize, what: &str| -> anyhow::Result<Vec<u32>> {
+        let ids = t.encode(text.trim_end())?;
+        anyhow::ensure!(
+            ids.len() >= n,
+            "{what} has {} tokens, {n} needed",
+            ids.len()
+        );
+        Ok(ids[..n].to_vec())
+    };
+    let prompt = take(PROMPT, PROMPT_TOKENS, "testdata/prompt32.txt")?;
+    let meter = Rc::new(ServerMeter::default());
+    let mut results = Vec::new();
+
+    let plain = plain_run(&w, &prompt, DECODE_TOKENS)?;
+    for (mode, k) in [("strict", c.n_layers), ("selective", 1), ("selective", 4)] {
+        eprintln!("[bench e2e: {mode}, K = {k}]");
+        let r = mode_run(&cx, k, &prompt, DECODE_TOKENS, None, &meter)?;
+        results.push(generation_row(mode, k, &r, &plain, &t)?);
+    }
+
+    // Public prefix: the server's plaintext pass, the rows to the client as bytes, then
+    // the private prompt in strict mode at positions 512.. .
+    eprintln!("[bench e2e: public prefix, {PUBLIC_TOKENS} + {PRIVATE_TOKENS} tokens]");
+    let public = take(PUBLIC, PUBLIC_TOKENS, "testdata/public_context.txt")?;
+    let private = take(PRIVATE, PRIVATE_TOKENS, "testdata/private16.txt")?;
+    let s = Instant::now();
+    let kv = meter.time(|| PublicPrefix::run(&w, &public))?;
+    let kv_bytes = kv.to_bytes();
+    let kv = PrefixKv::from_bytes(&kv_bytes, &c, &PrefixLimits::for_config(&c))?;
+    let prefix_s = s.elapsed().as_secs_f64();
+    let r = mode_run(
+        &cx,
+        c.n_layers,
+        &private,
+        DECODE_TOKENS,
+        Some((&kv, None)),
+        &meter,
+    )?;
+    let plain_pp = plain_run(
+        &w,
+        &[public.clone(), private.clone()].concat(),
+        DECODE_TOKENS,
+    )?;
+    let mut row = generation_row("public_prefix", c.n_layers, &r, &plain_pp, &t)?;
+    let private_prefill = r.step_s.first().copied().unwrap_or(f64::NAN);
+    row["public_tokens"] = json!(PUBLIC_TOKENS);
+    row["private_tokens"] = json!(PRIVATE_TOKENS);
+    row["prefix_server_s"] = json!(prefix_s);
+    row["prefix_bytes_down"] = json!(kv_bytes.len());
+    row["private_prefill_s"] = json!(private_prefill);
+    row["prefill_s"] = json!(prefix_s + private_prefill);
+    results.push(row);
+
+    // Perplexity of the committed text.
+    let text = take(QUALITY, QUALITY_TOKENS, "testdata/quality.txt")?;
+    let n = text.len();
+    let s = Instant::now();
+    let plain_logits = forward(
+        &w,
+        &text,
+        &mut KvCache::new(&c, n),
+        &mut QuantLinear::new(&w),
+        Logits::All,
+    )?;
+    let plain_s = s.elapsed().as_secs_f64();
+    let q = compare_logits(&plain_logits, &plain_logits, c.vocab_size, &text)?;
+    results.push(json!({
+        "mode": "perplexity_plain", "k": 0, "tokens": n, "perplexity": q.ppl_reference,
+        "ppl_rel_err": 0.0, "max_logit_err": 0.0, "argmax_flips": 0, "s": plain_s,
+    }));
+    for k in [c.n_layers, 4] {
+        eprintln!("[bench e2e: perplexity, K = {k}]");
+        let model = Arc::new(PreparedModel::new(&cx.params, &w, k, &mut || {})?);
+        let layouts = model.layouts();
+        let server = InProcess::new(ModelServer::new(model));
+        let mut strict = StrictLinear::new(&w, &cx.params, layouts, server)?;
+        let s = Instant::now();
+        let logits = if k == c.n_layers {
+            forward(
+                &w,
+                &text,
+                &mut KvCache::new(&c, n),
+                &mut strict,
+                Logits::All,
+            )?
+        } else {
+            let mut client = SelectiveClient::new(&w, k, strict, SIGMA, n)?;
+            PlainTail::new(&w, k, n).handle_all(&client.step(&text)?)?
+        };
+        let secs = s.elapsed().as_secs_f64();
+        let q = compare_logits(&plain_logits, &logits, c.vocab_size, &text)?;
+        let gaps: Vec<f32> = q.flips.iter().map(|f| f.gap).collect();
+        results.push(json!({
+            "mode": if k == c.n_layers { "perplexity_strict" } else { "perplexity_selective" },
+            "k": k, "tokens": n, "perplexity": q.ppl_encrypted, "perplexity_plain": q.ppl_reference,
+            "ppl_rel_err": q.ppl_rel_err(), "max_logit_err": q.max_logit_err,
+            "argmax_flips": q.flips.len(), "flip_gaps": gaps, "s": secs,
+        }));
+    }
+    print_table(&results, threads);
+    if let Some(path) = &opts.json {
+        let doc = json!({ "threads": threads, "results": results });
+        std::fs::write(path, format!("{doc:#}\n"))
+            .with_context(|| format!("could not write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_table(results: &[Value], threads: usize) {
+    let f = |r: &Value, key: &str| r[key].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{:<14} {:>3} {:>9} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "mode",
+        "K",
+        "prefill s",
+        "decode s/t",
+        "KB up/t",
+        "KB down/t",
+        "cli cpu",
+        "srv cpu",
+        "cli MB",
+        "srv MB",
+        "max err",
+        "=plain"
+    );
+    for r in results
+        .iter()
+        .filter(|r| r.get("decode_s_per_token").is_some())
+    {
+        println!(
+            "{:<14} {:>3} {:>9.2} {:>10.3} {:>10.1} {:>10.1} {:>9.2} {:>9.2} {:>9.0} {:>9.0} {:>9.2e} {:>6}",
+            r["mode"].as_str().unwrap_or("?"),
+            r["k"],
+            f(r, "prefill_s"),
+            f(r, "decode_s_per_token"),
+            f(r, "bytes_up_per_token") / 1e3,
+            f(r, "bytes_down_per_token") / 1e3,
+            f(r, "client_cpu_s"),
+            f(r, "server_cpu_s"),
+            f(r, "client_peak_mb"),
+            f(r, "server_peak_mb"),
+            f(r, "max_logit_err"),
+            r["tokens_equal_plain"],
+        );
+    }
+    println!();
+    println!(
+        "{:<22} {:>3} {:>7} {:>11} {:>10} {:>10} {:>6} {:>8}",
+        "perplexity", "K", "tokens", "perplexity", "rel err", "max err", "flips", "time s"
+    );
+    for r in results.iter().filter(|r| r.get("perplexity").is_some()) {
+        println!(
+            "{:<22} {:>3} {:>7} {:>11.4} {:>9.3}% {:>10.2e} {:>6} {:>8.1}",
+            r["mode"].as_str().unwrap_or("?"),
+            r["k"],
+            r["tokens"],
+            f(r, "perplexity"),
+            100.0 * f(r, "ppl_rel_err"),
+            f(r, "max_logit_err"),
+            r["argmax_flips"],
+            f(r, "s"),
+        );
+    }
+    println!(
+        "\n{threads} threads, in process. Decode: 15 one-token passes after the prefill (16 \
+         tokens). Bytes per token: decode passes only (selective adds the release up and the \
+         f32 logits down). CPU: process CPU time measured around every server handler call; \
+         client and server never run at once in process, so the rest is the client's. Memory: \
+         server = encoded weights + largest request/answer (+ quantized weights and tail KV \
+         cache in selective mode); client = process peak RSS during the mode minus encoded \
+         weights and largest request/answer (an upper bound: heap the allocator kept from an \
+         earlier mode counts). public_prefix prefill = server prefix pass + \
+         private prefill."
+    );
+}
