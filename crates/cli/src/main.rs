@@ -20,6 +20,9 @@ enum Command {
     /// Private generation: every layer's weight products on CKKS ciphertexts, computed by
     /// an embedded server; the key, the text and the LM head stay on the client.
     Run(cmd::run::RunArgs),
+    /// An OpenAI-compatible chat endpoint (GET /v1/models, POST /v1/chat/completions)
+    /// whose completions run privately, as `run` does; loopback only unless told otherwise.
+    Openai(cmd::openai::OpenaiArgs),
     /// Print the token ids of TEXT on one line, space-separated.
     Tokenize(cmd::model::TokenizeArgs),
     /// Generate text in plaintext (no encryption): the reference every encrypted run must match.
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(&args),
+        Command::Openai(args) => cmd::openai::run(&args),
         Command::Tokenize(args) => cmd::model::tokenize(&args),
         Command::Plain(args) => cmd::model::plain(&args),
         Command::Perplexity(args) => cmd::model::perplexity(&args),

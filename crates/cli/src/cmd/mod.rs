@@ -5,6 +5,8 @@ pub mod bench;
 pub mod bench_ckks;
 pub mod bench_linalg;
 pub mod bench_model;
+pub mod embedded;
 pub mod model;
+pub mod openai;
 pub mod run;
 pub mod threads;

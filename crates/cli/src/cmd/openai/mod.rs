@@ -1,0 +1,146 @@
+//! `selene openai`: a local endpoint that speaks the OpenAI chat completions API, so
+//! existing apps and SDKs get Selene's private inference unchanged (issue 11). See
+//! docs/openai.md for the fields, headers and errors.
+//!
+//! - [`routes`]: axum routes, API key, body limit, timeouts, queue, SSE streaming.
+//! - [`api`]: request and response bodies and the 400 checks.
+//! - [`completion`]: stop sequences, token counts, finish reasons.
+//! - [`backend`]: the [`backend::ChatBackend`] trait behind the HTTP layer and the
+//!   embedded (in-process) implementation.
+//!
+//! # Security
+//! The endpoint itself is plain HTTP: it listens on loopback by default, where the
+//! prompt never leaves the machine before it is encrypted. Any other address needs
+//! `--allow-remote` and an API key, and should sit behind a TLS proxy.
+
+pub mod api;
+pub mod backend;
+pub mod completion;
+pub mod error;
+pub mod routes;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::embedded::{self, Preset};
+use super::model::{load, ModelArg};
+use backend::{ChatBackend, EmbeddedBackend};
+use routes::Settings;
+
+/// Arguments of `selene openai`.
+#[derive(Debug, Args)]
+pub struct OpenaiArgs {
+    /// Address to listen on. Anything but loopback needs --allow-remote and an API key.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Encrypted layers for requests that do not choose (`"selene": {"encrypted_layers":
+    /// K}`); 30, all layers, is strict mode.
+    #[arg(long, value_name = "K", default_value_t = 30)]
+    encrypted_layers: usize,
+    /// CKKS parameter set of the encrypted products (both are 128-bit secure).
+    #[arg(long, value_enum, default_value = "coeff12")]
+    preset: Preset,
+    /// Environment variable holding the API key clients must send as a bearer token.
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
+    /// Allow a --listen address other than loopback (requires --api-key-env).
+    #[arg(long)]
+    allow_remote: bool,
+    /// max_tokens of requests that give none (cut to the room left in the context).
+    #[arg(long, default_value_t = 256)]
+    default_max_tokens: usize,
+    /// Seconds a request may wait while another one generates before it gets a 503.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    queue_timeout: u64,
+    /// Largest request body in bytes (413 past it).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    body_limit: usize,
+    /// Worker threads for the encrypted products (rayon); default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    model: ModelArg,
+}
+
+/// Runs `selene openai` until the process is stopped.
+pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
+    super::threads::init(args.threads)?;
+    let api_key = match &args.api_key_env {
+        Some(var) => {
+            let key = std::env::var(var)
+                .with_context(|| format!("--api-key-env {var}: the variable is not set"))?;
+            anyhow::ensure!(
+                !key.trim().is_empty(),
+                "--api-key-env {var}: the key is empty"
+            );
+            Some(key.trim().to_string())
+        }
+        None => None,
+    };
+    if !args.listen.ip().is_loopback() {
+        anyhow::ensure!(
+            args.allow_remote,
+            "--listen {} is not a loopback address: prompts would travel in clear to this \
+             endpoint; pass --allow-remote (and --api-key-env) to do it anyway",
+            args.listen
+        );
+        anyhow::ensure!(
+            api_key.is_some(),
+            "--listen {} with --allow-remote requires an API key (--api-key-env VAR)",
+            args.listen
+        );
+        eprintln!(
+            "[warning: plain HTTP on {}: put a TLS proxy in front, or prompts cross the \
+             network in clear before they are encrypted]",
+            args.listen
+        );
+    }
+    let (w, t) = load(args.model.model.as_deref())?;
+    let layers = w.config().n_layers;
+    let k = args.encrypted_layers;
+    anyhow::ensure!(
+        k <= layers,
+        "--encrypted-layers {k} is out of range: the model has {layers} layers (use {layers} \
+         for strict mode)"
+    );
+    if let Some(notice) = embedded::leak_notice(k, layers)? {
+        eprintln!("{notice}");
+    }
+    // Every layer is prepared, so a request may choose any policy up to strict mode.
+    let server = embedded::prepare(&w, args.preset, layers)?;
+    let backend = Arc::new(EmbeddedBackend::new(w, t, server, k)?);
+    let settings = Settings {
+        api_key,
+        body_limit: args.body_limit,
+        queue_timeout: Duration::from_secs(args.queue_timeout),
+        default_max_tokens: args.default_max_tokens,
+        ..Settings::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("could not listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        eprintln!(
+            "[selene openai: http://{addr}/v1 serving {} in process; {k} encrypted layers by \
+             default; one request generates at a time, others queue up to {} s]",
+            backend.info().model_id,
+            args.queue_timeout
+        );
+        axum::serve(listener, routes::router(backend, settings))
+            .await
+            .context("the HTTP server failed")
+    })
+}
