@@ -89,12 +89,14 @@ pub struct EmbeddedBackend {
 }
 
 impl EmbeddedBackend {
-    /// A backend over prepared `server` products (its layers bound the encrypted layers
-    /// a request may choose; `default_k` is used when it does not).
+    /// A backend over prepared `server` products, answering as `model_id` (its layers
+    /// bound the encrypted layers a request may choose; `default_k` is used when it does
+    /// not).
     ///
     /// # Errors
     /// `default_k` past the prepared layers.
     pub fn new(
+        model_id: String,
         weights: Weights,
         tokenizer: Tokenizer,
         server: Embedded,
@@ -107,7 +109,7 @@ impl EmbeddedBackend {
         );
         let config = weights.config();
         let info = BackendInfo {
-            model_id: model_id(&weights),
+            model_id,
             context_length: config.context_length,
             n_layers: config.n_layers,
             default_encrypted_layers: default_k,
@@ -121,20 +123,6 @@ impl EmbeddedBackend {
             server,
         })
     }
-}
-
-/// The model's id from its GGUF `general.name`, lower-cased with dashes
-/// ("SmolLM2 135M Instruct" -> "smollm2-135m-instruct").
-fn model_id(w: &Weights) -> String {
-    let name = w
-        .gguf()
-        .metadata("general.name")
-        .and_then(|v| v.as_str())
-        .unwrap_or("selene-model");
-    name.split_whitespace()
-        .collect::<Vec<_>>()
-        .join("-")
-        .to_lowercase()
 }
 
 impl ChatBackend for EmbeddedBackend {

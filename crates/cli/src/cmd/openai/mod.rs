@@ -23,11 +23,13 @@ pub mod routes;
 mod tests;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use selene_model::store;
 
 use super::embedded::{self, Preset};
 use super::model::{load, ModelArg};
@@ -67,6 +69,23 @@ pub struct OpenaiArgs {
     threads: Option<usize>,
     #[command(flatten)]
     model: ModelArg,
+}
+
+/// The served model's id: its file name up to the first dot, lower-cased
+/// (`SmolLM2-135M-Instruct.Q4_1.gguf` -> `smollm2-135m-instruct`).
+fn model_id(model: &ModelArg) -> String {
+    let path = model
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(store::WHEEL_MEMBER));
+    let name = path.file_name().map_or_else(
+        || "selene-model".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    name.split('.')
+        .next()
+        .unwrap_or("selene-model")
+        .to_lowercase()
 }
 
 /// Runs `selene openai` until the process is stopped.
@@ -115,7 +134,13 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
     }
     // Every layer is prepared, so a request may choose any policy up to strict mode.
     let server = embedded::prepare(&w, args.preset, layers)?;
-    let backend = Arc::new(EmbeddedBackend::new(w, t, server, k)?);
+    let backend = Arc::new(EmbeddedBackend::new(
+        model_id(&args.model),
+        w,
+        t,
+        server,
+        k,
+    )?);
     let settings = Settings {
         api_key,
         body_limit: args.body_limit,
