@@ -372,3 +372,24 @@ fn openai_endpoint_serves_private_completions_equal_to_plain() {
     assert_eq!(e["code"], "request_too_large");
     api_error(curl(base, "/nowhere", Some(KEY), &[]), 404);
 }
+
+#[test]
+fn a_non_loopback_address_needs_allow_remote_and_a_key() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_selene"))
+            .arg("openai")
+            .args(args)
+            .env(KEY_VAR, KEY)
+            .env_remove("SELENE_OPENAI_UNSET_VAR")
+            .output()
+            .expect("run selene openai");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&["--listen", "0.0.0.0:0"]);
+    assert!(e.contains("--allow-remote"), "{e}");
+    let e = run(&["--listen", "0.0.0.0:0", "--allow-remote"]);
+    assert!(e.contains("requires an API key"), "{e}");
+    let e = run(&["--api-key-env", "SELENE_OPENAI_UNSET_VAR"]);
+    assert!(e.contains("not set"), "{e}");
+}

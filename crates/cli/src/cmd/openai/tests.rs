@@ -2,12 +2,14 @@
 //! sequences, the queue and the API key, without running the model.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
+use futures_util::StreamExt;
 use selene_model::{apply_chat_template, Message, Role, Tokenizer};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -22,6 +24,7 @@ enum Mode {
     Reply,
     Unavailable,
     Slow(Duration),
+    SlowTokens(Duration),
 }
 
 /// Replies with [`REPLY`] and an end-of-sequence id, whatever the prompt.
@@ -30,6 +33,7 @@ struct Scripted {
     tokenizer: Tokenizer,
     mode: Mode,
     jobs: Mutex<Vec<Job>>,
+    produced: AtomicUsize,
 }
 
 impl ChatBackend for Scripted {
@@ -54,11 +58,15 @@ impl ChatBackend for Scripted {
                 })
             }
             Mode::Slow(d) => std::thread::sleep(d),
-            Mode::Reply => {}
+            Mode::Reply | Mode::SlowTokens(_) => {}
         }
         let mut ids = self.tokenizer.encode(REPLY).unwrap();
         ids.push(self.tokenizer.eos_ids()[0]);
         for id in ids.into_iter().take(job.max_tokens) {
+            if let Mode::SlowTokens(d) = self.mode {
+                std::thread::sleep(d);
+            }
+            self.produced.fetch_add(1, Ordering::SeqCst);
             if on_token(id).is_break() {
                 break;
             }
@@ -81,6 +89,7 @@ fn scripted(mode: Mode) -> Arc<Scripted> {
         tokenizer,
         mode,
         jobs: Mutex::new(Vec::new()),
+        produced: AtomicUsize::new(0),
     })
 }
 
@@ -412,4 +421,37 @@ async fn a_request_queued_past_the_timeout_gets_503() {
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     // Once the first is done the queue is free again.
     assert_eq!(send(&app, chat(json!({}))).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_stops_the_generation_and_frees_the_queue() {
+    let b = scripted(Mode::SlowTokens(Duration::from_millis(150)));
+    let total = b.tokenizer.encode(REPLY).unwrap().len() + 1;
+    let app = app(
+        &b,
+        Settings {
+            queue_timeout: Duration::from_millis(500),
+            ..Settings::default()
+        },
+    );
+    let resp = app
+        .clone()
+        .oneshot(chat(json!({"stream": true})))
+        .await
+        .unwrap();
+    let mut body = resp.into_body().into_data_stream();
+    // The role chunk, then the first text: the generation runs.
+    for _ in 0..2 {
+        body.next().await.unwrap().unwrap();
+    }
+    drop(body);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let produced = b.produced.load(Ordering::SeqCst);
+    assert!(
+        produced < total,
+        "{produced} of {total} tokens made for nobody"
+    );
+    // The permit went with the generation: the next request is served.
+    let r = send(&app, chat(json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
