@@ -20,6 +20,11 @@ enum Command {
     /// Private generation: every layer's weight products on CKKS ciphertexts, computed by
     /// an embedded server; the key, the text and the LM head stay on the client.
     Run(cmd::run::RunArgs),
+    /// Serve private generation over TLS: sessions from `selene client`, authenticated by
+    /// a bearer token; the server sees only what each session's policy allows.
+    Serve(cmd::serve::ServeArgs),
+    /// Private generation against a `selene serve` server (same flags as `run`).
+    Client(cmd::client::ClientArgs),
     /// An OpenAI-compatible chat endpoint (GET /v1/models, POST /v1/chat/completions)
     /// whose completions run privately, as `run` does; loopback only unless told otherwise.
     Openai(cmd::openai::OpenaiArgs),
@@ -46,6 +51,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(&args),
+        Command::Serve(args) => cmd::serve::serve(&args),
+        Command::Client(args) => cmd::client::client(&args),
         Command::Openai(args) => cmd::openai::run(&args),
         Command::Tokenize(args) => cmd::model::tokenize(&args),
         Command::Plain(args) => cmd::model::plain(&args),

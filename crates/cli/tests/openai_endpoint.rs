@@ -19,6 +19,8 @@ const OPENAI_PY: &str = "openai==3.51.0";
 const KEY_VAR: &str = "SELENE_OPENAI_TEST_KEY";
 const KEY: &str = "sk-selene-test";
 const PROMPT: &str = "Hi";
+const SERVER_TOKEN_VAR: &str = "SELENE_OPENAI_TEST_SERVER_TOKEN";
+const SERVER_TOKEN: &str = "s3rver";
 const MAX_TOKENS: usize = 6;
 
 /// The endpoint process, killed when the test ends however it ends.
@@ -35,16 +37,13 @@ impl Drop for Endpoint {
 }
 
 /// Starts `selene openai` on a free loopback port and waits for its address line.
-fn start() -> Endpoint {
+fn start(extra: &[&str]) -> Endpoint {
     let mut child = Command::new(env!("CARGO_BIN_EXE_selene"))
-        .args([
-            "openai",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key-env",
-            KEY_VAR,
-        ])
+        .args(["openai", "--listen", "127.0.0.1:0"])
+        .args(["--api-key-env", KEY_VAR])
+        .args(extra)
         .env(KEY_VAR, KEY)
+        .env(SERVER_TOKEN_VAR, SERVER_TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -281,7 +280,7 @@ fn openai_endpoint_serves_private_completions_equal_to_plain() {
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": MAX_TOKENS,
         "total_tokens": prompt_tokens + MAX_TOKENS});
     let python = python_with_openai();
-    let server = start();
+    let server = start(&[]);
     let base = server.base.as_str();
 
     if let Some(python) = python {
@@ -392,4 +391,69 @@ fn a_non_loopback_address_needs_allow_remote_and_a_key() {
     assert!(e.contains("requires an API key"), "{e}");
     let e = run(&["--api-key-env", "SELENE_OPENAI_UNSET_VAR"]);
     assert!(e.contains("not set"), "{e}");
+}
+
+/// `selene serve --self-signed` on a free port: the process, its address and fingerprint.
+fn start_serve() -> (Endpoint, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_selene"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--self-signed"])
+        .args(["--token-env", SERVER_TOKEN_VAR])
+        .env(SERVER_TOKEN_VAR, SERVER_TOKEN)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start selene serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (mut addr, mut fp) = (None, None);
+    while addr.is_none() || fp.is_none() {
+        let line = lines
+            .next()
+            .expect("serve ended early")
+            .expect("utf-8 line");
+        if let Some(a) = line.strip_prefix("[serve: listening on ") {
+            addr = Some(a.trim_end_matches(']').to_string());
+        }
+        if let Some(f) = line.split("fingerprint ").nth(1) {
+            fp = Some(f.trim_end_matches(']').to_string());
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let server = Endpoint {
+        child,
+        base: String::new(),
+    };
+    (server, addr.expect("address"), fp.expect("fingerprint"))
+}
+
+#[test]
+fn with_server_the_endpoint_is_a_tls_client_and_503_once_it_is_gone() {
+    let (want, prompt_tokens, _) = plain_reference();
+    let (serve, addr, fp) = start_serve();
+    let endpoint = start(&[
+        "--server",
+        &addr,
+        "--fingerprint",
+        &fp,
+        "--token-env",
+        SERVER_TOKEN_VAR,
+    ]);
+    let base = endpoint.base.as_str();
+    let body = chat_body(json!({"selene": {"encrypted_layers": 1}}));
+    let (status, head, reply) = post(base, Some(KEY), &body);
+    assert_eq!(status, 200, "{reply}");
+    assert!(head.contains("x-selene-mode: selective"), "{head}");
+    let v: Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        want.as_str(),
+        "{reply}"
+    );
+    assert_eq!(v["usage"]["prompt_tokens"], prompt_tokens);
+
+    drop(serve);
+    let e = api_error(post(base, Some(KEY), &body), 503);
+    assert_eq!(e["code"], "backend_unavailable");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains(&addr)),
+        "{e}"
+    );
 }

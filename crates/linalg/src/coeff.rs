@@ -80,7 +80,7 @@ fn ring_prime(params: &Parameters) -> Modulus {
 
 /// `x_bits` for `params`, or an error if its prime cannot hold the products and the
 /// centred lift of `c1 s` at decryption.
-fn x_bits(params: &Parameters) -> Result<u32> {
+pub(crate) fn x_bits(params: &Parameters) -> Result<u32> {
     let q_bits = ring_prime(params).bits();
     let min_bits = (MIN_X_BITS + W_BITS + HEADROOM_BITS).max(DOWN_BITS + params.log_n() + 2);
     if q_bits < min_bits || q_bits > 50 || !lift_fits(params, DOWN_BITS) {

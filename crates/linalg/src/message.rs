@@ -9,6 +9,10 @@
 //! - An output holds `down_bits` (u8), then per ciphertext the lengths of `c0` and `c1`
 //!   (u32 each) and their residues mod `2^down_bits`, bit-packed LSB first.
 //!
+//! - A [`Layout`] (kind 3, header `n` = `d_out`, count 0) then holds `x_bits` (coefficients)
+//!   or the segment length (slots) as u32, `down_bits` as u8 and the `d_out` column scales
+//!   as f64 LE: the server sends one per prepared matrix when a session opens.
+//!
 //! Decoding takes the parameters and never trusts a length before checking it against
 //! the bytes left, so malformed input is an `Err`, never a panic or a huge allocation;
 //! trailing bytes are an error. Whether the counts fit the prepared matrix is checked by
@@ -18,14 +22,19 @@ use std::sync::Arc;
 
 use selene_ckks::{Ciphertext, Parameters};
 
+use crate::coeff::CoeffLayout;
 use crate::error::{Error, Result};
+use crate::matrix::{Layout, LayoutKind};
 use crate::modswitch::SwitchedCt;
+use crate::slots::SlotLayout;
+use crate::tiling::Tiling;
 use crate::{MatrixShape, Method};
 
 const MAGIC: [u8; 4] = *b"SLLA";
 const VERSION: u8 = 1;
 const KIND_INPUT: u8 = 1;
 const KIND_OUTPUT: u8 = 2;
+const KIND_LAYOUT: u8 = 3;
 
 /// Fields shared by both messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,6 +348,124 @@ impl EncryptedOutput {
     }
 }
 
+/// Largest matrix dimension a layout may announce (SmolLM2's widest is 49,152).
+const MAX_LAYOUT_DIM: usize = 1 << 20;
+
+impl Layout {
+    /// Serializes the layout (public data: the server sends it to the client).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let (extra, down_bits, scales) = match &self.kind {
+            LayoutKind::Coefficients(c) => (c.x_bits as usize, c.down_bits, &c.col_scale),
+            LayoutKind::Slots(s) => (s.segment, s.down_bits, &s.col_scale),
+        };
+        let header = Header {
+            fingerprint: self.fingerprint,
+            method: self.method(),
+            shape: self.shape,
+            tag: self.tag(),
+            n: scales.len(),
+        };
+        let mut out = Vec::with_capacity(64 + 8 * scales.len());
+        put_header(&mut out, KIND_LAYOUT, &header, 0);
+        put_u32(&mut out, extra);
+        // Download bits are below 64 for every method.
+        out.push(down_bits as u8);
+        for s in scales {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        out
+    }
+
+    /// Parses a layout made for `params`, checking every field against what the method
+    /// derives from the parameters (tiling within the ring, the method's bit widths,
+    /// finite positive column scales) before allocating.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] naming the first bad field, [`Error::ParamsMismatch`] for a
+    /// layout made for other parameters.
+    pub fn from_bytes(bytes: &[u8], params: &Parameters) -> Result<Self> {
+        let mut rd = Reader { bytes, pos: 0 };
+        let (h, count) = rd.header(KIND_LAYOUT, params)?;
+        let bad = |what: &'static str, offset: usize| Error::Malformed { what, offset };
+        let (d_in, d_out) = (h.shape.d_in, h.shape.d_out);
+        if count != 0
+            || d_in == 0
+            || d_out == 0
+            || d_in > MAX_LAYOUT_DIM
+            || d_out > MAX_LAYOUT_DIM
+            || h.n != d_out
+        {
+            return Err(bad("layout shape", 0));
+        }
+        let extra = rd.u32("layout method field")?;
+        let down_bits = u32::from(rd.u8("download bits")?);
+        if rd.left() != d_out * 8 {
+            return Err(bad("column scale count", rd.pos));
+        }
+        let col_scale: Vec<f64> = rd
+            .take(d_out * 8, "column scales")?
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect();
+        if col_scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(bad("column scale", 0));
+        }
+        let (a, b, c) = h.tag;
+        let kind = match h.method {
+            Method::Coefficients => {
+                let q_bits = params.ring().moduli()[0].bits();
+                // The tiling is a function of the ring, the shape and n_b: recompute it.
+                let tiling = (1..=params.n()).contains(&a).then(|| {
+                    Tiling::choose(params.n(), d_in, d_out, a, q_bits, crate::coeff::DOWN_BITS)
+                });
+                if tiling.map(|t| t.as_tuple()) != Some(h.tag)
+                    || extra != crate::coeff::x_bits(params)? as usize
+                {
+                    return Err(bad("coefficient tiling or input bits", 0));
+                }
+                if down_bits != crate::coeff::DOWN_BITS {
+                    return Err(bad("download bits", 0));
+                }
+                LayoutKind::Coefficients(CoeffLayout {
+                    tiling: Tiling {
+                        n_b: a,
+                        k_i: b,
+                        k_o: c,
+                    },
+                    col_scale,
+                    x_bits: extra as u32,
+                    down_bits,
+                })
+            }
+            Method::Slots => {
+                let segment = d_in + d_out - 1;
+                let slots = params.slots();
+                if extra != segment
+                    || segment > slots
+                    || a != slots / segment
+                    || (b, c) != crate::slots::bsgs(d_in)
+                    || down_bits != crate::slots::DOWN_BITS
+                {
+                    return Err(bad("slot layout", 0));
+                }
+                LayoutKind::Slots(SlotLayout {
+                    baby: b,
+                    giant: c,
+                    segment,
+                    tokens_per_ct: a,
+                    col_scale,
+                    down_bits,
+                })
+            }
+        };
+        Ok(Layout {
+            shape: h.shape,
+            fingerprint: h.fingerprint,
+            kind,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +481,43 @@ mod tests {
             pack(&v, bits, &mut out);
             assert_eq!(out.len(), packed_len(v.len(), bits));
             assert_eq!(unpack(&out, v.len(), bits), v);
+        }
+    }
+
+    #[test]
+    fn layouts_round_trip_and_reject_tampering() {
+        use crate::{LinalgPreset, PreparedMatrix};
+        let shape = MatrixShape::new(8, 5);
+        let w: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin()).collect();
+        for (preset, method) in [
+            (LinalgPreset::Coeff11, Method::Coefficients),
+            (LinalgPreset::Slots13, Method::Slots),
+        ] {
+            let params = preset.build().unwrap();
+            let m = PreparedMatrix::new(&params, &w, shape, method, 1).unwrap();
+            let bytes = m.layout().to_bytes();
+            assert_eq!(&Layout::from_bytes(&bytes, &params).unwrap(), m.layout());
+            for cut in 0..bytes.len() {
+                assert!(
+                    Layout::from_bytes(&bytes[..cut], &params).is_err(),
+                    "cut {cut}"
+                );
+            }
+            let mut long = bytes.clone();
+            long.push(0);
+            assert!(Layout::from_bytes(&long, &params).is_err());
+            // A flipped bit in magic, version, kind or fingerprint is refused; anywhere
+            // else in the header it is refused or makes another valid layout (e.g. a
+            // different n_b), never this one.
+            for i in 0..bytes.len() - 5 * 8 {
+                let mut b = bytes.clone();
+                b[i] ^= 0x10;
+                if let Ok(l) = Layout::from_bytes(&b, &params) {
+                    assert!(i >= 14 && &l != m.layout(), "byte {i}");
+                }
+            }
+            let other = LinalgPreset::Coeff12.build().unwrap();
+            assert!(Layout::from_bytes(&bytes, &other).is_err());
         }
     }
 }

@@ -40,7 +40,7 @@ const X_BITS: u32 = 28;
 const W_BITS: u32 = 23;
 /// Bits of the download modulus (the switch adds `~2^11` per slot; full scale is
 /// `2^(DOWN_BITS - 7)`).
-const DOWN_BITS: u32 = 36;
+pub(crate) const DOWN_BITS: u32 = 36;
 
 /// What the client needs for one prepared slot-method matrix. Public data.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,7 +82,7 @@ impl SlotMatrix {
 }
 
 /// Baby steps `g` minimising `(g - 1) + (ceil(d_in / g) - 1)`, the larger on ties.
-fn bsgs(d_in: usize) -> (usize, usize) {
+pub(crate) fn bsgs(d_in: usize) -> (usize, usize) {
     let mut best = (d_in, 1);
     for g in 1..=d_in {
         let h = d_in.div_ceil(g);

@@ -52,6 +52,61 @@ pub enum Error {
         /// What is wrong and how to fix it.
         why: String,
     },
+    /// A frame or message that does not decode (the peer's bytes).
+    #[error("malformed message: {what} at byte {offset}")]
+    Wire {
+        /// What was being read.
+        what: &'static str,
+        /// Byte offset in the frame.
+        offset: usize,
+    },
+    /// A frame whose announced length passes the limit (refused before reading it).
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The server answered with an error message.
+    #[error("server refused ({code:?}, code {}): {message}", *code as u16)]
+    Remote {
+        /// The stable error code.
+        code: crate::wire::ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server answered with a message that does not fit the request.
+    #[error("unexpected reply {got:?} to a {to:?} request")]
+    UnexpectedReply {
+        /// Kind of the reply.
+        got: crate::wire::Kind,
+        /// Kind of the request.
+        to: crate::wire::Kind,
+    },
+    /// The server's layout for an encrypted layer differs from the one expected.
+    #[error("the server's layouts for layer {layer} differ from the expected ones")]
+    LayoutMismatch {
+        /// First differing layer.
+        layer: usize,
+    },
+    /// The session is closed (after `Close`, an error that ended it, or a lost peer).
+    #[error("the session is closed")]
+    Closed,
+    /// A socket or file failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS failed (handshake, certificate, pinning).
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A certificate, key or fingerprint given by the user that cannot be used.
+    #[error("{what}: {why}")]
+    Credentials {
+        /// Which input.
+        what: &'static str,
+        /// What is wrong.
+        why: String,
+    },
     /// The release guard refused a release; nothing was sent.
     #[error("release refused, nothing was sent: {source}")]
     ReleaseRefused {

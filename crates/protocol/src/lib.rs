@@ -9,9 +9,17 @@
 //! - [`StrictLinear`] (client): a [`selene_model::Linear`] that encrypts each product's
 //!   input, sends it through a [`Transport`], and decrypts the answer; the LM head (the
 //!   tied, public embedding table) runs on the client in plaintext.
-//! - [`InProcess`]: the embedded transport (client and server in one process). Every
-//!   message still crosses as bytes in the versioned wire format, so what the server
-//!   sees is exactly what a network peer would see.
+//! - Sessions ([`session`]): [`SessionServer`] (shared by all connections: the prepared
+//!   model, the weights for selective mode's plaintext tail, SHA-256 hashes of the
+//!   accepted bearer tokens, [`Limits`], [`Counters`]) and one [`Connection`] state
+//!   machine per peer; [`ClientSession`] is the client's side (`Hello`, numbered
+//!   requests, `Close`).
+//! - [`wire`]: the versioned binary frames (`SELW`, message kinds and stable error
+//!   codes), decoded without panics and with every length checked before allocating.
+//! - Transports ([`Transport`] carries frames): [`InProcess`], the embedded default,
+//!   drives the same [`Connection`] with the same bytes a network peer sends; [`net`]
+//!   runs TLS over TCP (tokio + rustls/ring server, blocking client with certificate
+//!   pinning or CA roots).
 //!
 //! # Security
 //! The server sees ciphertexts, their sizes and their timing, and therefore the number
@@ -23,20 +31,32 @@
 //! Selective mode by depth ([`SelectiveClient`], [`PlainTail`]) releases the
 //! noise-flooded hidden states after the first `k` layers; the server then sees the
 //! prompt for all practical purposes (see the leakage audit). Not built yet (issue 7):
-//! the TLS transport and sessions, a policy file, public prefixes and length padding.
+//! public prefixes (message kinds 10 and 11 are reserved for them), length padding, and
+//! the slot method's evaluation keys in `Hello` (the field exists; the server refuses
+//! any key today).
 
+mod client;
 pub mod error;
+pub mod limits;
+pub mod net;
 pub mod policy;
 mod prepared;
 mod selective;
 mod server;
+pub mod session;
 mod strict;
 mod transport;
+pub mod wire;
 
+pub use client::{ClientSession, Released};
 pub use error::{Error, Result};
+pub use limits::Limits;
 pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest};
 pub use prepared::{PreparedModel, ENCRYPTED_STAGES};
-pub use selective::{decode_release, generate_selective, PlainTail, SelectiveClient};
+pub use selective::{
+    decode_release, generate_selective, generate_session, PlainTail, SelectiveClient,
+};
 pub use server::ModelServer;
+pub use session::{Connection, Counters, SessionEvent, SessionServer};
 pub use strict::{StrictLinear, TrafficStats};
 pub use transport::{InProcess, Transport};

@@ -151,12 +151,21 @@ impl Policy {
     /// [`Error::PolicyParse`] for a file that is not a policy, [`Error::Policy`] for an
     /// incoherent one.
     pub fn from_toml(text: &str, n_layers: usize) -> Result<Self> {
-        let p: Policy = toml::from_str(text).map_err(|e| Error::PolicyParse {
-            message: e.message().to_string(),
-            span: e.span(),
-        })?;
+        let p = Self::parse_toml(text)?;
         p.validate(n_layers)?;
         Ok(p)
+    }
+
+    /// Parses a TOML policy without checking its coherence (the session server validates
+    /// it against its model after decoding a `Hello`).
+    ///
+    /// # Errors
+    /// [`Error::PolicyParse`] for a text that is not a policy.
+    pub fn parse_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::PolicyParse {
+            message: e.message().to_string(),
+            span: e.span(),
+        })
     }
 
     /// The policy as a TOML file.

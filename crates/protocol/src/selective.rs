@@ -18,6 +18,7 @@ use selene_model::{generate_with, head, KvCache, QuantLinear, Sampler, Weights};
 
 use sha2::{Digest, Sha256};
 
+use crate::client::Released;
 use crate::error::{Error, Result};
 use crate::policy::{PolicyGuard, ReleaseGuard, ReleaseRequest, Tensor};
 use crate::strict::StrictLinear;
@@ -101,8 +102,7 @@ fn flood(values: &mut [f32], sigma: f64, rng: &mut ChaCha20Rng) {
 #[derive(Debug)]
 pub struct PlainTail<'w> {
     w: &'w Weights,
-    k: usize,
-    cache: KvCache,
+    state: TailState,
 }
 
 impl<'w> PlainTail<'w> {
@@ -110,8 +110,7 @@ impl<'w> PlainTail<'w> {
     pub fn new(w: &'w Weights, k: usize, capacity: usize) -> Self {
         Self {
             w,
-            k,
-            cache: KvCache::new(w.config(), capacity),
+            state: TailState::new(w, k, capacity),
         }
     }
 
@@ -121,21 +120,47 @@ impl<'w> PlainTail<'w> {
     /// # Errors
     /// A malformed release, a full cache, model errors.
     pub fn handle(&mut self, release: &[u8]) -> Result<Vec<f32>> {
-        let c = self.w.config();
+        self.state.run(self.w, release, true)
+    }
+}
+
+/// A session's plaintext tail without the borrowed weights (the session server owns them).
+#[derive(Debug)]
+pub(crate) struct TailState {
+    k: usize,
+    cache: KvCache,
+}
+
+impl TailState {
+    pub(crate) fn new(w: &Weights, k: usize, capacity: usize) -> Self {
+        Self {
+            k,
+            cache: KvCache::new(w.config(), capacity),
+        }
+    }
+
+    /// Runs a release through layers `k..`; returns the last position's logits when
+    /// `with_head`, else its final hidden state (before the final norm).
+    pub(crate) fn run(&mut self, w: &Weights, release: &[u8], with_head: bool) -> Result<Vec<f32>> {
+        let c = w.config();
         let mut x = decode_release(release, c.d_model)?;
         let n = x.len() / c.d_model;
-        let mut plain = QuantLinear::new(self.w);
+        let mut plain = QuantLinear::new(w);
         forward_layers(
-            self.w,
+            w,
             self.k..c.n_layers,
             &mut x,
             &mut self.cache,
             &mut plain,
             &mut |_, _| {},
         )?;
+        // decode_release guarantees n >= 1 and x.len() == n * d_model.
         let last = x.get((n - 1) * c.d_model..).unwrap_or(&[]);
+        if !with_head {
+            return Ok(last.to_vec());
+        }
         let mut logits = vec![0.0; c.vocab_size];
-        head(self.w, last, &mut plain, &mut logits)?;
+        head(w, last, &mut plain, &mut logits)?;
         Ok(logits)
     }
 }
@@ -236,6 +261,29 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
         Ok(bytes)
     }
 
+    /// Runs `tokens` through the encrypted layers, releases them through the session and
+    /// returns the last position's logits (applying the LM head here when the policy
+    /// keeps it on the client and the server returned the final hidden state).
+    ///
+    /// # Errors
+    /// As [`SelectiveClient::step`], the server's refusal, channel and model errors.
+    pub fn next_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let bytes = self.step(tokens)?;
+        match self.strict.session_mut().release(bytes)? {
+            Released::Logits(logits) => Ok(logits),
+            Released::Hidden(hidden) => {
+                let mut logits = vec![0.0; self.w.config().vocab_size];
+                head(self.w, &hidden, &mut QuantLinear::new(self.w), &mut logits)?;
+                Ok(logits)
+            }
+        }
+    }
+
+    /// The strict half, mutably (its session).
+    pub fn strict_mut(&mut self) -> &mut StrictLinear<'w, T> {
+        &mut self.strict
+    }
+
     /// Hidden-state rows released so far (one per position).
     pub fn releases(&self) -> usize {
         self.releases
@@ -268,6 +316,30 @@ pub fn generate_selective<T: Transport>(
         stop,
         sampler,
         &mut |ids| server.handle(&client.step(ids)?),
+        &mut |id| Ok(on_token(id)?),
+    )
+}
+
+/// Generates like [`generate_selective`], with the server's tail behind the session:
+/// every release goes through the transport and the server answers with logits (or the
+/// final hidden state, when the policy keeps the head on the client).
+///
+/// # Errors
+/// An empty prompt and whatever either side or `on_token` fails with.
+pub fn generate_session<T: Transport>(
+    client: &mut SelectiveClient<'_, T>,
+    prompt: &[u32],
+    max_tokens: usize,
+    stop: &[u32],
+    sampler: &mut Sampler,
+    on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
+) -> Result<Vec<u32>> {
+    generate_with(
+        prompt,
+        max_tokens,
+        stop,
+        sampler,
+        &mut |ids| client.next_logits(ids),
         &mut |id| Ok(on_token(id)?),
     )
 }

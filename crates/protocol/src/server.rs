@@ -23,6 +23,11 @@ impl ModelServer {
         Self { model, server }
     }
 
+    /// The prepared model this server answers for.
+    pub fn model(&self) -> &Arc<PreparedModel> {
+        &self.model
+    }
+
     /// Decodes `input` (the wire bytes of an encrypted `n x d_in` activation), multiplies
     /// it by `layer`'s `stage` matrix and returns the encrypted output's wire bytes.
     ///

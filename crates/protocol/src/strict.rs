@@ -7,7 +7,9 @@ use selene_linalg::{Client, EncryptedOutput, Layout};
 use selene_model::forward::apply_gain;
 use selene_model::{Linear, LinearStage, QuantLinear, Weights};
 
+use crate::client::ClientSession;
 use crate::error::{Error, Result};
+use crate::policy::Policy;
 use crate::prepared::stage_index;
 use crate::transport::Transport;
 
@@ -31,7 +33,7 @@ pub struct StrictLinear<'w, T: Transport> {
     weights: &'w Weights,
     client: Client,
     layouts: Vec<[Layout; 4]>,
-    transport: T,
+    session: ClientSession<T>,
     stats: TrafficStats,
 }
 
@@ -46,19 +48,54 @@ impl<T: Transport> std::fmt::Debug for StrictLinear<'_, T> {
 }
 
 impl<'w, T: Transport> StrictLinear<'w, T> {
-    /// A client with a fresh secret key for `params`, encrypting for the server's
-    /// `layouts` (one per layer and [`crate::ENCRYPTED_STAGES`] entry) over `transport`.
+    /// A client with a fresh secret key for `params` that opens a session over
+    /// `transport` with the default policy for `layouts.len()` encrypted layers (strict
+    /// mode when it is the model's depth, else [`Policy::selective`]) and the model's
+    /// full context, and checks the server's layouts equal `layouts`.
     ///
     /// # Errors
-    /// More layouts than the model has layers (fewer is fine: selective mode encrypts
-    /// only the first layers).
+    /// More layouts than the model has layers, the server's refusal, layouts that differ
+    /// from the server's ([`Error::LayoutMismatch`]).
     pub fn new(
         weights: &'w Weights,
         params: &std::sync::Arc<Parameters>,
         layouts: Vec<[Layout; 4]>,
         transport: T,
     ) -> Result<Self> {
+        let c = weights.config();
+        let layers = c.n_layers;
+        if layouts.len() > layers {
+            return Err(Error::LayerOutOfRange {
+                layer: layouts.len(),
+                layers,
+            });
+        }
+        let policy = if layouts.len() == layers {
+            Policy::strict(layers)
+        } else {
+            Policy::selective(layers, layouts.len())
+        };
+        let session = ClientSession::open(transport, params, policy, c.context_length)?;
+        if let Some(layer) =
+            (0..layouts.len()).find(|&l| session.layouts().get(l) != layouts.get(l))
+        {
+            return Err(Error::LayoutMismatch { layer });
+        }
+        Self::from_session(weights, params, session)
+    }
+
+    /// A client with a fresh secret key for `params` over an open session, encrypting for
+    /// the layouts the server sent.
+    ///
+    /// # Errors
+    /// More encrypted layers than the model has.
+    pub fn from_session(
+        weights: &'w Weights,
+        params: &std::sync::Arc<Parameters>,
+        session: ClientSession<T>,
+    ) -> Result<Self> {
         let layers = weights.config().n_layers;
+        let layouts = session.layouts().to_vec();
         if layouts.len() > layers {
             return Err(Error::LayerOutOfRange {
                 layer: layouts.len(),
@@ -69,9 +106,19 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             weights,
             client: Client::new(params),
             layouts,
-            transport,
+            session,
             stats: TrafficStats::default(),
         })
+    }
+
+    /// The session (its `Welcome`, the transport).
+    pub fn session(&self) -> &ClientSession<T> {
+        &self.session
+    }
+
+    /// The session, mutably (for releases and `Close`).
+    pub fn session_mut(&mut self) -> &mut ClientSession<T> {
+        &mut self.session
     }
 
     /// Traffic and client time so far.
@@ -81,7 +128,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
 
     /// Server compute time so far, as the transport measured it.
     pub fn server_time(&self) -> Duration {
-        self.transport.server_time()
+        self.session.transport().server_time()
     }
 
     fn encrypted(
@@ -106,7 +153,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         self.stats.client_time += t.elapsed();
         self.stats.bytes_up += request.len();
 
-        let answer = self.transport.round_trip(layer, stage, &request)?;
+        let answer = self.session.product(layer, stage, request)?;
 
         self.stats.bytes_down += answer.len();
         let t = Instant::now();

@@ -1,48 +1,83 @@
-//! How the client's requests reach the server.
+//! How the client's frames reach the server: the [`Transport`] trait and the embedded
+//! [`InProcess`] transport (the TLS one is in [`crate::net`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use selene_model::LinearStage;
+use rand::RngCore;
 
 use crate::error::Result;
+use crate::limits::Limits;
 use crate::server::ModelServer;
+use crate::session::{Connection, SessionServer};
 
-/// Carries one encrypted product request to the server and its answer back.
+/// Carries one request frame to the server and its reply frame back (both in the
+/// [`crate::wire`] format, length prefix included).
 pub trait Transport {
-    /// Sends `request` (an encrypted input in wire form) for `layer`'s `stage` and
-    /// returns the server's answer (an encrypted output in wire form).
+    /// Sends `request` and returns the server's reply.
     ///
     /// # Errors
-    /// Whatever the server or the channel fails with.
-    fn round_trip(&mut self, layer: usize, stage: LinearStage, request: &[u8]) -> Result<Vec<u8>>;
+    /// Whatever the channel fails with ([`crate::Error::Closed`] once the server closed
+    /// the connection).
+    fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>>;
 
-    /// Time the server spent computing so far (for the per-token report).
+    /// The bearer token this transport presents in `Hello`.
+    fn token(&self) -> &[u8];
+
+    /// Time spent waiting for the server so far (for the per-token report): its compute
+    /// time in process, the round trips' wall time over a network.
     fn server_time(&self) -> Duration;
 }
 
-/// The embedded transport: the server runs in this process, messages cross as bytes.
-#[derive(Debug)]
+/// The embedded transport: the session server runs in this process, and every frame
+/// goes through the same state machine and the same bytes a network peer would send.
 pub struct InProcess {
-    server: ModelServer,
+    conn: Connection,
+    token: Vec<u8>,
     server_time: Duration,
 }
 
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcess")
+            .field("conn", &self.conn)
+            .field("token", &"[redacted]")
+            .field("server_time", &self.server_time)
+            .finish()
+    }
+}
+
 impl InProcess {
-    /// Wraps a server.
+    /// An embedded strict-mode session server for `server`'s prepared model (no
+    /// plaintext tail), with a random one-time token.
     pub fn new(server: ModelServer) -> Self {
+        let mut token = vec![0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut token);
+        let s = SessionServer::strict_only(server.model().clone(), Limits::default())
+            .with_token(&token);
+        Self::connect(&Arc::new(s), &token)
+    }
+
+    /// A connection to a shared session server, presenting `token`.
+    pub fn connect(server: &Arc<SessionServer>, token: &[u8]) -> Self {
         Self {
-            server,
+            conn: server.connect(),
+            token: token.to_vec(),
             server_time: Duration::ZERO,
         }
     }
 }
 
 impl Transport for InProcess {
-    fn round_trip(&mut self, layer: usize, stage: LinearStage, request: &[u8]) -> Result<Vec<u8>> {
+    fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>> {
         let t = Instant::now();
-        let out = self.server.handle(layer, stage, request);
+        let reply = self.conn.handle(request);
         self.server_time += t.elapsed();
-        out
+        Ok(reply.bytes)
+    }
+
+    fn token(&self) -> &[u8] {
+        &self.token
     }
 
     fn server_time(&self) -> Duration {

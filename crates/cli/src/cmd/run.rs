@@ -1,57 +1,189 @@
-//! `selene run`: private generation with client and server in one process.
+//! `selene run`: private generation with client and server in one process, and the
+//! generation driver `selene client` shares.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use clap::Args;
-use indicatif::ProgressBar;
-use selene_audit::view::DEFAULT_FLOOD_SIGMA;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::RngCore;
+use selene_ckks::Parameters;
+use selene_linalg::LinalgPreset;
+use selene_model::{Tokenizer, Weights};
+use selene_protocol::{
+    InProcess, Limits, Policy, PreparedModel, SessionServer, Transport, ENCRYPTED_STAGES,
+};
 
-use super::embedded::{self, Preset};
+use super::generation::{generate, open, policy_notice, Terms};
 use super::model::{load, stream_with, GenerationArgs};
+
+/// CKKS parameter sets for the encrypted products.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Preset {
+    /// N = 2^12, one 41-bit prime: about 15 bits of precision per product (default).
+    Coeff12,
+    /// N = 2^11, one 39-bit prime: less traffic, about 14 bits.
+    Coeff11,
+}
+
+impl Preset {
+    /// The linalg preset.
+    pub fn linalg(self) -> LinalgPreset {
+        match self {
+            Preset::Coeff12 => LinalgPreset::Coeff12,
+            Preset::Coeff11 => LinalgPreset::Coeff11,
+        }
+    }
+
+    /// The name a policy uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Coeff12 => "coeff12",
+            Preset::Coeff11 => "coeff11",
+        }
+    }
+
+    /// The preset a policy names.
+    pub fn from_name(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "coeff12" => Ok(Preset::Coeff12),
+            "coeff11" => Ok(Preset::Coeff11),
+            _ => anyhow::bail!("unknown preset {name:?}"),
+        }
+    }
+}
+
+/// The policy flags shared by `run` and `client`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// CKKS parameter set of the encrypted products (both are 128-bit secure); a
+    /// `--policy` file's preset takes precedence.
+    #[arg(long, value_enum, default_value = "coeff12")]
+    preset: Preset,
+    /// Layers run under encryption before the hidden state would be released to the
+    /// server (selective mode). 30, all layers, is strict mode: nothing is released.
+    #[arg(long, value_name = "K", default_value_t = 30)]
+    encrypted_layers: usize,
+    /// A policy file (TOML, see the protocol crate's policy docs) instead of
+    /// `--encrypted-layers` and `--preset`.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// The validated policy for a model of `layers` layers.
+    pub fn policy(&self, layers: usize) -> anyhow::Result<Policy> {
+        if let Some(path) = &self.policy {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read {}", path.display()))?;
+            return Ok(Policy::from_toml(&text, layers)?);
+        }
+        let k = self.encrypted_layers;
+        anyhow::ensure!(
+            k <= layers,
+            "--encrypted-layers {k} is out of range: the model has {layers} layers (use \
+             {layers} for strict mode)"
+        );
+        let mut p = Policy::selective(layers, k);
+        p.preset = self.preset.name().to_string();
+        p.validate(layers)?;
+        Ok(p)
+    }
+}
 
 /// Arguments of `selene run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     gen: GenerationArgs,
-    /// CKKS parameter set of the encrypted products (both are 128-bit secure).
-    #[arg(long, value_enum, default_value = "coeff12")]
-    preset: Preset,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Worker threads (rayon); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
-    /// Layers run under encryption before the hidden state would be released to the
-    /// server (selective mode). 30, all layers, is strict mode: nothing is released.
-    #[arg(long, value_name = "K", default_value_t = 30)]
-    encrypted_layers: usize,
 }
 
 /// Runs `selene run`: in strict mode (the default) every layer's weight products on
 /// CKKS ciphertexts (the embedded server), everything else and the LM head on the
-/// client; with `--encrypted-layers K` below the model's depth, selective mode. Text goes
-/// to stdout; progress, per-token timing, traffic and the policy's measured leakage to
-/// stderr.
+/// client; with `--encrypted-layers K` below the model's depth, selective mode. The
+/// embedded server is the same session server `selene serve` runs, reached through the
+/// same wire bytes. Text goes to stdout; progress, per-token timing, traffic and the
+/// policy's measured leakage to stderr.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     super::threads::init(args.threads)?;
     let (w, t) = load(args.gen.model.model.as_deref())?;
-    let layers = w.config().n_layers;
-    let k = args.encrypted_layers;
-    anyhow::ensure!(
-        k <= layers,
-        "--encrypted-layers {k} is out of range: the model has {layers} layers (use {layers} \
-         for strict mode)"
+    let w = Arc::new(w);
+    let policy = args.policy.policy(w.config().n_layers)?;
+    let params = Preset::from_name(&policy.preset)?.linalg().build()?;
+    let (server, token) = embedded_server(&params, &w, policy.encrypted_layers)?;
+    let transport = InProcess::connect(&server, &token);
+    drive(&args.gen, &w, &t, &params, policy, transport)
+}
+
+/// The embedded default's server: layers `0..layers` prepared, the same session server
+/// `selene serve` runs, accepting one random in-process token (returned with it).
+///
+/// # Errors
+/// Encoding failures.
+pub fn embedded_server(
+    params: &Arc<Parameters>,
+    w: &Arc<Weights>,
+    layers: usize,
+) -> anyhow::Result<(Arc<SessionServer>, Vec<u8>)> {
+    let model = prepare(params, w, layers)?;
+    let mut token = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut token);
+    let server = SessionServer::new(model, Arc::clone(w), Limits::default()).with_token(&token);
+    Ok((Arc::new(server), token))
+}
+
+/// Encodes layers `0..layers` of `w` for `params`, with a progress bar and a summary on
+/// stderr.
+pub fn prepare(
+    params: &Arc<Parameters>,
+    w: &Weights,
+    layers: usize,
+) -> anyhow::Result<Arc<PreparedModel>> {
+    let start = Instant::now();
+    let bar = ProgressBar::new((layers * ENCRYPTED_STAGES.len()) as u64).with_style(
+        ProgressStyle::with_template(
+            "server: encoding weights {bar:30} {pos}/{len} matrices [{elapsed}]",
+        )?,
     );
+    let model = PreparedModel::new(params, w, layers, &mut || bar.inc(1))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "[server: {} layers x {} products encoded for CKKS N = {} in {:.1} s, {:.0} MiB]",
+        layers,
+        ENCRYPTED_STAGES.len(),
+        params.n(),
+        start.elapsed().as_secs_f64(),
+        model.memory_bytes() as f64 / (1 << 20) as f64
+    );
+    Ok(Arc::new(model))
+}
+
+/// The generation driver shared by `run` (embedded transport) and `client` (TLS): opens
+/// a session under `policy` over `transport`, generates, streams the text to stdout and
+/// reports timing and traffic on stderr.
+pub fn drive<T: Transport>(
+    gen: &GenerationArgs,
+    w: &Weights,
+    t: &Tokenizer,
+    params: &Arc<Parameters>,
+    policy: Policy,
+    transport: T,
+) -> anyhow::Result<()> {
+    let layers = w.config().n_layers;
+    let terms = Terms::of(&policy);
+    let k = terms.k;
     // Say what the chosen policy leaks before anything else (issue 8).
-    if let Some(notice) = embedded::leak_notice(k, layers)? {
+    if let Some(notice) = policy_notice(terms, layers)? {
         eprintln!("{notice}");
     }
-    let server = embedded::prepare(&w, args.preset, k)?;
-    if k == layers {
-        eprintln!(
-            "[strict mode: all {layers} layers encrypted; the server sees ciphertexts, their \
-             sizes and timing (so the token count), never a token, activation or logit]"
-        );
-    }
+    let strict = open(w, params, policy, transport)?;
 
     // A spinner while the prompt runs (no text yet); then the text streams on stdout
     // and the spinner is gone, so the two never share a line.
@@ -67,29 +199,24 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         token_s.push(last.elapsed().as_secs_f64());
         last = Instant::now();
     };
+    let mut strict = Some(strict);
     let mut done = None;
-    let gen_run = stream_with(
-        &args.gen,
-        &w,
-        &t,
-        &mut on_token,
-        &mut |ids, max, sampler, cb| {
-            let (out, stats) =
-                embedded::generate(&w, &server, k, ids, max, t.eos_ids(), sampler, cb)?;
-            done = Some(stats);
-            Ok(out)
-        },
-    )?;
-    let stats = done.unwrap_or_default();
+    let gen_run = stream_with(gen, w, t, &mut on_token, &mut |ids, max, sampler, cb| {
+        let strict = strict.take().context("the token loop runs once")?;
+        let (out, stats) = generate(w, strict, terms, ids, max, t.eos_ids(), sampler, cb)?;
+        done = Some(stats);
+        Ok(out)
+    })?;
+    let stats = done.context("the token loop did not run")?;
     status.finish_and_clear();
     let s = stats.traffic;
-    let (server_s, releases) = (stats.server_s, stats.releases);
+    let (server_s, releases, sigma) = (stats.server_s, stats.releases, terms.sigma);
     let tokens = gen_run.prompt_tokens + gen_run.generated.saturating_sub(1);
     let decode: Vec<String> = token_s.iter().skip(1).map(|t| format!("{t:.2}")).collect();
     if releases > 0 {
         eprintln!(
             "[released {releases} hidden-state rows after layer {k}, flooded with sigma \
-             {DEFAULT_FLOOD_SIGMA}]"
+             {sigma}]"
         );
     }
     eprintln!(

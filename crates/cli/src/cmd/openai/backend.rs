@@ -1,11 +1,18 @@
 //! What the HTTP layer needs from whatever computes the model: the [`ChatBackend`]
-//! trait, and [`EmbeddedBackend`], the in-process default that `selene run` uses too.
+//! trait, and [`SessionBackend`], which runs each request in its own protocol session,
+//! in process (the embedded default, as `selene run`) or against `selene serve`.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use selene_audit::view::DEFAULT_FLOOD_SIGMA;
+use selene_ckks::Parameters;
 use selene_model::{Sampler, SamplingParams, Tokenizer, Weights};
-use std::ops::ControlFlow;
+use selene_protocol::net::{TlsTransport, Trust};
+use selene_protocol::{InProcess, Policy, SessionServer, Transport};
 
-use super::super::embedded::{self, Embedded};
+use super::super::generation::{self, Terms};
+use super::super::run::Preset;
 
 /// Facts about the served model and policy that requests are validated against.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,10 +48,6 @@ pub struct Job {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The backend (or the remote server behind it) cannot be reached or has gone away.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the remote backend (selene serve) will return it")
-    )]
     #[error("backend unavailable: {reason}")]
     Unavailable {
         /// What happened.
@@ -78,54 +81,120 @@ pub trait ChatBackend: Send + Sync + 'static {
     ) -> Result<(), BackendError>;
 }
 
-/// The embedded default: client and server in this process, the server's weights
-/// prepared once at startup, a fresh client key per request.
-#[derive(Debug)]
-pub struct EmbeddedBackend {
-    info: BackendInfo,
-    weights: Weights,
-    tokenizer: Tokenizer,
-    server: Embedded,
+/// Where a request's session goes.
+pub enum Connector {
+    /// The session server in this process, prepared at startup (the embedded default).
+    Embedded {
+        /// The server.
+        server: Arc<SessionServer>,
+        /// The in-process bearer token it accepts.
+        token: Vec<u8>,
+    },
+    /// A `selene serve` server over TLS.
+    Remote {
+        /// `host:port`.
+        addr: String,
+        /// How its certificate is checked.
+        trust: Trust,
+        /// Its bearer token.
+        token: Vec<u8>,
+    },
 }
 
-impl EmbeddedBackend {
-    /// A backend over prepared `server` products, answering as `model_id` (its layers
-    /// bound the encrypted layers a request may choose; `default_k` is used when it does
-    /// not).
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connector::Embedded { .. } => f.write_str("Embedded { token: [redacted] }"),
+            Connector::Remote { addr, .. } => {
+                write!(f, "Remote {{ addr: {addr:?}, token: [redacted] }}")
+            }
+        }
+    }
+}
+
+/// The backend of `selene openai`: each request opens its own session (a fresh client
+/// key) with the policy it asked for, through the [`Connector`], and runs the token
+/// loop `selene run` runs.
+#[derive(Debug)]
+pub struct SessionBackend {
+    info: BackendInfo,
+    weights: Arc<Weights>,
+    tokenizer: Tokenizer,
+    params: Arc<Parameters>,
+    preset: Preset,
+    connector: Connector,
+}
+
+impl SessionBackend {
+    /// A backend answering as `model_id` that opens sessions through `connector` with
+    /// `preset`'s parameters; `default_k` encrypted layers unless a request chooses.
     ///
     /// # Errors
-    /// `default_k` past the prepared layers.
+    /// `default_k` past the model's depth; the preset's parameters.
     pub fn new(
         model_id: String,
-        weights: Weights,
+        weights: Arc<Weights>,
         tokenizer: Tokenizer,
-        server: Embedded,
+        preset: Preset,
         default_k: usize,
+        connector: Connector,
     ) -> anyhow::Result<Self> {
-        let prepared = server.model.layers();
-        anyhow::ensure!(
-            default_k <= prepared,
-            "default of {default_k} encrypted layers, but {prepared} are prepared"
-        );
         let config = weights.config();
+        let layers = config.n_layers;
+        anyhow::ensure!(
+            default_k <= layers,
+            "--encrypted-layers {default_k} is out of range: the model has {layers} layers \
+             (use {layers} for strict mode)"
+        );
         let info = BackendInfo {
             model_id,
             context_length: config.context_length,
-            n_layers: config.n_layers,
+            n_layers: layers,
             default_encrypted_layers: default_k,
-            max_encrypted_layers: prepared,
+            // The embedded server prepares every layer, as `selene serve` does.
+            max_encrypted_layers: layers,
             flood_sigma: DEFAULT_FLOOD_SIGMA,
         };
         Ok(Self {
             info,
+            params: preset.linalg().build()?,
             weights,
             tokenizer,
-            server,
+            preset,
+            connector,
         })
+    }
+
+    fn run<T: Transport>(
+        &self,
+        transport: T,
+        policy: Policy,
+        job: &Job,
+        on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<(), BackendError> {
+        let terms = Terms::of(&policy);
+        let strict =
+            generation::open(&self.weights, &self.params, policy, transport).map_err(|e| {
+                BackendError::Unavailable {
+                    reason: format!("{e:#}"),
+                }
+            })?;
+        let mut sampler = Sampler::new(job.sampling).map_err(anyhow::Error::from)?;
+        generation::generate(
+            &self.weights,
+            strict,
+            terms,
+            &job.prompt,
+            job.max_tokens,
+            self.tokenizer.eos_ids(),
+            &mut sampler,
+            &mut |id| Ok(on_token(id)),
+        )?;
+        Ok(())
     }
 }
 
-impl ChatBackend for EmbeddedBackend {
+impl ChatBackend for SessionBackend {
     fn info(&self) -> &BackendInfo {
         &self.info
     }
@@ -139,17 +208,22 @@ impl ChatBackend for EmbeddedBackend {
         job: &Job,
         on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     ) -> Result<(), BackendError> {
-        let mut sampler = Sampler::new(job.sampling).map_err(anyhow::Error::from)?;
-        embedded::generate(
-            &self.weights,
-            &self.server,
-            job.encrypted_layers,
-            &job.prompt,
-            job.max_tokens,
-            self.tokenizer.eos_ids(),
-            &mut sampler,
-            &mut |id| Ok(on_token(id)),
-        )?;
-        Ok(())
+        let layers = self.info.n_layers;
+        let mut policy = Policy::selective(layers, job.encrypted_layers);
+        policy.preset = self.preset.name().to_string();
+        policy.validate(layers).map_err(anyhow::Error::from)?;
+        match &self.connector {
+            Connector::Embedded { server, token } => {
+                self.run(InProcess::connect(server, token), policy, job, on_token)
+            }
+            Connector::Remote { addr, trust, token } => {
+                let transport = TlsTransport::connect(addr, trust, token).map_err(|e| {
+                    BackendError::Unavailable {
+                        reason: format!("could not reach the Selene server at {addr}: {e}"),
+                    }
+                })?;
+                self.run(transport, policy, job, on_token)
+            }
+        }
     }
 }

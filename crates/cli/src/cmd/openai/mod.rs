@@ -5,8 +5,9 @@
 //! - [`routes`]: axum routes, API key, body limit, timeouts, queue, SSE streaming.
 //! - [`api`]: request and response bodies and the 400 checks.
 //! - [`completion`]: stop sequences, token counts, finish reasons.
-//! - [`backend`]: the [`backend::ChatBackend`] trait behind the HTTP layer and the
-//!   embedded (in-process) implementation.
+//! - [`backend`]: the [`backend::ChatBackend`] trait behind the HTTP layer and its
+//!   implementation over protocol sessions, embedded (in process) or remote (TLS to
+//!   `selene serve`, `--server ADDR`).
 //!
 //! # Security
 //! The endpoint itself is plain HTTP: it listens on loopback by default, where the
@@ -31,9 +32,12 @@ use anyhow::Context;
 use clap::Args;
 use selene_model::store;
 
-use super::embedded::{self, Preset};
+use super::client::trust_from;
+use super::generation::{policy_notice, Terms};
 use super::model::{load, ModelArg};
-use backend::{ChatBackend, EmbeddedBackend};
+use super::run::{embedded_server, Preset};
+use super::serve::token_from;
+use backend::{ChatBackend, Connector, SessionBackend};
 use routes::Settings;
 
 /// Arguments of `selene openai`.
@@ -64,6 +68,27 @@ pub struct OpenaiArgs {
     /// Largest request body in bytes (413 past it).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     body_limit: usize,
+    /// A `selene serve` server (`host:port`) to run the encrypted layers on, over TLS,
+    /// instead of the embedded one.
+    #[arg(long, value_name = "ADDR")]
+    server: Option<String>,
+    /// With --server: SHA-256 of its certificate (as `selene serve --self-signed` prints).
+    #[arg(long, value_name = "HEX", requires = "server", conflicts_with = "ca")]
+    fingerprint: Option<String>,
+    /// With --server: CA certificate(s) (PEM) its certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    ca: Option<PathBuf>,
+    /// With --server: environment variable holding the server's bearer token.
+    #[arg(
+        long,
+        value_name = "VAR",
+        requires = "server",
+        conflicts_with = "token"
+    )]
+    token_env: Option<String>,
+    /// With --server: the server's bearer token itself (prefer --token-env).
+    #[arg(long, value_name = "TOKEN", requires = "server")]
+    token: Option<String>,
     /// Worker threads for the encrypted products (rayon); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
@@ -122,6 +147,7 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
         );
     }
     let (w, t) = load(args.model.model.as_deref())?;
+    let w = Arc::new(w);
     let layers = w.config().n_layers;
     let k = args.encrypted_layers;
     anyhow::ensure!(
@@ -129,17 +155,42 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
         "--encrypted-layers {k} is out of range: the model has {layers} layers (use {layers} \
          for strict mode)"
     );
-    if let Some(notice) = embedded::leak_notice(k, layers)? {
-        eprintln!("{notice}");
+    let terms = Terms {
+        k,
+        sigma: selene_audit::view::DEFAULT_FLOOD_SIGMA,
+        cap: 0,
+    };
+    if let Some(notice) = policy_notice(terms, layers)? {
+        eprintln!("{notice} (default; a request may choose)");
     }
-    // Every layer is prepared, so a request may choose any policy up to strict mode.
-    let server = embedded::prepare(&w, args.preset, layers)?;
-    let backend = Arc::new(EmbeddedBackend::new(
+    let (connector, computed_by) = match &args.server {
+        Some(addr) => {
+            let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
+            let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
+            let connector = Connector::Remote {
+                addr: addr.clone(),
+                trust,
+                token,
+            };
+            (connector, format!("the Selene server at {addr} (TLS)"))
+        }
+        None => {
+            // Every layer is prepared, so a request may choose any policy up to strict.
+            let params = args.preset.linalg().build()?;
+            let (server, token) = embedded_server(&params, &w, layers)?;
+            (
+                Connector::Embedded { server, token },
+                "in process".to_string(),
+            )
+        }
+    };
+    let backend = Arc::new(SessionBackend::new(
         model_id(&args.model),
         w,
         t,
-        server,
+        args.preset,
         k,
+        connector,
     )?);
     let settings = Settings {
         api_key,
@@ -159,8 +210,8 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
             .with_context(|| format!("could not listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         eprintln!(
-            "[selene openai: http://{addr}/v1 serving {} in process; {k} encrypted layers by \
-             default; one request generates at a time, others queue up to {} s]",
+            "[selene openai: http://{addr}/v1 serving {}, computed {computed_by}; {k} encrypted \
+             layers by default; one request generates at a time, others queue up to {} s]",
             backend.info().model_id,
             args.queue_timeout
         );

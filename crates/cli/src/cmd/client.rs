@@ -1,0 +1,67 @@
+//! `selene client`: private generation against a `selene serve` server over TLS.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use selene_protocol::net::{parse_fingerprint, TlsTransport, Trust};
+
+use super::model::{load, GenerationArgs};
+use super::run::{drive, PolicyArgs, Preset};
+use super::serve::token_from;
+
+/// Arguments of `selene client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    gen: GenerationArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// The server, `host:port`.
+    #[arg(long, value_name = "ADDR")]
+    server: String,
+    /// SHA-256 of the server's certificate (as `selene serve --self-signed` prints it).
+    #[arg(
+        long,
+        value_name = "HEX",
+        required_unless_present = "ca",
+        conflicts_with = "ca"
+    )]
+    fingerprint: Option<String>,
+    /// CA certificate(s) (PEM) the server's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Environment variable holding the bearer token.
+    #[arg(long, value_name = "VAR", required_unless_present = "token")]
+    token_env: Option<String>,
+    /// The bearer token itself (visible in the process list: prefer --token-env).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_env")]
+    token: Option<String>,
+    /// Worker threads (rayon); default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// How to trust the server: a pinned certificate fingerprint, or CA roots from a file.
+///
+/// # Errors
+/// A malformed fingerprint, an unreadable CA file, or neither given.
+pub fn trust_from(fingerprint: Option<&str>, ca: Option<&Path>) -> anyhow::Result<Trust> {
+    Ok(match (fingerprint, ca) {
+        (Some(fp), _) => Trust::Pinned(parse_fingerprint(fp)?),
+        (None, Some(ca)) => Trust::ca_file(ca)?,
+        (None, None) => anyhow::bail!("give --fingerprint HEX or --ca FILE"),
+    })
+}
+
+/// Runs `selene client`: the same generation as `selene run`, with the server remote.
+pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
+    super::threads::init(args.threads)?;
+    let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
+    let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
+    let (w, t) = load(args.gen.model.model.as_deref())?;
+    let policy = args.policy.policy(w.config().n_layers)?;
+    let params = Preset::from_name(&policy.preset)?.linalg().build()?;
+    let transport = TlsTransport::connect(&args.server, &trust, &token)?;
+    eprintln!("[client: connected to {} over TLS]", args.server);
+    drive(&args.gen, &w, &t, &params, policy, transport)
+}

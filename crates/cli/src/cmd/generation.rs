@@ -1,0 +1,148 @@
+//! One private generation over any transport: open a session under a policy, generate in
+//! strict or selective mode, close. Shared by `run` and `client` (through
+//! [`super::run::drive`]) and by the `openai` endpoint.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use anyhow::Context;
+use selene_audit::view::DEFAULT_FLOOD_SIGMA;
+use selene_ckks::Parameters;
+use selene_model::{Sampler, Weights};
+use selene_protocol::policy::FloodSigma;
+use selene_protocol::{
+    generate_session, ClientSession, Policy, PolicyGuard, SelectiveClient, StrictLinear,
+    TrafficStats, Transport,
+};
+use sha2::{Digest, Sha256};
+
+/// The parts of a policy the token loop needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Terms {
+    /// Layers run encrypted; the model's depth is strict mode.
+    pub k: usize,
+    /// Flooding standard deviation of each release.
+    pub sigma: f64,
+    /// Most hidden-state rows released per session.
+    pub cap: u64,
+}
+
+impl Terms {
+    /// The terms `policy` sets (the audit's default sigma when it fixes none).
+    pub fn of(policy: &Policy) -> Self {
+        let sigma = match policy.release.map(|r| r.flood_sigma) {
+            Some(FloodSigma::Fixed(s)) => s,
+            _ => DEFAULT_FLOOD_SIGMA,
+        };
+        Self {
+            k: policy.encrypted_layers,
+            sigma,
+            cap: policy.release.map_or(0, |r| r.max_per_session),
+        }
+    }
+}
+
+/// What a policy leaks, as the line `run`, `client` and `openai` print on stderr:
+/// strict mode's ciphertext-only view, or the audit's measured inversion rate for
+/// selective mode (issue 8); `None` when the audit has no row at or below K.
+///
+/// # Errors
+/// The shipped audit table does not parse.
+pub fn policy_notice(terms: Terms, layers: usize) -> anyhow::Result<Option<String>> {
+    let k = terms.k;
+    if k >= layers {
+        return Ok(Some(format!(
+            "[strict mode: all {layers} layers encrypted; the server sees ciphertexts, their \
+             sizes and timing (so the token count), never a token, activation or logit]"
+        )));
+    }
+    let Some(row) = selene_audit::measured::measured_leak(k, terms.sigma)? else {
+        return Ok(None);
+    };
+    let fields = row
+        .field_recovery
+        .map_or("n/a".to_string(), |f| format!("{:.1}%", 100.0 * f));
+    Ok(Some(format!(
+        "[selective mode, K = {k}: the server receives the hidden states after the first {k} \
+         layers; from them an attacker holding the weights recovered {:.1}% of prompt tokens \
+         and {fields} of sensitive fields (audit at K = {}, flooding sigma {}; docs/audit.md). \
+         This is not private.]",
+        100.0 * row.token_recovery,
+        row.k,
+        row.flood_sigma
+    )))
+}
+
+/// Opens a session under `policy` over `transport` (a fresh client key) and checks that
+/// the server runs this client's model.
+///
+/// # Errors
+/// The server refuses the session, or its model fingerprint differs.
+pub fn open<'w, T: Transport>(
+    w: &'w Weights,
+    params: &Arc<Parameters>,
+    policy: Policy,
+    transport: T,
+) -> anyhow::Result<StrictLinear<'w, T>> {
+    let session = ClientSession::open(transport, params, policy, w.config().context_length)
+        .context("the server refused the session")?;
+    let fp = session.welcome().model.fingerprint;
+    if fp != [0; 32] && fp != <[u8; 32]>::from(Sha256::digest(w.gguf().bytes())) {
+        anyhow::bail!("the server runs another model than this client's (fingerprints differ)");
+    }
+    Ok(StrictLinear::from_session(w, params, session)?)
+}
+
+/// What one private generation cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrivateStats {
+    /// Traffic and client HE time of the encrypted layers.
+    pub traffic: TrafficStats,
+    /// Server compute time of the encrypted layers, in seconds.
+    pub server_s: f64,
+    /// Hidden-state rows released to the server (selective mode; 0 in strict mode).
+    pub releases: usize,
+}
+
+/// Generates up to `max_tokens` tokens after `prompt` in an opened session: strict mode
+/// when `terms.k` is the model's depth, selective mode below it (releases flooded and
+/// capped as `terms` say). Stops after an id in `stop` or when `on_token` breaks, as
+/// [`selene_model::generate`] does, then closes the session.
+///
+/// # Errors
+/// A full context, and whatever the protocol or `on_token` fails with.
+#[allow(clippy::too_many_arguments)] // one call's inputs; none of them belong together
+pub fn generate<T: Transport>(
+    w: &Weights,
+    strict: StrictLinear<'_, T>,
+    terms: Terms,
+    prompt: &[u32],
+    max_tokens: usize,
+    stop: &[u32],
+    sampler: &mut Sampler,
+    on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
+) -> anyhow::Result<(Vec<u32>, PrivateStats)> {
+    if terms.k >= w.config().n_layers {
+        let mut linear = strict;
+        let ids =
+            selene_model::generate(w, prompt, max_tokens, stop, sampler, &mut linear, on_token)?;
+        let _ = linear.session_mut().close();
+        let stats = PrivateStats {
+            traffic: linear.stats(),
+            server_s: linear.server_time().as_secs_f64(),
+            releases: 0,
+        };
+        return Ok((ids, stats));
+    }
+    let capacity = prompt.len().saturating_add(max_tokens);
+    let mut client = SelectiveClient::new(w, terms.k, strict, terms.sigma, capacity)?
+        .with_guard(Box::new(PolicyGuard::new(terms.k, terms.sigma, terms.cap)));
+    let ids = generate_session(&mut client, prompt, max_tokens, stop, sampler, on_token)?;
+    let _ = client.strict_mut().session_mut().close();
+    let stats = PrivateStats {
+        traffic: client.strict().stats(),
+        server_s: client.strict().server_time().as_secs_f64(),
+        releases: client.releases(),
+    };
+    Ok((ids, stats))
+}

@@ -1,0 +1,127 @@
+//! `selene serve`: the session server over TLS.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use selene_protocol::net::{to_hex, Identity, TlsServer};
+use selene_protocol::{Limits, SessionServer};
+use sha2::{Digest, Sha256};
+
+use super::model::{load, ModelArg};
+use super::run::{prepare, Preset};
+
+/// Arguments of `selene serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed on stderr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
+    listen: String,
+    /// Certificate chain (PEM); with --key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        conflicts_with = "self_signed"
+    )]
+    cert: Option<PathBuf>,
+    /// Private key (PEM); with --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Make a development certificate and print its SHA-256 for clients to pin.
+    #[arg(long)]
+    self_signed: bool,
+    /// Also write the self-signed certificate (PEM) here, for a client's --ca.
+    #[arg(long, value_name = "FILE", requires = "self_signed")]
+    write_cert: Option<PathBuf>,
+    /// Environment variable holding the bearer token clients must present.
+    #[arg(long, value_name = "VAR", required_unless_present = "token")]
+    token_env: Option<String>,
+    /// The bearer token itself (visible in the process list: prefer --token-env); only
+    /// its SHA-256 is kept.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_env")]
+    token: Option<String>,
+    /// CKKS parameter set the server prepares its weights for.
+    #[arg(long, value_enum, default_value = "coeff12")]
+    preset: Preset,
+    /// Sessions open at once, at most.
+    #[arg(long, default_value_t = Limits::default().max_sessions)]
+    max_sessions: usize,
+    /// Largest frame accepted, in MiB.
+    #[arg(long, default_value_t = Limits::default().max_message_bytes >> 20)]
+    max_message_mib: usize,
+    /// Worker threads (rayon); default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    model: ModelArg,
+}
+
+/// The bearer token from `--token-env VAR` or `--token`.
+pub fn token_from(env: Option<&str>, literal: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let token = match (env, literal) {
+        (Some(var), _) => std::env::var(var)
+            .with_context(|| format!("environment variable {var} (the bearer token) is not set"))?,
+        (None, Some(t)) => t.to_string(),
+        (None, None) => anyhow::bail!("give --token-env VAR or --token TOKEN"),
+    };
+    anyhow::ensure!(!token.is_empty(), "the bearer token is empty");
+    Ok(token.into_bytes())
+}
+
+/// Runs `selene serve` until killed.
+pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    super::threads::init(args.threads)?;
+    anyhow::ensure!(args.max_sessions >= 1, "--max-sessions must be at least 1");
+    let hash: [u8; 32] = {
+        let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
+        Sha256::digest(&token).into()
+    };
+    let identity = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => Identity::from_pem_files(c, k)?,
+        _ if args.self_signed => {
+            let host = args.listen.rsplit_once(':').map_or("localhost", |(h, _)| h);
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if !host.is_empty() && !names.iter().any(|n| n == host) && host != "0.0.0.0" {
+                names.push(host.to_string());
+            }
+            let id = Identity::self_signed(&names)?;
+            if let Some(path) = &args.write_cert {
+                std::fs::write(path, id.cert_pem())
+                    .with_context(|| format!("could not write {}", path.display()))?;
+            }
+            id
+        }
+        _ => anyhow::bail!("give --cert FILE --key FILE, or --self-signed"),
+    };
+    let (w, _) = load(args.model.model.as_deref())?;
+    let w = Arc::new(w);
+    let params = args.preset.linalg().build()?;
+    let model = prepare(&params, &w, w.config().n_layers)?;
+    let limits = Limits {
+        max_sessions: args.max_sessions,
+        max_message_bytes: args.max_message_mib.saturating_mul(1 << 20),
+        ..Limits::default()
+    };
+    let sessions = SessionServer::new(model, w, limits)
+        .with_token_hash(hash)
+        .with_events(|e| eprintln!("[{e}]"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(async {
+        let server = TlsServer::bind(&args.listen, &identity, Arc::new(sessions)).await?;
+        eprintln!("[serve: listening on {}]", server.local_addr()?);
+        if args.self_signed {
+            eprintln!(
+                "[serve: self-signed certificate, SHA-256 fingerprint {}]",
+                to_hex(&identity.fingerprint())
+            );
+        }
+        server.run().await;
+        Ok(())
+    })
+}

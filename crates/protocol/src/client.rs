@@ -1,0 +1,228 @@
+//! The client's session over any [`Transport`]: `Hello`, then numbered requests, each
+//! reply checked for its request id and kind.
+
+use std::sync::Arc;
+
+use selene_ckks::Parameters;
+use selene_linalg::Layout;
+use selene_model::LinearStage;
+
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::policy::Policy;
+use crate::transport::Transport;
+use crate::wire::{self, Frame, Hello, Kind, Message, Welcome, WIRE_VERSION};
+
+/// Largest reply the client accepts (a prefill's product result can be large; a server
+/// that sends more is not one to trust).
+const CLIENT_MAX_REPLY: usize = 1 << 30;
+
+/// What a release returns, by where the policy runs the LM head.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Released {
+    /// The server ran the head: logits of the last position.
+    Logits(Vec<f32>),
+    /// The head is the client's: the final hidden state of the last position.
+    Hidden(Vec<f32>),
+}
+
+/// An open session: the server's `Welcome`, the layouts to encrypt for, and the next
+/// request id.
+pub struct ClientSession<T: Transport> {
+    transport: T,
+    next_id: u64,
+    welcome: Welcome,
+    layouts: Vec<[Layout; 4]>,
+    limits: Limits,
+    closed: bool,
+}
+
+impl<T: Transport> std::fmt::Debug for ClientSession<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSession")
+            .field("session_id", &self.welcome.session_id)
+            .field("next_id", &self.next_id)
+            .field("layers", &self.layouts.len())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> ClientSession<T> {
+    /// Opens a session: sends `Hello` (the transport's token, `policy`, the fingerprint of
+    /// `params`, `context` positions) and checks the `Welcome` (one valid layout per
+    /// encrypted product, for `params`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the server refuses (wrong token, policy, parameters, full),
+    /// channel errors, a malformed `Welcome`.
+    pub fn open(
+        mut transport: T,
+        params: &Arc<Parameters>,
+        policy: Policy,
+        context: usize,
+    ) -> Result<Self> {
+        let k = policy.encrypted_layers;
+        let hello = Message::Hello(Hello {
+            protocol: WIRE_VERSION,
+            token: transport.token().to_vec(),
+            policy,
+            params_fingerprint: params.fingerprint(),
+            context: u32::try_from(context).unwrap_or(u32::MAX),
+            eval_keys: Vec::new(),
+        });
+        let limits = Limits {
+            max_message_bytes: CLIENT_MAX_REPLY,
+            ..Limits::default()
+        };
+        let welcome = match exchange(&mut transport, &limits, 1, hello)? {
+            Message::Welcome(w) => w,
+            m => return Err(unexpected(m, Kind::Hello)),
+        };
+        if welcome.layouts.len() != 4 * k {
+            return Err(Error::Wire {
+                what: "layout count in Welcome",
+                offset: 0,
+            });
+        }
+        let mut layouts = Vec::with_capacity(k);
+        for chunk in welcome.layouts.chunks_exact(4) {
+            let mut one = Vec::with_capacity(4);
+            for b in chunk {
+                one.push(Layout::from_bytes(b, params)?);
+            }
+            let arr: [Layout; 4] = one.try_into().map_err(|_| Error::Wire {
+                what: "layout count in Welcome",
+                offset: 0,
+            })?;
+            layouts.push(arr);
+        }
+        Ok(Self {
+            transport,
+            next_id: 2,
+            welcome,
+            layouts,
+            limits,
+            closed: false,
+        })
+    }
+
+    /// The server's `Welcome`.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Layouts per encrypted layer, in [`crate::ENCRYPTED_STAGES`] order.
+    pub fn layouts(&self) -> &[[Layout; 4]] {
+        &self.layouts
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    fn request(&mut self, message: Message) -> Result<Message> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let reply = exchange(&mut self.transport, &self.limits, id, message);
+        if matches!(reply, Err(Error::Io(_) | Error::Closed | Error::Tls(_))) {
+            self.closed = true;
+        }
+        reply
+    }
+
+    /// Sends one encrypted product request and returns the encrypted answer's bytes.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] (bad ciphertext, layer not encrypted), channel errors.
+    pub fn product(
+        &mut self,
+        layer: usize,
+        stage: LinearStage,
+        ciphertext: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let m = Message::Product {
+            layer: u32::try_from(layer).unwrap_or(u32::MAX),
+            stage,
+            ciphertext,
+        };
+        match self.request(m)? {
+            Message::ProductResult { ciphertext } => Ok(ciphertext),
+            m => Err(unexpected(m, Kind::Product)),
+        }
+    }
+
+    /// Sends a release (`SELR` bytes) and returns the server's answer.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] (policy without release, cap reached), channel errors.
+    pub fn release(&mut self, bytes: Vec<u8>) -> Result<Released> {
+        match self.request(Message::Release { bytes })? {
+            Message::Logits { values } => Ok(Released::Logits(values)),
+            Message::HiddenState { values } => Ok(Released::Hidden(values)),
+            m => Err(unexpected(m, Kind::Release)),
+        }
+    }
+
+    /// Ends the session (the server frees it and closes the connection).
+    ///
+    /// # Errors
+    /// Channel errors; [`Error::Closed`] when it already ended.
+    pub fn close(&mut self) -> Result<()> {
+        let r = self.request(Message::Close);
+        self.closed = true;
+        match r? {
+            Message::Close => Ok(()),
+            m => Err(unexpected(m, Kind::Close)),
+        }
+    }
+
+    /// Sends raw frame bytes and returns the decoded reply: for tests of the server's
+    /// handling of malformed input.
+    ///
+    /// # Errors
+    /// Channel errors and a malformed reply.
+    pub fn send_raw(&mut self, frame: &[u8]) -> Result<Frame> {
+        let reply = self.transport.exchange(frame)?;
+        wire::decode(&reply, &self.limits)
+    }
+
+    /// The next request id this session will use.
+    pub fn next_request_id(&self) -> u64 {
+        self.next_id
+    }
+}
+
+fn unexpected(m: Message, to: Kind) -> Error {
+    match m {
+        Message::Error { code, message } => Error::Remote { code, message },
+        m => Error::UnexpectedReply { got: m.kind(), to },
+    }
+}
+
+/// One request, one reply with the same id.
+fn exchange<T: Transport>(
+    transport: &mut T,
+    limits: &Limits,
+    id: u64,
+    message: Message,
+) -> Result<Message> {
+    let kind = message.kind();
+    let request = wire::encode(&Frame {
+        request_id: id,
+        message,
+    })?;
+    let reply = wire::decode(&transport.exchange(&request)?, limits)?;
+    match reply.message {
+        e @ Message::Error { .. } => Err(unexpected(e, kind)),
+        m if reply.request_id != id => Err(Error::UnexpectedReply {
+            got: m.kind(),
+            to: kind,
+        }),
+        m => Ok(m),
+    }
+}

@@ -1,0 +1,47 @@
+//! The server's limits: what one peer may cost it.
+//!
+//! | Limit | Default | Why this value |
+//! |---|---|---|
+//! | `max_message_bytes` | 64 MiB | A prefill sends all prompt tokens in one product: at `coeff12` a layer costs 1.04 MB up and 0.83 MB down per token over its 4 products (linalg crate docs), so no single product frame exceeds about 0.6 MB per token and 64 MiB carries a prompt of about 100 tokens; the 1.5 MB `Welcome` (120 layouts) fits easily. Every frame is held in memory once, so this also bounds a connection's buffer. Longer prompts need a larger limit (`selene serve --max-message-mib`) until the client splits prefill products. |
+//! | `max_sessions` | 16 | Each session may hold one frame in flight (up to `max_message_bytes`) plus, in selective mode, its plaintext tail's KV cache (up to 2,048 positions x 30 layers x 384 floats = 94 MB): 16 sessions stay within about 2.5 GiB. |
+//! | `idle_timeout` | 120 s | Between two requests the client only runs its own plaintext steps (attention, norms: milliseconds) or waits for the previous answer; two minutes of silence means it is gone. |
+//! | `max_lifetime` | 1 h | A 2,048-token strict generation at about 1 s per token fits; keys are per session and the number of releases per key is capped (ARCHITECTURE.md), so sessions must end. |
+//! | `max_requests` | 500,000 | Strict mode sends 120 products per token: a full 2,048-token context is 245,760 requests, doubled for margin. |
+//! | `handshake_timeout` | 10 s | TLS handshake plus `Hello` on a loopback or LAN link take milliseconds; a silent connection must not hold a slot. |
+//!
+//! Fixed bounds of the wire format (not configurable): bearer token at most
+//! [`crate::wire::MAX_TOKEN_BYTES`], policy text [`crate::wire::MAX_POLICY_BYTES`],
+//! evaluation keys [`crate::wire::MAX_EVAL_KEYS`], error text
+//! [`crate::wire::MAX_ERROR_BYTES`].
+
+use std::time::Duration;
+
+/// Limits the server enforces per frame, per session and in all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame (length prefix excluded) accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Sessions open at once.
+    pub max_sessions: usize,
+    /// A session with no request for this long is ended.
+    pub idle_timeout: Duration,
+    /// A session is ended this long after it opened.
+    pub max_lifetime: Duration,
+    /// Requests per session, at most.
+    pub max_requests: u64,
+    /// Time a new connection has to finish TLS and send `Hello`.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 << 20,
+            max_sessions: 16,
+            idle_timeout: Duration::from_secs(120),
+            max_lifetime: Duration::from_secs(3600),
+            max_requests: 500_000,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The session state machine on the real model (one prepared layer): every rejection
+//! gets its code and leaves the session table as it was.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use selene_linalg::{Client, LinalgPreset};
+use selene_model::{store, LinearStage};
+
+use super::*;
+use crate::wire::{decode, encode, EvalKey};
+
+fn shared() -> &'static (Arc<Weights>, Arc<PreparedModel>) {
+    static S: OnceLock<(Arc<Weights>, Arc<PreparedModel>)> = OnceLock::new();
+    S.get_or_init(|| {
+        let w = Arc::new(store::load(None).unwrap());
+        let params = LinalgPreset::Coeff12.build().unwrap();
+        let m = Arc::new(PreparedModel::new(&params, &w, 1, &mut || {}).unwrap());
+        (w, m)
+    })
+}
+
+fn server(limits: Limits) -> Arc<SessionServer> {
+    let (w, m) = shared();
+    Arc::new(SessionServer::new(m.clone(), w.clone(), limits).with_token(b"right"))
+}
+
+fn frame(id: u64, message: Message) -> Vec<u8> {
+    encode(&Frame {
+        request_id: id,
+        message,
+    })
+    .unwrap()
+}
+
+fn hello(token: &[u8], policy: Policy) -> Message {
+    let (_, m) = shared();
+    Message::Hello(Hello {
+        protocol: WIRE_VERSION,
+        token: token.to_vec(),
+        policy,
+        params_fingerprint: m.params().fingerprint(),
+        context: 64,
+        eval_keys: Vec::new(),
+    })
+}
+
+/// The reply's error code, or None for a non-error reply.
+fn code(r: &Reply) -> Option<ErrorCode> {
+    match decode(&r.bytes, &Limits::default()).unwrap().message {
+        Message::Error { code, .. } => Some(code),
+        _ => None,
+    }
+}
+
+#[test]
+fn bad_hellos_get_their_code_and_open_nothing() {
+    let s = server(Limits::default());
+    let mut c = s.connect();
+    let mut id = 0;
+    let mut send = |c: &mut Connection, m: Message| {
+        id += 1;
+        c.handle(&frame(id, m))
+    };
+    let cases: Vec<(Message, ErrorCode)> = vec![
+        (
+            hello(b"wrong", Policy::selective(30, 1)),
+            ErrorCode::Unauthorized,
+        ),
+        // Strict mode needs 30 prepared layers; this server has 1.
+        (
+            hello(b"right", Policy::strict(30)),
+            ErrorCode::PolicyRejected,
+        ),
+        (
+            hello(
+                b"right",
+                Policy {
+                    release: None,
+                    ..Policy::selective(30, 1)
+                },
+            ),
+            ErrorCode::PolicyRejected,
+        ),
+        (
+            hello(
+                b"right",
+                Policy {
+                    preset: "coeff11".into(),
+                    ..Policy::selective(30, 1)
+                },
+            ),
+            ErrorCode::ParamsMismatch,
+        ),
+        (
+            match hello(b"right", Policy::selective(30, 1)) {
+                Message::Hello(mut h) => {
+                    h.eval_keys.push(EvalKey {
+                        kind: 1,
+                        bytes: vec![0; 8],
+                    });
+                    Message::Hello(h)
+                }
+                m => m,
+            },
+            ErrorCode::KeysRejected,
+        ),
+        (
+            match hello(b"right", Policy::selective(30, 1)) {
+                Message::Hello(mut h) => {
+                    h.protocol = 2;
+                    Message::Hello(h)
+                }
+                m => m,
+            },
+            ErrorCode::UnsupportedVersion,
+        ),
+        (
+            Message::Product {
+                layer: 0,
+                stage: LinearStage::Qkv,
+                ciphertext: vec![1, 2, 3],
+            },
+            ErrorCode::NoSession,
+        ),
+        (
+            Message::ProductResult { ciphertext: vec![] },
+            ErrorCode::UnexpectedMessage,
+        ),
+    ];
+    for (m, want) in cases {
+        let r = send(&mut c, m);
+        assert_eq!(code(&r), Some(want));
+        assert!(!r.close);
+        assert_eq!(s.counters().sessions_open, 0);
+        assert_eq!(c.session_id(), None);
+    }
+    assert_eq!(s.counters().sessions_ever, 0);
+    // Plain HTTP reads as an absurd length: refused, and the connection is to close.
+    let r = c.handle(b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(code(&r), Some(ErrorCode::MessageTooLarge));
+    assert!(r.close);
+    // Garbage inside a well-sized frame is Malformed and closes nothing.
+    let mut g = 20u32.to_le_bytes().to_vec();
+    g.extend_from_slice(&[0xAB; 20]);
+    let r = c.handle(&g);
+    assert_eq!(code(&r), Some(ErrorCode::Malformed));
+    assert!(!r.close);
+    // After all that, a good Hello still opens a session.
+    let r = send(&mut c, hello(b"right", Policy::selective(30, 1)));
+    assert_eq!(code(&r), None);
+    assert_eq!(s.counters().sessions_open, 1);
+    drop(c);
+    assert_eq!(
+        s.counters().sessions_open,
+        0,
+        "a dropped connection frees its session"
+    );
+}
+
+#[test]
+fn requests_in_order_bad_payloads_and_close() {
+    let s = server(Limits {
+        max_sessions: 2,
+        ..Limits::default()
+    });
+    let (_, m) = shared();
+    let mut c = s.connect();
+    let r = c.handle(&frame(5, hello(b"right", Policy::selective(30, 1))));
+    let welcome = match decode(&r.bytes, &Limits::default()).unwrap().message {
+        Message::Welcome(w) => w,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(welcome.layouts.len(), 4);
+    assert_eq!(welcome.model.layers, 30);
+
+    // A replayed or lower id is refused and changes nothing.
+    let r = c.handle(&frame(5, hello(b"right", Policy::selective(30, 1))));
+    assert_eq!(code(&r), Some(ErrorCode::BadRequestId));
+    let r = c.handle(&frame(6, hello(b"right", Policy::selective(30, 1))));
+    assert_eq!(code(&r), Some(ErrorCode::AlreadyOpen));
+
+    // A real encrypted product, then the same bytes tampered.
+    let layout = &m.layouts()[0][0];
+    let mut client = Client::new(m.params());
+    let x: Vec<f32> = (0..576).map(|i| (i as f32 * 0.1).sin()).collect();
+    let (input, _) = client.encode_encrypt(&x, 1, layout).unwrap();
+    let ct = input.to_bytes(m.params());
+    let product = |ciphertext: Vec<u8>, layer| Message::Product {
+        layer,
+        stage: LinearStage::Qkv,
+        ciphertext,
+    };
+    let r = c.handle(&frame(7, product(ct.clone(), 0)));
+    assert_eq!(code(&r), None);
+    let mut bad = ct.clone();
+    bad[0] ^= 0xff; // the ciphertext's own magic
+    let r = c.handle(&frame(8, product(bad, 0)));
+    assert_eq!(code(&r), Some(ErrorCode::BadPayload));
+    let r = c.handle(&frame(9, product(ct[..ct.len() - 1].to_vec(), 0)));
+    assert_eq!(code(&r), Some(ErrorCode::BadPayload));
+    let r = c.handle(&frame(10, product(ct.clone(), 1)));
+    assert_eq!(code(&r), Some(ErrorCode::NotAllowed));
+    let r = c.handle(&frame(11, Message::Release { bytes: vec![0; 9] }));
+    assert_eq!(code(&r), Some(ErrorCode::BadPayload));
+    assert_eq!(s.counters().sessions_open, 1);
+
+    // The session limit: one more fits, the third is refused.
+    let mut c2 = s.connect();
+    assert_eq!(
+        code(&c2.handle(&frame(1, hello(b"right", Policy::selective(30, 1))))),
+        None
+    );
+    let mut c3 = s.connect();
+    let r = c3.handle(&frame(1, hello(b"right", Policy::selective(30, 1))));
+    assert_eq!(code(&r), Some(ErrorCode::TooManySessions));
+    assert_eq!(s.counters().sessions_open, 2);
+
+    let r = c.handle(&frame(12, Message::Close));
+    assert!(r.close);
+    assert!(matches!(
+        decode(&r.bytes, &Limits::default()).unwrap().message,
+        Message::Close
+    ));
+    assert_eq!(s.counters().sessions_open, 1);
+    drop(c2);
+    assert_eq!(s.counters().sessions_open, 0);
+    assert_eq!(s.counters().sessions_ever, 2);
+}
+
+#[test]
+fn idle_sessions_expire_and_oversized_frames_close_the_connection() {
+    let s = server(Limits {
+        idle_timeout: Duration::ZERO,
+        max_message_bytes: 4096,
+        ..Limits::default()
+    });
+    let mut c = s.connect();
+    assert_eq!(
+        code(&c.handle(&frame(1, hello(b"right", Policy::selective(30, 1))))),
+        None
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    let r = c.handle(&frame(2, Message::Release { bytes: vec![] }));
+    assert_eq!(code(&r), Some(ErrorCode::SessionExpired));
+    assert!(r.close);
+    assert_eq!(s.counters().sessions_open, 0);
+    let r = c.handle(&frame(
+        3,
+        Message::Release {
+            bytes: vec![0; 5000],
+        },
+    ));
+    assert_eq!(code(&r), Some(ErrorCode::MessageTooLarge));
+    assert!(r.close);
+}

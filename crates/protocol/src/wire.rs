@@ -1,0 +1,680 @@
+//! The session protocol's wire format: one [`Message`] per frame.
+//!
+//! ```text
+//! frame   = length u32 LE (bytes after this field)
+//!           magic b"SELW" | version u16 LE | kind u8 | request id u64 LE | payload
+//! ```
+//! Strings and byte strings are a u32 LE length then the bytes; lists a u32 count then
+//! the items; floats f32 LE. Ciphertexts, layouts and releases travel as the opaque bytes
+//! of their own versioned formats (selene-linalg's `SLLA`, the release's `SELR`) and are
+//! validated by their own decoders against the session's parameters.
+//!
+//! | kind | message | direction | reply |
+//! |---|---|---|---|
+//! | 1 | [`Hello`] | client | `Welcome` |
+//! | 2 | [`Welcome`] | server | |
+//! | 3 | `Product` | client | `ProductResult` |
+//! | 4 | `ProductResult` | server | |
+//! | 5 | `Release` | client | `Logits` (head on the server) or `HiddenState` (head on the client) |
+//! | 6 | `Logits` | server | |
+//! | 7 | `HiddenState` | server | |
+//! | 8 | `Close` | client | `Close`, then the server ends the session and the connection |
+//! | 9 | `Error` | server | |
+//! | 10, 11 | reserved: `PublicPrefix {tokens}` -> `PrefixKv {bytes}` | | |
+//!
+//! [`decode`] checks the length against [`Limits::max_message_bytes`], then magic,
+//! version and kind, and every inner length against the bytes left (and its own bound)
+//! before allocating; trailing bytes are an error. It never panics.
+
+use selene_model::LinearStage;
+
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::policy::Policy;
+use crate::prepared::{stage_index, ENCRYPTED_STAGES};
+
+/// Magic at the start of every frame body.
+pub const MAGIC: [u8; 4] = *b"SELW";
+/// Version of the framing and of the session protocol this build speaks.
+pub const WIRE_VERSION: u16 = 1;
+/// Bytes before the payload: length, magic, version, kind, request id.
+pub const HEADER_BYTES: usize = 4 + 4 + 2 + 1 + 8;
+/// Longest bearer token accepted.
+pub const MAX_TOKEN_BYTES: usize = 256;
+/// Longest policy (TOML text) accepted.
+pub const MAX_POLICY_BYTES: usize = 4096;
+/// Longest preset name accepted.
+pub const MAX_PRESET_BYTES: usize = 32;
+/// Most evaluation keys in one `Hello` (the slot method's Galois keys number about 100).
+pub const MAX_EVAL_KEYS: usize = 256;
+/// Longest error text sent.
+pub const MAX_ERROR_BYTES: usize = 1024;
+/// Most layouts in a `Welcome` (4 per layer).
+pub const MAX_LAYOUTS: usize = 4 * 1024;
+
+/// Message kinds, as on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Session setup.
+    Hello = 1,
+    /// Session accepted.
+    Welcome = 2,
+    /// An encrypted product request.
+    Product = 3,
+    /// Its encrypted answer.
+    ProductResult = 4,
+    /// A flooded hidden-state release.
+    Release = 5,
+    /// The server's logits after a release.
+    Logits = 6,
+    /// The server's final hidden state after a release (head on the client).
+    HiddenState = 7,
+    /// End of session.
+    Close = 8,
+    /// An error reply.
+    Error = 9,
+    /// Reserved: a public prefix the server runs in plaintext.
+    PublicPrefix = 10,
+    /// Reserved: the prefix's keys and values.
+    PrefixKv = 11,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Self> {
+        use Kind::*;
+        [
+            Hello,
+            Welcome,
+            Product,
+            ProductResult,
+            Release,
+            Logits,
+            HiddenState,
+            Close,
+            Error,
+            PublicPrefix,
+            PrefixKv,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == v)
+    }
+}
+
+/// Stable error codes of `Error` replies (never renumbered; new codes are appended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame does not decode.
+    Malformed = 1,
+    /// Unknown protocol version.
+    UnsupportedVersion = 2,
+    /// Wrong or missing bearer token.
+    Unauthorized = 3,
+    /// The policy is incoherent or not servable.
+    PolicyRejected = 4,
+    /// The client's preset or parameters differ from the server's.
+    ParamsMismatch = 5,
+    /// Evaluation keys of the wrong kind, size or number.
+    KeysRejected = 6,
+    /// The server is at its session limit.
+    TooManySessions = 7,
+    /// A request before `Hello`.
+    NoSession = 8,
+    /// A second `Hello` on an open session.
+    AlreadyOpen = 9,
+    /// A request id not above the last one (replayed or reordered).
+    BadRequestId = 10,
+    /// A frame above the size limit (the connection is closed).
+    MessageTooLarge = 11,
+    /// A ciphertext or release its decoder rejects.
+    BadPayload = 12,
+    /// A request the session's policy does not allow.
+    NotAllowed = 13,
+    /// The session passed its idle timeout or lifetime.
+    SessionExpired = 14,
+    /// The session used up its requests.
+    RequestLimit = 15,
+    /// The server failed on a valid request.
+    Internal = 16,
+    /// A message the server never accepts from a client.
+    UnexpectedMessage = 17,
+}
+
+impl ErrorCode {
+    fn from_u16(v: u16) -> Option<Self> {
+        use ErrorCode::*;
+        [
+            Malformed,
+            UnsupportedVersion,
+            Unauthorized,
+            PolicyRejected,
+            ParamsMismatch,
+            KeysRejected,
+            TooManySessions,
+            NoSession,
+            AlreadyOpen,
+            BadRequestId,
+            MessageTooLarge,
+            BadPayload,
+            NotAllowed,
+            SessionExpired,
+            RequestLimit,
+            Internal,
+            UnexpectedMessage,
+        ]
+        .into_iter()
+        .find(|k| *k as u16 == v)
+    }
+}
+
+/// An evaluation key the policy needs (kind 1: a Galois key set for the slot method).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvalKey {
+    /// What the key is for.
+    pub kind: u8,
+    /// The key in the CKKS engine's serialization.
+    pub bytes: Vec<u8>,
+}
+
+/// Session setup: who the client is, what it wants and what it brings.
+#[derive(Clone, PartialEq)]
+pub struct Hello {
+    /// Protocol version the client speaks ([`WIRE_VERSION`]).
+    pub protocol: u16,
+    /// The bearer token (the server stores only its SHA-256).
+    pub token: Vec<u8>,
+    /// The client's policy.
+    pub policy: Policy,
+    /// Fingerprint of the client's CKKS parameters.
+    pub params_fingerprint: [u8; 8],
+    /// Positions (prompt plus generated tokens) the session will use.
+    pub context: u32,
+    /// Evaluation keys the policy needs (none for the coefficient method).
+    pub eval_keys: Vec<EvalKey>,
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("protocol", &self.protocol)
+            .field("token", &"[redacted]")
+            .field("policy", &self.policy)
+            .field("params_fingerprint", &self.params_fingerprint)
+            .field("context", &self.context)
+            .field("eval_keys", &self.eval_keys.len())
+            .finish()
+    }
+}
+
+/// Public facts about the served model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelFacts {
+    /// Transformer layers.
+    pub layers: u32,
+    /// Hidden width.
+    pub d_model: u32,
+    /// Vocabulary size.
+    pub vocab: u32,
+    /// SHA-256 of the model file (all zero when the server does not know it).
+    pub fingerprint: [u8; 32],
+}
+
+/// The limits a session runs under, as the server tells the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Largest frame accepted.
+    pub max_message_bytes: u32,
+    /// Requests per session.
+    pub max_requests: u64,
+    /// Idle timeout, milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Session lifetime, milliseconds.
+    pub lifetime_ms: u64,
+}
+
+/// Session accepted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Welcome {
+    /// The session's id (for logs).
+    pub session_id: u64,
+    /// The model.
+    pub model: ModelFacts,
+    /// The session's limits.
+    pub limits: SessionLimits,
+    /// Serialized layouts of the encrypted products, 4 per encrypted layer in
+    /// [`ENCRYPTED_STAGES`] order.
+    pub layouts: Vec<Vec<u8>>,
+}
+
+/// Every message of the protocol.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Message {
+    /// Session setup.
+    Hello(Hello),
+    /// Session accepted.
+    Welcome(Welcome),
+    /// An encrypted product of `layer`'s `stage` (an [`ENCRYPTED_STAGES`] entry).
+    Product {
+        /// Layer.
+        layer: u32,
+        /// Stage.
+        stage: LinearStage,
+        /// The encrypted input's wire bytes.
+        ciphertext: Vec<u8>,
+    },
+    /// The encrypted output's wire bytes.
+    ProductResult {
+        /// Ciphertext bytes.
+        ciphertext: Vec<u8>,
+    },
+    /// A flooded release of the residual stream (`SELR` bytes).
+    Release {
+        /// Release bytes.
+        bytes: Vec<u8>,
+    },
+    /// Logits of the last released position.
+    Logits {
+        /// One per vocabulary entry.
+        values: Vec<f32>,
+    },
+    /// The final hidden state of the last released position (before the final norm).
+    HiddenState {
+        /// `d_model` values.
+        values: Vec<f32>,
+    },
+    /// End of session.
+    Close,
+    /// An error reply.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+impl Message {
+    /// This message's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Hello(_) => Kind::Hello,
+            Message::Welcome(_) => Kind::Welcome,
+            Message::Product { .. } => Kind::Product,
+            Message::ProductResult { .. } => Kind::ProductResult,
+            Message::Release { .. } => Kind::Release,
+            Message::Logits { .. } => Kind::Logits,
+            Message::HiddenState { .. } => Kind::HiddenState,
+            Message::Close => Kind::Close,
+            Message::Error { .. } => Kind::Error,
+        }
+    }
+
+    /// An error reply, its text cut to [`MAX_ERROR_BYTES`].
+    pub fn error(code: ErrorCode, message: impl std::fmt::Display) -> Self {
+        let mut message = message.to_string();
+        if message.len() > MAX_ERROR_BYTES {
+            let mut cut = MAX_ERROR_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        Message::Error { code, message }
+    }
+}
+
+/// One message with its request id (a reply carries the id of its request).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    /// Request id: strictly increasing per session.
+    pub request_id: u64,
+    /// The message.
+    pub message: Message,
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    // Every encoded field is bounded by the frame limit, which is below 4 GiB.
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_floats(out: &mut Vec<u8>, v: &[f32]) {
+    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// Encodes a frame, length prefix included.
+///
+/// # Errors
+/// Only for a `Hello` whose policy cannot be written as TOML (never for a policy built by
+/// this crate).
+pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload_hint(&frame.message));
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&WIRE_VERSION.to_le_bytes());
+    out.push(frame.message.kind() as u8);
+    out.extend_from_slice(&frame.request_id.to_le_bytes());
+    match &frame.message {
+        Message::Hello(h) => {
+            out.extend_from_slice(&h.protocol.to_le_bytes());
+            put_bytes(&mut out, &h.token);
+            put_bytes(&mut out, h.policy.to_toml()?.as_bytes());
+            out.extend_from_slice(&h.params_fingerprint);
+            out.extend_from_slice(&h.context.to_le_bytes());
+            out.extend_from_slice(&(h.eval_keys.len() as u32).to_le_bytes());
+            for k in &h.eval_keys {
+                out.push(k.kind);
+                put_bytes(&mut out, &k.bytes);
+            }
+        }
+        Message::Welcome(w) => {
+            out.extend_from_slice(&w.session_id.to_le_bytes());
+            for v in [w.model.layers, w.model.d_model, w.model.vocab] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&w.model.fingerprint);
+            out.extend_from_slice(&w.limits.max_message_bytes.to_le_bytes());
+            for v in [
+                w.limits.max_requests,
+                w.limits.idle_timeout_ms,
+                w.limits.lifetime_ms,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&(w.layouts.len() as u32).to_le_bytes());
+            for l in &w.layouts {
+                put_bytes(&mut out, l);
+            }
+        }
+        Message::Product {
+            layer,
+            stage,
+            ciphertext,
+        } => {
+            out.extend_from_slice(&layer.to_le_bytes());
+            // A stage outside ENCRYPTED_STAGES is sent as 255, which decoding refuses.
+            out.push(stage_index(*stage).map_or(u8::MAX, |i| i as u8));
+            put_bytes(&mut out, ciphertext);
+        }
+        Message::ProductResult { ciphertext } => put_bytes(&mut out, ciphertext),
+        Message::Release { bytes } => put_bytes(&mut out, bytes),
+        Message::Logits { values } | Message::HiddenState { values } => {
+            put_floats(&mut out, values)
+        }
+        Message::Close => {}
+        Message::Error { code, message } => {
+            out.extend_from_slice(&(*code as u16).to_le_bytes());
+            put_bytes(&mut out, message.as_bytes());
+        }
+    }
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    Ok(out)
+}
+
+fn payload_hint(m: &Message) -> usize {
+    match m {
+        Message::Product { ciphertext, .. } | Message::ProductResult { ciphertext } => {
+            ciphertext.len() + 16
+        }
+        Message::Release { bytes } => bytes.len() + 8,
+        Message::Logits { values } | Message::HiddenState { values } => 4 * values.len() + 8,
+        _ => 64,
+    }
+}
+
+/// Checks a frame's 4-byte length prefix against the limits and returns the number of
+/// bytes that follow it: a stream reader calls this before reading (or allocating) the
+/// body.
+///
+/// # Errors
+/// [`Error::FrameTooLarge`] above [`Limits::max_message_bytes`], [`Error::Wire`] below
+/// the fixed header.
+pub fn body_len(prefix: [u8; 4], limits: &Limits) -> Result<usize> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > limits.max_message_bytes {
+        return Err(Error::FrameTooLarge {
+            len,
+            max: limits.max_message_bytes,
+        });
+    }
+    if len < HEADER_BYTES - 4 {
+        return Err(Error::Wire {
+            what: "frame shorter than its header",
+            offset: 0,
+        });
+    }
+    Ok(len)
+}
+
+/// A bounds-checked cursor over a frame.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, what: &'static str) -> Error {
+        Error::Wire {
+            what,
+            offset: self.pos,
+        }
+    }
+
+    fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| self.err(what))?;
+        let s = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or_else(|| self.err(what))?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N, what)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    /// A length-prefixed byte string of at most `max` bytes.
+    fn bytes(&mut self, max: usize, what: &'static str) -> Result<&'a [u8]> {
+        let len = self.u32(what)? as usize;
+        if len > max {
+            return Err(self.err(what));
+        }
+        self.take(len, what)
+    }
+
+    /// A count of items of at least `min_item` bytes each, at most `max`.
+    fn count(&mut self, max: usize, min_item: usize, what: &'static str) -> Result<usize> {
+        let n = self.u32(what)? as usize;
+        let left = self.bytes.len() - self.pos.min(self.bytes.len());
+        if n > max || n.saturating_mul(min_item) > left {
+            return Err(self.err(what));
+        }
+        Ok(n)
+    }
+
+    fn floats(&mut self, what: &'static str) -> Result<Vec<f32>> {
+        let n = self.count(usize::MAX, 4, what)?;
+        let b = self.take(4 * n, what)?;
+        let v: Vec<f32> = b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(self.err(what));
+        }
+        Ok(v)
+    }
+
+    fn text(&mut self, max: usize, what: &'static str) -> Result<&'a str> {
+        let at = self.pos;
+        let b = self.bytes(max, what)?;
+        std::str::from_utf8(b).map_err(|_| Error::Wire { what, offset: at })
+    }
+}
+
+/// Decodes one frame (length prefix included), checking every length against `limits`
+/// and the bytes present before allocating.
+///
+/// # Errors
+/// [`Error::FrameTooLarge`] or [`Error::Wire`] naming the first bad field; a policy that
+/// does not parse is [`Error::PolicyParse`] (its coherence is the session's business).
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
+    let mut rd = Reader { bytes, pos: 0 };
+    let len = body_len(rd.array("length prefix")?, limits)?;
+    if len != bytes.len() - 4 {
+        return Err(rd.err("length prefix differs from the frame"));
+    }
+    if rd.array::<4>("magic")? != MAGIC {
+        return Err(Error::Wire {
+            what: "magic",
+            offset: 4,
+        });
+    }
+    if rd.u16("version")? != WIRE_VERSION {
+        return Err(Error::Wire {
+            what: "version",
+            offset: 8,
+        });
+    }
+    let kind = Kind::from_u8(rd.u8("kind")?).ok_or(Error::Wire {
+        what: "kind",
+        offset: 10,
+    })?;
+    let request_id = rd.u64("request id")?;
+    let message = match kind {
+        Kind::Hello => {
+            let protocol = rd.u16("protocol version")?;
+            let token = rd.bytes(MAX_TOKEN_BYTES, "token")?.to_vec();
+            let policy = Policy::parse_toml(rd.text(MAX_POLICY_BYTES, "policy")?)?;
+            let params_fingerprint = rd.array("parameter fingerprint")?;
+            let context = rd.u32("context")?;
+            let n = rd.count(MAX_EVAL_KEYS, 5, "evaluation key count")?;
+            let mut eval_keys = Vec::with_capacity(n);
+            for _ in 0..n {
+                let kind = rd.u8("evaluation key kind")?;
+                let bytes = rd.bytes(usize::MAX, "evaluation key")?.to_vec();
+                eval_keys.push(EvalKey { kind, bytes });
+            }
+            Message::Hello(Hello {
+                protocol,
+                token,
+                policy,
+                params_fingerprint,
+                context,
+                eval_keys,
+            })
+        }
+        Kind::Welcome => {
+            let session_id = rd.u64("session id")?;
+            let model = ModelFacts {
+                layers: rd.u32("layers")?,
+                d_model: rd.u32("d_model")?,
+                vocab: rd.u32("vocab")?,
+                fingerprint: rd.array("model fingerprint")?,
+            };
+            let limits = SessionLimits {
+                max_message_bytes: rd.u32("limit")?,
+                max_requests: rd.u64("limit")?,
+                idle_timeout_ms: rd.u64("limit")?,
+                lifetime_ms: rd.u64("limit")?,
+            };
+            let n = rd.count(MAX_LAYOUTS, 4, "layout count")?;
+            let mut layouts = Vec::with_capacity(n);
+            for _ in 0..n {
+                layouts.push(rd.bytes(usize::MAX, "layout")?.to_vec());
+            }
+            Message::Welcome(Welcome {
+                session_id,
+                model,
+                limits,
+                layouts,
+            })
+        }
+        Kind::Product => {
+            let layer = rd.u32("layer")?;
+            let at = rd.pos;
+            let stage = *ENCRYPTED_STAGES
+                .get(usize::from(rd.u8("stage")?))
+                .ok_or(Error::Wire {
+                    what: "stage",
+                    offset: at,
+                })?;
+            let ciphertext = rd.bytes(usize::MAX, "ciphertext")?.to_vec();
+            Message::Product {
+                layer,
+                stage,
+                ciphertext,
+            }
+        }
+        Kind::ProductResult => Message::ProductResult {
+            ciphertext: rd.bytes(usize::MAX, "ciphertext")?.to_vec(),
+        },
+        Kind::Release => Message::Release {
+            bytes: rd.bytes(usize::MAX, "release")?.to_vec(),
+        },
+        Kind::Logits => Message::Logits {
+            values: rd.floats("logits")?,
+        },
+        Kind::HiddenState => Message::HiddenState {
+            values: rd.floats("hidden state")?,
+        },
+        Kind::Close => Message::Close,
+        Kind::Error => {
+            let at = rd.pos;
+            let code = ErrorCode::from_u16(rd.u16("error code")?).ok_or(Error::Wire {
+                what: "error code",
+                offset: at,
+            })?;
+            let message = rd.text(MAX_ERROR_BYTES, "error text")?.to_string();
+            Message::Error { code, message }
+        }
+        Kind::PublicPrefix | Kind::PrefixKv => {
+            return Err(Error::Wire {
+                what: "reserved kind",
+                offset: 10,
+            })
+        }
+    };
+    if rd.pos != bytes.len() {
+        return Err(rd.err("trailing bytes"));
+    }
+    Ok(Frame {
+        request_id,
+        message,
+    })
+}
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;

@@ -1,0 +1,173 @@
+//! Round trips and rejections of the wire format.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn limits() -> Limits {
+    Limits {
+        max_message_bytes: 1 << 20,
+        ..Limits::default()
+    }
+}
+
+fn samples() -> Vec<Frame> {
+    let hello = Message::Hello(Hello {
+        protocol: WIRE_VERSION,
+        token: b"tok".to_vec(),
+        policy: Policy::selective(30, 4),
+        params_fingerprint: [7; 8],
+        context: 2048,
+        eval_keys: vec![EvalKey {
+            kind: 1,
+            bytes: vec![1, 2, 3],
+        }],
+    });
+    let welcome = Message::Welcome(Welcome {
+        session_id: 9,
+        model: ModelFacts {
+            layers: 30,
+            d_model: 576,
+            vocab: 49152,
+            fingerprint: [3; 32],
+        },
+        limits: SessionLimits {
+            max_message_bytes: 1 << 26,
+            max_requests: 5,
+            idle_timeout_ms: 6,
+            lifetime_ms: 7,
+        },
+        layouts: vec![vec![1; 10], vec![2; 4]],
+    });
+    [
+        hello,
+        welcome,
+        Message::Product {
+            layer: 3,
+            stage: LinearStage::GateUp,
+            ciphertext: vec![5; 33],
+        },
+        Message::ProductResult {
+            ciphertext: vec![6; 12],
+        },
+        Message::Release { bytes: vec![1; 20] },
+        Message::Logits {
+            values: vec![1.5, -2.0],
+        },
+        Message::HiddenState { values: vec![0.25] },
+        Message::Close,
+        Message::error(ErrorCode::BadRequestId, "replayed"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, message)| Frame {
+        request_id: i as u64 + 1,
+        message,
+    })
+    .collect()
+}
+
+#[test]
+fn every_kind_round_trips() {
+    for f in samples() {
+        let bytes = encode(&f).unwrap();
+        assert_eq!(decode(&bytes, &limits()).unwrap(), f);
+    }
+}
+
+#[test]
+fn truncations_trailing_bytes_and_flipped_headers_are_rejected() {
+    for f in samples() {
+        let bytes = encode(&f).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut], &limits()).is_err(), "{f:?} cut {cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(decode(&long, &limits()).is_err());
+        // Every bit of length, magic and version matters.
+        for byte in 0..10 {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[byte] ^= 1 << bit;
+                assert!(decode(&b, &limits()).is_err(), "byte {byte} bit {bit}");
+            }
+        }
+        // A flipped kind bit is refused or reads as another kind, never as this frame
+        // (two kinds share the byte-string payload: ProductResult and Release).
+        for bit in 0..8 {
+            let mut b = bytes.clone();
+            b[10] ^= 1 << bit;
+            if let Ok(g) = decode(&b, &limits()) {
+                assert_ne!(g.message.kind(), f.message.kind(), "kind bit {bit}");
+            }
+        }
+    }
+}
+
+#[test]
+fn oversized_length_is_rejected_before_reading_the_body() {
+    let l = limits();
+    let big = (l.max_message_bytes as u32 + 1).to_le_bytes();
+    assert!(matches!(
+        body_len(big, &l),
+        Err(Error::FrameTooLarge { len, max }) if len == l.max_message_bytes + 1 && max == l.max_message_bytes
+    ));
+    // A 4-byte frame announcing 4 GiB: refused without allocating.
+    assert!(matches!(
+        decode(&u32::MAX.to_le_bytes(), &l),
+        Err(Error::FrameTooLarge { .. })
+    ));
+    // Inner lengths beyond the bytes present are refused too.
+    let mut f = encode(&Frame {
+        request_id: 1,
+        message: Message::Release { bytes: vec![0; 8] },
+    })
+    .unwrap();
+    f[HEADER_BYTES..HEADER_BYTES + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(decode(&f, &l), Err(Error::Wire { .. })));
+    // Reserved kinds do not decode yet.
+    let mut f = encode(&Frame {
+        request_id: 1,
+        message: Message::Close,
+    })
+    .unwrap();
+    f[10] = Kind::PublicPrefix as u8;
+    assert!(decode(&f, &l).is_err());
+}
+
+proptest! {
+    #[test]
+    fn products_and_floats_round_trip(
+        id in any::<u64>(),
+        layer in any::<u32>(),
+        stage in 0usize..4,
+        ct in proptest::collection::vec(any::<u8>(), 0..300),
+        values in proptest::collection::vec(-1e30f32..1e30, 0..64),
+    ) {
+        for message in [
+            Message::Product { layer, stage: ENCRYPTED_STAGES[stage], ciphertext: ct.clone() },
+            Message::Logits { values: values.clone() },
+            Message::Release { bytes: ct.clone() },
+        ] {
+            let f = Frame { request_id: id, message };
+            prop_assert_eq!(decode(&encode(&f).unwrap(), &limits()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = decode(&bytes, &limits());
+        // With a valid header in front, the payload decoder sees the garbage.
+        for kind in 1u8..=11 {
+            let mut f = Vec::new();
+            f.extend_from_slice(&((bytes.len() + HEADER_BYTES - 4) as u32).to_le_bytes());
+            f.extend_from_slice(&MAGIC);
+            f.extend_from_slice(&WIRE_VERSION.to_le_bytes());
+            f.push(kind);
+            f.extend_from_slice(&1u64.to_le_bytes());
+            f.extend_from_slice(&bytes);
+            let _ = decode(&f, &limits());
+        }
+    }
+}
