@@ -38,6 +38,9 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Leakage audit: invert the hidden states selective mode releases, per K and noise.
     Audit(cmd::audit::AuditArgs),
+    /// Key management: keystore (PKCS#11 token or passphrase root), rotation, signed
+    /// release policy, release log.
+    Keys(cmd::keys::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => cmd::model::perplexity(&args),
         Command::Bench(args) => cmd::bench::run(&args),
         Command::Audit(args) => cmd::audit::run(&args),
+        Command::Keys(args) => cmd::keys::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -51,9 +51,15 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client with a fresh secret key for `params`.
     pub fn new(params: &Arc<Parameters>) -> Self {
-        let sk = Arc::new(SecretKey::generate(params));
+        Self::from_secret_key(SecretKey::generate(params))
+    }
+
+    /// A client holding a given secret key (e.g. a session key unwrapped from a
+    /// keystore, `SecretKey::from_seed`); its parameters are the key's.
+    pub fn from_secret_key(sk: SecretKey) -> Self {
+        let sk = Arc::new(sk);
         Self {
-            params: params.clone(),
+            params: sk.params().clone(),
             enc: Encryptor::with_secret_key(sk.clone()),
             dec: Decryptor::new(sk.clone()),
             sk,

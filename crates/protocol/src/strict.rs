@@ -13,6 +13,12 @@ use crate::policy::Policy;
 use crate::prepared::stage_index;
 use crate::transport::Transport;
 
+/// Most activation rows (positions) in one encrypted product request: the widest input
+/// or output of SmolLM2 over 32 rows is about 20 MiB on the wire at Coeff12, well inside
+/// the server's 64 MiB message limit, and a longer prompt simply takes several requests
+/// per product.
+pub const MAX_ROWS_PER_PRODUCT: usize = 32;
+
 /// What crossed the wire and where the client's time went.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TrafficStats {
@@ -62,6 +68,20 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         layouts: Vec<[Layout; 4]>,
         transport: T,
     ) -> Result<Self> {
+        Self::with_client(weights, Client::new(params), layouts, transport)
+    }
+
+    /// Like [`StrictLinear::new`] with a given client (a session key from a keystore,
+    /// `selene_keys`) instead of a fresh one.
+    ///
+    /// # Errors
+    /// As [`StrictLinear::new`].
+    pub fn with_client(
+        weights: &'w Weights,
+        client: Client,
+        layouts: Vec<[Layout; 4]>,
+        transport: T,
+    ) -> Result<Self> {
         let c = weights.config();
         let layers = c.n_layers;
         if layouts.len() > layers {
@@ -75,23 +95,23 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         } else {
             Policy::selective(layers, layouts.len())
         };
-        let session = ClientSession::open(transport, params, policy, c.context_length)?;
+        let session = ClientSession::open(transport, client.params(), policy, c.context_length)?;
         if let Some(layer) =
             (0..layouts.len()).find(|&l| session.layouts().get(l) != layouts.get(l))
         {
             return Err(Error::LayoutMismatch { layer });
         }
-        Self::from_session(weights, params, session)
+        Self::from_session(weights, client, session)
     }
 
-    /// A client with a fresh secret key for `params` over an open session, encrypting for
-    /// the layouts the server sent.
+    /// A client holding `client`'s key over an open session, encrypting for the layouts
+    /// the server sent.
     ///
     /// # Errors
     /// More encrypted layers than the model has.
     pub fn from_session(
         weights: &'w Weights,
-        params: &std::sync::Arc<Parameters>,
+        client: Client,
         session: ClientSession<T>,
     ) -> Result<Self> {
         let layers = weights.config().n_layers;
@@ -104,7 +124,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         }
         Ok(Self {
             weights,
-            client: Client::new(params),
+            client,
             layouts,
             session,
             stats: TrafficStats::default(),
@@ -183,12 +203,20 @@ impl<T: Transport> Linear for StrictLinear<'_, T> {
             apply_gain(&mut gained, self.weights.output_norm());
             return QuantLinear::new(self.weights).apply(layer, stage, &gained, out);
         }
-        self.encrypted(layer, stage, x, out)
-            .map_err(|e| selene_model::Error::Linear {
-                layer,
-                stage,
-                source: Box::new(e),
-            })
+        stage.check(self.weights.config(), x, out)?;
+        // A long prompt goes as several requests of at most MAX_ROWS_PER_PRODUCT rows,
+        // so every message stays far below the server's size limit.
+        let (d_in, d_out) = stage.dims(self.weights.config());
+        let rows = MAX_ROWS_PER_PRODUCT;
+        for (xc, oc) in x.chunks(rows * d_in).zip(out.chunks_mut(rows * d_out)) {
+            self.encrypted(layer, stage, xc, oc)
+                .map_err(|e| selene_model::Error::Linear {
+                    layer,
+                    stage,
+                    source: Box::new(e),
+                })?;
+        }
+        Ok(())
     }
 
     fn gains_folded(&self) -> bool {

@@ -115,7 +115,9 @@ fn plain(ids: &[u32], max: usize) -> Vec<u32> {
 fn over_tls(r: &Running, k: usize, ids: &[u32], max: usize) -> Vec<u32> {
     let s = shared();
     let session = open(r, k, TOKEN).unwrap();
-    let mut strict = StrictLinear::from_session(&s.w, s.model.params(), session).unwrap();
+    let mut strict =
+        StrictLinear::from_session(&s.w, selene_linalg::Client::new(s.model.params()), session)
+            .unwrap();
     let out = if k == s.w.config().n_layers {
         generate(&s.w, ids, max, &[], &mut greedy(), &mut strict, &mut |_| {
             Ok(ControlFlow::Continue(()))
@@ -251,7 +253,9 @@ fn a_vanished_client_frees_its_session_while_another_completes() {
         let other = scope.spawn(|| over_tls(&r, 4, &ids, 8));
         // This client starts a strict generation and vanishes after two tokens.
         let session = open(&r, 30, TOKEN).unwrap();
-        let mut strict = StrictLinear::from_session(&s.w, s.model.params(), session).unwrap();
+        let mut strict =
+            StrictLinear::from_session(&s.w, selene_linalg::Client::new(s.model.params()), session)
+                .unwrap();
         let mut n = 0;
         let cut = generate(&s.w, &ids, 8, &[], &mut greedy(), &mut strict, &mut |_| {
             n += 1;

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use selene_audit::view::DEFAULT_FLOOD_SIGMA;
 use selene_ckks::Parameters;
+use selene_keys::KeystoreGuard;
 use selene_model::{Sampler, Weights};
 use selene_protocol::policy::FloodSigma;
 use selene_protocol::{
-    generate_session, ClientSession, Policy, PolicyGuard, SelectiveClient, StrictLinear,
-    TrafficStats, Transport,
+    generate_session, ClientSession, Policy, PolicyGuard, ReleaseGuard, SelectiveClient,
+    StrictLinear, TrafficStats, Transport,
 };
 use sha2::{Digest, Sha256};
+
+use super::run::Preset;
 
 /// The parts of a policy the token loop needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,24 +76,39 @@ pub fn policy_notice(terms: Terms, layers: usize) -> anyhow::Result<Option<Strin
     )))
 }
 
-/// Opens a session under `policy` over `transport` (a fresh client key) and checks that
-/// the server runs this client's model.
+/// An opened session: the encrypting client and, when a keystore exists, its guard.
+pub struct Session<'w, T: Transport> {
+    /// The client half, holding the session key.
+    pub strict: StrictLinear<'w, T>,
+    /// The keystore's release guard (its signed policy and log), if there is a keystore.
+    pub guard: Option<KeystoreGuard>,
+}
+
+/// Opens a session under `policy` over `transport` with the keystore's session key
+/// when one exists (else a fresh ephemeral key), and checks that the server runs this
+/// client's model.
 ///
 /// # Errors
-/// The server refuses the session, or its model fingerprint differs.
+/// The keystore fails to open, the server refuses the session, or its model
+/// fingerprint differs.
 pub fn open<'w, T: Transport>(
     w: &'w Weights,
     params: &Arc<Parameters>,
     policy: Policy,
     transport: T,
-) -> anyhow::Result<StrictLinear<'w, T>> {
+) -> anyhow::Result<Session<'w, T>> {
+    let preset = Preset::from_name(&policy.preset)?.linalg();
+    let keys = selene_keys::open_or_ephemeral(&selene_keys::default_dir(), preset)?;
     let session = ClientSession::open(transport, params, policy, w.config().context_length)
         .context("the server refused the session")?;
     let fp = session.welcome().model.fingerprint;
     if fp != [0; 32] && fp != <[u8; 32]>::from(Sha256::digest(w.gguf().bytes())) {
         anyhow::bail!("the server runs another model than this client's (fingerprints differ)");
     }
-    Ok(StrictLinear::from_session(w, params, session)?)
+    Ok(Session {
+        strict: StrictLinear::from_session(w, keys.key.client()?, session)?,
+        guard: keys.guard,
+    })
 }
 
 /// What one private generation cost.
@@ -105,8 +123,9 @@ pub struct PrivateStats {
 }
 
 /// Generates up to `max_tokens` tokens after `prompt` in an opened session: strict mode
-/// when `terms.k` is the model's depth, selective mode below it (releases flooded and
-/// capped as `terms` say). Stops after an id in `stop` or when `on_token` breaks, as
+/// when `terms.k` is the model's depth, selective mode below it (releases flooded as
+/// `terms` say and authorized by the keystore's guard, or without a keystore by a
+/// [`PolicyGuard`] with the policy's cap). Stops after an id in `stop` or when `on_token` breaks, as
 /// [`selene_model::generate`] does, then closes the session.
 ///
 /// # Errors
@@ -114,7 +133,7 @@ pub struct PrivateStats {
 #[allow(clippy::too_many_arguments)] // one call's inputs; none of them belong together
 pub fn generate<T: Transport>(
     w: &Weights,
-    strict: StrictLinear<'_, T>,
+    session: Session<'_, T>,
     terms: Terms,
     prompt: &[u32],
     max_tokens: usize,
@@ -122,6 +141,7 @@ pub fn generate<T: Transport>(
     sampler: &mut Sampler,
     on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
 ) -> anyhow::Result<(Vec<u32>, PrivateStats)> {
+    let Session { strict, guard } = session;
     if terms.k >= w.config().n_layers {
         let mut linear = strict;
         let ids =
@@ -135,8 +155,12 @@ pub fn generate<T: Transport>(
         return Ok((ids, stats));
     }
     let capacity = prompt.len().saturating_add(max_tokens);
-    let mut client = SelectiveClient::new(w, terms.k, strict, terms.sigma, capacity)?
-        .with_guard(Box::new(PolicyGuard::new(terms.k, terms.sigma, terms.cap)));
+    let guard: Box<dyn ReleaseGuard + Send> = match guard {
+        Some(g) => Box::new(g),
+        None => Box::new(PolicyGuard::new(terms.k, terms.sigma, terms.cap)),
+    };
+    let mut client =
+        SelectiveClient::new(w, terms.k, strict, terms.sigma, capacity)?.with_guard(guard);
     let ids = generate_session(&mut client, prompt, max_tokens, stop, sampler, on_token)?;
     let _ = client.strict_mut().session_mut().close();
     let stats = PrivateStats {

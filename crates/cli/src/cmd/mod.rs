@@ -7,6 +7,7 @@ pub mod bench_linalg;
 pub mod bench_model;
 pub mod client;
 pub mod generation;
+pub mod keys;
 pub mod model;
 pub mod openai;
 pub mod run;

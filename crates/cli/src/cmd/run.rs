@@ -183,7 +183,7 @@ pub fn drive<T: Transport>(
     if let Some(notice) = policy_notice(terms, layers)? {
         eprintln!("{notice}");
     }
-    let strict = open(w, params, policy, transport)?;
+    let session = open(w, params, policy, transport)?;
 
     // A spinner while the prompt runs (no text yet); then the text streams on stdout
     // and the spinner is gone, so the two never share a line.
@@ -199,11 +199,11 @@ pub fn drive<T: Transport>(
         token_s.push(last.elapsed().as_secs_f64());
         last = Instant::now();
     };
-    let mut strict = Some(strict);
+    let mut session = Some(session);
     let mut done = None;
     let gen_run = stream_with(gen, w, t, &mut on_token, &mut |ids, max, sampler, cb| {
-        let strict = strict.take().context("the token loop runs once")?;
-        let (out, stats) = generate(w, strict, terms, ids, max, t.eos_ids(), sampler, cb)?;
+        let session = session.take().context("the token loop runs once")?;
+        let (out, stats) = generate(w, session, terms, ids, max, t.eos_ids(), sampler, cb)?;
         done = Some(stats);
         Ok(out)
     })?;

@@ -173,7 +173,7 @@ impl SessionBackend {
         on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     ) -> Result<(), BackendError> {
         let terms = Terms::of(&policy);
-        let strict =
+        let session =
             generation::open(&self.weights, &self.params, policy, transport).map_err(|e| {
                 BackendError::Unavailable {
                     reason: format!("{e:#}"),
@@ -182,7 +182,7 @@ impl SessionBackend {
         let mut sampler = Sampler::new(job.sampling).map_err(anyhow::Error::from)?;
         generation::generate(
             &self.weights,
-            strict,
+            session,
             terms,
             &job.prompt,
             job.max_tokens,

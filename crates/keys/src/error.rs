@@ -1,0 +1,202 @@
+//! The keys crate's error type: every way a keystore, a backend, a policy or the release
+//! log can fail, each with the offending values and a hint at the cause.
+
+use std::path::PathBuf;
+
+/// Errors of the key hierarchy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A keystore already exists where `init` was asked to create one.
+    #[error("a keystore already exists at {path}; use `selene keys rotate` or another --keystore")]
+    AlreadyExists {
+        /// The keystore file.
+        path: PathBuf,
+    },
+    /// A keystore file readable or writable by other users.
+    #[error("{path} has mode {mode:o}; a keystore must be private to its owner (chmod 600)")]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The keystore file ends before a field it announces.
+    #[error(
+        "keystore file truncated: {field} needs {needed} bytes at offset {offset}, {left} left"
+    )]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+        /// Its offset.
+        offset: usize,
+        /// Bytes it needs.
+        needed: usize,
+        /// Bytes left.
+        left: usize,
+    },
+    /// A keystore field holds a value this build does not accept.
+    #[error("keystore file: invalid {field} ({value})")]
+    InvalidField {
+        /// The field.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+    },
+    /// Bytes after the end of the keystore.
+    #[error("keystore file has {extra} trailing bytes after its MAC")]
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+    /// The passphrase does not derive this keystore's root key.
+    #[error("wrong passphrase for this keystore (or its KDF salt, parameters or check value were altered)")]
+    WrongPassphrase,
+    /// The secret supplied does not fit the keystore's backend.
+    #[error("this keystore's root is a {backend} backend: supply its {what}")]
+    WrongUnlock {
+        /// The keystore's backend.
+        backend: &'static str,
+        /// What it needs.
+        what: &'static str,
+    },
+    /// A passphrase shorter than the minimum.
+    #[error("passphrase has {len} characters; at least {min} are required")]
+    WeakPassphrase {
+        /// Its length.
+        len: usize,
+        /// The minimum.
+        min: usize,
+    },
+    /// An environment variable that should hold a PIN or passphrase is unset or empty.
+    #[error("environment variable {var} is unset or empty: it must hold the {what}")]
+    MissingSecret {
+        /// The variable.
+        var: String,
+        /// What it should hold.
+        what: &'static str,
+    },
+    /// Argon2 refused its parameters or failed.
+    #[error("Argon2id key derivation: {source}")]
+    Kdf {
+        /// The library's error.
+        source: argon2::Error,
+    },
+    /// Argon2 parameters outside the range this build accepts.
+    #[error(
+        "Argon2id parameters m = {m_kib} KiB, t = {t}, p = {p} are outside the accepted range"
+    )]
+    KdfParams {
+        /// Memory in KiB.
+        m_kib: u32,
+        /// Passes.
+        t: u32,
+        /// Lanes.
+        p: u32,
+    },
+    /// An AEAD or key-wrap check failed: the wrapped bytes are not what the wrapping key
+    /// produced for this context.
+    #[error("wrapped {what} failed authentication: the keystore was altered, truncated, or the wrapped key was swapped in from elsewhere")]
+    Unwrap {
+        /// Which key.
+        what: &'static str,
+    },
+    /// The keystore's MAC does not match its contents.
+    #[error("keystore MAC mismatch: the file was altered, or its wrapped keystore key belongs to another keystore")]
+    KeystoreMac,
+    /// The signed release policy's MAC does not match.
+    #[error("release policy signature mismatch: the policy was altered after its owner signed it")]
+    PolicyMac,
+    /// The release policy cannot be parsed or is incoherent.
+    #[error("release policy: {why}")]
+    Policy {
+        /// What is wrong.
+        why: String,
+    },
+    /// A session key that the keystore does not hold.
+    #[error("no persisted session key {id} in this keystore")]
+    NoSuchSession {
+        /// Its id, hex.
+        id: String,
+    },
+    /// A secret key for parameters other than the session's preset.
+    #[error("session key preset {found} does not match the requested preset {expected}")]
+    PresetMismatch {
+        /// The preset asked for.
+        expected: &'static str,
+        /// The session's preset.
+        found: &'static str,
+    },
+    /// Too many persisted session keys.
+    #[error("keystore holds {count} session keys, the limit is {max}")]
+    TooManySessions {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The PKCS#11 module failed.
+    #[error("PKCS#11 {op}: {source}")]
+    Pkcs11 {
+        /// What was being done.
+        op: &'static str,
+        /// The module's error.
+        source: cryptoki::error::Error,
+    },
+    /// The token rejected the PIN.
+    #[error("PKCS#11: the token rejected the PIN (wrong PIN, or the PIN is locked)")]
+    WrongPin,
+    /// No token matches.
+    #[error("PKCS#11: no token {what}")]
+    NoToken {
+        /// What was searched for.
+        what: String,
+    },
+    /// The root key is not on the token.
+    #[error("PKCS#11: root key {label:?} not found on token {token:?}")]
+    NoRootKey {
+        /// Its label.
+        label: String,
+        /// The token.
+        token: String,
+    },
+    /// A line of the release log breaks the hash chain or does not parse.
+    #[error("release log line {line}: {why}")]
+    LogBroken {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// The release log's head does not match the keystore's signed head.
+    #[error("release log head mismatch: {why}")]
+    LogHead {
+        /// What differs.
+        why: String,
+    },
+    /// A CKKS or linear-algebra error while building session keys.
+    #[error(transparent)]
+    Linalg(#[from] selene_linalg::Error),
+    /// A JSON encoding error.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Maps an I/O error to [`Error::Io`] with its path.
+pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,0 +1,193 @@
+//! The keystore file's encoding (layout in the parent module's docs): header, parsing
+//! with bounds checks, and the private atomic write.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use selene_linalg::LinalgPreset;
+
+use super::{KIND_KEYSTORE, MAGIC, MAX_SESSIONS, VERSION};
+use crate::backend::BackendDescriptor;
+use crate::error::{io, Error, Result};
+use crate::format::{Reader, Writer};
+use crate::session::{preset_from_code, SESSION_ID_LEN};
+
+/// Writes `bytes` to `path` with mode 0600, atomically (temporary file, fsync, rename).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    // The mode above applies only to a new file; make sure of it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+pub(super) fn check_mode(path: &Path) -> Result<()> {
+    let mode = std::fs::metadata(path)
+        .map_err(io(path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The public header of a keystore.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Header {
+    /// The client identity the root key belongs to.
+    pub identity: String,
+    /// Random keystore id (salt of every subkey).
+    pub id: [u8; 16],
+    /// Keystore-key generation: 0 at init, +1 per rotation.
+    pub generation: u32,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// The root backend.
+    pub backend: BackendDescriptor,
+}
+
+impl Header {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.raw(MAGIC);
+        w.u16(VERSION);
+        w.u8(KIND_KEYSTORE);
+        w.str16(&self.identity);
+        w.raw(&self.id);
+        w.u32(self.generation);
+        w.u64(self.created);
+        self.backend.write(&mut w);
+        w.buf
+    }
+
+    pub(super) fn read(r: &mut Reader<'_>) -> Result<Self> {
+        if &r.array::<4>("magic")? != MAGIC {
+            return Err(Error::InvalidField {
+                field: "magic (not a Selene keystore)",
+                value: 0,
+            });
+        }
+        let v = r.u16("version")?;
+        if v != VERSION {
+            return Err(Error::InvalidField {
+                field: "version",
+                value: v.into(),
+            });
+        }
+        let k = r.u8("kind")?;
+        if k != KIND_KEYSTORE {
+            return Err(Error::InvalidField {
+                field: "kind",
+                value: k.into(),
+            });
+        }
+        Ok(Self {
+            identity: r.str16("identity")?,
+            id: r.array("keystore id")?,
+            generation: r.u32("generation")?,
+            created: r.u64("created")?,
+            backend: BackendDescriptor::read(r)?,
+        })
+    }
+}
+
+/// A persisted session key, wrapped.
+#[derive(Clone, Debug)]
+pub(super) struct StoredSession {
+    pub(super) id: [u8; SESSION_ID_LEN],
+    pub(super) preset: LinalgPreset,
+    pub(super) created: u64,
+    pub(super) wrapped: Vec<u8>,
+}
+
+/// A persisted session key as `selene keys list` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionInfo {
+    /// Its id (hex).
+    pub id: String,
+    /// Its preset's name.
+    pub preset: &'static str,
+    /// When it was persisted.
+    pub created: u64,
+}
+
+/// The parsed file, before the root is asked for anything.
+pub(super) struct Parsed {
+    pub(super) header: Header,
+    pub(super) header_len: usize,
+    pub(super) wrapped_ksk: Vec<u8>,
+    pub(super) policy_text: String,
+    pub(super) policy_tag: [u8; 32],
+    pub(super) sessions: Vec<StoredSession>,
+    pub(super) body_len: usize,
+    pub(super) mac: [u8; 32],
+}
+
+pub(super) fn parse(bytes: &[u8]) -> Result<Parsed> {
+    let mut r = Reader::new(bytes);
+    let header = Header::read(&mut r)?;
+    let header_len = r.pos;
+    let wrapped_ksk = r.bytes16("wrapped keystore key")?.to_vec();
+    let policy_bytes = r.bytes32("policy")?;
+    let policy_text =
+        String::from_utf8(policy_bytes.to_vec()).map_err(|e| Error::InvalidField {
+            field: "policy (not UTF-8)",
+            value: e.utf8_error().valid_up_to() as u64,
+        })?;
+    let policy_tag = r.array("policy tag")?;
+    let n = r.u16("session count")? as usize;
+    if n > MAX_SESSIONS {
+        return Err(Error::TooManySessions {
+            count: n,
+            max: MAX_SESSIONS,
+        });
+    }
+    let mut sessions = Vec::with_capacity(n);
+    for _ in 0..n {
+        sessions.push(StoredSession {
+            id: r.array("session id")?,
+            preset: preset_from_code(r.u8("session preset")?)?,
+            created: r.u64("session created")?,
+            wrapped: r.bytes16("wrapped session key")?.to_vec(),
+        });
+    }
+    let body_len = r.pos;
+    let mac = r.array("keystore MAC")?;
+    if r.left() != 0 {
+        return Err(Error::TrailingBytes { extra: r.left() });
+    }
+    Ok(Parsed {
+        header,
+        header_len,
+        wrapped_ksk,
+        policy_text,
+        policy_tag,
+        sessions,
+        body_len,
+        mac,
+    })
+}

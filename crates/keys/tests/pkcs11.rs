@@ -1,0 +1,155 @@
+//! The PKCS#11 backend against a real SoftHSM2 token: wrapped keys round-trip, the root
+//! key cannot be read off the token, a wrong PIN and tampered or swapped wrapped keys
+//! are each refused with their own error.
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+mod softhsm;
+
+use cryptoki::types::AuthPin;
+use selene_keys::{
+    Error, Keystore, OwnerPolicy, Pkcs11Root, RootKey, SessionKey, TokenLocation, Unlock,
+    KEYSTORE_FILE,
+};
+use selene_linalg::LinalgPreset;
+
+fn at(module: &std::path::Path, label: &str) -> TokenLocation {
+    TokenLocation {
+        module: module.to_path_buf(),
+        slot: None,
+        serial: None,
+        label: Some(label.to_string()),
+    }
+}
+
+fn pin() -> AuthPin {
+    AuthPin::from(softhsm::PIN)
+}
+
+fn init(dir: &std::path::Path, token: &str, identity: &str) -> Keystore {
+    let hsm = softhsm::softhsm().unwrap();
+    let root = Pkcs11Root::create(&at(&hsm.module, token), &pin(), "PIN_VAR", identity).unwrap();
+    Keystore::init(dir, identity, Box::new(root), &OwnerPolicy::strict()).unwrap()
+}
+
+fn open(dir: &std::path::Path) -> selene_keys::Result<Keystore> {
+    let p = pin();
+    Keystore::open(
+        dir,
+        Unlock::Pin {
+            pin: &p,
+            module: None,
+        },
+    )
+}
+
+#[test]
+fn wrapped_keys_round_trip_through_the_token_and_the_root_stays_there() {
+    let Some(hsm) = softhsm::softhsm() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ks = init(tmp.path(), "t-roundtrip", "alice");
+    let s = SessionKey::fresh(LinalgPreset::Coeff12);
+    ks.persist_session(&s).unwrap();
+    assert_eq!(ks.header().backend.kind(), "pkcs11");
+    drop(ks);
+
+    let mut ks = open(tmp.path()).unwrap();
+    let back = ks.load_session(&s.id_hex()).unwrap();
+    assert_eq!(
+        back.secret_key().unwrap().seed(),
+        s.secret_key().unwrap().seed()
+    );
+    ks.rotate().unwrap();
+    drop(ks);
+    let ks = open(tmp.path()).unwrap();
+    assert_eq!(ks.header().generation, 1);
+    let back = ks.load_session(&s.id_hex()).unwrap();
+    assert_eq!(
+        back.secret_key().unwrap().seed(),
+        s.secret_key().unwrap().seed()
+    );
+
+    // The root is sensitive and non-extractable: its value cannot be read.
+    let root = Pkcs11Root::create(&at(&hsm.module, "t-roundtrip"), &pin(), "P", "alice").unwrap();
+    assert_eq!(root.root_protection().unwrap(), (true, false));
+    assert!(!root.try_export_root());
+    // The same identity finds the same root: a wrap by one opens with the other.
+    let mut r2 = Pkcs11Root::create(&at(&hsm.module, "t-roundtrip"), &pin(), "P", "alice").unwrap();
+    let mut r1 = root;
+    let k = selene_keys::KeyBytes::random();
+    let w = r1.wrap(&k, b"").unwrap();
+    assert_eq!(w.len(), 40, "RFC 5649 wrap of 32 bytes is 40 bytes");
+    assert!(r2.unwrap(&w, b"").unwrap().ct_eq(&k));
+}
+
+#[test]
+fn wrong_pin_is_refused_by_the_token() {
+    let Some(_) = softhsm::softhsm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    drop(init(tmp.path(), "t-wrongpin", "bob"));
+    let bad = AuthPin::from("000000");
+    match Keystore::open(
+        tmp.path(),
+        Unlock::Pin {
+            pin: &bad,
+            module: None,
+        },
+    ) {
+        Err(Error::WrongPin) => {}
+        other => panic!("expected WrongPin, got {other:?}"),
+    }
+    let pass = Keystore::open(tmp.path(), Unlock::Passphrase(b"a passphrase"));
+    assert!(matches!(pass, Err(Error::WrongUnlock { .. })));
+    open(tmp.path()).unwrap();
+}
+
+#[test]
+fn tampered_and_swapped_wrapped_keystore_keys_are_detected() {
+    let Some(_) = softhsm::softhsm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (d1, d2, d3) = (
+        tmp.path().join("1"),
+        tmp.path().join("2"),
+        tmp.path().join("3"),
+    );
+    drop(init(&d1, "t-tamper", "carol"));
+    drop(init(&d2, "t-tamper", "carol"));
+    drop(init(&d3, "t-tamper", "dave"));
+    let read = |d: &std::path::Path| std::fs::read(d.join(KEYSTORE_FILE)).unwrap();
+    let (b1, b2, b3) = (read(&d1), read(&d2), read(&d3));
+    // The wrapped key is the 40 bytes after its u16 length 40 (0x28 0x00).
+    let wrapped = |b: &[u8]| {
+        let i = b.windows(2).rposition(|w| w == [40, 0]).unwrap();
+        (i + 2, b[i + 2..i + 42].to_vec())
+    };
+    let (i1, w1) = wrapped(&b1);
+    let write = |bytes: &[u8]| {
+        let p = d1.join(KEYSTORE_FILE);
+        std::fs::write(&p, bytes).unwrap();
+    };
+    // A bit flip in the wrapped key: AES key wrap's integrity check fails on the token.
+    let mut flipped = b1.clone();
+    flipped[i1 + 7] ^= 0x10;
+    write(&flipped);
+    let e = open(&d1).unwrap_err();
+    assert!(matches!(e, Error::Unwrap { .. }), "{e}");
+    // Same root (same identity): the swapped key unwraps, the keystore MAC refuses it.
+    let mut spliced = b1.clone();
+    spliced[i1..i1 + 40].copy_from_slice(&wrapped(&b2).1);
+    write(&spliced);
+    assert!(matches!(open(&d1), Err(Error::KeystoreMac)));
+    // Another identity's root: the token refuses to unwrap.
+    let mut foreign = b1.clone();
+    foreign[i1..i1 + 40].copy_from_slice(&wrapped(&b3).1);
+    write(&foreign);
+    assert!(matches!(open(&d1), Err(Error::Unwrap { .. })));
+    // Truncated.
+    write(&b1[..b1.len() - 5]);
+    assert!(matches!(open(&d1), Err(Error::Truncated { .. })));
+    write(&w1);
+    assert!(open(&d1).is_err());
+    write(&b1);
+    open(&d1).unwrap();
+}
