@@ -25,6 +25,9 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Private generation against a `selene serve` server (same flags as `run`).
     Client(cmd::client::ClientArgs),
+    /// An OpenAI-compatible chat endpoint (GET /v1/models, POST /v1/chat/completions)
+    /// whose completions run privately, as `run` does; loopback only unless told otherwise.
+    Openai(cmd::openai::OpenaiArgs),
     /// Print the token ids of TEXT on one line, space-separated.
     Tokenize(cmd::model::TokenizeArgs),
     /// Generate text in plaintext (no encryption): the reference every encrypted run must match.
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(&args),
         Command::Serve(args) => cmd::serve::serve(&args),
         Command::Client(args) => cmd::client::client(&args),
+        Command::Openai(args) => cmd::openai::run(&args),
         Command::Tokenize(args) => cmd::model::tokenize(&args),
         Command::Plain(args) => cmd::model::plain(&args),
         Command::Perplexity(args) => cmd::model::perplexity(&args),

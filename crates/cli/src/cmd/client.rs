@@ -1,6 +1,6 @@
 //! `selene client`: private generation against a `selene serve` server over TLS.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use selene_protocol::net::{parse_fingerprint, TlsTransport, Trust};
@@ -41,15 +41,23 @@ pub struct ClientArgs {
     threads: Option<usize>,
 }
 
+/// How to trust the server: a pinned certificate fingerprint, or CA roots from a file.
+///
+/// # Errors
+/// A malformed fingerprint, an unreadable CA file, or neither given.
+pub fn trust_from(fingerprint: Option<&str>, ca: Option<&Path>) -> anyhow::Result<Trust> {
+    Ok(match (fingerprint, ca) {
+        (Some(fp), _) => Trust::Pinned(parse_fingerprint(fp)?),
+        (None, Some(ca)) => Trust::ca_file(ca)?,
+        (None, None) => anyhow::bail!("give --fingerprint HEX or --ca FILE"),
+    })
+}
+
 /// Runs `selene client`: the same generation as `selene run`, with the server remote.
 pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
     super::threads::init(args.threads)?;
     let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
-    let trust = match (&args.fingerprint, &args.ca) {
-        (Some(fp), _) => Trust::Pinned(parse_fingerprint(fp)?),
-        (None, Some(ca)) => Trust::ca_file(ca)?,
-        (None, None) => anyhow::bail!("give --fingerprint HEX or --ca FILE"),
-    };
+    let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
     let (w, t) = load(args.gen.model.model.as_deref())?;
     let policy = args.policy.policy(w.config().n_layers)?;
     let params = Preset::from_name(&policy.preset)?.linalg().build()?;

@@ -22,13 +22,6 @@ pub struct PublicContext {
     pub client: PrefixKv,
 }
 
-impl PublicContext {
-    /// Prefix positions.
-    pub fn positions(&self) -> usize {
-        self.client.positions()
-    }
-}
-
 /// Streams a generation of the prompt, or of the private part after `prefix`.
 ///
 /// # Errors

@@ -9,20 +9,16 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngCore;
-use selene_audit::view::DEFAULT_FLOOD_SIGMA;
 use selene_ckks::Parameters;
 use selene_linalg::LinalgPreset;
 use selene_model::{Tokenizer, Weights};
-use selene_protocol::policy::FloodSigma;
 use selene_protocol::{
-    generate_after_prefix, generate_session, ClientSession, InProcess, Limits, PaddedLinear,
-    Policy, PolicyGuard, PreparedModel, ReleaseGuard, SelectiveClient, SessionServer, StrictLinear,
-    Transport, ENCRYPTED_STAGES,
+    InProcess, Limits, Policy, PreparedModel, SessionServer, Transport, ENCRYPTED_STAGES,
 };
-use sha2::{Digest, Sha256};
 
+use super::generation::{generate, open, policy_notice, Terms};
 use super::model::{load, GenerationArgs};
-use super::public_context::{self, PublicContext};
+use super::public_context;
 
 /// CKKS parameter sets for the encrypted products.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -143,13 +139,27 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let w = Arc::new(w);
     let policy = args.policy.policy(w.config().n_layers)?;
     let params = Preset::from_name(&policy.preset)?.linalg().build()?;
-    let model = prepare(&params, &w, policy.encrypted_layers)?;
-    let mut token = vec![0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut token);
-    let server = SessionServer::new(model, w.clone(), Limits::default()).with_token(&token);
-    let transport = InProcess::connect(&Arc::new(server), &token);
+    let (server, token) = embedded_server(&params, &w, policy.encrypted_layers)?;
+    let transport = InProcess::connect(&server, &token);
     let context = args.policy.public_context.as_deref();
     drive(&args.gen, &w, &t, &params, policy, context, transport)
+}
+
+/// The embedded default's server: layers `0..layers` prepared, the same session server
+/// `selene serve` runs, accepting one random in-process token (returned with it).
+///
+/// # Errors
+/// Encoding failures.
+pub fn embedded_server(
+    params: &Arc<Parameters>,
+    w: &Arc<Weights>,
+    layers: usize,
+) -> anyhow::Result<(Arc<SessionServer>, Vec<u8>)> {
+    let model = prepare(params, w, layers)?;
+    let mut token = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut token);
+    let server = SessionServer::new(model, Arc::clone(w), Limits::default()).with_token(&token);
+    Ok((Arc::new(server), token))
 }
 
 /// Encodes layers `0..layers` of `w` for `params`, with a progress bar and a summary on
@@ -192,57 +202,23 @@ pub fn drive<T: Transport>(
     transport: T,
 ) -> anyhow::Result<()> {
     let layers = w.config().n_layers;
-    let k = policy.encrypted_layers;
-    let sigma = match policy.release.map(|r| r.flood_sigma) {
-        Some(FloodSigma::Fixed(s)) => s,
-        _ => DEFAULT_FLOOD_SIGMA,
-    };
-    let cap = policy.release.map_or(0, |r| r.max_per_session);
-    let pad_to = policy.pad_to.unwrap_or(1);
-    if k < layers {
-        // Say what the chosen policy leaks before anything else (issue 8).
-        if let Some(row) = selene_audit::measured::measured_leak(k, sigma)? {
-            let fields = row
-                .field_recovery
-                .map_or("n/a".to_string(), |f| format!("{:.1}%", 100.0 * f));
-            eprintln!(
-                "[selective mode, K = {k}: the server receives the hidden states after the first \
-                 {k} layers; from them an attacker holding the weights recovered {:.1}% of prompt \
-                 tokens and {fields} of sensitive fields (audit at K = {}, flooding sigma {}; \
-                 docs/audit.md). This is not private.]",
-                100.0 * row.token_recovery,
-                row.k,
-                row.flood_sigma
-            );
-        }
-    } else {
-        eprintln!(
-            "[strict mode: all {layers} layers encrypted; the server sees ciphertexts, their \
-             sizes and timing (so the token count), never a token, activation or logit]"
-        );
+    let terms = Terms::of(&policy);
+    let k = terms.k;
+    // Say what the chosen policy leaks before anything else (issue 8).
+    if let Some(notice) = policy_notice(terms, layers)? {
+        eprintln!("{notice}");
     }
-    // The keystore's session key and release guard if one exists, else ephemeral keys.
-    let preset = Preset::from_name(&policy.preset)?.linalg();
-    let keys = selene_keys::open_or_ephemeral(&selene_keys::default_dir(), preset)?;
-    let mut guard = keys.guard;
-    let session = ClientSession::open(transport, params, policy, w.config().context_length)
-        .context("the server refused the session")?;
-    let fp = session.welcome().model.fingerprint;
-    if fp != [0; 32] && fp != <[u8; 32]>::from(Sha256::digest(w.gguf().bytes())) {
-        anyhow::bail!("the server runs another model than this client's (fingerprints differ)");
-    }
-    let mut strict = StrictLinear::from_session(w, keys.key.client()?, session)?;
+    let mut session = open(w, params, policy, transport)?;
     let prefix = public_context
         .map(|path| {
             public_context::prepare(path, &gen.prompt, gen.chat, w, t, k, &mut |ids| {
-                Ok(strict.session_mut().public_prefix(ids, w.config())?)
+                Ok(session
+                    .strict
+                    .session_mut()
+                    .public_prefix(ids, w.config())?)
             })
         })
         .transpose()?;
-    let p = prefix.as_ref().map_or(0, PublicContext::positions);
-    // Generated tokens fit after the prefix and the prompt.
-    let room =
-        |prompt: usize, max: usize| max.min(w.config().context_length.saturating_sub(p + prompt));
 
     // A spinner while the prompt runs (no text yet); then the text streams on stdout
     // and the spinner is gone, so the two never share a line.
@@ -258,69 +234,36 @@ pub fn drive<T: Transport>(
         token_s.push(last.elapsed().as_secs_f64());
         last = Instant::now();
     };
-    let (gen_run, stats, server_s, releases) = if k == layers {
-        let mut linear = PaddedLinear::new(strict, w.config(), pad_to)?;
-        let run = public_context::stream(
-            gen,
-            prefix.as_ref(),
-            w,
-            t,
-            &mut on_token,
-            &mut |ids, max, sampler, cb| {
-                Ok(generate_after_prefix(
-                    w,
-                    prefix.as_ref().map(|pc| &pc.client),
-                    ids,
-                    room(ids.len(), max),
-                    t.eos_ids(),
-                    sampler,
-                    &mut linear,
-                    cb,
-                )?)
-            },
-        )?;
-        let mut linear = linear.into_inner();
-        let _ = linear.session_mut().close();
-        (run, linear.stats(), linear.server_time().as_secs_f64(), 0)
-    } else {
-        let mut strict = Some(strict);
-        let mut done = None;
-        let run = public_context::stream(
-            gen,
-            prefix.as_ref(),
-            w,
-            t,
-            &mut on_token,
-            &mut |ids, max, sampler, cb| {
-                let strict = strict.take().context("the token loop runs once")?;
-                let max = room(ids.len(), max);
-                let capacity = p + ids.len() + max;
-                // The keystore's guard checks the owner's signed policy and logs; without a
-                // keystore the session policy's own cap and flooding level are enforced.
-                let guard: Box<dyn ReleaseGuard + Send> = match guard.take() {
-                    Some(g) => Box::new(g),
-                    None => Box::new(PolicyGuard::new(k, sigma, cap)),
-                };
-                let mut client =
-                    SelectiveClient::new(w, k, strict, sigma, capacity)?.with_guard(guard);
-                if let Some(pc) = &prefix {
-                    client.install_prefix(&pc.client)?;
-                }
-                let out = generate_session(&mut client, ids, max, t.eos_ids(), sampler, cb)?;
-                let _ = client.strict_mut().session_mut().close();
-                done = Some((
-                    client.strict().stats(),
-                    client.strict().server_time().as_secs_f64(),
-                    client.releases(),
-                ));
-                Ok(out)
-            },
-        )?;
-        let (stats, server_s, releases) = done.context("the token loop did not run")?;
-        (run, stats, server_s, releases)
-    };
+    let mut session = Some(session);
+    let mut done = None;
+    let prefix_kv = prefix.as_ref().map(|pc| &pc.client);
+    let gen_run = public_context::stream(
+        gen,
+        prefix.as_ref(),
+        w,
+        t,
+        &mut on_token,
+        &mut |ids, max, sampler, cb| {
+            let session = session.take().context("the token loop runs once")?;
+            let (out, stats) = generate(
+                w,
+                session,
+                terms,
+                prefix_kv,
+                ids,
+                max,
+                t.eos_ids(),
+                sampler,
+                cb,
+            )?;
+            done = Some(stats);
+            Ok(out)
+        },
+    )?;
+    let stats = done.context("the token loop did not run")?;
     status.finish_and_clear();
-    let s = stats;
+    let s = stats.traffic;
+    let (server_s, releases, sigma) = (stats.server_s, stats.releases, terms.sigma);
     let tokens = gen_run.prompt_tokens + gen_run.generated.saturating_sub(1);
     let decode: Vec<String> = token_s.iter().skip(1).map(|t| format!("{t:.2}")).collect();
     if releases > 0 {

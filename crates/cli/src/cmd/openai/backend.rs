@@ -1,0 +1,244 @@
+//! What the HTTP layer needs from whatever computes the model: the [`ChatBackend`]
+//! trait, and [`SessionBackend`], which runs each request in its own protocol session,
+//! in process (the embedded default, as `selene run`) or against `selene serve`.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use selene_audit::view::DEFAULT_FLOOD_SIGMA;
+use selene_ckks::Parameters;
+use selene_model::{Sampler, SamplingParams, Tokenizer, Weights};
+use selene_protocol::net::{TlsTransport, Trust};
+use selene_protocol::{InProcess, Policy, SessionServer, Transport};
+
+use super::super::generation::{self, Terms};
+use super::super::run::Preset;
+
+/// Facts about the served model and policy that requests are validated against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendInfo {
+    /// The model's id in `/v1/models` and in every response.
+    pub model_id: String,
+    /// Positions the model holds (prompt plus completion).
+    pub context_length: usize,
+    /// The model's depth: `encrypted_layers == n_layers` is strict mode.
+    pub n_layers: usize,
+    /// Encrypted layers when a request does not choose (the `--encrypted-layers` flag).
+    pub default_encrypted_layers: usize,
+    /// The most encrypted layers a request may choose (the layers the server prepared).
+    pub max_encrypted_layers: usize,
+    /// Flooding standard deviation of selective-mode releases (for the leakage lookup).
+    pub flood_sigma: f64,
+}
+
+/// One generation, validated: the prompt is already templated and tokenized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// How many of the prompt's first tokens are a public prefix the server runs in
+    /// plaintext (`selene.public_context`); 0 keeps the whole prompt private.
+    pub public_positions: usize,
+    /// Most tokens to generate (`prompt.len() + max_tokens` fits the context).
+    pub max_tokens: usize,
+    /// Sampling (temperature 0 is greedy).
+    pub sampling: SamplingParams,
+    /// Layers run encrypted; the model's depth is strict mode.
+    pub encrypted_layers: usize,
+}
+
+/// Why a backend could not generate.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend (or the remote server behind it) cannot be reached or has gone away.
+    #[error("backend unavailable: {reason}")]
+    Unavailable {
+        /// What happened.
+        reason: String,
+    },
+    /// Generation started and failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// Computes completions for the HTTP layer. Generation is blocking CPU work: the HTTP
+/// layer calls [`ChatBackend::generate`] on a blocking thread, one job at a time.
+pub trait ChatBackend: Send + Sync + 'static {
+    /// The served model and policy.
+    fn info(&self) -> &BackendInfo;
+
+    /// The model's tokenizer (the client always holds it: prompts are tokenized and
+    /// tokens decoded on the client side).
+    fn tokenizer(&self) -> &Tokenizer;
+
+    /// Generates `job`, calling `on_token` with each new id (an end-of-sequence id
+    /// included) until it breaks, an end-of-sequence id comes, or `job.max_tokens`.
+    ///
+    /// # Errors
+    /// [`BackendError::Unavailable`] when the computation cannot be reached,
+    /// [`BackendError::Failed`] otherwise.
+    fn generate(
+        &self,
+        job: &Job,
+        on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<(), BackendError>;
+}
+
+/// Where a request's session goes.
+pub enum Connector {
+    /// The session server in this process, prepared at startup (the embedded default).
+    Embedded {
+        /// The server.
+        server: Arc<SessionServer>,
+        /// The in-process bearer token it accepts.
+        token: Vec<u8>,
+    },
+    /// A `selene serve` server over TLS.
+    Remote {
+        /// `host:port`.
+        addr: String,
+        /// How its certificate is checked.
+        trust: Trust,
+        /// Its bearer token.
+        token: Vec<u8>,
+    },
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connector::Embedded { .. } => f.write_str("Embedded { token: [redacted] }"),
+            Connector::Remote { addr, .. } => {
+                write!(f, "Remote {{ addr: {addr:?}, token: [redacted] }}")
+            }
+        }
+    }
+}
+
+/// The backend of `selene openai`: each request opens its own session (a fresh client
+/// key) with the policy it asked for, through the [`Connector`], and runs the token
+/// loop `selene run` runs.
+#[derive(Debug)]
+pub struct SessionBackend {
+    info: BackendInfo,
+    weights: Arc<Weights>,
+    tokenizer: Tokenizer,
+    params: Arc<Parameters>,
+    preset: Preset,
+    connector: Connector,
+}
+
+impl SessionBackend {
+    /// A backend answering as `model_id` that opens sessions through `connector` with
+    /// `preset`'s parameters; `default_k` encrypted layers unless a request chooses.
+    ///
+    /// # Errors
+    /// `default_k` past the model's depth; the preset's parameters.
+    pub fn new(
+        model_id: String,
+        weights: Arc<Weights>,
+        tokenizer: Tokenizer,
+        preset: Preset,
+        default_k: usize,
+        connector: Connector,
+    ) -> anyhow::Result<Self> {
+        let config = weights.config();
+        let layers = config.n_layers;
+        anyhow::ensure!(
+            default_k <= layers,
+            "--encrypted-layers {default_k} is out of range: the model has {layers} layers \
+             (use {layers} for strict mode)"
+        );
+        let info = BackendInfo {
+            model_id,
+            context_length: config.context_length,
+            n_layers: layers,
+            default_encrypted_layers: default_k,
+            // The embedded server prepares every layer, as `selene serve` does.
+            max_encrypted_layers: layers,
+            flood_sigma: DEFAULT_FLOOD_SIGMA,
+        };
+        Ok(Self {
+            info,
+            params: preset.linalg().build()?,
+            weights,
+            tokenizer,
+            preset,
+            connector,
+        })
+    }
+
+    fn run<T: Transport>(
+        &self,
+        transport: T,
+        policy: Policy,
+        job: &Job,
+        on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<(), BackendError> {
+        let terms = Terms::of(&policy);
+        let mut session = generation::open(&self.weights, &self.params, policy, transport)
+            .map_err(|e| BackendError::Unavailable {
+                reason: format!("{e:#}"),
+            })?;
+        let (public, private) = job
+            .prompt
+            .split_at(job.public_positions.min(job.prompt.len()));
+        let prefix = if public.is_empty() {
+            None
+        } else {
+            let kv = session
+                .strict
+                .session_mut()
+                .public_prefix(public, self.weights.config())
+                .map_err(anyhow::Error::from)?;
+            Some(kv)
+        };
+        let mut sampler = Sampler::new(job.sampling).map_err(anyhow::Error::from)?;
+        generation::generate(
+            &self.weights,
+            session,
+            terms,
+            prefix.as_ref(),
+            private,
+            job.max_tokens,
+            self.tokenizer.eos_ids(),
+            &mut sampler,
+            &mut |id| Ok(on_token(id)),
+        )?;
+        Ok(())
+    }
+}
+
+impl ChatBackend for SessionBackend {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn generate(
+        &self,
+        job: &Job,
+        on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<(), BackendError> {
+        let layers = self.info.n_layers;
+        let mut policy = Policy::selective(layers, job.encrypted_layers);
+        policy.preset = self.preset.name().to_string();
+        policy.validate(layers).map_err(anyhow::Error::from)?;
+        match &self.connector {
+            Connector::Embedded { server, token } => {
+                self.run(InProcess::connect(server, token), policy, job, on_token)
+            }
+            Connector::Remote { addr, trust, token } => {
+                let transport = TlsTransport::connect(addr, trust, token).map_err(|e| {
+                    BackendError::Unavailable {
+                        reason: format!("could not reach the Selene server at {addr}: {e}"),
+                    }
+                })?;
+                self.run(transport, policy, job, on_token)
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! `selene openai`: a local endpoint that speaks the OpenAI chat completions API, so
+//! existing apps and SDKs get Selene's private inference unchanged (issue 11). See
+//! docs/openai.md for the fields, headers and errors.
+//!
+//! - [`routes`]: axum routes, API key, body limit, timeouts, queue, SSE streaming.
+//! - [`api`]: request and response bodies and the 400 checks.
+//! - [`completion`]: stop sequences, token counts, finish reasons.
+//! - [`backend`]: the [`backend::ChatBackend`] trait behind the HTTP layer and its
+//!   implementation over protocol sessions, embedded (in process) or remote (TLS to
+//!   `selene serve`, `--server ADDR`).
+//!
+//! # Security
+//! The endpoint itself is plain HTTP: it listens on loopback by default, where the
+//! prompt never leaves the machine before it is encrypted. Any other address needs
+//! `--allow-remote` and an API key, and should sit behind a TLS proxy.
+
+pub mod api;
+pub mod backend;
+pub mod completion;
+pub mod error;
+pub mod routes;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use selene_model::store;
+
+use super::client::trust_from;
+use super::generation::{policy_notice, Terms};
+use super::model::{load, ModelArg};
+use super::run::{embedded_server, Preset};
+use super::serve::token_from;
+use backend::{ChatBackend, Connector, SessionBackend};
+use routes::Settings;
+
+/// Arguments of `selene openai`.
+#[derive(Debug, Args)]
+pub struct OpenaiArgs {
+    /// Address to listen on. Anything but loopback needs --allow-remote and an API key.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Encrypted layers for requests that do not choose (`"selene": {"encrypted_layers":
+    /// K}`); 30, all layers, is strict mode.
+    #[arg(long, value_name = "K", default_value_t = 30)]
+    encrypted_layers: usize,
+    /// CKKS parameter set of the encrypted products (both are 128-bit secure).
+    #[arg(long, value_enum, default_value = "coeff12")]
+    preset: Preset,
+    /// Environment variable holding the API key clients must send as a bearer token.
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
+    /// Allow a --listen address other than loopback (requires --api-key-env).
+    #[arg(long)]
+    allow_remote: bool,
+    /// max_tokens of requests that give none (cut to the room left in the context).
+    #[arg(long, default_value_t = 256)]
+    default_max_tokens: usize,
+    /// Seconds a request may wait while another one generates before it gets a 503.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    queue_timeout: u64,
+    /// Largest request body in bytes (413 past it).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    body_limit: usize,
+    /// A `selene serve` server (`host:port`) to run the encrypted layers on, over TLS,
+    /// instead of the embedded one.
+    #[arg(long, value_name = "ADDR")]
+    server: Option<String>,
+    /// With --server: SHA-256 of its certificate (as `selene serve --self-signed` prints).
+    #[arg(long, value_name = "HEX", requires = "server", conflicts_with = "ca")]
+    fingerprint: Option<String>,
+    /// With --server: CA certificate(s) (PEM) its certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    ca: Option<PathBuf>,
+    /// With --server: environment variable holding the server's bearer token.
+    #[arg(
+        long,
+        value_name = "VAR",
+        requires = "server",
+        conflicts_with = "token"
+    )]
+    token_env: Option<String>,
+    /// With --server: the server's bearer token itself (prefer --token-env).
+    #[arg(long, value_name = "TOKEN", requires = "server")]
+    token: Option<String>,
+    /// Worker threads for the encrypted products (rayon); default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    model: ModelArg,
+}
+
+/// The served model's id: its file name up to the first dot, lower-cased
+/// (`SmolLM2-135M-Instruct.Q4_1.gguf` -> `smollm2-135m-instruct`).
+fn model_id(model: &ModelArg) -> String {
+    let path = model
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(store::WHEEL_MEMBER));
+    let name = path.file_name().map_or_else(
+        || "selene-model".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    name.split('.')
+        .next()
+        .unwrap_or("selene-model")
+        .to_lowercase()
+}
+
+/// Runs `selene openai` until the process is stopped.
+pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
+    super::threads::init(args.threads)?;
+    let api_key = match &args.api_key_env {
+        Some(var) => {
+            let key = std::env::var(var)
+                .with_context(|| format!("--api-key-env {var}: the variable is not set"))?;
+            anyhow::ensure!(
+                !key.trim().is_empty(),
+                "--api-key-env {var}: the key is empty"
+            );
+            Some(key.trim().to_string())
+        }
+        None => None,
+    };
+    if !args.listen.ip().is_loopback() {
+        anyhow::ensure!(
+            args.allow_remote,
+            "--listen {} is not a loopback address: prompts would travel in clear to this \
+             endpoint; pass --allow-remote (and --api-key-env) to do it anyway",
+            args.listen
+        );
+        anyhow::ensure!(
+            api_key.is_some(),
+            "--listen {} with --allow-remote requires an API key (--api-key-env VAR)",
+            args.listen
+        );
+        eprintln!(
+            "[warning: plain HTTP on {}: put a TLS proxy in front, or prompts cross the \
+             network in clear before they are encrypted]",
+            args.listen
+        );
+    }
+    let (w, t) = load(args.model.model.as_deref())?;
+    let w = Arc::new(w);
+    let layers = w.config().n_layers;
+    let k = args.encrypted_layers;
+    anyhow::ensure!(
+        k <= layers,
+        "--encrypted-layers {k} is out of range: the model has {layers} layers (use {layers} \
+         for strict mode)"
+    );
+    let terms = Terms {
+        k,
+        sigma: selene_audit::view::DEFAULT_FLOOD_SIGMA,
+        cap: 0,
+        pad_to: 1,
+    };
+    if let Some(notice) = policy_notice(terms, layers)? {
+        eprintln!("{notice} (default; a request may choose)");
+    }
+    let (connector, computed_by) = match &args.server {
+        Some(addr) => {
+            let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
+            let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
+            let connector = Connector::Remote {
+                addr: addr.clone(),
+                trust,
+                token,
+            };
+            (connector, format!("the Selene server at {addr} (TLS)"))
+        }
+        None => {
+            // Every layer is prepared, so a request may choose any policy up to strict.
+            let params = args.preset.linalg().build()?;
+            let (server, token) = embedded_server(&params, &w, layers)?;
+            (
+                Connector::Embedded { server, token },
+                "in process".to_string(),
+            )
+        }
+    };
+    let backend = Arc::new(SessionBackend::new(
+        model_id(&args.model),
+        w,
+        t,
+        args.preset,
+        k,
+        connector,
+    )?);
+    let settings = Settings {
+        api_key,
+        body_limit: args.body_limit,
+        queue_timeout: Duration::from_secs(args.queue_timeout),
+        default_max_tokens: args.default_max_tokens,
+        ..Settings::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("could not listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        eprintln!(
+            "[selene openai: http://{addr}/v1 serving {}, computed {computed_by}; {k} encrypted \
+             layers by default; one request generates at a time, others queue up to {} s]",
+            backend.info().model_id,
+            args.queue_timeout
+        );
+        axum::serve(listener, routes::router(backend, settings))
+            .await
+            .context("the HTTP server failed")
+    })
+}

@@ -1,0 +1,457 @@
+//! The HTTP layer against a scripted backend: shapes, statuses, streaming, stop
+//! sequences, the queue and the API key, without running the model.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use futures_util::StreamExt;
+use selene_model::{apply_chat_template, Message, Role, Tokenizer};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::backend::{BackendError, BackendInfo, ChatBackend, Job};
+use super::routes::{router, Settings};
+
+const REPLY: &str = "Hello there, friend.";
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Reply,
+    Unavailable,
+    Slow(Duration),
+    SlowTokens(Duration),
+}
+
+/// Replies with [`REPLY`] and an end-of-sequence id, whatever the prompt.
+struct Scripted {
+    info: BackendInfo,
+    tokenizer: Tokenizer,
+    mode: Mode,
+    jobs: Mutex<Vec<Job>>,
+    produced: AtomicUsize,
+}
+
+impl ChatBackend for Scripted {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn generate(
+        &self,
+        job: &Job,
+        on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<(), BackendError> {
+        self.jobs.lock().unwrap().push(job.clone());
+        match self.mode {
+            Mode::Unavailable => {
+                return Err(BackendError::Unavailable {
+                    reason: "connection refused".into(),
+                })
+            }
+            Mode::Slow(d) => std::thread::sleep(d),
+            Mode::Reply | Mode::SlowTokens(_) => {}
+        }
+        let mut ids = self.tokenizer.encode(REPLY).unwrap();
+        ids.push(self.tokenizer.eos_ids()[0]);
+        for id in ids.into_iter().take(job.max_tokens) {
+            if let Mode::SlowTokens(d) = self.mode {
+                std::thread::sleep(d);
+            }
+            self.produced.fetch_add(1, Ordering::SeqCst);
+            if on_token(id).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn scripted(mode: Mode) -> Arc<Scripted> {
+    let (_, tokenizer) = crate::cmd::model::load(None).unwrap();
+    Arc::new(Scripted {
+        info: BackendInfo {
+            model_id: "smollm2-test".into(),
+            context_length: 64,
+            n_layers: 30,
+            default_encrypted_layers: 30,
+            max_encrypted_layers: 30,
+            flood_sigma: 0.01,
+        },
+        tokenizer,
+        mode,
+        jobs: Mutex::new(Vec::new()),
+        produced: AtomicUsize::new(0),
+    })
+}
+
+fn app(backend: &Arc<Scripted>, settings: Settings) -> Router {
+    router(Arc::clone(backend) as Arc<dyn ChatBackend>, settings)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+
+    /// Asserts the API's error shape and returns the error object.
+    fn error(&self, status: StatusCode) -> Value {
+        assert_eq!(self.status, status, "{}", self.body);
+        let e = self.json()["error"].clone();
+        for key in ["message", "type", "param", "code"] {
+            assert!(e.get(key).is_some(), "{key} missing in {e}");
+        }
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+        e
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Reply {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+fn post(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+fn chat(extra: Value) -> Request<Body> {
+    let mut req = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}],
+        "temperature": 0});
+    for (k, v) in extra.as_object().unwrap() {
+        req[k] = v.clone();
+    }
+    post(req.to_string())
+}
+
+#[tokio::test]
+async fn non_streamed_reply_has_the_api_shape_usage_and_policy_headers() {
+    let b = scripted(Mode::Reply);
+    let app = app(&b, Settings::default());
+    let r = send(&app, chat(json!({"max_tokens": 20, "seed": 7}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "smollm2-test");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(v["choices"][0]["message"]["content"], REPLY);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
+    let prompt = b
+        .tokenizer
+        .encode(&apply_chat_template(
+            &[Message::new(Role::User, "Hi")],
+            true,
+        ))
+        .unwrap();
+    let completion = b.tokenizer.encode(REPLY).unwrap().len() + 1;
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": prompt.len(), "completion_tokens": completion,
+            "total_tokens": prompt.len() + completion})
+    );
+    let job = b.jobs.lock().unwrap()[0].clone();
+    assert_eq!(
+        job.prompt, prompt,
+        "the messages go through the chat template"
+    );
+    assert_eq!((job.max_tokens, job.encrypted_layers), (20, 30));
+    assert_eq!((job.sampling.temperature, job.sampling.seed), (0.0, 7));
+    assert_eq!(r.headers["x-selene-mode"], "strict");
+    assert_eq!(r.headers["x-selene-encrypted-layers"], "30");
+    assert!(r.headers["x-selene-measured-leakage"]
+        .to_str()
+        .unwrap()
+        .starts_with("none released"));
+
+    // Selective mode states what the audit measured for it.
+    let r = send(&app, chat(json!({"selene": {"encrypted_layers": 4}}))).await;
+    assert_eq!(r.headers["x-selene-mode"], "selective");
+    let leak = r.headers["x-selene-measured-leakage"].to_str().unwrap();
+    assert!(leak.starts_with("token_recovery=99.5%"), "{leak}");
+    assert!(leak.contains("audit_k=4"), "{leak}");
+}
+
+#[tokio::test]
+async fn max_tokens_and_stop_sequences_end_the_text() {
+    let b = scripted(Mode::Reply);
+    let app = app(&b, Settings::default());
+    let ids = b.tokenizer.encode(REPLY).unwrap();
+    let r = send(&app, chat(json!({"max_tokens": 2}))).await.json();
+    assert_eq!(r["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        r["choices"][0]["message"]["content"],
+        b.tokenizer.decode(&ids[..2]).unwrap()
+    );
+    assert_eq!(r["usage"]["completion_tokens"], 2);
+    let r = send(&app, chat(json!({"stop": [" friend", "xyz"]})))
+        .await
+        .json();
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    assert_eq!(r["choices"][0]["message"]["content"], "Hello there,");
+    // Without max_tokens: the default, cut to the room left in the 64-token context.
+    let job = b.jobs.lock().unwrap()[1].clone();
+    assert_eq!(job.max_tokens, 64 - job.prompt.len());
+}
+
+/// The `data:` payloads of an SSE body, checking the framing.
+fn events(body: &str) -> Vec<String> {
+    assert!(body.ends_with("\n\n"), "{body}");
+    body.split("\n\n")
+        .filter(|e| !e.is_empty() && !e.starts_with(':'))
+        .map(|e| e.strip_prefix("data: ").unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn streamed_reply_is_sse_chunks_ending_in_done() {
+    let b = scripted(Mode::Reply);
+    let app = app(&b, Settings::default());
+    let r = send(
+        &app,
+        chat(json!({"stream": true, "stream_options": {"include_usage": true}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["content-type"], "text/event-stream");
+    assert_eq!(r.headers["x-selene-mode"], "strict");
+    let events = events(&r.body);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"
+        && c["id"] == chunks[0]["id"]
+        && c["model"] == "smollm2-test"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, REPLY);
+    let n = chunks.len();
+    assert_eq!(chunks[n - 2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[n - 1]["choices"], json!([]));
+    assert_eq!(
+        chunks[n - 1]["usage"]["completion_tokens"],
+        b.tokenizer.encode(REPLY).unwrap().len() + 1
+    );
+    // Text chunks one per token: streaming really streams.
+    assert!(n >= 5, "{n} chunks");
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_documented_status_and_shape() {
+    let b = scripted(Mode::Reply);
+    let app = app(
+        &b,
+        Settings {
+            body_limit: 2000,
+            ..Settings::default()
+        },
+    );
+    let e = send(&app, post("{\"messages\": ["))
+        .await
+        .error(StatusCode::BAD_REQUEST);
+    assert_eq!(e["type"], "invalid_request_error");
+    let e = send(&app, post("{\"model\": \"x\"}"))
+        .await
+        .error(StatusCode::BAD_REQUEST);
+    assert!(e["message"].as_str().unwrap().contains("messages"), "{e}");
+    let unknown_role = json!({"messages": [{"role": "wizard", "content": "x"}]});
+    let e = send(&app, post(unknown_role.to_string()))
+        .await
+        .error(StatusCode::BAD_REQUEST);
+    assert_eq!(e["param"], "messages[0].role");
+    for (extra, param, code) in [
+        (json!({"max_tokens": 0}), "max_tokens", Value::Null),
+        (
+            json!({"max_tokens": 64}),
+            "max_tokens",
+            json!("context_length_exceeded"),
+        ),
+        (json!({"temperature": 2.5}), "temperature", Value::Null),
+        (json!({"temperature": -1}), "temperature", Value::Null),
+    ] {
+        let e = send(&app, chat(extra.clone()))
+            .await
+            .error(StatusCode::BAD_REQUEST);
+        assert_eq!((&e["param"], &e["code"]), (&json!(param), &code), "{extra}");
+    }
+    // Oversized: by Content-Length, and streamed without one.
+    let big = json!({"messages": [{"role": "user", "content": "x".repeat(3000)}]}).to_string();
+    let e = send(&app, post(big.clone()))
+        .await
+        .error(StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(e["code"], "request_too_large");
+    let chunks = futures_util::stream::iter(
+        big.into_bytes()
+            .chunks(500)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    send(&app, post(Body::from_stream(chunks)))
+        .await
+        .error(StatusCode::PAYLOAD_TOO_LARGE);
+    let unknown = Request::get("/v1/completions").body(Body::empty()).unwrap();
+    send(&app, unknown).await.error(StatusCode::NOT_FOUND);
+    let wrong_method = Request::get("/v1/chat/completions")
+        .body(Body::empty())
+        .unwrap();
+    send(&app, wrong_method)
+        .await
+        .error(StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        b.jobs.lock().unwrap().is_empty(),
+        "nothing reached the backend"
+    );
+}
+
+#[tokio::test]
+async fn the_api_key_guards_every_route() {
+    let b = scripted(Mode::Reply);
+    let app = app(
+        &b,
+        Settings {
+            api_key: Some("sk-local".into()),
+            ..Settings::default()
+        },
+    );
+    let models = |key: Option<&str>| {
+        let mut req = Request::get("/v1/models");
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        req.body(Body::empty()).unwrap()
+    };
+    let e = send(&app, models(None))
+        .await
+        .error(StatusCode::UNAUTHORIZED);
+    assert_eq!(e["code"], "invalid_api_key");
+    send(&app, models(Some("sk-locaL")))
+        .await
+        .error(StatusCode::UNAUTHORIZED);
+    send(&app, chat(json!({})))
+        .await
+        .error(StatusCode::UNAUTHORIZED);
+    let r = send(&app, models(Some("sk-local"))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json(),
+        json!({"object": "list", "data": [{"id": "smollm2-test", "object": "model",
+            "created": r.json()["data"][0]["created"], "owned_by": "selene"}]})
+    );
+    let one = Request::get("/v1/models/smollm2-test")
+        .header("authorization", "Bearer sk-local")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, one).await.json()["id"], "smollm2-test");
+    let other = Request::get("/v1/models/gpt-4")
+        .header("authorization", "Bearer sk-local")
+        .body(Body::empty())
+        .unwrap();
+    let e = send(&app, other).await.error(StatusCode::NOT_FOUND);
+    assert_eq!(e["code"], "model_not_found");
+    assert!(b.jobs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_backend_is_503_or_an_error_event() {
+    let b = scripted(Mode::Unavailable);
+    let app = app(&b, Settings::default());
+    let e = send(&app, chat(json!({})))
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(e["code"], "backend_unavailable");
+    let r = send(&app, chat(json!({"stream": true}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let events = events(&r.body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "backend_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_queued_past_the_timeout_gets_503() {
+    let b = scripted(Mode::Slow(Duration::from_millis(1500)));
+    let app = app(
+        &b,
+        Settings {
+            queue_timeout: Duration::from_millis(200),
+            ..Settings::default()
+        },
+    );
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, chat(json!({}))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = send(&app, chat(json!({})))
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(e["message"].as_str().unwrap().contains("busy"), "{e}");
+    let first = first.await.unwrap();
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    // Once the first is done the queue is free again.
+    assert_eq!(send(&app, chat(json!({}))).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_stops_the_generation_and_frees_the_queue() {
+    let b = scripted(Mode::SlowTokens(Duration::from_millis(150)));
+    let total = b.tokenizer.encode(REPLY).unwrap().len() + 1;
+    let app = app(
+        &b,
+        Settings {
+            queue_timeout: Duration::from_millis(500),
+            ..Settings::default()
+        },
+    );
+    let resp = app
+        .clone()
+        .oneshot(chat(json!({"stream": true})))
+        .await
+        .unwrap();
+    let mut body = resp.into_body().into_data_stream();
+    // The role chunk, then the first text: the generation runs.
+    for _ in 0..2 {
+        body.next().await.unwrap().unwrap();
+    }
+    drop(body);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let produced = b.produced.load(Ordering::SeqCst);
+    assert!(
+        produced < total,
+        "{produced} of {total} tokens made for nobody"
+    );
+    // The permit went with the generation: the next request is served.
+    let r = send(&app, chat(json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
