@@ -528,7 +528,8 @@ impl Connection {
                 };
                 // Only the session's first request may be a prefix: it fills positions
                 // 0..P of every cache, so nothing private may have run before it.
-                if s.requests != 1 {
+                // (`requests` counts Hello too, so the prefix is request 2.)
+                if s.requests != 2 {
                     return Err(reject(
                         ErrorCode::NotAllowed,
                         "a public prefix must be the session's first request after Hello",

@@ -254,3 +254,51 @@ fn idle_sessions_expire_and_oversized_frames_close_the_connection() {
     assert_eq!(code(&r), Some(ErrorCode::MessageTooLarge));
     assert!(r.close);
 }
+
+#[test]
+fn a_public_prefix_runs_first_and_only_first() {
+    let (w, _) = shared();
+    let s = server(Limits::default());
+    let tokens: Vec<u32> = vec![504, 3058, 314, 260, 1012];
+    // As the session's first request: the client gets layer 0 (K = 1), exactly the
+    // plaintext keys and values of the prefix; the server keeps the rest in its tail.
+    let mut c = s.connect();
+    assert_eq!(
+        code(&c.handle(&frame(1, hello(b"right", Policy::selective(30, 1))))),
+        None
+    );
+    let r = c.handle(&frame(
+        2,
+        Message::PublicPrefix {
+            tokens: tokens.clone(),
+        },
+    ));
+    let Message::PrefixKv { bytes } = decode(&r.bytes, &Limits::default()).unwrap().message else {
+        panic!("expected PrefixKv");
+    };
+    let c0 = w.config();
+    let kv = crate::PrefixKv::from_bytes(&bytes, c0, &crate::PrefixLimits::for_config(c0)).unwrap();
+    assert_eq!(kv.layers(), 0..1);
+    assert_eq!(kv.positions(), tokens.len());
+    let plain = PublicPrefix::run(w, &tokens).unwrap();
+    assert_eq!(kv.keys(0), plain.keys(0));
+    assert_eq!(kv.values(0), plain.values(0));
+    // A second prefix (or one after any other request) is refused: private positions
+    // may already have run.
+    let again = c.handle(&frame(3, Message::PublicPrefix { tokens }));
+    assert_eq!(code(&again), Some(ErrorCode::NotAllowed));
+    // A token outside the vocabulary is a bad payload, and the session stays open.
+    let mut c2 = s.connect();
+    assert_eq!(
+        code(&c2.handle(&frame(1, hello(b"right", Policy::selective(30, 1))))),
+        None
+    );
+    let bad = c2.handle(&frame(
+        2,
+        Message::PublicPrefix {
+            tokens: vec![u32::MAX],
+        },
+    ));
+    assert_eq!(code(&bad), Some(ErrorCode::BadPayload));
+    assert_eq!(s.counters().sessions_open, 2);
+}
