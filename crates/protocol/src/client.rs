@@ -123,6 +123,11 @@ impl<T: Transport> ClientSession<T> {
         &self.transport
     }
 
+    /// The transport, mutably: for tests that break the framing inside an open session.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
     fn request(&mut self, message: Message) -> Result<Message> {
         if self.closed {
             return Err(Error::Closed);

@@ -8,6 +8,7 @@
 //! | `max_lifetime` | 1 h | A 2,048-token strict generation at about 1 s per token fits; keys are per session and the number of releases per key is capped (ARCHITECTURE.md), so sessions must end. |
 //! | `max_requests` | 500,000 | Strict mode sends 120 products per token: a full 2,048-token context is 245,760 requests, doubled for margin. |
 //! | `handshake_timeout` | 10 s | TLS handshake plus `Hello` on a loopback or LAN link take milliseconds; a silent connection must not hold a slot. |
+//! | `frame_timeout` | 30 s | Time to receive one frame's body once its length prefix arrived, and to send one reply. A full 64 MiB frame at 20 Mbit/s takes 27 s, a usual product frame (under 1 MB per token) well under a second even on a slow link. Separate from `idle_timeout` (the client's think time between requests) so a peer trickling a frame a byte at a time (slowloris) is dropped after this long, not after the idle timeout. |
 //!
 //! Fixed bounds of the wire format (not configurable): bearer token at most
 //! [`crate::wire::MAX_TOKEN_BYTES`], policy text [`crate::wire::MAX_POLICY_BYTES`],
@@ -31,6 +32,8 @@ pub struct Limits {
     pub max_requests: u64,
     /// Time a new connection has to finish TLS and send `Hello`.
     pub handshake_timeout: Duration,
+    /// Time to read one frame's body after its length prefix, and to write one reply.
+    pub frame_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -42,6 +45,7 @@ impl Default for Limits {
             max_lifetime: Duration::from_secs(3600),
             max_requests: 500_000,
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }

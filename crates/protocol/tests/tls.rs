@@ -8,137 +8,29 @@
     reason = "test helpers may panic"
 )]
 
+mod common;
+
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use selene_linalg::{Client, LinalgPreset};
-use selene_model::{
-    generate, store, LinearStage, QuantLinear, Sampler, SamplingParams, Tokenizer, Weights,
+use common::{
+    greedy, open, over_tls, plain, poll_open, remote_code, shared, start, Running, TOKEN,
 };
-use selene_protocol::net::{Identity, TlsServer, TlsTransport, Trust};
+use selene_linalg::Client;
+use selene_model::{generate, LinearStage};
+use selene_protocol::net::{TlsTransport, Trust};
 use selene_protocol::wire::{self, ErrorCode, Message};
-use selene_protocol::{
-    generate_session, ClientSession, Error, Limits, Policy, PreparedModel, SelectiveClient,
-    SessionServer, StrictLinear,
-};
+use selene_protocol::{Error, Limits, StrictLinear};
 
-const TOKEN: &[u8] = b"loopback-token";
-
-struct Shared {
-    w: Arc<Weights>,
-    tok: Tokenizer,
-    model: Arc<PreparedModel>,
-}
-
-fn shared() -> &'static Shared {
-    static S: OnceLock<Shared> = OnceLock::new();
-    S.get_or_init(|| {
-        let w = Arc::new(store::load(None).unwrap());
-        let tok = Tokenizer::from_gguf(w.gguf()).unwrap();
-        let params = LinalgPreset::Coeff12.build().unwrap();
-        let layers = w.config().n_layers;
-        let model = Arc::new(PreparedModel::new(&params, &w, layers, &mut || {}).unwrap());
-        Shared { w, tok, model }
-    })
-}
-
-/// A TLS server on a free loopback port with its own session table.
-struct Running {
-    addr: String,
-    trust: Trust,
-    sessions: Arc<SessionServer>,
-    _rt: tokio::runtime::Runtime,
-}
-
-fn start() -> Running {
-    let s = shared();
-    let sessions = Arc::new(
-        SessionServer::new(s.model.clone(), s.w.clone(), Limits::default()).with_token(TOKEN),
-    );
-    let id = Identity::self_signed(&["localhost".to_string()]).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt
-        .block_on(TlsServer::bind("127.0.0.1:0", &id, sessions.clone()))
-        .unwrap();
-    let addr = server.local_addr().unwrap().to_string();
-    rt.spawn(server.run());
-    Running {
-        addr,
-        trust: Trust::Pinned(id.fingerprint()),
-        sessions,
-        _rt: rt,
-    }
-}
-
-fn greedy() -> Sampler {
-    Sampler::new(SamplingParams {
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 1.0,
-        seed: 0,
-    })
-    .unwrap()
-}
-
-fn open(
-    r: &Running,
-    k: usize,
-    token: &[u8],
-) -> selene_protocol::Result<ClientSession<TlsTransport>> {
-    let s = shared();
-    let layers = s.w.config().n_layers;
-    let t = TlsTransport::connect(&r.addr, &r.trust, token)?;
-    ClientSession::open(t, s.model.params(), Policy::selective(layers, k), 64)
-}
-
-fn plain(ids: &[u32], max: usize) -> Vec<u32> {
-    let w = &shared().w;
-    generate(
-        w,
-        ids,
-        max,
-        &[],
-        &mut greedy(),
-        &mut QuantLinear::new(w),
-        &mut |_| Ok(ControlFlow::Continue(())),
-    )
-    .unwrap()
-}
-
-/// Greedy generation over TLS with `k` encrypted layers (30: strict mode).
-fn over_tls(r: &Running, k: usize, ids: &[u32], max: usize) -> Vec<u32> {
-    let s = shared();
-    let session = open(r, k, TOKEN).unwrap();
-    let mut strict =
-        StrictLinear::from_session(&s.w, selene_linalg::Client::new(s.model.params()), session)
-            .unwrap();
-    let out = if k == s.w.config().n_layers {
-        generate(&s.w, ids, max, &[], &mut greedy(), &mut strict, &mut |_| {
-            Ok(ControlFlow::Continue(()))
-        })
-        .unwrap()
-    } else {
-        let mut client = SelectiveClient::new(&s.w, k, strict, 0.01, ids.len() + max).unwrap();
-        let out = generate_session(&mut client, ids, max, &[], &mut greedy(), &mut |_| {
-            Ok(ControlFlow::Continue(()))
-        })
-        .unwrap();
-        client.strict_mut().session_mut().close().unwrap();
-        return out;
-    };
-    strict.session_mut().close().unwrap();
-    out
+/// Every layer prepared: these tests run strict mode too.
+fn start_all() -> Running {
+    start(shared().w.config().n_layers)
 }
 
 #[test]
 fn tls_generation_matches_plaintext_in_strict_and_selective_mode() {
-    let r = start();
+    let r = start_all();
     let s = shared();
     let prompts = [
         "The patient was diagnosed with",
@@ -164,17 +56,9 @@ fn tls_generation_matches_plaintext_in_strict_and_selective_mode() {
     assert_eq!(c.errors, 0);
 }
 
-fn remote_code(e: Error) -> ErrorCode {
-    match e {
-        Error::Remote { code, .. } => code,
-        e => panic!("expected a server error, got {e}"),
-    }
-}
-
 #[test]
 fn bad_peers_get_errors_and_the_server_keeps_serving() {
-    let r = start();
-    let s = shared();
+    let r = start_all();
 
     // A wrong token is refused.
     assert_eq!(
@@ -194,10 +78,10 @@ fn bad_peers_get_errors_and_the_server_keeps_serving() {
     // A tampered ciphertext gets BadPayload; the session goes on.
     let mut session = open(&r, 1, TOKEN).unwrap();
     let layout = session.layouts()[0][0].clone();
-    let mut client = Client::new(s.model.params());
+    let mut client = Client::new(r.model.params());
     let x: Vec<f32> = (0..576).map(|i| (i as f32 * 0.3).cos()).collect();
     let (input, _) = client.encode_encrypt(&x, 1, &layout).unwrap();
-    let ct = input.to_bytes(s.model.params());
+    let ct = input.to_bytes(r.model.params());
     let mut bad = ct.clone();
     bad[5] ^= 0x40; // the ciphertext format's kind byte
     let e = session.product(0, LinearStage::Qkv, bad).unwrap_err();
@@ -231,21 +115,9 @@ fn bad_peers_get_errors_and_the_server_keeps_serving() {
     poll_open(&r, 0);
 }
 
-fn poll_open(r: &Running, want: usize) {
-    let t = Instant::now();
-    while r.sessions.counters().sessions_open != want {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "sessions open: {:?}",
-            r.sessions.counters()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_vanished_client_frees_its_session_while_another_completes() {
-    let r = start();
+    let r = start_all();
     let s = shared();
     let ids = s.tok.encode("The patient was diagnosed with").unwrap();
     let want = plain(&ids, 8);
@@ -254,8 +126,7 @@ fn a_vanished_client_frees_its_session_while_another_completes() {
         // This client starts a strict generation and vanishes after two tokens.
         let session = open(&r, 30, TOKEN).unwrap();
         let mut strict =
-            StrictLinear::from_session(&s.w, selene_linalg::Client::new(s.model.params()), session)
-                .unwrap();
+            StrictLinear::from_session(&s.w, Client::new(r.model.params()), session).unwrap();
         let mut n = 0;
         let cut = generate(&s.w, &ids, 8, &[], &mut greedy(), &mut strict, &mut |_| {
             n += 1;

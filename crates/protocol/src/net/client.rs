@@ -208,9 +208,18 @@ impl TlsTransport {
     /// # Errors
     /// As [`Transport::exchange`].
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>> {
-        self.stream.write_all(bytes)?;
-        self.stream.flush()?;
+        self.write_raw(bytes)?;
         self.read_frame()
+    }
+
+    /// Sends raw bytes (no framing) and reads nothing: for tests of half-sent and
+    /// trickled frames.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the server closed the connection, other channel errors.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.write_all(bytes).map_err(closed)?;
+        self.stream.flush().map_err(closed)
     }
 }
 

@@ -11,7 +11,8 @@
 //!
 //! Per connection the server refuses a frame whose length prefix passes
 //! [`crate::Limits::max_message_bytes`] before reading its body (an `Error` reply, then
-//! the connection closes); anything that is not TLS (plain HTTP, garbage, a truncated or
+//! the connection closes), and drops a connection whose frame body does not arrive within
+//! [`crate::Limits::frame_timeout`] (a stalled or trickling peer); anything that is not TLS (plain HTTP, garbage, a truncated or
 //! slow handshake) just drops that connection.
 
 mod client;

@@ -133,7 +133,9 @@ async fn serve_connection(stream: TcpStream, acceptor: TlsAcceptor, sessions: Ar
         let mut frame = vec![0u8; 4 + len];
         frame[..4].copy_from_slice(&prefix);
         let body = tls.read_exact(&mut frame[4..]);
-        match tokio::time::timeout(limits.idle_timeout, body).await {
+        // A peer that sends the prefix and then trickles (or withholds) the body is
+        // dropped after `frame_timeout`; dropping `c` frees its session.
+        match tokio::time::timeout(limits.frame_timeout, body).await {
             Ok(Ok(_)) => {}
             _ => break,
         }
@@ -147,7 +149,7 @@ async fn serve_connection(stream: TcpStream, acceptor: TlsAcceptor, sessions: Ar
             tls.write_all(&reply.bytes).await?;
             tls.flush().await
         };
-        match tokio::time::timeout(limits.idle_timeout, write).await {
+        match tokio::time::timeout(limits.frame_timeout, write).await {
             Ok(Ok(())) if !reply.close => conn = Some(c),
             _ => drop::<Connection>(c),
         }

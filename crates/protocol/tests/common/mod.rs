@@ -1,0 +1,219 @@
+//! Helpers shared by the TLS integration tests: the model loaded once per test binary,
+//! a TLS server on a loopback port, sessions, greedy generation over TLS and in plaintext.
+
+#![allow(
+    dead_code,
+    reason = "each test binary compiles this module and uses a different part of it"
+)]
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use selene_linalg::LinalgPreset;
+use selene_model::{generate, store, QuantLinear, Sampler, SamplingParams, Tokenizer, Weights};
+use selene_protocol::net::{Identity, TlsServer, TlsTransport, Trust};
+use selene_protocol::wire::ErrorCode;
+use selene_protocol::{
+    generate_session, ClientSession, Error, Limits, Policy, PreparedModel, SelectiveClient,
+    SessionServer, StrictLinear,
+};
+
+/// The bearer token every test server accepts.
+pub const TOKEN: &[u8] = b"loopback-token";
+
+/// Context positions each test session asks for.
+pub const CONTEXT: usize = 64;
+
+/// The model and its tokenizer, loaded once per test binary.
+pub struct Shared {
+    pub w: Arc<Weights>,
+    pub tok: Tokenizer,
+}
+
+pub fn shared() -> &'static Shared {
+    static S: OnceLock<Shared> = OnceLock::new();
+    S.get_or_init(|| {
+        let w = Arc::new(store::load(None).unwrap());
+        let tok = Tokenizer::from_gguf(w.gguf()).unwrap();
+        Shared { w, tok }
+    })
+}
+
+/// The model prepared for its first `layers` layers at `coeff12` (once per count).
+pub fn prepared(layers: usize) -> Arc<PreparedModel> {
+    static P: OnceLock<Mutex<HashMap<usize, Arc<PreparedModel>>>> = OnceLock::new();
+    let mut map = P.get_or_init(Default::default).lock().unwrap();
+    map.entry(layers)
+        .or_insert_with(|| {
+            let params = LinalgPreset::Coeff12.build().unwrap();
+            Arc::new(PreparedModel::new(&params, &shared().w, layers, &mut || {}).unwrap())
+        })
+        .clone()
+}
+
+/// A TLS server on a loopback port with its own session table.
+pub struct Running {
+    pub addr: String,
+    pub trust: Trust,
+    pub sessions: Arc<SessionServer>,
+    pub model: Arc<PreparedModel>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Running {
+    /// Stops the server as a crash or restart would: its tasks and connections are
+    /// dropped without a goodbye.
+    pub fn stop(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// A server for `layers` prepared layers with default limits on a free port.
+pub fn start(layers: usize) -> Running {
+    let id = Identity::self_signed(&["localhost".to_string()]).unwrap();
+    start_with(layers, Limits::default(), &id, "127.0.0.1:0")
+}
+
+/// A server for `layers` prepared layers with `limits` and `id`'s certificate on `addr`.
+pub fn start_with(layers: usize, limits: Limits, id: &Identity, addr: &str) -> Running {
+    let model = prepared(layers);
+    let sessions =
+        Arc::new(SessionServer::new(model.clone(), shared().w.clone(), limits).with_token(TOKEN));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(TlsServer::bind(addr, id, sessions.clone()))
+        .unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    rt.spawn(server.run());
+    Running {
+        addr,
+        trust: pinned(id),
+        sessions,
+        model,
+        rt: Some(rt),
+    }
+}
+
+/// Trust in exactly `id`'s certificate.
+pub fn pinned(id: &Identity) -> Trust {
+    Trust::Pinned(id.fingerprint())
+}
+
+pub fn greedy() -> Sampler {
+    Sampler::new(SamplingParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+    })
+    .unwrap()
+}
+
+/// Opens a session with `k` encrypted layers (selective mode below the model's depth).
+pub fn open(
+    r: &Running,
+    k: usize,
+    token: &[u8],
+) -> selene_protocol::Result<ClientSession<TlsTransport>> {
+    let layers = shared().w.config().n_layers;
+    let t = TlsTransport::connect(&r.addr, &r.trust, token)?;
+    ClientSession::open(t, r.model.params(), Policy::selective(layers, k), CONTEXT)
+}
+
+/// Greedy plaintext generation: the reference every encrypted run must match.
+pub fn plain(ids: &[u32], max: usize) -> Vec<u32> {
+    let w = &shared().w;
+    generate(
+        w,
+        ids,
+        max,
+        &[],
+        &mut greedy(),
+        &mut QuantLinear::new(w),
+        &mut |_| Ok(ControlFlow::Continue(())),
+    )
+    .unwrap()
+}
+
+/// A selective-mode client (`k` < the model's depth) on an open session.
+pub fn selective(
+    r: &Running,
+    session: ClientSession<TlsTransport>,
+    k: usize,
+    capacity: usize,
+) -> SelectiveClient<'static, TlsTransport> {
+    let w: &'static Weights = &shared().w;
+    let strict =
+        StrictLinear::from_session(w, selene_linalg::Client::new(r.model.params()), session)
+            .unwrap();
+    SelectiveClient::new(w, k, strict, 0.01, capacity).unwrap()
+}
+
+/// Greedy selective generation of up to `max` tokens on `client`, stopping after
+/// `stop_after` tokens when given (the caller then drops the client mid-session).
+pub fn generate_on(
+    client: &mut SelectiveClient<'_, TlsTransport>,
+    ids: &[u32],
+    max: usize,
+    stop_after: Option<usize>,
+) -> selene_protocol::Result<Vec<u32>> {
+    let mut n = 0;
+    generate_session(client, ids, max, &[], &mut greedy(), &mut |_| {
+        n += 1;
+        Ok(if Some(n) == stop_after {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })
+}
+
+/// Greedy generation over TLS with `k` encrypted layers (the model's depth: strict mode).
+pub fn over_tls(r: &Running, k: usize, ids: &[u32], max: usize) -> Vec<u32> {
+    let s = shared();
+    let session = open(r, k, TOKEN).unwrap();
+    if k == s.w.config().n_layers {
+        let mut strict =
+            StrictLinear::from_session(&s.w, selene_linalg::Client::new(r.model.params()), session)
+                .unwrap();
+        let out = generate(&s.w, ids, max, &[], &mut greedy(), &mut strict, &mut |_| {
+            Ok(ControlFlow::Continue(()))
+        })
+        .unwrap();
+        strict.session_mut().close().unwrap();
+        return out;
+    }
+    let mut client = selective(r, session, k, ids.len() + max);
+    let out = generate_on(&mut client, ids, max, None).unwrap();
+    client.strict_mut().session_mut().close().unwrap();
+    out
+}
+
+/// The server's error code in `e`.
+pub fn remote_code(e: Error) -> ErrorCode {
+    match e {
+        Error::Remote { code, .. } => code,
+        e => panic!("expected a server error, got {e}"),
+    }
+}
+
+/// Waits (at most 20 s) until the server has `want` sessions open.
+pub fn poll_open(r: &Running, want: usize) {
+    let t = Instant::now();
+    while r.sessions.counters().sessions_open != want {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "sessions open: {:?}, want {want}",
+            r.sessions.counters()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
