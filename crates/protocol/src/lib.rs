@@ -37,6 +37,16 @@
 //! Selective by span ([`PublicPrefix`], [`PrefixKv`]): a public prefix runs in plaintext
 //! on the server, which returns its keys and values; the private tokens run after it.
 //! Length padding ([`PaddedLinear`]) pads the prompt's encrypted products to a bucket.
+//!
+//! What binds a request to its session: the TLS channel (only the peer holding that
+//! connection's keys can put a frame in it) and the session state on the server (one
+//! session per connection, request ids strictly increasing, the policy's layers and
+//! release cap). Nothing binds a *ciphertext* to a session cryptographically: with the
+//! coefficient method the server holds no key material and cannot tell whose key
+//! encrypted an input. A ciphertext moved from session A into session B is answered
+//! (`tests/faults.rs` shows it); the answer is still encrypted under A's key, so B's
+//! client decrypts noise (relative error above 1) and only A's key recovers the
+//! product. Moving it gains a peer nothing it could not get by sending its own inputs.
 
 mod client;
 pub mod error;
