@@ -90,11 +90,15 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                 layers,
             });
         }
-        let policy = if layouts.len() == layers {
+        let mut policy = if layouts.len() == layers {
             Policy::strict(layers)
         } else {
             Policy::selective(layers, layouts.len())
         };
+        // Name the preset the client's parameters come from (the server checks both).
+        if let Some(name) = crate::policy::preset_of(client.params()) {
+            policy.preset = name.to_string();
+        }
         let session = ClientSession::open(transport, client.params(), policy, c.context_length)?;
         if let Some(layer) =
             (0..layouts.len()).find(|&l| session.layouts().get(l) != layouts.get(l))
