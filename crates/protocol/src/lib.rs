@@ -36,7 +36,10 @@ mod transport;
 pub use error::{Error, Result};
 pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest};
 pub use prepared::{PreparedModel, ENCRYPTED_STAGES};
-pub use selective::{decode_release, generate_selective, PlainTail, SelectiveClient};
+pub use selective::{
+    decode_release, encode_release, generate_selective, PlainTail, SelectiveClient,
+    MIN_FLOODED_PRECISION_BITS,
+};
 pub use server::ModelServer;
-pub use strict::{StrictLinear, TrafficStats};
+pub use strict::{Flooding, StrictLinear, TrafficStats};
 pub use transport::{InProcess, Transport};
