@@ -168,7 +168,10 @@ fn selective_mode_refuses_decryption_flooding_coeff12_cannot_carry() {
         panic!("expected FloodingTooWide, got {err}");
     };
     // 16 rows through layer 0's four products, each product several output ciphertexts.
-    assert!(decryptions > 16 * 4 && decryptions % 16 == 0, "{decryptions}");
+    assert!(
+        decryptions > 16 * 4 && decryptions % 16 == 0,
+        "{decryptions}"
+    );
     assert!(precision_bits < 0.0 && min_bits == MIN_FLOODED_PRECISION_BITS);
     let flooded = strict().flood_decryptions(16).unwrap();
     let f = flooded.flooding().unwrap();
