@@ -192,6 +192,45 @@ mod tests {
         }
     }
 
+    /// The flooded decryption differs from the plain one by a Gaussian of the requested
+    /// sigma (in download units), and refuses bad sigmas.
+    #[test]
+    fn flooded_decryption_adds_the_requested_spread_coeff12() {
+        let params = LinalgPreset::Coeff12.build().unwrap();
+        let (shape, n) = (MatrixShape::new(64, 400), 4);
+        let w = values(5, shape.d_in * shape.d_out);
+        let x = values(6, n * shape.d_in);
+        let m = PreparedMatrix::new(&params, &w, shape, Method::Coefficients, 1).unwrap();
+        let l = coeff_layout(m.layout()).unwrap().clone();
+        let mut client = Client::new(&params);
+        let (input, scales) = client.encode_encrypt(&x, n, m.layout()).unwrap();
+        let out = Server::new(&params).apply(&m, &input).unwrap();
+        let plain = client.decrypt_decode(&out, &scales, m.layout()).unwrap();
+        let sigma = 1000.0;
+        let flooded = client
+            .decrypt_decode_flooded(&out, &scales, m.layout(), sigma)
+            .unwrap();
+        let unit = params.ring().moduli()[0].value() as f64 / f64::from(l.down_bits).exp2();
+        let var = plain
+            .iter()
+            .zip(&flooded)
+            .enumerate()
+            .map(|(at, (a, b))| {
+                let (t, j) = (at / shape.d_out, at % shape.d_out);
+                ((b - a) * scales.scales[t] * l.col_scale[j] / unit).powi(2)
+            })
+            .sum::<f64>()
+            / plain.len() as f64;
+        // 1600 samples: the sample sd is within a few percent of sigma.
+        assert!((var.sqrt() / sigma - 1.0).abs() < 0.1, "sd {}", var.sqrt());
+        for bad in [-1.0, f64::NAN, 1e19] {
+            assert!(matches!(
+                client.decrypt_decode_flooded(&out, &scales, m.layout(), bad),
+                Err(Error::InvalidFloodingSigma { .. })
+            ));
+        }
+    }
+
     #[test]
     fn sigma_grows_with_releases_and_refuses_slots() {
         let params = LinalgPreset::Coeff12.build().unwrap();

@@ -182,7 +182,8 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// [`Error::InvalidSigma`] for a negative or non-finite sigma; `k` past the model;
     /// [`Error::FloodingTooWide`] when the flooding leaves fewer than
     /// [`MIN_FLOODED_PRECISION_BITS`] bits at the preset (the case for `Coeff12`: see
-    /// docs/hardening.md; [`SelectiveClient::new_dangerous`] is the unflooded opt-out).
+    /// docs/hardening.md; [`SelectiveClient::new_dangerous`] is the unflooded opt-out);
+    /// `selene_linalg::Error::FloodingUnsupported` for slot-method layouts.
     pub fn new(
         w: &'w Weights,
         k: usize,
