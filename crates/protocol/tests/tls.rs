@@ -124,7 +124,8 @@ fn over_tls(r: &Running, k: usize, ids: &[u32], max: usize) -> Vec<u32> {
         })
         .unwrap()
     } else {
-        let mut client = SelectiveClient::new(&s.w, k, strict, 0.01, ids.len() + max).unwrap();
+        let mut client =
+            SelectiveClient::new_dangerous(&s.w, k, strict, 0.01, ids.len() + max).unwrap();
         let out = generate_session(&mut client, ids, max, &[], &mut greedy(), &mut |_| {
             Ok(ControlFlow::Continue(()))
         })
