@@ -38,6 +38,7 @@
 //! on the server, which returns its keys and values; the private tokens run after it.
 //! Length padding ([`PaddedLinear`]) pads the prompt's encrypted products to a bucket.
 
+mod blob;
 mod client;
 pub mod error;
 pub mod limits;

@@ -21,6 +21,7 @@ use selene_model::{generate_with, head, KvCache, Logits, QuantLinear, Sampler, W
 
 use sha2::{Digest, Sha256};
 
+use crate::blob::{finite_f32s, BlobHeader};
 use crate::client::Released;
 use crate::error::{Error, Result};
 use crate::policy::{PolicyGuard, ReleaseGuard, ReleaseRequest, Tensor};
@@ -54,38 +55,17 @@ pub fn encode_release(values: &[f32], n: usize, d: usize) -> Vec<u8> {
 /// [`Error::MalformedRelease`] naming what is wrong.
 pub fn decode_release(bytes: &[u8], d: usize) -> Result<Vec<f32>> {
     let bad = |what: &'static str| Error::MalformedRelease { what };
-    let header = bytes.get(..RELEASE_HEADER).ok_or(bad("truncated header"))?;
-    if header.get(..4) != Some(RELEASE_MAGIC.as_slice()) {
-        return Err(bad("bad magic"));
-    }
-    let u16_at = |i: usize| {
-        header
-            .get(i..i + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |i: usize| {
-        header
-            .get(i..i + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    if u16_at(4) != Some(RELEASE_VERSION) {
-        return Err(bad("unknown version"));
-    }
-    let n = u32_at(6).ok_or(bad("truncated header"))?;
-    if u32_at(10) != Some(d) {
+    let header =
+        BlobHeader::read(bytes, RELEASE_HEADER, RELEASE_MAGIC, RELEASE_VERSION).map_err(bad)?;
+    let n = header.u32_at(6).ok_or(bad("truncated header"))?;
+    if header.u32_at(10) != Some(d) {
         return Err(bad("width differs from the model's"));
     }
     let body = bytes.get(RELEASE_HEADER..).ok_or(bad("truncated header"))?;
     if n == 0 || body.len() != n.saturating_mul(d).saturating_mul(4) {
         return Err(bad("length does not match n x d"));
     }
-    let values: Vec<f32> = body
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err(bad("non-finite value"));
-    }
+    let values = finite_f32s(body).ok_or(bad("non-finite value"))?;
     Ok(values)
 }
 
