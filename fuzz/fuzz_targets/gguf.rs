@@ -1,9 +1,9 @@
 //! GGUF reader: any bytes parse or fail with an error, never a panic or an abort; a
 //! file that parses also survives the model and tokenizer constructors.
 //!
-//! Run: `cargo +nightly fuzz run gguf` from `fuzz/`; seed `fuzz/corpus/gguf/` with small
-//! valid files (e.g. the unit tests' synthetic GGUFs, or a real header cut after the
-//! tensor index).
+//! (GGUF has no encoder in Selene, so there is no round trip to check.) Run with
+//! `scripts/fuzz/smoke.sh` or `scripts/fuzz/long.sh` (docs/hardening.md); the seed is a
+//! small synthetic GGUF from `fuzz/examples/seeds.rs`.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

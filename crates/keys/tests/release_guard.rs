@@ -45,7 +45,7 @@ fn run(
     )
     .unwrap();
     let cap = prompt.len() + 16;
-    let mut client = SelectiveClient::new(w, K, strict, sigma, cap)
+    let mut client = SelectiveClient::new_dangerous(w, K, strict, sigma, cap)
         .unwrap()
         .with_guard(Box::new(ks.guard(key).unwrap()));
     let mut tail = PlainTail::new(w, K, cap);

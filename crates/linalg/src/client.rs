@@ -17,7 +17,7 @@ use crate::{coeff, slots};
 /// zeroized on drop.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct TokenScales {
-    scales: Vec<f64>,
+    pub(crate) scales: Vec<f64>,
 }
 
 impl std::fmt::Debug for TokenScales {
@@ -116,7 +116,9 @@ impl Client {
         Ok((EncryptedInput { header, cts }, TokenScales { scales }))
     }
 
-    /// Decrypts `out` and decodes `Y` (`n x d_out`, row-major).
+    /// Decrypts `out` and decodes `Y` (`n x d_out`, row-major). Keep the result on the
+    /// client: values derived from it that reach the server need
+    /// [`Client::decrypt_decode_flooded`] (see [`crate::flooding`]).
     ///
     /// # Errors
     /// An output for another matrix, method, parameter set or token count; ciphertexts
@@ -127,13 +129,47 @@ impl Client {
         scales: &TokenScales,
         layout: &Layout,
     ) -> Result<Vec<f64>> {
+        self.decrypt_with(out, scales, layout, 0.0)
+    }
+
+    /// Decrypts `out` with noise flooding and decodes `Y`: every decrypted coefficient
+    /// gets a fresh rounded Gaussian of standard deviation `sigma` (units of the download
+    /// modulus) before decoding, the form fit for values that reach another party (Li,
+    /// Micciancio, Schultz, Sorrell, CRYPTO 2022). Choose `sigma` with
+    /// [`crate::flooding::decryption_flooding_sigma`]: it is derived from the bound on the
+    /// product output's ring noise for this layout and the number of decryptions the key
+    /// will release. [`crate::flooding::flooded_precision_bits`] says what it costs.
+    ///
+    /// # Errors
+    /// As [`Client::decrypt_decode`]; [`Error::InvalidFloodingSigma`] for a negative,
+    /// non-finite or over-`2^60` sigma; [`Error::FloodingUnsupported`] for the slot method.
+    pub fn decrypt_decode_flooded(
+        &self,
+        out: &EncryptedOutput,
+        scales: &TokenScales,
+        layout: &Layout,
+        sigma: f64,
+    ) -> Result<Vec<f64>> {
+        if !sigma.is_finite() || !(0.0..=crate::flooding::MAX_FLOODING_SIGMA).contains(&sigma) {
+            return Err(Error::InvalidFloodingSigma { sigma });
+        }
+        if let LayoutKind::Slots(_) = layout.kind {
+            return Err(Error::FloodingUnsupported {
+                method: layout.method(),
+            });
+        }
+        self.decrypt_with(out, scales, layout, sigma)
+    }
+
+    /// Errors unless `out` fits `layout` and `n_scales` tokens.
+    fn check_output(&self, out: &EncryptedOutput, n_scales: usize, layout: &Layout) -> Result<()> {
         layout.check_params(&self.params)?;
         crate::check_header(layout, &out.header)?;
         let (n, shape, rn, cts) = (out.header.n, layout.shape, self.params.n(), &out.cts);
-        if scales.scales.len() != n {
+        if n_scales != n {
             return Err(Error::Length {
                 what: "token scales",
-                found: scales.scales.len(),
+                found: n_scales,
                 expected: n,
             });
         }
@@ -159,15 +195,6 @@ impl Client {
                     check_len("output c0", ct.c0.len(), used)?;
                     check_len("output c1", ct.c1.len(), rn)?;
                 }
-                Ok(coeff::decrypt(
-                    &self.params,
-                    &self.dec,
-                    l,
-                    cts,
-                    n,
-                    shape,
-                    &scales.scales,
-                ))
             }
             LayoutKind::Slots(l) => {
                 check_count("output", cts.len(), n.div_ceil(l.tokens_per_ct))?;
@@ -175,8 +202,55 @@ impl Client {
                     check_len("output c0", ct.c0.len(), rn)?;
                     check_len("output c1", ct.c1.len(), rn)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn decrypt_with(
+        &self,
+        out: &EncryptedOutput,
+        scales: &TokenScales,
+        layout: &Layout,
+        sigma: f64,
+    ) -> Result<Vec<f64>> {
+        self.check_output(out, scales.scales.len(), layout)?;
+        let (n, shape, cts) = (out.header.n, layout.shape, &out.cts);
+        match &layout.kind {
+            LayoutKind::Coefficients(l) => Ok(coeff::decrypt(
+                &self.params,
+                &self.dec,
+                l,
+                cts,
+                n,
+                shape,
+                &scales.scales,
+                sigma,
+            )),
+            LayoutKind::Slots(l) => {
                 slots::decrypt(&self.params, &self.dec, l, cts, n, shape, &scales.scales)
             }
+        }
+    }
+
+    /// The decrypted, centred integers mod `2^down_bits` of a coefficient-method output
+    /// (no decoding): what the noise test compares with the exact product.
+    #[cfg(test)]
+    pub(crate) fn decrypt_raw(&self, out: &EncryptedOutput, layout: &Layout) -> Result<Vec<i64>> {
+        self.check_output(out, out.header.n, layout)?;
+        match &layout.kind {
+            LayoutKind::Coefficients(l) => Ok(coeff::decrypt_ints(
+                &self.params,
+                &self.dec,
+                l,
+                &out.cts,
+                out.header.n,
+                layout.shape,
+                0.0,
+            )),
+            LayoutKind::Slots(_) => Err(Error::FloodingUnsupported {
+                method: layout.method(),
+            }),
         }
     }
 }

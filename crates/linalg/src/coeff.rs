@@ -25,6 +25,7 @@
 //! output (Cheetah's re-randomisation), at one public-key encryption per output block.
 
 use rayon::prelude::*;
+use selene_ckks::ring::sampler::{os_rng, wide_gaussian};
 use selene_ckks::ring::{Coeff, Modulus, Ntt, Poly};
 use selene_ckks::rlwe::{Decryptor, Encryptor};
 use selene_ckks::{Ciphertext, Encoding, Parameters, Plaintext, Scale};
@@ -285,7 +286,65 @@ pub(crate) fn apply(
     out.into_iter().map(|(_, ct)| ct).collect()
 }
 
-/// Client side: decrypts the switched ciphertexts and decodes `Y` (`n x d_out`).
+/// Client side: decrypts the switched ciphertexts to the centred integers `m'` mod
+/// `2^down_bits` at every output position, as `Y`'s `n x d_out` row-major grid. With
+/// `flood_sigma > 0` every decrypted coefficient first gets a fresh rounded Gaussian of
+/// that standard deviation (noise flooding, [`crate::flooding`]).
+pub(crate) fn decrypt_ints(
+    params: &Parameters,
+    dec: &Decryptor,
+    layout: &CoeffLayout,
+    cts: &[SwitchedCt],
+    n: usize,
+    shape: MatrixShape,
+    flood_sigma: f64,
+) -> Vec<i64> {
+    let t = layout.tiling;
+    let k = layout.down_bits;
+    let bo = t.out_blocks(shape.d_out);
+    let modulus = 1i128 << k;
+    let blocks: Vec<Vec<(usize, i64)>> = cts
+        .par_iter()
+        .enumerate()
+        .map(|(idx, ct)| {
+            let (g, o) = (idx / bo, idx % bo);
+            let c1s = c1_times_s(params, dec, &ct.c1, k);
+            let flood = if flood_sigma > 0.0 {
+                wide_gaussian(&mut os_rng(), ct.c0.len(), flood_sigma)
+            } else {
+                Vec::new()
+            };
+            let mut vals = Vec::with_capacity(ct.c0.len());
+            let mut used = ct.c0.iter().zip(flood.iter().chain(std::iter::repeat(&0)));
+            for tt in 0..t.n_b.min(n - g * t.n_b) {
+                for j in 0..t.k_o.min(shape.d_out - o * t.k_o) {
+                    let (tok, col) = (g * t.n_b + tt, o * t.k_o + j);
+                    // Lengths were checked against the layout before decryption.
+                    let (c0, f) = used.next().map(|(&c, &f)| (c, f)).unwrap_or((0, 0));
+                    // f mod 2^k lies in [0, 2^k), so the sum stays far inside i64.
+                    let f = f.rem_euclid(modulus) as i64;
+                    let m = (c0 as i64)
+                        .wrapping_add(c1s[t.y_pos(tt, j)])
+                        .wrapping_add(f);
+                    vals.push((tok * shape.d_out + col, center(m as u64, k)));
+                }
+            }
+            vals
+        })
+        .collect();
+    let mut y = vec![0; n * shape.d_out];
+    for (at, v) in blocks.into_iter().flatten() {
+        y[at] = v;
+    }
+    y
+}
+
+/// Client side: decrypts the switched ciphertexts and decodes `Y` (`n x d_out`),
+/// optionally flooded (see [`decrypt_ints`]).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one decode step, all inputs needed"
+)]
 pub(crate) fn decrypt(
     params: &Parameters,
     dec: &Decryptor,
@@ -294,36 +353,16 @@ pub(crate) fn decrypt(
     n: usize,
     shape: MatrixShape,
     token_scales: &[f64],
+    flood_sigma: f64,
 ) -> Vec<f64> {
-    let t = layout.tiling;
     let q = ring_prime(params);
-    let k = layout.down_bits;
-    let unit = q.value() as f64 / f64::from(k).exp2();
-    let bo = t.out_blocks(shape.d_out);
-    let blocks: Vec<Vec<(usize, usize, f64)>> = cts
-        .par_iter()
+    let unit = q.value() as f64 / f64::from(layout.down_bits).exp2();
+    let m = decrypt_ints(params, dec, layout, cts, n, shape, flood_sigma);
+    m.iter()
         .enumerate()
-        .map(|(idx, ct)| {
-            let (g, o) = (idx / bo, idx % bo);
-            let c1s = c1_times_s(params, dec, &ct.c1, k);
-            let mut vals = Vec::with_capacity(ct.c0.len());
-            let mut used = ct.c0.iter();
-            for tt in 0..t.n_b.min(n - g * t.n_b) {
-                for j in 0..t.k_o.min(shape.d_out - o * t.k_o) {
-                    let (tok, col) = (g * t.n_b + tt, o * t.k_o + j);
-                    // Lengths were checked against the layout before decryption.
-                    let c0 = used.next().copied().unwrap_or(0);
-                    let m = center((c0 as i64).wrapping_add(c1s[t.y_pos(tt, j)]) as u64, k);
-                    let y = m as f64 * unit / (token_scales[tok] * layout.col_scale[col]);
-                    vals.push((tok, col, y));
-                }
-            }
-            vals
+        .map(|(at, &v)| {
+            let (tok, col) = (at / shape.d_out, at % shape.d_out);
+            v as f64 * unit / (token_scales[tok] * layout.col_scale[col])
         })
-        .collect();
-    let mut y = vec![0.0; n * shape.d_out];
-    for (tok, col, v) in blocks.into_iter().flatten() {
-        y[tok * shape.d_out + col] = v;
-    }
-    y
+        .collect()
 }

@@ -113,6 +113,18 @@ pub enum Error {
     /// The slot method needs Galois keys the server does not hold.
     #[error("the slot method needs Galois keys; none were installed")]
     MissingGaloisKeys,
+    /// Decryption flooding has no noise bound for this method yet.
+    #[error("decryption flooding is not available for the {method:?} method")]
+    FloodingUnsupported {
+        /// The layout's method.
+        method: Method,
+    },
+    /// A flooding standard deviation that is negative, non-finite or above `2^60`.
+    #[error("invalid flooding sigma {sigma}")]
+    InvalidFloodingSigma {
+        /// The value given.
+        sigma: f64,
+    },
     /// An error from the CKKS engine.
     #[error(transparent)]
     Ckks(#[from] selene_ckks::Error),

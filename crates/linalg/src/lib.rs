@@ -7,7 +7,9 @@
 //! - Client, per product: [`Client::encode_encrypt`] -> [`EncryptedInput`] (seeded
 //!   ciphertexts) and private [`TokenScales`].
 //! - Server: [`Server::apply`] -> [`EncryptedOutput`] (switched to a small modulus).
-//! - Client: [`Client::decrypt_decode`] -> `Y` (`n x d_out`).
+//! - Client: [`Client::decrypt_decode`] -> `Y` (`n x d_out`), or
+//!   [`Client::decrypt_decode_flooded`] when anything derived from `Y` reaches the server
+//!   ([`flooding`]).
 //!
 //! Shapes, methods, tilings and parameter sets are checked at every step; a mismatch is
 //! an [`Error`]. Both messages report [`EncryptedInput::wire_bytes`] and
@@ -59,6 +61,7 @@
 pub mod choice;
 pub mod coeff;
 pub mod error;
+pub mod flooding;
 pub mod params;
 pub mod slots;
 pub mod tiling;

@@ -186,6 +186,11 @@ impl EncryptedInput {
         self.cts.len()
     }
 
+    /// Ciphertext `i`, in the layout's order: public data the server holds anyway.
+    pub fn ciphertext(&self, i: usize) -> Option<&Ciphertext> {
+        self.cts.get(i)
+    }
+
     /// Serializes the message (seed-compressed ciphertexts).
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
         let mut out = Vec::new();
@@ -276,6 +281,20 @@ impl EncryptedOutput {
     /// Number of ciphertexts.
     pub fn ciphertexts(&self) -> usize {
         self.cts.len()
+    }
+
+    /// Bits of the download modulus `2^down_bits`.
+    pub fn down_bits(&self) -> u32 {
+        self.down_bits
+    }
+
+    /// Ciphertext `i` as the server computed it, mod `2^down_bits`: `c0` at the used
+    /// positions only (coefficient method) or in full (slots), and all of `c1`. Public
+    /// data (the server's own view; the key-recovery test plays that server).
+    pub fn switched(&self, i: usize) -> Option<(&[u64], &[u64])> {
+        self.cts
+            .get(i)
+            .map(|ct| (ct.c0.as_slice(), ct.c1.as_slice()))
     }
 
     /// Serializes the message.

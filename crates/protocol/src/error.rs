@@ -54,6 +54,21 @@ pub enum Error {
         /// The value given.
         sigma: f64,
     },
+    /// Decryption flooding sized for the release cap would destroy the products'
+    /// precision at this parameter preset.
+    #[error(
+        "decryption flooding for {decryptions} decryptions (LMSS22, 30-bit statistical \
+         security) leaves {precision_bits:.1} bits of precision at this preset, {min_bits} \
+         needed (docs/hardening.md)"
+    )]
+    FloodingTooWide {
+        /// Decryptions the key may release.
+        decryptions: u64,
+        /// Bits of precision the flooded products keep.
+        precision_bits: f64,
+        /// Bits required.
+        min_bits: f64,
+    },
     /// A request named a stage that does not run encrypted on the server.
     #[error("stage {stage:?} does not run on the server in strict mode")]
     NotEncrypted {

@@ -48,6 +48,7 @@
 //! client decrypts noise (relative error above 1) and only A's key recovers the
 //! product. Moving it gains a peer nothing it could not get by sending its own inputs.
 
+mod blob;
 mod client;
 pub mod error;
 pub mod limits;
@@ -73,9 +74,10 @@ pub use prefix::{generate_after_prefix, PrefixKv, PrefixLimits, PublicPrefix};
 pub use prepared::{PreparedModel, ENCRYPTED_STAGES};
 pub use quality::{compare_logits, Flip, LogitComparison};
 pub use selective::{
-    decode_release, generate_selective, generate_session, PlainTail, SelectiveClient,
+    decode_release, encode_release, generate_selective, generate_session, PlainTail,
+    SelectiveClient, MIN_FLOODED_PRECISION_BITS,
 };
 pub use server::ModelServer;
 pub use session::{Connection, Counters, SessionEvent, SessionServer};
-pub use strict::{StrictLinear, TrafficStats};
+pub use strict::{Flooding, StrictLinear, TrafficStats};
 pub use transport::{InProcess, Transport};

@@ -108,6 +108,18 @@ pub struct Policy {
 /// Presets a policy may name.
 pub const PRESETS: [&str; 2] = ["coeff12", "coeff11"];
 
+/// The policy name of the preset `params` were built from, if they are one.
+pub fn preset_of(params: &selene_ckks::Parameters) -> Option<&'static str> {
+    let fp = params.fingerprint();
+    [
+        ("coeff12", selene_linalg::LinalgPreset::Coeff12),
+        ("coeff11", selene_linalg::LinalgPreset::Coeff11),
+    ]
+    .into_iter()
+    .find(|(_, p)| p.build().is_ok_and(|b| b.fingerprint() == fp))
+    .map(|(name, _)| name)
+}
+
 /// Largest `pad_to` accepted: padding beyond one context window is a mistake.
 pub const MAX_PAD_TO: usize = 2048;
 

@@ -30,6 +30,7 @@ use selene_model::{
     forward, generate_with, Config, KvCache, Linear, Logits, QuantLinear, Sampler, Weights,
 };
 
+use crate::blob::{finite_f32s, BlobHeader};
 use crate::error::{Error, Result};
 
 const PREFIX_MAGIC: &[u8; 4] = b"SELK";
@@ -220,25 +221,10 @@ impl PrefixKv {
     /// [`Error::MalformedPrefix`] naming what is wrong.
     pub fn from_bytes(bytes: &[u8], c: &Config, limits: &PrefixLimits) -> Result<Self> {
         let bad = |what: &'static str| Error::MalformedPrefix { what };
-        let header = bytes.get(..PREFIX_HEADER).ok_or(bad("truncated header"))?;
-        if header.get(..4) != Some(PREFIX_MAGIC.as_slice()) {
-            return Err(bad("bad magic"));
-        }
-        let u16_at = |i: usize| {
-            header
-                .get(i..i + 2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        };
-        let u32_at = |i: usize| {
-            header
-                .get(i..i + 4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                .ok_or(bad("truncated header"))
-        };
-        if u16_at(4) != Some(PREFIX_VERSION) {
-            return Err(bad("unknown version"));
-        }
-        if u16_at(6) != Some(PREFIX_KIND_F32) {
+        let header =
+            BlobHeader::read(bytes, PREFIX_HEADER, PREFIX_MAGIC, PREFIX_VERSION).map_err(bad)?;
+        let u32_at = |i: usize| header.u32_at(i).ok_or(bad("truncated header"));
+        if header.u16_at(6) != Some(PREFIX_KIND_F32) {
             return Err(bad("unknown kind"));
         }
         let (first_layer, count) = (u32_at(8)?, u32_at(12)?);
@@ -262,16 +248,13 @@ impl PrefixKv {
         if body.len() != count * 2 * per_tensor * 4 {
             return Err(bad("length does not match layers x positions x kv width"));
         }
-        let mut floats = body
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let mut floats = finite_f32s(body)
+            .ok_or(bad("non-finite value"))?
+            .into_iter();
         let mut layers = Vec::with_capacity(count);
         for _ in 0..count {
             let k: Vec<f32> = floats.by_ref().take(per_tensor).collect();
             let v: Vec<f32> = floats.by_ref().take(per_tensor).collect();
-            if k.iter().chain(&v).any(|x| !x.is_finite()) {
-                return Err(bad("non-finite value"));
-            }
             layers.push((k, v));
         }
         Ok(Self {

@@ -5,9 +5,12 @@
 //! # Security
 //! The server sees the released hidden states, so it learns the prompt: the leakage
 //! audit (`selene audit`, docs/audit.md) recovers nearly every token from them at small
-//! `k`. The Gaussian flooding of every released value (Li, Micciancio, Schultz, Sorrell,
-//! CRYPTO 2022) protects the CKKS key against decryption-based key recovery; it does not
-//! hide the text.
+//! `k`. The ring-level flooding of every product decryption (Li, Micciancio, Schultz,
+//! Sorrell, CRYPTO 2022; [`StrictLinear::flood_decryptions`]) protects the CKKS key
+//! against decryption-based key recovery (Li and Micciancio, EUROCRYPT 2021); it does not
+//! hide the text. At the `Coeff12` preset the flooding the bound asks for exceeds the
+//! download modulus, so [`SelectiveClient::new`] refuses it and only
+//! [`SelectiveClient::new_dangerous`] runs (docs/hardening.md has the numbers and the fix).
 
 use std::ops::ControlFlow;
 
@@ -18,6 +21,7 @@ use selene_model::{generate_with, head, KvCache, Logits, QuantLinear, Sampler, W
 
 use sha2::{Digest, Sha256};
 
+use crate::blob::{finite_f32s, BlobHeader};
 use crate::client::Released;
 use crate::error::{Error, Result};
 use crate::policy::{PolicyGuard, ReleaseGuard, ReleaseRequest, Tensor};
@@ -29,8 +33,9 @@ const RELEASE_MAGIC: &[u8; 4] = b"SELR";
 const RELEASE_VERSION: u16 = 1;
 const RELEASE_HEADER: usize = 4 + 2 + 4 + 4;
 
-/// Encodes a release (`n` rows of `d` f32 values) in its versioned wire form.
-fn encode_release(values: &[f32], n: usize, d: usize) -> Vec<u8> {
+/// Encodes a release (`n` rows of `d` f32 values, row-major) in its versioned wire form
+/// (the inverse of [`decode_release`]).
+pub fn encode_release(values: &[f32], n: usize, d: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(RELEASE_HEADER + 4 * values.len());
     out.extend_from_slice(RELEASE_MAGIC);
     out.extend_from_slice(&RELEASE_VERSION.to_le_bytes());
@@ -50,38 +55,17 @@ fn encode_release(values: &[f32], n: usize, d: usize) -> Vec<u8> {
 /// [`Error::MalformedRelease`] naming what is wrong.
 pub fn decode_release(bytes: &[u8], d: usize) -> Result<Vec<f32>> {
     let bad = |what: &'static str| Error::MalformedRelease { what };
-    let header = bytes.get(..RELEASE_HEADER).ok_or(bad("truncated header"))?;
-    if header.get(..4) != Some(RELEASE_MAGIC.as_slice()) {
-        return Err(bad("bad magic"));
-    }
-    let u16_at = |i: usize| {
-        header
-            .get(i..i + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |i: usize| {
-        header
-            .get(i..i + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    if u16_at(4) != Some(RELEASE_VERSION) {
-        return Err(bad("unknown version"));
-    }
-    let n = u32_at(6).ok_or(bad("truncated header"))?;
-    if u32_at(10) != Some(d) {
+    let header =
+        BlobHeader::read(bytes, RELEASE_HEADER, RELEASE_MAGIC, RELEASE_VERSION).map_err(bad)?;
+    let n = header.u32_at(6).ok_or(bad("truncated header"))?;
+    if header.u32_at(10) != Some(d) {
         return Err(bad("width differs from the model's"));
     }
     let body = bytes.get(RELEASE_HEADER..).ok_or(bad("truncated header"))?;
     if n == 0 || body.len() != n.saturating_mul(d).saturating_mul(4) {
         return Err(bad("length does not match n x d"));
     }
-    let values: Vec<f32> = body
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err(bad("non-finite value"));
-    }
+    let values = finite_f32s(body).ok_or(bad("non-finite value"))?;
     Ok(values)
 }
 
@@ -97,6 +81,11 @@ fn flood(values: &mut [f32], sigma: f64, rng: &mut ChaCha20Rng) {
         *v += (sigma * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32;
     }
 }
+
+/// Fewest bits of product precision [`SelectiveClient::new`] accepts under decryption
+/// flooding: the unflooded presets keep about 15 (selene-linalg docs) and greedy tokens
+/// match the plaintext model's; ten leaves the model's own f32/Q4 error dominant.
+pub const MIN_FLOODED_PRECISION_BITS: f64 = 10.0;
 
 /// The server's plaintext half: layers `k..`, the final norm and the LM head, over its
 /// own KV cache of those layers.
@@ -226,12 +215,52 @@ impl<T: Transport> std::fmt::Debug for SelectiveClient<'_, T> {
 }
 
 impl<'w, T: Transport> SelectiveClient<'w, T> {
-    /// A client that encrypts layers `0..k` through `strict` and floods every released
-    /// value with N(0, `flood_sigma`^2) noise from an OS-seeded ChaCha20.
+    /// A client that encrypts layers `0..k` through `strict`, decrypts every product with
+    /// ring-level flooding sized for `capacity` released rows (the most one client can
+    /// release: one per position; [`StrictLinear::flood_decryptions`]), and adds
+    /// N(0, `flood_sigma`^2) message-space noise to every released value (an extra knob;
+    /// 0 turns it off) from an OS-seeded ChaCha20.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSigma`] for a negative or non-finite sigma; `k` past the model;
+    /// [`Error::FloodingTooWide`] when the flooding leaves fewer than
+    /// [`MIN_FLOODED_PRECISION_BITS`] bits at the preset (the case for `Coeff12`: see
+    /// docs/hardening.md; [`SelectiveClient::new_dangerous`] is the unflooded opt-out);
+    /// `selene_linalg::Error::FloodingUnsupported` for slot-method layouts.
+    pub fn new(
+        w: &'w Weights,
+        k: usize,
+        strict: StrictLinear<'w, T>,
+        flood_sigma: f64,
+        capacity: usize,
+    ) -> Result<Self> {
+        let strict = strict.flood_decryptions(capacity as u64)?;
+        if let Some(f) = strict.flooding() {
+            if f.precision_bits < MIN_FLOODED_PRECISION_BITS {
+                return Err(Error::FloodingTooWide {
+                    decryptions: f.decryptions,
+                    precision_bits: f.precision_bits,
+                    min_bits: MIN_FLOODED_PRECISION_BITS,
+                });
+            }
+        }
+        Self::new_dangerous(w, k, strict, flood_sigma, capacity)
+    }
+
+    /// Like [`SelectiveClient::new`] but takes `strict` as it is, with no check of its
+    /// decryption flooding.
+    ///
+    /// # Security
+    /// Unless `strict` was built with [`StrictLinear::flood_decryptions`], the products
+    /// behind every release are exact decryptions, and a curious server recovers the
+    /// secret key from them (Li and Micciancio, EUROCRYPT 2021; run for real in
+    /// `crates/linalg/tests/li_micciancio.rs` in about a second). The message-space
+    /// `flood_sigma` does not prevent that. Keys are per session, which bounds the damage
+    /// to the session's own text.
     ///
     /// # Errors
     /// [`Error::InvalidSigma`] for a negative or non-finite sigma; `k` past the model.
-    pub fn new(
+    pub fn new_dangerous(
         w: &'w Weights,
         k: usize,
         strict: StrictLinear<'w, T>,

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use selene_linalg::LinalgPreset;
 use selene_model::{Logits, Weights};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -126,14 +125,7 @@ impl std::fmt::Debug for SessionServer {
 /// The name of the preset `model`'s parameters were built from, if they are one (a
 /// server on other parameters refuses every `Hello` with `ParamsMismatch`).
 fn preset_name(model: &PreparedModel) -> Option<&'static str> {
-    let fp = model.params().fingerprint();
-    [
-        ("coeff12", LinalgPreset::Coeff12),
-        ("coeff11", LinalgPreset::Coeff11),
-    ]
-    .into_iter()
-    .find(|(_, p)| p.build().is_ok_and(|b| b.fingerprint() == fp))
-    .map(|(name, _)| name)
+    crate::policy::preset_of(model.params())
 }
 
 impl SessionServer {

@@ -3,6 +3,9 @@
 use std::time::{Duration, Instant};
 
 use selene_ckks::Parameters;
+use selene_linalg::flooding::{
+    decryption_flooding_sigma, decryptions_per_row, flooded_precision_bits, FLOODING_STAT_SECURITY,
+};
 use selene_linalg::{Client, EncryptedOutput, Layout};
 use selene_model::forward::apply_gain;
 use selene_model::{Linear, LinearStage, QuantLinear, Weights};
@@ -41,6 +44,22 @@ pub struct StrictLinear<'w, T: Transport> {
     layouts: Vec<[Layout; 4]>,
     session: ClientSession<T>,
     stats: TrafficStats,
+    flooding: Option<Flooding>,
+}
+
+/// Ring-level flooding of every product decryption ([`StrictLinear::flood_decryptions`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flooding {
+    /// Rows the key may release (the cap the sigmas are sized for).
+    pub releases_cap: u64,
+    /// Decryptions the key may serve: `releases_cap` times the output ciphertexts of one
+    /// row through every encrypted product.
+    pub decryptions: u64,
+    /// Flooding sigma per layer and stage (units of each layout's download modulus).
+    pub sigmas: Vec<[f64; 4]>,
+    /// Fewest bits of precision any product keeps under its sigma
+    /// (`selene_linalg::flooding::flooded_precision_bits`).
+    pub precision_bits: f64,
 }
 
 impl<T: Transport> std::fmt::Debug for StrictLinear<'_, T> {
@@ -90,11 +109,15 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                 layers,
             });
         }
-        let policy = if layouts.len() == layers {
+        let mut policy = if layouts.len() == layers {
             Policy::strict(layers)
         } else {
             Policy::selective(layers, layouts.len())
         };
+        // Name the preset the client's parameters come from (the server checks both).
+        if let Some(name) = crate::policy::preset_of(client.params()) {
+            policy.preset = name.to_string();
+        }
         let session = ClientSession::open(transport, client.params(), policy, c.context_length)?;
         if let Some(layer) =
             (0..layouts.len()).find(|&l| session.layouts().get(l) != layouts.get(l))
@@ -128,6 +151,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             layouts,
             session,
             stats: TrafficStats::default(),
+            flooding: None,
         })
     }
 
@@ -139,6 +163,48 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
     /// The session, mutably (for releases and `Close`).
     pub fn session_mut(&mut self) -> &mut ClientSession<T> {
         &mut self.session
+    }
+
+    /// Decrypts every product with ring-level Gaussian flooding (Li, Micciancio, Schultz,
+    /// Sorrell, CRYPTO 2022), each sigma sized from the product's noise bound for a key
+    /// that releases at most `releases_cap` rows (`selene_linalg::flooding`): the form
+    /// needed when values derived from the decryptions reach the server (selective mode).
+    /// Check [`Flooding::precision_bits`]: a preset without the headroom loses its output.
+    ///
+    /// # Errors
+    /// A layout whose method has no noise bound (slots).
+    pub fn flood_decryptions(mut self, releases_cap: u64) -> Result<Self> {
+        let params = self.client.params().clone();
+        let per_row: u64 = self.layouts.iter().flatten().map(decryptions_per_row).sum();
+        let decryptions = releases_cap.max(1).saturating_mul(per_row);
+        let mut precision_bits = f64::INFINITY;
+        let mut sigmas = Vec::with_capacity(self.layouts.len());
+        for layer in &self.layouts {
+            let mut s = [0.0; 4];
+            for (sigma, layout) in s.iter_mut().zip(layer) {
+                *sigma = decryption_flooding_sigma(
+                    &params,
+                    layout,
+                    decryptions,
+                    FLOODING_STAT_SECURITY,
+                )?;
+                precision_bits =
+                    precision_bits.min(flooded_precision_bits(&params, layout, *sigma)?);
+            }
+            sigmas.push(s);
+        }
+        self.flooding = Some(Flooding {
+            releases_cap,
+            decryptions,
+            sigmas,
+            precision_bits,
+        });
+        Ok(self)
+    }
+
+    /// The decryption flooding in force, if any.
+    pub fn flooding(&self) -> Option<&Flooding> {
+        self.flooding.as_ref()
     }
 
     /// Traffic and client time so far.
@@ -167,6 +233,20 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                 layer,
                 layers: self.layouts.len(),
             })?;
+        let stage_at = stage_index(stage)?;
+        let sigma = match &self.flooding {
+            None => None,
+            Some(f) => Some(
+                f.sigmas
+                    .get(layer)
+                    .and_then(|s| s.get(stage_at))
+                    .copied()
+                    .ok_or(Error::LayerOutOfRange {
+                        layer,
+                        layers: f.sigmas.len(),
+                    })?,
+            ),
+        };
         let t = Instant::now();
         let (input, scales) = self.client.encode_encrypt(x, n, layout)?;
         let request = input.to_bytes(self.client.params());
@@ -178,7 +258,12 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         self.stats.bytes_down += answer.len();
         let t = Instant::now();
         let output = EncryptedOutput::from_bytes(&answer, self.client.params())?;
-        let y = self.client.decrypt_decode(&output, &scales, layout)?;
+        let y = match sigma {
+            Some(sigma) => self
+                .client
+                .decrypt_decode_flooded(&output, &scales, layout, sigma)?,
+            None => self.client.decrypt_decode(&output, &scales, layout)?,
+        };
         for (o, v) in out.iter_mut().zip(&y) {
             *o = *v as f32;
         }

@@ -196,7 +196,7 @@ fn public_prefix_strict_and_k1_match_plain_on_the_concatenation() {
     let (head, tail) = kv.split_at(k);
     let head = PrefixKv::from_bytes(&head.to_bytes(), c, &lim).unwrap();
     let capacity = p + priv_ids.len() + max;
-    let mut client = SelectiveClient::new(&f.w, k, strict(f), SIGMA, capacity).unwrap();
+    let mut client = SelectiveClient::new_dangerous(&f.w, k, strict(f), SIGMA, capacity).unwrap();
     client.install_prefix(&head).unwrap();
     let mut server = PlainTail::new(&f.w, k, capacity);
     assert!(
@@ -312,7 +312,7 @@ fn quality_on_a_text_slice_strict_and_k4() {
     )
     .unwrap();
     let k = 4;
-    let mut client = SelectiveClient::new(&f.w, k, strict(f), SIGMA, n).unwrap();
+    let mut client = SelectiveClient::new_dangerous(&f.w, k, strict(f), SIGMA, n).unwrap();
     let mut tail = PlainTail::new(&f.w, k, n);
     let sel_logits = tail.handle_all(&client.step(&ids).unwrap()).unwrap();
     for (mode, logits) in [("strict", &strict_logits), ("K = 4", &sel_logits)] {

@@ -155,7 +155,7 @@ fn mode_run(
         let s = strict.stats();
         (t, (s.bytes_up, s.bytes_down))
     } else {
-        let mut client = SelectiveClient::new(w, k, strict, SIGMA, capacity)?;
+        let mut client = SelectiveClient::new_dangerous(w, k, strict, SIGMA, capacity)?;
         let mut tail = PlainTail::new(w, k, capacity);
         if let Some((head, tail_kv)) = prefix {
             client.install_prefix(head)?;
@@ -354,7 +354,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
                 Logits::All,
             )?
         } else {
-            let mut client = SelectiveClient::new(&w, k, strict, SIGMA, n)?;
+            let mut client = SelectiveClient::new_dangerous(&w, k, strict, SIGMA, n)?;
             PlainTail::new(&w, k, n).handle_all(&client.step(&text)?)?
         };
         let secs = s.elapsed().as_secs_f64();

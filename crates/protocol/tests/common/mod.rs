@@ -143,7 +143,9 @@ pub fn plain(ids: &[u32], max: usize) -> Vec<u32> {
     .unwrap()
 }
 
-/// A selective-mode client (`k` < the model's depth) on an open session.
+/// A selective-mode client (`k` < the model's depth) on an open session, without
+/// decryption flooding (`new_dangerous`: `coeff12` has no room for it; these tests check
+/// the transport, not the release's privacy).
 pub fn selective(
     r: &Running,
     session: ClientSession<TlsTransport>,
@@ -154,7 +156,7 @@ pub fn selective(
     let strict =
         StrictLinear::from_session(w, selene_linalg::Client::new(r.model.params()), session)
             .unwrap();
-    SelectiveClient::new(w, k, strict, 0.01, capacity).unwrap()
+    SelectiveClient::new_dangerous(w, k, strict, 0.01, capacity).unwrap()
 }
 
 /// Greedy selective generation of up to `max` tokens on `client`, stopping after

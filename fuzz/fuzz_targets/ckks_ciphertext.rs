@@ -1,0 +1,16 @@
+//! `Ciphertext::decode`: any bytes decode or fail with an error, never a panic; what
+//! decodes re-encodes to the same bytes (the format is canonical). First byte: the
+//! parameter set (`selene_fuzz::params`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Some((params, bytes)) = selene_fuzz::split(data) else {
+        return;
+    };
+    if let Ok(ct) = selene_ckks::Ciphertext::decode(bytes, params) {
+        let again = ct.encode(params);
+        assert_eq!(again, bytes, "ciphertext re-encodes differently");
+        let back = selene_ckks::Ciphertext::decode(&again, params).expect("round trip");
+        assert_eq!(back, ct);
+    }
+});

@@ -1,0 +1,46 @@
+//! `Parameters::new` on a literal read from the bytes (user or peer parameters): any
+//! literal builds or fails with an error, never a panic; what builds rebuilds from its
+//! own literal to the same fingerprint. Byte layout: log N, log scale, dnum (0 = none),
+//! security flag, then the prime sizes, Q first, up to a zero byte, then P.
+#![no_main]
+
+use selene_ckks::{Parameters, ParametersLiteral, Security};
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let [log_n, log_scale, dnum, security, rest @ ..] = data else {
+        return;
+    };
+    // Prime generation costs grow with N and the prime count: keep each run short.
+    if rest.len() > 24 {
+        return;
+    }
+    let mut parts = rest.splitn(2, |&b| b == 0);
+    let log_q: Vec<u32> = parts
+        .next()
+        .unwrap_or(&[])
+        .iter()
+        .map(|&b| u32::from(b))
+        .collect();
+    let log_p: Vec<u32> = parts
+        .next()
+        .unwrap_or(&[])
+        .iter()
+        .map(|&b| u32::from(b))
+        .collect();
+    let lit = ParametersLiteral {
+        log_n: u32::from(*log_n),
+        log_q,
+        log_p,
+        log_scale: u32::from(*log_scale),
+        dnum: (*dnum != 0).then_some(usize::from(*dnum)),
+        security: if security & 1 == 0 {
+            Security::Hes128
+        } else {
+            Security::DangerousNoSecurityCheck
+        },
+    };
+    if let Ok(p) = Parameters::new(&lit) {
+        let again = Parameters::new(p.literal()).expect("a built set rebuilds");
+        assert_eq!(again.fingerprint(), p.fingerprint());
+    }
+});
