@@ -32,9 +32,12 @@ fn start_all() -> Running {
 fn tls_generation_matches_plaintext_in_strict_and_selective_mode() {
     let r = start_all();
     let s = shared();
+    // Prompts with a clear greedy choice at every step: "Transfer $4,250 from" wins its
+    // second token by 0.05, and CKKS noise at K = 1 flipped it in about one run in five
+    // (tests/load.rs measures the margins).
     let prompts = [
         "The patient was diagnosed with",
-        "Transfer $4,250 from",
+        "The capital of France is",
         "Dear Anna,",
     ];
     let t = Instant::now();
