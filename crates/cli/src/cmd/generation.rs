@@ -87,15 +87,22 @@ pub struct Session<'w, T: Transport> {
     pub guard: Option<KeystoreGuard>,
 }
 
+/// SHA-256 of the model file, as the server announces it in `Welcome`: computed once per
+/// process (hashing the 98 MB GGUF takes a few tenths of a second).
+pub fn model_fingerprint(w: &Weights) -> [u8; 32] {
+    Sha256::digest(w.gguf().bytes()).into()
+}
+
 /// Opens a session under `policy` over `transport` with the keystore's session key
 /// when one exists (else a fresh ephemeral key), and checks that the server runs this
-/// client's model.
+/// client's model (`fingerprint`, from [`model_fingerprint`]).
 ///
 /// # Errors
 /// The keystore fails to open, the server refuses the session, or its model
 /// fingerprint differs.
 pub fn open<'w, T: Transport>(
     w: &'w Weights,
+    fingerprint: &[u8; 32],
     params: &Arc<Parameters>,
     policy: Policy,
     transport: T,
@@ -105,7 +112,7 @@ pub fn open<'w, T: Transport>(
     let session = ClientSession::open(transport, params, policy, w.config().context_length)
         .context("the server refused the session")?;
     let fp = session.welcome().model.fingerprint;
-    if fp != [0; 32] && fp != <[u8; 32]>::from(Sha256::digest(w.gguf().bytes())) {
+    if fp != [0; 32] && fp != *fingerprint {
         anyhow::bail!("the server runs another model than this client's (fingerprints differ)");
     }
     Ok(Session {

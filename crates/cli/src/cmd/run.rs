@@ -16,7 +16,7 @@ use selene_protocol::{
     InProcess, Limits, Policy, PreparedModel, SessionServer, Transport, ENCRYPTED_STAGES,
 };
 
-use super::generation::{generate, open, policy_notice, Terms};
+use super::generation::{generate, model_fingerprint, open, policy_notice, Terms};
 use super::model::{load, GenerationArgs};
 use super::public_context;
 
@@ -208,7 +208,7 @@ pub fn drive<T: Transport>(
     if let Some(notice) = policy_notice(terms, layers)? {
         eprintln!("{notice}");
     }
-    let mut session = open(w, params, policy, transport)?;
+    let mut session = open(w, &model_fingerprint(w), params, policy, transport)?;
     let prefix = public_context
         .map(|path| {
             public_context::prepare(path, &gen.prompt, gen.chat, w, t, k, &mut |ids| {

@@ -126,6 +126,8 @@ pub struct SessionBackend {
     params: Arc<Parameters>,
     preset: Preset,
     connector: Connector,
+    /// SHA-256 of the model file, which the server's must equal.
+    fingerprint: [u8; 32],
 }
 
 impl SessionBackend {
@@ -158,6 +160,8 @@ impl SessionBackend {
             max_encrypted_layers: layers,
             flood_sigma: DEFAULT_FLOOD_SIGMA,
         };
+        // Hashed once here, not per request: every session checks the server's against it.
+        let fingerprint = generation::model_fingerprint(&weights);
         Ok(Self {
             info,
             params: preset.linalg().build()?,
@@ -165,6 +169,7 @@ impl SessionBackend {
             tokenizer,
             preset,
             connector,
+            fingerprint,
         })
     }
 
@@ -176,10 +181,16 @@ impl SessionBackend {
         on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     ) -> Result<(), BackendError> {
         let terms = Terms::of(&policy);
-        let mut session = generation::open(&self.weights, &self.params, policy, transport)
-            .map_err(|e| BackendError::Unavailable {
-                reason: format!("{e:#}"),
-            })?;
+        let mut session = generation::open(
+            &self.weights,
+            &self.fingerprint,
+            &self.params,
+            policy,
+            transport,
+        )
+        .map_err(|e| BackendError::Unavailable {
+            reason: format!("{e:#}"),
+        })?;
         let (public, private) = job
             .prompt
             .split_at(job.public_positions.min(job.prompt.len()));
