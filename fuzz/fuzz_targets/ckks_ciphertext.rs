@@ -9,8 +9,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
     if let Ok(ct) = selene_ckks::Ciphertext::decode(bytes, params) {
         let again = ct.encode(params);
+        // Decoding is a pure function of (bytes, params), so `again == bytes` closes the
+        // round trip: decoding `again` would only repeat this run at half the speed.
         assert_eq!(again, bytes, "ciphertext re-encodes differently");
-        let back = selene_ckks::Ciphertext::decode(&again, params).expect("round trip");
-        assert_eq!(back, ct);
     }
 });

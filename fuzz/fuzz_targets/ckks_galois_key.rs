@@ -8,8 +8,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
     if let Ok(key) = selene_ckks::GaloisKey::decode(bytes, params) {
         let again = key.encode();
+        // Decoding is a pure function of (bytes, params), so `again == bytes` closes the
+        // round trip: decoding `again` would only repeat this run at half the speed.
         assert_eq!(again, bytes, "key re-encodes differently");
-        let back = selene_ckks::GaloisKey::decode(&again, params).expect("round trip");
-        assert_eq!(back.encode(), again);
     }
 });
