@@ -38,6 +38,12 @@
 //! noise of real product outputs. (This is a per-coefficient bound; the bit `r1 s`,
 //! about `sqrt(N/12)`, dominates at every shipped preset.)
 //!
+//! # Which preset
+//! At `LinalgPreset::Coeff12` (download modulus `2^24`) the sigma the bound asks for
+//! (`~2^30`) exceeds the whole download modulus; `LinalgPreset::Coeff12Wide` (a 61-bit
+//! prime, `2^46` download modulus, 13-bit weights) keeps about 13 bits under it for a
+//! short selective session ([`flooded_precision_bits`]; docs/hardening.md, section 3).
+//!
 //! # Counting decryptions
 //! Each output ciphertext the client decrypts is one decryption in the sense of LMSS22:
 //! a key that serves `R` released rows through products whose outputs take `D` ciphertexts

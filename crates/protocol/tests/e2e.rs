@@ -45,8 +45,7 @@ fn fixture() -> &'static Fixture {
         let layers = w.config().n_layers;
         let model = Arc::new(PreparedModel::new(&params, &w, layers, &mut || {}).unwrap());
         let wide_params = LinalgPreset::Coeff12Wide.build().unwrap();
-        let wide =
-            Arc::new(PreparedModel::new(&wide_params, &w, WIDE_LAYERS, &mut || {}).unwrap());
+        let wide = Arc::new(PreparedModel::new(&wide_params, &w, WIDE_LAYERS, &mut || {}).unwrap());
         Fixture {
             w,
             tok,

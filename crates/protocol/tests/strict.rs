@@ -8,8 +8,8 @@ mod common;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use selene_linalg::LinalgPreset;
 use common::greedy;
+use selene_linalg::LinalgPreset;
 use selene_model::{forward, generate, store, KvCache, Logits, QuantLinear, Tokenizer};
 use selene_protocol::{InProcess, ModelServer, PreparedModel, StrictLinear};
 

@@ -46,8 +46,7 @@ pub fn shared() -> &'static Shared {
 
 /// The model prepared for its first `layers` layers at `preset` (once per pair).
 pub fn prepared(layers: usize, preset: LinalgPreset) -> Arc<PreparedModel> {
-    static P: OnceLock<Mutex<HashMap<(usize, LinalgPreset), Arc<PreparedModel>>>> =
-        OnceLock::new();
+    static P: OnceLock<Mutex<HashMap<(usize, LinalgPreset), Arc<PreparedModel>>>> = OnceLock::new();
     let mut map = P.get_or_init(Default::default).lock().unwrap();
     map.entry((layers, preset))
         .or_insert_with(|| {
@@ -94,8 +93,8 @@ pub fn start(layers: usize) -> Running {
 /// model's depth, strict sessions at `coeff12`.
 pub fn start_with(layers: usize, limits: Limits, id: &Identity, addr: &str) -> Running {
     let model = prepared(SELECTIVE_LAYERS.min(layers), LinalgPreset::Coeff12Wide);
-    let strict_model = (layers == shared().w.config().n_layers)
-        .then(|| prepared(layers, LinalgPreset::Coeff12));
+    let strict_model =
+        (layers == shared().w.config().n_layers).then(|| prepared(layers, LinalgPreset::Coeff12));
     let mut sessions = SessionServer::new(model.clone(), shared().w.clone(), limits);
     if let Some(m) = &strict_model {
         sessions = sessions.with_model(m.clone());
