@@ -44,9 +44,12 @@ pub fn shared() -> &'static Shared {
     })
 }
 
+/// Prepared models by layer count and preset.
+type PreparedCache = Mutex<HashMap<(usize, LinalgPreset), Arc<PreparedModel>>>;
+
 /// The model prepared for its first `layers` layers at `preset` (once per pair).
 pub fn prepared(layers: usize, preset: LinalgPreset) -> Arc<PreparedModel> {
-    static P: OnceLock<Mutex<HashMap<(usize, LinalgPreset), Arc<PreparedModel>>>> = OnceLock::new();
+    static P: OnceLock<PreparedCache> = OnceLock::new();
     let mut map = P.get_or_init(Default::default).lock().unwrap();
     map.entry((layers, preset))
         .or_insert_with(|| {
