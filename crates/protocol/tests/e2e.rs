@@ -353,10 +353,12 @@ fn quality_on_a_text_slice_strict_and_k4() {
             q.ppl_rel_err()
         );
         // Strict: CKKS noise only (a few hundredths, as in tests/strict.rs). K = 4 adds
-        // the release's N(0, 0.01^2) flooding of every residual value, which the 26
-        // plaintext layers carry to the logits (about 0.2 measured); a broken layout or
-        // key gives errors of order 10.
-        let bound = if mode == "strict" { 0.1 } else { 0.5 };
+        // the decryption flooding of every product (LMSS22 sigma for a 48-position cap,
+        // about 2^31 download units: ~12 bits left per product) and the release's
+        // N(0, 0.01^2), which the 26 plaintext layers carry to the logits (1.14 measured
+        // at the worst of 48 x 49152 logits, with perplexity within 0.1%); a broken
+        // layout or key gives errors of order 10.
+        let bound = if mode == "strict" { 0.1 } else { 2.0 };
         assert!(
             q.max_logit_err < bound,
             "{mode}: logit error {}",
