@@ -19,6 +19,7 @@ pub(crate) fn preset_code(p: LinalgPreset) -> u8 {
         LinalgPreset::Coeff11 => 1,
         LinalgPreset::Coeff12 => 2,
         LinalgPreset::Slots13 => 3,
+        LinalgPreset::Coeff12Wide => 4,
     }
 }
 
@@ -28,6 +29,7 @@ pub(crate) fn preset_from_code(c: u8) -> Result<LinalgPreset> {
         1 => Ok(LinalgPreset::Coeff11),
         2 => Ok(LinalgPreset::Coeff12),
         3 => Ok(LinalgPreset::Slots13),
+        4 => Ok(LinalgPreset::Coeff12Wide),
         c => Err(Error::InvalidField {
             field: "session preset",
             value: c.into(),
@@ -41,6 +43,7 @@ pub fn preset_name(p: LinalgPreset) -> &'static str {
         LinalgPreset::Coeff11 => "coeff11",
         LinalgPreset::Coeff12 => "coeff12",
         LinalgPreset::Slots13 => "slots13",
+        LinalgPreset::Coeff12Wide => "coeff12wide",
     }
 }
 
@@ -143,6 +146,7 @@ mod tests {
         for p in [
             LinalgPreset::Coeff11,
             LinalgPreset::Coeff12,
+            LinalgPreset::Coeff12Wide,
             LinalgPreset::Slots13,
         ] {
             assert_eq!(preset_from_code(preset_code(p)).unwrap(), p);

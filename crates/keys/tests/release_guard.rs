@@ -45,7 +45,7 @@ fn run(
     )
     .unwrap();
     let cap = prompt.len() + 16;
-    let mut client = SelectiveClient::new_dangerous(w, K, strict, sigma, cap)
+    let mut client = SelectiveClient::new(w, K, strict, sigma, cap)
         .unwrap()
         .with_guard(Box::new(ks.guard(key).unwrap()));
     let mut tail = PlainTail::new(w, K, cap);
@@ -88,7 +88,7 @@ fn caps_and_policy_stop_releases_before_the_server_sees_them() {
     let prompt = tok.encode("The patient was").unwrap();
     let n = prompt.len();
     assert!(n >= 2);
-    let params = LinalgPreset::Coeff11.build().unwrap();
+    let params = LinalgPreset::Coeff12Wide.build().unwrap();
     let model = Arc::new(PreparedModel::new(&params, &w, K, &mut || {}).unwrap());
     let tmp = tempfile::tempdir().unwrap();
 
@@ -99,7 +99,7 @@ fn caps_and_policy_stop_releases_before_the_server_sees_them() {
         tmp.path(),
         &OwnerPolicy::selective(K, SIGMA, per_session, per_key),
     );
-    let key = SessionKey::fresh(LinalgPreset::Coeff11);
+    let key = SessionKey::fresh(LinalgPreset::Coeff12Wide);
     ks.persist_session(&key).unwrap();
     let (out, rows) = run(&w, &model, &ks, &key, &prompt, SIGMA);
     let why = refusal(&out);
@@ -123,7 +123,7 @@ fn caps_and_policy_stop_releases_before_the_server_sees_them() {
     assert_eq!(ks.verify_log().unwrap().lines, 3);
 
     // Too little flooding noise: refused, nothing sent.
-    let fresh = SessionKey::fresh(LinalgPreset::Coeff11);
+    let fresh = SessionKey::fresh(LinalgPreset::Coeff12Wide);
     let (out, rows) = run(&w, &model, &ks, &fresh, &prompt, SIGMA / 2.0);
     assert!(refusal(&out).contains("sigma"));
     assert_eq!(rows, 0);

@@ -18,7 +18,7 @@ use crate::{MatrixShape, Method};
 /// Ring degree of the default coefficient preset.
 const COEFF_N: usize = 4096;
 /// Bits per uploaded / downloaded coefficient of the default coefficient preset.
-const COEFF_BITS: (u32, u32) = (42, crate::coeff::DOWN_BITS);
+const COEFF_BITS: (u32, u32) = (42, crate::coeff::DEFAULT_DOWN_BITS);
 /// Ring degree and slots of the slot preset.
 const SLOT_N: usize = 8192;
 /// Bits per uploaded / downloaded coefficient of the slot preset.

@@ -5,13 +5,14 @@
 //!
 //! # Scales and precision
 //! The client scales token `t` by `Delta_t = 2^x_bits / ||x_t||` and the server column `j`
-//! by `s_j = 2^W_BITS / ||w_j||`, so every encoded value is at most `2^x_bits` resp.
-//! `2^W_BITS` and, by Cauchy-Schwarz, every output is at most `2^(x_bits + W_BITS)`:
-//! `x_bits = log q - W_BITS - 3` leaves a factor 4 below `q/2`. Relative to
-//! `||x_t|| ||w_j||`, the errors are the rounding of `W` (`~0.3 * 2^-W_BITS`), of `X`
+//! by `s_j = 2^w_bits / ||w_j||` (`w_bits` = [`W_BITS`], or the preset's
+//! [`crate::LinalgPreset::weight_bits`]), so every encoded value is at most `2^x_bits`
+//! resp. `2^w_bits` and, by Cauchy-Schwarz, every output is at most `2^(x_bits + w_bits)`:
+//! `x_bits = bits(q) - w_bits - 3` keeps it at most `q/2`. Relative to
+//! `||x_t|| ||w_j||`, the errors are the rounding of `W` (`~0.3 * 2^-w_bits`), of `X`
 //! (`~0.3 * 2^-x_bits`), the encryption noise times `W` (`~3.2 sqrt(k_o) 2^-x_bits`) and
-//! the modulus switch (`~sqrt(N/18) * 2^(3 - down_bits)`); all sit near `2^-17`, so the
-//! worst of some 10^5 outputs stays below `2^-12` (measured: see `crates/cli/tests/linalg_smollm2.rs`).
+//! the modulus switch (`~sqrt(N/18) * 2^(3 - down_bits)`); at the narrow presets all sit
+//! near `2^-17`, so the worst of some 10^5 outputs stays below `2^-12` (measured: see `crates/cli/tests/linalg_smollm2.rs`).
 //! The column scales are public (the client needs them to decode): they reveal the
 //! column norms of `W`, which a client in client-aided mode can learn from its outputs
 //! anyway (no weight privacy is claimed, ARCHITECTURE.md "Threat model").
@@ -35,7 +36,9 @@ use crate::modswitch::{c1_times_s, center, lift_fits, switch, SwitchedCt};
 use crate::tiling::Tiling;
 use crate::MatrixShape;
 
-/// Bits of an encoded weight (`|round(w_ij s_j)| <= 2^W_BITS`).
+/// Bits of an encoded weight (`|round(w_ij s_j)| <= 2^W_BITS`) at the narrow-prime
+/// presets and parameters that are no preset; each preset names its own
+/// ([`crate::LinalgPreset::weight_bits`]).
 pub const W_BITS: u32 = 16;
 /// Headroom bits between the largest product and `q`.
 const HEADROOM_BITS: u32 = 3;
@@ -43,9 +46,10 @@ const HEADROOM_BITS: u32 = 3;
 const GROUP_CHUNK: usize = 8;
 /// Smallest useful `x_bits` (encryption noise `~2^7` must stay `2^-13` below).
 const MIN_X_BITS: u32 = 20;
-/// Bits of the download modulus `2^down_bits` (noise of the switch is `~2^4`, the
-/// full-scale output `2^(down_bits - 3)`).
-pub const DOWN_BITS: u32 = 24;
+/// Bits of the download modulus `2^down_bits` for the narrow-prime presets and for
+/// parameters that are no preset (noise of the switch is `~2^4`, the full-scale output
+/// `2^(down_bits - 3)`); each preset names its own ([`crate::LinalgPreset::down_bits`]).
+pub const DEFAULT_DOWN_BITS: u32 = 24;
 
 /// What the client needs to encode inputs for, and decode outputs of, one prepared
 /// coefficient-method matrix. Public data.
@@ -57,6 +61,8 @@ pub struct CoeffLayout {
     pub col_scale: Vec<f64>,
     /// Bits of an encoded input value.
     pub x_bits: u32,
+    /// Bits of an encoded weight (the column scales' target norm `2^w_bits`).
+    pub w_bits: u32,
     /// Bits of the download modulus.
     pub down_bits: u32,
 }
@@ -79,15 +85,36 @@ fn ring_prime(params: &Parameters) -> Modulus {
     params.ring().moduli()[0]
 }
 
+/// Bits of the download modulus for coefficient-method products under `params`: the
+/// preset's ([`crate::LinalgPreset::down_bits`]) when `params` are a coefficient preset,
+/// else [`DEFAULT_DOWN_BITS`].
+pub fn down_bits(params: &Parameters) -> u32 {
+    match crate::LinalgPreset::of(params) {
+        Some(p) if p.method() == crate::Method::Coefficients => p.down_bits(),
+        _ => DEFAULT_DOWN_BITS,
+    }
+}
+
+/// Bits of an encoded weight for coefficient-method products under `params`: the
+/// preset's ([`crate::LinalgPreset::weight_bits`]) when `params` are a coefficient
+/// preset, else [`W_BITS`].
+pub fn w_bits(params: &Parameters) -> u32 {
+    match crate::LinalgPreset::of(params) {
+        Some(p) if p.method() == crate::Method::Coefficients => p.weight_bits(),
+        _ => W_BITS,
+    }
+}
+
 /// `x_bits` for `params`, or an error if its prime cannot hold the products and the
 /// centred lift of `c1 s` at decryption.
 pub(crate) fn x_bits(params: &Parameters) -> Result<u32> {
     let q_bits = ring_prime(params).bits();
-    let min_bits = (MIN_X_BITS + W_BITS + HEADROOM_BITS).max(DOWN_BITS + params.log_n() + 2);
-    if q_bits < min_bits || q_bits > 50 || !lift_fits(params, DOWN_BITS) {
+    let (down, w) = (down_bits(params), w_bits(params));
+    let min_bits = (MIN_X_BITS + w + HEADROOM_BITS).max(down + params.log_n() + 2);
+    if q_bits < min_bits || !lift_fits(params, down) {
         return Err(Error::ModulusTooSmall { q_bits, min_bits });
     }
-    Ok(q_bits - W_BITS - HEADROOM_BITS)
+    Ok(q_bits - w - HEADROOM_BITS)
 }
 
 /// Encodes `W` (given as `d_out` rows of `d_in` weights) into NTT-form blocks.
@@ -103,7 +130,8 @@ pub(crate) fn prepare(
         return Err(Error::TokensPerCiphertext { n_b, max: n });
     }
     let q_bits = ring_prime(params).bits();
-    let tiling = Tiling::choose(n, shape.d_in, shape.d_out, n_b, q_bits, DOWN_BITS);
+    let (down_bits, w_bits) = (down_bits(params), w_bits(params));
+    let tiling = Tiling::choose(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits);
     let col_scale: Vec<f64> = w_rows
         .chunks_exact(shape.d_in)
         .map(|row| {
@@ -113,7 +141,7 @@ pub(crate) fn prepare(
                 .sum::<f64>()
                 .sqrt();
             if norm > 0.0 {
-                f64::from(W_BITS).exp2() / norm
+                f64::from(w_bits).exp2() / norm
             } else {
                 1.0
             }
@@ -139,7 +167,7 @@ pub(crate) fn prepare(
                     if inp >= shape.d_in {
                         break;
                     }
-                    // |w s_j| <= 2^W_BITS: no overflow.
+                    // |w s_j| <= 2^w_bits: no overflow.
                     coeffs[tiling.w_pos(i, j)] =
                         (f64::from(row[inp]) * col_scale[col]).round() as i64;
                 }
@@ -151,7 +179,8 @@ pub(crate) fn prepare(
         tiling,
         col_scale,
         x_bits,
-        down_bits: DOWN_BITS,
+        w_bits,
+        down_bits,
     };
     Ok((layout, CoeffMatrix { blocks }))
 }
@@ -215,6 +244,17 @@ pub(crate) fn encrypt(
     Ok((cts, scales))
 }
 
+/// Products a `u128` accumulator takes between reductions for a prime of `q_bits` bits:
+/// after a reduction it holds less than `q < 2^q_bits`, and each product adds less than
+/// `2^(2 q_bits)`, so `2^(128 - 2 q_bits) - 1` of them stay below
+/// `2^128 - 2^(2 q_bits) + 2^q_bits < 2^128` (63 at the wide preset's 61-bit prime,
+/// capped at `2^20 - 1` for narrow ones, where the cap never binds: no SmolLM2 product
+/// has that many input blocks).
+fn lazy_products(q_bits: u32) -> usize {
+    // Modulus keeps q below 2^61, so 128 - 2 q_bits >= 6.
+    (1usize << (128 - 2 * q_bits.min(61)).min(20)) - 1
+}
+
 /// Server side: `out[g, o] = sum_b in[g, b] * W[b, o]`, lazily reduced, then switched.
 pub(crate) fn apply(
     params: &Parameters,
@@ -229,8 +269,7 @@ pub(crate) fn apply(
     let rn = params.n();
     let q = ring_prime(params);
     let (bi, bo) = (t.in_blocks(shape.d_in), t.out_blocks(shape.d_out));
-    // Products are below q^2 <= 2^(2 q_bits); a u128 holds 2^(128 - 2 q_bits) of them.
-    let lazy = 1usize << (128 - 2 * q.bits()).min(20);
+    let lazy = lazy_products(q.bits());
     // Cache blocking: each task owns one output block and up to GROUP_CHUNK token groups,
     // so a weight block (N words) is read once per chunk instead of once per group.
     let groups = t.groups(n);

@@ -26,16 +26,23 @@
 //! - `(e_b W~_b)[T] = sum_u +-e_b[T - u] W~_b[u]` is a sum of independent centred terms
 //!   with variance at most `sigma_e^2 ||W~_b||^2`; over the input blocks `sum_b ||W~_b||^2`
 //!   is the squared norm of the `k_o` scaled, rounded columns of the block, each at most
-//!   `2^W_BITS + sqrt(d_in)/2`.
+//!   `2^w_bits + sqrt(d_in)/2` (`w_bits` = [`crate::coeff::W_BITS`] = 16, 13 at the wide
+//!   preset).
 //! - `r1 s` sums at most `N` terms in `[-1/2, 1/2]` (`s` ternary); `r0` is one more.
 //!
 //! All terms are independent and sub-Gaussian, with variance proxies `sigma_e^2` (times
 //! the weights), `1/4` each for the rounding terms (Hoeffding), so `P(|E| > t) <=
-//! 2 exp(-t^2 / 2V)` with `V = (2^k/q)^2 sigma_e^2 k_o (2^W_BITS + sqrt(d_in)/2)^2 +
+//! 2 exp(-t^2 / 2V)` with `V = (2^k/q)^2 sigma_e^2 k_o (2^w_bits + sqrt(d_in)/2)^2 +
 //! (N + 1)/4`, and `B = sqrt(2 V ln(2^(TAIL_BITS + 1)))` holds for each coefficient
 //! except with probability `2^-TAIL_BITS`. The test below checks it against the measured
 //! noise of real product outputs. (This is a per-coefficient bound; the bit `r1 s`,
 //! about `sqrt(N/12)`, dominates at every shipped preset.)
+//!
+//! # Which preset
+//! At `LinalgPreset::Coeff12` (download modulus `2^24`) the sigma the bound asks for
+//! (`~2^30`) exceeds the whole download modulus; `LinalgPreset::Coeff12Wide` (a 61-bit
+//! prime, `2^46` download modulus, 13-bit weights) keeps about 13 bits under it for a
+//! short selective session ([`flooded_precision_bits`]; docs/hardening.md, section 3).
 //!
 //! # Counting decryptions
 //! Each output ciphertext the client decrypts is one decryption in the sense of LMSS22:
@@ -45,7 +52,7 @@
 use selene_ckks::ring::sampler::ERROR_SIGMA;
 use selene_ckks::Parameters;
 
-use crate::coeff::{CoeffLayout, W_BITS};
+use crate::coeff::CoeffLayout;
 use crate::error::{Error, Result};
 use crate::matrix::{Layout, LayoutKind};
 
@@ -80,7 +87,7 @@ pub fn product_noise_bound(params: &Parameters, layout: &Layout) -> Result<f64> 
     let l = coeff_layout(layout)?;
     let q = params.ring().moduli()[0].value() as f64;
     let switch = f64::from(l.down_bits).exp2() / q;
-    let column = f64::from(W_BITS).exp2() + (layout.shape.d_in as f64).sqrt() / 2.0;
+    let column = f64::from(l.w_bits).exp2() + (layout.shape.d_in as f64).sqrt() / 2.0;
     let k_o = l.tiling.k_o.min(layout.shape.d_out) as f64;
     let v = (switch * ERROR_SIGMA * column).powi(2) * k_o + (params.n() as f64 + 1.0) / 4.0;
     Ok((2.0 * v * f64::from(TAIL_BITS + 1) * std::f64::consts::LN_2).sqrt())
@@ -114,7 +121,7 @@ pub fn decryption_flooding_sigma(
 }
 
 /// Bits of precision left after flooding with `sigma`: `log2` of the full-scale output
-/// (`2^(x_bits + W_BITS)` mod `q`, i.e. `||x_t|| ||w_j||`, switched to `2^down_bits`)
+/// (`2^(x_bits + w_bits)` mod `q`, i.e. `||x_t|| ||w_j||`, switched to `2^down_bits`)
 /// over `sigma`. The unflooded presets reach about 15 (crate docs); below about 8 the
 /// model's tokens change.
 ///
@@ -124,7 +131,7 @@ pub fn flooded_precision_bits(params: &Parameters, layout: &Layout, sigma: f64) 
     layout.check_params(params)?;
     let l = coeff_layout(layout)?;
     let q_bits = (params.ring().moduli()[0].value() as f64).log2();
-    let full_scale = f64::from(l.x_bits + W_BITS + l.down_bits) - q_bits;
+    let full_scale = f64::from(l.x_bits + l.w_bits + l.down_bits) - q_bits;
     Ok(full_scale - sigma.max(1.0).log2())
 }
 
@@ -148,8 +155,12 @@ mod tests {
     /// Measures `E` exactly: the client's decrypted integers against `(2^k/q) M` for the
     /// exact integer product `M` of the rounded encodings.
     #[test]
-    fn measured_product_noise_stays_under_the_bound_coeff11_coeff12() {
-        for preset in [LinalgPreset::Coeff11, LinalgPreset::Coeff12] {
+    fn measured_product_noise_stays_under_the_bound_coeff11_coeff12_coeff12wide() {
+        for preset in [
+            LinalgPreset::Coeff11,
+            LinalgPreset::Coeff12,
+            LinalgPreset::Coeff12Wide,
+        ] {
             let params = preset.build().unwrap();
             let (shape, n) = (MatrixShape::new(576, 192), 3);
             let w = values(1, shape.d_in * shape.d_out);
@@ -247,6 +258,21 @@ mod tests {
         assert!((many / one - 10.0).abs() < 1e-9);
         let bits = flooded_precision_bits(&params, m.layout(), one).unwrap();
         assert!(bits < 0.0, "Coeff12 cannot carry 2^30 flooding: {bits}");
+        let wide = LinalgPreset::Coeff12Wide.build().unwrap();
+        let mw = PreparedMatrix::new(
+            &wide,
+            &values(3, 64 * 40),
+            MatrixShape::new(64, 40),
+            Method::Coefficients,
+            1,
+        )
+        .unwrap();
+        let sigma = decryption_flooding_sigma(&wide, mw.layout(), 5544, 30).unwrap();
+        let bits = flooded_precision_bits(&wide, mw.layout(), sigma).unwrap();
+        assert!(
+            bits > 10.0,
+            "Coeff12Wide keeps {bits} bits under sigma {sigma}"
+        );
         let slots = LinalgPreset::Slots13.build().unwrap();
         let sm = PreparedMatrix::new(
             &slots,

@@ -433,16 +433,17 @@ impl Layout {
         let kind = match h.method {
             Method::Coefficients => {
                 let q_bits = params.ring().moduli()[0].bits();
+                let want_down = crate::coeff::down_bits(params);
                 // The tiling is a function of the ring, the shape and n_b: recompute it.
-                let tiling = (1..=params.n()).contains(&a).then(|| {
-                    Tiling::choose(params.n(), d_in, d_out, a, q_bits, crate::coeff::DOWN_BITS)
-                });
+                let tiling = (1..=params.n())
+                    .contains(&a)
+                    .then(|| Tiling::choose(params.n(), d_in, d_out, a, q_bits, want_down));
                 if tiling.map(|t| t.as_tuple()) != Some(h.tag)
                     || extra != crate::coeff::x_bits(params)? as usize
                 {
                     return Err(bad("coefficient tiling or input bits", 0));
                 }
-                if down_bits != crate::coeff::DOWN_BITS {
+                if down_bits != want_down {
                     return Err(bad("download bits", 0));
                 }
                 LayoutKind::Coefficients(CoeffLayout {
@@ -453,6 +454,7 @@ impl Layout {
                     },
                     col_scale,
                     x_bits: extra as u32,
+                    w_bits: crate::coeff::w_bits(params),
                     down_bits,
                 })
             }
@@ -510,6 +512,7 @@ mod tests {
         let w: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin()).collect();
         for (preset, method) in [
             (LinalgPreset::Coeff11, Method::Coefficients),
+            (LinalgPreset::Coeff12Wide, Method::Coefficients),
             (LinalgPreset::Slots13, Method::Slots),
         ] {
             let params = preset.build().unwrap();

@@ -22,8 +22,19 @@ pub enum LinalgPreset {
     /// about 52.6 <= 54): the smallest ring that meets 2^-12 relative precision.
     Coeff11,
     /// Coefficient method, `N = 2^12`, one prime near `2^41` (`P` near `2^20`, `log QP`
-    /// about 61 <= 109). The default: two more bits of precision margin than `Coeff11`.
+    /// about 61 <= 109), download modulus `2^24`. The default for strict mode: two more
+    /// bits of precision margin than `Coeff11`. Too narrow for decryption flooding
+    /// (docs/hardening.md, section 3), which strict mode does not need: it releases
+    /// nothing decrypted to the server, so there is no IND-CPA-D exposure.
     Coeff12,
+    /// Coefficient method, `N = 2^12`, one prime near `2^60` (`P` near `2^20`, `log QP`
+    /// about 80 <= 109), download modulus `2^46`. Exists for selective mode: its released
+    /// hidden states are functions of decryptions, which must be noise-flooded (Li,
+    /// Micciancio, Schultz, Sorrell, CRYPTO 2022) with a sigma near `2^33` download units;
+    /// the wide prime and download modulus keep about 10 bits of precision under it,
+    /// where `Coeff12`'s `2^24` download modulus keeps none ([`crate::flooding`]).
+    /// Costs about 1.5x the upload and 1.9x the download of `Coeff12`.
+    Coeff12Wide,
     /// Slot (diagonal) method, `N = 2^13` (4096 slots, enough for `d_in + d_out - 1 = 3647`
     /// of the 576 -> 3072 projection), one 55-bit prime and a 60-bit `P` (`log QP` 115
     /// <= 218); rotation keys with one digit, whose noise `P` divides by `2^60`.
@@ -34,8 +45,51 @@ impl LinalgPreset {
     /// The method this preset is built for.
     pub fn method(self) -> Method {
         match self {
-            LinalgPreset::Coeff11 | LinalgPreset::Coeff12 => Method::Coefficients,
+            LinalgPreset::Coeff11 | LinalgPreset::Coeff12 | LinalgPreset::Coeff12Wide => {
+                Method::Coefficients
+            }
             LinalgPreset::Slots13 => Method::Slots,
+        }
+    }
+
+    /// Every preset, for lookups and tests.
+    pub const ALL: [LinalgPreset; 4] = [
+        LinalgPreset::Coeff11,
+        LinalgPreset::Coeff12,
+        LinalgPreset::Coeff12Wide,
+        LinalgPreset::Slots13,
+    ];
+
+    /// The preset `params` were built from, if they are one.
+    pub fn of(params: &Parameters) -> Option<LinalgPreset> {
+        Self::ALL
+            .into_iter()
+            .find(|p| &p.literal() == params.literal())
+    }
+
+    /// Bits of an encoded weight (column `j` is scaled to norm `2^w_bits`). The inputs
+    /// get the rest of the prime (`x_bits = log q - w_bits - 3`), and the encryption noise
+    /// times the weights, relative to the full-scale output, is about
+    /// `3.2 sqrt(k_o) 2^(w_bits + 3 - log q)`: at the wide preset that term is what
+    /// decryption flooding must cover, so 13 bits (weight rounding `~2^-14.8` relative,
+    /// below the flooding) buy three bits of precision under flooding over 16.
+    pub fn weight_bits(self) -> u32 {
+        match self {
+            LinalgPreset::Coeff12Wide => 13,
+            _ => crate::coeff::W_BITS,
+        }
+    }
+
+    /// Bits `k` of the download modulus `2^k` the product outputs are switched to. The
+    /// switch's rounding adds about `sqrt(N/12)` units and the full-scale output is
+    /// `2^(k - 3)`, so `k = 24` keeps about 17 bits unflooded; the wide preset's `k = 46`
+    /// leaves room for decryption flooding, and its 61-bit prime still decrypts the
+    /// switched ciphertexts exactly (`k + log N + 2 <= log q`, [`crate::modswitch`]).
+    pub fn down_bits(self) -> u32 {
+        match self {
+            LinalgPreset::Coeff11 | LinalgPreset::Coeff12 => crate::coeff::DEFAULT_DOWN_BITS,
+            LinalgPreset::Coeff12Wide => 46,
+            LinalgPreset::Slots13 => crate::slots::DOWN_BITS,
         }
     }
 
@@ -44,6 +98,8 @@ impl LinalgPreset {
         let (log_n, q, p) = match self {
             LinalgPreset::Coeff11 => (11, 39, 13),
             LinalgPreset::Coeff12 => (12, 41, 20),
+            // 60 is the engine's widest prime size (the prime lands just above 2^60).
+            LinalgPreset::Coeff12Wide => (12, 60, 20),
             LinalgPreset::Slots13 => (13, 55, 60),
         };
         ParametersLiteral {
@@ -68,12 +124,9 @@ mod tests {
 
     #[test]
     fn presets_meet_the_he_standard_bound() {
-        for p in [
-            LinalgPreset::Coeff11,
-            LinalgPreset::Coeff12,
-            LinalgPreset::Slots13,
-        ] {
+        for p in LinalgPreset::ALL {
             let params = p.build().unwrap();
+            assert_eq!(LinalgPreset::of(&params), Some(p));
             let bound = selene_ckks::params::max_log_qp_128(params.log_n()).unwrap();
             assert!(
                 params.log_qp() <= f64::from(bound),
@@ -81,6 +134,14 @@ mod tests {
                 params.log_qp()
             );
             assert_eq!(params.q().len(), 1);
+            assert!(
+                crate::modswitch::lift_fits(&params, p.down_bits()),
+                "{p:?}: 2^{} outputs do not decrypt exactly",
+                p.down_bits()
+            );
         }
+        let wide = LinalgPreset::Coeff12Wide.build().unwrap();
+        assert!((79.0..=82.0).contains(&wide.log_qp()), "{}", wide.log_qp());
+        assert_eq!(wide.ring().moduli()[0].bits(), 61);
     }
 }

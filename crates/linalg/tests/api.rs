@@ -19,7 +19,11 @@ fn activations(seed: u64, n: usize, d: usize) -> Vec<f32> {
 
 #[test]
 fn coefficient_method_matches_f64_for_ragged_shapes_and_many_tokens() {
-    for preset in [LinalgPreset::Coeff11, LinalgPreset::Coeff12] {
+    for preset in [
+        LinalgPreset::Coeff11,
+        LinalgPreset::Coeff12,
+        LinalgPreset::Coeff12Wide,
+    ] {
         let params = preset.build().unwrap();
         for (d_in, d_out, n) in [(100, 37, 1), (64, 200, 5), (300, 90, 3)] {
             let shape = MatrixShape::new(d_in, d_out);

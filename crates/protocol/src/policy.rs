@@ -8,7 +8,8 @@
 //!
 //! ```toml
 //! version = 1
-//! preset = "coeff12"        # CKKS parameters of the encrypted products
+//! preset = "coeff12wide"    # CKKS parameters: "coeff12" (strict default), "coeff11",
+//!                           # "coeff12wide" (required with a [release]: it floods)
 //! encrypted_layers = 4      # layers 0..3 encrypted; 30 (all) is strict mode
 //! lm_head = "server"        # "client" (default) or "server"
 //! # pad_to = 16             # strict mode only: pad the prompt to a multiple of 16 tokens
@@ -22,7 +23,9 @@
 //! the forward pass ending at a layer boundary (once a value is released the server knows
 //! everything downstream of it, so encrypting a later product hides nothing); a release
 //! exists exactly when some layer runs in plaintext; the LM head runs on the server only
-//! after a release; `pad_to` only without a release (a release shows the length anyway).
+//! after a release; `pad_to` only without a release (a release shows the length anyway);
+//! a release only under [`SELECTIVE_PRESET`], the preset with room for decryption
+//! flooding.
 
 use serde::{Deserialize, Serialize};
 
@@ -88,7 +91,8 @@ impl Default for ReleasePolicy {
 pub struct Policy {
     /// Format version, [`POLICY_VERSION`].
     pub version: u32,
-    /// CKKS preset of the encrypted products (`"coeff12"` or `"coeff11"`).
+    /// CKKS preset of the encrypted products (`"coeff12"` or `"coeff11"` in strict mode;
+    /// [`SELECTIVE_PRESET`] whenever the policy releases anything).
     pub preset: String,
     /// Layers `0..encrypted_layers` run encrypted; the model's depth means strict mode.
     pub encrypted_layers: usize,
@@ -106,18 +110,32 @@ pub struct Policy {
 }
 
 /// Presets a policy may name.
-pub const PRESETS: [&str; 2] = ["coeff12", "coeff11"];
+pub const PRESETS: [&str; 3] = ["coeff12", "coeff11", SELECTIVE_PRESET];
+
+/// The preset selective mode runs on (`selene_linalg::LinalgPreset::Coeff12Wide`): a
+/// release is a function of decryptions, which must be noise-flooded (Li, Micciancio,
+/// Schultz, Sorrell, CRYPTO 2022), and only this preset keeps precision under the
+/// flooding (docs/hardening.md, section 3). Strict mode releases nothing decrypted, so
+/// it keeps the cheaper `coeff12`.
+pub const SELECTIVE_PRESET: &str = "coeff12wide";
+
+/// The linalg preset a policy's preset name stands for.
+pub fn linalg_preset(name: &str) -> Option<selene_linalg::LinalgPreset> {
+    use selene_linalg::LinalgPreset;
+    match name {
+        "coeff12" => Some(LinalgPreset::Coeff12),
+        "coeff11" => Some(LinalgPreset::Coeff11),
+        SELECTIVE_PRESET => Some(LinalgPreset::Coeff12Wide),
+        _ => None,
+    }
+}
 
 /// The policy name of the preset `params` were built from, if they are one.
 pub fn preset_of(params: &selene_ckks::Parameters) -> Option<&'static str> {
-    let fp = params.fingerprint();
-    [
-        ("coeff12", selene_linalg::LinalgPreset::Coeff12),
-        ("coeff11", selene_linalg::LinalgPreset::Coeff11),
-    ]
-    .into_iter()
-    .find(|(_, p)| p.build().is_ok_and(|b| b.fingerprint() == fp))
-    .map(|(name, _)| name)
+    let preset = selene_linalg::LinalgPreset::of(params)?;
+    PRESETS
+        .into_iter()
+        .find(|name| linalg_preset(name) == Some(preset))
 }
 
 /// Largest `pad_to` accepted: padding beyond one context window is a mistake.
@@ -145,6 +163,7 @@ impl Policy {
             return Self::strict(n_layers);
         }
         Self {
+            preset: SELECTIVE_PRESET.to_string(),
             encrypted_layers: k,
             lm_head: HeadSide::Server,
             release: Some(ReleasePolicy::default()),
@@ -239,6 +258,15 @@ impl Policy {
                 )
             }
             (Some(r), true) => {
+                if self.preset != SELECTIVE_PRESET {
+                    return bad(format!(
+                        "preset {:?} with a [release]: released values are functions of \
+                         decryptions, which must be noise-flooded, and only preset \
+                         {SELECTIVE_PRESET:?} keeps precision under the flooding \
+                         (docs/hardening.md, section 3)",
+                        self.preset
+                    ));
+                }
                 if let FloodSigma::Fixed(s) = r.flood_sigma {
                     if !(s.is_finite() && s >= 0.0) {
                         return bad(format!("release flood_sigma = {s} must be finite and >= 0"));
@@ -411,6 +439,14 @@ mod tests {
         Policy::strict(L).validate(L).unwrap();
         for k in 0..L {
             Policy::selective(L, k).validate(L).unwrap();
+            assert_eq!(Policy::selective(L, k).preset, SELECTIVE_PRESET);
+        }
+        for p in selene_linalg::LinalgPreset::ALL {
+            let params = p.build().unwrap();
+            match preset_of(&params) {
+                Some(name) => assert_eq!(linalg_preset(name), Some(p)),
+                None => assert_eq!(p, selene_linalg::LinalgPreset::Slots13),
+            }
         }
         assert!(Policy::strict(L).is_strict(L));
         assert!(!Policy::selective(L, 4).is_strict(L));
@@ -424,7 +460,7 @@ mod tests {
         assert_eq!(Policy::from_toml(&text, L).unwrap(), p);
         let p = Policy::selective(L, 4);
         assert_eq!(Policy::from_toml(&p.to_toml().unwrap(), L).unwrap(), p);
-        let fixed = "version = 1\npreset = \"coeff11\"\nencrypted_layers = 2\n\
+        let fixed = "version = 1\npreset = \"coeff12wide\"\nencrypted_layers = 2\n\
                      [release]\nflood_sigma = 0.5\nmax_per_session = 10\n";
         let p = Policy::from_toml(fixed, L).unwrap();
         assert_eq!(p.release.unwrap().flood_sigma, FloodSigma::Fixed(0.5));
@@ -460,12 +496,12 @@ mod tests {
                 "lm_head",
             ),
             (
-                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 4\n[release]\n\
+                "version = 1\npreset = \"coeff12wide\"\nencrypted_layers = 4\n[release]\n\
                  flood_sigma = -1.0\nmax_per_session = 5\n",
                 "finite",
             ),
             (
-                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 4\n[release]\n\
+                "version = 1\npreset = \"coeff12wide\"\nencrypted_layers = 4\n[release]\n\
                  flood_sigma = \"auto\"\nmax_per_session = 0\n",
                 "allows no release",
             ),
@@ -474,9 +510,19 @@ mod tests {
                 "pad_to",
             ),
             (
-                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 4\npad_to = 16\n\
+                "version = 1\npreset = \"coeff12wide\"\nencrypted_layers = 4\npad_to = 16\n\
                  [release]\nflood_sigma = \"auto\"\nmax_per_session = 5\n",
                 "padding hides nothing in selective mode",
+            ),
+            (
+                "version = 1\npreset = \"coeff12\"\nencrypted_layers = 4\n[release]\n\
+                 flood_sigma = \"auto\"\nmax_per_session = 5\n",
+                "must be noise-flooded",
+            ),
+            (
+                "version = 1\npreset = \"coeff11\"\nencrypted_layers = 4\n[release]\n\
+                 flood_sigma = \"auto\"\nmax_per_session = 5\n",
+                "must be noise-flooded",
             ),
         ];
         for (text, why) in cases {

@@ -8,9 +8,13 @@
 //! `k`. The ring-level flooding of every product decryption (Li, Micciancio, Schultz,
 //! Sorrell, CRYPTO 2022; [`StrictLinear::flood_decryptions`]) protects the CKKS key
 //! against decryption-based key recovery (Li and Micciancio, EUROCRYPT 2021); it does not
-//! hide the text. At the `Coeff12` preset the flooding the bound asks for exceeds the
-//! download modulus, so [`SelectiveClient::new`] refuses it and only
-//! [`SelectiveClient::new_dangerous`] runs (docs/hardening.md has the numbers and the fix).
+//! hide the text. Selective mode therefore runs on the `coeff12wide` preset
+//! ([`crate::policy::SELECTIVE_PRESET`]: a 61-bit prime and a `2^46` download modulus),
+//! the one with room for the flooding the LMSS22 bound asks for (sigma about `2^31-2^34`
+//! download units): [`SelectiveClient::new`] always floods, and refuses
+//! ([`Error::FloodingTooWide`]) a preset or a release cap that would leave fewer than
+//! [`MIN_FLOODED_PRECISION_BITS`] bits (docs/hardening.md, section 3, has the numbers).
+//! There is no unflooded selective client.
 
 use std::ops::ControlFlow;
 
@@ -224,43 +228,10 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// # Errors
     /// [`Error::InvalidSigma`] for a negative or non-finite sigma; `k` past the model;
     /// [`Error::FloodingTooWide`] when the flooding leaves fewer than
-    /// [`MIN_FLOODED_PRECISION_BITS`] bits at the preset (the case for `Coeff12`: see
-    /// docs/hardening.md; [`SelectiveClient::new_dangerous`] is the unflooded opt-out);
-    /// `selene_linalg::Error::FloodingUnsupported` for slot-method layouts.
+    /// [`MIN_FLOODED_PRECISION_BITS`] bits (any preset but `coeff12wide`, or a capacity
+    /// too large for it: docs/hardening.md); `selene_linalg::Error::FloodingUnsupported`
+    /// for slot-method layouts.
     pub fn new(
-        w: &'w Weights,
-        k: usize,
-        strict: StrictLinear<'w, T>,
-        flood_sigma: f64,
-        capacity: usize,
-    ) -> Result<Self> {
-        let strict = strict.flood_decryptions(capacity as u64)?;
-        if let Some(f) = strict.flooding() {
-            if f.precision_bits < MIN_FLOODED_PRECISION_BITS {
-                return Err(Error::FloodingTooWide {
-                    decryptions: f.decryptions,
-                    precision_bits: f.precision_bits,
-                    min_bits: MIN_FLOODED_PRECISION_BITS,
-                });
-            }
-        }
-        Self::new_dangerous(w, k, strict, flood_sigma, capacity)
-    }
-
-    /// Like [`SelectiveClient::new`] but takes `strict` as it is, with no check of its
-    /// decryption flooding.
-    ///
-    /// # Security
-    /// Unless `strict` was built with [`StrictLinear::flood_decryptions`], the products
-    /// behind every release are exact decryptions, and a curious server recovers the
-    /// secret key from them (Li and Micciancio, EUROCRYPT 2021; run for real in
-    /// `crates/linalg/tests/li_micciancio.rs` in about a second). The message-space
-    /// `flood_sigma` does not prevent that. Keys are per session, which bounds the damage
-    /// to the session's own text.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSigma`] for a negative or non-finite sigma; `k` past the model.
-    pub fn new_dangerous(
         w: &'w Weights,
         k: usize,
         strict: StrictLinear<'w, T>,
@@ -273,6 +244,16 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
         let layers = w.config().n_layers;
         if k > layers {
             return Err(Error::LayerOutOfRange { layer: k, layers });
+        }
+        let strict = strict.flood_decryptions(capacity as u64)?;
+        if let Some(f) = strict.flooding() {
+            if f.precision_bits < MIN_FLOODED_PRECISION_BITS {
+                return Err(Error::FloodingTooWide {
+                    decryptions: f.decryptions,
+                    precision_bits: f.precision_bits,
+                    min_bits: MIN_FLOODED_PRECISION_BITS,
+                });
+            }
         }
         Ok(Self {
             w,

@@ -90,17 +90,41 @@ impl std::fmt::Display for SessionEvent {
 
 type EventSink = Box<dyn Fn(&SessionEvent) + Send + Sync>;
 
-/// The state all connections share: one prepared model, the token hashes, the limits.
-pub struct SessionServer {
+/// One preset's prepared model, as sessions that name the preset use it.
+struct PresetModel {
+    /// The policy name of its parameters (`None`: no preset, so no `Hello` matches).
+    preset: Option<&'static str>,
     products: ModelServer,
+    /// Its layouts in wire form, four per layer.
+    layouts: Vec<Vec<u8>>,
+}
+
+impl PresetModel {
+    fn new(model: Arc<PreparedModel>) -> Self {
+        let preset = preset_name(&model);
+        let layouts = model
+            .layouts()
+            .iter()
+            .flat_map(|l| l.iter().map(|x| x.to_bytes()))
+            .collect();
+        Self {
+            preset,
+            products: ModelServer::new(model),
+            layouts,
+        }
+    }
+}
+
+/// The state all connections share: the prepared model of each preset served, the token
+/// hashes, the limits.
+pub struct SessionServer {
+    models: Vec<PresetModel>,
     weights: Option<Arc<Weights>>,
     n_layers: Option<usize>,
     context_length: usize,
     facts: ModelFacts,
-    preset: Option<&'static str>,
     token_hashes: Vec<[u8; 32]>,
     limits: Limits,
-    layouts: Vec<Vec<u8>>,
     open: AtomicUsize,
     ever: AtomicU64,
     next_id: AtomicU64,
@@ -112,8 +136,9 @@ pub struct SessionServer {
 
 impl std::fmt::Debug for SessionServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let presets: Vec<_> = self.models.iter().map(|m| m.preset).collect();
         f.debug_struct("SessionServer")
-            .field("preset", &self.preset)
+            .field("presets", &presets)
             .field("facts", &self.facts)
             .field("tokens", &self.token_hashes.len())
             .field("limits", &self.limits)
@@ -177,22 +202,14 @@ impl SessionServer {
         facts: ModelFacts,
         limits: Limits,
     ) -> Self {
-        let preset = preset_name(&model);
-        let layouts = model
-            .layouts()
-            .iter()
-            .flat_map(|l| l.iter().map(|x| x.to_bytes()))
-            .collect();
         Self {
-            products: ModelServer::new(model),
+            models: vec![PresetModel::new(model)],
             weights,
             n_layers,
             context_length,
             facts,
-            preset,
             token_hashes: Vec::new(),
             limits,
-            layouts,
             open: AtomicUsize::new(0),
             ever: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
@@ -201,6 +218,20 @@ impl SessionServer {
             errors: AtomicU64::new(0),
             events: None,
         }
+    }
+
+    /// Also serves sessions that name `model`'s preset: e.g. the full depth at `coeff12`
+    /// for strict sessions plus the first few layers at
+    /// [`crate::policy::SELECTIVE_PRESET`] for selective ones (selective sessions only
+    /// need layers `0..k`, so preparing all of them twice would waste memory). A model
+    /// for a preset already served replaces it. Each session uses the model of the preset
+    /// its policy names.
+    #[must_use]
+    pub fn with_model(mut self, model: Arc<PreparedModel>) -> Self {
+        let m = PresetModel::new(model);
+        self.models.retain(|x| x.preset != m.preset);
+        self.models.push(m);
+        self
     }
 
     /// Accepts `token` as a bearer token; only its SHA-256 is kept.
@@ -274,6 +305,8 @@ impl SessionServer {
 struct Session {
     id: u64,
     server: Arc<SessionServer>,
+    /// Index of its preset's model in `server.models`.
+    model: usize,
     policy: Policy,
     opened: Instant,
     last_active: Instant,
@@ -505,8 +538,12 @@ impl Connection {
                         ),
                     ));
                 }
-                let out = server
-                    .products
+                let products = &server
+                    .models
+                    .get(s.model)
+                    .ok_or_else(|| reject(ErrorCode::Internal, "session model missing"))?
+                    .products;
+                let out = products
                     .handle(layer, stage, &ciphertext)
                     .map_err(|e| reject(ErrorCode::BadPayload, e))?;
                 Ok(Message::ProductResult { ciphertext: out })
@@ -614,23 +651,35 @@ impl Connection {
             .unwrap_or(p.encrypted_layers + usize::from(p.release.is_some()));
         p.validate(depth)
             .map_err(|e| reject(ErrorCode::PolicyRejected, e))?;
-        let prepared = server.products.model().layers();
+        let served: Vec<_> = server.models.iter().map(|m| m.preset).collect();
+        let Some(model_at) = served.iter().position(|m| *m == Some(p.preset.as_str())) else {
+            return Err(reject(
+                ErrorCode::ParamsMismatch,
+                format!(
+                    "client preset {:?}; this server serves {served:?}",
+                    p.preset
+                ),
+            ));
+        };
+        let model = &server.models[model_at];
+        let fp = model.products.model().params().fingerprint();
+        if h.params_fingerprint != fp {
+            return Err(reject(
+                ErrorCode::ParamsMismatch,
+                format!(
+                    "client preset {:?} / parameters {:02x?}, server {fp:02x?}",
+                    p.preset, h.params_fingerprint
+                ),
+            ));
+        }
+        let prepared = model.products.model().layers();
         if p.encrypted_layers > prepared {
             return Err(reject(
                 ErrorCode::PolicyRejected,
                 format!(
-                    "encrypted_layers = {} but this server prepared {prepared} layers",
-                    p.encrypted_layers
-                ),
-            ));
-        }
-        let fp = server.products.model().params().fingerprint();
-        if Some(p.preset.as_str()) != server.preset || h.params_fingerprint != fp {
-            return Err(reject(
-                ErrorCode::ParamsMismatch,
-                format!(
-                    "client preset {:?} / parameters {:02x?}, server {:?} / {fp:02x?}",
-                    p.preset, h.params_fingerprint, server.preset
+                    "encrypted_layers = {} but this server prepared {prepared} layers at preset \
+                     {:?}",
+                    p.encrypted_layers, p.preset
                 ),
             ));
         }
@@ -674,6 +723,7 @@ impl Connection {
         self.session = Some(Session {
             id,
             server: server.clone(),
+            model: model_at,
             policy: p,
             opened: now,
             last_active: now,
@@ -697,7 +747,11 @@ impl Connection {
                 idle_timeout_ms: ms(l.idle_timeout),
                 lifetime_ms: ms(l.max_lifetime),
             },
-            layouts: server.layouts.get(..4 * k).unwrap_or(&[]).to_vec(),
+            layouts: server.models[model_at]
+                .layouts
+                .get(..4 * k)
+                .unwrap_or(&[])
+                .to_vec(),
         }))
     }
 }

@@ -14,7 +14,8 @@ fn shared() -> &'static (Arc<Weights>, Arc<PreparedModel>) {
     static S: OnceLock<(Arc<Weights>, Arc<PreparedModel>)> = OnceLock::new();
     S.get_or_init(|| {
         let w = Arc::new(store::load(None).unwrap());
-        let params = LinalgPreset::Coeff12.build().unwrap();
+        // Selective sessions' preset: the policies below release after layer 1.
+        let params = LinalgPreset::Coeff12Wide.build().unwrap();
         let m = Arc::new(PreparedModel::new(&params, &w, 1, &mut || {}).unwrap());
         (w, m)
     })
@@ -69,7 +70,13 @@ fn bad_hellos_get_their_code_and_open_nothing() {
         ),
         // Strict mode needs 30 prepared layers; this server has 1.
         (
-            hello(b"right", Policy::strict(30)),
+            hello(
+                b"right",
+                Policy {
+                    preset: crate::policy::SELECTIVE_PRESET.into(),
+                    ..Policy::strict(30)
+                },
+            ),
             ErrorCode::PolicyRejected,
         ),
         (
@@ -87,7 +94,7 @@ fn bad_hellos_get_their_code_and_open_nothing() {
                 b"right",
                 Policy {
                     preset: "coeff11".into(),
-                    ..Policy::selective(30, 1)
+                    ..Policy::strict(30)
                 },
             ),
             ErrorCode::ParamsMismatch,

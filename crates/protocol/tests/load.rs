@@ -18,10 +18,9 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    generate_on, open, over_tls, plain, poll_open, remote_code, selective, shared, start_with,
-    Running, TOKEN,
+    generate_on, greedy_margin, open, over_tls, plain, poll_open, remote_code, selective, shared,
+    start_with, Running, TOKEN,
 };
-use selene_model::{forward, KvCache, Logits, QuantLinear};
 use selene_protocol::net::{Identity, TlsTransport};
 use selene_protocol::wire::ErrorCode;
 use selene_protocol::{ClientSession, Limits};
@@ -50,31 +49,6 @@ const PROMPTS: [&str; 5] = [
 /// Smallest top-2 logit gap a prompt needs (the encrypted layer's noise moves logits by
 /// far less: observed flips only below 0.05).
 const MIN_MARGIN: f32 = 0.1;
-
-/// Smallest gap between the best and second-best plaintext logit at any greedy step:
-/// encrypted layers perturb the logits slightly, so a prompt whose greedy choice is
-/// nearly a tie could differ from plaintext without anything being wrong.
-fn greedy_margin(ids: &[u32], want: &[u32]) -> f32 {
-    let w = &shared().w;
-    let seq: Vec<u32> = ids.iter().chain(want).copied().collect();
-    let mut cache = KvCache::new(w.config(), seq.len());
-    let logits = forward(w, &seq, &mut cache, &mut QuantLinear::new(w), Logits::All).unwrap();
-    let v = w.config().vocab_size;
-    (ids.len() - 1..seq.len() - 1)
-        .map(|p| {
-            let row = &logits[p * v..(p + 1) * v];
-            let (mut a, mut b) = (f32::MIN, f32::MIN);
-            for &x in row {
-                if x > a {
-                    (a, b) = (x, a);
-                } else if x > b {
-                    b = x;
-                }
-            }
-            a - b
-        })
-        .fold(f32::MAX, f32::min)
-}
 
 /// This process's resident set now, in bytes (Linux `/proc/self/status`).
 fn rss_bytes() -> u64 {

@@ -1,26 +1,17 @@
 //! Strict mode end to end on the real model: every per-layer product encrypted, the
 //! result checked against the plaintext forward pass.
 
-#![allow(clippy::unwrap_used, reason = "test helpers may panic")]
+#![allow(clippy::unwrap_used, clippy::panic, reason = "test helpers may panic")]
+
+mod common;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use common::greedy;
 use selene_linalg::LinalgPreset;
-use selene_model::{
-    forward, generate, store, KvCache, Logits, QuantLinear, Sampler, SamplingParams, Tokenizer,
-};
+use selene_model::{forward, generate, store, KvCache, Logits, QuantLinear, Tokenizer};
 use selene_protocol::{InProcess, ModelServer, PreparedModel, StrictLinear};
-
-fn greedy() -> Sampler {
-    Sampler::new(SamplingParams {
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 1.0,
-        seed: 0,
-    })
-    .unwrap()
-}
 
 #[test]
 fn strict_mode_matches_plaintext_tokens_and_logits() {
@@ -82,155 +73,41 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
     assert!(enc.server_time() > std::time::Duration::ZERO);
 }
 
+/// Selective mode with flooded decryptions at `coeff12wide` (the preset selective mode
+/// runs on), K = 1 and K = 4: greedy tokens equal the plaintext model's on a prompt whose
+/// greedy choice wins by more than 0.1 at every step, and the released prompt's logits
+/// stay close. Prints the numbers docs/hardening.md section 3 reports.
 #[test]
-fn selective_mode_k4_matches_plaintext_tokens() {
+fn selective_mode_flooded_matches_plaintext_tokens_coeff12wide() {
     use selene_protocol::{generate_selective, PlainTail, SelectiveClient};
-    let w = store::load(None).expect("model store");
-    let tok = Tokenizer::from_gguf(w.gguf()).unwrap();
-    let params = LinalgPreset::Coeff12.build().unwrap();
-    let k = 4;
-    let model = Arc::new(PreparedModel::new(&params, &w, k, &mut || {}).unwrap());
-    let strict = StrictLinear::new(
-        &w,
-        &params,
-        model.layouts(),
-        InProcess::new(ModelServer::new(model.clone())),
-    )
-    .unwrap();
-    let ids = tok.encode("Transfer $4,250.00 from account").unwrap();
-    let max = 8;
-    // The protocol's default release flooding (the audit's DEFAULT_FLOOD_SIGMA), without
-    // decryption flooding: Coeff12 cannot carry it (see the flooding tests below).
-    let mut client = SelectiveClient::new_dangerous(&w, k, strict, 0.01, ids.len() + max).unwrap();
-    let mut server = PlainTail::new(&w, k, ids.len() + max);
-    let got = generate_selective(
-        &mut client,
-        &mut server,
-        &ids,
-        max,
-        &[],
-        &mut greedy(),
-        &mut |_| Ok(ControlFlow::Continue(())),
-    )
-    .unwrap();
-    let want = generate(
-        &w,
-        &ids,
-        max,
-        &[],
-        &mut greedy(),
-        &mut QuantLinear::new(&w),
-        &mut |_| Ok(ControlFlow::Continue(())),
-    )
-    .unwrap();
-    assert_eq!(got, want);
-    // One released row per position: the prompt, then each fed-back token.
-    assert_eq!(client.releases(), ids.len() + max - 1);
-    assert!(SelectiveClient::new_dangerous(
-        &w,
-        k,
-        StrictLinear::new(
-            &w,
-            &params,
-            model.layouts(),
-            InProcess::new(ModelServer::new(model.clone()))
-        )
-        .unwrap(),
-        -1.0,
-        4
-    )
-    .is_err());
-}
-
-#[test]
-fn selective_mode_refuses_decryption_flooding_coeff12_cannot_carry() {
-    use selene_protocol::{Error, SelectiveClient, MIN_FLOODED_PRECISION_BITS};
-    let w = store::load(None).expect("model store");
-    let params = LinalgPreset::Coeff12.build().unwrap();
-    let k = 1;
-    let model = Arc::new(PreparedModel::new(&params, &w, k, &mut || {}).unwrap());
-    let strict = || {
-        StrictLinear::new(
-            &w,
-            &params,
-            model.layouts(),
-            InProcess::new(ModelServer::new(model.clone())),
-        )
-        .unwrap()
-    };
-    let err = SelectiveClient::new(&w, k, strict(), 0.01, 16).unwrap_err();
-    let Error::FloodingTooWide {
-        decryptions,
-        precision_bits,
-        min_bits,
-    } = err
-    else {
-        panic!("expected FloodingTooWide, got {err}");
-    };
-    // 16 rows through layer 0's four products, each product several output ciphertexts.
-    assert!(
-        decryptions > 16 * 4 && decryptions % 16 == 0,
-        "{decryptions}"
-    );
-    assert!(precision_bits < 0.0 && min_bits == MIN_FLOODED_PRECISION_BITS);
-    let flooded = strict().flood_decryptions(16).unwrap();
-    let f = flooded.flooding().unwrap();
-    assert_eq!(f.decryptions, decryptions);
-    assert_eq!(f.sigmas.len(), k);
-    // sigma = sqrt(12 Q) 2^15 B with B ~ 2^8: above the 2^24 download modulus.
-    assert!(
-        f.sigmas[0].iter().all(|&s| s.log2() > 24.0),
-        "{:?}",
-        f.sigmas
-    );
-}
-
-/// The precision cost of decryption flooding at Coeff12, for the report in
-/// docs/hardening.md: greedy generation with K = 1 and K = 4, flooded decryptions sized
-/// for the run's positions, against the plaintext model. Slow (two extra generations).
-#[test]
-#[ignore = "measurement for docs/hardening.md (about a minute)"]
-fn selective_mode_flooded_decryption_precision_cost_coeff12() {
-    use selene_protocol::{generate_selective, PlainTail, SelectiveClient};
-    let w = store::load(None).expect("model store");
-    let tok = Tokenizer::from_gguf(w.gguf()).unwrap();
-    let params = LinalgPreset::Coeff12.build().unwrap();
-    let ids = tok.encode("Transfer $4,250.00 from account").unwrap();
+    let w = &common::shared().w;
+    let tok = &common::shared().tok;
+    let params = LinalgPreset::Coeff12Wide.build().unwrap();
+    let ids = tok.encode("The patient was diagnosed with").unwrap();
     let max = 8;
     let cap = ids.len() + max;
-    let want = generate(
-        &w,
-        &ids,
-        max,
-        &[],
-        &mut greedy(),
-        &mut QuantLinear::new(&w),
-        &mut |_| Ok(ControlFlow::Continue(())),
-    )
-    .unwrap();
+    let want = common::plain(&ids, max);
+    let margin = common::greedy_margin(&ids, &want);
+    assert!(margin > 0.1, "greedy margin {margin}");
     let mut cache = KvCache::new(w.config(), ids.len());
-    let plain = forward(
-        &w,
-        &ids,
-        &mut cache,
-        &mut QuantLinear::new(&w),
-        Logits::Last,
-    )
-    .unwrap();
-    for k in [1, 4] {
-        let model = Arc::new(PreparedModel::new(&params, &w, k, &mut || {}).unwrap());
+    let plain = forward(w, &ids, &mut cache, &mut QuantLinear::new(w), Logits::Last).unwrap();
+    let model = Arc::new(PreparedModel::new(&params, w, 4, &mut || {}).unwrap());
+    let client_for = |k: usize| {
+        let layouts = model.layouts()[..k].to_vec();
         let strict = StrictLinear::new(
-            &w,
+            w,
             &params,
-            model.layouts(),
+            layouts,
             InProcess::new(ModelServer::new(model.clone())),
         )
-        .unwrap()
-        .flood_decryptions(cap as u64)
         .unwrap();
-        let f = strict.flooding().unwrap().clone();
-        let mut client = SelectiveClient::new_dangerous(&w, k, strict, 0.0, cap).unwrap();
-        let mut server = PlainTail::new(&w, k, cap);
+        // No message-space noise: the ring-level flooding is what is measured.
+        SelectiveClient::new(w, k, strict, 0.0, cap).unwrap()
+    };
+    for k in [1, 4] {
+        let mut client = client_for(k);
+        let f = client.strict().flooding().unwrap().clone();
+        let mut server = PlainTail::new(w, k, cap);
         let logits = server.handle(&client.step(&ids).unwrap()).unwrap();
         let err = plain
             .iter()
@@ -238,18 +115,8 @@ fn selective_mode_flooded_decryption_precision_cost_coeff12() {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
 
-        let model2 = Arc::new(PreparedModel::new(&params, &w, k, &mut || {}).unwrap());
-        let strict = StrictLinear::new(
-            &w,
-            &params,
-            model2.layouts(),
-            InProcess::new(ModelServer::new(model2.clone())),
-        )
-        .unwrap()
-        .flood_decryptions(cap as u64)
-        .unwrap();
-        let mut client = SelectiveClient::new_dangerous(&w, k, strict, 0.0, cap).unwrap();
-        let mut server = PlainTail::new(&w, k, cap);
+        let mut client = client_for(k);
+        let mut server = PlainTail::new(w, k, cap);
         let got = generate_selective(
             &mut client,
             &mut server,
@@ -261,24 +128,80 @@ fn selective_mode_flooded_decryption_precision_cost_coeff12() {
         )
         .unwrap();
         let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+        let log2s = f.sigmas.iter().flatten().map(|s| s.log2());
         eprintln!(
             "K={k}: Q={} decryptions, sigma 2^{:.1}..2^{:.1}, precision {:.1} bits, \
-             max |logit err| {err:.2e}, {same}/{max} greedy tokens equal to plain",
+             max |logit err| {err:.3}, {same}/{max} greedy tokens equal to plain \
+             (margin {margin:.2})",
             f.decryptions,
-            f.sigmas
-                .iter()
-                .flatten()
-                .map(|s| s.log2())
-                .fold(f64::INFINITY, f64::min),
-            f.sigmas
-                .iter()
-                .flatten()
-                .map(|s| s.log2())
-                .fold(0.0, f64::max),
+            log2s.clone().fold(f64::INFINITY, f64::min),
+            log2s.fold(0.0, f64::max),
             f.precision_bits,
         );
-        // The flooding exceeds the download modulus: the products are noise, and the
-        // logits move by far more than the 0.1 the unflooded products keep.
-        assert!(err.is_finite() && err > 0.1, "K={k}: {err}");
+        assert!(f.precision_bits >= selene_protocol::MIN_FLOODED_PRECISION_BITS);
+        // The LMSS22 sigma for this cap: sqrt(12 Q) 2^15 B with B ~ 2^8, near 2^30.
+        assert!(f.sigmas.iter().flatten().all(|s| s.log2() > 29.0));
+        assert_eq!(got, want, "K={k}");
+        // One released row per position: the prompt, then each fed-back token.
+        assert_eq!(client.releases(), ids.len() + max - 1);
+        // Measured 0.02 (K = 1) and 0.09 (K = 4); a broken layout or key gives errors of
+        // order 10.
+        assert!(err < 0.5, "K={k}: logit error {err}");
     }
+    assert!(SelectiveClient::new(
+        w,
+        1,
+        StrictLinear::new(
+            w,
+            &params,
+            model.layouts()[..1].to_vec(),
+            InProcess::new(ModelServer::new(model.clone()))
+        )
+        .unwrap(),
+        -1.0,
+        4
+    )
+    .is_err());
+}
+
+/// A release cap too large for the wide preset's precision is refused, not silently
+/// flooded less: the flooding sigma grows with the square root of the cap.
+#[test]
+fn selective_mode_refuses_a_cap_the_flooding_cannot_carry_coeff12wide() {
+    use selene_protocol::{Error, SelectiveClient, MIN_FLOODED_PRECISION_BITS};
+    let w = &common::shared().w;
+    let params = LinalgPreset::Coeff12Wide.build().unwrap();
+    let k = 1;
+    let model = Arc::new(PreparedModel::new(&params, w, k, &mut || {}).unwrap());
+    let strict = || {
+        StrictLinear::new(
+            w,
+            &params,
+            model.layouts(),
+            InProcess::new(ModelServer::new(model.clone())),
+        )
+        .unwrap()
+    };
+    // 2^22 rows: 8.4 bits lost to sqrt(Q) over a 64-row cap.
+    let cap = 1 << 22;
+    let err = SelectiveClient::new(w, k, strict(), 0.01, cap).unwrap_err();
+    let Error::FloodingTooWide {
+        decryptions,
+        precision_bits,
+        min_bits,
+    } = err
+    else {
+        panic!("expected FloodingTooWide, got {err}");
+    };
+    // cap rows through layer 0's four products, each product several output ciphertexts.
+    assert!(
+        decryptions > cap as u64 * 4 && decryptions % cap as u64 == 0,
+        "{decryptions}"
+    );
+    assert!(precision_bits < min_bits && min_bits == MIN_FLOODED_PRECISION_BITS);
+    let f = strict().flood_decryptions(cap as u64).unwrap();
+    let f = f.flooding().unwrap();
+    assert_eq!(f.decryptions, decryptions);
+    assert_eq!(f.sigmas.len(), k);
+    assert!(SelectiveClient::new(w, k, strict(), 0.01, 64).is_ok());
 }

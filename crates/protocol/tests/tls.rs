@@ -128,8 +128,12 @@ fn a_vanished_client_frees_its_session_while_another_completes() {
         let other = scope.spawn(|| over_tls(&r, 4, &ids, 8));
         // This client starts a strict generation and vanishes after two tokens.
         let session = open(&r, 30, TOKEN).unwrap();
-        let mut strict =
-            StrictLinear::from_session(&s.w, Client::new(r.model.params()), session).unwrap();
+        let mut strict = StrictLinear::from_session(
+            &s.w,
+            Client::new(r.strict_model.as_ref().unwrap().params()),
+            session,
+        )
+        .unwrap();
         let mut n = 0;
         let cut = generate(&s.w, &ids, 8, &[], &mut greedy(), &mut strict, &mut |_| {
             n += 1;

@@ -70,7 +70,22 @@ struct ModeRun {
 
 struct Ctx<'a> {
     w: &'a Weights,
+    /// Strict mode's preset (`coeff12`).
     params: Arc<Parameters>,
+    /// Selective mode's preset (`coeff12wide`, decryptions flooded).
+    wide: Arc<Parameters>,
+}
+
+impl Ctx<'_> {
+    /// The parameters `k` encrypted layers run on: strict mode at `coeff12`, selective
+    /// mode at `coeff12wide`.
+    fn params_for(&self, k: usize) -> &Arc<Parameters> {
+        if k < self.w.config().n_layers {
+            &self.wide
+        } else {
+            &self.params
+        }
+    }
 }
 
 fn greedy() -> anyhow::Result<Sampler> {
@@ -113,14 +128,15 @@ fn mode_run(
 ) -> anyhow::Result<ModeRun> {
     let w = cx.w;
     let c = w.config();
-    let model = Arc::new(PreparedModel::new(&cx.params, w, k, &mut || {})?);
+    let params = cx.params_for(k);
+    let model = Arc::new(PreparedModel::new(params, w, k, &mut || {})?);
     let prepared = model.memory_bytes();
     let layouts = model.layouts();
     let transport = Metered {
         inner: InProcess::new(ModelServer::new(model)),
         meter: meter.clone(),
     };
-    let mut strict = StrictLinear::new(w, &cx.params, layouts, transport)?;
+    let mut strict = StrictLinear::new(w, params, layouts, transport)?;
     reset_peak_rss();
     let p = prefix.map_or(0, |(kv, _)| kv.positions());
     let capacity = p + ids.len() + max;
@@ -155,7 +171,7 @@ fn mode_run(
         let s = strict.stats();
         (t, (s.bytes_up, s.bytes_down))
     } else {
-        let mut client = SelectiveClient::new_dangerous(w, k, strict, SIGMA, capacity)?;
+        let mut client = SelectiveClient::new(w, k, strict, SIGMA, capacity)?;
         let mut tail = PlainTail::new(w, k, capacity);
         if let Some((head, tail_kv)) = prefix {
             client.install_prefix(head)?;
@@ -267,6 +283,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let cx = Ctx {
         w: &w,
         params: LinalgPreset::Coeff12.build()?,
+        wide: LinalgPreset::Coeff12Wide.build()?,
     };
     let take = |text: &str, n: usize, what: &str| -> anyhow::Result<Vec<u32>> {
         let ids = t.encode(text.trim_end())?;
@@ -340,10 +357,11 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     }));
     for k in [c.n_layers, 4] {
         eprintln!("[bench e2e: perplexity, K = {k}]");
-        let model = Arc::new(PreparedModel::new(&cx.params, &w, k, &mut || {})?);
+        let params = cx.params_for(k);
+        let model = Arc::new(PreparedModel::new(params, &w, k, &mut || {})?);
         let layouts = model.layouts();
         let server = InProcess::new(ModelServer::new(model));
-        let mut strict = StrictLinear::new(&w, &cx.params, layouts, server)?;
+        let mut strict = StrictLinear::new(&w, params, layouts, server)?;
         let s = Instant::now();
         let logits = if k == c.n_layers {
             forward(
@@ -354,7 +372,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
                 Logits::All,
             )?
         } else {
-            let mut client = SelectiveClient::new_dangerous(&w, k, strict, SIGMA, n)?;
+            let mut client = SelectiveClient::new(&w, k, strict, SIGMA, n)?;
             PlainTail::new(&w, k, n).handle_all(&client.step(&text)?)?
         };
         let secs = s.elapsed().as_secs_f64();

@@ -183,12 +183,11 @@ pub fn generate<T: Transport>(
         Some(g) => Box::new(g),
         None => Box::new(PolicyGuard::new(terms.k, terms.sigma, terms.cap)),
     };
+    // Every product decryption is flooded for the session's capacity (LMSS22 at the
+    // coeff12wide preset, docs/hardening.md section 3), so the releases do not hand the
+    // server this session's key.
     let mut client =
-        // Without ring-level flooding of the decryptions: at the shipped presets the
-        // LMSS22 bound leaves no precision (docs/hardening.md, section 3), so a curious
-        // server could recover this session's key from its releases (the key is fresh
-        // per session, and the releases already show the prompt: docs/audit.md).
-        SelectiveClient::new_dangerous(w, terms.k, strict, terms.sigma, capacity)?.with_guard(guard);
+        SelectiveClient::new(w, terms.k, strict, terms.sigma, capacity)?.with_guard(guard);
     if let Some(kv) = prefix {
         client.install_prefix(kv)?;
     }

@@ -21,12 +21,15 @@ use super::model::{load, GenerationArgs};
 use super::public_context;
 
 /// CKKS parameter sets for the encrypted products.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Preset {
-    /// N = 2^12, one 41-bit prime: about 15 bits of precision per product (default).
+    /// N = 2^12, one 41-bit prime: about 15 bits of precision per product (strict default).
     Coeff12,
-    /// N = 2^11, one 39-bit prime: less traffic, about 14 bits.
+    /// N = 2^11, one 39-bit prime: less traffic, about 14 bits (strict mode only).
     Coeff11,
+    /// N = 2^12, one 61-bit prime: room for the decryption flooding every release needs
+    /// (selective mode's preset, and the only one it accepts); ~1.7x the traffic.
+    Coeff12wide,
 }
 
 impl Preset {
@@ -35,6 +38,7 @@ impl Preset {
         match self {
             Preset::Coeff12 => LinalgPreset::Coeff12,
             Preset::Coeff11 => LinalgPreset::Coeff11,
+            Preset::Coeff12wide => LinalgPreset::Coeff12Wide,
         }
     }
 
@@ -43,6 +47,7 @@ impl Preset {
         match self {
             Preset::Coeff12 => "coeff12",
             Preset::Coeff11 => "coeff11",
+            Preset::Coeff12wide => selene_protocol::policy::SELECTIVE_PRESET,
         }
     }
 
@@ -51,6 +56,7 @@ impl Preset {
         match name {
             "coeff12" => Ok(Preset::Coeff12),
             "coeff11" => Ok(Preset::Coeff11),
+            selene_protocol::policy::SELECTIVE_PRESET => Ok(Preset::Coeff12wide),
             _ => anyhow::bail!("unknown preset {name:?}"),
         }
     }
@@ -59,10 +65,11 @@ impl Preset {
 /// The policy flags shared by `run` and `client`.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
-    /// CKKS parameter set of the encrypted products (both are 128-bit secure); a
+    /// CKKS parameter set of the encrypted products (all 128-bit secure); default coeff12
+    /// in strict mode and coeff12wide, the only one that floods, in selective mode. A
     /// `--policy` file's preset takes precedence.
-    #[arg(long, value_enum, default_value = "coeff12")]
-    preset: Preset,
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
     /// Layers run under encryption before the hidden state would be released to the
     /// server (selective mode). 30, all layers, is strict mode: nothing is released.
     #[arg(long, value_name = "K", default_value_t = 30)]
@@ -108,7 +115,9 @@ impl PolicyArgs {
             );
         }
         let mut p = Policy::selective(layers, k);
-        p.preset = self.preset.name().to_string();
+        if let Some(preset) = self.preset {
+            p.preset = preset.name().to_string();
+        }
         p.pad_to = self.pad_to;
         p.validate(layers)?;
         Ok(p)
@@ -155,11 +164,33 @@ pub fn embedded_server(
     w: &Arc<Weights>,
     layers: usize,
 ) -> anyhow::Result<(Arc<SessionServer>, Vec<u8>)> {
-    let model = prepare(params, w, layers)?;
+    let server = session_server(params, w, layers, 0)?;
     let mut token = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut token);
-    let server = SessionServer::new(model, Arc::clone(w), Limits::default()).with_token(&token);
-    Ok((Arc::new(server), token))
+    Ok((Arc::new(server.with_token(&token)), token))
+}
+
+/// A session server with layers `0..layers` prepared for `params` and, when
+/// `selective_layers > 0`, also the first `selective_layers` layers at `coeff12wide`
+/// for selective sessions (which only need the layers they encrypt, so the full depth
+/// is not prepared twice).
+///
+/// # Errors
+/// Encoding failures.
+pub fn session_server(
+    params: &Arc<Parameters>,
+    w: &Arc<Weights>,
+    layers: usize,
+    selective_layers: usize,
+) -> anyhow::Result<SessionServer> {
+    let model = prepare(params, w, layers)?;
+    let mut server = SessionServer::new(model, Arc::clone(w), Limits::default());
+    let wide = Preset::Coeff12wide.linalg();
+    if selective_layers > 0 && selene_linalg::LinalgPreset::of(params) != Some(wide) {
+        let wide_params = wide.build()?;
+        server = server.with_model(prepare(&wide_params, w, selective_layers)?);
+    }
+    Ok(server)
 }
 
 /// Encodes layers `0..layers` of `w` for `params`, with a progress bar and a summary on

@@ -42,9 +42,13 @@ pub struct ServeArgs {
     /// its SHA-256 is kept.
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_env")]
     token: Option<String>,
-    /// CKKS parameter set the server prepares its weights for.
+    /// CKKS parameter set the server prepares every layer for (strict sessions).
     #[arg(long, value_enum, default_value = "coeff12")]
     preset: Preset,
+    /// Layers also prepared at coeff12wide for selective sessions (which encrypt at most
+    /// this many layers; 0: strict sessions only).
+    #[arg(long, value_name = "K", default_value_t = 4)]
+    selective_layers: usize,
     /// Sessions open at once, at most.
     #[arg(long, default_value_t = Limits::default().max_sessions)]
     max_sessions: usize,
@@ -99,13 +103,25 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let (w, _) = load(args.model.model.as_deref())?;
     let w = Arc::new(w);
     let params = args.preset.linalg().build()?;
-    let model = prepare(&params, &w, w.config().n_layers)?;
+    let layers = w.config().n_layers;
+    anyhow::ensure!(
+        args.selective_layers < layers,
+        "--selective-layers {} must be below the model's {layers} layers",
+        args.selective_layers
+    );
+    let model = prepare(&params, &w, layers)?;
     let limits = Limits {
         max_sessions: args.max_sessions,
         max_message_bytes: args.max_message_mib.saturating_mul(1 << 20),
         ..Limits::default()
     };
-    let sessions = SessionServer::new(model, w, limits)
+    let mut sessions = SessionServer::new(model, w.clone(), limits);
+    let wide = Preset::Coeff12wide;
+    if args.selective_layers > 0 && args.preset != wide {
+        let wide_params = wide.linalg().build()?;
+        sessions = sessions.with_model(prepare(&wide_params, &w, args.selective_layers)?);
+    }
+    let sessions = sessions
         .with_token_hash(hash)
         .with_events(|e| eprintln!("[{e}]"));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use selene_linalg::LinalgPreset;
-use selene_model::{generate, store, QuantLinear, Sampler, SamplingParams, Tokenizer, Weights};
+use selene_model::{
+    forward, generate, store, KvCache, Logits, QuantLinear, Sampler, SamplingParams, Tokenizer,
+    Weights,
+};
 use selene_protocol::net::{Identity, TlsServer, TlsTransport, Trust};
 use selene_protocol::wire::ErrorCode;
 use selene_protocol::{
@@ -41,24 +44,34 @@ pub fn shared() -> &'static Shared {
     })
 }
 
-/// The model prepared for its first `layers` layers at `coeff12` (once per count).
-pub fn prepared(layers: usize) -> Arc<PreparedModel> {
-    static P: OnceLock<Mutex<HashMap<usize, Arc<PreparedModel>>>> = OnceLock::new();
+/// Prepared models by layer count and preset.
+type PreparedCache = Mutex<HashMap<(usize, LinalgPreset), Arc<PreparedModel>>>;
+
+/// The model prepared for its first `layers` layers at `preset` (once per pair).
+pub fn prepared(layers: usize, preset: LinalgPreset) -> Arc<PreparedModel> {
+    static P: OnceLock<PreparedCache> = OnceLock::new();
     let mut map = P.get_or_init(Default::default).lock().unwrap();
-    map.entry(layers)
+    map.entry((layers, preset))
         .or_insert_with(|| {
-            let params = LinalgPreset::Coeff12.build().unwrap();
+            let params = preset.build().unwrap();
             Arc::new(PreparedModel::new(&params, &shared().w, layers, &mut || {}).unwrap())
         })
         .clone()
 }
+
+/// Layers the test servers prepare at `coeff12wide` for selective sessions.
+pub const SELECTIVE_LAYERS: usize = 1;
 
 /// A TLS server on a loopback port with its own session table.
 pub struct Running {
     pub addr: String,
     pub trust: Trust,
     pub sessions: Arc<SessionServer>,
+    /// The selective sessions' model (`coeff12wide`, [`SELECTIVE_LAYERS`] layers).
     pub model: Arc<PreparedModel>,
+    /// The strict sessions' model (`coeff12`, every layer), when the server was started
+    /// with the model's full depth.
+    pub strict_model: Option<Arc<PreparedModel>>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -78,11 +91,18 @@ pub fn start(layers: usize) -> Running {
     start_with(layers, Limits::default(), &id, "127.0.0.1:0")
 }
 
-/// A server for `layers` prepared layers with `limits` and `id`'s certificate on `addr`.
+/// A server with `limits` and `id`'s certificate on `addr`, serving selective sessions
+/// (the first [`SELECTIVE_LAYERS`] layers at `coeff12wide`) and, when `layers` is the
+/// model's depth, strict sessions at `coeff12`.
 pub fn start_with(layers: usize, limits: Limits, id: &Identity, addr: &str) -> Running {
-    let model = prepared(layers);
-    let sessions =
-        Arc::new(SessionServer::new(model.clone(), shared().w.clone(), limits).with_token(TOKEN));
+    let model = prepared(SELECTIVE_LAYERS.min(layers), LinalgPreset::Coeff12Wide);
+    let strict_model =
+        (layers == shared().w.config().n_layers).then(|| prepared(layers, LinalgPreset::Coeff12));
+    let mut sessions = SessionServer::new(model.clone(), shared().w.clone(), limits);
+    if let Some(m) = &strict_model {
+        sessions = sessions.with_model(m.clone());
+    }
+    let sessions = Arc::new(sessions.with_token(TOKEN));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -98,6 +118,7 @@ pub fn start_with(layers: usize, limits: Limits, id: &Identity, addr: &str) -> R
         trust: pinned(id),
         sessions,
         model,
+        strict_model,
         rt: Some(rt),
     }
 }
@@ -125,7 +146,36 @@ pub fn open(
 ) -> selene_protocol::Result<ClientSession<TlsTransport>> {
     let layers = shared().w.config().n_layers;
     let t = TlsTransport::connect(&r.addr, &r.trust, token)?;
-    ClientSession::open(t, r.model.params(), Policy::selective(layers, k), CONTEXT)
+    let model = match &r.strict_model {
+        Some(m) if k == layers => m,
+        _ => &r.model,
+    };
+    ClientSession::open(t, model.params(), Policy::selective(layers, k), CONTEXT)
+}
+
+/// Smallest gap between the best and second-best plaintext logit at any greedy step:
+/// encrypted layers perturb the logits slightly, so a prompt whose greedy choice is
+/// nearly a tie could differ from plaintext without anything being wrong.
+pub fn greedy_margin(ids: &[u32], want: &[u32]) -> f32 {
+    let w = &shared().w;
+    let seq: Vec<u32> = ids.iter().chain(want).copied().collect();
+    let mut cache = KvCache::new(w.config(), seq.len());
+    let logits = forward(w, &seq, &mut cache, &mut QuantLinear::new(w), Logits::All).unwrap();
+    let v = w.config().vocab_size;
+    (ids.len() - 1..seq.len() - 1)
+        .map(|p| {
+            let row = &logits[p * v..(p + 1) * v];
+            let (mut a, mut b) = (f32::MIN, f32::MIN);
+            for &x in row {
+                if x > a {
+                    (a, b) = (x, a);
+                } else if x > b {
+                    b = x;
+                }
+            }
+            a - b
+        })
+        .fold(f32::MAX, f32::min)
 }
 
 /// Greedy plaintext generation: the reference every encrypted run must match.
@@ -143,9 +193,8 @@ pub fn plain(ids: &[u32], max: usize) -> Vec<u32> {
     .unwrap()
 }
 
-/// A selective-mode client (`k` < the model's depth) on an open session, without
-/// decryption flooding (`new_dangerous`: `coeff12` has no room for it; these tests check
-/// the transport, not the release's privacy).
+/// A selective-mode client (`k` < the model's depth) on an open session, with decryption
+/// flooding at `coeff12wide`.
 pub fn selective(
     r: &Running,
     session: ClientSession<TlsTransport>,
@@ -156,7 +205,7 @@ pub fn selective(
     let strict =
         StrictLinear::from_session(w, selene_linalg::Client::new(r.model.params()), session)
             .unwrap();
-    SelectiveClient::new_dangerous(w, k, strict, 0.01, capacity).unwrap()
+    SelectiveClient::new(w, k, strict, 0.01, capacity).unwrap()
 }
 
 /// Greedy selective generation of up to `max` tokens on `client`, stopping after

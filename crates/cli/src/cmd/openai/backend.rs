@@ -124,6 +124,8 @@ pub struct SessionBackend {
     weights: Arc<Weights>,
     tokenizer: Tokenizer,
     params: Arc<Parameters>,
+    /// `coeff12wide`'s parameters, for selective requests.
+    wide_params: Arc<Parameters>,
     preset: Preset,
     connector: Connector,
     /// SHA-256 of the model file, which the server's must equal.
@@ -165,6 +167,7 @@ impl SessionBackend {
         Ok(Self {
             info,
             params: preset.linalg().build()?,
+            wide_params: Preset::Coeff12wide.linalg().build()?,
             weights,
             tokenizer,
             preset,
@@ -181,16 +184,17 @@ impl SessionBackend {
         on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     ) -> Result<(), BackendError> {
         let terms = Terms::of(&policy);
-        let mut session = generation::open(
-            &self.weights,
-            &self.fingerprint,
-            &self.params,
-            policy,
-            transport,
-        )
-        .map_err(|e| BackendError::Unavailable {
-            reason: format!("{e:#}"),
-        })?;
+        let params = if policy.release.is_some() {
+            &self.wide_params
+        } else {
+            &self.params
+        };
+        let mut session =
+            generation::open(&self.weights, &self.fingerprint, params, policy, transport).map_err(
+                |e| BackendError::Unavailable {
+                    reason: format!("{e:#}"),
+                },
+            )?;
         let (public, private) = job
             .prompt
             .split_at(job.public_positions.min(job.prompt.len()));
@@ -236,7 +240,9 @@ impl ChatBackend for SessionBackend {
     ) -> Result<(), BackendError> {
         let layers = self.info.n_layers;
         let mut policy = Policy::selective(layers, job.encrypted_layers);
-        policy.preset = self.preset.name().to_string();
+        if policy.release.is_none() {
+            policy.preset = self.preset.name().to_string();
+        }
         policy.validate(layers).map_err(anyhow::Error::from)?;
         match &self.connector {
             Connector::Embedded { server, token } => {

@@ -35,7 +35,7 @@ use selene_model::store;
 use super::client::trust_from;
 use super::generation::{policy_notice, Terms};
 use super::model::{load, ModelArg};
-use super::run::{embedded_server, Preset};
+use super::run::{session_server, Preset};
 use super::serve::token_from;
 use backend::{ChatBackend, Connector, SessionBackend};
 use routes::Settings;
@@ -50,9 +50,14 @@ pub struct OpenaiArgs {
     /// K}`); 30, all layers, is strict mode.
     #[arg(long, value_name = "K", default_value_t = 30)]
     encrypted_layers: usize,
-    /// CKKS parameter set of the encrypted products (both are 128-bit secure).
+    /// CKKS parameter set of strict requests' products (all 128-bit secure); selective
+    /// requests always use coeff12wide, the preset with room for decryption flooding.
     #[arg(long, value_enum, default_value = "coeff12")]
     preset: Preset,
+    /// Layers the embedded server also prepares at coeff12wide, the most a selective
+    /// request may encrypt (at least --encrypted-layers when that is selective).
+    #[arg(long, value_name = "K", default_value_t = 4)]
+    selective_layers: usize,
     /// Environment variable holding the API key clients must send as a bearer token.
     #[arg(long, value_name = "VAR")]
     api_key_env: Option<String>,
@@ -178,7 +183,15 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
         None => {
             // Every layer is prepared, so a request may choose any policy up to strict.
             let params = args.preset.linalg().build()?;
-            let (server, token) = embedded_server(&params, &w, layers)?;
+            let selective = if k < layers {
+                args.selective_layers.max(k)
+            } else {
+                args.selective_layers
+            };
+            let server = session_server(&params, &w, layers, selective.min(layers - 1))?;
+            let mut token = vec![0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token);
+            let server = Arc::new(server.with_token(&token));
             (
                 Connector::Embedded { server, token },
                 "in process".to_string(),
