@@ -10,8 +10,18 @@ use selene_ckks::{
     Encoder, Encoding, Encryptor, Evaluator, GaloisKeys, Parameters, PublicKey, RelinKey, Scale,
     SecretKey,
 };
+use selene_keys::log::{LogEntry, ReleaseLog};
+use selene_keys::{
+    envelope, KdfParams, KeyBytes, Keystore, OwnerPolicy, PassphraseRoot, SessionKey,
+};
 use selene_linalg::{Client, LinalgPreset, MatrixShape, Method, PreparedMatrix, Server};
-use selene_protocol::{encode_release, Policy};
+use selene_model::LinearStage;
+use selene_protocol::policy::Tensor;
+use selene_protocol::wire::{
+    self, ErrorCode, EvalKey, Frame, Hello, Message, ModelFacts, SessionLimits, Welcome,
+    WIRE_VERSION,
+};
+use selene_protocol::{encode_release, Policy, PrefixKv, PrefixLimits};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -99,6 +109,12 @@ fn linalg(dir: &Path, selector: u8, params: &Arc<Parameters>) -> Res<()> {
         .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
         .collect();
     let m = PreparedMatrix::new(params, &w, shape, Method::Coefficients, 1)?;
+    write(
+        dir,
+        "linalg_layout",
+        &format!("p{selector}_coeff"),
+        &with_selector(selector, &m.layout().to_bytes()),
+    )?;
     let mut client = Client::new(params);
     for n in [1, 2] {
         let x: Vec<f32> = (0..16 * n).map(|i| (i % 5) as f32 - 2.0).collect();
@@ -162,6 +178,190 @@ fn gguf() -> Vec<u8> {
     b
 }
 
+/// Every frame kind; the opaque payloads are real encodings where the seeds have one.
+fn wire_frames(dir: &Path, layout: &[u8], input: &[u8], output: &[u8]) -> Res<()> {
+    let frames = [
+        Message::Hello(Hello {
+            protocol: WIRE_VERSION,
+            token: b"bearer token".to_vec(),
+            policy: Policy::selective(30, 4),
+            params_fingerprint: [7; 8],
+            context: 64,
+            eval_keys: vec![EvalKey {
+                kind: 1,
+                bytes: vec![1, 2, 3],
+            }],
+        }),
+        Message::Hello(Hello {
+            protocol: WIRE_VERSION,
+            token: Vec::new(),
+            policy: Policy::strict(30),
+            params_fingerprint: [0; 8],
+            context: 8,
+            eval_keys: Vec::new(),
+        }),
+        Message::Welcome(Welcome {
+            session_id: 42,
+            model: ModelFacts {
+                layers: 30,
+                d_model: 576,
+                vocab: 49152,
+                fingerprint: [3; 32],
+            },
+            limits: SessionLimits {
+                max_message_bytes: 1 << 20,
+                max_requests: 1000,
+                idle_timeout_ms: 120_000,
+                lifetime_ms: 3_600_000,
+            },
+            layouts: vec![layout.to_vec(), layout.to_vec()],
+        }),
+        Message::Product {
+            layer: 3,
+            stage: LinearStage::Qkv,
+            ciphertext: input.to_vec(),
+        },
+        Message::ProductResult {
+            ciphertext: output.to_vec(),
+        },
+        Message::Release {
+            bytes: encode_release(&[0.5, -1.0, 2.0, 0.25], 1, 4),
+        },
+        Message::Logits {
+            values: vec![0.1, -3.5, 7.25],
+        },
+        Message::HiddenState {
+            values: vec![1.0, 0.0, -0.0, 1e-3],
+        },
+        Message::Close,
+        Message::error(ErrorCode::BadPayload, "ciphertext rejected"),
+        Message::PublicPrefix {
+            tokens: vec![1, 9690, 2, 49151],
+        },
+        Message::PrefixKv {
+            bytes: b"SELK opaque to the wire".to_vec(),
+        },
+    ];
+    for (i, message) in frames.into_iter().enumerate() {
+        let kind = message.kind();
+        let bytes = wire::encode(&Frame {
+            request_id: i as u64 + 1,
+            message,
+        })?;
+        // The target's cap is 64 * (selector + 1): the smallest that admits the frame.
+        let sel = ((bytes.len() - 4).div_ceil(64) - 1).min(255) as u8;
+        assert!(wire::decode(&bytes, &selene_fuzz::wire_limits(sel)).is_ok());
+        write(
+            dir,
+            "wire",
+            &format!("{i:02}_{kind:?}"),
+            &with_selector(sel, &bytes),
+        )?;
+    }
+    Ok(())
+}
+
+/// `SELK` blobs at SmolLM2's shape, written from the documented layout (the type has
+/// no public constructor but the plaintext run) and checked by the decoder.
+fn prefix_kv(dir: &Path) -> Res<()> {
+    let c = selene_fuzz::smollm2_config();
+    let limits = PrefixLimits {
+        max_positions: selene_fuzz::PREFIX_MAX_POSITIONS,
+    };
+    for (first, count, positions) in [(0u32, 1u32, 1u32), (28, 2, 1), (4, 1, 3)] {
+        let mut b = b"SELK".to_vec();
+        b.extend_from_slice(&1u16.to_le_bytes()); // version
+        b.extend_from_slice(&1u16.to_le_bytes()); // kind: f32
+        for v in [first, count, positions, c.kv_dim() as u32] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let values = count as usize * 2 * positions as usize * c.kv_dim();
+        for i in 0..values {
+            b.extend_from_slice(&((i % 97) as f32 * 0.125 - 6.0).to_le_bytes());
+        }
+        let kv = PrefixKv::from_bytes(&b, &c, &limits)?;
+        assert_eq!(kv.to_bytes(), b);
+        write(
+            dir,
+            "prefix_kv",
+            &format!("l{first}_n{count}_p{positions}"),
+            &b,
+        )?;
+    }
+    Ok(())
+}
+
+/// A real keystore (passphrase root at the test-only KDF cost), release log, head,
+/// owner policies and an envelope; selector bytes as `selene_fuzz::KeystoreFormat`.
+fn keystore(dir: &Path) -> Res<()> {
+    let tmp = std::env::temp_dir().join(format!("selene-fuzz-seeds-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let policy = OwnerPolicy::selective(4, 0.5, 100, 200);
+    let root = PassphraseRoot::create(b"fuzz seed passphrase", KdfParams::INSECURE_TEST, "P")?;
+    let mut ks = Keystore::init(&tmp.join("ks"), "alice", Box::new(root), &policy)?;
+    write(
+        dir,
+        "keystore",
+        "file_empty",
+        &with_selector(0, &fs::read(tmp.join("ks").join("keystore.bin"))?),
+    )?;
+    ks.persist_session(&SessionKey::fresh(LinalgPreset::Coeff12))?;
+    ks.persist_session(&SessionKey::fresh(LinalgPreset::Coeff11))?;
+    write(
+        dir,
+        "keystore",
+        "file_sessions",
+        &with_selector(0, &fs::read(tmp.join("ks").join("keystore.bin"))?),
+    )?;
+
+    let log_path = tmp.join("releases.log");
+    let (mut log, _) = ReleaseLog::open(&log_path, &selene_fuzz::LOG_KEYSTORE_ID)?;
+    let mut last = (0, [0; 32]);
+    for (i, key) in ["00ff", "a1b2", "00ff"].into_iter().enumerate() {
+        last = log.append(LogEntry {
+            seq: 0,
+            time: 1_700_000_000 + i as u64,
+            key: key.to_string(),
+            after_layer: 4,
+            tensor: Tensor::Residual,
+            rows: i as u64 + 1,
+            flood_sigma: 0.1 * (i as f64 + 1.0),
+            digest: format!("{:064x}", i),
+            prev: String::new(),
+        })?;
+    }
+    write(
+        dir,
+        "keystore",
+        "log",
+        &with_selector(1, &fs::read(&log_path)?),
+    )?;
+    let head_key = KeyBytes::from_slice(&[9; 32]).ok_or("key")?;
+    selene_keys::log::write_head(&tmp, &head_key, last.0, &last.1)?;
+    write(
+        dir,
+        "keystore",
+        "head",
+        &with_selector(2, &fs::read(tmp.join(selene_keys::log::HEAD_FILE))?),
+    )?;
+    for (name, p) in [
+        ("policy_selective", policy),
+        ("policy_strict", OwnerPolicy::strict()),
+    ] {
+        write(
+            dir,
+            "keystore",
+            name,
+            &with_selector(3, p.to_toml()?.as_bytes()),
+        )?;
+    }
+    let key = KeyBytes::from_slice(&selene_fuzz::ENVELOPE_KEY).ok_or("key")?;
+    let sealed = envelope::seal(&key, &[5; 32], selene_fuzz::ENVELOPE_AAD);
+    write(dir, "keystore", "envelope", &with_selector(4, &sealed))?;
+    fs::remove_dir_all(&tmp)?;
+    Ok(())
+}
+
 fn main() -> Res<()> {
     let dir = std::env::args().nth(1).ok_or("usage: seeds DIR")?;
     let dir = Path::new(&dir);
@@ -201,5 +401,17 @@ fn main() -> Res<()> {
         Policy::selective(30, 4).to_toml()?.as_bytes(),
     )?;
     write(dir, "gguf", "tiny", &gguf())?;
+    prefix_kv(dir)?;
+    keystore(dir)?;
+    let read = |t: &str, name: &str| -> Res<Vec<u8>> {
+        // The linalg seeds of set 0 (Coeff11), without their selector byte.
+        Ok(fs::read(dir.join(t).join(name))?[1..].to_vec())
+    };
+    wire_frames(
+        dir,
+        &read("linalg_layout", "p0_coeff")?,
+        &read("linalg_input", "p0_n1")?,
+        &read("linalg_output", "p0_n1")?,
+    )?;
     Ok(())
 }

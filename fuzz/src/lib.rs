@@ -26,3 +26,71 @@ pub fn split(data: &[u8]) -> Option<(&'static Arc<Parameters>, &[u8])> {
     let (&sel, rest) = data.split_first()?;
     Some((params(sel)?, rest))
 }
+
+/// Limits of the `wire` target: the frame cap is `64 * (first byte + 1)` bytes (64 B to
+/// 16 KiB), small enough that the fuzzer reaches the size checks on either side of it.
+pub fn wire_limits(selector: u8) -> selene_protocol::Limits {
+    selene_protocol::Limits {
+        max_message_bytes: 64 * (usize::from(selector) + 1),
+        ..selene_protocol::Limits::default()
+    }
+}
+
+/// SmolLM2-135M's shape (its GGUF's `llama.*` metadata), written out so the `prefix_kv`
+/// target needs no model file.
+pub fn smollm2_config() -> selene_model::Config {
+    selene_model::Config {
+        n_layers: 30,
+        d_model: 576,
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+        d_ff: 1536,
+        vocab_size: 49152,
+        context_length: 8192,
+        rope_theta: 100_000.0,
+        rms_eps: 1e-5,
+    }
+}
+
+/// Limits of the `prefix_kv` target: 4 positions (one position of one layer is already
+/// 1.5 KB of keys and values at SmolLM2's width, so more only slows each run).
+pub const PREFIX_MAX_POSITIONS: usize = 4;
+
+/// Keystore id the `keystore` target checks release logs against (the seeds' logs are
+/// chained from it, so their lines pass the chain check).
+pub const LOG_KEYSTORE_ID: [u8; 16] = *b"selene fuzz log!";
+
+/// Key and associated data of the `keystore` target's envelopes (the seeds are sealed
+/// with them, so a mutated seed exercises the tag check).
+pub const ENVELOPE_KEY: [u8; 32] = *b"selene fuzz envelope key, public";
+/// See [`ENVELOPE_KEY`].
+pub const ENVELOPE_AAD: &[u8] = b"selene fuzz envelope";
+
+/// The `keystore` target's formats, picked by `first byte % 5`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeystoreFormat {
+    /// `keystore.bin`.
+    File = 0,
+    /// `releases.log`.
+    Log = 1,
+    /// `releases.head`.
+    Head = 2,
+    /// The owner policy's TOML.
+    OwnerPolicy = 3,
+    /// A wrapped secret (XChaCha20-Poly1305 envelope).
+    Envelope = 4,
+}
+
+impl KeystoreFormat {
+    /// The format a selector byte picks.
+    pub fn from_selector(b: u8) -> Self {
+        match b % 5 {
+            0 => Self::File,
+            1 => Self::Log,
+            2 => Self::Head,
+            3 => Self::OwnerPolicy,
+            _ => Self::Envelope,
+        }
+    }
+}

@@ -39,6 +39,9 @@ pub mod policy;
 pub mod secret;
 pub mod session;
 
+#[cfg(fuzzing)]
+pub mod fuzzing;
+
 pub use backend::{BackendDescriptor, RootKey};
 /// The PIN type of the PKCS#11 backend (a zeroizing secret string).
 pub use cryptoki::types::AuthPin;

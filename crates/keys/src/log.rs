@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use selene_protocol::policy::Tensor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::error::{io, Error, Result};
 use crate::secret::KeyBytes;
@@ -81,6 +82,11 @@ pub fn verify(path: &Path, keystore_id: &[u8; 16]) -> Result<LogSummary> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io(path)(e)),
     };
+    verify_text(&text, keystore_id)
+}
+
+/// [`verify`] on the log's bytes (the parser proper, pure: fuzzed as `keystore`).
+pub(crate) fn verify_text(text: &[u8], keystore_id: &[u8; 16]) -> Result<LogSummary> {
     let mut summary = LogSummary {
         lines: 0,
         head: genesis(keystore_id),
@@ -98,8 +104,7 @@ pub fn verify(path: &Path, keystore_id: &[u8; 16]) -> Result<LogSummary> {
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
         let n = i + 1;
         let broken = |why: String| Error::LogBroken { line: n, why };
-        let e: LogEntry = serde_json::from_slice(line)
-            .map_err(|e| broken(format!("not a release entry ({e})")))?;
+        let e = parse_line(line).map_err(|e| broken(format!("not a release entry ({e})")))?;
         if e.prev != hex::encode(summary.head) {
             return Err(broken(if n == 1 {
                 "its previous-hash is not this keystore's genesis hash (log from another \
@@ -126,6 +131,16 @@ pub fn verify(path: &Path, keystore_id: &[u8; 16]) -> Result<LogSummary> {
         summary.lines = n as u64;
     }
     Ok(summary)
+}
+
+/// One log line (without its newline) as an entry.
+pub(crate) fn parse_line(line: &[u8]) -> serde_json::Result<LogEntry> {
+    serde_json::from_slice(line)
+}
+
+/// An entry as one log line (without its newline).
+pub(crate) fn encode_line(e: &LogEntry) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(e)
 }
 
 /// An open log, appending after a verified head.
@@ -161,7 +176,7 @@ impl ReleaseLog {
     pub fn append(&mut self, mut entry: LogEntry) -> Result<(u64, [u8; 32])> {
         entry.seq = self.lines + 1;
         entry.prev = hex::encode(self.head);
-        let line = serde_json::to_vec(&entry)?;
+        let line = encode_line(&entry)?;
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -184,16 +199,49 @@ fn head_mac(key: &KeyBytes, lines: u64, head: &[u8; 32]) -> [u8; 32] {
     crate::policy::tag(key, &msg)
 }
 
+/// The contents of the head file: `lines head-hex mac-hex`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SignedHead {
+    /// Lines of the log.
+    pub(crate) lines: u64,
+    /// SHA-256 of its last line.
+    pub(crate) head: [u8; 32],
+    /// HMAC of both under the log-head key.
+    pub(crate) mac: [u8; 32],
+}
+
+impl SignedHead {
+    /// Parses the head file's text (whitespace-separated; nothing after the MAC is read).
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split_whitespace();
+        let lines = parts.next()?.parse().ok()?;
+        let head = hex::decode(parts.next()?).ok()?.try_into().ok()?;
+        let mac = hex::decode(parts.next()?).ok()?.try_into().ok()?;
+        Some(Self { lines, head, mac })
+    }
+
+    /// The head file's text.
+    pub(crate) fn to_text(&self) -> String {
+        format!(
+            "{} {} {}\n",
+            self.lines,
+            hex::encode(self.head),
+            hex::encode(self.mac)
+        )
+    }
+}
+
 /// Writes the MAC'd head next to the log (atomically).
 ///
 /// # Errors
 /// I/O errors.
 pub fn write_head(dir: &Path, key: &KeyBytes, lines: u64, head: &[u8; 32]) -> Result<()> {
-    let text = format!(
-        "{lines} {} {}\n",
-        hex::encode(head),
-        hex::encode(head_mac(key, lines, head))
-    );
+    let text = SignedHead {
+        lines,
+        head: *head,
+        mac: head_mac(key, lines, head),
+    }
+    .to_text();
     crate::keystore::write_private(&dir.join(HEAD_FILE), text.as_bytes())
 }
 
@@ -216,20 +264,13 @@ pub fn check_head(dir: &Path, key: &KeyBytes, s: &LogSummary) -> Result<()> {
         }
         Err(e) => return Err(io(&path)(e)),
     };
-    let mut parts = text.split_whitespace();
-    let (lines, head, mac) = (parts.next(), parts.next(), parts.next());
-    let lines: Option<u64> = lines.and_then(|l| l.parse().ok());
-    let head: Option<[u8; 32]> = head.and_then(|h| hex::decode(h).ok()?.try_into().ok());
-    let mac: Option<[u8; 32]> = mac.and_then(|h| hex::decode(h).ok()?.try_into().ok());
-    let (Some(lines), Some(head), Some(mac)) = (lines, head, mac) else {
+    let Some(SignedHead { lines, head, mac }) = SignedHead::parse(&text) else {
         return Err(Error::LogHead {
             why: format!("{} does not parse", path.display()),
         });
     };
-    let mut msg = b"selene log head".to_vec();
-    msg.extend_from_slice(&lines.to_le_bytes());
-    msg.extend_from_slice(&head);
-    if !crate::policy::verify(key, &msg, &mac) {
+    // Constant time: the MAC is compared against an attacker-editable file.
+    if !bool::from(head_mac(key, lines, &head).ct_eq(&mac)) {
         return Err(Error::LogHead {
             why: "the head's MAC does not verify (head file altered)".to_string(),
         });

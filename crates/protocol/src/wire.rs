@@ -368,8 +368,8 @@ fn put_floats(out: &mut Vec<u8>, v: &[f32]) {
 /// Encodes a frame, length prefix included.
 ///
 /// # Errors
-/// Only for a `Hello` whose policy cannot be written as TOML (never for a policy built by
-/// this crate).
+/// Only for a `Hello` whose policy cannot be written as TOML, or prints longer than
+/// [`MAX_POLICY_BYTES`] (never for a validated policy: its preset is one of a few names).
 pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(HEADER_BYTES + payload_hint(&frame.message));
     out.extend_from_slice(&[0; 4]);
@@ -381,7 +381,17 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
         Message::Hello(h) => {
             out.extend_from_slice(&h.protocol.to_le_bytes());
             put_bytes(&mut out, &h.token);
-            put_bytes(&mut out, h.policy.to_toml()?.as_bytes());
+            let policy = h.policy.to_toml()?;
+            // What `decode` accepts: the TOML printer may write a policy longer than the
+            // text it was parsed from (a tab in a string becomes `\t`), and a frame the
+            // peer refuses must not leave.
+            if policy.len() > MAX_POLICY_BYTES {
+                return Err(Error::Wire {
+                    what: "policy longer than MAX_POLICY_BYTES",
+                    offset: out.len(),
+                });
+            }
+            put_bytes(&mut out, policy.as_bytes());
             out.extend_from_slice(&h.params_fingerprint);
             out.extend_from_slice(&h.context.to_le_bytes());
             out.extend_from_slice(&(h.eval_keys.len() as u32).to_le_bytes());

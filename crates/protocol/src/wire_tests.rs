@@ -171,3 +171,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hello_whose_policy_prints_too_long_is_not_encoded() {
+    // Found by the `wire` fuzz target: a policy of 3,000 tabs in a literal string parses
+    // from a 3 KB Hello, but prints as 6 KB of `\t` escapes, which `decode` refuses; the
+    // encoder must refuse it rather than send a frame the peer rejects.
+    let text = format!(
+        "version = 1\npreset = '{}'\nencrypted_layers = 30\n",
+        "\t".repeat(3000)
+    );
+    assert!(text.len() <= MAX_POLICY_BYTES);
+    let policy = Policy::parse_toml(&text).unwrap();
+    let frame = Frame {
+        request_id: 1,
+        message: Message::Hello(Hello {
+            protocol: WIRE_VERSION,
+            token: Vec::new(),
+            policy,
+            params_fingerprint: [0; 8],
+            context: 8,
+            eval_keys: Vec::new(),
+        }),
+    };
+    assert!(matches!(encode(&frame), Err(Error::Wire { .. })));
+}

@@ -11,7 +11,7 @@ use super::{KIND_KEYSTORE, MAGIC, MAX_SESSIONS, VERSION};
 use crate::backend::BackendDescriptor;
 use crate::error::{io, Error, Result};
 use crate::format::{Reader, Writer};
-use crate::session::{preset_from_code, SESSION_ID_LEN};
+use crate::session::{preset_code, preset_from_code, SESSION_ID_LEN};
 
 /// Writes `bytes` to `path` with mode 0600, atomically (temporary file, fsync, rename).
 ///
@@ -145,6 +145,46 @@ pub(super) struct Parsed {
     pub(super) sessions: Vec<StoredSession>,
     pub(super) body_len: usize,
     pub(super) mac: [u8; 32],
+}
+
+/// Writes everything the keystore MAC covers: header, wrapped keystore key, signed
+/// policy, sessions (the layout in the parent module's docs).
+pub(super) fn write_body(
+    w: &mut Writer,
+    header: &Header,
+    wrapped_ksk: &[u8],
+    policy: (&str, &[u8; 32]),
+    sessions: &[StoredSession],
+) {
+    w.raw(&header.encode());
+    w.bytes16(wrapped_ksk);
+    w.bytes32(policy.0.as_bytes());
+    w.raw(policy.1);
+    w.u16(sessions.len().min(MAX_SESSIONS) as u16);
+    for s in sessions.iter().take(MAX_SESSIONS) {
+        w.raw(&s.id);
+        w.u8(preset_code(s.preset));
+        w.u64(s.created);
+        w.bytes16(&s.wrapped);
+    }
+}
+
+impl Parsed {
+    /// The file again: body then the MAC as read (the inverse of [`parse`]; the format
+    /// is canonical, so this gives back the parsed bytes).
+    #[cfg(any(test, fuzzing))]
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        write_body(
+            &mut w,
+            &self.header,
+            &self.wrapped_ksk,
+            (&self.policy_text, &self.policy_tag),
+            &self.sessions,
+        );
+        w.raw(&self.mac);
+        w.buf
+    }
 }
 
 pub(super) fn parse(bytes: &[u8]) -> Result<Parsed> {

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 mod file;
 
-use file::{check_mode, now, parse, StoredSession};
+use file::{check_mode, now, parse, write_body, StoredSession};
 pub use file::{write_private, Header, SessionInfo};
 
 use crate::backend::{BackendDescriptor, RootKey};
@@ -282,17 +282,13 @@ impl Keystore {
 
     fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.raw(&self.header.encode());
-        w.bytes16(&self.wrapped_ksk);
-        w.bytes32(self.policy_text.as_bytes());
-        w.raw(&self.policy_tag);
-        w.u16(self.sessions.len().min(MAX_SESSIONS) as u16);
-        for s in self.sessions.iter().take(MAX_SESSIONS) {
-            w.raw(&s.id);
-            w.u8(preset_code(s.preset));
-            w.u64(s.created);
-            w.bytes16(&s.wrapped);
-        }
+        write_body(
+            &mut w,
+            &self.header,
+            &self.wrapped_ksk,
+            (&self.policy_text, &self.policy_tag),
+            &self.sessions,
+        );
         let mac = policy::tag(&self.subkey(b"selene keystore mac"), &w.buf);
         w.raw(&mac);
         w.buf
@@ -481,6 +477,20 @@ impl Keystore {
     pub(crate) fn root_mut(&mut self) -> &mut dyn RootKey {
         self.root.as_mut()
     }
+}
+
+/// [`crate::fuzzing::keystore_file`]: the file parsed, and encoded again.
+#[cfg(fuzzing)]
+pub(crate) fn reparse(bytes: &[u8]) -> Result<crate::fuzzing::KeystoreFile> {
+    let p = parse(bytes)?;
+    Ok(crate::fuzzing::KeystoreFile {
+        header_encoded_len: p.header.encode().len(),
+        reencoded: p.encode(),
+        header: p.header,
+        header_len: p.header_len,
+        body_len: p.body_len,
+        policy_text: p.policy_text,
+    })
 }
 
 #[cfg(test)]

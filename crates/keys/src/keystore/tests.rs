@@ -220,3 +220,20 @@ fn edited_policy_and_loose_permissions_are_refused() {
     let w = ks.root_mut().wrap(&k, b"header one").unwrap();
     assert!(ks.root_mut().unwrap(&w, b"header two").is_err());
 }
+
+#[test]
+fn parsed_file_encodes_back_to_its_bytes() {
+    // The format is canonical: the fuzz target `keystore` relies on parse then encode
+    // giving back the file, with the header and MAC'd body lengths where parse saw them.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let mut ks = new_store(&dir);
+    ks.persist_session(&SessionKey::fresh(LinalgPreset::Coeff12))
+        .unwrap();
+    let bytes = std::fs::read(dir.join(KEYSTORE_FILE)).unwrap();
+    let p = parse(&bytes).unwrap();
+    assert_eq!(p.encode(), bytes);
+    assert_eq!(p.header_len, p.header.encode().len());
+    assert_eq!(p.body_len, bytes.len() - 32);
+    assert_eq!(p.sessions.len(), 1);
+}
