@@ -347,8 +347,12 @@ fn quality_on_a_text_slice_strict_and_k4() {
             q.max_logit_err,
             q.flips
         );
+        // K = 4 floods every product decryption (see below), random per run: 0.10% and
+        // 0.58% measured on this 48-token slice; `selene bench e2e` reports the 256-token
+        // figure. A broken layout or key moves perplexity by far more than 2%.
+        let ppl_bound = if mode == "strict" { 0.005 } else { 0.02 };
         assert!(
-            q.ppl_rel_err() < 0.005,
+            q.ppl_rel_err() < ppl_bound,
             "{mode}: perplexity off by {}",
             q.ppl_rel_err()
         );
