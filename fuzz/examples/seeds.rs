@@ -239,7 +239,7 @@ fn wire_frames(dir: &Path, layout: &[u8], input: &[u8], output: &[u8]) -> Res<()
             tokens: vec![1, 9690, 2, 49151],
         },
         Message::PrefixKv {
-            bytes: b"SELK opaque to the wire".to_vec(),
+            bytes: b"SELP opaque to the wire".to_vec(),
         },
     ];
     for (i, message) in frames.into_iter().enumerate() {
@@ -261,7 +261,7 @@ fn wire_frames(dir: &Path, layout: &[u8], input: &[u8], output: &[u8]) -> Res<()
     Ok(())
 }
 
-/// `SELK` blobs at SmolLM2's shape, written from the documented layout (the type has
+/// `SELP` blobs at SmolLM2's shape, written from the documented layout (the type has
 /// no public constructor but the plaintext run) and checked by the decoder.
 fn prefix_kv(dir: &Path) -> Res<()> {
     let c = selene_fuzz::smollm2_config();
@@ -269,7 +269,7 @@ fn prefix_kv(dir: &Path) -> Res<()> {
         max_positions: selene_fuzz::PREFIX_MAX_POSITIONS,
     };
     for (first, count, positions) in [(0u32, 1u32, 1u32), (28, 2, 1), (4, 1, 3)] {
-        let mut b = b"SELK".to_vec();
+        let mut b = b"SELP".to_vec();
         b.extend_from_slice(&1u16.to_le_bytes()); // version
         b.extend_from_slice(&1u16.to_le_bytes()); // kind: f32
         for v in [first, count, positions, c.kv_dim() as u32] {

@@ -1,4 +1,4 @@
-//! `PrefixKv::from_bytes` (`SELK`: the public prefix's keys and values the server sends
+//! `PrefixKv::from_bytes` (`SELP`: the public prefix's keys and values the server sends
 //! the client): any bytes decode or fail with an error, never a panic; what decodes
 //! re-encodes to the same bytes. Model shape: SmolLM2-135M's (`selene_fuzz::smollm2_config`,
 //! no model file needed), with a 4-position limit (`selene_fuzz::PREFIX_MAX_POSITIONS`).

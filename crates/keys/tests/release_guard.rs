@@ -76,7 +76,10 @@ fn run(
 
 fn refusal(r: &Result<Vec<u32>, Error>) -> String {
     match r {
-        Err(e @ Error::ReleaseRefused { .. }) => e.to_string(),
+        Err(e @ Error::ReleaseRefused { .. }) => {
+            let why = std::error::Error::source(e).map(ToString::to_string);
+            format!("{e}: {}", why.unwrap_or_default())
+        }
         other => panic!("expected a refused release, got {other:?}"),
     }
 }

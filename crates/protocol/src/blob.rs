@@ -1,5 +1,5 @@
 //! The fixed header and f32 body shared by the protocol's versioned plaintext blobs
-//! (the release `SELR` and the public prefix's keys and values `SELK`): magic, a u16
+//! (the release `SELR` and the public prefix's keys and values `SELP`): magic, a u16
 //! version, then little-endian fields, then finite f32 values.
 
 /// A checked view of a blob's fixed-size header.

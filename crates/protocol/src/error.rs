@@ -145,7 +145,9 @@ pub enum Error {
         why: String,
     },
     /// The release guard refused a release; nothing was sent.
-    #[error("release refused, nothing was sent: {source}")]
+    // The reason is the error's source, not part of this message, so `{:#}` chains
+    // (anyhow) print it once.
+    #[error("release refused, nothing was sent")]
     ReleaseRefused {
         /// The guard's reason.
         source: Box<dyn std::error::Error + Send + Sync>,

@@ -33,7 +33,7 @@ use selene_model::{
 use crate::blob::{finite_f32s, BlobHeader};
 use crate::error::{Error, Result};
 
-const PREFIX_MAGIC: &[u8; 4] = b"SELK";
+const PREFIX_MAGIC: &[u8; 4] = b"SELP";
 const PREFIX_VERSION: u16 = 1;
 /// Kind tag: keys (after RoPE) and values, f32 little-endian, layer after layer.
 const PREFIX_KIND_F32: u16 = 1;
@@ -188,7 +188,7 @@ impl PrefixKv {
         self.install_layers(cache, 0..c.n_layers)
     }
 
-    /// The versioned wire form: magic `SELK`, version, kind, first layer, layer count,
+    /// The versioned wire form: magic `SELP`, version, kind, first layer, layer count,
     /// positions, kv width (little-endian), then per layer the keys and the values as
     /// f32.
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -295,7 +295,7 @@ pub enum Message {
         /// The prefix's token ids.
         tokens: Vec<u32>,
     },
-    /// The prefix's keys and values for the layers the client runs (`SELK` bytes).
+    /// The prefix's keys and values for the layers the client runs (`SELP` bytes).
     PrefixKv {
         /// `PrefixKv` wire bytes.
         bytes: Vec<u8>,
