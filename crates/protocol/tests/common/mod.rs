@@ -76,6 +76,15 @@ pub struct Running {
 }
 
 impl Running {
+    /// The prepared model a session with `k` encrypted layers uses: the strict model at
+    /// the full depth (when served), else the selective one.
+    pub fn model_for(&self, k: usize) -> &Arc<PreparedModel> {
+        match &self.strict_model {
+            Some(m) if k == shared().w.config().n_layers => m,
+            _ => &self.model,
+        }
+    }
+
     /// Stops the server as a crash or restart would: its tasks and connections are
     /// dropped without a goodbye.
     pub fn stop(mut self) {
@@ -91,13 +100,23 @@ pub fn start(layers: usize) -> Running {
     start_with(layers, Limits::default(), &id, "127.0.0.1:0")
 }
 
+/// Layers a full-depth test server prepares at `coeff12wide`, as `selene serve` does by
+/// default (`--selective-layers 4`): selective sessions up to K = 4.
+pub const FULL_SELECTIVE_LAYERS: usize = 4;
+
 /// A server with `limits` and `id`'s certificate on `addr`, serving selective sessions
 /// (the first [`SELECTIVE_LAYERS`] layers at `coeff12wide`) and, when `layers` is the
-/// model's depth, strict sessions at `coeff12`.
+/// model's depth, strict sessions at `coeff12` and selective ones up to
+/// [`FULL_SELECTIVE_LAYERS`].
 pub fn start_with(layers: usize, limits: Limits, id: &Identity, addr: &str) -> Running {
-    let model = prepared(SELECTIVE_LAYERS.min(layers), LinalgPreset::Coeff12Wide);
-    let strict_model =
-        (layers == shared().w.config().n_layers).then(|| prepared(layers, LinalgPreset::Coeff12));
+    let full = layers == shared().w.config().n_layers;
+    let wide_layers = if full {
+        FULL_SELECTIVE_LAYERS
+    } else {
+        SELECTIVE_LAYERS.min(layers)
+    };
+    let model = prepared(wide_layers, LinalgPreset::Coeff12Wide);
+    let strict_model = full.then(|| prepared(layers, LinalgPreset::Coeff12));
     let mut sessions = SessionServer::new(model.clone(), shared().w.clone(), limits);
     if let Some(m) = &strict_model {
         sessions = sessions.with_model(m.clone());
@@ -146,11 +165,8 @@ pub fn open(
 ) -> selene_protocol::Result<ClientSession<TlsTransport>> {
     let layers = shared().w.config().n_layers;
     let t = TlsTransport::connect(&r.addr, &r.trust, token)?;
-    let model = match &r.strict_model {
-        Some(m) if k == layers => m,
-        _ => &r.model,
-    };
-    ClientSession::open(t, model.params(), Policy::selective(layers, k), CONTEXT)
+    let params = r.model_for(k).params();
+    ClientSession::open(t, params, Policy::selective(layers, k), CONTEXT)
 }
 
 /// Smallest gap between the best and second-best plaintext logit at any greedy step:
@@ -232,9 +248,12 @@ pub fn over_tls(r: &Running, k: usize, ids: &[u32], max: usize) -> Vec<u32> {
     let s = shared();
     let session = open(r, k, TOKEN).unwrap();
     if k == s.w.config().n_layers {
-        let mut strict =
-            StrictLinear::from_session(&s.w, selene_linalg::Client::new(r.model.params()), session)
-                .unwrap();
+        let mut strict = StrictLinear::from_session(
+            &s.w,
+            selene_linalg::Client::new(r.model_for(k).params()),
+            session,
+        )
+        .unwrap();
         let out = generate(&s.w, ids, max, &[], &mut greedy(), &mut strict, &mut |_| {
             Ok(ControlFlow::Continue(()))
         })
