@@ -21,7 +21,11 @@ const KEY: &str = "sk-selene-test";
 const PROMPT: &str = "Hi";
 const SERVER_TOKEN_VAR: &str = "SELENE_OPENAI_TEST_SERVER_TOKEN";
 const SERVER_TOKEN: &str = "s3rver";
-const MAX_TOKENS: usize = 6;
+/// Greedy "Hi" under the chat template gives "Hello! How can I", each token winning by at
+/// least 1.43 in the plaintext logits; the sixth ("assist" over "help") wins by only 0.12,
+/// which selective mode's flooded decryptions (max logit error about 0.1 at K = 1)
+/// flipped in one run, so the reference stops before it.
+const MAX_TOKENS: usize = 5;
 
 /// The endpoint process, killed when the test ends however it ends.
 struct Endpoint {
