@@ -335,10 +335,20 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// Installs the client's part of a public prefix (layers `0..k`) into its cache,
     /// before the first step; its capacity must include the prefix.
     ///
+    /// The prefix's positions arrive in plaintext and are never decrypted, so the key
+    /// releases at most `capacity - prefix` rows: the decryption flooding is re-sized for
+    /// that cap (a smaller sigma, more precision; nothing has been decrypted yet, as the
+    /// cache is still empty).
+    ///
     /// # Errors
     /// A prefix for other layers, a cache already in use or too small.
     pub fn install_prefix(&mut self, kv: &PrefixKv) -> Result<()> {
-        kv.install_layers(&mut self.cache, 0..self.k)
+        kv.install_layers(&mut self.cache, 0..self.k)?;
+        if let Some(cap) = self.strict.flooding().map(|f| f.releases_cap) {
+            let private = cap.saturating_sub(kv.positions() as u64);
+            self.strict.size_flooding(private)?;
+        }
+        Ok(())
     }
 
     /// Hidden-state rows released so far (one per position).

@@ -174,6 +174,13 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
     /// # Errors
     /// A layout whose method has no noise bound (slots).
     pub fn flood_decryptions(mut self, releases_cap: u64) -> Result<Self> {
+        self.size_flooding(releases_cap)?;
+        Ok(self)
+    }
+
+    /// Sizes (or re-sizes, before any decryption) the flooding of
+    /// [`Self::flood_decryptions`] for a key that releases at most `releases_cap` rows.
+    pub(crate) fn size_flooding(&mut self, releases_cap: u64) -> Result<()> {
         let params = self.client.params().clone();
         let per_row: u64 = self.layouts.iter().flatten().map(decryptions_per_row).sum();
         let decryptions = releases_cap.max(1).saturating_mul(per_row);
@@ -199,7 +206,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             sigmas,
             precision_bits,
         });
-        Ok(self)
+        Ok(())
     }
 
     /// The decryption flooding in force, if any.

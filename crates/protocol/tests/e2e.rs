@@ -218,7 +218,19 @@ fn public_prefix_strict_and_k1_match_plain_on_the_concatenation() {
     let head = PrefixKv::from_bytes(&head.to_bytes(), c, &lim).unwrap();
     let capacity = p + priv_ids.len() + max;
     let mut client = selective(f, k, capacity);
+    let before = client.strict().flooding().unwrap().clone();
     client.install_prefix(&head).unwrap();
+    // The prefix arrives in plaintext and is never decrypted: the flooding is re-sized
+    // for the private rows only, so it keeps more precision.
+    let after = client.strict().flooding().unwrap();
+    assert_eq!(before.releases_cap, capacity as u64);
+    assert_eq!(after.releases_cap, (capacity - p) as u64);
+    assert!(
+        after.precision_bits > before.precision_bits + 0.4,
+        "{} vs {}",
+        after.precision_bits,
+        before.precision_bits
+    );
     let mut server = PlainTail::new(&f.w, k, capacity);
     assert!(
         server.install_prefix(&head).is_err(),
