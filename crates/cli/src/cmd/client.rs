@@ -60,7 +60,7 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
     let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
     let (w, t) = load(args.gen.model.model.as_deref())?;
     let policy = args.policy.policy(w.config().n_layers)?;
-    let params = Preset::from_name(&policy.preset)?.linalg().build()?;
+    let params = Preset::linalg_named(&policy.preset)?.build()?;
     let transport = TlsTransport::connect(&args.server, &trust, &token)?;
     eprintln!("[client: connected to {} over TLS]", args.server);
     let context = args.policy.public_context.as_deref();

@@ -107,7 +107,7 @@ pub fn open<'w, T: Transport>(
     policy: Policy,
     transport: T,
 ) -> anyhow::Result<Session<'w, T>> {
-    let preset = Preset::from_name(&policy.preset)?.linalg();
+    let preset = Preset::linalg_named(&policy.preset)?;
     let keys = selene_keys::open_or_ephemeral(&selene_keys::default_dir(), preset)?;
     let session = ClientSession::open(transport, params, policy, w.config().context_length)
         .context("the server refused the session")?;

@@ -51,14 +51,11 @@ impl Preset {
         }
     }
 
-    /// The preset a policy names.
-    pub fn from_name(name: &str) -> anyhow::Result<Self> {
-        match name {
-            "coeff12" => Ok(Preset::Coeff12),
-            "coeff11" => Ok(Preset::Coeff11),
-            selene_protocol::policy::SELECTIVE_PRESET => Ok(Preset::Coeff12wide),
-            _ => anyhow::bail!("unknown preset {name:?}"),
-        }
+    /// The linalg preset a policy names (the protocol's name table,
+    /// [`selene_protocol::policy::linalg_preset`]).
+    pub fn linalg_named(name: &str) -> anyhow::Result<LinalgPreset> {
+        selene_protocol::policy::linalg_preset(name)
+            .ok_or_else(|| anyhow::anyhow!("unknown preset {name:?}"))
     }
 }
 
@@ -147,7 +144,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let (w, t) = load(args.gen.model.model.as_deref())?;
     let w = Arc::new(w);
     let policy = args.policy.policy(w.config().n_layers)?;
-    let params = Preset::from_name(&policy.preset)?.linalg().build()?;
+    let params = Preset::linalg_named(&policy.preset)?.build()?;
     let (server, token) = embedded_server(&params, &w, policy.encrypted_layers)?;
     let transport = InProcess::connect(&server, &token);
     let context = args.policy.public_context.as_deref();
