@@ -2,24 +2,26 @@
 //! generation step"): the server multiplies CKKS-encrypted activations by its weights,
 //! the client does everything without a weight matrix and keeps the key.
 //!
-//! - [`PreparedModel`] (server, once): every layer's four weight products, RMSNorm gains
-//!   folded in, encoded for [`selene_linalg`]'s coefficient method.
-//! - [`ModelServer`] (server, per request): decodes an encrypted input from its wire
-//!   bytes, applies the layer's matrix, encodes the encrypted output.
-//! - [`StrictLinear`] (client): a [`selene_model::Linear`] that encrypts each product's
-//!   input, sends it through a [`Transport`], and decrypts the answer; the LM head (the
-//!   tied, public embedding table) runs on the client in plaintext.
-//! - Sessions ([`session`]): [`SessionServer`] (shared by all connections: the prepared
-//!   model, the weights for selective mode's plaintext tail, SHA-256 hashes of the
-//!   accepted bearer tokens, [`Limits`], [`Counters`]) and one [`Connection`] state
-//!   machine per peer; [`ClientSession`] is the client's side (`Hello`, numbered
-//!   requests, `Close`).
-//! - [`wire`]: the versioned binary frames (`SELW`, message kinds and stable error
-//!   codes), decoded without panics and with every length checked before allocating.
-//! - Transports ([`Transport`] carries frames): [`InProcess`], the embedded default,
-//!   drives the same [`Connection`] with the same bytes a network peer sends; [`net`]
-//!   runs TLS over TCP (tokio + rustls/ring server, blocking client with certificate
-//!   pinning or CA roots).
+//! The crate is laid out by role, and dependencies between its files point one way:
+//!
+//! - [`codec`]: every byte format both roles share: the framed messages ([`wire`]),
+//!   a selective release ([`codec::release`]), a public prefix's keys and values
+//!   ([`PrefixKv`]). Decoders check every length before allocating.
+//! - [`client`]: the session ([`ClientSession`]: `Hello`, numbered requests, `Close`),
+//!   [`StrictLinear`] (a [`selene_model::Linear`] that encrypts each product's input,
+//!   sends it and decrypts the answer; the LM head, the public embedding table, runs here
+//!   in plaintext), [`SelectiveClient`] (flooded releases after `k` layers),
+//!   [`PaddedLinear`] and the token loop after a public prefix.
+//! - [`server`]: [`PreparedModel`] (every layer's four products, RMSNorm gains folded
+//!   in, encoded once), [`SessionServer`] (shared by all connections), one [`Connection`]
+//!   state machine per peer with one handler per message kind, selective mode's
+//!   [`PlainTail`] and the [`PublicPrefix`] run.
+//! - [`transport`]: the [`Transport`] trait the client speaks through; [`InProcess`],
+//!   the embedded default, drives the same [`Connection`] with the same bytes a network
+//!   peer sends (the one file that names both roles); [`net`] runs TLS over TCP.
+//! - [`policy`]: what runs encrypted and what may be released, checked by both roles.
+//!
+//! A client file never imports a server file or the reverse (`scripts/check_modules.py`).
 //!
 //! # Security
 //! The server sees ciphertexts, their sizes and their timing, and therefore the number
@@ -30,9 +32,9 @@
 //!
 //! Selective mode by depth ([`SelectiveClient`], [`PlainTail`]) releases the
 //! noise-flooded hidden states after the first `k` layers; the server then sees the
-//! prompt for all practical purposes (see the leakage audit). Not built yet (issue 7):
-//! the slot method's evaluation keys in `Hello` (the field exists; the server refuses
-//! any key today).
+//! prompt for all practical purposes (see the leakage audit). The slot method's evaluation
+//! keys have a field in `Hello`, but the server refuses any key: the coefficient method
+//! needs none.
 //!
 //! Selective by span ([`PublicPrefix`], [`PrefixKv`]): a public prefix runs in plaintext
 //! on the server, which returns its keys and values; the private tokens run after it.
@@ -48,36 +50,31 @@
 //! client decrypts noise (relative error above 1) and only A's key recovers the
 //! product. Moving it gains a peer nothing it could not get by sending its own inputs.
 
-mod blob;
-mod client;
+pub mod client;
+pub mod codec;
+mod embedded;
 pub mod error;
 pub mod limits;
-pub mod net;
-mod padding;
 pub mod policy;
-mod prefix;
-mod prepared;
 mod quality;
-mod selective;
-mod server;
-pub mod session;
-mod strict;
-mod transport;
-pub mod wire;
+pub mod server;
+pub mod transport;
 
-pub use client::{ClientSession, Released};
+pub use client::{
+    generate_after_prefix, generate_session, ClientSession, Flooding, PaddedLinear, Released,
+    SelectiveClient, StrictLinear, TrafficStats, MIN_FLOODED_PRECISION_BITS,
+};
+pub use codec::prefix_kv::{PrefixKv, PrefixLimits};
+pub use codec::release::{decode_release, encode_release};
+pub use codec::stage::ENCRYPTED_STAGES;
+pub use codec::wire;
+pub use embedded::generate_selective;
 pub use error::{Error, Result};
 pub use limits::Limits;
-pub use padding::PaddedLinear;
 pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest};
-pub use prefix::{generate_after_prefix, PrefixKv, PrefixLimits, PublicPrefix};
-pub use prepared::{PreparedModel, ENCRYPTED_STAGES};
 pub use quality::{compare_logits, Flip, LogitComparison};
-pub use selective::{
-    decode_release, encode_release, generate_selective, generate_session, PlainTail,
-    SelectiveClient, MIN_FLOODED_PRECISION_BITS,
+pub use server::{
+    Connection, Counters, ModelServer, PlainTail, PreparedModel, PublicPrefix, SessionEvent,
+    SessionServer,
 };
-pub use server::ModelServer;
-pub use session::{Connection, Counters, SessionEvent, SessionServer};
-pub use strict::{Flooding, StrictLinear, TrafficStats};
-pub use transport::{InProcess, Transport};
+pub use transport::{net, InProcess, Transport};

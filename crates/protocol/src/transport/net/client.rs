@@ -14,11 +14,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use subtle::ConstantTimeEq;
 
+use super::identity::{cert_fingerprint, provider};
+use crate::codec::wire;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::net::identity::{cert_fingerprint, provider};
 use crate::transport::Transport;
-use crate::wire;
 
 /// How the client decides to trust the server's certificate.
 #[derive(Clone, Debug)]

@@ -7,12 +7,12 @@ use selene_ckks::Parameters;
 use selene_linalg::Layout;
 use selene_model::{Config, LinearStage};
 
+use crate::codec::prefix_kv::{PrefixKv, PrefixLimits};
+use crate::codec::wire::{self, Frame, Hello, Kind, Message, Welcome, WIRE_VERSION};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::policy::Policy;
-use crate::prefix::{PrefixKv, PrefixLimits};
 use crate::transport::Transport;
-use crate::wire::{self, Frame, Hello, Kind, Message, Welcome, WIRE_VERSION};
 
 /// Largest reply the client accepts (a prefill's product result can be large; a server
 /// that sends more is not one to trust).

@@ -1,4 +1,4 @@
-//! Selective by span (ARCHITECTURE.md; issue 7, scope 1): a **public prefix** (a system
+//! Selective by span (ARCHITECTURE.md): a **public prefix** (a system
 //! prompt, a public document) runs in plaintext on the server, batched through every
 //! layer, and the server returns the keys and values the client needs for attention.
 //! Every token from the first private one on runs as before (strict or selective by
@@ -6,7 +6,7 @@
 //! carry RoPE for positions `0..P`, and the forward pass reads each layer's start
 //! position from the cache, so positions continue.
 //!
-//! - [`PublicPrefix::run`] (server): the plaintext forward pass over the prefix, keeping
+//! - [`crate::PublicPrefix::run`] (server): the plaintext forward pass over the prefix, keeping
 //!   every layer's keys and values: a [`PrefixKv`].
 //! - [`PrefixKv::to_bytes`] / [`PrefixKv::from_bytes`]: the versioned wire form (the
 //!   wire protocol carries it opaquely); decoding checks every size against the model's
@@ -14,7 +14,7 @@
 //! - [`PrefixKv::split_at`]: in selective mode with `k` encrypted layers the client
 //!   needs layers `0..k` and the server's [`crate::PlainTail`] keeps `k..` in its own
 //!   cache ([`crate::PlainTail::install_prefix`], [`crate::SelectiveClient::install_prefix`]).
-//! - [`PrefixKv::install`] into a client's [`KvCache`]; [`generate_after_prefix`] is the
+//! - [`PrefixKv::install`] into a client's [`KvCache`]; [`crate::generate_after_prefix`] is the
 //!   strict-mode token loop over such a cache.
 //!
 //! # Security
@@ -23,14 +23,11 @@
 //! the first private token on leaves the client in plaintext (strict mode). The server
 //! learns the number of private tokens as before.
 
-use std::ops::{ControlFlow, Range};
+use std::ops::Range;
 
-use selene_model::forward::forward_layers;
-use selene_model::{
-    forward, generate_with, Config, KvCache, Linear, Logits, QuantLinear, Sampler, Weights,
-};
+use selene_model::{Config, KvCache};
 
-use crate::blob::{finite_f32s, BlobHeader};
+use crate::codec::blob::{finite_f32s, BlobHeader};
 use crate::error::{Error, Result};
 
 const PREFIX_MAGIC: &[u8; 4] = b"SELP";
@@ -56,38 +53,6 @@ impl PrefixLimits {
     }
 }
 
-/// The server's plaintext run of a public prefix.
-#[derive(Clone, Copy, Debug)]
-pub struct PublicPrefix;
-
-impl PublicPrefix {
-    /// Runs `tokens` through every layer of `w` in plaintext (batched) and returns each
-    /// layer's keys (after RoPE, positions `0..tokens.len()`) and values.
-    ///
-    /// # Errors
-    /// No tokens, more than the context length, a token out of range.
-    pub fn run(w: &Weights, tokens: &[u32]) -> Result<PrefixKv> {
-        let c = w.config();
-        if tokens.is_empty() {
-            return Err(Error::MalformedPrefix {
-                what: "empty public prefix",
-            });
-        }
-        let mut cache = KvCache::new(c, tokens.len());
-        let mut x = vec![0.0f32; tokens.len() * c.d_model];
-        w.embed(tokens, &mut x)?;
-        forward_layers(
-            w,
-            0..c.n_layers,
-            &mut x,
-            &mut cache,
-            &mut QuantLinear::new(w),
-            &mut |_, _| {},
-        )?;
-        Ok(PrefixKv::from_cache(&cache, 0..c.n_layers, c.kv_dim()))
-    }
-}
-
 /// Keys and values of a public prefix for a range of layers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrefixKv {
@@ -100,7 +65,7 @@ pub struct PrefixKv {
 
 impl PrefixKv {
     /// Copies `layers` of `cache` (which holds the same positions in each of them).
-    fn from_cache(cache: &KvCache, layers: Range<usize>, kv_dim: usize) -> Self {
+    pub(crate) fn from_cache(cache: &KvCache, layers: Range<usize>, kv_dim: usize) -> Self {
         let first_layer = layers.start;
         let positions = cache.layer_len(first_layer);
         let layers = layers
@@ -264,53 +229,6 @@ impl PrefixKv {
             layers,
         })
     }
-}
-
-/// The strict-mode token loop after a public prefix: a fresh cache for
-/// `prefix + prompt + max_tokens` positions, the prefix rows installed, then
-/// [`generate_with`] over `linear` (which computes every layer, e.g. a
-/// [`crate::StrictLinear`]). Without a prefix this is [`selene_model::generate`].
-///
-/// # Errors
-/// An empty prompt, a prefix that does not cover every layer, the context length, and
-/// whatever `linear` or `on_token` fail with.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the token loop's inputs, each needed"
-)]
-pub fn generate_after_prefix(
-    w: &Weights,
-    prefix: Option<&PrefixKv>,
-    prompt: &[u32],
-    max_tokens: usize,
-    stop: &[u32],
-    sampler: &mut Sampler,
-    linear: &mut dyn Linear,
-    on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
-) -> Result<Vec<u32>> {
-    let c = w.config();
-    let p = prefix.map_or(0, PrefixKv::positions);
-    let capacity = p.saturating_add(prompt.len()).saturating_add(max_tokens);
-    if capacity > c.context_length {
-        return Err(selene_model::Error::ContextFull {
-            len: p + prompt.len(),
-            adding: max_tokens,
-            capacity: c.context_length,
-        }
-        .into());
-    }
-    let mut cache = KvCache::new(c, capacity);
-    if let Some(kv) = prefix {
-        kv.install(&mut cache, c)?;
-    }
-    Ok(generate_with(
-        prompt,
-        max_tokens,
-        stop,
-        sampler,
-        &mut |ids| forward(w, ids, &mut cache, linear, Logits::Last),
-        on_token,
-    )?)
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use selene_linalg::{Client, EncryptedOutput, Layout};
 use selene_model::forward::apply_gain;
 use selene_model::{Linear, LinearStage, QuantLinear, Weights};
 
-use crate::client::ClientSession;
+use super::session::ClientSession;
+use crate::codec::stage::stage_index;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
-use crate::prepared::stage_index;
 use crate::transport::Transport;
 
 /// Most activation rows (positions) in one encrypted product request: the widest input

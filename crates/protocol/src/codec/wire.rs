@@ -29,10 +29,10 @@
 
 use selene_model::LinearStage;
 
+use crate::codec::stage::{stage_index, ENCRYPTED_STAGES};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::policy::Policy;
-use crate::prepared::{stage_index, ENCRYPTED_STAGES};
 
 /// Magic at the start of every frame body.
 pub const MAGIC: [u8; 4] = *b"SELW";

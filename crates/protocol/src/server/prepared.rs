@@ -6,24 +6,8 @@ use selene_ckks::Parameters;
 use selene_linalg::{Layout, MatrixShape, Method, PreparedMatrix};
 use selene_model::{LinearStage, Weights};
 
+use crate::codec::stage::stage_index;
 use crate::error::{Error, Result};
-
-/// The four per-layer products that run encrypted, in execution order. The LM head is
-/// not among them: its matrix is the public embedding table, so the client applies it.
-pub const ENCRYPTED_STAGES: [LinearStage; 4] = [
-    LinearStage::Qkv,
-    LinearStage::AttnOut,
-    LinearStage::GateUp,
-    LinearStage::Down,
-];
-
-/// Index of `stage` in [`ENCRYPTED_STAGES`].
-pub(crate) fn stage_index(stage: LinearStage) -> Result<usize> {
-    ENCRYPTED_STAGES
-        .iter()
-        .position(|s| *s == stage)
-        .ok_or(Error::NotEncrypted { stage })
-}
 
 /// Every layer's four matrices with the RMSNorm gains folded in (the client sends
 /// un-gained norms), encoded in NTT form for the coefficient method.

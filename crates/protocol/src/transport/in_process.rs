@@ -1,33 +1,15 @@
-//! How the client's frames reach the server: the [`Transport`] trait and the embedded
-//! [`InProcess`] transport (the TLS one is in [`crate::net`]).
+//! The embedded transport: client and server in one process, every frame still crossing
+//! as bytes through the server's [`Connection`] state machine.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
+use super::Transport;
 use crate::error::Result;
 use crate::limits::Limits;
-use crate::server::ModelServer;
-use crate::session::{Connection, SessionServer};
-
-/// Carries one request frame to the server and its reply frame back (both in the
-/// [`crate::wire`] format, length prefix included).
-pub trait Transport {
-    /// Sends `request` and returns the server's reply.
-    ///
-    /// # Errors
-    /// Whatever the channel fails with ([`crate::Error::Closed`] once the server closed
-    /// the connection).
-    fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>>;
-
-    /// The bearer token this transport presents in `Hello`.
-    fn token(&self) -> &[u8];
-
-    /// Time spent waiting for the server so far (for the per-token report): its compute
-    /// time in process, the round trips' wall time over a network.
-    fn server_time(&self) -> Duration;
-}
+use crate::server::{Connection, ModelServer, SessionServer};
 
 /// The embedded transport: the session server runs in this process, and every frame
 /// goes through the same state machine and the same bytes a network peer would send.

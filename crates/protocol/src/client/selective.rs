@@ -21,57 +21,17 @@ use std::ops::ControlFlow;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use selene_model::forward::forward_layers;
-use selene_model::{generate_with, head, KvCache, Logits, QuantLinear, Sampler, Weights};
+use selene_model::{generate_with, head, KvCache, QuantLinear, Sampler, Weights};
 
 use sha2::{Digest, Sha256};
 
-use crate::blob::{finite_f32s, BlobHeader};
-use crate::client::Released;
+use super::session::Released;
+use super::strict::StrictLinear;
+use crate::codec::prefix_kv::PrefixKv;
+use crate::codec::release::encode_release;
 use crate::error::{Error, Result};
 use crate::policy::{PolicyGuard, ReleaseGuard, ReleaseRequest, Tensor};
-use crate::prefix::PrefixKv;
-use crate::strict::StrictLinear;
 use crate::transport::Transport;
-
-const RELEASE_MAGIC: &[u8; 4] = b"SELR";
-const RELEASE_VERSION: u16 = 1;
-const RELEASE_HEADER: usize = 4 + 2 + 4 + 4;
-
-/// Encodes a release (`n` rows of `d` f32 values, row-major) in its versioned wire form
-/// (the inverse of [`decode_release`]).
-pub fn encode_release(values: &[f32], n: usize, d: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(RELEASE_HEADER + 4 * values.len());
-    out.extend_from_slice(RELEASE_MAGIC);
-    out.extend_from_slice(&RELEASE_VERSION.to_le_bytes());
-    // n and d are bounded by the context length and the model width.
-    out.extend_from_slice(&(n as u32).to_le_bytes());
-    out.extend_from_slice(&(d as u32).to_le_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
-/// Decodes a release for a model of width `d`, checking magic, version, width, length
-/// and finiteness before allocating.
-///
-/// # Errors
-/// [`Error::MalformedRelease`] naming what is wrong.
-pub fn decode_release(bytes: &[u8], d: usize) -> Result<Vec<f32>> {
-    let bad = |what: &'static str| Error::MalformedRelease { what };
-    let header =
-        BlobHeader::read(bytes, RELEASE_HEADER, RELEASE_MAGIC, RELEASE_VERSION).map_err(bad)?;
-    let n = header.u32_at(6).ok_or(bad("truncated header"))?;
-    if header.u32_at(10) != Some(d) {
-        return Err(bad("width differs from the model's"));
-    }
-    let body = bytes.get(RELEASE_HEADER..).ok_or(bad("truncated header"))?;
-    if n == 0 || body.len() != n.saturating_mul(d).saturating_mul(4) {
-        return Err(bad("length does not match n x d"));
-    }
-    let values = finite_f32s(body).ok_or(bad("non-finite value"))?;
-    Ok(values)
-}
 
 /// Adds independent N(0, sigma^2) noise to every value (Box-Muller on a CSPRNG).
 fn flood(values: &mut [f32], sigma: f64, rng: &mut ChaCha20Rng) {
@@ -90,111 +50,6 @@ fn flood(values: &mut [f32], sigma: f64, rng: &mut ChaCha20Rng) {
 /// flooding: the unflooded presets keep about 15 (selene-linalg docs) and greedy tokens
 /// match the plaintext model's; ten leaves the model's own f32/Q4 error dominant.
 pub const MIN_FLOODED_PRECISION_BITS: f64 = 10.0;
-
-/// The server's plaintext half: layers `k..`, the final norm and the LM head, over its
-/// own KV cache of those layers.
-#[derive(Debug)]
-pub struct PlainTail<'w> {
-    w: &'w Weights,
-    state: TailState,
-}
-
-impl<'w> PlainTail<'w> {
-    /// A server tail starting at layer `k`, for up to `capacity` positions.
-    pub fn new(w: &'w Weights, k: usize, capacity: usize) -> Self {
-        Self {
-            w,
-            state: TailState::new(w, k, capacity),
-        }
-    }
-
-    /// Runs a release (wire bytes) through the remaining layers and returns the logits
-    /// of its last position.
-    ///
-    /// # Errors
-    /// A malformed release, a full cache, model errors.
-    pub fn handle(&mut self, release: &[u8]) -> Result<Vec<f32>> {
-        self.state
-            .run(self.w, release, TailOutput::Logits(Logits::Last))
-    }
-
-    /// [`PlainTail::handle`] returning the logits of every released position
-    /// (`n x vocab_size`), for scoring a text (perplexity) in selective mode.
-    ///
-    /// # Errors
-    /// As [`PlainTail::handle`].
-    pub fn handle_all(&mut self, release: &[u8]) -> Result<Vec<f32>> {
-        self.state
-            .run(self.w, release, TailOutput::Logits(Logits::All))
-    }
-
-    /// Installs the server's part of a public prefix (layers `k..`) into the tail's
-    /// cache, before any release; its capacity must include the prefix.
-    ///
-    /// # Errors
-    /// A prefix for other layers, a cache already in use or too small.
-    pub fn install_prefix(&mut self, kv: &PrefixKv) -> Result<()> {
-        self.state.install_prefix(self.w, kv)
-    }
-}
-
-/// What a tail returns for a release.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TailOutput {
-    /// Logits (of the last or of every released position).
-    Logits(Logits),
-    /// The last position's final hidden state (before the final norm), for a client
-    /// that applies the LM head itself.
-    Hidden,
-}
-
-/// A session's plaintext tail without the borrowed weights (the session server owns them).
-#[derive(Debug)]
-pub(crate) struct TailState {
-    k: usize,
-    cache: KvCache,
-}
-
-impl TailState {
-    pub(crate) fn new(w: &Weights, k: usize, capacity: usize) -> Self {
-        Self {
-            k,
-            cache: KvCache::new(w.config(), capacity),
-        }
-    }
-
-    /// Installs layers `k..` of a public prefix into the cache.
-    pub(crate) fn install_prefix(&mut self, w: &Weights, kv: &PrefixKv) -> Result<()> {
-        kv.install_layers(&mut self.cache, self.k..w.config().n_layers)
-    }
-
-    /// Runs a release through layers `k..` and returns what `out` asks for.
-    pub(crate) fn run(&mut self, w: &Weights, release: &[u8], out: TailOutput) -> Result<Vec<f32>> {
-        let c = w.config();
-        let mut x = decode_release(release, c.d_model)?;
-        let n = x.len() / c.d_model;
-        let mut plain = QuantLinear::new(w);
-        forward_layers(
-            w,
-            self.k..c.n_layers,
-            &mut x,
-            &mut self.cache,
-            &mut plain,
-            &mut |_, _| {},
-        )?;
-        // decode_release guarantees n >= 1 and x.len() == n * d_model.
-        let rows = match out {
-            TailOutput::Logits(Logits::All) => &x[..],
-            TailOutput::Logits(Logits::Last) => x.get((n - 1) * c.d_model..).unwrap_or(&[]),
-            TailOutput::Hidden => {
-                return Ok(x.get((n - 1) * c.d_model..).unwrap_or(&[]).to_vec());
-            }
-        };
-        let mut logits = vec![0.0; rows.len() / c.d_model * c.vocab_size];
-        head(w, rows, &mut plain, &mut logits)?;
-        Ok(logits)
-    }
-}
 
 /// The client's half: embeddings, the first `k` layers encrypted, then a flooded release.
 pub struct SelectiveClient<'w, T: Transport> {
@@ -362,31 +217,6 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     }
 }
 
-/// Generates up to `max_tokens` tokens in selective mode, like [`selene_model::generate`]:
-/// the client runs the first layers encrypted and releases, the server tail returns
-/// logits, the sampler picks.
-///
-/// # Errors
-/// An empty prompt and whatever either side or `on_token` fails with.
-pub fn generate_selective<T: Transport>(
-    client: &mut SelectiveClient<'_, T>,
-    server: &mut PlainTail<'_>,
-    prompt: &[u32],
-    max_tokens: usize,
-    stop: &[u32],
-    sampler: &mut Sampler,
-    on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
-) -> Result<Vec<u32>> {
-    generate_with(
-        prompt,
-        max_tokens,
-        stop,
-        sampler,
-        &mut |ids| server.handle(&client.step(ids)?),
-        &mut |id| Ok(on_token(id)?),
-    )
-}
-
 /// Generates like [`generate_selective`], with the server's tail behind the session:
 /// every release goes through the transport and the server answers with logits (or the
 /// final hidden state, when the policy keeps the head on the client).
@@ -414,26 +244,6 @@ pub fn generate_session<T: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn release_round_trips_and_rejects_malformed_bytes() {
-        let v: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
-        let bytes = encode_release(&v, 3, 4);
-        assert_eq!(decode_release(&bytes, 4).unwrap(), v);
-        for cut in 0..bytes.len() {
-            assert!(decode_release(&bytes[..cut], 4).is_err(), "prefix {cut}");
-        }
-        let mut long = bytes.clone();
-        long.push(0);
-        assert!(decode_release(&long, 4).is_err());
-        assert!(decode_release(&bytes, 5).is_err());
-        let mut magic = bytes.clone();
-        magic[0] ^= 1;
-        assert!(decode_release(&magic, 4).is_err());
-        let mut nan = bytes.clone();
-        nan[RELEASE_HEADER..RELEASE_HEADER + 4].copy_from_slice(&f32::NAN.to_le_bytes());
-        assert!(decode_release(&nan, 4).is_err());
-    }
 
     #[test]
     fn flooding_has_the_requested_spread() {

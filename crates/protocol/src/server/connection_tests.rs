@@ -8,7 +8,12 @@ use selene_linalg::{Client, LinalgPreset};
 use selene_model::{store, LinearStage};
 
 use super::*;
-use crate::wire::{decode, encode, EvalKey};
+use selene_model::Weights;
+
+use crate::codec::wire::{decode, encode, EvalKey, Hello, WIRE_VERSION};
+use crate::limits::Limits;
+use crate::policy::Policy;
+use crate::server::{PreparedModel, PublicPrefix};
 
 fn shared() -> &'static (Arc<Weights>, Arc<PreparedModel>) {
     static S: OnceLock<(Arc<Weights>, Arc<PreparedModel>)> = OnceLock::new();

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use selene_linalg::{EncryptedInput, Server};
 use selene_model::LinearStage;
 
+use super::prepared::PreparedModel;
 use crate::error::Result;
-use crate::prepared::PreparedModel;
 
 /// Answers encrypted product requests against a [`PreparedModel`]. It never sees a
 /// plaintext activation: input and output are ciphertexts in wire form.

@@ -10,10 +10,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use super::identity::Identity;
+use crate::codec::wire::{self, ErrorCode, Frame, Message};
 use crate::error::Result;
-use crate::net::identity::Identity;
-use crate::session::{Connection, SessionServer};
-use crate::wire::{self, ErrorCode, Frame, Message};
+use crate::server::{Connection, SessionServer};
 
 /// A bound TLS listener in front of a [`SessionServer`].
 pub struct TlsServer {

@@ -1,0 +1,16 @@
+//! The client's role: the session (`Hello`, numbered requests, `Close`), the encrypted
+//! linear layers of strict mode, selective mode's flooded releases, length padding and
+//! the token loop after a public prefix. Every file here talks to the server only
+//! through a [`crate::Transport`]; none imports the server's code.
+
+mod padding;
+mod prefix;
+mod selective;
+mod session;
+mod strict;
+
+pub use padding::PaddedLinear;
+pub use prefix::generate_after_prefix;
+pub use selective::{generate_session, SelectiveClient, MIN_FLOODED_PRECISION_BITS};
+pub use session::{ClientSession, Released};
+pub use strict::{Flooding, StrictLinear, TrafficStats};

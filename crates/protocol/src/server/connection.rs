@@ -1,0 +1,227 @@
+//! The server's session state machine, shared by every connection and independent of the
+//! transport: [`SessionServer`] holds the prepared model, the accepted token hashes, the
+//! limits and the counters; each connection drives one [`Connection`], which turns one
+//! request frame into one reply frame.
+//!
+//! A connection is `Idle` until a valid `Hello` opens its session (version, token, policy,
+//! parameters, keys and the session limit are all checked before anything is allocated);
+//! then it answers requests in order, each with a request id above the last. The session
+//! ends on `Close`, when the connection is dropped (the peer vanished), at its idle
+//! timeout or lifetime, or when it has used its requests; ending it frees its tail state
+//! and keys. A malformed frame gets an `Error` reply and touches no other session.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::session::{reject, Reject, Session};
+use super::session_server::SessionServer;
+use super::{handlers, hello};
+use crate::codec::wire::{self, ErrorCode, Frame, Message};
+use crate::error::Error;
+
+/// What to send back for one request frame.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The reply frame.
+    pub bytes: Vec<u8>,
+    /// True when the connection must close after sending it.
+    pub close: bool,
+}
+
+/// One connection's state machine: no session until `Hello`, then one session.
+pub struct Connection {
+    server: Arc<SessionServer>,
+    session: Option<Session>,
+    last_request: u64,
+    connected: Instant,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("session", &self.session.as_ref().map(|s| s.id))
+            .field("last_request", &self.last_request)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// The open session's id.
+    pub fn session_id(&self) -> Option<u64> {
+        self.session.as_ref().map(|s| s.id)
+    }
+
+    /// When this connection must end if no request arrives: the handshake timeout before
+    /// `Hello`, then the earlier of the idle timeout and the session's lifetime.
+    pub fn deadline(&self) -> Instant {
+        let l = &self.server.limits;
+        match &self.session {
+            None => self.connected + l.handshake_timeout,
+            Some(s) => (s.last_active + l.idle_timeout).min(s.opened + l.max_lifetime),
+        }
+    }
+
+    /// Ends the session because its deadline passed; returns the `Error` frame to send
+    /// before closing.
+    pub fn expire(&mut self) -> Reply {
+        let why = self.end("idle timeout or lifetime");
+        self.error_reply(0, ErrorCode::SessionExpired, why, true)
+    }
+
+    fn end(&mut self, reason: &'static str) -> &'static str {
+        if let Some(mut s) = self.session.take() {
+            s.end_reason = reason;
+        }
+        reason
+    }
+
+    fn frame(&self, request_id: u64, message: Message) -> Vec<u8> {
+        let bytes = wire::encode(&Frame {
+            request_id,
+            message,
+        })
+        .or_else(|e| {
+            wire::encode(&Frame {
+                request_id,
+                message: Message::error(ErrorCode::Internal, e),
+            })
+        })
+        // Error frames never fail to encode (no policy inside).
+        .unwrap_or_default();
+        self.server
+            .bytes_out
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        bytes
+    }
+
+    fn error_reply(
+        &self,
+        request_id: u64,
+        code: ErrorCode,
+        message: impl std::fmt::Display,
+        close: bool,
+    ) -> Reply {
+        self.server.errors.fetch_add(1, Ordering::Relaxed);
+        Reply {
+            bytes: self.frame(request_id, Message::error(code, message)),
+            close,
+        }
+    }
+
+    /// Answers one request frame (length prefix included). Never panics: every failure
+    /// is an `Error` reply; `close` is set after `Close`, a frame over the size limit, an
+    /// expired session and a used-up request budget.
+    pub fn handle(&mut self, bytes: &[u8]) -> Reply {
+        self.server
+            .bytes_in
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let frame = match wire::decode(bytes, &self.server.limits) {
+            Ok(f) => f,
+            Err(e @ Error::FrameTooLarge { .. }) => {
+                return self.error_reply(0, ErrorCode::MessageTooLarge, e, true)
+            }
+            Err(e @ Error::PolicyParse { .. }) => {
+                return self.error_reply(0, ErrorCode::PolicyRejected, e, false)
+            }
+            Err(e) => return self.error_reply(0, ErrorCode::Malformed, e, false),
+        };
+        let id = frame.request_id;
+        if let Some(s) = &self.session {
+            let now = Instant::now();
+            let l = &self.server.limits;
+            if now > s.last_active + l.idle_timeout || now > s.opened + l.max_lifetime {
+                let why = self.end("idle timeout or lifetime");
+                return self.error_reply(id, ErrorCode::SessionExpired, why, true);
+            }
+        }
+        if id <= self.last_request {
+            return self.error_reply(
+                id,
+                ErrorCode::BadRequestId,
+                format!(
+                    "request id {id} is not above the last one ({})",
+                    self.last_request
+                ),
+                false,
+            );
+        }
+        self.last_request = id;
+        if let Some(s) = &mut self.session {
+            s.last_active = Instant::now();
+            s.requests += 1;
+            if s.requests > self.server.limits.max_requests {
+                let why = self.end("request limit");
+                return self.error_reply(id, ErrorCode::RequestLimit, why, true);
+            }
+        }
+        if matches!(frame.message, Message::Close) {
+            self.end("close");
+            return Reply {
+                bytes: self.frame(id, Message::Close),
+                close: true,
+            };
+        }
+        match self.answer(frame.message) {
+            Ok(m) => Reply {
+                bytes: self.frame(id, m),
+                close: false,
+            },
+            Err(r) => self.error_reply(id, r.code, r.message, false),
+        }
+    }
+    /// Routes one decoded message to its handler: `Hello` opens the session, every other
+    /// client message needs one; each handler receives the decoded value.
+    fn answer(&mut self, message: Message) -> std::result::Result<Message, Reject> {
+        let server = self.server.clone();
+        match (message, &mut self.session) {
+            (Message::Hello(h), None) => {
+                let (session, welcome) = hello::open(&server, h)?;
+                self.session = Some(session);
+                Ok(welcome)
+            }
+            (Message::Hello(_), Some(_)) => {
+                Err(reject(ErrorCode::AlreadyOpen, "a session is already open"))
+            }
+            (
+                Message::Product { .. }
+                | Message::Release { .. }
+                | Message::PublicPrefix { .. }
+                | Message::Close,
+                None,
+            ) => Err(reject(ErrorCode::NoSession, "no session: send Hello first")),
+            (
+                Message::Product {
+                    layer,
+                    stage,
+                    ciphertext,
+                },
+                Some(s),
+            ) => handlers::product(&server, s, layer, stage, &ciphertext),
+            (Message::PublicPrefix { tokens }, Some(s)) => {
+                handlers::public_prefix(&server, s, &tokens)
+            }
+            (Message::Release { bytes }, Some(s)) => handlers::release(&server, s, &bytes),
+            (m, _) => Err(reject(
+                ErrorCode::UnexpectedMessage,
+                format!("a client never sends {:?}", m.kind()),
+            )),
+        }
+    }
+}
+
+impl SessionServer {
+    /// A new connection's state machine.
+    pub fn connect(self: &Arc<Self>) -> Connection {
+        Connection {
+            server: self.clone(),
+            session: None,
+            last_request: 0,
+            connected: Instant::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

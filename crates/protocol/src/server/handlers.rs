@@ -1,0 +1,124 @@
+//! One handler per message kind a session answers after `Hello` (which
+//! [`super::hello`] handles): each receives the decoded value, checks it against the
+//! session's policy and returns the reply message or a refusal.
+
+use selene_model::{LinearStage, Logits};
+
+use super::prefix::PublicPrefix;
+use super::session::{reject, Reject, Session};
+use super::session_server::SessionServer;
+use super::tail::TailOutput;
+use crate::codec::release::decode_release;
+use crate::codec::wire::{ErrorCode, Message};
+use crate::policy::HeadSide;
+
+/// Answers a `Product` request: the layer must be one the session's policy encrypts.
+pub(super) fn product(
+    server: &SessionServer,
+    s: &mut Session,
+    layer: u32,
+    stage: LinearStage,
+    ciphertext: &[u8],
+) -> std::result::Result<Message, Reject> {
+    let layer = layer as usize;
+    if layer >= s.policy.encrypted_layers {
+        return Err(reject(
+            ErrorCode::NotAllowed,
+            format!(
+                "layer {layer} is not encrypted under this session's policy (layers 0..{})",
+                s.policy.encrypted_layers
+            ),
+        ));
+    }
+    let products = &server
+        .models
+        .get(s.model)
+        .ok_or_else(|| reject(ErrorCode::Internal, "session model missing"))?
+        .products;
+    let out = products
+        .handle(layer, stage, ciphertext)
+        .map_err(|e| reject(ErrorCode::BadPayload, e))?;
+    Ok(Message::ProductResult { ciphertext: out })
+}
+
+/// Answers a `PublicPrefix` request: runs it in plaintext, keeps layers `k..` in the
+/// session's tail (selective mode) and returns the client's layers.
+pub(super) fn public_prefix(
+    server: &SessionServer,
+    s: &mut Session,
+    tokens: &[u32],
+) -> std::result::Result<Message, Reject> {
+    let Some(w) = &server.weights else {
+        return Err(reject(
+            ErrorCode::NotAllowed,
+            "this server holds no plaintext weights to run a public prefix",
+        ));
+    };
+    // Only the session's first request may be a prefix: it fills positions 0..P of every
+    // cache, so nothing private may have run before it. (`requests` counts Hello too, so
+    // the prefix is request 2.)
+    if s.requests != 2 {
+        return Err(reject(
+            ErrorCode::NotAllowed,
+            "a public prefix must be the session's first request after Hello",
+        ));
+    }
+    let kv = PublicPrefix::run(w, tokens).map_err(|e| reject(ErrorCode::BadPayload, e))?;
+    let k = s.policy.encrypted_layers;
+    let client = match &mut s.tail {
+        Some(tail) => {
+            let (client, rest) = kv.split_at(k);
+            tail.install_prefix(w, &rest)
+                .map_err(|e| reject(ErrorCode::BadPayload, e))?;
+            client
+        }
+        None => kv,
+    };
+    Ok(Message::PrefixKv {
+        bytes: client.to_bytes(),
+    })
+}
+
+/// Answers a `Release` request: decodes it once, checks the policy's cap on released
+/// rows, runs it through the tail and returns logits or the final hidden state, by where
+/// the policy runs the LM head.
+pub(super) fn release(
+    server: &SessionServer,
+    s: &mut Session,
+    bytes: &[u8],
+) -> std::result::Result<Message, Reject> {
+    let (Some(tail), Some(w), Some(r)) = (&mut s.tail, &server.weights, &s.policy.release) else {
+        return Err(reject(
+            ErrorCode::NotAllowed,
+            "no release under this session's policy, or no plaintext tail on this server",
+        ));
+    };
+    let d = w.config().d_model;
+    let values = decode_release(bytes, d).map_err(|e| reject(ErrorCode::BadPayload, e))?;
+    let rows = values.len() / d;
+    let total = s.released_rows.saturating_add(rows as u64);
+    if total > r.max_per_session {
+        return Err(reject(
+            ErrorCode::NotAllowed,
+            format!(
+                "release of {rows} rows passes the policy's cap of {}",
+                r.max_per_session
+            ),
+        ));
+    }
+    let with_head = s.policy.lm_head == HeadSide::Server;
+    let out = if with_head {
+        TailOutput::Logits(Logits::Last)
+    } else {
+        TailOutput::Hidden
+    };
+    let values = tail
+        .run(w, values, out)
+        .map_err(|e| reject(ErrorCode::BadPayload, e))?;
+    s.released_rows = total;
+    Ok(if with_head {
+        Message::Logits { values }
+    } else {
+        Message::HiddenState { values }
+    })
+}

@@ -1,0 +1,142 @@
+//! Opening a session: a `Hello` is validated completely (version, token, policy, preset
+//! and parameters, context, keys) before a session slot is taken or anything allocated.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::session::{reject, Reject, Session};
+use super::session_server::{SessionEvent, SessionServer};
+use super::tail::TailState;
+use crate::codec::wire::{ErrorCode, Hello, Message, SessionLimits, Welcome, WIRE_VERSION};
+
+/// Validates a `Hello` completely, then takes a session slot and opens the session;
+/// returns it with the `Welcome` to send.
+pub(super) fn open(
+    server: &Arc<SessionServer>,
+    h: Hello,
+) -> std::result::Result<(Session, Message), Reject> {
+    if h.protocol != WIRE_VERSION {
+        return Err(reject(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {} (this server speaks {WIRE_VERSION})",
+                h.protocol
+            ),
+        ));
+    }
+    if !server.authorized(&h.token) {
+        return Err(reject(ErrorCode::Unauthorized, "bearer token not accepted"));
+    }
+    let p = h.policy;
+    // A server without weights does not know the model's depth: it checks coherence
+    // against the depth the policy implies (one plaintext layer after a release).
+    let depth = server
+        .n_layers
+        .unwrap_or(p.encrypted_layers + usize::from(p.release.is_some()));
+    p.validate(depth)
+        .map_err(|e| reject(ErrorCode::PolicyRejected, e))?;
+    let served: Vec<_> = server.models.iter().map(|m| m.preset).collect();
+    let Some(model_at) = served.iter().position(|m| *m == Some(p.preset.as_str())) else {
+        return Err(reject(
+            ErrorCode::ParamsMismatch,
+            format!(
+                "client preset {:?}; this server serves {served:?}",
+                p.preset
+            ),
+        ));
+    };
+    let model = &server.models[model_at];
+    let fp = model.products.model().params().fingerprint();
+    if h.params_fingerprint != fp {
+        return Err(reject(
+            ErrorCode::ParamsMismatch,
+            format!(
+                "client preset {:?} / parameters {:02x?}, server {fp:02x?}",
+                p.preset, h.params_fingerprint
+            ),
+        ));
+    }
+    let prepared = model.products.model().layers();
+    if p.encrypted_layers > prepared {
+        return Err(reject(
+            ErrorCode::PolicyRejected,
+            format!(
+                "encrypted_layers = {} but this server prepared {prepared} layers at preset \
+                 {:?}",
+                p.encrypted_layers, p.preset
+            ),
+        ));
+    }
+    let context = h.context as usize;
+    if context == 0 || context > server.context_length {
+        return Err(reject(
+            ErrorCode::PolicyRejected,
+            format!("context {context} must be in 1..={}", server.context_length),
+        ));
+    }
+    if !h.eval_keys.is_empty() {
+        return Err(reject(
+            ErrorCode::KeysRejected,
+            format!(
+                "the coefficient method needs no evaluation keys; got {}",
+                h.eval_keys.len()
+            ),
+        ));
+    }
+    let max = server.limits.max_sessions;
+    if server
+        .open
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_err()
+    {
+        return Err(reject(
+            ErrorCode::TooManySessions,
+            format!("the server has {max} sessions open"),
+        ));
+    }
+    server.ever.fetch_add(1, Ordering::SeqCst);
+    let id = server.next_id.fetch_add(1, Ordering::SeqCst);
+    let k = p.encrypted_layers;
+    let tail = match (&server.weights, &p.release) {
+        (Some(w), Some(_)) => Some(TailState::new(w, k, context)),
+        _ => None,
+    };
+    let now = Instant::now();
+    let session = Session {
+        id,
+        server: server.clone(),
+        model: model_at,
+        policy: p,
+        opened: now,
+        last_active: now,
+        requests: 1,
+        released_rows: 0,
+        tail,
+        end_reason: "disconnect",
+    };
+    server.emit(&SessionEvent::Opened {
+        id,
+        encrypted_layers: k,
+    });
+    let l = &server.limits;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let welcome = Message::Welcome(Welcome {
+        session_id: id,
+        model: server.facts,
+        limits: SessionLimits {
+            max_message_bytes: u32::try_from(l.max_message_bytes).unwrap_or(u32::MAX),
+            max_requests: l.max_requests,
+            idle_timeout_ms: ms(l.idle_timeout),
+            lifetime_ms: ms(l.max_lifetime),
+        },
+        layouts: server.models[model_at]
+            .layouts
+            .get(..4 * k)
+            .unwrap_or(&[])
+            .to_vec(),
+    });
+    Ok((session, welcome))
+}

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Fails when files inside a crate import each other in a circle.
+
+ARCHITECTURE.md asks that no file cycle exist inside `protocol`, `cli` or `keys` (and the
+rest): a client file never imports a server file or the reverse, and a lower module never
+reaches back up. This reads every `crate::` and `super::` path in each crate's `src/`
+(use lines and inline paths alike), maps it to the file that defines the module, and
+looks for strongly connected components of more than one file. A file's own test module
+(`#[cfg(test)]` with `#[path]`) is part of that file; `mod.rs` re-exports (`pub use`)
+do not count as dependencies, since a parent that lists its children is not using them.
+Also enforces the role rule of `protocol`: nothing under `client/` names `server/`, and
+nothing under `server/` names `client/`.
+"""
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).resolve().parent.parent)
+PATH_RE = re.compile(r"\b(crate|super)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
+GROUP_RE = re.compile(r"\b(crate|super)::\{([^;]*?)\}", re.S)
+
+
+def module_of(crate_src: pathlib.Path, f: pathlib.Path) -> tuple:
+    rel = f.relative_to(crate_src).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] in ("mod", "lib", "main"):
+        parts = parts[:-1]
+    return tuple(parts)
+
+
+def strip_comments(text: str) -> str:
+    text = re.sub(r"//[^\n]*", "", text)
+    return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+
+
+def test_files(crate_src: pathlib.Path) -> dict:
+    """Files included with #[path] as a test module, mapped to the file including them."""
+    owner = {}
+    for f in crate_src.rglob("*.rs"):
+        for m in re.finditer(r'#\[path\s*=\s*"([^"]+)"\]', f.read_text()):
+            owner[(f.parent / m.group(1)).resolve()] = f.resolve()
+    return owner
+
+
+def resolve(mods: dict, base: tuple, segs: list):
+    """The longest module prefix of base + segs that is a file of the crate."""
+    full = list(base) + segs
+    for n in range(len(full), -1, -1):
+        if tuple(full[:n]) in mods:
+            return mods[tuple(full[:n])]
+    return None
+
+
+def crate_graph(crate_src: pathlib.Path) -> dict:
+    files = sorted(crate_src.rglob("*.rs"))
+    owners = test_files(crate_src)
+    mods = {}
+    for f in files:
+        if f.resolve() in owners:
+            continue
+        mods[module_of(crate_src, f)] = f
+    graph = {f: set() for f in mods.values()}
+    for f in files:
+        src = owners.get(f.resolve(), f.resolve())
+        me = next((m for m, p in mods.items() if p.resolve() == src), None)
+        if me is None:
+            continue
+        is_dir_mod = pathlib.Path(src).stem in ("mod", "lib", "main")
+        text = strip_comments(f.read_text())
+        # A parent module's `pub use` of its own children is structure, not use.
+        if is_dir_mod:
+            text = re.sub(r"pub(\([a-z]+\))?\s+use\s+[^;]*;", "", text)
+        paths = []
+        for m in GROUP_RE.finditer(text):
+            for item in re.split(r",", m.group(2)):
+                item = item.strip().split(" as ")[0].strip()
+                if item and item not in ("self", "*"):
+                    paths.append((m.group(1), item.split("::")))
+        for m in PATH_RE.finditer(text):
+            paths.append((m.group(1), m.group(2).strip(":").split("::")))
+        for kind, segs in paths:
+            segs = [s for s in segs if s and s != "{"]
+            if kind == "crate":
+                base = ()
+            else:
+                base = me[:-1]
+                while segs and segs[0] == "super":
+                    base, segs = base[:-1], segs[1:]
+            target = resolve(mods, base, segs)
+            if target is not None and target.resolve() != src:
+                # Naming an ancestor module file (lib.rs, a mod.rs) for its re-exports is
+                # not a dependency on its children.
+                graph[mods[me]].add(target)
+    return graph
+
+
+def sccs(graph: dict) -> list:
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            out.append(comp)
+
+    sys.setrecursionlimit(10000)
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return [c for c in out if len(c) > 1]
+
+
+def role_violations(crate_src: pathlib.Path, graph: dict) -> list:
+    bad = []
+    for f, deps in graph.items():
+        rel = f.relative_to(crate_src).parts
+        for d in deps:
+            drel = d.relative_to(crate_src).parts
+            for a, b in (("client", "server"), ("server", "client")):
+                if rel[0] == a and drel[0] == b:
+                    bad.append(f"{f.relative_to(ROOT)} imports {d.relative_to(ROOT)}")
+    return bad
+
+
+def main() -> int:
+    problems = []
+    total = 0
+    for crate in sorted((ROOT / "crates").iterdir()):
+        src = crate / "src"
+        if not src.is_dir():
+            continue
+        graph = crate_graph(src)
+        total += len(graph)
+        for comp in sccs(graph):
+            names = ", ".join(sorted(str(p.relative_to(ROOT)) for p in comp))
+            problems.append(f"{crate.name}: import cycle between files: {names}")
+        if crate.name == "protocol":
+            problems += [f"protocol: {v}" for v in role_violations(src, graph)]
+    for p in problems:
+        print(f"check_modules: {p}", file=sys.stderr)
+    if not problems:
+        print(f"check_modules: {total} files, no import cycle between files")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
