@@ -131,7 +131,7 @@ pub enum Error {
     },
     /// The canonical embedding rejected its input.
     #[error("slot encoding: {0}")]
-    Encoding(#[from] crate::encoding::EncodingError),
+    Embedding(#[from] crate::embedding::EmbeddingError),
     /// A rotation or conjugation without its Galois key.
     #[error("no Galois key for element {galois_element}")]
     MissingGaloisKey {

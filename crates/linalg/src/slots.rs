@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use selene_ckks::encoding::SlotFft;
+use selene_ckks::embedding::SlotFft;
 use selene_ckks::ring::{Coeff, Poly};
 use selene_ckks::rlwe::{Decryptor, Encryptor};
 use selene_ckks::{
