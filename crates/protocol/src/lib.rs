@@ -30,9 +30,9 @@
 //!
 //! Selective mode by depth ([`SelectiveClient`], [`PlainTail`]) releases the
 //! noise-flooded hidden states after the first `k` layers; the server then sees the
-//! prompt for all practical purposes (see the leakage audit). Not built yet (issue 7):
-//! the slot method's evaluation keys in `Hello` (the field exists; the server refuses
-//! any key today).
+//! prompt for all practical purposes (see the leakage audit). Not built: the slot
+//! method's evaluation keys in `Hello` (the field exists; the server refuses any key,
+//! since every preset a session can choose uses the coefficient method, which needs none).
 //!
 //! Selective by span ([`PublicPrefix`], [`PrefixKv`]): a public prefix runs in plaintext
 //! on the server, which returns its keys and values; the private tokens run after it.
