@@ -122,7 +122,7 @@ pub fn decryption_flooding_sigma(
 
 /// Bits of precision left after flooding with `sigma`: `log2` of the full-scale output
 /// (`2^(x_bits + w_bits)` mod `q`, i.e. `||x_t|| ||w_j||`, switched to `2^down_bits`)
-/// over `sigma`. The unflooded presets reach about 15 (crate docs); below about 8 the
+/// over `sigma`. The unflooded presets reach about 15 (`docs/benchmarks.md`); below about 8 the
 /// model's tokens change.
 ///
 /// # Errors

@@ -5,8 +5,8 @@
 //! and no rescaling chain: a single `Q` prime. Every preset stays within the
 //! HE-standard 128-bit bound on `log QP` (the engine refuses anything weaker); the special
 //! prime `P` is only used by the slot method's rotations, but it is counted either way.
-//! Measured precision of each preset: see the tests in `crates/cli/tests/linalg_smollm2.rs` and the crate
-//! docs.
+//! Measured precision of each preset: the tests in `crates/cli/tests/linalg_smollm2.rs`,
+//! with the figures in `docs/benchmarks.md`.
 
 use std::sync::Arc;
 
