@@ -17,9 +17,10 @@ use crate::{Error, Result};
 /// Standard deviation (in value units of the residual stream) of the protocol's default
 /// release flooding.
 ///
-/// The protocol issue derives the real value from the CKKS release parameters (the
-/// flooding must dominate the decryption error; Li, Micciancio, Schultz, Sorrell,
-/// CRYPTO 2022). Until it does, the audit uses 1e-2, and measures larger sigmas beside.
+/// The flooding a release needs follows from the CKKS release parameters (it must
+/// dominate the decryption error; Li, Micciancio, Schultz, Sorrell, CRYPTO 2022) and so
+/// differs per preset; the audit fixes this one value so that its table does not depend
+/// on a preset, and measures larger sigmas beside.
 pub const DEFAULT_FLOOD_SIGMA: f64 = 1e-2;
 
 /// What the server sees of one prompt in selective mode with K encrypted layers.

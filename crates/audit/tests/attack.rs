@@ -1,6 +1,6 @@
 //! The attacks on the real model (fetched through the store on first use).
 //!
-//! These are the tests issue 8 asks for: exact inversion recovers a known prompt from
+//! They check what the audit's table rests on: exact inversion recovers a known prompt from
 //! its layer-1 states; the probe beats chance by a wide margin at K = 0; the view
 //! applies the protocol's default flooding. They train probes at K <= 2 only, so the
 //! whole file runs in well under a minute.

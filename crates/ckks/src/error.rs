@@ -131,7 +131,7 @@ pub enum Error {
     },
     /// The canonical embedding rejected its input.
     #[error("slot encoding: {0}")]
-    Encoding(#[from] crate::encoding::EncodingError),
+    Embedding(#[from] crate::embedding::EmbeddingError),
     /// A rotation or conjugation without its Galois key.
     #[error("no Galois key for element {galois_element}")]
     MissingGaloisKey {
@@ -154,6 +154,32 @@ pub enum Error {
     InvalidFloodingSigma {
         /// The requested standard deviation.
         sigma: f64,
+    },
+    /// A power-of-two modulus `2^bits` outside what the modulus switch supports.
+    #[error("power-of-two modulus 2^{bits} is outside 2^1..=2^{max}")]
+    InvalidPow2Bits {
+        /// Requested bits.
+        bits: u32,
+        /// Largest supported.
+        max: u32,
+    },
+    /// `c1 s` of a ciphertext switched to `2^bits` does not lift exactly through `q`.
+    #[error("2^{bits} ciphertexts at log N = {log_n} need a prime of at least {} bits, q has {q_bits}", bits + log_n + 2)]
+    Pow2LiftTooWide {
+        /// Bits of the power-of-two modulus.
+        bits: u32,
+        /// Ring degree.
+        log_n: u32,
+        /// Bits of the first prime.
+        q_bits: u32,
+    },
+    /// A switched component with other than `N` values.
+    #[error("switched component has {found} values, expected {expected}")]
+    Pow2Length {
+        /// Values given.
+        found: usize,
+        /// The ring degree.
+        expected: usize,
     },
     /// Serialized input ended early.
     #[error("truncated input: needed {needed} bytes at offset {offset}, {available} available")]

@@ -3,7 +3,7 @@
 //! Layered like Lattigo: `ring` (RNS polynomials, NTT) -> `rlwe` (keys, encryption,
 //! key switching) -> `scheme` (encoder, evaluator). A lower module never uses a higher one;
 //! `params` (validated parameter sets) sits beside `ring` and is used by both upper layers,
-//! and `encoding` (the canonical embedding, pure f64 math) is used only by `scheme`.
+//! and `embedding` (the canonical embedding's FFT, pure f64 math) is used only by `scheme`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -30,7 +30,7 @@
 //! # Ok::<(), selene_ckks::Error>(())
 //! ```
 
-pub mod encoding;
+pub mod embedding;
 pub mod error;
 pub mod params;
 pub mod ring;

@@ -5,7 +5,7 @@ mod common;
 
 use common::{bits, uniform, Kit};
 use proptest::prelude::*;
-use selene_ckks::encoding::Complex64;
+use selene_ckks::embedding::Complex64;
 use selene_ckks::{Encoding, Preset};
 
 const S: Encoding = Encoding::Slots;

@@ -1,14 +1,15 @@
 //! Which method for which shape and token count: a cost model of server time plus wire
-//! time at 1 Gbit/s, with constants measured by `selene bench linalg` (2 threads).
+//! time at 1 Gbit/s, with constants of the order `selene bench linalg` measures (2
+//! threads; the constants below, the figures in `docs/benchmarks.md`).
 //!
 //! - Coefficients ([`crate::tiling::Tiling::model_ns`]): about `n d_in d_out` lazy
-//!   multiply-adds of both components (`~1.2 ns` each), two inverse NTTs per output block,
-//!   and `~2 sqrt(N d_in d_out up_bits down_bits)` bits per token on the wire.
-//! - Slots: per ciphertext `g + h - 2` key switches (`~1 ms` each at `N = 2^13`), `d_in`
-//!   products of `N = 2^13` coefficients, one 55-bit `c0` up and two 36-bit polynomials down.
+//!   multiply-adds of both components, two inverse NTTs per output block, and
+//!   `~2 sqrt(N d_in d_out up_bits down_bits)` bits per token on the wire.
+//! - Slots: per ciphertext `g + h - 2` key switches at `N = 2^13`, `d_in` products of
+//!   `N = 2^13` coefficients, one 55-bit `c0` up and two 36-bit polynomials down.
 //!
-//! For SmolLM2's shapes the slot method saves a few hundred KB per layer at `n = 1`
-//! (worth `~1-2 ms` per matrix at 1 Gbit/s) but spends `~45-150 ms` per matrix in key
+//! For SmolLM2's shapes the slot method saves a few hundred KB per layer at `n = 1`, but
+//! at 1 Gbit/s those bytes take one to two orders of magnitude less time than its key
 //! switching and `N = 2^13` products, so the coefficient method wins at every `n`; the
 //! slot method wins only on links below roughly 50 Mbit/s, where bytes dominate.
 

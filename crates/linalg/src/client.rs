@@ -217,7 +217,7 @@ impl Client {
         self.check_output(out, scales.scales.len(), layout)?;
         let (n, shape, cts) = (out.header.n, layout.shape, &out.cts);
         match &layout.kind {
-            LayoutKind::Coefficients(l) => Ok(coeff::decrypt(
+            LayoutKind::Coefficients(l) => coeff::decrypt(
                 &self.params,
                 &self.dec,
                 l,
@@ -226,7 +226,7 @@ impl Client {
                 shape,
                 &scales.scales,
                 sigma,
-            )),
+            ),
             LayoutKind::Slots(l) => {
                 slots::decrypt(&self.params, &self.dec, l, cts, n, shape, &scales.scales)
             }
@@ -239,15 +239,9 @@ impl Client {
     pub(crate) fn decrypt_raw(&self, out: &EncryptedOutput, layout: &Layout) -> Result<Vec<i64>> {
         self.check_output(out, out.header.n, layout)?;
         match &layout.kind {
-            LayoutKind::Coefficients(l) => Ok(coeff::decrypt_ints(
-                &self.params,
-                &self.dec,
-                l,
-                &out.cts,
-                out.header.n,
-                layout.shape,
-                0.0,
-            )),
+            LayoutKind::Coefficients(l) => {
+                coeff::decrypt_ints(&self.dec, l, &out.cts, out.header.n, layout.shape, 0.0)
+            }
             LayoutKind::Slots(_) => Err(Error::FloodingUnsupported {
                 method: layout.method(),
             }),

@@ -32,7 +32,7 @@ use selene_ckks::rlwe::{Decryptor, Encryptor};
 use selene_ckks::{Ciphertext, Encoding, Parameters, Plaintext, Scale};
 
 use crate::error::{Error, Result};
-use crate::modswitch::{c1_times_s, center, lift_fits, switch, SwitchedCt};
+use crate::modswitch::{download_modulus, SwitchedCt};
 use crate::tiling::Tiling;
 use crate::MatrixShape;
 
@@ -111,7 +111,8 @@ pub(crate) fn x_bits(params: &Parameters) -> Result<u32> {
     let q_bits = ring_prime(params).bits();
     let (down, w) = (down_bits(params), w_bits(params));
     let min_bits = (MIN_X_BITS + w + HEADROOM_BITS).max(down + params.log_n() + 2);
-    if q_bits < min_bits || !lift_fits(params, down) {
+    let fits = download_modulus(down).is_ok_and(|m| m.lift_fits(params));
+    if q_bits < min_bits || !fits {
         return Err(Error::ModulusTooSmall { q_bits, min_bits });
     }
     Ok(q_bits - w - HEADROOM_BITS)
@@ -263,7 +264,8 @@ pub(crate) fn apply(
     cts: &[Ciphertext],
     n: usize,
     shape: MatrixShape,
-) -> Vec<SwitchedCt> {
+) -> Result<Vec<SwitchedCt>> {
+    let down = download_modulus(layout.down_bits)?;
     let t = layout.tiling;
     let ring = params.ring();
     let rn = params.n();
@@ -313,8 +315,8 @@ pub(crate) fn apply(
                         }
                     }
                     let ct = SwitchedCt {
-                        c0: switch(&q, layout.down_bits, &used),
-                        c1: switch(&q, layout.down_bits, c1.row(0)),
+                        c0: down.switch(&q, &used),
+                        c1: down.switch(&q, c1.row(0)),
                     };
                     (g * bo + o, ct)
                 })
@@ -322,7 +324,7 @@ pub(crate) fn apply(
         })
         .collect();
     out.sort_unstable_by_key(|(idx, _)| *idx);
-    out.into_iter().map(|(_, ct)| ct).collect()
+    Ok(out.into_iter().map(|(_, ct)| ct).collect())
 }
 
 /// Client side: decrypts the switched ciphertexts to the centred integers `m'` mod
@@ -330,24 +332,23 @@ pub(crate) fn apply(
 /// `flood_sigma > 0` every decrypted coefficient first gets a fresh rounded Gaussian of
 /// that standard deviation (noise flooding, [`crate::flooding`]).
 pub(crate) fn decrypt_ints(
-    params: &Parameters,
     dec: &Decryptor,
     layout: &CoeffLayout,
     cts: &[SwitchedCt],
     n: usize,
     shape: MatrixShape,
     flood_sigma: f64,
-) -> Vec<i64> {
+) -> Result<Vec<i64>> {
     let t = layout.tiling;
-    let k = layout.down_bits;
+    let down = download_modulus(layout.down_bits)?;
     let bo = t.out_blocks(shape.d_out);
-    let modulus = 1i128 << k;
+    let modulus = 1i128 << down.bits();
     let blocks: Vec<Vec<(usize, i64)>> = cts
         .par_iter()
         .enumerate()
         .map(|(idx, ct)| {
             let (g, o) = (idx / bo, idx % bo);
-            let c1s = c1_times_s(params, dec, &ct.c1, k);
+            let c1s = dec.c1_s_pow2(&ct.c1, down)?;
             let flood = if flood_sigma > 0.0 {
                 wide_gaussian(&mut os_rng(), ct.c0.len(), flood_sigma)
             } else {
@@ -365,17 +366,17 @@ pub(crate) fn decrypt_ints(
                     let m = (c0 as i64)
                         .wrapping_add(c1s[t.y_pos(tt, j)])
                         .wrapping_add(f);
-                    vals.push((tok * shape.d_out + col, center(m as u64, k)));
+                    vals.push((tok * shape.d_out + col, down.center(m as u64)));
                 }
             }
-            vals
+            Ok(vals)
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut y = vec![0; n * shape.d_out];
     for (at, v) in blocks.into_iter().flatten() {
         y[at] = v;
     }
-    y
+    Ok(y)
 }
 
 /// Client side: decrypts the switched ciphertexts and decodes `Y` (`n x d_out`),
@@ -393,15 +394,15 @@ pub(crate) fn decrypt(
     shape: MatrixShape,
     token_scales: &[f64],
     flood_sigma: f64,
-) -> Vec<f64> {
+) -> Result<Vec<f64>> {
     let q = ring_prime(params);
     let unit = q.value() as f64 / f64::from(layout.down_bits).exp2();
-    let m = decrypt_ints(params, dec, layout, cts, n, shape, flood_sigma);
-    m.iter()
+    let m = decrypt_ints(dec, layout, cts, n, shape, flood_sigma)?;
+    Ok(m.iter()
         .enumerate()
         .map(|(at, &v)| {
             let (tok, col) = (at / shape.d_out, at % shape.d_out);
             v as f64 * unit / (token_scales[tok] * layout.col_scale[col])
         })
-        .collect()
+        .collect())
 }

@@ -130,7 +130,7 @@ pub enum Error {
     Ckks(#[from] selene_ckks::Error),
     /// An error from the canonical embedding.
     #[error(transparent)]
-    Encoding(#[from] selene_ckks::encoding::EncodingError),
+    Embedding(#[from] selene_ckks::embedding::EmbeddingError),
 }
 
 /// The crate's result type.

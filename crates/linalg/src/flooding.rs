@@ -17,7 +17,7 @@
 //! The server's output block is `c = sum_b ct_b W~_b` with `ct_b` fresh secret-key
 //! encryptions `c0 + c1 s = M_b + e_b` (`e_b` rounded Gaussian, `sigma_e = 3.2`, cut at
 //! `6 sigma_e`), switched to `2^k` by `c_i' = c_i 2^k / q + r_i`, `|r_i| <= 1/2`
-//! ([`crate::modswitch`]). So `c0' + c1' s = (2^k/q) M + E (mod 2^k)` with
+//! ([`selene_ckks::rlwe::modswitch`]). So `c0' + c1' s = (2^k/q) M + E (mod 2^k)` with
 //!
 //! ```text
 //! E = (2^k/q) sum_b (e_b W~_b) + r0 + r1 s.
@@ -122,7 +122,7 @@ pub fn decryption_flooding_sigma(
 
 /// Bits of precision left after flooding with `sigma`: `log2` of the full-scale output
 /// (`2^(x_bits + w_bits)` mod `q`, i.e. `||x_t|| ||w_j||`, switched to `2^down_bits`)
-/// over `sigma`. The unflooded presets reach about 15 (crate docs); below about 8 the
+/// over `sigma`. The unflooded presets reach about 15 (`docs/benchmarks.md`); below about 8 the
 /// model's tokens change.
 ///
 /// # Errors

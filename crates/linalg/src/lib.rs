@@ -29,22 +29,17 @@
 //! coefficient method for every SmolLM2 shape and every `n`.
 //! Both methods do about one modular multiply-add per useful multiply-add, so the
 //! compute floor is the same `n d_in d_out`; the slot method adds `g + h - 2` key
-//! switches per ciphertext (`~1 ms` each at `N = 2^13`, 46-77 of them per matrix) and
-//! multiplies `N = 2^13`-coefficient diagonals for every input, while the coefficient
-//! method needs no key switching at all. On the wire the slot method is smaller at
-//! `n = 1` (one ciphertext each way per matrix) but the gap, a few hundred KB per layer,
-//! is worth a few ms at 1 Gbit/s, against about 0.3 s of key switching per layer.
-//! `bench linalg` in the CLI measures both.
+//! switches per ciphertext (46-77 of them per matrix at `N = 2^13`) and multiplies
+//! `N = 2^13`-coefficient diagonals for every input, while the coefficient method needs
+//! no key switching at all. On the wire the slot method is smaller at `n = 1` (one
+//! ciphertext each way per matrix), but at 1 Gbit/s the bytes it saves per layer take
+//! far less time than its key switches. `selene bench linalg` measures both.
 //!
-//! # Measured (see `crates/cli/tests/linalg_smollm2.rs` and `selene bench linalg`)
-//! Precision, `-log2(max |err| / (||x_t|| ||w_j||))` over SmolLM2 layers 14 and 29, all four
-//! projections, recorded activations (max/rms up to 42): [`LinalgPreset::Coeff12`] 15.1
-//! bits, [`LinalgPreset::Coeff11`] 13.8 bits, [`LinalgPreset::Slots13`] 15.1 bits (target
-//! 12). One layer, one token, 2 threads on a shared 2-core machine (noisy), with
-//! (de)serialization: coefficients at `N = 2^12` 14-33 ms server, 1.04 MB up + 0.83 MB
-//! down (55x the f32 values); at `N = 2^11` 17-33 ms, 1.33 MB (39x); slots 0.3 s,
-//! 0.53 MB (16x) plus 99 Galois keys (11.9 MB once). Prepared weights for 30 layers: 0.79 GiB (coefficients, one
-//! token per ciphertext), 3.2 GiB (four), 12 GiB (slots).
+//! # Precision and cost
+//! The measured precision of each preset (bits against the f64 product over real SmolLM2
+//! layers, `crates/cli/tests/linalg_smollm2.rs`), the server time and traffic per layer
+//! and the memory of the prepared weights (`selene bench linalg`) are in
+//! `docs/benchmarks.md`, "Figures the crate docs point to".
 //!
 //! # Limits
 //! - Traffic: the coefficient method ships all of `c1` for every output block, so a layer

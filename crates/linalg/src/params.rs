@@ -5,8 +5,8 @@
 //! and no rescaling chain: a single `Q` prime. Every preset stays within the
 //! HE-standard 128-bit bound on `log QP` (the engine refuses anything weaker); the special
 //! prime `P` is only used by the slot method's rotations, but it is counted either way.
-//! Measured precision of each preset: see the tests in `crates/cli/tests/linalg_smollm2.rs` and the crate
-//! docs.
+//! Measured precision of each preset: the tests in `crates/cli/tests/linalg_smollm2.rs`,
+//! with the figures in `docs/benchmarks.md`.
 
 use std::sync::Arc;
 
@@ -84,7 +84,8 @@ impl LinalgPreset {
     /// switch's rounding adds about `sqrt(N/12)` units and the full-scale output is
     /// `2^(k - 3)`, so `k = 24` keeps about 17 bits unflooded; the wide preset's `k = 46`
     /// leaves room for decryption flooding, and its 61-bit prime still decrypts the
-    /// switched ciphertexts exactly (`k + log N + 2 <= log q`, [`crate::modswitch`]).
+    /// switched ciphertexts exactly (`k + log N + 2 <= log q`,
+    /// [`selene_ckks::rlwe::Pow2Modulus::lift_fits`]).
     pub fn down_bits(self) -> u32 {
         match self {
             LinalgPreset::Coeff11 | LinalgPreset::Coeff12 => crate::coeff::DEFAULT_DOWN_BITS,
@@ -135,7 +136,9 @@ mod tests {
             );
             assert_eq!(params.q().len(), 1);
             assert!(
-                crate::modswitch::lift_fits(&params, p.down_bits()),
+                selene_ckks::rlwe::Pow2Modulus::new(p.down_bits())
+                    .unwrap()
+                    .lift_fits(&params),
                 "{p:?}: 2^{} outputs do not decrypt exactly",
                 p.down_bits()
             );

@@ -48,7 +48,10 @@ impl Server {
                 let t = l.tiling;
                 check_count("input", cts.len(), t.groups(n) * t.in_blocks(shape.d_in))?;
                 check_cts(cts, rn, Encoding::Coefficients)?;
-                (coeff::apply(&self.params, w, l, cts, n, shape), l.down_bits)
+                (
+                    coeff::apply(&self.params, w, l, cts, n, shape)?,
+                    l.down_bits,
+                )
             }
             (LayoutKind::Slots(l), Encoded::Slots(w)) => {
                 check_count("input", cts.len(), n.div_ceil(l.tokens_per_ct))?;

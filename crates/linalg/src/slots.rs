@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use selene_ckks::encoding::SlotFft;
+use selene_ckks::embedding::SlotFft;
 use selene_ckks::ring::{Coeff, Poly};
 use selene_ckks::rlwe::{Decryptor, Encryptor};
 use selene_ckks::{
@@ -31,7 +31,7 @@ use selene_ckks::{
 };
 
 use crate::error::{Error, Result};
-use crate::modswitch::{c1_times_s, center, lift_fits, switch, SwitchedCt};
+use crate::modswitch::{download_modulus, SwitchedCt};
 use crate::MatrixShape;
 
 /// Bits of a scaled input slot.
@@ -130,7 +130,8 @@ pub(crate) fn prepare(
             slots,
         });
     }
-    if !lift_fits(params, DOWN_BITS) || params.ring().moduli()[0].bits() < X_BITS + W_BITS + 4 {
+    let fits = download_modulus(DOWN_BITS).is_ok_and(|m| m.lift_fits(params));
+    if !fits || params.ring().moduli()[0].bits() < X_BITS + W_BITS + 4 {
         return Err(Error::ModulusTooSmall {
             q_bits: params.ring().moduli()[0].bits(),
             min_bits: (DOWN_BITS + params.log_n() + 2).max(X_BITS + W_BITS + 4),
@@ -214,6 +215,7 @@ pub(crate) fn apply(
 ) -> Result<Vec<SwitchedCt>> {
     let ring = params.ring();
     let q = ring.moduli()[0];
+    let down = download_modulus(layout.down_bits)?;
     let (g, d_in) = (layout.baby, m.diagonals.len());
     let steps: Vec<i64> = (0..g as i64).collect();
     cts.iter()
@@ -243,8 +245,8 @@ pub(crate) fn apply(
             let c0 = c0.clone().into_coeff(ring);
             let c1 = c1.clone().into_coeff(ring);
             Ok(SwitchedCt {
-                c0: switch(&q, layout.down_bits, c0.row(0)),
-                c1: switch(&q, layout.down_bits, c1.row(0)),
+                c0: down.switch(&q, c0.row(0)),
+                c1: down.switch(&q, c1.row(0)),
             })
         })
         .collect()
@@ -260,20 +262,18 @@ pub(crate) fn decrypt(
     shape: MatrixShape,
     token_scales: &[f64],
 ) -> Result<Vec<f64>> {
-    let k = layout.down_bits;
-    let unit = params.ring().moduli()[0].value() as f64 / f64::from(k).exp2();
+    let down = download_modulus(layout.down_bits)?;
+    let unit = params.ring().moduli()[0].value() as f64 / f64::from(down.bits()).exp2();
     let fft = fft(params)?;
     let m = layout.tokens_per_ct;
     let mut y = vec![0.0; n * shape.d_out];
     let groups = cts
         .par_iter()
         .map(|ct| {
-            let c1s = c1_times_s(params, dec, &ct.c1, k);
-            let coeffs: Vec<f64> = ct
-                .c0
-                .iter()
-                .zip(&c1s)
-                .map(|(&a, &b)| center((a as i64).wrapping_add(b) as u64, k) as f64)
+            let coeffs: Vec<f64> = dec
+                .decrypt_pow2(&ct.c0, &ct.c1, down)?
+                .into_iter()
+                .map(|v| v as f64)
                 .collect();
             let mut slots = vec![0.0; params.slots()];
             fft.decode_real(&coeffs, &mut slots)?;

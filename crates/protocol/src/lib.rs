@@ -32,9 +32,9 @@
 //!
 //! Selective mode by depth ([`SelectiveClient`], [`PlainTail`]) releases the
 //! noise-flooded hidden states after the first `k` layers; the server then sees the
-//! prompt for all practical purposes (see the leakage audit). The slot method's evaluation
-//! keys have a field in `Hello`, but the server refuses any key: the coefficient method
-//! needs none.
+//! prompt for all practical purposes (see the leakage audit). Not built: the slot
+//! method's evaluation keys in `Hello` (the field exists; the server refuses any key,
+//! since every preset a session can choose uses the coefficient method, which needs none).
 //!
 //! Selective by span ([`PublicPrefix`], [`PrefixKv`]): a public prefix runs in plaintext
 //! on the server, which returns its keys and values; the private tokens run after it.

@@ -1,4 +1,4 @@
-//! Issue 7 end to end on the real model: public prefix (strict and K = 1), length
+//! Private generation end to end on the real model: public prefix (strict and K = 1), length
 //! padding (what the server saw), and quality under encryption on a text slice (strict
 //! and K = 4). One prepared model serves every test.
 

@@ -1,10 +1,12 @@
-//! RLWE layer: keys, hybrid key switching, encryption and decryption of RNS polynomials.
+//! RLWE layer: keys, hybrid key switching, encryption and decryption of RNS polynomials,
+//! and the modulus switch to a power of two.
 //! Uses `ring` and `params`; knows nothing of encodings or scales.
 
 pub mod decryptor;
 pub mod encryptor;
 pub mod galois_key;
 pub mod keyswitch;
+pub mod modswitch;
 pub mod public_key;
 pub mod relin_key;
 pub mod secret_key;
@@ -13,6 +15,7 @@ pub use decryptor::{flooding_sigma, Decryptor};
 pub use encryptor::{Encryptor, RlweCiphertext};
 pub use galois_key::{GaloisKey, GaloisKeys};
 pub use keyswitch::{Decomposition, KeySwitchKey};
+pub use modswitch::Pow2Modulus;
 pub use public_key::PublicKey;
 pub use relin_key::RelinKey;
 pub use secret_key::SecretKey;

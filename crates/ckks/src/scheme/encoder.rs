@@ -2,11 +2,11 @@
 //! scale and encoding, and back (exact CRT reconstruction at any level).
 //!
 //! `Encoding::Coefficients` puts value `i` in coefficient `i`; `Encoding::Slots` goes
-//! through the canonical embedding (`encoding::SlotFft`).
+//! through the canonical embedding (`embedding::SlotFft`).
 
 use std::sync::Arc;
 
-use crate::encoding::{Complex64, SlotFft};
+use crate::embedding::{Complex64, SlotFft};
 use crate::error::{Error, Result};
 use crate::params::Parameters;
 use crate::ring::crt::reconstruct_f64;

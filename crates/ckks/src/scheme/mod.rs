@@ -3,27 +3,22 @@
 
 pub mod ciphertext;
 pub mod encoder;
+pub mod encoding;
 pub mod evaluator;
 pub mod plaintext;
 pub mod serialize;
 
 pub use ciphertext::Ciphertext;
 pub use encoder::Encoder;
+pub use encoding::Encoding;
 pub use evaluator::Evaluator;
 pub use plaintext::{Plaintext, PreparedPlaintext};
+
+pub(crate) use encoding::check_encoding;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-
-/// How values map to the plaintext polynomial.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Encoding {
-    /// Canonical embedding: up to `N/2` complex slots, products are slot-wise.
-    Slots,
-    /// Value `i` is coefficient `i`: products are negacyclic convolutions.
-    Coefficients,
-}
 
 /// The CKKS scale `Delta` a message is multiplied by.
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
@@ -53,15 +48,6 @@ impl Scale {
                 right: other.0,
             })
         }
-    }
-}
-
-/// Errors unless the two encodings agree.
-pub(crate) fn check_encoding(a: Encoding, b: Encoding) -> Result<()> {
-    if a == b {
-        Ok(())
-    } else {
-        Err(Error::EncodingMismatch { left: a, right: b })
     }
 }
 

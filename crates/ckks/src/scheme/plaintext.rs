@@ -67,9 +67,9 @@ impl ZeroizeOnDrop for Plaintext {}
 
 /// The form of a fixed multiplicand (a matrix diagonal) that multiplies many ciphertexts.
 ///
-/// Today this is the NTT form itself: tfhe-ntt's SIMD multiply-accumulate (AVX-512 IFMA)
-/// measured about 3.5x faster than scalar Shoup multiplication with precomputed quotients
-/// (0.16 vs 0.55 ms per ct x pt at N = 2^14 with 9 primes), and Shoup quotients would
+/// This is the NTT form itself: tfhe-ntt's SIMD multiply-accumulate (AVX-512 IFMA)
+/// measured faster than scalar Shoup multiplication with precomputed quotients
+/// (`docs/benchmarks.md`, "Figures the crate docs point to"), and Shoup quotients would
 /// double the memory of every stored diagonal. The type stays separate so a faster
 /// precomputed form can be added without changing callers.
 #[derive(Clone, Debug)]

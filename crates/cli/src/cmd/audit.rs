@@ -1,4 +1,5 @@
-//! `selene audit`: measures what each selective-mode policy leaks (issue 8).
+//! `selene audit`: measures what each selective-mode policy leaks, the table `run`,
+//! `client` and `openai` quote before a session starts.
 
 use std::path::PathBuf;
 

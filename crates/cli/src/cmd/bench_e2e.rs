@@ -1,4 +1,4 @@
-//! `selene bench e2e`: private generation end to end, in process (issue 7).
+//! `selene bench e2e`: private generation end to end, in process.
 //!
 //! Per mode (strict, K = 30; selective, K = 1 and 4): the committed 32-token prompt
 //! (`testdata/prompt32.txt`) and 16 greedy tokens (one prefill pass, then 15 one-token

@@ -50,7 +50,7 @@ impl Terms {
 
 /// What a policy leaks, as the line `run`, `client` and `openai` print on stderr:
 /// strict mode's ciphertext-only view, or the audit's measured inversion rate for
-/// selective mode (issue 8); `None` when the audit has no row at or below K.
+/// selective mode; `None` when the audit has no row at or below K.
 ///
 /// # Errors
 /// The shipped audit table does not parse.

@@ -1,5 +1,5 @@
-//! `--public-context FILE` of `selene run` and `selene client`: the public prefix (issue
-//! 7, "selective by span"). The file's text runs in plaintext on the server (the
+//! `--public-context FILE` of `selene run` and `selene client`: the public prefix
+//! ("selective by span", ARCHITECTURE.md). The file's text runs in plaintext on the server (the
 //! session's `PublicPrefix` request), which keeps the layers it runs itself and returns
 //! the keys and values of the client's layers; the prompt after it runs as the chosen
 //! mode runs every private token.

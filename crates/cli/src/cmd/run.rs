@@ -232,7 +232,8 @@ pub fn drive<T: Transport>(
     let layers = w.config().n_layers;
     let terms = Terms::of(&policy);
     let k = terms.k;
-    // Say what the chosen policy leaks before anything else (issue 8).
+    // Say what the chosen policy leaks before anything else, while the user can still
+    // stop before the prompt leaves the machine.
     if let Some(notice) = policy_notice(terms, layers)? {
         eprintln!("{notice}");
     }

@@ -1,4 +1,4 @@
-//! Length padding (issue 7, scope 1; the policy's `pad_to`): in strict mode the server
+//! Length padding (the policy's `pad_to`): in strict mode the server
 //! sees each encrypted product's token count, so the prompt's products reveal the prompt
 //! length. [`PaddedLinear`] pads every product of the prompt's forward pass with dummy
 //! rows up to a multiple of `pad_to` and discards their outputs, so the server learns

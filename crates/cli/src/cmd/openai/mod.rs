@@ -1,5 +1,5 @@
 //! `selene openai`: a local endpoint that speaks the OpenAI chat completions API, so
-//! existing apps and SDKs get Selene's private inference unchanged (issue 11). See
+//! existing apps and SDKs get Selene's private inference unchanged. See
 //! docs/openai.md for the fields, headers and errors.
 //!
 //! - [`routes`]: axum routes, API key, body limit, timeouts, queue, SSE streaming.

@@ -286,7 +286,7 @@ fn random_u64() -> u64 {
 }
 
 /// The response headers that state the chosen policy and what it leaks, from the
-/// audit's measured table (issue 8), as `selene run` prints it.
+/// audit's measured table, as `selene run` prints it.
 fn policy_headers(info: &BackendInfo, k: usize) -> Result<HeaderMap, ApiError> {
     let mut h = HeaderMap::new();
     let strict = k >= info.n_layers;

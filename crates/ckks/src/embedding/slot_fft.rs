@@ -18,7 +18,7 @@
 //! minus the root for j, which gives the butterfly
 //! out_j = E_j + t_j O_j, out_(j+L/2) = E_j - t_j O_j, t_j = exp(2*pi*i * (5^j mod 4L) / 4L).
 
-use super::error::{EncodingError, Result};
+use super::error::{EmbeddingError, Result};
 use num_complex::Complex64;
 
 /// Smallest supported log2 ring degree.
@@ -44,18 +44,18 @@ impl SlotFft {
     /// gapped so that the rotation structure of the N/2-slot case is preserved).
     ///
     /// # Errors
-    /// [`EncodingError::LogNOutOfRange`] unless 1 <= log_n <= 20, and
-    /// [`EncodingError::LogSlotsTooLarge`] if log_slots > log_n - 1.
+    /// [`EmbeddingError::LogNOutOfRange`] unless 1 <= log_n <= 20, and
+    /// [`EmbeddingError::LogSlotsTooLarge`] if log_slots > log_n - 1.
     pub fn new(log_n: u32, log_slots: u32) -> Result<SlotFft> {
         if !(MIN_LOG_N..=MAX_LOG_N).contains(&log_n) {
-            return Err(EncodingError::LogNOutOfRange {
+            return Err(EmbeddingError::LogNOutOfRange {
                 log_n,
                 min: MIN_LOG_N,
                 max: MAX_LOG_N,
             });
         }
         if log_slots > log_n - 1 {
-            return Err(EncodingError::LogSlotsTooLarge {
+            return Err(EmbeddingError::LogSlotsTooLarge {
                 log_slots,
                 max: log_n - 1,
                 log_n,
@@ -102,17 +102,17 @@ impl SlotFft {
     /// Slots beyond `slots.len()` are zero. Allocation-free: the transform runs in `coeffs`.
     ///
     /// # Errors
-    /// [`EncodingError::SlotCount`] if `slots.len() > self.slots()`,
-    /// [`EncodingError::CoeffLength`] unless `coeffs.len() == N`,
-    /// [`EncodingError::NonFiniteSlot`] on NaN or infinite input, and
-    /// [`EncodingError::Overflow`] if finite inputs near f64::MAX overflow.
+    /// [`EmbeddingError::SlotCount`] if `slots.len() > self.slots()`,
+    /// [`EmbeddingError::CoeffLength`] unless `coeffs.len() == N`,
+    /// [`EmbeddingError::NonFiniteSlot`] on NaN or infinite input, and
+    /// [`EmbeddingError::Overflow`] if finite inputs near f64::MAX overflow.
     pub fn encode(&self, slots: &[Complex64], coeffs: &mut [f64]) -> Result<()> {
         self.check_slot_len(slots.len())?;
         if let Some(index) = slots
             .iter()
             .position(|z| !(z.re.is_finite() && z.im.is_finite()))
         {
-            return Err(EncodingError::NonFiniteSlot { index });
+            return Err(EmbeddingError::NonFiniteSlot { index });
         }
         self.encode_from(|i| slots.get(i).copied().unwrap_or_default(), coeffs)
     }
@@ -126,10 +126,10 @@ impl SlotFft {
     /// temporary vector of `self.slots()` values.
     ///
     /// # Errors
-    /// [`EncodingError::SlotCount`] if `slots.len() > self.slots()`,
-    /// [`EncodingError::CoeffLength`] unless `coeffs.len() == N`,
-    /// [`EncodingError::NonFiniteCoeff`] on NaN or infinite input, and
-    /// [`EncodingError::Overflow`] if finite inputs near f64::MAX overflow.
+    /// [`EmbeddingError::SlotCount`] if `slots.len() > self.slots()`,
+    /// [`EmbeddingError::CoeffLength`] unless `coeffs.len() == N`,
+    /// [`EmbeddingError::NonFiniteCoeff`] on NaN or infinite input, and
+    /// [`EmbeddingError::Overflow`] if finite inputs near f64::MAX overflow.
     pub fn decode(&self, coeffs: &[f64], slots: &mut [Complex64]) -> Result<()> {
         self.check_decode_args(coeffs, slots.len())?;
         if slots.len() == self.slots() {
@@ -149,7 +149,7 @@ impl SlotFft {
     pub fn encode_real(&self, values: &[f64], coeffs: &mut [f64]) -> Result<()> {
         self.check_slot_len(values.len())?;
         if let Some(index) = values.iter().position(|x| !x.is_finite()) {
-            return Err(EncodingError::NonFiniteSlot { index });
+            return Err(EmbeddingError::NonFiniteSlot { index });
         }
         self.encode_from(
             |i| Complex64::new(values.get(i).copied().unwrap_or_default(), 0.0),
@@ -175,7 +175,7 @@ impl SlotFft {
 
     fn check_slot_len(&self, got: usize) -> Result<()> {
         if got > self.slots() {
-            return Err(EncodingError::SlotCount {
+            return Err(EmbeddingError::SlotCount {
                 got,
                 max: self.slots(),
             });
@@ -185,7 +185,7 @@ impl SlotFft {
 
     fn check_coeff_len(&self, got: usize) -> Result<()> {
         if got != self.degree() {
-            return Err(EncodingError::CoeffLength {
+            return Err(EmbeddingError::CoeffLength {
                 got,
                 expected: self.degree(),
             });
@@ -197,7 +197,7 @@ impl SlotFft {
         self.check_slot_len(slot_len)?;
         self.check_coeff_len(coeffs.len())?;
         match coeffs.iter().position(|x| !x.is_finite()) {
-            Some(index) => Err(EncodingError::NonFiniteCoeff { index }),
+            Some(index) => Err(EmbeddingError::NonFiniteCoeff { index }),
             None => Ok(()),
         }
     }
@@ -219,7 +219,7 @@ impl SlotFft {
         self.inverse(&mut lanes);
         self.spread(coeffs);
         match coeffs.iter().position(|x| !x.is_finite()) {
-            Some(index) => Err(EncodingError::Overflow { index }),
+            Some(index) => Err(EmbeddingError::Overflow { index }),
             None => Ok(()),
         }
     }
@@ -258,7 +258,7 @@ impl SlotFft {
             .iter()
             .position(|z| !(z.re.is_finite() && z.im.is_finite()))
         {
-            Some(index) => Err(EncodingError::Overflow { index }),
+            Some(index) => Err(EmbeddingError::Overflow { index }),
             None => Ok(()),
         }
     }

@@ -355,7 +355,7 @@ fn short_buffers_zero_fill_and_truncate() {
 
 #[test]
 fn every_bad_input_is_an_error() {
-    use EncodingError::*;
+    use EmbeddingError::*;
     assert_eq!(
         SlotFft::new(0, 0).unwrap_err(),
         LogNOutOfRange {

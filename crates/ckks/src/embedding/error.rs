@@ -1,9 +1,9 @@
-//! Errors of the canonical-embedding encoder.
+//! Errors of the canonical embedding.
 
-/// Why an encoding or decoding request was refused.
+/// Why a transform into or out of the slots was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum EncodingError {
+pub enum EmbeddingError {
     /// The ring degree exponent is outside the supported range.
     #[error("log_n = {log_n} is outside the supported range {min}..={max}")]
     LogNOutOfRange {
@@ -60,5 +60,5 @@ pub enum EncodingError {
     },
 }
 
-/// Result alias of the encoding module.
-pub type Result<T> = std::result::Result<T, EncodingError>;
+/// Result alias of the embedding module.
+pub type Result<T> = std::result::Result<T, EmbeddingError>;

@@ -13,6 +13,6 @@
 mod error;
 mod slot_fft;
 
-pub use error::{EncodingError, Result};
+pub use error::{EmbeddingError, Result};
 pub use num_complex::Complex64;
 pub use slot_fft::SlotFft;
