@@ -39,13 +39,13 @@ use selene_protocol::{
 };
 use serde_json::{json, Value};
 
-use super::bench::BenchOpts;
 use super::meter::{peak_rss_mb, process_cpu_s, reset_peak_rss, Metered, ServerMeter};
+use super::opts::BenchOpts;
 
-const PROMPT: &str = include_str!("../../../../testdata/prompt32.txt");
-const PUBLIC: &str = include_str!("../../../../testdata/public_context.txt");
-const PRIVATE: &str = include_str!("../../../../testdata/private16.txt");
-const QUALITY: &str = include_str!("../../../../testdata/quality.txt");
+const PROMPT: &str = include_str!("../../../../../testdata/prompt32.txt");
+const PUBLIC: &str = include_str!("../../../../../testdata/public_context.txt");
+const PRIVATE: &str = include_str!("../../../../../testdata/private16.txt");
+const QUALITY: &str = include_str!("../../../../../testdata/quality.txt");
 const PROMPT_TOKENS: usize = 32;
 const DECODE_TOKENS: usize = 16;
 const PUBLIC_TOKENS: usize = 512;
@@ -278,7 +278,7 @@ fn generation_row(
 /// Runs the end-to-end benchmark.
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
-    let (w, t) = super::model::load(None)?;
+    let (w, t) = super::super::model::load(None)?;
     let c = w.config().clone();
     let cx = Ctx {
         w: &w,

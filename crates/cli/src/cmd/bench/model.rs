@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use selene_model::{forward, KvCache, Logits, QuantLinear, Sampler, SamplingParams};
 
-use super::bench::BenchOpts;
+use super::opts::BenchOpts;
 
 /// Prompt tokens for the prefill measurement.
 const PREFILL_TOKENS: usize = 128;
@@ -17,7 +17,7 @@ const PREFILL_TOKENS: usize = 128;
 const DECODE_TOKENS: usize = 64;
 /// The prompt llama.cpp's side of the comparison uses (`bench_llamacpp.py`), so both
 /// time the same 128 ids.
-const PROMPT: &str = include_str!("../../../../scripts/model_fixtures/prompt128.txt");
+const PROMPT: &str = include_str!("../../../../../scripts/model_fixtures/prompt128.txt");
 /// Prefill repetitions (the median is reported).
 const REPS: usize = 3;
 
@@ -33,7 +33,7 @@ fn peak_rss_mb() -> Option<f64> {
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let start = Instant::now();
-    let (w, t) = super::model::load(None)?;
+    let (w, t) = super::super::model::load(None)?;
     let load_s = start.elapsed().as_secs_f64();
     let mut ids = t.encode(PROMPT)?;
     let base = ids.clone();

@@ -15,7 +15,7 @@ use selene_ckks::{
     Parameters, Preset, PublicKey, RelinKey, Scale, SecretKey,
 };
 
-use super::bench::BenchOpts;
+use super::opts::BenchOpts;
 
 /// Options of `selene bench ckks`.
 #[derive(Debug, Args)]

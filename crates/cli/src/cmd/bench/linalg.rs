@@ -15,7 +15,7 @@ use selene_linalg::{
 use selene_model::LinearStage;
 use serde::Serialize;
 
-use super::bench::BenchOpts;
+use super::opts::BenchOpts;
 
 /// The layer whose weights are used (all layers have the same shapes).
 const LAYER: usize = 14;
@@ -110,7 +110,7 @@ fn activations(n: usize, d: usize) -> Vec<f32> {
 /// Runs the benchmark.
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
-    let (w, _) = super::model::load(None)?;
+    let (w, _) = super::super::model::load(None)?;
     let c = w.config();
     let mut report = Report {
         threads,
