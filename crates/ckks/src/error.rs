@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-use crate::scheme::Encoding;
+use crate::scheme::encoding::Encoding;
 
 /// Everything that can go wrong in `selene-ckks`. Variants carry the offending values.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
