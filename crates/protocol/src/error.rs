@@ -144,6 +144,10 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// The server's `Welcome` names another model file than the client's (the SHA-256
+    /// fingerprints differ), so its products would not match this client's model.
+    #[error("the server runs another model than this client's (fingerprints differ)")]
+    ModelMismatch,
     /// The release guard refused a release; nothing was sent.
     // The reason is the error's source, not part of this message, so `{:#}` chains
     // (anyhow) print it once.

@@ -61,8 +61,9 @@ pub mod server;
 pub mod transport;
 
 pub use client::{
-    generate_after_prefix, generate_session, ClientSession, Flooding, PaddedLinear, Released,
-    SelectiveClient, StrictLinear, TrafficStats, MIN_FLOODED_PRECISION_BITS,
+    generate_after_prefix, generate_session, model_fingerprint, ClientSession, Flooding,
+    PaddedLinear, PrivateGenerator, PrivateStats, Released, SelectiveClient, StrictLinear,
+    TrafficStats, MIN_FLOODED_PRECISION_BITS,
 };
 pub use codec::prefix_kv::{PrefixKv, PrefixLimits};
 pub use codec::release::{decode_release, encode_release};
@@ -71,7 +72,7 @@ pub use codec::wire;
 pub use embedded::generate_selective;
 pub use error::{Error, Result};
 pub use limits::Limits;
-pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest};
+pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest, Terms};
 pub use quality::{compare_logits, Flip, LogitComparison};
 pub use server::{
     Connection, Counters, ModelServer, PlainTail, PreparedModel, PublicPrefix, SessionEvent,

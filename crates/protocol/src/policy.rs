@@ -51,7 +51,8 @@ pub enum HeadSide {
 pub enum FloodSigma {
     /// A fixed standard deviation in the units of the released values.
     Fixed(f64),
-    /// Derived from the CKKS parameters and the release cap (LMSS22 bound).
+    /// The default, [`AUTO_FLOOD_SIGMA`]; the ring-level flooding that protects the key
+    /// is sized from the CKKS parameters and the release cap either way.
     Auto(AutoSigma),
 }
 
@@ -59,7 +60,7 @@ pub enum FloodSigma {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AutoSigma {
-    /// Derive sigma from the parameters.
+    /// Use [`AUTO_FLOOD_SIGMA`].
     Auto,
 }
 
@@ -425,6 +426,43 @@ impl ReleaseGuard for PolicyGuard {
         }
         self.released = total;
         Ok(())
+    }
+}
+
+/// The parts of a policy the token loop needs, resolved to numbers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Terms {
+    /// Layers run encrypted; the model's depth is strict mode.
+    pub k: usize,
+    /// Message-space flooding standard deviation of each released value.
+    pub sigma: f64,
+    /// Most hidden-state rows released per session.
+    pub cap: u64,
+    /// Strict mode pads the prompt's products to a multiple of this many rows (1: none).
+    pub pad_to: usize,
+}
+
+/// The message-space sigma `flood_sigma = "auto"` stands for: the value the leakage
+/// audit measures selective mode at (`selene_audit::view::DEFAULT_FLOOD_SIGMA`, the same
+/// number), so the leak figure printed for a policy is the one measured for it. The
+/// key's protection does not rest on it: every product decryption is flooded at the
+/// ring level, sized from the parameters and the release cap
+/// ([`crate::StrictLinear::flood_decryptions`]).
+pub const AUTO_FLOOD_SIGMA: f64 = 1e-2;
+
+impl Terms {
+    /// The terms `policy` sets.
+    pub fn of(policy: &Policy) -> Self {
+        let sigma = match policy.release.map(|r| r.flood_sigma) {
+            Some(FloodSigma::Fixed(s)) => s,
+            _ => AUTO_FLOOD_SIGMA,
+        };
+        Self {
+            k: policy.encrypted_layers,
+            sigma,
+            cap: policy.release.map_or(0, |r| r.max_per_session),
+            pad_to: policy.pad_to.unwrap_or(1),
+        }
     }
 }
 

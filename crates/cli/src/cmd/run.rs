@@ -13,10 +13,11 @@ use selene_ckks::Parameters;
 use selene_linalg::LinalgPreset;
 use selene_model::{Tokenizer, Weights};
 use selene_protocol::{
-    InProcess, Limits, Policy, PreparedModel, SessionServer, Transport, ENCRYPTED_STAGES,
+    model_fingerprint, InProcess, Limits, Policy, PreparedModel, SessionServer, Terms, Transport,
+    ENCRYPTED_STAGES,
 };
 
-use super::generation::{generate, model_fingerprint, open, policy_notice, Terms};
+use super::generation::{open, policy_notice};
 use super::model::{load, GenerationArgs};
 use super::public_context;
 
@@ -241,10 +242,7 @@ pub fn drive<T: Transport>(
     let prefix = public_context
         .map(|path| {
             public_context::prepare(path, &gen.prompt, gen.chat, w, t, k, &mut |ids| {
-                Ok(session
-                    .strict
-                    .session_mut()
-                    .public_prefix(ids, w.config())?)
+                Ok(session.session_mut().public_prefix(ids, w.config())?)
             })
         })
         .transpose()?;
@@ -274,17 +272,7 @@ pub fn drive<T: Transport>(
         &mut on_token,
         &mut |ids, max, sampler, cb| {
             let session = session.take().context("the token loop runs once")?;
-            let (out, stats) = generate(
-                w,
-                session,
-                terms,
-                prefix_kv,
-                ids,
-                max,
-                t.eos_ids(),
-                sampler,
-                cb,
-            )?;
+            let (out, stats) = session.generate(prefix_kv, ids, max, t.eos_ids(), sampler, cb)?;
             done = Some(stats);
             Ok(out)
         },

@@ -3,12 +3,14 @@
 //! the token loop after a public prefix. Every file here talks to the server only
 //! through a [`crate::Transport`]; none imports the server's code.
 
+mod generator;
 mod padding;
 mod prefix;
 mod selective;
 mod session;
 mod strict;
 
+pub use generator::{model_fingerprint, PrivateGenerator, PrivateStats};
 pub use padding::PaddedLinear;
 pub use prefix::generate_after_prefix;
 pub use selective::{generate_session, SelectiveClient, MIN_FLOODED_PRECISION_BITS};

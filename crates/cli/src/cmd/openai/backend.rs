@@ -11,7 +11,7 @@ use selene_model::{Sampler, SamplingParams, Tokenizer, Weights};
 use selene_protocol::net::{TlsTransport, Trust};
 use selene_protocol::{InProcess, Policy, SessionServer, Transport};
 
-use super::super::generation::{self, Terms};
+use super::super::generation;
 use super::super::run::Preset;
 
 /// Facts about the served model and policy that requests are validated against.
@@ -163,7 +163,7 @@ impl SessionBackend {
             flood_sigma: DEFAULT_FLOOD_SIGMA,
         };
         // Hashed once here, not per request: every session checks the server's against it.
-        let fingerprint = generation::model_fingerprint(&weights);
+        let fingerprint = selene_protocol::model_fingerprint(&weights);
         Ok(Self {
             info,
             params: preset.linalg().build()?,
@@ -183,7 +183,6 @@ impl SessionBackend {
         job: &Job,
         on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     ) -> Result<(), BackendError> {
-        let terms = Terms::of(&policy);
         let params = if policy.release.is_some() {
             &self.wide_params
         } else {
@@ -202,24 +201,22 @@ impl SessionBackend {
             None
         } else {
             let kv = session
-                .strict
                 .session_mut()
                 .public_prefix(public, self.weights.config())
                 .map_err(anyhow::Error::from)?;
             Some(kv)
         };
         let mut sampler = Sampler::new(job.sampling).map_err(anyhow::Error::from)?;
-        generation::generate(
-            &self.weights,
-            session,
-            terms,
-            prefix.as_ref(),
-            private,
-            job.max_tokens,
-            self.tokenizer.eos_ids(),
-            &mut sampler,
-            &mut |id| Ok(on_token(id)),
-        )?;
+        session
+            .generate(
+                prefix.as_ref(),
+                private,
+                job.max_tokens,
+                self.tokenizer.eos_ids(),
+                &mut sampler,
+                &mut |id| Ok(on_token(id)),
+            )
+            .map_err(anyhow::Error::from)?;
         Ok(())
     }
 }

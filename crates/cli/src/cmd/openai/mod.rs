@@ -33,12 +33,13 @@ use clap::Args;
 use selene_model::store;
 
 use super::client::trust_from;
-use super::generation::{policy_notice, Terms};
+use super::generation::policy_notice;
 use super::model::{load, ModelArg};
 use super::run::{session_server, Preset};
 use super::serve::token_from;
 use backend::{ChatBackend, Connector, SessionBackend};
 use routes::Settings;
+use selene_protocol::Terms;
 
 /// Arguments of `selene openai`.
 #[derive(Debug, Args)]

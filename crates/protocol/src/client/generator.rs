@@ -1,0 +1,176 @@
+//! One private generation over any transport, as every front end runs it (`selene run`,
+//! `selene client`, the OpenAI endpoint, `selene bench e2e`): open a session under a
+//! policy, check that the server runs this client's model, generate in strict or
+//! selective mode, close.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use selene_ckks::Parameters;
+use selene_linalg::Client;
+use selene_model::{Sampler, Weights};
+use sha2::{Digest, Sha256};
+
+use super::padding::PaddedLinear;
+use super::prefix::generate_after_prefix;
+use super::selective::{generate_session, SelectiveClient};
+use super::session::ClientSession;
+use super::strict::{StrictLinear, TrafficStats};
+use crate::codec::prefix_kv::PrefixKv;
+use crate::error::{Error, Result};
+use crate::policy::{Policy, PolicyGuard, ReleaseGuard, Terms};
+use crate::transport::Transport;
+
+/// SHA-256 of the model file, as a server announces it in `Welcome`; hash it once per
+/// process and hand it to [`PrivateGenerator::open`].
+pub fn model_fingerprint(w: &Weights) -> [u8; 32] {
+    Sha256::digest(w.gguf().bytes()).into()
+}
+
+/// What one private generation cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrivateStats {
+    /// Traffic and client HE time of the encrypted layers.
+    pub traffic: TrafficStats,
+    /// Server compute time of the encrypted layers, in seconds.
+    pub server_s: f64,
+    /// Hidden-state rows released to the server (selective mode; 0 in strict mode).
+    pub releases: usize,
+}
+
+/// An opened private session, ready to generate once: the encrypting client, the
+/// policy's terms and the guard that authorizes selective mode's releases.
+pub struct PrivateGenerator<'w, T: Transport> {
+    w: &'w Weights,
+    strict: StrictLinear<'w, T>,
+    terms: Terms,
+    guard: Option<Box<dyn ReleaseGuard + Send>>,
+}
+
+impl<T: Transport> std::fmt::Debug for PrivateGenerator<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateGenerator")
+            .field("terms", &self.terms)
+            .field("guard", &self.guard.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'w, T: Transport> PrivateGenerator<'w, T> {
+    /// Opens a session under `policy` over `transport` with `client` (holding this
+    /// session's secret key) and checks that the server runs the model whose file hashes
+    /// to `fingerprint` ([`model_fingerprint`]). `guard` authorizes every release in
+    /// selective mode (a keystore's signed policy and log); without one, a
+    /// [`PolicyGuard`] enforces the policy's layer, sigma and cap.
+    ///
+    /// # Errors
+    /// The server refuses the session ([`Error::Remote`]), runs another model
+    /// ([`Error::ModelMismatch`]), or sends layouts this client cannot use.
+    pub fn open(
+        w: &'w Weights,
+        fingerprint: &[u8; 32],
+        params: &Arc<Parameters>,
+        policy: Policy,
+        transport: T,
+        client: Client,
+        guard: Option<Box<dyn ReleaseGuard + Send>>,
+    ) -> Result<Self> {
+        let terms = Terms::of(&policy);
+        let session = ClientSession::open(transport, params, policy, w.config().context_length)?;
+        // A server without weights (strict-only, embedded) announces no fingerprint.
+        let fp = session.welcome().model.fingerprint;
+        if fp != [0; 32] && fp != *fingerprint {
+            return Err(Error::ModelMismatch);
+        }
+        Ok(Self {
+            w,
+            strict: StrictLinear::from_session(w, client, session)?,
+            terms,
+            guard,
+        })
+    }
+
+    /// The policy's terms.
+    pub fn terms(&self) -> Terms {
+        self.terms
+    }
+
+    /// The session, before generating (e.g. to run a public prefix first).
+    pub fn session_mut(&mut self) -> &mut ClientSession<T> {
+        self.strict.session_mut()
+    }
+
+    /// Generates up to `max_tokens` tokens after `prompt` (and after `prefix`, the keys
+    /// and values of a public context the server already ran): strict mode when the
+    /// policy encrypts every layer, selective mode below (releases flooded as the policy
+    /// says and authorized by the guard). Stops after an id in `stop` or when `on_token`
+    /// breaks, as [`selene_model::generate`] does, then closes the session.
+    ///
+    /// # Errors
+    /// A full context, and whatever the protocol or `on_token` fails with.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the token loop's inputs, each needed"
+    )]
+    pub fn generate(
+        self,
+        prefix: Option<&PrefixKv>,
+        prompt: &[u32],
+        max_tokens: usize,
+        stop: &[u32],
+        sampler: &mut Sampler,
+        on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
+    ) -> Result<(Vec<u32>, PrivateStats)> {
+        let Self {
+            w,
+            strict,
+            terms,
+            guard,
+        } = self;
+        let c = w.config();
+        let p = prefix.map_or(0, PrefixKv::positions);
+        // Generated tokens must fit after the prefix and the prompt.
+        let max_tokens = max_tokens.min(c.context_length.saturating_sub(p + prompt.len()));
+        if terms.k >= c.n_layers {
+            let mut linear = PaddedLinear::new(strict, c, terms.pad_to)?;
+            let ids = generate_after_prefix(
+                w,
+                prefix,
+                prompt,
+                max_tokens,
+                stop,
+                sampler,
+                &mut linear,
+                on_token,
+            )?;
+            let mut linear = linear.into_inner();
+            // The tokens are out; a failed Close only ends the session early.
+            let _ = linear.session_mut().close();
+            let stats = PrivateStats {
+                traffic: linear.stats(),
+                server_s: linear.server_time().as_secs_f64(),
+                releases: 0,
+            };
+            return Ok((ids, stats));
+        }
+        let capacity = p + prompt.len() + max_tokens;
+        let guard =
+            guard.unwrap_or_else(|| Box::new(PolicyGuard::new(terms.k, terms.sigma, terms.cap)));
+        // Every product decryption is flooded for the session's capacity (LMSS22 at the
+        // coeff12wide preset, docs/hardening.md section 3), so the releases do not hand an
+        // honest-but-curious server this session's key.
+        let mut client =
+            SelectiveClient::new(w, terms.k, strict, terms.sigma, capacity)?.with_guard(guard);
+        if let Some(kv) = prefix {
+            client.install_prefix(kv)?;
+        }
+        let ids = generate_session(&mut client, prompt, max_tokens, stop, sampler, on_token)?;
+        let _ = client.strict_mut().session_mut().close();
+        let stats = PrivateStats {
+            traffic: client.strict().stats(),
+            server_s: client.strict().server_time().as_secs_f64(),
+            releases: client.releases(),
+        };
+        Ok((ids, stats))
+    }
+}
