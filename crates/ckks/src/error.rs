@@ -1,5 +1,7 @@
 //! The crate's error type.
 
+use selene_codec::{CodecError, ErrorKind};
+
 use crate::scheme::encoding::Encoding;
 
 /// Everything that can go wrong in `selene-ckks`. Variants carry the offending values.
@@ -239,6 +241,31 @@ pub enum Error {
         /// Number of extra bytes.
         count: usize,
     },
+    /// Any other decoding error of the shared codec (no format of this crate has length
+    /// prefixes or strings, so none is expected).
+    #[error(transparent)]
+    Codec(CodecError),
+}
+
+impl From<CodecError> for Error {
+    /// The codec's errors as this crate's own variants, which the tests match on.
+    fn from(e: CodecError) -> Self {
+        match e.kind {
+            ErrorKind::Short { needed, left } => Error::Truncated {
+                offset: e.offset,
+                needed,
+                available: left,
+            },
+            ErrorKind::Trailing { count } => Error::TrailingBytes { count },
+            ErrorKind::BadMagic { found, .. } => Error::BadMagic { found },
+            // Every version of this crate is a u16.
+            ErrorKind::UnsupportedVersion { found, max, .. } => Error::UnsupportedVersion {
+                found: found as u16,
+                supported: max as u16,
+            },
+            ErrorKind::OverMax { .. } | ErrorKind::BadUtf8 { .. } => Error::Codec(e),
+        }
+    }
 }
 
 /// The crate's result type.

@@ -5,8 +5,10 @@
 //! SoftHSM2 in tests). [`BackendDescriptor`] is the public half stored in the keystore
 //! header: enough to find the root again, nothing secret.
 
+use selene_codec::{Reader, Writer};
+
 use crate::error::Result;
-use crate::format::{Reader, Writer};
+use crate::format::MAX_FIELD;
 use crate::passphrase::KdfParams;
 use crate::secret::KeyBytes;
 
@@ -81,7 +83,12 @@ impl BackendDescriptor {
         }
     }
 
-    pub(crate) fn write(&self, w: &mut Writer) {
+    /// # Errors
+    /// [`crate::Error::TooLong`] for a string longer than the format's cap.
+    pub(crate) fn write(&self, w: &mut Writer) -> Result<()> {
+        let str16 = |w: &mut Writer, what: &'static str, s: &str| {
+            w.bytes_u16(what, s.as_bytes(), MAX_FIELD)
+        };
         match self {
             BackendDescriptor::Passphrase {
                 salt,
@@ -95,7 +102,7 @@ impl BackendDescriptor {
                 w.u32(params.t);
                 w.u32(params.p);
                 w.raw(check);
-                w.str16(env);
+                str16(w, "passphrase env", env)?;
             }
             BackendDescriptor::Pkcs11 {
                 module,
@@ -105,13 +112,14 @@ impl BackendDescriptor {
                 pin_env,
             } => {
                 w.u8(TAG_PKCS11);
-                w.str16(module);
-                w.str16(token_serial);
-                w.str16(token_label);
-                w.str16(key_label);
-                w.str16(pin_env);
+                str16(w, "pkcs11 module", module)?;
+                str16(w, "token serial", token_serial)?;
+                str16(w, "token label", token_label)?;
+                str16(w, "key label", key_label)?;
+                str16(w, "pin env", pin_env)?;
             }
         }
+        Ok(())
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
@@ -128,15 +136,15 @@ impl BackendDescriptor {
                     salt,
                     params,
                     check: r.array::<16>("passphrase check")?,
-                    env: r.str16("passphrase env")?,
+                    env: r.str_u16("passphrase env", MAX_FIELD)?.to_string(),
                 })
             }
             TAG_PKCS11 => Ok(BackendDescriptor::Pkcs11 {
-                module: r.str16("pkcs11 module")?,
-                token_serial: r.str16("token serial")?,
-                token_label: r.str16("token label")?,
-                key_label: r.str16("key label")?,
-                pin_env: r.str16("pin env")?,
+                module: r.str_u16("pkcs11 module", MAX_FIELD)?.to_string(),
+                token_serial: r.str_u16("token serial", MAX_FIELD)?.to_string(),
+                token_label: r.str_u16("token label", MAX_FIELD)?.to_string(),
+                key_label: r.str_u16("key label", MAX_FIELD)?.to_string(),
+                pin_env: r.str_u16("pin env", MAX_FIELD)?.to_string(),
             }),
             t => Err(crate::Error::InvalidField {
                 field: "backend tag",

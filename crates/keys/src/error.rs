@@ -51,6 +51,17 @@ pub enum Error {
         /// The value found.
         value: u64,
     },
+    /// A field longer than the keystore format allows: on reading, a damaged file; on
+    /// writing, an identity, path, label or policy too long to store (never cut).
+    #[error("keystore field {field} is {len} bytes long, above its maximum of {max}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length.
+        len: u64,
+        /// The maximum.
+        max: u64,
+    },
     /// Bytes after the end of the keystore.
     #[error("keystore file has {extra} trailing bytes after its MAC")]
     TrailingBytes {
@@ -192,6 +203,40 @@ pub enum Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<selene_codec::CodecError> for Error {
+    /// The codec's errors as this crate's keystore-file variants.
+    fn from(e: selene_codec::CodecError) -> Self {
+        use selene_codec::ErrorKind as K;
+        let field = e.what;
+        match e.kind {
+            K::Short { needed, left } => Error::Truncated {
+                field,
+                offset: e.offset,
+                needed,
+                left,
+            },
+            K::OverMax { value, max } => Error::TooLong {
+                field,
+                len: value,
+                max,
+            },
+            K::Trailing { count } => Error::TrailingBytes { extra: count },
+            K::BadMagic { .. } => Error::InvalidField {
+                field: "magic (not a Selene keystore)",
+                value: 0,
+            },
+            K::UnsupportedVersion { found, .. } => Error::InvalidField {
+                field,
+                value: found,
+            },
+            K::BadUtf8 { valid_up_to } => Error::InvalidField {
+                field,
+                value: valid_up_to as u64,
+            },
+        }
+    }
+}
 
 /// Maps an I/O error to [`Error::Io`] with its path.
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

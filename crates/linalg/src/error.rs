@@ -135,3 +135,14 @@ pub enum Error {
 
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<selene_codec::CodecError> for Error {
+    /// Every codec failure (short, over a maximum, trailing, bad magic or version) is a
+    /// malformed message naming the field and its offset.
+    fn from(e: selene_codec::CodecError) -> Self {
+        Error::Malformed {
+            what: e.what,
+            offset: e.offset,
+        }
+    }
+}

@@ -21,6 +21,7 @@
 use std::sync::Arc;
 
 use selene_ckks::{Ciphertext, Parameters};
+use selene_codec::{Reader, Writer};
 
 use crate::coeff::CoeffLayout;
 use crate::error::{Error, Result};
@@ -61,17 +62,16 @@ pub struct EncryptedOutput {
     pub(crate) cts: Vec<SwitchedCt>,
 }
 
-fn put_u32(out: &mut Vec<u8>, v: usize) {
+fn put_u32(w: &mut Writer, v: usize) {
     // Every count written here is bounded by a ring degree or a matrix dimension.
-    out.extend_from_slice(&(v as u32).to_le_bytes());
+    w.u32(v as u32);
 }
 
-fn put_header(out: &mut Vec<u8>, kind: u8, h: &Header, count: usize) {
-    out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
-    out.push(kind);
-    out.extend_from_slice(&h.fingerprint);
-    out.push(match h.method {
+fn put_header(w: &mut Writer, kind: u8, h: &Header, count: usize) {
+    w.header(&MAGIC, VERSION);
+    w.u8(kind);
+    w.raw(&h.fingerprint);
+    w.u8(match h.method {
         Method::Coefficients => 1,
         Method::Slots => 2,
     });
@@ -84,95 +84,50 @@ fn put_header(out: &mut Vec<u8>, kind: u8, h: &Header, count: usize) {
         h.n,
         count,
     ] {
-        put_u32(out, v);
+        put_u32(w, v);
     }
 }
 
-/// A bounds-checked cursor.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(len).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or(Error::Malformed {
-            what,
-            offset: self.pos,
-        })?;
-        let s = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(s)
+/// Reads the header up to `n`; the ciphertext count that follows is read by the caller,
+/// which knows the size of its items.
+fn read_header(r: &mut Reader<'_>, kind: u8, params: &Parameters) -> Result<Header> {
+    r.header(&MAGIC, VERSION..=VERSION)?;
+    let at = r.offset();
+    if r.u8("kind")? != kind {
+        return Err(Error::Malformed {
+            what: "kind",
+            offset: at,
+        });
     }
-
-    fn u8(&mut self, what: &'static str) -> Result<u8> {
-        Ok(self.take(1, what)?[0])
+    let fingerprint = r.array("fingerprint")?;
+    if fingerprint != params.fingerprint() {
+        return Err(Error::ParamsMismatch {
+            expected: params.fingerprint(),
+            found: fingerprint,
+        });
     }
-
-    fn u32(&mut self, what: &'static str) -> Result<usize> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    }
-
-    fn left(&self) -> usize {
-        self.bytes.len() - self.pos
-    }
-
-    fn header(&mut self, kind: u8, params: &Parameters) -> Result<(Header, usize)> {
-        let at = self.pos;
-        if self.take(4, "magic")? != MAGIC
-            || self.u8("version")? != VERSION
-            || self.u8("kind")? != kind
-        {
+    let at = r.offset();
+    let method = match r.u8("method")? {
+        1 => Method::Coefficients,
+        2 => Method::Slots,
+        _ => {
             return Err(Error::Malformed {
-                what: "magic, version or kind",
+                what: "method",
                 offset: at,
-            });
-        }
-        let fp = self.take(8, "fingerprint")?;
-        let mut fingerprint = [0u8; 8];
-        fingerprint.copy_from_slice(fp);
-        if fingerprint != params.fingerprint() {
-            return Err(Error::ParamsMismatch {
-                expected: params.fingerprint(),
-                found: fingerprint,
-            });
-        }
-        let method = match self.u8("method")? {
-            1 => Method::Coefficients,
-            2 => Method::Slots,
-            _ => {
-                return Err(Error::Malformed {
-                    what: "method",
-                    offset: self.pos - 1,
-                })
-            }
-        };
-        let mut v = [0usize; 7];
-        for x in v.iter_mut() {
-            *x = self.u32("header field")?;
-        }
-        let header = Header {
-            fingerprint,
-            method,
-            shape: MatrixShape::new(v[0], v[1]),
-            tag: (v[2], v[3], v[4]),
-            n: v[5],
-        };
-        Ok((header, v[6]))
-    }
-
-    fn finish(&self) -> Result<()> {
-        if self.left() == 0 {
-            Ok(())
-        } else {
-            Err(Error::Malformed {
-                what: "trailing bytes",
-                offset: self.pos,
             })
         }
+    };
+    let mut v = [0usize; 6];
+    for x in v.iter_mut() {
+        *x = r.u32("header field")? as usize;
     }
+    Ok(Header {
+        fingerprint,
+        method,
+        shape: MatrixShape::new(v[0], v[1]),
+        tag: (v[2], v[3], v[4]),
+        n: v[5],
+    })
 }
 
 impl EncryptedInput {
@@ -193,14 +148,14 @@ impl EncryptedInput {
 
     /// Serializes the message (seed-compressed ciphertexts).
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_header(&mut out, KIND_INPUT, &self.header, self.cts.len());
+        let mut w = Writer::new();
+        put_header(&mut w, KIND_INPUT, &self.header, self.cts.len());
         for ct in &self.cts {
             let b = ct.encode(params);
-            put_u32(&mut out, b.len());
-            out.extend_from_slice(&b);
+            put_u32(&mut w, b.len());
+            w.raw(&b);
         }
-        out
+        w.into_bytes()
     }
 
     /// Bytes on the wire: the length of [`EncryptedInput::to_bytes`].
@@ -214,21 +169,16 @@ impl EncryptedInput {
     /// [`Error::Malformed`] on short, trailing or inconsistent bytes, parameter mismatch,
     /// and the engine's decoding errors.
     pub fn from_bytes(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
-        let mut rd = Reader { bytes, pos: 0 };
-        let (header, count) = rd.header(KIND_INPUT, params)?;
+        let mut rd = Reader::new(bytes);
+        let header = read_header(&mut rd, KIND_INPUT, params)?;
         // Each ciphertext takes at least its 4-byte length: bound the allocation.
-        if count > rd.left() / 4 {
-            return Err(Error::Malformed {
-                what: "ciphertext count",
-                offset: rd.pos,
-            });
-        }
+        let count = rd.count_u32("ciphertext count", usize::MAX, 4)?;
         let mut cts = Vec::with_capacity(count);
         for _ in 0..count {
-            let len = rd.u32("ciphertext length")?;
-            cts.push(Ciphertext::decode(rd.take(len, "ciphertext")?, params)?);
+            let ct = rd.bytes_u32("ciphertext", usize::MAX)?;
+            cts.push(Ciphertext::decode(ct, params)?);
         }
-        rd.finish()?;
+        rd.expect_end()?;
         Ok(Self { header, cts })
     }
 }
@@ -238,19 +188,19 @@ fn packed_len(count: usize, bits: u32) -> usize {
     (count * bits as usize).div_ceil(8)
 }
 
-fn pack(values: &[u64], bits: u32, out: &mut Vec<u8>) {
+fn pack(values: &[u64], bits: u32, w: &mut Writer) {
     let (mut acc, mut have) = (0u128, 0u32);
     for &v in values {
         acc |= u128::from(v) << have;
         have += bits;
         while have >= 8 {
-            out.push(acc as u8);
+            w.u8(acc as u8);
             acc >>= 8;
             have -= 8;
         }
     }
     if have > 0 {
-        out.push(acc as u8);
+        w.u8(acc as u8);
     }
 }
 
@@ -299,16 +249,17 @@ impl EncryptedOutput {
 
     /// Serializes the message.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_header(&mut out, KIND_OUTPUT, &self.header, self.cts.len());
-        out.push(self.down_bits as u8);
+        let mut w = Writer::new();
+        put_header(&mut w, KIND_OUTPUT, &self.header, self.cts.len());
+        // Download bits are at most 60.
+        w.u8(self.down_bits as u8);
         for ct in &self.cts {
-            put_u32(&mut out, ct.c0.len());
-            put_u32(&mut out, ct.c1.len());
-            pack(&ct.c0, self.down_bits, &mut out);
-            pack(&ct.c1, self.down_bits, &mut out);
+            put_u32(&mut w, ct.c0.len());
+            put_u32(&mut w, ct.c1.len());
+            pack(&ct.c0, self.down_bits, &mut w);
+            pack(&ct.c1, self.down_bits, &mut w);
         }
-        out
+        w.into_bytes()
     }
 
     /// Bytes on the wire: the length of [`EncryptedOutput::to_bytes`].
@@ -330,35 +281,33 @@ impl EncryptedOutput {
     /// [`Error::Malformed`] on short, trailing or inconsistent bytes (components longer
     /// than `N`, a download modulus outside `1..=60` bits), parameter mismatch.
     pub fn from_bytes(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
-        let mut rd = Reader { bytes, pos: 0 };
-        let (header, count) = rd.header(KIND_OUTPUT, params)?;
+        let mut rd = Reader::new(bytes);
+        let header = read_header(&mut rd, KIND_OUTPUT, params)?;
+        // Each ciphertext takes at least its two 4-byte lengths: bound the allocation.
+        let count = rd.count_u32("ciphertext count", usize::MAX, 8)?;
+        let at = rd.offset();
         let down_bits = u32::from(rd.u8("download bits")?);
         if !(1..=60).contains(&down_bits) {
             return Err(Error::Malformed {
                 what: "download bits",
-                offset: rd.pos - 1,
-            });
-        }
-        if count > rd.left() / 8 {
-            return Err(Error::Malformed {
-                what: "ciphertext count",
-                offset: rd.pos,
+                offset: at,
             });
         }
         let mut cts = Vec::with_capacity(count);
         for _ in 0..count {
             let (l0, l1) = (rd.u32("c0 length")?, rd.u32("c1 length")?);
+            let (l0, l1) = (l0 as usize, l1 as usize);
             if l0 > params.n() || l1 > params.n() {
                 return Err(Error::Malformed {
                     what: "component length",
-                    offset: rd.pos,
+                    offset: rd.offset(),
                 });
             }
-            let c0 = unpack(rd.take(packed_len(l0, down_bits), "c0")?, l0, down_bits);
-            let c1 = unpack(rd.take(packed_len(l1, down_bits), "c1")?, l1, down_bits);
+            let c0 = unpack(rd.take("c0", packed_len(l0, down_bits))?, l0, down_bits);
+            let c1 = unpack(rd.take("c1", packed_len(l1, down_bits))?, l1, down_bits);
             cts.push(SwitchedCt { c0, c1 });
         }
-        rd.finish()?;
+        rd.expect_end()?;
         Ok(Self {
             header,
             down_bits,
@@ -384,15 +333,15 @@ impl Layout {
             tag: self.tag(),
             n: scales.len(),
         };
-        let mut out = Vec::with_capacity(64 + 8 * scales.len());
-        put_header(&mut out, KIND_LAYOUT, &header, 0);
-        put_u32(&mut out, extra);
+        let mut w = Writer::with_capacity(64 + 8 * scales.len());
+        put_header(&mut w, KIND_LAYOUT, &header, 0);
+        put_u32(&mut w, extra);
         // Download bits are below 64 for every method.
-        out.push(down_bits as u8);
-        for s in scales {
-            out.extend_from_slice(&s.to_le_bytes());
+        w.u8(down_bits as u8);
+        for &s in scales {
+            w.f64(s);
         }
-        out
+        w.into_bytes()
     }
 
     /// Parses a layout made for `params`, checking every field against what the method
@@ -403,8 +352,9 @@ impl Layout {
     /// [`Error::Malformed`] naming the first bad field, [`Error::ParamsMismatch`] for a
     /// layout made for other parameters.
     pub fn from_bytes(bytes: &[u8], params: &Parameters) -> Result<Self> {
-        let mut rd = Reader { bytes, pos: 0 };
-        let (h, count) = rd.header(KIND_LAYOUT, params)?;
+        let mut rd = Reader::new(bytes);
+        let h = read_header(&mut rd, KIND_LAYOUT, params)?;
+        let count = rd.u32("ciphertext count")?;
         let bad = |what: &'static str, offset: usize| Error::Malformed { what, offset };
         let (d_in, d_out) = (h.shape.d_in, h.shape.d_out);
         if count != 0
@@ -416,16 +366,14 @@ impl Layout {
         {
             return Err(bad("layout shape", 0));
         }
-        let extra = rd.u32("layout method field")?;
+        let extra = rd.u32("layout method field")? as usize;
         let down_bits = u32::from(rd.u8("download bits")?);
-        if rd.left() != d_out * 8 {
-            return Err(bad("column scale count", rd.pos));
+        if rd.remaining() != d_out * 8 {
+            return Err(bad("column scale count", rd.offset()));
         }
-        let col_scale: Vec<f64> = rd
-            .take(d_out * 8, "column scales")?
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-            .collect();
+        let col_scale = (0..d_out)
+            .map(|_| rd.f64("column scale"))
+            .collect::<selene_codec::Result<Vec<f64>>>()?;
         if col_scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(bad("column scale", 0));
         }
@@ -498,8 +446,9 @@ mod tests {
             let v: Vec<u64> = (0..37u64)
                 .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & mask)
                 .collect();
-            let mut out = Vec::new();
-            pack(&v, bits, &mut out);
+            let mut w = Writer::new();
+            pack(&v, bits, &mut w);
+            let out = w.into_bytes();
             assert_eq!(out.len(), packed_len(v.len(), bits));
             assert_eq!(unpack(&out, v.len(), bits), v);
         }

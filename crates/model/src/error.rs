@@ -58,6 +58,10 @@ pub enum Error {
         /// Where it was read.
         offset: usize,
     },
+    /// Any other error of the shared codec (GGUF has no trailing-bytes rule, so none is
+    /// expected).
+    #[error("GGUF: {0}")]
+    Codec(selene_codec::CodecError),
     /// A metadata string is not valid UTF-8.
     #[error("GGUF string at offset {offset} is not valid UTF-8")]
     BadUtf8 {
@@ -246,6 +250,37 @@ pub enum Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<selene_codec::CodecError> for Error {
+    /// The codec's errors as the GGUF reader's own variants.
+    fn from(e: selene_codec::CodecError) -> Self {
+        use selene_codec::ErrorKind as K;
+        let (what, offset) = (e.what, e.offset);
+        match e.kind {
+            K::Short { needed, left } => Error::Truncated {
+                offset,
+                needed,
+                left,
+                what,
+            },
+            K::OverMax { value, max } => Error::TooLarge {
+                what,
+                offset,
+                value,
+                limit: max,
+            },
+            K::BadMagic { found, .. } => Error::BadMagic {
+                found: u32::from_le_bytes(found),
+            },
+            // GGUF versions are u32.
+            K::UnsupportedVersion { found, .. } => Error::UnsupportedVersion {
+                version: found as u32,
+            },
+            K::BadUtf8 { .. } => Error::BadUtf8 { offset },
+            K::Trailing { .. } => Error::Codec(e),
+        }
+    }
+}
 
 impl Error {
     /// Wraps an I/O error with the path it concerns.

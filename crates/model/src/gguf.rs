@@ -1,25 +1,28 @@
 //! GGUF reader (versions 2 and 3): header, metadata of every value type, tensor index.
 //!
 //! The file is read once into memory; tensor data stays there, quantized, and is
-//! borrowed by the weights. Every length in the file is checked against the bytes left
-//! and against fixed caps before anything is allocated, and no input makes this panic.
+//! borrowed by the weights. Header, metadata and tensor index are read through
+//! `selene_codec::Reader`: every length in the file is checked against fixed caps and
+//! the bytes left before anything is allocated, and no input makes this panic.
 //! Format: ggml's `docs/gguf.md` (little-endian; strings are a u64 length plus UTF-8).
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use selene_codec::Reader;
+
 use crate::error::{Error, Result};
 
-/// "GGUF" read as a little-endian u32.
-const MAGIC: u32 = 0x4655_4747;
+/// The file's first four bytes.
+const MAGIC: [u8; 4] = *b"GGUF";
 /// Alignment of the data section when `general.alignment` is absent.
 const DEFAULT_ALIGNMENT: u64 = 32;
 /// Longest metadata string or tensor name accepted.
-const MAX_STRING: u64 = 1 << 24;
+const MAX_STRING: usize = 1 << 24;
 /// Most elements in one metadata array.
-const MAX_ARRAY: u64 = 1 << 24;
+const MAX_ARRAY: usize = 1 << 24;
 /// Most tensors or metadata entries.
-const MAX_ENTRIES: u64 = 1 << 20;
+const MAX_ENTRIES: usize = 1 << 20;
 /// Most tensor dimensions (ggml's GGML_MAX_DIMS).
 const MAX_DIMS: u64 = 4;
 /// Deepest nesting of arrays inside arrays.
@@ -238,25 +241,16 @@ impl Gguf {
     /// Bad magic, an unsupported version, truncation, oversized lengths, unknown value or
     /// tensor types, duplicate names, or tensor data outside the file.
     pub fn parse(bytes: Vec<u8>) -> Result<Gguf> {
-        let mut r = Reader {
-            bytes: &bytes,
-            pos: 0,
-        };
-        let magic = r.u32("magic")?;
-        if magic != MAGIC {
-            return Err(Error::BadMagic { found: magic });
-        }
-        let version = r.u32("version")?;
-        if !(2..=3).contains(&version) {
-            return Err(Error::UnsupportedVersion { version });
-        }
-        let n_tensors = r.count("tensor count", MAX_ENTRIES)?;
-        let n_kv = r.count("metadata count", MAX_ENTRIES)?;
+        let mut r = Reader::new(&bytes);
+        let version = r.header(&MAGIC, 2u32..=3)?;
+        // Each item takes at least one byte: no allocation follows a lie.
+        let n_tensors = r.count_u64("tensor count", MAX_ENTRIES, 1)?;
+        let n_kv = r.count_u64("metadata count", MAX_ENTRIES, 1)?;
         let mut metadata = HashMap::new();
         for _ in 0..n_kv {
-            let key = r.string()?;
+            let key = read_string(&mut r)?;
             let type_id = r.u32("value type")?;
-            let value = r.value(type_id, 0)?;
+            let value = read_value(&mut r, type_id, 0)?;
             if metadata.insert(key.clone(), value).is_some() {
                 return Err(Error::Duplicate { name: key });
             }
@@ -264,7 +258,7 @@ impl Gguf {
         let mut tensors = Vec::new();
         let mut by_name = HashMap::new();
         for _ in 0..n_tensors {
-            let info = r.tensor_info()?;
+            let info = read_tensor_info(&mut r)?;
             if by_name.insert(info.name.clone(), tensors.len()).is_some() {
                 return Err(Error::Duplicate { name: info.name });
             }
@@ -282,7 +276,7 @@ impl Gguf {
                 }
             },
         };
-        let data_offset = (r.pos as u64).div_ceil(alignment) * alignment;
+        let data_offset = (r.offset() as u64).div_ceil(alignment) * alignment;
         let data_len = (bytes.len() as u64).saturating_sub(data_offset);
         for t in &tensors {
             if t.offset % alignment != 0 {
@@ -370,179 +364,113 @@ impl Gguf {
     }
 }
 
-/// A bounds-checked little-endian cursor.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+fn read_string(r: &mut Reader<'_>) -> Result<String> {
+    Ok(r.str_u64("string", MAX_STRING)?.to_string())
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8]> {
-        let left = self.bytes.len() - self.pos;
-        if n > left {
-            return Err(Error::Truncated {
-                offset: self.pos,
-                needed: n,
-                left,
-                what,
-            });
-        }
-        let s = &self.bytes[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N, what)?);
-        Ok(out)
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-
-    fn u64(&mut self, what: &'static str) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array(what)?))
-    }
-
-    /// A u64 count, capped and checked against the bytes left (each item takes at least
-    /// one byte), so no allocation follows a lie.
-    fn count(&mut self, what: &'static str, limit: u64) -> Result<u64> {
-        let offset = self.pos;
-        let n = self.u64(what)?;
-        let left = (self.bytes.len() - self.pos) as u64;
-        if n > limit {
-            return Err(Error::TooLarge {
-                what,
-                offset,
-                value: n,
-                limit,
-            });
-        }
-        if n > left {
-            return Err(Error::Truncated {
-                offset: self.pos,
-                needed: n as usize,
-                left: left as usize,
-                what,
-            });
-        }
-        Ok(n)
-    }
-
-    fn string(&mut self) -> Result<String> {
-        let len = self.count("string length", MAX_STRING)? as usize;
-        let at = self.pos;
-        let raw = self.take(len, "string")?;
-        String::from_utf8(raw.to_vec()).map_err(|_| Error::BadUtf8 { offset: at })
-    }
-
-    fn value(&mut self, type_id: u32, depth: usize) -> Result<Value> {
-        Ok(match type_id {
-            0 => Value::U8(self.array::<1>("u8")?[0]),
-            1 => Value::I8(i8::from_le_bytes(self.array("i8")?)),
-            2 => Value::U16(u16::from_le_bytes(self.array("u16")?)),
-            3 => Value::I16(i16::from_le_bytes(self.array("i16")?)),
-            4 => Value::U32(self.u32("u32")?),
-            5 => Value::I32(i32::from_le_bytes(self.array("i32")?)),
-            6 => Value::F32(f32::from_le_bytes(self.array("f32")?)),
-            7 => {
-                let at = self.pos;
-                match self.array::<1>("bool")?[0] {
-                    0 => Value::Bool(false),
-                    1 => Value::Bool(true),
-                    b => {
-                        return Err(Error::TooLarge {
-                            what: "bool",
-                            offset: at,
-                            value: b.into(),
-                            limit: 1,
-                        })
-                    }
-                }
-            }
-            8 => Value::String(self.string()?),
-            9 => {
-                let at = self.pos;
-                if depth >= MAX_DEPTH {
+fn read_value(r: &mut Reader<'_>, type_id: u32, depth: usize) -> Result<Value> {
+    Ok(match type_id {
+        0 => Value::U8(r.u8("u8")?),
+        1 => Value::I8(i8::from_le_bytes(r.array("i8")?)),
+        2 => Value::U16(r.u16("u16")?),
+        3 => Value::I16(i16::from_le_bytes(r.array("i16")?)),
+        4 => Value::U32(r.u32("u32")?),
+        5 => Value::I32(i32::from_le_bytes(r.array("i32")?)),
+        6 => Value::F32(r.f32("f32")?),
+        7 => {
+            let at = r.offset();
+            match r.u8("bool")? {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => {
                     return Err(Error::TooLarge {
-                        what: "array nesting depth",
+                        what: "bool",
                         offset: at,
-                        value: depth as u64 + 1,
-                        limit: MAX_DEPTH as u64,
-                    });
+                        value: b.into(),
+                        limit: 1,
+                    })
                 }
-                let elem = self.u32("array element type")?;
-                let n = self.count("array length", MAX_ARRAY)?;
-                // Grow with the elements actually read, not the announced count.
-                let mut items = Vec::with_capacity((n as usize).min(4096));
-                for _ in 0..n {
-                    items.push(self.value(elem, depth + 1)?);
-                }
-                Value::Array(items)
             }
-            10 => Value::U64(self.u64("u64")?),
-            11 => Value::I64(i64::from_le_bytes(self.array("i64")?)),
-            12 => Value::F64(f64::from_le_bytes(self.array("f64")?)),
-            other => {
-                return Err(Error::UnknownValueType {
-                    type_id: other,
-                    offset: self.pos - 4,
-                })
+        }
+        8 => Value::String(read_string(r)?),
+        9 => {
+            if depth >= MAX_DEPTH {
+                return Err(Error::TooLarge {
+                    what: "array nesting depth",
+                    offset: r.offset(),
+                    value: depth as u64 + 1,
+                    limit: MAX_DEPTH as u64,
+                });
             }
-        })
-    }
+            let elem = r.u32("array element type")?;
+            let n = r.count_u64("array length", MAX_ARRAY, 1)?;
+            // Grow with the elements actually read, not the announced count.
+            let mut items = Vec::with_capacity(n.min(4096));
+            for _ in 0..n {
+                items.push(read_value(r, elem, depth + 1)?);
+            }
+            Value::Array(items)
+        }
+        10 => Value::U64(r.u64("u64")?),
+        11 => Value::I64(r.i64("i64")?),
+        12 => Value::F64(r.f64("f64")?),
+        other => {
+            return Err(Error::UnknownValueType {
+                type_id: other,
+                offset: r.offset() - 4,
+            })
+        }
+    })
+}
 
-    fn tensor_info(&mut self) -> Result<TensorInfo> {
-        let name = self.string()?;
-        let at = self.pos;
-        let n_dims = self.u32("tensor dimension count")? as u64;
-        if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(Error::TooLarge {
-                what: "tensor dimension count",
-                offset: at,
-                value: n_dims,
-                limit: MAX_DIMS,
-            });
-        }
-        let mut dims = Vec::with_capacity(n_dims as usize);
-        let mut elems: u64 = 1;
-        for _ in 0..n_dims {
-            let at = self.pos;
-            let d = self.u64("tensor dimension")?;
-            elems = elems
-                .checked_mul(d)
-                .filter(|&e| e <= 1 << 40)
-                .ok_or(Error::TooLarge {
-                    what: "tensor element count",
-                    offset: at,
-                    value: d,
-                    limit: 1 << 40,
-                })?;
-            dims.push(d);
-        }
-        let type_id = self.u32("tensor type")?;
-        let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| Error::UnknownTensorType {
-            type_id,
-            name: name.clone(),
-        })?;
-        if dims[0] % ggml_type.block_len as u64 != 0 {
-            return Err(Error::BadTensor {
-                name,
-                reason: "row length is not a multiple of the type's block length",
-            });
-        }
-        let offset = self.u64("tensor offset")?;
-        let n_bytes = (elems / ggml_type.block_len as u64) * ggml_type.block_bytes as u64;
-        Ok(TensorInfo {
-            name,
-            dims,
-            ggml_type,
-            offset,
-            n_bytes: n_bytes as usize,
-        })
+fn read_tensor_info(r: &mut Reader<'_>) -> Result<TensorInfo> {
+    let name = read_string(r)?;
+    let at = r.offset();
+    let n_dims = r.u32("tensor dimension count")? as u64;
+    if n_dims == 0 || n_dims > MAX_DIMS {
+        return Err(Error::TooLarge {
+            what: "tensor dimension count",
+            offset: at,
+            value: n_dims,
+            limit: MAX_DIMS,
+        });
     }
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    let mut elems: u64 = 1;
+    for _ in 0..n_dims {
+        let at = r.offset();
+        let d = r.u64("tensor dimension")?;
+        elems = elems
+            .checked_mul(d)
+            .filter(|&e| e <= 1 << 40)
+            .ok_or(Error::TooLarge {
+                what: "tensor element count",
+                offset: at,
+                value: d,
+                limit: 1 << 40,
+            })?;
+        dims.push(d);
+    }
+    let type_id = r.u32("tensor type")?;
+    let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| Error::UnknownTensorType {
+        type_id,
+        name: name.clone(),
+    })?;
+    if dims[0] % ggml_type.block_len as u64 != 0 {
+        return Err(Error::BadTensor {
+            name,
+            reason: "row length is not a multiple of the type's block length",
+        });
+    }
+    let offset = r.u64("tensor offset")?;
+    let n_bytes = (elems / ggml_type.block_len as u64) * ggml_type.block_bytes as u64;
+    Ok(TensorInfo {
+        name,
+        dims,
+        ggml_type,
+        offset,
+        n_bytes: n_bytes as usize,
+    })
 }
 
 #[cfg(test)]

@@ -160,3 +160,14 @@ pub enum Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<selene_codec::CodecError> for Error {
+    /// A frame field the codec refuses (short, over its bound, trailing, bad magic or
+    /// version): a malformed message naming the field and its offset.
+    fn from(e: selene_codec::CodecError) -> Self {
+        Error::Wire {
+            what: e.what,
+            offset: e.offset,
+        }
+    }
+}

@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use selene_codec::{Reader, Writer};
+
 use crate::error::{Error, Result};
 use crate::params::Parameters;
 use crate::ring::sampler::uniform_poly;
@@ -41,11 +43,10 @@ pub enum Kind {
     GaloisKey = 4,
 }
 
-fn header(out: &mut Vec<u8>, kind: Kind, params: &Parameters) {
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.push(kind as u8);
-    out.extend_from_slice(&params.fingerprint());
+fn header(w: &mut Writer, kind: Kind, params: &Parameters) {
+    w.header(&MAGIC, VERSION);
+    w.u8(kind as u8);
+    w.raw(&params.fingerprint());
 }
 
 /// Bytes of `rows` bit-packed rows of a polynomial (`q_rows` Q rows, `p_rows` P rows).
@@ -57,7 +58,7 @@ fn packed_len(params: &Parameters, q_rows: usize, p_rows: usize) -> usize {
         .sum()
 }
 
-fn pack(params: &Parameters, p: &Poly<Ntt>, out: &mut Vec<u8>) {
+fn pack(params: &Parameters, p: &Poly<Ntt>, w: &mut Writer) {
     let ring = params.ring();
     for r in 0..p.rows() {
         let bits = ring.moduli()[p.modulus_index(ring, r)].bits();
@@ -66,7 +67,7 @@ fn pack(params: &Parameters, p: &Poly<Ntt>, out: &mut Vec<u8>) {
             acc |= (x as u128) << filled;
             filled += bits;
             while filled >= 8 {
-                out.push(acc as u8);
+                w.u8(acc as u8);
                 acc >>= 8;
                 filled -= 8;
             }
@@ -75,127 +76,73 @@ fn pack(params: &Parameters, p: &Poly<Ntt>, out: &mut Vec<u8>) {
     }
 }
 
-/// A bounds-checked cursor over the input.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// Reads the common header, checking magic, version, kind and parameter fingerprint.
+fn read_header(r: &mut Reader<'_>, kind: Kind, params: &Parameters) -> Result<()> {
+    r.header(&MAGIC, VERSION..=VERSION)?;
+    let k = r.u8("kind")?;
+    if k != kind as u8 {
+        return Err(Error::WrongKind {
+            expected: kind as u8,
+            found: k,
+        });
+    }
+    let found = r.array("parameter fingerprint")?;
+    if found != params.fingerprint() {
+        return Err(Error::ParameterMismatch {
+            expected: params.fingerprint(),
+            found,
+        });
+    }
+    Ok(())
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8]> {
-        let available = self.bytes.len() - self.pos;
-        if len > available {
-            return Err(Error::Truncated {
-                offset: self.pos,
-                needed: len,
-                available,
-            });
-        }
-        let s = &self.bytes[self.pos..self.pos + len];
-        self.pos += len;
-        Ok(s)
-    }
+/// The body of `len` bytes that must end the input: errors on short or trailing input
+/// before anything is decoded.
+fn exact_body<'a>(r: &mut Reader<'a>, len: usize) -> Result<Reader<'a>> {
+    let body = r.sub("body", len)?;
+    r.expect_end()?;
+    Ok(body)
+}
 
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u64(&mut self) -> Result<u64> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(b))
-    }
-
-    fn seed(&mut self) -> Result<[u8; 32]> {
-        let mut s = [0u8; 32];
-        s.copy_from_slice(self.take(32)?);
-        Ok(s)
-    }
-
-    /// Errors unless exactly `len` bytes remain (checked before decoding the body).
-    fn expect_remaining(&self, len: usize) -> Result<()> {
-        let available = self.bytes.len() - self.pos;
-        match available.cmp(&len) {
-            std::cmp::Ordering::Less => Err(Error::Truncated {
-                offset: self.pos,
-                needed: len,
-                available,
-            }),
-            std::cmp::Ordering::Greater => Err(Error::TrailingBytes {
-                count: available - len,
-            }),
-            std::cmp::Ordering::Equal => Ok(()),
-        }
-    }
-
-    fn header(&mut self, kind: Kind, params: &Parameters) -> Result<()> {
-        let magic = self.take(4)?;
-        if magic != MAGIC {
-            let mut found = [0u8; 4];
-            found.copy_from_slice(magic);
-            return Err(Error::BadMagic { found });
-        }
-        let v = self.take(2)?;
-        let version = u16::from_le_bytes([v[0], v[1]]);
-        if version != VERSION {
-            return Err(Error::UnsupportedVersion {
-                found: version,
-                supported: VERSION,
-            });
-        }
-        let k = self.u8()?;
-        if k != kind as u8 {
-            return Err(Error::WrongKind {
-                expected: kind as u8,
-                found: k,
-            });
-        }
-        let mut found = [0u8; 8];
-        found.copy_from_slice(self.take(8)?);
-        if found != params.fingerprint() {
-            return Err(Error::ParameterMismatch {
-                expected: params.fingerprint(),
-                found,
-            });
-        }
-        Ok(())
-    }
-
-    fn poly(&mut self, params: &Parameters, level: usize, with_p: bool) -> Result<Poly<Ntt>> {
-        let ring = params.ring();
-        let n = ring.n();
-        let mut p = Poly::<Ntt>::zero(ring, level, with_p);
-        let q_rows = p.q_rows();
-        for r in 0..p.rows() {
-            let idx = ring.modulus_index(q_rows, r);
-            let m = ring.moduli()[idx];
-            let bits = m.bits();
-            let src = self.take(n * bits as usize / 8)?;
-            let mask = (1u128 << bits) - 1;
-            let (mut acc, mut filled, mut it) = (0u128, 0u32, src.iter());
-            for (k, x) in p.row_mut(r).iter_mut().enumerate() {
-                while filled < bits {
-                    // The row length was taken above, so the bytes are there.
-                    let b = it.next().copied().unwrap_or(0);
-                    acc |= u128::from(b) << filled;
-                    filled += 8;
-                }
-                let v = (acc & mask) as u64;
-                acc >>= bits;
-                filled -= bits;
-                if v >= m.value() {
-                    return Err(Error::CoefficientOutOfRange {
-                        row: idx,
-                        index: k,
-                        value: v,
-                        modulus: m.value(),
-                    });
-                }
-                *x = v;
+fn read_poly(
+    r: &mut Reader<'_>,
+    params: &Parameters,
+    level: usize,
+    with_p: bool,
+) -> Result<Poly<Ntt>> {
+    let ring = params.ring();
+    let n = ring.n();
+    let mut p = Poly::<Ntt>::zero(ring, level, with_p);
+    let q_rows = p.q_rows();
+    for row in 0..p.rows() {
+        let idx = ring.modulus_index(q_rows, row);
+        let m = ring.moduli()[idx];
+        let bits = m.bits();
+        let src = r.take("residues", n * bits as usize / 8)?;
+        let mask = (1u128 << bits) - 1;
+        let (mut acc, mut filled, mut it) = (0u128, 0u32, src.iter());
+        for (k, x) in p.row_mut(row).iter_mut().enumerate() {
+            while filled < bits {
+                // The row length was taken above, so the bytes are there.
+                let b = it.next().copied().unwrap_or(0);
+                acc |= u128::from(b) << filled;
+                filled += 8;
             }
+            let v = (acc & mask) as u64;
+            acc >>= bits;
+            filled -= bits;
+            if v >= m.value() {
+                return Err(Error::CoefficientOutOfRange {
+                    row: idx,
+                    index: k,
+                    value: v,
+                    modulus: m.value(),
+                });
+            }
+            *x = v;
         }
-        Ok(p)
     }
+    Ok(p)
 }
 
 impl Ciphertext {
@@ -203,35 +150,36 @@ impl Ciphertext {
     pub fn encode(&self, params: &Parameters) -> Vec<u8> {
         let level = self.level();
         let body = packed_len(params, level + 1, 0);
-        let mut out = Vec::with_capacity(HEADER_LEN + 12 + 2 * body);
-        header(&mut out, Kind::Ciphertext, params);
-        out.push(level as u8);
-        out.extend_from_slice(&self.scale.0.to_bits().to_le_bytes());
-        out.push(match self.encoding {
+        let mut w = Writer::with_capacity(HEADER_LEN + 12 + 2 * body);
+        header(&mut w, Kind::Ciphertext, params);
+        // Levels are below the prime count, which is far below 256.
+        w.u8(level as u8);
+        w.f64(self.scale.0);
+        w.u8(match self.encoding {
             Encoding::Slots => 0,
             Encoding::Coefficients => 1,
         });
-        out.push(u8::from(self.seed.is_some()));
-        pack(params, &self.c0, &mut out);
+        w.u8(u8::from(self.seed.is_some()));
+        pack(params, &self.c0, &mut w);
         match &self.seed {
-            Some(seed) => out.extend_from_slice(seed),
-            None => pack(params, &self.c1, &mut out),
+            Some(seed) => w.raw(seed),
+            None => pack(params, &self.c1, &mut w),
         }
-        out
+        w.into_bytes()
     }
 
     /// Parses a ciphertext for `params`.
     pub fn decode(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
-        let mut rd = Reader { bytes, pos: 0 };
-        rd.header(Kind::Ciphertext, params)?;
-        let level = rd.u8()? as usize;
+        let mut rd = Reader::new(bytes);
+        read_header(&mut rd, Kind::Ciphertext, params)?;
+        let level = rd.u8("level")? as usize;
         if level > params.max_level() {
             return Err(Error::InvalidHeader {
                 field: "level",
                 value: level as u64,
             });
         }
-        let scale_bits = rd.u64()?;
+        let scale_bits = rd.u64("scale")?;
         let scale = f64::from_bits(scale_bits);
         if !scale.is_finite() || scale <= 0.0 {
             return Err(Error::InvalidHeader {
@@ -239,7 +187,7 @@ impl Ciphertext {
                 value: scale_bits,
             });
         }
-        let encoding = match rd.u8()? {
+        let encoding = match rd.u8("encoding")? {
             0 => Encoding::Slots,
             1 => Encoding::Coefficients,
             e => {
@@ -249,7 +197,7 @@ impl Ciphertext {
                 })
             }
         };
-        let seeded = match rd.u8()? {
+        let seeded = match rd.u8("flags")? {
             0 => false,
             1 => true,
             f => {
@@ -260,13 +208,13 @@ impl Ciphertext {
             }
         };
         let body = packed_len(params, level + 1, 0);
-        rd.expect_remaining(if seeded { body + 32 } else { 2 * body })?;
-        let c0 = rd.poly(params, level, false)?;
+        let mut rd = exact_body(&mut rd, if seeded { body + 32 } else { 2 * body })?;
+        let c0 = read_poly(&mut rd, params, level, false)?;
         let (c1, seed) = if seeded {
-            let seed = rd.seed()?;
+            let seed = rd.array("seed")?;
             (uniform_poly(params.ring(), &seed, level, false), Some(seed))
         } else {
-            (rd.poly(params, level, false)?, None)
+            (read_poly(&mut rd, params, level, false)?, None)
         };
         Ok(Self {
             c0,
@@ -282,43 +230,46 @@ impl PublicKey {
     /// Serializes the key (`b` plus the seed of `a`).
     pub fn encode(&self) -> Vec<u8> {
         let params = self.params();
-        let mut out = Vec::new();
-        header(&mut out, Kind::PublicKey, params);
-        out.extend_from_slice(self.seed());
-        pack(params, &self.b, &mut out);
-        out
+        let mut w = Writer::new();
+        header(&mut w, Kind::PublicKey, params);
+        w.raw(self.seed());
+        pack(params, &self.b, &mut w);
+        w.into_bytes()
     }
 
     /// Parses a public key for `params`.
     pub fn decode(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
-        let mut rd = Reader { bytes, pos: 0 };
-        rd.header(Kind::PublicKey, params)?;
-        rd.expect_remaining(32 + packed_len(params, params.max_level() + 1, params.p().len()))?;
-        let seed = rd.seed()?;
-        let b = rd.poly(params, params.max_level(), true)?;
+        let mut rd = Reader::new(bytes);
+        read_header(&mut rd, Kind::PublicKey, params)?;
+        let len = 32 + packed_len(params, params.max_level() + 1, params.p().len());
+        let mut rd = exact_body(&mut rd, len)?;
+        let seed = rd.array("seed")?;
+        let b = read_poly(&mut rd, params, params.max_level(), true)?;
         Ok(Self::from_parts(params.clone(), b, seed))
     }
 }
 
-fn encode_ksk(ksk: &KeySwitchKey, kind: Kind, extra: u64, out: &mut Vec<u8>) {
+fn encode_ksk(ksk: &KeySwitchKey, kind: Kind, extra: u64) -> Vec<u8> {
     let params = ksk.params();
-    header(out, kind, params);
-    out.extend_from_slice(&extra.to_le_bytes());
-    out.extend_from_slice(ksk.seed());
+    let mut w = Writer::new();
+    header(&mut w, kind, params);
+    w.u64(extra);
+    w.raw(ksk.seed());
     for b in ksk.b() {
-        pack(params, b, out);
+        pack(params, b, &mut w);
     }
+    w.into_bytes()
 }
 
 fn decode_ksk(bytes: &[u8], params: &Arc<Parameters>, kind: Kind) -> Result<(u64, KeySwitchKey)> {
-    let mut rd = Reader { bytes, pos: 0 };
-    rd.header(kind, params)?;
-    let extra = rd.u64()?;
+    let mut rd = Reader::new(bytes);
+    read_header(&mut rd, kind, params)?;
+    let extra = rd.u64("key header")?;
     let one = packed_len(params, params.max_level() + 1, params.p().len());
-    rd.expect_remaining(32 + params.dnum() * one)?;
-    let seed = rd.seed()?;
+    let mut rd = exact_body(&mut rd, 32 + params.dnum() * one)?;
+    let seed = rd.array("seed")?;
     let b = (0..params.dnum())
-        .map(|_| rd.poly(params, params.max_level(), true))
+        .map(|_| read_poly(&mut rd, params, params.max_level(), true))
         .collect::<Result<Vec<_>>>()?;
     Ok((extra, KeySwitchKey::from_parts(params.clone(), b, seed)))
 }
@@ -326,9 +277,7 @@ fn decode_ksk(bytes: &[u8], params: &Arc<Parameters>, kind: Kind) -> Result<(u64
 impl RelinKey {
     /// Serializes the key (`b` per digit plus the seed of the `a`s).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_ksk(&self.ksk, Kind::RelinKey, 0, &mut out);
-        out
+        encode_ksk(&self.ksk, Kind::RelinKey, 0)
     }
 
     /// Parses a relinearization key for `params`.
@@ -347,14 +296,7 @@ impl RelinKey {
 impl GaloisKey {
     /// Serializes the key with its Galois element.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_ksk(
-            &self.key_switch_key(),
-            Kind::GaloisKey,
-            self.element(),
-            &mut out,
-        );
-        out
+        encode_ksk(&self.key_switch_key(), Kind::GaloisKey, self.element())
     }
 
     /// Parses a Galois key for `params`.

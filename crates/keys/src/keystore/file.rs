@@ -5,12 +5,13 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use selene_codec::{Reader, Writer};
 use selene_linalg::LinalgPreset;
 
 use super::{KIND_KEYSTORE, MAGIC, MAX_SESSIONS, VERSION};
 use crate::backend::BackendDescriptor;
 use crate::error::{io, Error, Result};
-use crate::format::{Reader, Writer};
+use crate::format::{MAX_FIELD, MAX_POLICY};
 use crate::session::{preset_code, preset_from_code, SESSION_ID_LEN};
 
 /// Writes `bytes` to `path` with mode 0600, atomically (temporary file, fsync, rename).
@@ -71,33 +72,24 @@ pub struct Header {
 }
 
 impl Header {
-    pub(super) fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.raw(MAGIC);
-        w.u16(VERSION);
+    /// The header's bytes (the associated data of the root's wrap).
+    ///
+    /// # Errors
+    /// [`Error::TooLong`] for an identity or backend string above its cap.
+    pub(super) fn encode(&self) -> Result<Vec<u8>> {
+        let mut w = Writer::new();
+        w.header(MAGIC, VERSION);
         w.u8(KIND_KEYSTORE);
-        w.str16(&self.identity);
+        w.bytes_u16("identity", self.identity.as_bytes(), MAX_FIELD)?;
         w.raw(&self.id);
         w.u32(self.generation);
         w.u64(self.created);
-        self.backend.write(&mut w);
-        w.buf
+        self.backend.write(&mut w)?;
+        Ok(w.into_bytes())
     }
 
     pub(super) fn read(r: &mut Reader<'_>) -> Result<Self> {
-        if &r.array::<4>("magic")? != MAGIC {
-            return Err(Error::InvalidField {
-                field: "magic (not a Selene keystore)",
-                value: 0,
-            });
-        }
-        let v = r.u16("version")?;
-        if v != VERSION {
-            return Err(Error::InvalidField {
-                field: "version",
-                value: v.into(),
-            });
-        }
+        r.header(MAGIC, VERSION..=VERSION)?;
         let k = r.u8("kind")?;
         if k != KIND_KEYSTORE {
             return Err(Error::InvalidField {
@@ -106,7 +98,7 @@ impl Header {
             });
         }
         Ok(Self {
-            identity: r.str16("identity")?,
+            identity: r.str_u16("identity", MAX_FIELD)?.to_string(),
             id: r.array("keystore id")?,
             generation: r.u32("generation")?,
             created: r.u64("created")?,
@@ -149,50 +141,62 @@ pub(super) struct Parsed {
 
 /// Writes everything the keystore MAC covers: header, wrapped keystore key, signed
 /// policy, sessions (the layout in the parent module's docs).
+///
+/// # Errors
+/// [`Error::TooLong`] for a field above its cap, [`Error::TooManySessions`]: nothing is
+/// cut to fit.
 pub(super) fn write_body(
     w: &mut Writer,
     header: &Header,
     wrapped_ksk: &[u8],
     policy: (&str, &[u8; 32]),
     sessions: &[StoredSession],
-) {
-    w.raw(&header.encode());
-    w.bytes16(wrapped_ksk);
-    w.bytes32(policy.0.as_bytes());
+) -> Result<()> {
+    w.raw(&header.encode()?);
+    w.bytes_u16("wrapped keystore key", wrapped_ksk, MAX_FIELD)?;
+    w.bytes_u32("policy", policy.0.as_bytes(), MAX_POLICY)?;
     w.raw(policy.1);
-    w.u16(sessions.len().min(MAX_SESSIONS) as u16);
-    for s in sessions.iter().take(MAX_SESSIONS) {
+    if sessions.len() > MAX_SESSIONS {
+        return Err(Error::TooManySessions {
+            count: sessions.len(),
+            max: MAX_SESSIONS,
+        });
+    }
+    // At most MAX_SESSIONS, far below u16::MAX.
+    w.u16(sessions.len() as u16);
+    for s in sessions {
         w.raw(&s.id);
         w.u8(preset_code(s.preset));
         w.u64(s.created);
-        w.bytes16(&s.wrapped);
+        w.bytes_u16("wrapped session key", &s.wrapped, MAX_FIELD)?;
     }
+    Ok(())
 }
 
 impl Parsed {
     /// The file again: body then the MAC as read (the inverse of [`parse`]; the format
     /// is canonical, so this gives back the parsed bytes).
     #[cfg(any(test, fuzzing))]
-    pub(super) fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
+    pub(super) fn encode(&self) -> Result<Vec<u8>> {
+        let mut w = Writer::new();
         write_body(
             &mut w,
             &self.header,
             &self.wrapped_ksk,
             (&self.policy_text, &self.policy_tag),
             &self.sessions,
-        );
+        )?;
         w.raw(&self.mac);
-        w.buf
+        Ok(w.into_bytes())
     }
 }
 
 pub(super) fn parse(bytes: &[u8]) -> Result<Parsed> {
     let mut r = Reader::new(bytes);
     let header = Header::read(&mut r)?;
-    let header_len = r.pos;
-    let wrapped_ksk = r.bytes16("wrapped keystore key")?.to_vec();
-    let policy_bytes = r.bytes32("policy")?;
+    let header_len = r.offset();
+    let wrapped_ksk = r.bytes_u16("wrapped keystore key", MAX_FIELD)?.to_vec();
+    let policy_bytes = r.bytes_u32("policy", MAX_POLICY)?;
     let policy_text =
         String::from_utf8(policy_bytes.to_vec()).map_err(|e| Error::InvalidField {
             field: "policy (not UTF-8)",
@@ -212,14 +216,12 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Parsed> {
             id: r.array("session id")?,
             preset: preset_from_code(r.u8("session preset")?)?,
             created: r.u64("session created")?,
-            wrapped: r.bytes16("wrapped session key")?.to_vec(),
+            wrapped: r.bytes_u16("wrapped session key", MAX_FIELD)?.to_vec(),
         });
     }
-    let body_len = r.pos;
+    let body_len = r.offset();
     let mac = r.array("keystore MAC")?;
-    if r.left() != 0 {
-        return Err(Error::TrailingBytes { extra: r.left() });
-    }
+    r.expect_end()?;
     Ok(Parsed {
         header,
         header_len,

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use cryptoki::types::AuthPin;
 use rand_core::{OsRng, RngCore};
+use selene_codec::Writer;
 use selene_linalg::LinalgPreset;
 use zeroize::Zeroizing;
 
@@ -32,7 +33,6 @@ pub use file::{write_private, Header, SessionInfo};
 use crate::backend::{BackendDescriptor, RootKey};
 use crate::envelope;
 use crate::error::{io, Error, Result};
-use crate::format::Writer;
 use crate::guard::KeystoreGuard;
 use crate::log;
 use crate::passphrase::PassphraseRoot;
@@ -142,7 +142,8 @@ impl Keystore {
     /// and the owner's `policy`.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`], an invalid policy, backend and I/O errors.
+    /// [`Error::AlreadyExists`], an invalid policy, [`Error::TooLong`] for an identity
+    /// (or backend name) longer than the file stores, backend and I/O errors.
     pub fn init(
         dir: &Path,
         identity: &str,
@@ -166,7 +167,7 @@ impl Keystore {
             backend: root.descriptor().clone(),
         };
         let ksk = KeyBytes::random();
-        let wrapped_ksk = root.wrap(&ksk, &header.encode())?;
+        let wrapped_ksk = root.wrap(&ksk, &header.encode()?)?;
         let policy_text = policy.to_toml()?;
         let policy_tag = policy::tag(
             &ksk.derive(&id, b"selene policy mac"),
@@ -191,7 +192,8 @@ impl Keystore {
     ///
     /// # Errors
     /// [`Error::WrongPassphrase`] / [`Error::WrongPin`]; [`Error::Truncated`],
-    /// [`Error::InvalidField`], [`Error::TrailingBytes`] for a damaged file;
+    /// [`Error::InvalidField`], [`Error::TooLong`], [`Error::TrailingBytes`] for a damaged
+    /// file;
     /// [`Error::Unwrap`] / [`Error::KeystoreMac`] for an altered or spliced one;
     /// [`Error::PolicyMac`] for an edited policy; [`Error::Permissions`].
     pub fn open(dir: &Path, unlock: Unlock<'_>) -> Result<Self> {
@@ -280,22 +282,22 @@ impl Keystore {
         aad
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
+    fn encode(&self) -> Result<Vec<u8>> {
+        let mut w = Writer::new();
         write_body(
             &mut w,
             &self.header,
             &self.wrapped_ksk,
             (&self.policy_text, &self.policy_tag),
             &self.sessions,
-        );
-        let mac = policy::tag(&self.subkey(b"selene keystore mac"), &w.buf);
+        )?;
+        let mac = policy::tag(&self.subkey(b"selene keystore mac"), w.as_bytes());
         w.raw(&mac);
-        w.buf
+        Ok(w.into_bytes())
     }
 
     fn save(&self) -> Result<()> {
-        write_private(&self.dir.join(KEYSTORE_FILE), &self.encode())
+        write_private(&self.dir.join(KEYSTORE_FILE), &self.encode()?)
     }
 
     /// The directory.
@@ -428,7 +430,7 @@ impl Keystore {
         let mut next = self.header.clone();
         next.generation = next.generation.saturating_add(1);
         let new_ksk = KeyBytes::random();
-        let wrapped_ksk = self.root.wrap(&new_ksk, &next.encode())?;
+        let wrapped_ksk = self.root.wrap(&new_ksk, &next.encode()?)?;
         self.header = next;
         self.ksk = new_ksk;
         self.wrapped_ksk = wrapped_ksk;
@@ -484,8 +486,8 @@ impl Keystore {
 pub(crate) fn reparse(bytes: &[u8]) -> Result<crate::fuzzing::KeystoreFile> {
     let p = parse(bytes)?;
     Ok(crate::fuzzing::KeystoreFile {
-        header_encoded_len: p.header.encode().len(),
-        reencoded: p.encode(),
+        header_encoded_len: p.header.encode()?.len(),
+        reencoded: p.encode()?,
         header: p.header,
         header_len: p.header_len,
         body_len: p.body_len,

@@ -222,6 +222,29 @@ fn edited_policy_and_loose_permissions_are_refused() {
 }
 
 #[test]
+fn an_identity_too_long_to_store_is_refused_not_cut() {
+    // Issue 16: the old writer cut a field to its 4096-byte cap and wrote the keystore
+    // anyway, so the identity read back was not the one given.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = PassphraseRoot::create(PASS, KdfParams::INSECURE_TEST, "SELENE_PASSPHRASE").unwrap();
+    let identity = "a".repeat(crate::format::MAX_FIELD + 1);
+    let policy = OwnerPolicy::selective(2, 0.5, 8, 16);
+    match Keystore::init(tmp.path(), &identity, Box::new(root), &policy) {
+        Err(Error::TooLong {
+            field: "identity",
+            len: 4097,
+            max: 4096,
+        }) => {}
+        other => panic!("{:?}", other.map(|_| "a keystore")),
+    }
+    assert!(!tmp.path().join(KEYSTORE_FILE).exists());
+    let root = PassphraseRoot::create(PASS, KdfParams::INSECURE_TEST, "SELENE_PASSPHRASE").unwrap();
+    let identity = "a".repeat(crate::format::MAX_FIELD);
+    Keystore::init(tmp.path(), &identity, Box::new(root), &policy).unwrap();
+    assert_eq!(Keystore::peek(tmp.path()).unwrap().identity, identity);
+}
+
+#[test]
 fn parsed_file_encodes_back_to_its_bytes() {
     // The format is canonical: the fuzz target `keystore` relies on parse then encode
     // giving back the file, with the header and MAC'd body lengths where parse saw them.
@@ -232,8 +255,8 @@ fn parsed_file_encodes_back_to_its_bytes() {
         .unwrap();
     let bytes = std::fs::read(dir.join(KEYSTORE_FILE)).unwrap();
     let p = parse(&bytes).unwrap();
-    assert_eq!(p.encode(), bytes);
-    assert_eq!(p.header_len, p.header.encode().len());
+    assert_eq!(p.encode().unwrap(), bytes);
+    assert_eq!(p.header_len, p.header.encode().unwrap().len());
     assert_eq!(p.body_len, bytes.len() - 32);
     assert_eq!(p.sessions.len(), 1);
 }

@@ -27,6 +27,7 @@
 //! version and kind, and every inner length against the bytes left (and its own bound)
 //! before allocating; trailing bytes are an error. It never panics.
 
+use selene_codec::{Reader, Writer};
 use selene_model::LinearStage;
 
 use crate::codec::stage::{stage_index, ENCRYPTED_STAGES};
@@ -352,71 +353,59 @@ pub struct Frame {
     pub message: Message,
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    // Every encoded field is bounded by the frame limit, which is below 4 GiB.
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-fn put_floats(out: &mut Vec<u8>, v: &[f32]) {
-    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-}
-
 /// Encodes a frame, length prefix included.
 ///
 /// # Errors
-/// Only for a `Hello` whose policy cannot be written as TOML, or prints longer than
-/// [`MAX_POLICY_BYTES`] (never for a validated policy: its preset is one of a few names).
+/// [`Error::Wire`] for a field above the bound [`decode`] enforces (the peer would refuse
+/// the frame, so it never leaves): a token, evaluation-key or layout list, prefix or
+/// error text too long, or a `Hello` whose policy cannot be written as TOML or prints
+/// longer than [`MAX_POLICY_BYTES`] (never for a validated policy: its preset is one of a
+/// few names).
 pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(HEADER_BYTES + payload_hint(&frame.message));
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&WIRE_VERSION.to_le_bytes());
-    out.push(frame.message.kind() as u8);
-    out.extend_from_slice(&frame.request_id.to_le_bytes());
+    let mut w = Writer::with_capacity(HEADER_BYTES + payload_hint(&frame.message));
+    // The length, patched in at the end.
+    w.u32(0);
+    w.header(&MAGIC, WIRE_VERSION);
+    w.u8(frame.message.kind() as u8);
+    w.u64(frame.request_id);
     match &frame.message {
         Message::Hello(h) => {
-            out.extend_from_slice(&h.protocol.to_le_bytes());
-            put_bytes(&mut out, &h.token);
-            let policy = h.policy.to_toml()?;
+            w.u16(h.protocol);
+            w.bytes_u32("token", &h.token, MAX_TOKEN_BYTES)?;
             // What `decode` accepts: the TOML printer may write a policy longer than the
             // text it was parsed from (a tab in a string becomes `\t`), and a frame the
             // peer refuses must not leave.
-            if policy.len() > MAX_POLICY_BYTES {
-                return Err(Error::Wire {
-                    what: "policy longer than MAX_POLICY_BYTES",
-                    offset: out.len(),
-                });
-            }
-            put_bytes(&mut out, policy.as_bytes());
-            out.extend_from_slice(&h.params_fingerprint);
-            out.extend_from_slice(&h.context.to_le_bytes());
-            out.extend_from_slice(&(h.eval_keys.len() as u32).to_le_bytes());
+            let policy = h.policy.to_toml()?;
+            w.bytes_u32("policy", policy.as_bytes(), MAX_POLICY_BYTES)?;
+            w.raw(&h.params_fingerprint);
+            w.u32(h.context);
+            w.count_u32("evaluation key count", h.eval_keys.len(), MAX_EVAL_KEYS)?;
             for k in &h.eval_keys {
-                out.push(k.kind);
-                put_bytes(&mut out, &k.bytes);
+                w.u8(k.kind);
+                w.bytes_u32("evaluation key", &k.bytes, usize::MAX)?;
             }
         }
-        Message::Welcome(w) => {
-            out.extend_from_slice(&w.session_id.to_le_bytes());
-            for v in [w.model.layers, w.model.d_model, w.model.vocab] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(&w.model.fingerprint);
-            out.extend_from_slice(&w.limits.max_message_bytes.to_le_bytes());
+        Message::Welcome(welcome) => {
+            w.u64(welcome.session_id);
             for v in [
-                w.limits.max_requests,
-                w.limits.idle_timeout_ms,
-                w.limits.lifetime_ms,
+                welcome.model.layers,
+                welcome.model.d_model,
+                welcome.model.vocab,
             ] {
-                out.extend_from_slice(&v.to_le_bytes());
+                w.u32(v);
             }
-            out.extend_from_slice(&(w.layouts.len() as u32).to_le_bytes());
-            for l in &w.layouts {
-                put_bytes(&mut out, l);
+            w.raw(&welcome.model.fingerprint);
+            w.u32(welcome.limits.max_message_bytes);
+            for v in [
+                welcome.limits.max_requests,
+                welcome.limits.idle_timeout_ms,
+                welcome.limits.lifetime_ms,
+            ] {
+                w.u64(v);
+            }
+            w.count_u32("layout count", welcome.layouts.len(), MAX_LAYOUTS)?;
+            for l in &welcome.layouts {
+                w.bytes_u32("layout", l, usize::MAX)?;
             }
         }
         Message::Product {
@@ -424,28 +413,37 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
             stage,
             ciphertext,
         } => {
-            out.extend_from_slice(&layer.to_le_bytes());
+            w.u32(*layer);
             // A stage outside ENCRYPTED_STAGES is sent as 255, which decoding refuses.
-            out.push(stage_index(*stage).map_or(u8::MAX, |i| i as u8));
-            put_bytes(&mut out, ciphertext);
+            w.u8(stage_index(*stage).map_or(u8::MAX, |i| i as u8));
+            w.bytes_u32("ciphertext", ciphertext, usize::MAX)?;
         }
-        Message::ProductResult { ciphertext } => put_bytes(&mut out, ciphertext),
-        Message::Release { bytes } | Message::PrefixKv { bytes } => put_bytes(&mut out, bytes),
+        Message::ProductResult { ciphertext } => {
+            w.bytes_u32("ciphertext", ciphertext, usize::MAX)?
+        }
+        Message::Release { bytes } | Message::PrefixKv { bytes } => {
+            w.bytes_u32("payload", bytes, usize::MAX)?
+        }
         Message::PublicPrefix { tokens } => {
-            out.extend_from_slice(&(tokens.len() as u32).to_le_bytes());
-            for t in tokens {
-                out.extend_from_slice(&t.to_le_bytes());
+            w.count_u32("prefix token count", tokens.len(), MAX_PREFIX_TOKENS)?;
+            for &t in tokens {
+                w.u32(t);
             }
         }
         Message::Logits { values } | Message::HiddenState { values } => {
-            put_floats(&mut out, values)
+            w.count_u32("value count", values.len(), usize::MAX)?;
+            for &x in values {
+                w.f32(x);
+            }
         }
         Message::Close => {}
         Message::Error { code, message } => {
-            out.extend_from_slice(&(*code as u16).to_le_bytes());
-            put_bytes(&mut out, message.as_bytes());
+            w.u16(*code as u16);
+            w.bytes_u32("error text", message.as_bytes(), MAX_ERROR_BYTES)?;
         }
     }
+    let mut out = w.into_bytes();
+    // Every frame is bounded by the frame limit, which is below 4 GiB.
     let len = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&len.to_le_bytes());
     Ok(out)
@@ -487,93 +485,19 @@ pub fn body_len(prefix: [u8; 4], limits: &Limits) -> Result<usize> {
     Ok(len)
 }
 
-/// A bounds-checked cursor over a frame.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn err(&self, what: &'static str) -> Error {
-        Error::Wire {
+/// `n` finite f32 values behind a u32 count.
+fn floats(rd: &mut Reader<'_>, what: &'static str) -> Result<Vec<f32>> {
+    let n = rd.count_u32(what, usize::MAX, 4)?;
+    let v = (0..n)
+        .map(|_| rd.f32(what))
+        .collect::<selene_codec::Result<Vec<f32>>>()?;
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::Wire {
             what,
-            offset: self.pos,
-        }
+            offset: rd.offset(),
+        });
     }
-
-    fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| self.err(what))?;
-        let s = self
-            .bytes
-            .get(self.pos..end)
-            .ok_or_else(|| self.err(what))?;
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N, what)?);
-        Ok(a)
-    }
-
-    fn u8(&mut self, what: &'static str) -> Result<u8> {
-        Ok(self.array::<1>(what)?[0])
-    }
-
-    fn u16(&mut self, what: &'static str) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.array(what)?))
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-
-    fn u64(&mut self, what: &'static str) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array(what)?))
-    }
-
-    /// A length-prefixed byte string of at most `max` bytes.
-    fn bytes(&mut self, max: usize, what: &'static str) -> Result<&'a [u8]> {
-        let len = self.u32(what)? as usize;
-        if len > max {
-            return Err(self.err(what));
-        }
-        self.take(len, what)
-    }
-
-    /// A count of items of at least `min_item` bytes each, at most `max`.
-    fn count(&mut self, max: usize, min_item: usize, what: &'static str) -> Result<usize> {
-        let n = self.u32(what)? as usize;
-        let left = self.bytes.len() - self.pos.min(self.bytes.len());
-        if n > max || n.saturating_mul(min_item) > left {
-            return Err(self.err(what));
-        }
-        Ok(n)
-    }
-
-    fn floats(&mut self, what: &'static str) -> Result<Vec<f32>> {
-        let n = self.count(usize::MAX, 4, what)?;
-        let b = self.take(4 * n, what)?;
-        let v: Vec<f32> = b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if v.iter().any(|x| !x.is_finite()) {
-            return Err(self.err(what));
-        }
-        Ok(v)
-    }
-
-    fn text(&mut self, max: usize, what: &'static str) -> Result<&'a str> {
-        let at = self.pos;
-        let b = self.bytes(max, what)?;
-        std::str::from_utf8(b).map_err(|_| Error::Wire { what, offset: at })
-    }
+    Ok(v)
 }
 
 /// Decodes one frame (length prefix included), checking every length against `limits`
@@ -583,40 +507,34 @@ impl<'a> Reader<'a> {
 /// [`Error::FrameTooLarge`] or [`Error::Wire`] naming the first bad field; a policy that
 /// does not parse is [`Error::PolicyParse`] (its coherence is the session's business).
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
-    let mut rd = Reader { bytes, pos: 0 };
+    let mut rd = Reader::new(bytes);
     let len = body_len(rd.array("length prefix")?, limits)?;
-    if len != bytes.len() - 4 {
-        return Err(rd.err("length prefix differs from the frame"));
-    }
-    if rd.array::<4>("magic")? != MAGIC {
+    if len != rd.remaining() {
         return Err(Error::Wire {
-            what: "magic",
-            offset: 4,
+            what: "length prefix differs from the frame",
+            offset: rd.offset(),
         });
     }
-    if rd.u16("version")? != WIRE_VERSION {
-        return Err(Error::Wire {
-            what: "version",
-            offset: 8,
-        });
-    }
+    rd.header(&MAGIC, WIRE_VERSION..=WIRE_VERSION)?;
+    let at = rd.offset();
     let kind = Kind::from_u8(rd.u8("kind")?).ok_or(Error::Wire {
         what: "kind",
-        offset: 10,
+        offset: at,
     })?;
     let request_id = rd.u64("request id")?;
     let message = match kind {
         Kind::Hello => {
             let protocol = rd.u16("protocol version")?;
-            let token = rd.bytes(MAX_TOKEN_BYTES, "token")?.to_vec();
-            let policy = Policy::parse_toml(rd.text(MAX_POLICY_BYTES, "policy")?)?;
+            let token = rd.bytes_u32("token", MAX_TOKEN_BYTES)?.to_vec();
+            let policy = Policy::parse_toml(rd.str_u32("policy", MAX_POLICY_BYTES)?)?;
             let params_fingerprint = rd.array("parameter fingerprint")?;
             let context = rd.u32("context")?;
-            let n = rd.count(MAX_EVAL_KEYS, 5, "evaluation key count")?;
+            // Each key takes at least its kind byte and its 4-byte length.
+            let n = rd.count_u32("evaluation key count", MAX_EVAL_KEYS, 5)?;
             let mut eval_keys = Vec::with_capacity(n);
             for _ in 0..n {
                 let kind = rd.u8("evaluation key kind")?;
-                let bytes = rd.bytes(usize::MAX, "evaluation key")?.to_vec();
+                let bytes = rd.bytes_u32("evaluation key", usize::MAX)?.to_vec();
                 eval_keys.push(EvalKey { kind, bytes });
             }
             Message::Hello(Hello {
@@ -642,10 +560,10 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
                 idle_timeout_ms: rd.u64("limit")?,
                 lifetime_ms: rd.u64("limit")?,
             };
-            let n = rd.count(MAX_LAYOUTS, 4, "layout count")?;
+            let n = rd.count_u32("layout count", MAX_LAYOUTS, 4)?;
             let mut layouts = Vec::with_capacity(n);
             for _ in 0..n {
-                layouts.push(rd.bytes(usize::MAX, "layout")?.to_vec());
+                layouts.push(rd.bytes_u32("layout", usize::MAX)?.to_vec());
             }
             Message::Welcome(Welcome {
                 session_id,
@@ -656,14 +574,14 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
         }
         Kind::Product => {
             let layer = rd.u32("layer")?;
-            let at = rd.pos;
+            let at = rd.offset();
             let stage = *ENCRYPTED_STAGES
                 .get(usize::from(rd.u8("stage")?))
                 .ok_or(Error::Wire {
                     what: "stage",
                     offset: at,
                 })?;
-            let ciphertext = rd.bytes(usize::MAX, "ciphertext")?.to_vec();
+            let ciphertext = rd.bytes_u32("ciphertext", usize::MAX)?.to_vec();
             Message::Product {
                 layer,
                 stage,
@@ -671,29 +589,29 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
             }
         }
         Kind::ProductResult => Message::ProductResult {
-            ciphertext: rd.bytes(usize::MAX, "ciphertext")?.to_vec(),
+            ciphertext: rd.bytes_u32("ciphertext", usize::MAX)?.to_vec(),
         },
         Kind::Release => Message::Release {
-            bytes: rd.bytes(usize::MAX, "release")?.to_vec(),
+            bytes: rd.bytes_u32("release", usize::MAX)?.to_vec(),
         },
         Kind::Logits => Message::Logits {
-            values: rd.floats("logits")?,
+            values: floats(&mut rd, "logits")?,
         },
         Kind::HiddenState => Message::HiddenState {
-            values: rd.floats("hidden state")?,
+            values: floats(&mut rd, "hidden state")?,
         },
         Kind::Close => Message::Close,
         Kind::Error => {
-            let at = rd.pos;
+            let at = rd.offset();
             let code = ErrorCode::from_u16(rd.u16("error code")?).ok_or(Error::Wire {
                 what: "error code",
                 offset: at,
             })?;
-            let message = rd.text(MAX_ERROR_BYTES, "error text")?.to_string();
+            let message = rd.str_u32("error text", MAX_ERROR_BYTES)?.to_string();
             Message::Error { code, message }
         }
         Kind::PublicPrefix => {
-            let n = rd.count(MAX_PREFIX_TOKENS, 4, "prefix token count")?;
+            let n = rd.count_u32("prefix token count", MAX_PREFIX_TOKENS, 4)?;
             let mut tokens = Vec::with_capacity(n);
             for _ in 0..n {
                 tokens.push(rd.u32("prefix token")?);
@@ -701,12 +619,10 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
             Message::PublicPrefix { tokens }
         }
         Kind::PrefixKv => Message::PrefixKv {
-            bytes: rd.bytes(usize::MAX, "prefix keys and values")?.to_vec(),
+            bytes: rd.bytes_u32("prefix keys and values", usize::MAX)?.to_vec(),
         },
     };
-    if rd.pos != bytes.len() {
-        return Err(rd.err("trailing bytes"));
-    }
+    rd.expect_end()?;
     Ok(Frame {
         request_id,
         message,
