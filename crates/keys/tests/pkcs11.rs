@@ -119,10 +119,14 @@ fn tampered_and_swapped_wrapped_keystore_keys_are_detected() {
     drop(init(&d3, "t-tamper", "dave"));
     let read = |d: &std::path::Path| std::fs::read(d.join(KEYSTORE_FILE)).unwrap();
     let (b1, b2, b3) = (read(&d1), read(&d2), read(&d3));
-    // The wrapped key is the 40 bytes after its u16 length 40 (0x28 0x00).
+    // The wrapped key is the 40 bytes after its u16 length 40 (0x28 0x00), right before
+    // the policy's u32 length and text ("version = ..."). Found from the policy text, not
+    // by searching for 0x28 0x00, which the random policy tag or MAC can also hold.
     let wrapped = |b: &[u8]| {
-        let i = b.windows(2).rposition(|w| w == [40, 0]).unwrap();
-        (i + 2, b[i + 2..i + 42].to_vec())
+        let policy = b.windows(7).position(|w| w == b"version").unwrap();
+        let i = policy - 4 - 40;
+        assert_eq!(b[i - 2..i], [40, 0]);
+        (i, b[i..i + 40].to_vec())
     };
     let (i1, w1) = wrapped(&b1);
     let write = |bytes: &[u8]| {
