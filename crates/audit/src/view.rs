@@ -15,11 +15,13 @@ use crate::noise::flood;
 use crate::{Error, Result};
 
 /// Standard deviation (in value units of the residual stream) of the protocol's default
-/// release flooding.
+/// release flooding: the same fixed number as `selene_protocol::policy::DEFAULT_FLOOD_SIGMA`
+/// (a policy's `flood_sigma = "auto"`; the cli's tests check that the two agree, as this
+/// crate does not depend on the protocol). The audit measures larger sigmas beside it.
 ///
-/// The protocol issue derives the real value from the CKKS release parameters (the
-/// flooding must dominate the decryption error; Li, Micciancio, Schultz, Sorrell,
-/// CRYPTO 2022). Until it does, the audit uses 1e-2, and measures larger sigmas beside.
+/// The ring-level flooding that protects the CKKS key (Li, Micciancio, Schultz, Sorrell,
+/// CRYPTO 2022) is separate: the protocol sizes it from the parameters and the release
+/// cap, and it is always on.
 pub const DEFAULT_FLOOD_SIGMA: f64 = 1e-2;
 
 /// What the server sees of one prompt in selective mode with K encrypted layers.

@@ -7,11 +7,11 @@
 mod softhsm;
 
 use cryptoki::types::AuthPin;
+use selene_ckks::Preset;
 use selene_keys::{
     Error, Keystore, OwnerPolicy, Pkcs11Root, RootKey, SessionKey, TokenLocation, Unlock,
     KEYSTORE_FILE,
 };
-use selene_linalg::LinalgPreset;
 
 fn at(module: &std::path::Path, label: &str) -> TokenLocation {
     TokenLocation {
@@ -50,7 +50,8 @@ fn wrapped_keys_round_trip_through_the_token_and_the_root_stays_there() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let mut ks = init(tmp.path(), "t-roundtrip", "alice");
-    let s = SessionKey::fresh(LinalgPreset::Coeff12);
+    let params = Preset::Test12.build().unwrap();
+    let s = SessionKey::fresh(&params);
     ks.persist_session(&s).unwrap();
     assert_eq!(ks.header().backend.kind(), "pkcs11");
     drop(ks);
@@ -58,8 +59,8 @@ fn wrapped_keys_round_trip_through_the_token_and_the_root_stays_there() {
     let mut ks = open(tmp.path()).unwrap();
     let back = ks.load_session(&s.id_hex()).unwrap();
     assert_eq!(
-        back.secret_key().unwrap().seed(),
-        s.secret_key().unwrap().seed()
+        back.secret_key(&params).unwrap().seed(),
+        s.secret_key(&params).unwrap().seed()
     );
     ks.rotate().unwrap();
     drop(ks);
@@ -67,8 +68,8 @@ fn wrapped_keys_round_trip_through_the_token_and_the_root_stays_there() {
     assert_eq!(ks.header().generation, 1);
     let back = ks.load_session(&s.id_hex()).unwrap();
     assert_eq!(
-        back.secret_key().unwrap().seed(),
-        s.secret_key().unwrap().seed()
+        back.secret_key(&params).unwrap().seed(),
+        s.secret_key(&params).unwrap().seed()
     );
 
     // The root is sensitive and non-extractable: its value cannot be read.

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::blob::{finite_f32s, BlobHeader};
 use crate::client::Released;
 use crate::error::{Error, Result};
-use crate::policy::{PolicyGuard, ReleaseGuard, ReleaseRequest, Tensor};
+use crate::policy::{PolicyGuard, ReleaseAuthorized, ReleaseGuard, ReleaseRequest, Tensor};
 use crate::prefix::PrefixKv;
 use crate::strict::StrictLinear;
 use crate::transport::Transport;
@@ -282,6 +282,14 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// Token out of range, a full cache, encrypted product failures,
     /// [`Error::ReleaseRefused`] when the guard says no.
     pub fn step(&mut self, tokens: &[u32]) -> Result<Vec<u8>> {
+        // The caller hands the bytes to an in-process tail; the guard has checked (and
+        // under a keystore logged) them, which is all the proof stands for.
+        let (bytes, _authorized) = self.authorized_step(tokens)?;
+        Ok(bytes)
+    }
+
+    /// [`SelectiveClient::step`], with the guard's proof for sending the release.
+    fn authorized_step(&mut self, tokens: &[u32]) -> Result<(Vec<u8>, ReleaseAuthorized)> {
         let d = self.w.config().d_model;
         let mut x = vec![0.0; tokens.len() * d];
         self.w.embed(tokens, &mut x)?;
@@ -302,11 +310,12 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
             flood_sigma: self.sigma,
             digest: Sha256::digest(&bytes).into(),
         };
-        self.guard
+        let authorized = self
+            .guard
             .authorize(&request)
             .map_err(|source| Error::ReleaseRefused { source })?;
         self.releases += tokens.len();
-        Ok(bytes)
+        Ok((bytes, authorized))
     }
 
     /// Runs `tokens` through the encrypted layers, releases them through the session and
@@ -316,8 +325,8 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// # Errors
     /// As [`SelectiveClient::step`], the server's refusal, channel and model errors.
     pub fn next_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let bytes = self.step(tokens)?;
-        match self.strict.session_mut().release(bytes)? {
+        let (bytes, authorized) = self.authorized_step(tokens)?;
+        match self.strict.session_mut().release(bytes, authorized)? {
             Released::Logits(logits) => Ok(logits),
             Released::Hidden(hidden) => {
                 let mut logits = vec![0.0; self.w.config().vocab_size];

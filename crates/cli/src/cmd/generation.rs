@@ -6,18 +6,16 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use anyhow::Context;
-use selene_audit::view::DEFAULT_FLOOD_SIGMA;
 use selene_ckks::Parameters;
 use selene_keys::KeystoreGuard;
+use selene_linalg::Client;
 use selene_model::{Sampler, Weights};
-use selene_protocol::policy::FloodSigma;
+use selene_protocol::policy::DEFAULT_FLOOD_SIGMA;
 use selene_protocol::{
     generate_after_prefix, generate_session, ClientSession, PaddedLinear, Policy, PolicyGuard,
     PrefixKv, ReleaseGuard, SelectiveClient, StrictLinear, TrafficStats, Transport,
 };
 use sha2::{Digest, Sha256};
-
-use super::run::Preset;
 
 /// The parts of a policy the token loop needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,15 +31,13 @@ pub struct Terms {
 }
 
 impl Terms {
-    /// The terms `policy` sets (the audit's default sigma when it fixes none).
+    /// The terms `policy` sets (the protocol's default sigma when it releases nothing).
     pub fn of(policy: &Policy) -> Self {
-        let sigma = match policy.release.map(|r| r.flood_sigma) {
-            Some(FloodSigma::Fixed(s)) => s,
-            _ => DEFAULT_FLOOD_SIGMA,
-        };
         Self {
             k: policy.encrypted_layers,
-            sigma,
+            sigma: policy
+                .release
+                .map_or(DEFAULT_FLOOD_SIGMA, |r| r.flood_sigma.resolve()),
             cap: policy.release.map_or(0, |r| r.max_per_session),
             pad_to: policy.pad_to.unwrap_or(1),
         }
@@ -107,8 +103,7 @@ pub fn open<'w, T: Transport>(
     policy: Policy,
     transport: T,
 ) -> anyhow::Result<Session<'w, T>> {
-    let preset = Preset::linalg_named(&policy.preset)?;
-    let keys = selene_keys::open_or_ephemeral(&selene_keys::default_dir(), preset)?;
+    let keys = selene_keys::open_or_ephemeral(&super::keys::default_dir(), params)?;
     let session = ClientSession::open(transport, params, policy, w.config().context_length)
         .context("the server refused the session")?;
     let fp = session.welcome().model.fingerprint;
@@ -116,7 +111,11 @@ pub fn open<'w, T: Transport>(
         anyhow::bail!("the server runs another model than this client's (fingerprints differ)");
     }
     Ok(Session {
-        strict: StrictLinear::from_session(w, keys.key.client()?, session)?,
+        strict: StrictLinear::from_session(
+            w,
+            Client::from_secret_key(keys.key.secret_key(params)?),
+            session,
+        )?,
         guard: keys.guard,
     })
 }
@@ -199,4 +198,27 @@ pub fn generate<T: Transport>(
         releases: client.releases(),
     };
     Ok((ids, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use selene_protocol::policy::{FloodSigma, ReleasePolicy};
+
+    use super::*;
+
+    #[test]
+    fn terms_take_the_policy_sigma_or_the_one_default_the_audit_measures() {
+        // The audit keeps its own copy of the default (it does not depend on protocol).
+        assert_eq!(DEFAULT_FLOOD_SIGMA, selene_audit::view::DEFAULT_FLOOD_SIGMA);
+        assert_eq!(Terms::of(&Policy::strict(30)).sigma, 1e-2);
+        let auto = Policy::selective(30, 4);
+        assert_eq!(Terms::of(&auto).sigma, 1e-2);
+        let mut fixed = auto.clone();
+        fixed.release = Some(ReleasePolicy {
+            flood_sigma: FloodSigma::Fixed(0.5),
+            max_per_session: 7,
+        });
+        let t = Terms::of(&fixed);
+        assert_eq!((t.k, t.sigma, t.cap, t.pad_to), (4, 0.5, 7, 1));
+    }
 }
