@@ -305,8 +305,10 @@ fn keystore(dir: &Path) -> Res<()> {
         "file_empty",
         &with_selector(0, &fs::read(tmp.join("ks").join("keystore.bin"))?),
     )?;
-    ks.persist_session(&SessionKey::fresh(LinalgPreset::Coeff12))?;
-    ks.persist_session(&SessionKey::fresh(LinalgPreset::Coeff11))?;
+    for preset in [LinalgPreset::Coeff12, LinalgPreset::Coeff11] {
+        let params = preset.build()?;
+        ks.persist_session(&SessionKey::fresh(&params))?;
+    }
     write(
         dir,
         "keystore",

@@ -15,12 +15,13 @@ use crate::noise::flood;
 use crate::{Error, Result};
 
 /// Standard deviation (in value units of the residual stream) of the protocol's default
-/// release flooding.
+/// release flooding: the same fixed number as `selene_protocol::policy::DEFAULT_FLOOD_SIGMA`
+/// (a policy's `flood_sigma = "auto"`; the cli's tests check that the two agree, as this
+/// crate does not depend on the protocol). The audit measures larger sigmas beside it.
 ///
-/// The flooding a release needs follows from the CKKS release parameters (it must
-/// dominate the decryption error; Li, Micciancio, Schultz, Sorrell, CRYPTO 2022) and so
-/// differs per preset; the audit fixes this one value so that its table does not depend
-/// on a preset, and measures larger sigmas beside.
+/// The ring-level flooding that protects the CKKS key (Li, Micciancio, Schultz, Sorrell,
+/// CRYPTO 2022) is separate: the protocol sizes it from the parameters and the release
+/// cap, and it is always on.
 pub const DEFAULT_FLOOD_SIGMA: f64 = 1e-2;
 
 /// What the server sees of one prompt in selective mode with K encrypted layers.

@@ -48,14 +48,15 @@ fn main() {
         LinalgPreset::Coeff12,
         LinalgPreset::Slots13,
     ] {
-        let name = selene_keys::session::preset_name(preset);
+        // The variant's name in lower case is the preset's CLI name (coeff11, ...).
+        let name = format!("{preset:?}").to_lowercase();
+        let params = preset.build().unwrap();
         let ms = median_ms(9, || {
-            let k = SessionKey::fresh(preset);
-            std::hint::black_box(k.secret_key().unwrap());
+            let k = SessionKey::fresh(&params);
+            std::hint::black_box(k.secret_key(&params).unwrap());
         });
         println!("| session secret key (seed + SecretKey::from_seed) | {name} | {ms:.2} ms | |");
         let steps: Vec<i64> = if preset.method() == Method::Slots {
-            let params = preset.build().unwrap();
             let mut steps = Vec::new();
             for (d_in, d_out) in SHAPES {
                 let w = vec![0.01f32; d_in * d_out];
@@ -75,7 +76,7 @@ fn main() {
         } else {
             Vec::new()
         };
-        let sk = SessionKey::fresh(preset).secret_key().unwrap();
+        let sk = SessionKey::fresh(&params).secret_key(&params).unwrap();
         let t = Instant::now();
         let gks = GaloisKeys::new(&sk, &steps, false);
         let gen_s = t.elapsed().as_secs_f64();

@@ -62,6 +62,14 @@ pub enum Error {
         /// The maximum.
         max: u64,
     },
+    /// A keystore file in a format version this build does not read.
+    #[error("keystore format version {found} is not readable by this build (it reads version {supported}){}", version_hint(*found, *supported))]
+    UnsupportedVersion {
+        /// The version in the file.
+        found: u16,
+        /// The version this build reads and writes.
+        supported: u16,
+    },
     /// Bytes after the end of the keystore.
     #[error("keystore file has {extra} trailing bytes after its MAC")]
     TrailingBytes {
@@ -138,13 +146,13 @@ pub enum Error {
         /// Its id, hex.
         id: String,
     },
-    /// A secret key for parameters other than the session's preset.
-    #[error("session key preset {found} does not match the requested preset {expected}")]
-    PresetMismatch {
-        /// The preset asked for.
-        expected: &'static str,
-        /// The session's preset.
-        found: &'static str,
+    /// A secret key asked for under another CKKS parameter set than the session key's.
+    #[error("session key is for CKKS parameters {key:02x?}, not the parameters {given:02x?} it was asked for")]
+    ParametersMismatch {
+        /// Fingerprint of the parameters the session key was made for.
+        key: [u8; 8],
+        /// Fingerprint of the parameters given.
+        given: [u8; 8],
     },
     /// Too many persisted session keys.
     #[error("keystore holds {count} session keys, the limit is {max}")]
@@ -193,12 +201,21 @@ pub enum Error {
         /// What differs.
         why: String,
     },
-    /// A CKKS or linear-algebra error while building session keys.
-    #[error(transparent)]
-    Linalg(#[from] selene_linalg::Error),
     /// A JSON encoding error.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// What to do about a keystore of another format version.
+fn version_hint(found: u16, supported: u16) -> &'static str {
+    if found < supported {
+        ": it was written by an older Selene, whose session keys named a linalg preset \
+         instead of a CKKS parameter fingerprint. Move the keystore directory aside and \
+         create a new one with `selene keys init`; its persisted session keys and release \
+         log do not carry over"
+    } else {
+        ": it was written by a newer Selene"
+    }
 }
 
 /// The crate's result type.
@@ -226,9 +243,9 @@ impl From<selene_codec::CodecError> for Error {
                 field: "magic (not a Selene keystore)",
                 value: 0,
             },
-            K::UnsupportedVersion { found, .. } => Error::InvalidField {
-                field,
-                value: found,
+            K::UnsupportedVersion { found, max, .. } => Error::UnsupportedVersion {
+                found: u16::try_from(found).unwrap_or(u16::MAX),
+                supported: u16::try_from(max).unwrap_or(u16::MAX),
             },
             K::BadUtf8 { valid_up_to } => Error::InvalidField {
                 field,

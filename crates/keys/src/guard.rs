@@ -6,63 +6,16 @@
 
 use std::path::PathBuf;
 
-use selene_protocol::policy::{ReleaseGuard, ReleaseRequest, Tensor};
-
 use crate::error::Result;
 use crate::keystore::Keystore;
 use crate::log::{self, LogEntry, ReleaseLog};
-use crate::policy::{AllowedRelease, OwnerPolicy};
+use crate::policy::OwnerPolicy;
+use crate::release::{
+    check_kind_and_noise, check_session_cap, Refusal, ReleaseAuthorized, ReleaseGuard,
+    ReleaseRequest,
+};
 use crate::secret::KeyBytes;
 use crate::session::SessionKey;
-
-/// Why a [`KeystoreGuard`] refused a release.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// The policy does not allow this layer or tensor.
-    #[error("the owner's signed policy does not allow releasing {tensor:?} after layer {after_layer} (allowed: {allowed:?})")]
-    NotAllowed {
-        /// Layer of the request.
-        after_layer: usize,
-        /// Tensor of the request.
-        tensor: Tensor,
-        /// What the policy allows.
-        allowed: Vec<AllowedRelease>,
-    },
-    /// Less flooding than the policy requires.
-    #[error("release flooded with sigma {got}, the signed policy requires at least {required}")]
-    TooLittleNoise {
-        /// Sigma of the request.
-        got: f64,
-        /// Sigma required.
-        required: f64,
-    },
-    /// The release would pass the per-session cap.
-    #[error("{rows} more rows would pass the cap of {cap} rows per session ({released} released in this session)")]
-    SessionCap {
-        /// Rows requested.
-        rows: usize,
-        /// Released so far in the session.
-        released: u64,
-        /// The cap.
-        cap: u64,
-    },
-    /// The release would pass the per-key cap.
-    #[error("{rows} more rows would pass the cap of {cap} rows under session key {key} ({released} released under it, per the release log)")]
-    KeyCap {
-        /// Rows requested.
-        rows: usize,
-        /// Released so far under the key.
-        released: u64,
-        /// The cap.
-        cap: u64,
-        /// Key id.
-        key: String,
-    },
-    /// The release could not be logged, so it is not sent.
-    #[error("the release could not be logged, so it is not sent: {0}")]
-    Log(#[from] crate::Error),
-}
 
 /// Authorizes releases against a keystore's signed policy and logs each one.
 pub struct KeystoreGuard {
@@ -113,34 +66,13 @@ impl KeystoreGuard {
         self.key_rows
     }
 
-    fn check(&self, r: &ReleaseRequest) -> std::result::Result<(), Refusal> {
+    /// The policy's checks; the session and key counts after `r` if it passes.
+    fn check(&self, r: &ReleaseRequest) -> std::result::Result<(u64, u64), Refusal> {
         let p = &self.policy;
-        if !p
-            .allow
-            .iter()
-            .any(|a| a.after_layer == r.after_layer && a.tensor == r.tensor)
-        {
-            return Err(Refusal::NotAllowed {
-                after_layer: r.after_layer,
-                tensor: r.tensor,
-                allowed: p.allow.clone(),
-            });
-        }
-        if r.flood_sigma.is_nan() || r.flood_sigma < p.min_flood_sigma {
-            return Err(Refusal::TooLittleNoise {
-                got: r.flood_sigma,
-                required: p.min_flood_sigma,
-            });
-        }
-        let rows = r.rows as u64;
-        if self.session_rows.saturating_add(rows) > p.max_per_session {
-            return Err(Refusal::SessionCap {
-                rows: r.rows,
-                released: self.session_rows,
-                cap: p.max_per_session,
-            });
-        }
-        if self.key_rows.saturating_add(rows) > p.max_per_key {
+        check_kind_and_noise(r, &p.allow, p.min_flood_sigma)?;
+        let session_rows = check_session_cap(r, self.session_rows, p.max_per_session)?;
+        let key_rows = self.key_rows.saturating_add(r.rows as u64);
+        if key_rows > p.max_per_key {
             return Err(Refusal::KeyCap {
                 rows: r.rows,
                 released: self.key_rows,
@@ -148,16 +80,15 @@ impl KeystoreGuard {
                 key: self.key_id.clone(),
             });
         }
-        Ok(())
+        Ok((session_rows, key_rows))
     }
 }
 
 impl ReleaseGuard for KeystoreGuard {
-    fn authorize(
-        &mut self,
-        r: &ReleaseRequest,
-    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.check(r)?;
+    /// Checks `r` against the signed policy and both caps, appends it to the release log
+    /// and updates the signed head; only then mints the proof.
+    fn authorize(&mut self, r: &ReleaseRequest) -> std::result::Result<ReleaseAuthorized, Refusal> {
+        let (session_rows, key_rows) = self.check(r)?;
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -176,8 +107,94 @@ impl ReleaseGuard for KeystoreGuard {
             })
             .map_err(Refusal::Log)?;
         log::write_head(&self.dir, &self.head_key, lines, &head).map_err(Refusal::Log)?;
-        self.session_rows += r.rows as u64;
-        self.key_rows += r.rows as u64;
-        Ok(())
+        self.session_rows = session_rows;
+        self.key_rows = key_rows;
+        Ok(ReleaseAuthorized::mint())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use selene_ckks::Preset;
+
+    use super::*;
+    use crate::passphrase::{KdfParams, PassphraseRoot};
+    use crate::release::Tensor;
+
+    fn request(after_layer: usize, rows: usize, flood_sigma: f64) -> ReleaseRequest {
+        ReleaseRequest {
+            after_layer,
+            tensor: Tensor::Residual,
+            rows,
+            flood_sigma,
+            digest: [7; 32],
+        }
+    }
+
+    /// A keystore allowing residual releases after layer 2 with sigma >= 0.5, at most 4
+    /// rows per session and 6 per key.
+    fn keystore(dir: &std::path::Path) -> Keystore {
+        let root =
+            PassphraseRoot::create(b"guard unit test", KdfParams::INSECURE_TEST, "P").unwrap();
+        Keystore::init(
+            dir,
+            "dora",
+            Box::new(root),
+            &OwnerPolicy::selective(2, 0.5, 4, 6),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_proof_only_for_an_allowed_logged_release_and_refusals_log_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ks = keystore(tmp.path());
+        let key = SessionKey::fresh(&Preset::Test12.build().unwrap());
+        let mut g = ks.guard(&key).unwrap();
+
+        let _sent = g.authorize(&request(2, 3, 0.5)).unwrap();
+        assert_eq!(ks.verify_log().unwrap().lines, 1, "logged before the proof");
+        assert_eq!((g.session_rows(), g.key_rows()), (3, 3));
+
+        // Each refusal: no proof, no log line, no count.
+        let refused = [
+            (request(1, 1, 0.5), "NotAllowed"),
+            (request(2, 1, 0.25), "TooLittleNoise"),
+            (request(2, 1, f64::NAN), "TooLittleNoise"),
+            (request(2, 2, 0.5), "SessionCap"),
+        ];
+        for (r, why) in refused {
+            let e = g.authorize(&r).unwrap_err();
+            assert!(format!("{e:?}").starts_with(why), "{why}: {e:?}");
+            assert_eq!(ks.verify_log().unwrap().lines, 1, "{why} logged nothing");
+            assert_eq!((g.session_rows(), g.key_rows()), (3, 3));
+        }
+
+        // The next session under the same key counts its rows from the log.
+        let mut g = ks.guard(&key).unwrap();
+        assert_eq!((g.session_rows(), g.key_rows()), (0, 3));
+        let _sent = g.authorize(&request(2, 3, 0.5)).unwrap();
+        assert!(matches!(
+            g.authorize(&request(2, 1, 0.5)),
+            Err(Refusal::KeyCap {
+                rows: 1,
+                released: 6,
+                cap: 6,
+                ..
+            })
+        ));
+        assert_eq!(ks.verify_log().unwrap().lines, 2);
+
+        // A log that cannot be written: refused, no proof.
+        let other = SessionKey::fresh(&Preset::Test12.build().unwrap());
+        let mut g = ks.guard(&other).unwrap();
+        let log = tmp.path().join(log::LOG_FILE);
+        std::fs::rename(&log, tmp.path().join("moved.log")).unwrap();
+        std::fs::create_dir(&log).unwrap();
+        assert!(matches!(
+            g.authorize(&request(2, 1, 0.5)),
+            Err(Refusal::Log(crate::Error::Io { .. }))
+        ));
+        assert_eq!((g.session_rows(), g.key_rows()), (0, 0));
     }
 }

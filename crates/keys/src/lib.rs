@@ -13,10 +13,19 @@
 //!
 //! - [`RootKey`] is the backend trait; [`PassphraseRoot`] and [`Pkcs11Root`] implement it.
 //! - [`Keystore`] creates, opens, rotates and stores; [`SessionKey`] is one session's
-//!   CKKS secret (a seed for `selene_ckks::SecretKey::from_seed`).
-//! - [`KeystoreGuard`] is the `selene_protocol::ReleaseGuard` that checks every selective
-//!   release against the signed [`OwnerPolicy`] and appends it to the release log.
-//! - [`open_or_ephemeral`] is what `selene run` calls.
+//!   CKKS secret (a seed for `selene_ckks::SecretKey::from_seed`), tied to one CKKS
+//!   parameter set by its fingerprint.
+//! - [`release`]: what a release is ([`ReleaseRequest`], [`Tensor`]), why one is refused
+//!   ([`Refusal`]), the [`ReleaseGuard`] trait and its proof [`ReleaseAuthorized`], which
+//!   only this crate mints and without which the protocol cannot send a release.
+//!   [`PolicyGuard`] checks the session policy's layer, flooding and cap and logs
+//!   nothing; [`KeystoreGuard`] checks every release against the owner's signed
+//!   [`OwnerPolicy`] and appends it to the release log before minting the proof.
+//! - [`open_or_ephemeral`] is what `selene run` calls, with the keystore directory the
+//!   binary chose.
+//!
+//! Among Selene's crates this one depends on `selene-ckks` only (scripts/check_deps.py):
+//! the protocol depends on it, never the reverse.
 //!
 //! # Security
 //! Only well-kept crates do cryptography here: Argon2id (`argon2`), XChaCha20-Poly1305
@@ -36,6 +45,7 @@ pub mod open;
 pub mod passphrase;
 pub mod pkcs11;
 pub mod policy;
+pub mod release;
 pub mod secret;
 pub mod session;
 
@@ -46,11 +56,12 @@ pub use backend::{BackendDescriptor, RootKey};
 /// The PIN type of the PKCS#11 backend (a zeroizing secret string).
 pub use cryptoki::types::AuthPin;
 pub use error::{Error, Result};
-pub use guard::{KeystoreGuard, Refusal};
+pub use guard::KeystoreGuard;
 pub use keystore::{Header, Keystore, SessionInfo, Unlock, KEYSTORE_FILE};
-pub use open::{default_dir, open_or_ephemeral, KeySource, SessionKeys};
+pub use open::{open_or_ephemeral, KeySource, SessionKeys};
 pub use passphrase::{KdfParams, PassphraseRoot};
 pub use pkcs11::{Pkcs11Root, TokenLocation};
 pub use policy::{AllowedRelease, OwnerPolicy};
+pub use release::{PolicyGuard, Refusal, ReleaseAuthorized, ReleaseGuard, ReleaseRequest, Tensor};
 pub use secret::KeyBytes;
 pub use session::SessionKey;

@@ -16,12 +16,12 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use selene_protocol::policy::Tensor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{io, Error, Result};
+use crate::release::Tensor;
 use crate::secret::KeyBytes;
 
 /// The log's file name in a keystore directory.

@@ -1,20 +1,16 @@
 //! What `selene run` and `selene client` call: the keystore's session key and release
 //! guard when a keystore exists, fresh ephemeral keys otherwise, and a line on stderr
-//! saying which.
+//! saying which. Where the keystore lives (`$SELENE_HOME/keys` by default) is the
+//! binary's decision; it passes the directory in.
 
 use std::path::{Path, PathBuf};
 
-use selene_linalg::LinalgPreset;
+use selene_ckks::Parameters;
 
 use crate::error::Result;
 use crate::guard::KeystoreGuard;
 use crate::keystore::Keystore;
 use crate::session::SessionKey;
-
-/// The default keystore directory: `$SELENE_HOME/keys` (`~/.cache/selene/keys`).
-pub fn default_dir() -> PathBuf {
-    selene_model::store::home().join("keys")
-}
 
 /// Where a session's keys came from.
 #[derive(Debug)]
@@ -37,22 +33,22 @@ pub enum KeySource {
 pub struct SessionKeys {
     /// The CKKS session key (fresh either way; persisted only on request).
     pub key: SessionKey,
-    /// The keystore's release guard, `None` for ephemeral keys (the protocol's own
-    /// policy guard applies then).
+    /// The keystore's release guard, `None` for ephemeral keys (a
+    /// [`crate::PolicyGuard`] with the session policy's cap applies then).
     pub guard: Option<KeystoreGuard>,
     /// Where they came from.
     pub source: KeySource,
 }
 
 /// Opens the keystore in `dir` if there is one (unlocking it with the secret from the
-/// environment variable recorded at init) and returns a fresh session key and its
-/// guard; with no keystore, a fresh ephemeral key. Says which on stderr.
+/// environment variable recorded at init) and returns a fresh session key for `params`
+/// and its guard; with no keystore, a fresh ephemeral key. Says which on stderr.
 ///
 /// # Errors
 /// A keystore that exists but does not open (wrong secret, damaged, tampered): that is
 /// never silently replaced by ephemeral keys.
-pub fn open_or_ephemeral(dir: &Path, preset: LinalgPreset) -> Result<SessionKeys> {
-    let key = SessionKey::fresh(preset);
+pub fn open_or_ephemeral(dir: &Path, params: &Parameters) -> Result<SessionKeys> {
+    let key = SessionKey::fresh(params);
     if !Keystore::exists(dir) {
         eprintln!(
             "[keys: no keystore at {}; fresh ephemeral session key, no release log \

@@ -5,11 +5,11 @@
 //! loosen it.
 
 use hmac::{Hmac, Mac};
-use selene_protocol::policy::Tensor;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::error::{Error, Result};
+use crate::release::Tensor;
 use crate::secret::KeyBytes;
 
 /// Version of the owner-policy format.

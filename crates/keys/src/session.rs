@@ -1,11 +1,13 @@
 //! Per-session CKKS key material: a 256-bit seed from which
 //! `selene_ckks::SecretKey::from_seed` derives the ternary secret, a random id, and the
-//! linalg preset it is for. Fresh per session by default; persisted (wrapped by the
-//! keystore key) only when the user asks.
+//! fingerprint of the CKKS parameter set it is for (`selene_ckks::Parameters::fingerprint`,
+//! the parameter-set id every serialized object carries). Fresh per session by default;
+//! persisted (wrapped by the keystore key) only when the user asks.
+
+use std::sync::Arc;
 
 use rand_core::{OsRng, RngCore};
-use selene_ckks::SecretKey;
-use selene_linalg::{Client, LinalgPreset};
+use selene_ckks::{Parameters, SecretKey};
 
 use crate::error::{Error, Result};
 use crate::secret::KeyBytes;
@@ -13,44 +15,13 @@ use crate::secret::KeyBytes;
 /// Bytes of a session id.
 pub const SESSION_ID_LEN: usize = 16;
 
-/// The one-byte code of a preset in the keystore.
-pub(crate) fn preset_code(p: LinalgPreset) -> u8 {
-    match p {
-        LinalgPreset::Coeff11 => 1,
-        LinalgPreset::Coeff12 => 2,
-        LinalgPreset::Slots13 => 3,
-        LinalgPreset::Coeff12Wide => 4,
-    }
-}
+/// Bytes of a parameter-set fingerprint (`selene_ckks::Parameters::fingerprint`).
+pub const PARAMS_FINGERPRINT_LEN: usize = 8;
 
-/// The preset of a code.
-pub(crate) fn preset_from_code(c: u8) -> Result<LinalgPreset> {
-    match c {
-        1 => Ok(LinalgPreset::Coeff11),
-        2 => Ok(LinalgPreset::Coeff12),
-        3 => Ok(LinalgPreset::Slots13),
-        4 => Ok(LinalgPreset::Coeff12Wide),
-        c => Err(Error::InvalidField {
-            field: "session preset",
-            value: c.into(),
-        }),
-    }
-}
-
-/// The preset's name.
-pub fn preset_name(p: LinalgPreset) -> &'static str {
-    match p {
-        LinalgPreset::Coeff11 => "coeff11",
-        LinalgPreset::Coeff12 => "coeff12",
-        LinalgPreset::Slots13 => "slots13",
-        LinalgPreset::Coeff12Wide => "coeff12wide",
-    }
-}
-
-/// One session's CKKS secret, as a seed.
+/// One session's CKKS secret, as a seed, tied to one CKKS parameter set.
 pub struct SessionKey {
     id: [u8; SESSION_ID_LEN],
-    preset: LinalgPreset,
+    params: [u8; PARAMS_FINGERPRINT_LEN],
     seed: KeyBytes,
 }
 
@@ -58,31 +29,31 @@ impl std::fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "SessionKey {{ id: {}, preset: {}, seed: [redacted] }}",
+            "SessionKey {{ id: {}, params: {}, seed: [redacted] }}",
             self.id_hex(),
-            preset_name(self.preset)
+            hex::encode(self.params)
         )
     }
 }
 
 impl SessionKey {
-    /// A fresh key (random id and seed from the OS CSPRNG).
-    pub fn fresh(preset: LinalgPreset) -> Self {
+    /// A fresh key for `params` (random id and seed from the OS CSPRNG).
+    pub fn fresh(params: &Parameters) -> Self {
         let mut id = [0; SESSION_ID_LEN];
         OsRng.fill_bytes(&mut id);
         Self {
             id,
-            preset,
+            params: params.fingerprint(),
             seed: KeyBytes::random(),
         }
     }
 
     pub(crate) fn from_parts(
         id: [u8; SESSION_ID_LEN],
-        preset: LinalgPreset,
+        params: [u8; PARAMS_FINGERPRINT_LEN],
         seed: KeyBytes,
     ) -> Self {
-        Self { id, preset, seed }
+        Self { id, params, seed }
     }
 
     /// The session id.
@@ -95,62 +66,72 @@ impl SessionKey {
         hex::encode(self.id)
     }
 
-    /// The preset the key is for.
-    pub fn preset(&self) -> LinalgPreset {
-        self.preset
+    /// The fingerprint of the CKKS parameter set the key is for.
+    pub fn params_fingerprint(&self) -> [u8; PARAMS_FINGERPRINT_LEN] {
+        self.params
     }
 
     pub(crate) fn seed(&self) -> &KeyBytes {
         &self.seed
     }
 
-    /// The CKKS secret key this seed determines.
+    /// The CKKS secret key this seed determines under `params`.
     ///
     /// # Errors
-    /// The preset's parameters fail to build (never for the shipped presets).
-    pub fn secret_key(&self) -> Result<SecretKey> {
-        let params = self.preset.build()?;
-        Ok(SecretKey::from_seed(&params, self.seed.expose()))
-    }
-
-    /// A linalg client holding this session's secret key.
-    ///
-    /// # Errors
-    /// As [`SessionKey::secret_key`].
-    pub fn client(&self) -> Result<Client> {
-        Ok(Client::from_secret_key(self.secret_key()?))
+    /// [`Error::ParametersMismatch`] when `params` is not the parameter set the key was
+    /// made for.
+    pub fn secret_key(&self, params: &Arc<Parameters>) -> Result<SecretKey> {
+        let given = params.fingerprint();
+        if given != self.params {
+            return Err(Error::ParametersMismatch {
+                key: self.params,
+                given,
+            });
+        }
+        Ok(SecretKey::from_seed(params, self.seed.expose()))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use selene_ckks::Preset;
+
     use super::*;
 
     #[test]
     fn same_seed_same_secret_and_debug_is_redacted() {
-        let a = SessionKey::fresh(LinalgPreset::Coeff11);
+        let params = Preset::Test12.build().unwrap();
+        let a = SessionKey::fresh(&params);
         let b = SessionKey::from_parts(
             *a.id(),
-            a.preset(),
+            a.params_fingerprint(),
             KeyBytes::from_slice(a.seed().expose()).unwrap(),
         );
         // Equal seeds give equal secrets: compare their seeds through the CKKS API.
         assert_eq!(
-            a.secret_key().unwrap().seed(),
-            b.secret_key().unwrap().seed()
+            a.secret_key(&params).unwrap().seed(),
+            b.secret_key(&params).unwrap().seed()
         );
-        assert_ne!(a.id(), SessionKey::fresh(LinalgPreset::Coeff11).id());
+        assert_ne!(a.id(), SessionKey::fresh(&params).id());
         let shown = format!("{a:?}");
         assert!(shown.contains("[redacted]") && shown.contains(&a.id_hex()));
+        assert!(shown.contains(&hex::encode(params.fingerprint())));
         assert!(!shown.contains(&hex::encode(a.seed().expose())));
-        for p in [
-            LinalgPreset::Coeff11,
-            LinalgPreset::Coeff12,
-            LinalgPreset::Coeff12Wide,
-            LinalgPreset::Slots13,
-        ] {
-            assert_eq!(preset_from_code(preset_code(p)).unwrap(), p);
+    }
+
+    #[test]
+    fn secret_key_for_other_parameters_is_refused() {
+        let (p12, p13) = (
+            Preset::Test12.build().unwrap(),
+            Preset::Anchor13.build().unwrap(),
+        );
+        let k = SessionKey::fresh(&p12);
+        assert_eq!(k.params_fingerprint(), p12.fingerprint());
+        match k.secret_key(&p13) {
+            Err(Error::ParametersMismatch { key, given }) => {
+                assert_eq!((key, given), (p12.fingerprint(), p13.fingerprint()));
+            }
+            other => panic!("expected a parameter mismatch, got {other:?}"),
         }
-        assert!(preset_from_code(9).is_err());
     }
 }

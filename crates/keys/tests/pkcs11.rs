@@ -7,11 +7,11 @@
 mod softhsm;
 
 use cryptoki::types::AuthPin;
+use selene_ckks::Preset;
 use selene_keys::{
     Error, Keystore, OwnerPolicy, Pkcs11Root, RootKey, SessionKey, TokenLocation, Unlock,
     KEYSTORE_FILE,
 };
-use selene_linalg::LinalgPreset;
 
 fn at(module: &std::path::Path, label: &str) -> TokenLocation {
     TokenLocation {
@@ -50,7 +50,8 @@ fn wrapped_keys_round_trip_through_the_token_and_the_root_stays_there() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let mut ks = init(tmp.path(), "t-roundtrip", "alice");
-    let s = SessionKey::fresh(LinalgPreset::Coeff12);
+    let params = Preset::Test12.build().unwrap();
+    let s = SessionKey::fresh(&params);
     ks.persist_session(&s).unwrap();
     assert_eq!(ks.header().backend.kind(), "pkcs11");
     drop(ks);
@@ -58,8 +59,8 @@ fn wrapped_keys_round_trip_through_the_token_and_the_root_stays_there() {
     let mut ks = open(tmp.path()).unwrap();
     let back = ks.load_session(&s.id_hex()).unwrap();
     assert_eq!(
-        back.secret_key().unwrap().seed(),
-        s.secret_key().unwrap().seed()
+        back.secret_key(&params).unwrap().seed(),
+        s.secret_key(&params).unwrap().seed()
     );
     ks.rotate().unwrap();
     drop(ks);
@@ -67,8 +68,8 @@ fn wrapped_keys_round_trip_through_the_token_and_the_root_stays_there() {
     assert_eq!(ks.header().generation, 1);
     let back = ks.load_session(&s.id_hex()).unwrap();
     assert_eq!(
-        back.secret_key().unwrap().seed(),
-        s.secret_key().unwrap().seed()
+        back.secret_key(&params).unwrap().seed(),
+        s.secret_key(&params).unwrap().seed()
     );
 
     // The root is sensitive and non-extractable: its value cannot be read.
@@ -119,10 +120,14 @@ fn tampered_and_swapped_wrapped_keystore_keys_are_detected() {
     drop(init(&d3, "t-tamper", "dave"));
     let read = |d: &std::path::Path| std::fs::read(d.join(KEYSTORE_FILE)).unwrap();
     let (b1, b2, b3) = (read(&d1), read(&d2), read(&d3));
-    // The wrapped key is the 40 bytes after its u16 length 40 (0x28 0x00).
+    // The wrapped key is the 40 bytes after its u16 length 40 (0x28 0x00), right before
+    // the policy's u32 length and text ("version = ..."). Found from the policy text, not
+    // by searching for 0x28 0x00, which the random policy tag or MAC can also hold.
     let wrapped = |b: &[u8]| {
-        let i = b.windows(2).rposition(|w| w == [40, 0]).unwrap();
-        (i + 2, b[i + 2..i + 42].to_vec())
+        let policy = b.windows(7).position(|w| w == b"version").unwrap();
+        let i = policy - 4 - 40;
+        assert_eq!(b[i - 2..i], [40, 0]);
+        (i, b[i..i + 40].to_vec())
     };
     let (i1, w1) = wrapped(&b1);
     let write = |bytes: &[u8]| {

@@ -154,7 +154,7 @@ pub enum Error {
     #[error("release refused, nothing was sent")]
     ReleaseRefused {
         /// The guard's reason.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: selene_keys::Refusal,
     },
 }
 

@@ -1,8 +1,11 @@
 //! The client's policy: which products run encrypted, what may be released to the server
 //! and how, where the LM head runs, length padding and the CKKS preset. It is the one
 //! place where a relaxation of strict mode is written down; the session sends it to the
-//! server, the client enforces it, and a [`ReleaseGuard`] (the key owner's signed copy,
-//! crates/keys) checks every release against it before a byte leaves.
+//! server, the client enforces it, and a [`ReleaseGuard`] checks every release against
+//! it before a byte leaves: a [`PolicyGuard`] with this policy's cap, or the key owner's
+//! signed copy (`selene_keys::KeystoreGuard`). The guards, [`ReleaseRequest`] and the
+//! proof a release is sent with ([`ReleaseAuthorized`]) live in `selene_keys::release`
+//! and are re-exported here.
 //!
 //! A policy file is TOML:
 //!
@@ -29,6 +32,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use selene_keys::release::{
+    PolicyGuard, Refusal, ReleaseAuthorized, ReleaseGuard, ReleaseRequest, Tensor,
+};
+
 use crate::error::{Error, Result};
 
 /// Version of the policy format this build reads and writes.
@@ -45,14 +52,20 @@ pub enum HeadSide {
     Server,
 }
 
-/// How much flooding noise to add to released values.
+/// How much message-space flooding noise to add to released values.
+///
+/// This is the extra N(0, sigma^2) on every released hidden-state value. The flooding
+/// that protects the CKKS key against decryption-based key recovery (Li, Micciancio,
+/// Schultz, Sorrell, CRYPTO 2022) is another, ring-level noise: the selective client
+/// always adds it to every product decryption, sized from the parameters and the release
+/// cap (`StrictLinear::flood_decryptions`), whatever this says.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum FloodSigma {
     /// A fixed standard deviation in the units of the released values.
     Fixed(f64),
-    /// The default, [`AUTO_FLOOD_SIGMA`]; the ring-level flooding that protects the key
-    /// is sized from the CKKS parameters and the release cap either way.
+    /// The protocol's default, [`DEFAULT_FLOOD_SIGMA`]: a fixed value, not derived from
+    /// the parameters or the cap.
     Auto(AutoSigma),
 }
 
@@ -60,8 +73,24 @@ pub enum FloodSigma {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AutoSigma {
-    /// Use [`AUTO_FLOOD_SIGMA`].
+    /// Use [`DEFAULT_FLOOD_SIGMA`].
     Auto,
+}
+
+/// Standard deviation of the default release flooding (`flood_sigma = "auto"`), in the
+/// units of the residual stream: the level the leakage audit measures beside no flooding
+/// (`selene_audit::view::DEFAULT_FLOOD_SIGMA`, the same number; docs/audit.md).
+pub const DEFAULT_FLOOD_SIGMA: f64 = 1e-2;
+
+impl FloodSigma {
+    /// The standard deviation to flood with: the fixed value, or [`DEFAULT_FLOOD_SIGMA`]
+    /// for `"auto"`.
+    pub fn resolve(self) -> f64 {
+        match self {
+            FloodSigma::Fixed(s) => s,
+            FloodSigma::Auto(AutoSigma::Auto) => DEFAULT_FLOOD_SIGMA,
+        }
+    }
 }
 
 /// What may be released to the server in plaintext, and how.
@@ -300,135 +329,6 @@ impl Policy {
     }
 }
 
-/// Which tensor a release carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Tensor {
-    /// The residual stream after a layer (selective mode by depth).
-    Residual,
-}
-
-/// One release the client is about to send, as a [`ReleaseGuard`] sees it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ReleaseRequest {
-    /// The released tensor is the output of layers `0..after_layer`.
-    pub after_layer: usize,
-    /// Which tensor.
-    pub tensor: Tensor,
-    /// Rows (positions) in this release.
-    pub rows: usize,
-    /// Flooding standard deviation applied to every value.
-    pub flood_sigma: f64,
-    /// SHA-256 of the release's wire bytes, for the release log.
-    pub digest: [u8; 32],
-}
-
-/// Authorizes each release before it leaves the client (the key owner's signed policy
-/// and cap, and the tamper-evident release log, live behind this in crates/keys). A
-/// refusal stops the release: nothing is sent.
-pub trait ReleaseGuard {
-    /// Returns `Ok` to let `request` go, or the reason it may not.
-    ///
-    /// # Errors
-    /// The refusal, reported to the user as [`Error::ReleaseRefused`].
-    fn authorize(
-        &mut self,
-        request: &ReleaseRequest,
-    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
-}
-
-/// The guard a session without a keystore uses: it enforces the policy's own cap and
-/// flooding level, and logs nothing.
-#[derive(Debug)]
-pub struct PolicyGuard {
-    after_layer: usize,
-    min_sigma: f64,
-    cap: u64,
-    released: u64,
-}
-
-impl PolicyGuard {
-    /// A guard for releases after layer `after_layer` with at least `min_sigma` flooding
-    /// and at most `cap` rows in all.
-    pub fn new(after_layer: usize, min_sigma: f64, cap: u64) -> Self {
-        Self {
-            after_layer,
-            min_sigma,
-            cap,
-            released: 0,
-        }
-    }
-
-    /// Rows released so far.
-    pub fn released(&self) -> u64 {
-        self.released
-    }
-}
-
-/// Why [`PolicyGuard`] refused a release.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// The release is of a layer or tensor the policy does not allow.
-    #[error(
-        "release after layer {got} is not allowed: the policy releases only after layer {allowed}"
-    )]
-    WrongLayer {
-        /// Layer of the request.
-        got: usize,
-        /// Layer the policy allows.
-        allowed: usize,
-    },
-    /// The release has less flooding than the policy requires.
-    #[error("release flooded with sigma {got} but the policy requires at least {required}")]
-    TooLittleNoise {
-        /// Sigma of the request.
-        got: f64,
-        /// Sigma the policy requires.
-        required: f64,
-    },
-    /// The release would pass the cap.
-    #[error("release of {rows} rows would exceed the cap of {cap} rows per session ({released} released so far)")]
-    CapReached {
-        /// Rows in the request.
-        rows: usize,
-        /// Rows released so far.
-        released: u64,
-        /// The cap.
-        cap: u64,
-    },
-}
-
-impl ReleaseGuard for PolicyGuard {
-    fn authorize(
-        &mut self,
-        r: &ReleaseRequest,
-    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if r.after_layer != self.after_layer || r.tensor != Tensor::Residual {
-            return Err(Box::new(Refusal::WrongLayer {
-                got: r.after_layer,
-                allowed: self.after_layer,
-            }));
-        }
-        if r.flood_sigma.is_nan() || r.flood_sigma < self.min_sigma {
-            return Err(Box::new(Refusal::TooLittleNoise {
-                got: r.flood_sigma,
-                required: self.min_sigma,
-            }));
-        }
-        let total = self.released.saturating_add(r.rows as u64);
-        if total > self.cap {
-            return Err(Box::new(Refusal::CapReached {
-                rows: r.rows,
-                released: self.released,
-                cap: self.cap,
-            }));
-        }
-        self.released = total;
-        Ok(())
-    }
-}
-
 /// The parts of a policy the token loop needs, resolved to numbers.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Terms {
@@ -442,24 +342,14 @@ pub struct Terms {
     pub pad_to: usize,
 }
 
-/// The message-space sigma `flood_sigma = "auto"` stands for: the value the leakage
-/// audit measures selective mode at (`selene_audit::view::DEFAULT_FLOOD_SIGMA`, the same
-/// number), so the leak figure printed for a policy is the one measured for it. The
-/// key's protection does not rest on it: every product decryption is flooded at the
-/// ring level, sized from the parameters and the release cap
-/// ([`crate::StrictLinear::flood_decryptions`]).
-pub const AUTO_FLOOD_SIGMA: f64 = 1e-2;
-
 impl Terms {
     /// The terms `policy` sets.
     pub fn of(policy: &Policy) -> Self {
-        let sigma = match policy.release.map(|r| r.flood_sigma) {
-            Some(FloodSigma::Fixed(s)) => s,
-            _ => AUTO_FLOOD_SIGMA,
-        };
         Self {
             k: policy.encrypted_layers,
-            sigma,
+            sigma: policy
+                .release
+                .map_or(DEFAULT_FLOOD_SIGMA, |r| r.flood_sigma.resolve()),
             cap: policy.release.map_or(0, |r| r.max_per_session),
             pad_to: policy.pad_to.unwrap_or(1),
         }
@@ -503,6 +393,16 @@ mod tests {
         let p = Policy::from_toml(fixed, L).unwrap();
         assert_eq!(p.release.unwrap().flood_sigma, FloodSigma::Fixed(0.5));
         assert_eq!(p.lm_head, HeadSide::Client);
+    }
+
+    #[test]
+    fn flood_sigma_resolves_to_the_fixed_value_or_the_default() {
+        assert_eq!(FloodSigma::Fixed(0.5).resolve(), 0.5);
+        assert_eq!(FloodSigma::Fixed(0.0).resolve(), 0.0);
+        let auto = ReleasePolicy::default().flood_sigma;
+        assert_eq!(auto, FloodSigma::Auto(AutoSigma::Auto));
+        assert_eq!(auto.resolve(), DEFAULT_FLOOD_SIGMA);
+        assert_eq!(DEFAULT_FLOOD_SIGMA, 1e-2);
     }
 
     #[test]
@@ -573,26 +473,5 @@ mod tests {
                 Err(Error::PolicyParse { .. })
             ));
         }
-    }
-
-    #[test]
-    fn guard_enforces_layer_sigma_and_cap() {
-        let mut g = PolicyGuard::new(4, 0.5, 10);
-        let r = |after_layer, rows, flood_sigma| ReleaseRequest {
-            after_layer,
-            tensor: Tensor::Residual,
-            rows,
-            flood_sigma,
-            digest: [0; 32],
-        };
-        g.authorize(&r(4, 6, 0.5)).unwrap();
-        assert!(g.authorize(&r(3, 1, 0.5)).is_err());
-        assert!(g.authorize(&r(4, 1, 0.25)).is_err());
-        assert!(g.authorize(&r(4, 1, f64::NAN)).is_err());
-        assert!(g.authorize(&r(4, 5, 0.5)).is_err());
-        assert_eq!(g.released(), 6);
-        g.authorize(&r(4, 4, 1.0)).unwrap();
-        assert_eq!(g.released(), 10);
-        assert!(g.authorize(&r(4, 1, 1.0)).is_err());
     }
 }

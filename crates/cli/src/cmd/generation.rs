@@ -7,10 +7,9 @@
 use std::sync::Arc;
 
 use selene_ckks::Parameters;
+use selene_linalg::Client;
 use selene_model::Weights;
 use selene_protocol::{Policy, PrivateGenerator, ReleaseGuard, Terms, Transport};
-
-use super::run::Preset;
 
 /// What a policy leaks, as the line `run`, `client` and `openai` print on stderr:
 /// strict mode's ciphertext-only view, or the audit's measured inversion rate for
@@ -58,12 +57,11 @@ pub fn open<'w, T: Transport>(
     policy: Policy,
     transport: T,
 ) -> anyhow::Result<PrivateGenerator<'w, T>> {
-    let preset = Preset::linalg_named(&policy.preset)?;
-    let keys = selene_keys::open_or_ephemeral(&selene_keys::default_dir(), preset)?;
+    let keys = selene_keys::open_or_ephemeral(&super::keys::default_dir(), params)?;
     let guard = keys
         .guard
         .map(|g| Box::new(g) as Box<dyn ReleaseGuard + Send>);
-    let client = keys.key.client()?;
+    let client = Client::from_secret_key(keys.key.secret_key(params)?);
     PrivateGenerator::open(w, fingerprint, params, policy, transport, client, guard).map_err(|e| {
         let why = match e {
             selene_protocol::Error::Remote { .. } => "the server refused the session",

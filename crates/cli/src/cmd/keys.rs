@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use selene_audit::view::DEFAULT_FLOOD_SIGMA;
 use selene_keys::{
     log, KdfParams, Keystore, OwnerPolicy, PassphraseRoot, Pkcs11Root, RootKey, TokenLocation,
 };
+use selene_linalg::LinalgPreset;
+use selene_protocol::policy::DEFAULT_FLOOD_SIGMA;
 use zeroize::Zeroizing;
 
 /// Arguments of `selene keys`.
@@ -115,12 +116,33 @@ struct AuditLogArgs {
     verify: bool,
 }
 
+/// The default keystore directory: `$SELENE_HOME/keys` (`~/.cache/selene/keys`).
+pub fn default_dir() -> PathBuf {
+    selene_model::store::home().join("keys")
+}
+
+/// Names the linalg preset a persisted session key's CKKS parameters fingerprint belongs
+/// to (each preset built once, its fingerprint compared), `"unknown"` for any other.
+fn preset_namer() -> impl Fn([u8; 8]) -> String {
+    let known: Vec<([u8; 8], LinalgPreset)> = LinalgPreset::ALL
+        .into_iter()
+        .filter_map(|p| Some((p.build().ok()?.fingerprint(), p)))
+        .collect();
+    move |fingerprint| {
+        known
+            .iter()
+            .find(|(f, _)| *f == fingerprint)
+            // The variant's name in lower case is the preset's CLI name (coeff11, ...).
+            .map_or_else(
+                || "unknown".to_string(),
+                |(_, p)| format!("{p:?}").to_lowercase(),
+            )
+    }
+}
+
 /// Runs `selene keys`.
 pub fn run(args: &KeysArgs) -> anyhow::Result<()> {
-    let dir = args
-        .keystore
-        .clone()
-        .unwrap_or_else(selene_keys::default_dir);
+    let dir = args.keystore.clone().unwrap_or_else(default_dir);
     let open = || {
         Keystore::open_env(&dir, args.secret_env.as_deref())
             .with_context(|| format!("opening the keystore at {}", dir.display()))
@@ -226,8 +248,9 @@ fn list(ks: &Keystore) -> anyhow::Result<()> {
     }
     let sessions = ks.sessions();
     println!("sessions    {} persisted", sessions.len());
+    let preset = preset_namer();
     for s in sessions {
-        println!("  {}  {}  created {}", s.id, s.preset, s.created);
+        println!("  {}  {}  created {}", s.id, preset(s.params), s.created);
     }
     let log = ks.verify_log()?;
     println!(
@@ -242,6 +265,7 @@ fn export_public(ks: &Keystore) -> anyhow::Result<()> {
     let h = ks.header();
     let (policy, tag) = ks.signed_policy();
     let log = ks.verify_log()?;
+    let preset = preset_namer();
     let out = serde_json::json!({
         "identity": h.identity,
         "keystore_id": hex::encode(h.id),
@@ -253,7 +277,8 @@ fn export_public(ks: &Keystore) -> anyhow::Result<()> {
         "policy_toml": policy,
         "policy_hmac_sha256": hex::encode(tag),
         "sessions": ks.sessions().iter().map(|s| serde_json::json!({
-            "id": s.id, "preset": s.preset, "created": s.created
+            "id": s.id, "preset": preset(s.params),
+            "params_fingerprint": hex::encode(s.params), "created": s.created
         })).collect::<Vec<_>>(),
         "release_log": { "releases": log.lines, "head_sha256": hex::encode(log.head) },
     });
@@ -311,4 +336,24 @@ fn audit_log(
     }
     eprintln!("[keys: not verified; `selene keys audit-log --verify` checks the chain and its signed head]");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_show_the_preset_their_parameters_fingerprint_belongs_to() {
+        let name = preset_namer();
+        for (preset, shown) in [
+            (LinalgPreset::Coeff11, "coeff11"),
+            (LinalgPreset::Coeff12, "coeff12"),
+            (LinalgPreset::Coeff12Wide, "coeff12wide"),
+            (LinalgPreset::Slots13, "slots13"),
+        ] {
+            assert_eq!(name(preset.build().unwrap().fingerprint()), shown);
+        }
+        let other = selene_ckks::Preset::Test12.build().unwrap();
+        assert_eq!(name(other.fingerprint()), "unknown");
+    }
 }

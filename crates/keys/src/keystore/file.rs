@@ -6,13 +6,12 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use selene_codec::{Reader, Writer};
-use selene_linalg::LinalgPreset;
 
 use super::{KIND_KEYSTORE, MAGIC, MAX_SESSIONS, VERSION};
 use crate::backend::BackendDescriptor;
 use crate::error::{io, Error, Result};
 use crate::format::{MAX_FIELD, MAX_POLICY};
-use crate::session::{preset_code, preset_from_code, SESSION_ID_LEN};
+use crate::session::{PARAMS_FINGERPRINT_LEN, SESSION_ID_LEN};
 
 /// Writes `bytes` to `path` with mode 0600, atomically (temporary file, fsync, rename).
 ///
@@ -111,7 +110,7 @@ impl Header {
 #[derive(Clone, Debug)]
 pub(super) struct StoredSession {
     pub(super) id: [u8; SESSION_ID_LEN],
-    pub(super) preset: LinalgPreset,
+    pub(super) params: [u8; PARAMS_FINGERPRINT_LEN],
     pub(super) created: u64,
     pub(super) wrapped: Vec<u8>,
 }
@@ -121,8 +120,9 @@ pub(super) struct StoredSession {
 pub struct SessionInfo {
     /// Its id (hex).
     pub id: String,
-    /// Its preset's name.
-    pub preset: &'static str,
+    /// Fingerprint of the CKKS parameter set it is for
+    /// (`selene_ckks::Parameters::fingerprint`).
+    pub params: [u8; PARAMS_FINGERPRINT_LEN],
     /// When it was persisted.
     pub created: u64,
 }
@@ -166,7 +166,7 @@ pub(super) fn write_body(
     w.u16(sessions.len() as u16);
     for s in sessions {
         w.raw(&s.id);
-        w.u8(preset_code(s.preset));
+        w.raw(&s.params);
         w.u64(s.created);
         w.bytes_u16("wrapped session key", &s.wrapped, MAX_FIELD)?;
     }
@@ -214,7 +214,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Parsed> {
     for _ in 0..n {
         sessions.push(StoredSession {
             id: r.array("session id")?,
-            preset: preset_from_code(r.u8("session preset")?)?,
+            params: r.array("session parameters fingerprint")?,
             created: r.u64("session created")?,
             wrapped: r.bytes_u16("wrapped session key", MAX_FIELD)?.to_vec(),
         });

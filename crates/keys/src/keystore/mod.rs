@@ -5,8 +5,9 @@
 //! created u64 | backend descriptor                        <- header (AAD of the wrap)
 //! wrapped keystore key (by the root)
 //! policy TOML | HMAC-SHA256 tag (policy key)
-//! n sessions u16 | per session: id [16] | preset u8 | created u64 |
-//!                  XChaCha20-Poly1305(session-wrap key, seed; AAD = keystore id, id, preset)
+//! n sessions u16 | per session: id [16] | CKKS parameters fingerprint [8] | created u64 |
+//!                  XChaCha20-Poly1305(session-wrap key, seed;
+//!                                     AAD = keystore id, id, parameters fingerprint)
 //! HMAC-SHA256 (keystore MAC key) over everything above
 //! ```
 //!
@@ -22,7 +23,6 @@ use std::path::{Path, PathBuf};
 use cryptoki::types::AuthPin;
 use rand_core::{OsRng, RngCore};
 use selene_codec::Writer;
-use selene_linalg::LinalgPreset;
 use zeroize::Zeroizing;
 
 mod file;
@@ -39,12 +39,14 @@ use crate::passphrase::PassphraseRoot;
 use crate::pkcs11::Pkcs11Root;
 use crate::policy::{self, OwnerPolicy};
 use crate::secret::KeyBytes;
-use crate::session::{preset_code, preset_name, SessionKey, SESSION_ID_LEN};
+use crate::session::{SessionKey, PARAMS_FINGERPRINT_LEN, SESSION_ID_LEN};
 
 /// The keystore's file name in its directory.
 pub const KEYSTORE_FILE: &str = "keystore.bin";
 const MAGIC: &[u8; 4] = b"SELK";
-const VERSION: u16 = 1;
+/// Version 2: a session records its CKKS parameters' fingerprint (version 1 recorded a
+/// one-byte linalg preset code and is refused with [`Error::UnsupportedVersion`]).
+const VERSION: u16 = 2;
 const KIND_KEYSTORE: u8 = 1;
 /// Most persisted session keys one keystore holds.
 pub const MAX_SESSIONS: usize = 1024;
@@ -274,11 +276,15 @@ impl Keystore {
         self.subkey(b"selene log head")
     }
 
-    fn session_aad(&self, id: &[u8; SESSION_ID_LEN], preset: LinalgPreset) -> Vec<u8> {
+    fn session_aad(
+        &self,
+        id: &[u8; SESSION_ID_LEN],
+        params: &[u8; PARAMS_FINGERPRINT_LEN],
+    ) -> Vec<u8> {
         let mut aad = b"selene session key".to_vec();
         aad.extend_from_slice(&self.header.id);
         aad.extend_from_slice(id);
-        aad.push(preset_code(preset));
+        aad.extend_from_slice(params);
         aad
     }
 
@@ -332,7 +338,7 @@ impl Keystore {
             .iter()
             .map(|s| SessionInfo {
                 id: hex::encode(s.id),
-                preset: preset_name(s.preset),
+                params: s.params,
                 created: s.created,
             })
             .collect()
@@ -368,7 +374,7 @@ impl Keystore {
                 max: MAX_SESSIONS,
             });
         }
-        let aad = self.session_aad(key.id(), key.preset());
+        let aad = self.session_aad(key.id(), &key.params_fingerprint());
         let wrapped = envelope::seal(
             &self.subkey(b"selene session wrap"),
             key.seed().expose(),
@@ -376,7 +382,7 @@ impl Keystore {
         );
         self.sessions.push(StoredSession {
             id: *key.id(),
-            preset: key.preset(),
+            params: key.params_fingerprint(),
             created: now(),
             wrapped,
         });
@@ -387,7 +393,7 @@ impl Keystore {
         let seed = envelope::open(
             wrap_key,
             &s.wrapped,
-            &self.session_aad(&s.id, s.preset),
+            &self.session_aad(&s.id, &s.params),
             "session key",
         )?;
         KeyBytes::from_slice(&seed).ok_or(Error::Unwrap {
@@ -409,7 +415,7 @@ impl Keystore {
                 id: id_hex.to_string(),
             })?;
         let seed = self.unwrap_stored(s, &self.subkey(b"selene session wrap"))?;
-        Ok(SessionKey::from_parts(s.id, s.preset, seed))
+        Ok(SessionKey::from_parts(s.id, s.params, seed))
     }
 
     /// Replaces the keystore key: re-wraps the persisted session keys, re-signs the
@@ -436,8 +442,8 @@ impl Keystore {
         self.wrapped_ksk = wrapped_ksk;
         let new_wrap = self.subkey(b"selene session wrap");
         for (i, seed) in seeds.iter().enumerate() {
-            let (id, preset) = (self.sessions[i].id, self.sessions[i].preset);
-            let aad = self.session_aad(&id, preset);
+            let (id, params) = (self.sessions[i].id, self.sessions[i].params);
+            let aad = self.session_aad(&id, &params);
             self.sessions[i].wrapped = envelope::seal(&new_wrap, seed.expose(), &aad);
         }
         self.policy_tag = policy::tag(

@@ -1,6 +1,8 @@
 //! Keystore tests with the passphrase backend: round trips, rotation, and every kind of
 //! damage or splicing detected with its own error.
 
+use selene_ckks::{Parameters, Preset};
+
 use super::*;
 use crate::passphrase::KdfParams;
 
@@ -17,6 +19,11 @@ fn new_store(dir: &Path) -> Keystore {
     .unwrap()
 }
 
+/// The small CKKS parameter set the session keys here are made for.
+fn test12() -> std::sync::Arc<Parameters> {
+    Preset::Test12.build().unwrap()
+}
+
 fn open(dir: &Path) -> Result<Keystore> {
     Keystore::open(dir, Unlock::Passphrase(PASS))
 }
@@ -31,8 +38,9 @@ fn wrapped_session_keys_round_trip_and_survive_rotation() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let a = SessionKey::fresh(LinalgPreset::Coeff11);
-    let b = SessionKey::fresh(LinalgPreset::Coeff12);
+    let (p12, p13) = (test12(), Preset::Anchor13.build().unwrap());
+    let a = SessionKey::fresh(&p13);
+    let b = SessionKey::fresh(&p12);
     ks.persist_session(&a).unwrap();
     ks.persist_session(&b).unwrap();
     let fp = ks.fingerprint();
@@ -43,7 +51,8 @@ fn wrapped_session_keys_round_trip_and_survive_rotation() {
     assert_eq!(ks.policy(), &OwnerPolicy::selective(2, 0.5, 8, 16));
     let a2 = ks.load_session(&a.id_hex()).unwrap();
     assert!(a2.seed().ct_eq(a.seed()));
-    assert_eq!(a2.preset(), LinalgPreset::Coeff11);
+    assert_eq!(a2.params_fingerprint(), p13.fingerprint());
+    assert_eq!(ks.sessions()[0].params, p13.fingerprint());
     assert!(matches!(
         ks.load_session("00"),
         Err(Error::NoSuchSession { .. })
@@ -96,8 +105,7 @@ fn wrong_passphrase_and_wrong_kind_of_secret_are_named() {
 fn every_truncation_and_every_bit_flip_is_detected() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ks = new_store(tmp.path());
-    ks.persist_session(&SessionKey::fresh(LinalgPreset::Coeff12))
-        .unwrap();
+    ks.persist_session(&SessionKey::fresh(&test12())).unwrap();
     drop(ks);
     let path = tmp.path().join(KEYSTORE_FILE);
     let good = std::fs::read(&path).unwrap();
@@ -140,10 +148,7 @@ fn swapped_wrapped_keys_are_detected() {
     let (d1, d2) = (tmp.path().join("one"), tmp.path().join("two"));
     let mut k1 = new_store(&d1);
     new_store(&d2);
-    let (s1, s2) = (
-        SessionKey::fresh(LinalgPreset::Coeff12),
-        SessionKey::fresh(LinalgPreset::Coeff12),
-    );
+    let (s1, s2) = (SessionKey::fresh(&test12()), SessionKey::fresh(&test12()));
     k1.persist_session(&s1).unwrap();
     k1.persist_session(&s2).unwrap();
     drop(k1);
@@ -251,12 +256,50 @@ fn parsed_file_encodes_back_to_its_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("keys");
     let mut ks = new_store(&dir);
-    ks.persist_session(&SessionKey::fresh(LinalgPreset::Coeff12))
-        .unwrap();
+    ks.persist_session(&SessionKey::fresh(&test12())).unwrap();
     let bytes = std::fs::read(dir.join(KEYSTORE_FILE)).unwrap();
     let p = parse(&bytes).unwrap();
     assert_eq!(p.encode().unwrap(), bytes);
     assert_eq!(p.header_len, p.header.encode().unwrap().len());
     assert_eq!(p.body_len, bytes.len() - 32);
     assert_eq!(p.sessions.len(), 1);
+}
+
+#[test]
+fn version_1_keystores_are_refused_with_what_to_do() {
+    // Version 1 stored a one-byte linalg preset code per session; version 2 stores the
+    // CKKS parameters' fingerprint. An old file is refused by name, before any unlock.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ks = new_store(tmp.path());
+    ks.persist_session(&SessionKey::fresh(&test12())).unwrap();
+    drop(ks);
+    let path = tmp.path().join(KEYSTORE_FILE);
+    let mut old = std::fs::read(&path).unwrap();
+    assert_eq!(old[4..6], VERSION.to_le_bytes());
+    old[4..6].copy_from_slice(&1u16.to_le_bytes());
+    write_private(&path, &old).unwrap();
+    for e in [
+        open(tmp.path()).unwrap_err(),
+        Keystore::peek(tmp.path()).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                e,
+                Error::UnsupportedVersion {
+                    found: 1,
+                    supported: 2
+                }
+            ),
+            "{e}"
+        );
+        let shown = e.to_string();
+        assert!(
+            shown.contains("older Selene") && shown.contains("selene keys init"),
+            "{shown}"
+        );
+    }
+    old[4..6].copy_from_slice(&3u16.to_le_bytes());
+    write_private(&path, &old).unwrap();
+    let shown = open(tmp.path()).unwrap_err().to_string();
+    assert!(shown.contains("newer Selene"), "{shown}");
 }

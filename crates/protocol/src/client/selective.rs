@@ -30,7 +30,7 @@ use super::strict::StrictLinear;
 use crate::codec::prefix_kv::PrefixKv;
 use crate::codec::release::encode_release;
 use crate::error::{Error, Result};
-use crate::policy::{PolicyGuard, ReleaseGuard, ReleaseRequest, Tensor};
+use crate::policy::{PolicyGuard, ReleaseAuthorized, ReleaseGuard, ReleaseRequest, Tensor};
 use crate::transport::Transport;
 
 /// Adds independent N(0, sigma^2) noise to every value (Box-Muller on a CSPRNG).
@@ -137,6 +137,14 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// Token out of range, a full cache, encrypted product failures,
     /// [`Error::ReleaseRefused`] when the guard says no.
     pub fn step(&mut self, tokens: &[u32]) -> Result<Vec<u8>> {
+        // The caller hands the bytes to an in-process tail; the guard has checked (and
+        // under a keystore logged) them, which is all the proof stands for.
+        let (bytes, _authorized) = self.authorized_step(tokens)?;
+        Ok(bytes)
+    }
+
+    /// [`SelectiveClient::step`], with the guard's proof for sending the release.
+    fn authorized_step(&mut self, tokens: &[u32]) -> Result<(Vec<u8>, ReleaseAuthorized)> {
         let d = self.w.config().d_model;
         let mut x = vec![0.0; tokens.len() * d];
         self.w.embed(tokens, &mut x)?;
@@ -157,11 +165,12 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
             flood_sigma: self.sigma,
             digest: Sha256::digest(&bytes).into(),
         };
-        self.guard
+        let authorized = self
+            .guard
             .authorize(&request)
             .map_err(|source| Error::ReleaseRefused { source })?;
         self.releases += tokens.len();
-        Ok(bytes)
+        Ok((bytes, authorized))
     }
 
     /// Runs `tokens` through the encrypted layers, releases them through the session and
@@ -171,8 +180,8 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// # Errors
     /// As [`SelectiveClient::step`], the server's refusal, channel and model errors.
     pub fn next_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let bytes = self.step(tokens)?;
-        match self.strict.session_mut().release(bytes)? {
+        let (bytes, authorized) = self.authorized_step(tokens)?;
+        match self.strict.session_mut().release(bytes, authorized)? {
             Released::Logits(logits) => Ok(logits),
             Released::Hidden(hidden) => {
                 let mut logits = vec![0.0; self.w.config().vocab_size];

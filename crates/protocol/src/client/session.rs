@@ -11,7 +11,7 @@ use crate::codec::prefix_kv::{PrefixKv, PrefixLimits};
 use crate::codec::wire::{self, Frame, Hello, Kind, Message, Welcome, WIRE_VERSION};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::policy::Policy;
+use crate::policy::{Policy, ReleaseAuthorized};
 use crate::transport::Transport;
 
 /// Largest reply the client accepts (a prefill's product result can be large; a server
@@ -162,11 +162,13 @@ impl<T: Transport> ClientSession<T> {
         }
     }
 
-    /// Sends a release (`SELR` bytes) and returns the server's answer.
+    /// Sends a release (`SELR` bytes) and returns the server's answer. It takes the
+    /// guard's proof that this release was authorized (and, under a keystore, logged),
+    /// so a release without one does not compile.
     ///
     /// # Errors
     /// [`Error::Remote`] (policy without release, cap reached), channel errors.
-    pub fn release(&mut self, bytes: Vec<u8>) -> Result<Released> {
+    pub fn release(&mut self, bytes: Vec<u8>, _authorized: ReleaseAuthorized) -> Result<Released> {
         match self.request(Message::Release { bytes })? {
             Message::Logits { values } => Ok(Released::Logits(values)),
             Message::HiddenState { values } => Ok(Released::Hidden(values)),

@@ -1,6 +1,7 @@
-//! Release authorization end to end: a real selective generation in process (SmolLM2,
-//! layer 0 encrypted under a keystore session key, the rest in plaintext on the
-//! server), with the keystore's guard. Releases past the per-session or per-key cap,
+//! Release authorization end to end (crates/keys' guard driven by this crate's
+//! selective client): a real selective generation in process (SmolLM2, layer 0
+//! encrypted under a keystore session key, the rest in plaintext on the server), with
+//! the keystore's guard. Releases past the per-session or per-key cap,
 //! or outside the signed policy, are refused and never reach the server's tail; every
 //! authorized release is in the hash-chained log.
 
@@ -10,8 +11,9 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 
+use selene_ckks::Parameters;
 use selene_keys::{KdfParams, Keystore, OwnerPolicy, PassphraseRoot, SessionKey, Unlock};
-use selene_linalg::LinalgPreset;
+use selene_linalg::{Client, LinalgPreset};
 use selene_model::{generate_with, store, Sampler, SamplingParams, Tokenizer, Weights};
 use selene_protocol::{
     decode_release, Error, InProcess, ModelServer, PlainTail, PreparedModel, SelectiveClient,
@@ -31,6 +33,7 @@ fn keystore(dir: &Path, policy: &OwnerPolicy) -> Keystore {
 /// and the rows the server's tail received.
 fn run(
     w: &Weights,
+    params: &Arc<Parameters>,
     model: &Arc<PreparedModel>,
     ks: &Keystore,
     key: &SessionKey,
@@ -39,7 +42,7 @@ fn run(
 ) -> (Result<Vec<u32>, Error>, usize) {
     let strict = StrictLinear::with_client(
         w,
-        key.client().unwrap(),
+        Client::from_secret_key(key.secret_key(params).unwrap()),
         model.layouts(),
         InProcess::new(ModelServer::new(model.clone())),
     )
@@ -102,9 +105,9 @@ fn caps_and_policy_stop_releases_before_the_server_sees_them() {
         tmp.path(),
         &OwnerPolicy::selective(K, SIGMA, per_session, per_key),
     );
-    let key = SessionKey::fresh(LinalgPreset::Coeff12Wide);
+    let key = SessionKey::fresh(&params);
     ks.persist_session(&key).unwrap();
-    let (out, rows) = run(&w, &model, &ks, &key, &prompt, SIGMA);
+    let (out, rows) = run(&w, &params, &model, &ks, &key, &prompt, SIGMA);
     let why = refusal(&out);
     assert!(why.contains("per session"), "{why}");
     assert_eq!(
@@ -119,15 +122,15 @@ fn caps_and_policy_stop_releases_before_the_server_sees_them() {
     // from the log, leaves room for the prompt only... not even that: n + 4 - (n + 2) = 2.
     let ks = Keystore::open(tmp.path(), Unlock::Passphrase(PASS)).unwrap();
     let key2 = ks.load_session(&key.id_hex()).unwrap();
-    let (out, rows) = run(&w, &model, &ks, &key2, &prompt, SIGMA);
+    let (out, rows) = run(&w, &params, &model, &ks, &key2, &prompt, SIGMA);
     let why = refusal(&out);
     assert!(why.contains("under session key"), "{why}");
     assert_eq!(rows, 0, "nothing reached the server");
     assert_eq!(ks.verify_log().unwrap().lines, 3);
 
     // Too little flooding noise: refused, nothing sent.
-    let fresh = SessionKey::fresh(LinalgPreset::Coeff12Wide);
-    let (out, rows) = run(&w, &model, &ks, &fresh, &prompt, SIGMA / 2.0);
+    let fresh = SessionKey::fresh(&params);
+    let (out, rows) = run(&w, &params, &model, &ks, &fresh, &prompt, SIGMA / 2.0);
     assert!(refusal(&out).contains("sigma"));
     assert_eq!(rows, 0);
 
@@ -138,7 +141,7 @@ fn caps_and_policy_stop_releases_before_the_server_sees_them() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let ks = keystore(dir.path(), &policy);
-        let (out, rows) = run(&w, &model, &ks, &fresh, &prompt, SIGMA);
+        let (out, rows) = run(&w, &params, &model, &ks, &fresh, &prompt, SIGMA);
         assert!(refusal(&out).contains("does not allow"));
         assert_eq!(rows, 0);
         assert_eq!(ks.verify_log().unwrap().lines, 0);
@@ -147,7 +150,7 @@ fn caps_and_policy_stop_releases_before_the_server_sees_them() {
     // Within the policy the same generation runs to the end, every release logged.
     let dir = tempfile::tempdir().unwrap();
     let ks = keystore(dir.path(), &OwnerPolicy::selective(K, SIGMA, 100, 100));
-    let (out, rows) = run(&w, &model, &ks, &fresh, &prompt, SIGMA);
+    let (out, rows) = run(&w, &params, &model, &ks, &fresh, &prompt, SIGMA);
     let out = out.unwrap();
     assert_eq!(out.len(), 12);
     assert_eq!(rows, n + 11);
