@@ -9,7 +9,7 @@ use selene_codec::{Reader, Writer};
 
 use crate::error::Result;
 use crate::format::MAX_FIELD;
-use crate::passphrase::KdfParams;
+use crate::kdf::KdfParams;
 use crate::secret::KeyBytes;
 
 /// Which root backend and where to find its key (public, stored in the keystore header).

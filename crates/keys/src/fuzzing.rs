@@ -7,22 +7,7 @@ use crate::error::Result;
 use crate::keystore::Header;
 use crate::log::{LogEntry, LogSummary, SignedHead};
 
-/// A parsed keystore file and what the fuzz target checks on it.
-#[derive(Debug)]
-pub struct KeystoreFile {
-    /// The public header.
-    pub header: Header,
-    /// Bytes of the header as read (the associated data of the root's wrap).
-    pub header_len: usize,
-    /// Bytes of the header as re-encoded.
-    pub header_encoded_len: usize,
-    /// Bytes the keystore MAC covers.
-    pub body_len: usize,
-    /// The stored owner policy's text (parsed only after its tag verifies).
-    pub policy_text: String,
-    /// The parsed file encoded again.
-    pub reencoded: Vec<u8>,
-}
+pub use crate::keystore::KeystoreFile;
 
 /// `keystore.bin`'s parser (what `Keystore::open` and `Keystore::peek` run on the file
 /// before the root unwraps anything), and the file encoded back from what it read.

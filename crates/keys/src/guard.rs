@@ -113,6 +113,17 @@ impl ReleaseGuard for KeystoreGuard {
     }
 }
 
+impl Keystore {
+    /// A release guard for a session under `key`: the signed policy, the per-session and
+    /// per-key caps (the per-key count starts from the log), and the release log.
+    ///
+    /// # Errors
+    /// A broken release log.
+    pub fn guard(&self, key: &SessionKey) -> Result<KeystoreGuard> {
+        KeystoreGuard::new(self, key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use selene_ckks::Preset;

@@ -242,7 +242,7 @@ pub fn write_head(dir: &Path, key: &KeyBytes, lines: u64, head: &[u8; 32]) -> Re
         mac: head_mac(key, lines, head),
     }
     .to_text();
-    crate::keystore::write_private(&dir.join(HEAD_FILE), text.as_bytes())
+    crate::private_file::write_private(&dir.join(HEAD_FILE), text.as_bytes())
 }
 
 /// Checks the log summary against the MAC'd head (a missing head matches only an empty

@@ -9,21 +9,12 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::error::{Error, Result};
+pub use crate::release::AllowedRelease;
 use crate::release::Tensor;
 use crate::secret::KeyBytes;
 
 /// Version of the owner-policy format.
 pub const OWNER_POLICY_VERSION: u32 = 1;
-
-/// One kind of release the owner allows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AllowedRelease {
-    /// The tensor is the output of layers `0..after_layer`.
-    pub after_layer: usize,
-    /// Which tensor.
-    pub tensor: Tensor,
-}
 
 /// The owner's release policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

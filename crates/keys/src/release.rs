@@ -15,7 +15,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::AllowedRelease;
+/// One kind of release the owner allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedRelease {
+    /// The tensor is the output of layers `0..after_layer`.
+    pub after_layer: usize,
+    /// Which tensor.
+    pub tensor: Tensor,
+}
 
 /// Which tensor a release carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,38 +1,18 @@
 //! The keystore file's encoding (layout in the parent module's docs): header, parsing
 //! with bounds checks, and the private atomic write.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use selene_codec::{Reader, Writer};
+
+pub use crate::private_file::write_private;
 
 use super::{KIND_KEYSTORE, MAGIC, MAX_SESSIONS, VERSION};
 use crate::backend::BackendDescriptor;
 use crate::error::{io, Error, Result};
 use crate::format::{MAX_FIELD, MAX_POLICY};
 use crate::session::{PARAMS_FINGERPRINT_LEN, SESSION_ID_LEN};
-
-/// Writes `bytes` to `path` with mode 0600, atomically (temporary file, fsync, rename).
-///
-/// # Errors
-/// I/O errors.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    // The mode above applies only to a new file; make sure of it.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
-}
 
 pub(super) fn check_mode(path: &Path) -> Result<()> {
     let mode = std::fs::metadata(path)

@@ -33,7 +33,6 @@ pub use file::{write_private, Header, SessionInfo};
 use crate::backend::{BackendDescriptor, RootKey};
 use crate::envelope;
 use crate::error::{io, Error, Result};
-use crate::guard::KeystoreGuard;
 use crate::log;
 use crate::passphrase::PassphraseRoot;
 use crate::pkcs11::Pkcs11Root;
@@ -472,26 +471,35 @@ impl Keystore {
         Ok(s)
     }
 
-    /// A release guard for a session under `key`: the signed policy, the per-session and
-    /// per-key caps (the per-key count starts from the log), and the release log.
-    ///
-    /// # Errors
-    /// A broken release log.
-    pub fn guard(&self, key: &SessionKey) -> Result<KeystoreGuard> {
-        KeystoreGuard::new(self, key)
-    }
-
     #[cfg(test)]
     pub(crate) fn root_mut(&mut self) -> &mut dyn RootKey {
         self.root.as_mut()
     }
 }
 
+#[cfg(fuzzing)]
+/// A parsed keystore file and what the fuzz target checks on it.
+#[derive(Debug)]
+pub struct KeystoreFile {
+    /// The public header.
+    pub header: Header,
+    /// Bytes of the header as read (the associated data of the root's wrap).
+    pub header_len: usize,
+    /// Bytes of the header as re-encoded.
+    pub header_encoded_len: usize,
+    /// Bytes the keystore MAC covers.
+    pub body_len: usize,
+    /// The stored owner policy's text (parsed only after its tag verifies).
+    pub policy_text: String,
+    /// The parsed file encoded again.
+    pub reencoded: Vec<u8>,
+}
+
 /// [`crate::fuzzing::keystore_file`]: the file parsed, and encoded again.
 #[cfg(fuzzing)]
-pub(crate) fn reparse(bytes: &[u8]) -> Result<crate::fuzzing::KeystoreFile> {
+pub(crate) fn reparse(bytes: &[u8]) -> Result<KeystoreFile> {
     let p = parse(bytes)?;
-    Ok(crate::fuzzing::KeystoreFile {
+    Ok(KeystoreFile {
         header_encoded_len: p.header.encode()?.len(),
         reencoded: p.encode()?,
         header: p.header,
