@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use selene_linalg::LinalgPreset;
 use selene_model::{Logits, Weights};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -91,17 +92,17 @@ impl std::fmt::Display for SessionEvent {
 type EventSink = Box<dyn Fn(&SessionEvent) + Send + Sync>;
 
 /// One preset's prepared model, as sessions that name the preset use it.
-struct PresetModel {
-    /// The policy name of its parameters (`None`: no preset, so no `Hello` matches).
-    preset: Option<&'static str>,
+struct ServedModel {
+    /// The preset of its parameters (`None`: no preset, so no `Hello` matches).
+    preset: Option<LinalgPreset>,
     products: ModelServer,
     /// Its layouts in wire form, four per layer.
     layouts: Vec<Vec<u8>>,
 }
 
-impl PresetModel {
+impl ServedModel {
     fn new(model: Arc<PreparedModel>) -> Self {
-        let preset = preset_name(&model);
+        let preset = LinalgPreset::of(model.params());
         let layouts = model
             .layouts()
             .iter()
@@ -118,7 +119,7 @@ impl PresetModel {
 /// The state all connections share: the prepared model of each preset served, the token
 /// hashes, the limits.
 pub struct SessionServer {
-    models: Vec<PresetModel>,
+    models: Vec<ServedModel>,
     weights: Option<Arc<Weights>>,
     n_layers: Option<usize>,
     context_length: usize,
@@ -145,12 +146,6 @@ impl std::fmt::Debug for SessionServer {
             .field("counters", &self.counters())
             .finish_non_exhaustive()
     }
-}
-
-/// The name of the preset `model`'s parameters were built from, if they are one (a
-/// server on other parameters refuses every `Hello` with `ParamsMismatch`).
-fn preset_name(model: &PreparedModel) -> Option<&'static str> {
-    crate::policy::preset_of(model.params())
 }
 
 impl SessionServer {
@@ -203,7 +198,7 @@ impl SessionServer {
         limits: Limits,
     ) -> Self {
         Self {
-            models: vec![PresetModel::new(model)],
+            models: vec![ServedModel::new(model)],
             weights,
             n_layers,
             context_length,
@@ -228,7 +223,7 @@ impl SessionServer {
     /// its policy names.
     #[must_use]
     pub fn with_model(mut self, model: Arc<PreparedModel>) -> Self {
-        let m = PresetModel::new(model);
+        let m = ServedModel::new(model);
         self.models.retain(|x| x.preset != m.preset);
         self.models.push(m);
         self
@@ -652,12 +647,13 @@ impl Connection {
         p.validate(depth)
             .map_err(|e| reject(ErrorCode::PolicyRejected, e))?;
         let served: Vec<_> = server.models.iter().map(|m| m.preset).collect();
-        let Some(model_at) = served.iter().position(|m| *m == Some(p.preset.as_str())) else {
+        let Some(model_at) = served.iter().position(|m| *m == Some(p.preset)) else {
+            let served: Vec<_> = served.iter().map(|m| m.map(LinalgPreset::name)).collect();
             return Err(reject(
                 ErrorCode::ParamsMismatch,
                 format!(
                     "client preset {:?}; this server serves {served:?}",
-                    p.preset
+                    p.preset.name()
                 ),
             ));
         };
@@ -668,7 +664,8 @@ impl Connection {
                 ErrorCode::ParamsMismatch,
                 format!(
                     "client preset {:?} / parameters {:02x?}, server {fp:02x?}",
-                    p.preset, h.params_fingerprint
+                    p.preset.name(),
+                    h.params_fingerprint
                 ),
             ));
         }
@@ -679,7 +676,8 @@ impl Connection {
                 format!(
                     "encrypted_layers = {} but this server prepared {prepared} layers at preset \
                      {:?}",
-                    p.encrypted_layers, p.preset
+                    p.encrypted_layers,
+                    p.preset.name()
                 ),
             ));
         }

@@ -17,8 +17,6 @@ use selene_protocol::{
 };
 use sha2::{Digest, Sha256};
 
-use super::run::Preset;
-
 /// The parts of a policy the token loop needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Terms {
@@ -107,8 +105,7 @@ pub fn open<'w, T: Transport>(
     policy: Policy,
     transport: T,
 ) -> anyhow::Result<Session<'w, T>> {
-    let preset = Preset::linalg_named(&policy.preset)?;
-    let keys = selene_keys::open_or_ephemeral(&selene_keys::default_dir(), preset)?;
+    let keys = selene_keys::open_or_ephemeral(&selene_keys::default_dir(), policy.preset)?;
     let session = ClientSession::open(transport, params, policy, w.config().context_length)
         .context("the server refused the session")?;
     let fp = session.welcome().model.fingerprint;
