@@ -369,7 +369,7 @@ fn main() -> Res<()> {
     let dir = Path::new(&dir);
     let sets = [
         LinalgPreset::Coeff11.build()?,
-        selene_ckks::Preset::Test12.build()?,
+        selene_ckks::ExampleParams::Test12.build()?,
     ];
     for (selector, params) in sets.iter().enumerate() {
         // The targets pick the set with the selector's low bit (selene_fuzz::params).

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use selene_ckks::{Parameters, Preset};
+use selene_ckks::{Parameters, ExampleParams};
 use selene_linalg::LinalgPreset;
 
 /// The parameter sets: a one-prime linear-algebra preset (what the protocol ships, small
@@ -14,7 +14,7 @@ pub fn params(selector: u8) -> Option<&'static Arc<Parameters>> {
         .get_or_init(|| {
             Some([
                 LinalgPreset::Coeff11.build().ok()?,
-                Preset::Test12.build().ok()?,
+                ExampleParams::Test12.build().ok()?,
             ])
         })
         .as_ref()?;

@@ -9,7 +9,7 @@
 //! use std::sync::Arc;
 //! use selene_ckks::*;
 //!
-//! let params = Preset::Test12.build()?; // Anchor13/14/15 are the benchmark sets
+//! let params = ExampleParams::Test12.build()?; // Anchor13/14/15 are the benchmark sets
 //! let sk = Arc::new(SecretKey::generate(&params));
 //! let pk = Arc::new(PublicKey::new(&sk));
 //! let rlk = Arc::new(RelinKey::new(&sk));
@@ -38,7 +38,7 @@ pub mod rlwe;
 pub mod scheme;
 
 pub use error::{Error, Result};
-pub use params::{Parameters, ParametersLiteral, Preset, Security};
+pub use params::{ExampleParams, Parameters, ParametersLiteral, Security};
 pub use rlwe::{
     flooding_sigma, Decryptor, Encryptor, GaloisKey, GaloisKeys, PublicKey, RelinKey, SecretKey,
 };

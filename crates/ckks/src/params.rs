@@ -63,9 +63,11 @@ pub struct ParametersLiteral {
     pub security: Security,
 }
 
-/// Named parameter sets.
+/// Example parameter sets (Lattigo's "example parameters"): a small one for tests and
+/// the anchors' benchmark sets. Not what Selene serves: its products run on
+/// `selene_linalg::LinalgPreset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Preset {
+pub enum ExampleParams {
     /// Small and fast, for tests: N = 2^12, Q = 28, 22, 22 bits, P = 36 bits, scale 2^22.
     Test12,
     /// The anchors' N = 2^13 set: Q = 36, 4 x 30 bits, P = 60 bits, scale 2^30, dnum 5.
@@ -76,14 +78,14 @@ pub enum Preset {
     Anchor15,
 }
 
-impl Preset {
-    /// The literal of this preset.
+impl ExampleParams {
+    /// The literal of this set.
     pub fn literal(self) -> ParametersLiteral {
         let (log_n, first, rest, count, log_p, log_scale) = match self {
-            Preset::Test12 => (12, 28, 22, 2, 36, 22),
-            Preset::Anchor13 => (13, 36, 30, 4, 60, 30),
-            Preset::Anchor14 => (14, 50, 40, 8, 60, 40),
-            Preset::Anchor15 => (15, 60, 50, 8, 60, 50),
+            ExampleParams::Test12 => (12, 28, 22, 2, 36, 22),
+            ExampleParams::Anchor13 => (13, 36, 30, 4, 60, 30),
+            ExampleParams::Anchor14 => (14, 50, 40, 8, 60, 40),
+            ExampleParams::Anchor15 => (15, 60, 50, 8, 60, 50),
         };
         let mut log_q = vec![first];
         log_q.extend(std::iter::repeat_n(rest, count));
@@ -97,7 +99,7 @@ impl Preset {
         }
     }
 
-    /// Builds the preset's parameters.
+    /// Builds the set's parameters.
     pub fn build(self) -> Result<Arc<Parameters>> {
         Parameters::new(&self.literal())
     }
@@ -342,18 +344,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn anchor_presets_pass_the_security_check() {
-        for (preset, bound) in [
-            (Preset::Test12, 109.0),
-            (Preset::Anchor13, 218.0),
-            (Preset::Anchor14, 438.0),
-            (Preset::Anchor15, 881.0),
+    fn example_params_pass_the_security_check() {
+        for (set, bound) in [
+            (ExampleParams::Test12, 109.0),
+            (ExampleParams::Anchor13, 218.0),
+            (ExampleParams::Anchor14, 438.0),
+            (ExampleParams::Anchor15, 881.0),
         ] {
-            let p = preset.build().unwrap();
-            assert!(p.log_qp() <= bound, "{preset:?}: {}", p.log_qp());
+            let p = set.build().unwrap();
+            assert!(p.log_qp() <= bound, "{set:?}: {}", p.log_qp());
             assert_eq!(p.dnum(), p.q().len());
         }
-        let p13 = Preset::Anchor13.build().unwrap();
+        let p13 = ExampleParams::Anchor13.build().unwrap();
         assert_eq!((p13.q().len(), p13.p().len(), p13.n()), (5, 1, 8192));
         assert!((p13.log_qp() - 216.0).abs() < 0.01);
     }
@@ -385,7 +387,7 @@ mod tests {
 
     #[test]
     fn invalid_literals_are_errors_and_fingerprints_differ() {
-        let base = Preset::Test12.literal();
+        let base = ExampleParams::Test12.literal();
         let mut l = base.clone();
         l.log_n = 17;
         assert!(matches!(

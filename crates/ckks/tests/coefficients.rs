@@ -5,7 +5,7 @@ mod common;
 
 use common::{automorphism, bits, negacyclic, uniform, Kit};
 use selene_ckks::ring::automorphism::{conjugation_element, galois_element};
-use selene_ckks::{Encoding, Error, Parameters, ParametersLiteral, Preset, Scale, Security};
+use selene_ckks::{Encoding, Error, ExampleParams, Parameters, ParametersLiteral, Scale, Security};
 
 const C: Encoding = Encoding::Coefficients;
 
@@ -99,7 +99,7 @@ fn check_all_ops(kit: &mut Kit, name: &str, min_fresh: f64, min_mul: f64) {
 
 #[test]
 fn test12_all_ops_coefficients() {
-    let mut kit = Kit::new(Preset::Test12.build().unwrap(), &[1, 2, -1, 7]);
+    let mut kit = Kit::new(ExampleParams::Test12.build().unwrap(), &[1, 2, -1, 7]);
     check_all_ops(&mut kit, "Test12", 14.0, 11.0);
 }
 
@@ -119,7 +119,7 @@ fn grouped_digits_and_two_special_primes() {
 
 #[test]
 fn mismatches_are_errors() {
-    let mut kit = Kit::new(Preset::Test12.build().unwrap(), &[1]);
+    let mut kit = Kit::new(ExampleParams::Test12.build().unwrap(), &[1]);
     let a = uniform(16, 3);
     let ca = kit.encrypt(&a, C);
     let mut low = ca.clone();
@@ -169,7 +169,7 @@ fn mismatches_are_errors() {
 
 #[test]
 fn flooded_decryption_adds_noise_of_the_requested_size() {
-    let mut kit = Kit::new(Preset::Test12.build().unwrap(), &[]);
+    let mut kit = Kit::new(ExampleParams::Test12.build().unwrap(), &[]);
     let n = kit.params.n();
     let a = uniform(n, 4);
     let ca = kit.encrypt(&a, C);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use common::{bits, uniform, Kit};
 use selene_ckks::scheme::serialize::{HEADER_LEN, MAGIC};
 use selene_ckks::{
-    Ciphertext, Encoding, Error, GaloisKey, Parameters, ParametersLiteral, Preset, PublicKey,
-    RelinKey, Security,
+    Ciphertext, Encoding, Error, ExampleParams, GaloisKey, Parameters, ParametersLiteral,
+    PublicKey, RelinKey, Security,
 };
 
 fn tiny() -> Arc<Parameters> {
@@ -26,7 +26,7 @@ fn tiny() -> Arc<Parameters> {
 
 #[test]
 fn round_trips_and_sizes() {
-    let mut kit = Kit::new(Preset::Test12.build().unwrap(), &[1]);
+    let mut kit = Kit::new(ExampleParams::Test12.build().unwrap(), &[1]);
     let params = kit.params.clone();
     let a = uniform(params.slots(), 5);
     let ct = kit.encrypt(&a, Encoding::Slots);
@@ -161,7 +161,7 @@ fn header_corruptions_give_their_exact_errors() {
         })
     ));
     // Another parameter set, other kinds.
-    let other = Preset::Test12.build().unwrap();
+    let other = ExampleParams::Test12.build().unwrap();
     assert!(matches!(
         Ciphertext::decode(&good, &other),
         Err(Error::ParameterMismatch { .. })

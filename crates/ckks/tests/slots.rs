@@ -6,7 +6,7 @@ mod common;
 use common::{bits, uniform, Kit};
 use proptest::prelude::*;
 use selene_ckks::embedding::Complex64;
-use selene_ckks::{Encoding, Preset};
+use selene_ckks::{Encoding, ExampleParams};
 
 const S: Encoding = Encoding::Slots;
 
@@ -16,7 +16,7 @@ fn rot(v: &[f64], k: i64) -> Vec<f64> {
 }
 
 /// Runs every op once on `preset` and asserts the stated precision (bits) for each.
-fn slot_ops(preset: Preset, steps: &[i64], min_fresh: f64, min_mul: f64) {
+fn slot_ops(preset: ExampleParams, steps: &[i64], min_fresh: f64, min_mul: f64) {
     let mut kit = Kit::new(preset.build().unwrap(), steps);
     let slots = kit.params.slots();
     let top = kit.params.max_level();
@@ -74,27 +74,27 @@ fn slot_ops(preset: Preset, steps: &[i64], min_fresh: f64, min_mul: f64) {
 
 #[test]
 fn test12_slots_all_ops() {
-    slot_ops(Preset::Test12, &[1, 2, 3, -1, -4, 100], 9.5, 9.0);
+    slot_ops(ExampleParams::Test12, &[1, 2, 3, -1, -4, 100], 9.5, 9.0);
 }
 
 #[test]
 fn anchor13_slots_all_ops() {
-    slot_ops(Preset::Anchor13, &[1, 2, 4, 8, -1], 15.5, 15.0);
+    slot_ops(ExampleParams::Anchor13, &[1, 2, 4, 8, -1], 15.5, 15.0);
 }
 
 #[test]
 fn anchor14_slots_all_ops() {
-    slot_ops(Preset::Anchor14, &[1, -1, 5], 24.5, 24.0);
+    slot_ops(ExampleParams::Anchor14, &[1, -1, 5], 24.5, 24.0);
 }
 
 #[test]
 fn anchor15_slots_all_ops() {
-    slot_ops(Preset::Anchor15, &[1], 33.0, 32.5);
+    slot_ops(ExampleParams::Anchor15, &[1], 33.0, 32.5);
 }
 
 #[test]
 fn conjugation_and_complex_slots() {
-    let mut kit = Kit::new(Preset::Test12.build().unwrap(), &[1]);
+    let mut kit = Kit::new(ExampleParams::Test12.build().unwrap(), &[1]);
     let slots = kit.params.slots();
     let re = uniform(slots, 21);
     let im = uniform(slots, 22);
@@ -131,7 +131,7 @@ proptest! {
     fn distributivity_and_commutativity(seed in 0u64..1000) {
         thread_local! {
             static KIT: std::cell::RefCell<Kit> =
-                std::cell::RefCell::new(Kit::new(Preset::Test12.build().unwrap(), &[]));
+                std::cell::RefCell::new(Kit::new(ExampleParams::Test12.build().unwrap(), &[]));
         }
         KIT.with(|k| {
             let kit = &mut *k.borrow_mut();
@@ -153,7 +153,7 @@ proptest! {
 
 #[test]
 fn accumulating_plain_products() {
-    let mut kit = Kit::new(Preset::Test12.build().unwrap(), &[]);
+    let mut kit = Kit::new(ExampleParams::Test12.build().unwrap(), &[]);
     let slots = kit.params.slots();
     let top = kit.params.max_level();
     let (a, b, c) = (uniform(slots, 31), uniform(slots, 32), uniform(slots, 33));

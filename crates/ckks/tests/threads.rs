@@ -4,11 +4,11 @@
 mod common;
 
 use common::{uniform, Kit};
-use selene_ckks::{Ciphertext, Encoding, Preset};
+use selene_ckks::{Ciphertext, Encoding, ExampleParams};
 
 #[test]
 fn one_and_three_threads_agree_bit_for_bit() {
-    let mut kit = Kit::new(Preset::Test12.build().unwrap(), &[1, 2, 3]);
+    let mut kit = Kit::new(ExampleParams::Test12.build().unwrap(), &[1, 2, 3]);
     let a = kit.encrypt(&uniform(kit.params.slots(), 1), Encoding::Slots);
     let b = kit.encrypt(&uniform(kit.params.slots(), 2), Encoding::Slots);
     let mut run = |threads: usize| -> (Vec<Ciphertext>, Vec<f64>) {

@@ -126,7 +126,7 @@ impl Keystore {
 
 #[cfg(test)]
 mod tests {
-    use selene_ckks::Preset;
+    use selene_ckks::ExampleParams;
 
     use super::*;
     use crate::passphrase::{KdfParams, PassphraseRoot};
@@ -160,7 +160,7 @@ mod tests {
     fn a_proof_only_for_an_allowed_logged_release_and_refusals_log_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let ks = keystore(tmp.path());
-        let key = SessionKey::fresh(&Preset::Test12.build().unwrap());
+        let key = SessionKey::fresh(&ExampleParams::Test12.build().unwrap());
         let mut g = ks.guard(&key).unwrap();
 
         let _sent = g.authorize(&request(2, 3, 0.5)).unwrap();
@@ -197,7 +197,7 @@ mod tests {
         assert_eq!(ks.verify_log().unwrap().lines, 2);
 
         // A log that cannot be written: refused, no proof.
-        let other = SessionKey::fresh(&Preset::Test12.build().unwrap());
+        let other = SessionKey::fresh(&ExampleParams::Test12.build().unwrap());
         let mut g = ks.guard(&other).unwrap();
         let log = tmp.path().join(log::LOG_FILE);
         std::fs::rename(&log, tmp.path().join("moved.log")).unwrap();

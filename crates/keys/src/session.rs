@@ -94,13 +94,13 @@ impl SessionKey {
 
 #[cfg(test)]
 mod tests {
-    use selene_ckks::Preset;
+    use selene_ckks::ExampleParams;
 
     use super::*;
 
     #[test]
     fn same_seed_same_secret_and_debug_is_redacted() {
-        let params = Preset::Test12.build().unwrap();
+        let params = ExampleParams::Test12.build().unwrap();
         let a = SessionKey::fresh(&params);
         let b = SessionKey::from_parts(
             *a.id(),
@@ -122,8 +122,8 @@ mod tests {
     #[test]
     fn secret_key_for_other_parameters_is_refused() {
         let (p12, p13) = (
-            Preset::Test12.build().unwrap(),
-            Preset::Anchor13.build().unwrap(),
+            ExampleParams::Test12.build().unwrap(),
+            ExampleParams::Anchor13.build().unwrap(),
         );
         let k = SessionKey::fresh(&p12);
         assert_eq!(k.params_fingerprint(), p12.fingerprint());

@@ -7,7 +7,7 @@
 mod softhsm;
 
 use cryptoki::types::AuthPin;
-use selene_ckks::Preset;
+use selene_ckks::ExampleParams;
 use selene_keys::{
     Error, Keystore, OwnerPolicy, Pkcs11Root, RootKey, SessionKey, TokenLocation, Unlock,
     KEYSTORE_FILE,
@@ -50,7 +50,7 @@ fn wrapped_keys_round_trip_through_the_token_and_the_root_stays_there() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let mut ks = init(tmp.path(), "t-roundtrip", "alice");
-    let params = Preset::Test12.build().unwrap();
+    let params = ExampleParams::Test12.build().unwrap();
     let s = SessionKey::fresh(&params);
     ks.persist_session(&s).unwrap();
     assert_eq!(ks.header().backend.kind(), "pkcs11");

@@ -125,6 +125,12 @@ pub enum Error {
         /// The value given.
         sigma: f64,
     },
+    /// A preset name that is none of [`crate::LinalgPreset::ALL`].
+    #[error("unknown preset {name:?}; expected one of {}", crate::params::names())]
+    UnknownPreset {
+        /// The name given.
+        name: String,
+    },
     /// An error from the CKKS engine.
     #[error(transparent)]
     Ckks(#[from] selene_ckks::Error),

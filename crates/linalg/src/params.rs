@@ -8,14 +8,18 @@
 //! Measured precision of each preset: the tests in `crates/cli/tests/linalg_smollm2.rs`,
 //! with the figures in `docs/benchmarks.md`.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use selene_ckks::{Parameters, ParametersLiteral, Security};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::Method;
 
-/// Named parameter sets for encrypted matrix products.
+/// Named parameter sets for encrypted matrix products: the one preset type, which owns
+/// each set's name (`"coeff12"`, in policy files, `--preset` flags and messages), its
+/// one-byte code (in stored keys) and its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LinalgPreset {
     /// Coefficient method, `N = 2^11`, one prime near `2^39` (`P = 12289`, `log QP`
@@ -42,6 +46,64 @@ pub enum LinalgPreset {
 }
 
 impl LinalgPreset {
+    /// The preset's name: `"coeff11"`, `"coeff12"`, `"coeff12wide"` or `"slots13"`. What
+    /// [`Display`](fmt::Display) writes, [`FromStr`] and serde read, and a policy file
+    /// names.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinalgPreset::Coeff11 => "coeff11",
+            LinalgPreset::Coeff12 => "coeff12",
+            LinalgPreset::Coeff12Wide => "coeff12wide",
+            LinalgPreset::Slots13 => "slots13",
+        }
+    }
+
+    /// One line on what the preset costs and is for, for help texts (no final period).
+    pub fn description(self) -> &'static str {
+        match self {
+            LinalgPreset::Coeff11 => {
+                "N = 2^11, one 39-bit prime: less traffic, about 14 bits (strict mode only)"
+            }
+            LinalgPreset::Coeff12 => {
+                "N = 2^12, one 41-bit prime: about 15 bits of precision per product (strict \
+                 default)"
+            }
+            LinalgPreset::Coeff12Wide => {
+                "N = 2^12, one 61-bit prime: room for the decryption flooding every release \
+                 needs (selective mode's preset, and the only one it accepts); ~1.7x the \
+                 traffic"
+            }
+            LinalgPreset::Slots13 => {
+                "N = 2^13, one 55-bit prime, slot method with rotation keys: about 15 bits \
+                 (benchmarks; no session serves it)"
+            }
+        }
+    }
+
+    /// The preset's one-byte code in binary formats (stored session keys): fixed forever,
+    /// never 0.
+    pub fn code(self) -> u8 {
+        match self {
+            LinalgPreset::Coeff11 => 1,
+            LinalgPreset::Coeff12 => 2,
+            LinalgPreset::Slots13 => 3,
+            LinalgPreset::Coeff12Wide => 4,
+        }
+    }
+
+    /// The preset whose [`LinalgPreset::code`] is `code`, if any.
+    pub fn from_code(code: u8) -> Option<LinalgPreset> {
+        Self::ALL.into_iter().find(|p| p.code() == code)
+    }
+
+    /// True when decryptions at this preset keep precision under the noise flooding a
+    /// released decryption needs (Li, Micciancio, Schultz, Sorrell, CRYPTO 2022;
+    /// [`crate::flooding`]): only [`LinalgPreset::Coeff12Wide`], whose `2^46` download
+    /// modulus leaves about 10 bits under a sigma near `2^33`.
+    pub fn floods(self) -> bool {
+        matches!(self, LinalgPreset::Coeff12Wide)
+    }
+
     /// The method this preset is built for.
     pub fn method(self) -> Method {
         match self {
@@ -119,6 +181,46 @@ impl LinalgPreset {
     }
 }
 
+impl fmt::Display for LinalgPreset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for LinalgPreset {
+    type Err = Error;
+
+    /// Reads a preset's [`LinalgPreset::name`].
+    ///
+    /// # Errors
+    /// [`Error::UnknownPreset`] for any other text.
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| Error::UnknownPreset { name: s.to_owned() })
+    }
+}
+
+/// The names of every preset, comma-separated, for error messages.
+pub(crate) fn names() -> String {
+    let names: Vec<_> = LinalgPreset::ALL.iter().map(|p| p.name()).collect();
+    names.join(", ")
+}
+
+impl serde::Serialize for LinalgPreset {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LinalgPreset {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +248,49 @@ mod tests {
         let wide = LinalgPreset::Coeff12Wide.build().unwrap();
         assert!((79.0..=82.0).contains(&wide.log_qp()), "{}", wide.log_qp());
         assert_eq!(wide.ring().moduli()[0].bits(), 61);
+    }
+
+    #[test]
+    fn every_preset_round_trips_through_name_code_and_serde() {
+        for p in LinalgPreset::ALL {
+            assert_eq!(p.to_string(), p.name());
+            assert_eq!(p.name().parse::<LinalgPreset>().unwrap(), p);
+            assert_eq!(LinalgPreset::from_code(p.code()), Some(p));
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.name()));
+            assert_eq!(serde_json::from_str::<LinalgPreset>(&json).unwrap(), p);
+            assert!(!p.description().is_empty());
+        }
+        // The codes are stored in keystores: they never change.
+        let codes = LinalgPreset::ALL.map(LinalgPreset::code);
+        assert_eq!(codes, [1, 2, 4, 3]);
+        assert_eq!(LinalgPreset::from_code(0), None);
+        assert_eq!(LinalgPreset::from_code(5), None);
+        let names = LinalgPreset::ALL.map(LinalgPreset::name);
+        assert_eq!(names, ["coeff11", "coeff12", "coeff12wide", "slots13"]);
+        assert_eq!(
+            LinalgPreset::ALL
+                .into_iter()
+                .filter(|p| p.floods())
+                .collect::<Vec<_>>(),
+            [LinalgPreset::Coeff12Wide]
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_refused_with_the_valid_ones() {
+        for bad in ["coeff99", "Coeff12", "coeff12 ", ""] {
+            let e = bad.parse::<LinalgPreset>().unwrap_err();
+            assert!(matches!(&e, Error::UnknownPreset { name } if name == bad));
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "unknown preset {bad:?}; expected one of coeff11, coeff12, coeff12wide, \
+                     slots13"
+                )
+            );
+            assert!(serde_json::from_str::<LinalgPreset>(&format!("{bad:?}")).is_err());
+        }
+        assert!(serde_json::from_str::<LinalgPreset>("4").is_err());
     }
 }

@@ -30,6 +30,7 @@
 //! a release only under [`SELECTIVE_PRESET`], the preset with room for decryption
 //! flooding.
 
+use selene_linalg::LinalgPreset;
 use serde::{Deserialize, Serialize};
 
 pub use selene_keys::release::{
@@ -121,9 +122,10 @@ impl Default for ReleasePolicy {
 pub struct Policy {
     /// Format version, [`POLICY_VERSION`].
     pub version: u32,
-    /// CKKS preset of the encrypted products (`"coeff12"` or `"coeff11"` in strict mode;
-    /// [`SELECTIVE_PRESET`] whenever the policy releases anything).
-    pub preset: String,
+    /// CKKS preset of the encrypted products, written by name (`"coeff12"` or `"coeff11"`
+    /// in strict mode; [`SELECTIVE_PRESET`] whenever the policy releases anything; one of
+    /// [`POLICY_PRESETS`]).
+    pub preset: LinalgPreset,
     /// Layers `0..encrypted_layers` run encrypted; the model's depth means strict mode.
     pub encrypted_layers: usize,
     /// Where the LM head runs.
@@ -139,34 +141,20 @@ pub struct Policy {
     pub release: Option<ReleasePolicy>,
 }
 
-/// Presets a policy may name.
-pub const PRESETS: [&str; 3] = ["coeff12", "coeff11", SELECTIVE_PRESET];
+/// Presets a policy may name: those of the coefficient method, the one a session's
+/// products use ([`crate::PreparedModel`]), the strict default first.
+pub const POLICY_PRESETS: [LinalgPreset; 3] =
+    [STRICT_PRESET, LinalgPreset::Coeff11, SELECTIVE_PRESET];
 
-/// The preset selective mode runs on (`selene_linalg::LinalgPreset::Coeff12Wide`): a
-/// release is a function of decryptions, which must be noise-flooded (Li, Micciancio,
-/// Schultz, Sorrell, CRYPTO 2022), and only this preset keeps precision under the
-/// flooding (docs/hardening.md, section 3). Strict mode releases nothing decrypted, so
-/// it keeps the cheaper `coeff12`.
-pub const SELECTIVE_PRESET: &str = "coeff12wide";
+/// The preset strict mode runs on unless told otherwise.
+pub const STRICT_PRESET: LinalgPreset = LinalgPreset::Coeff12;
 
-/// The linalg preset a policy's preset name stands for.
-pub fn linalg_preset(name: &str) -> Option<selene_linalg::LinalgPreset> {
-    use selene_linalg::LinalgPreset;
-    match name {
-        "coeff12" => Some(LinalgPreset::Coeff12),
-        "coeff11" => Some(LinalgPreset::Coeff11),
-        SELECTIVE_PRESET => Some(LinalgPreset::Coeff12Wide),
-        _ => None,
-    }
-}
-
-/// The policy name of the preset `params` were built from, if they are one.
-pub fn preset_of(params: &selene_ckks::Parameters) -> Option<&'static str> {
-    let preset = selene_linalg::LinalgPreset::of(params)?;
-    PRESETS
-        .into_iter()
-        .find(|name| linalg_preset(name) == Some(preset))
-}
+/// The preset selective mode runs on: a release is a function of decryptions, which must
+/// be noise-flooded (Li, Micciancio, Schultz, Sorrell, CRYPTO 2022), and only this
+/// preset keeps precision under the flooding ([`LinalgPreset::floods`],
+/// docs/hardening.md, section 3). Strict mode releases nothing decrypted, so it keeps
+/// the cheaper [`STRICT_PRESET`].
+pub const SELECTIVE_PRESET: LinalgPreset = LinalgPreset::Coeff12Wide;
 
 /// Largest `pad_to` accepted: padding beyond one context window is a mistake.
 pub const MAX_PAD_TO: usize = 2048;
@@ -177,7 +165,7 @@ impl Policy {
     pub fn strict(n_layers: usize) -> Self {
         Self {
             version: POLICY_VERSION,
-            preset: PRESETS[0].to_string(),
+            preset: STRICT_PRESET,
             encrypted_layers: n_layers,
             lm_head: HeadSide::Client,
             pad_to: None,
@@ -193,7 +181,7 @@ impl Policy {
             return Self::strict(n_layers);
         }
         Self {
-            preset: SELECTIVE_PRESET.to_string(),
+            preset: SELECTIVE_PRESET,
             encrypted_layers: k,
             lm_head: HeadSide::Server,
             release: Some(ReleasePolicy::default()),
@@ -252,10 +240,11 @@ impl Policy {
                 self.version
             ));
         }
-        if !PRESETS.contains(&self.preset.as_str()) {
+        if !POLICY_PRESETS.contains(&self.preset) {
             return bad(format!(
-                "unknown preset {:?}; expected one of {PRESETS:?}",
-                self.preset
+                "preset {:?} is not for sessions; expected one of {:?}",
+                self.preset.name(),
+                POLICY_PRESETS.map(LinalgPreset::name)
             ));
         }
         if self.encrypted_layers > n_layers {
@@ -288,13 +277,13 @@ impl Policy {
                 )
             }
             (Some(r), true) => {
-                if self.preset != SELECTIVE_PRESET {
+                if !self.preset.floods() {
                     return bad(format!(
                         "preset {:?} with a [release]: released values are functions of \
-                         decryptions, which must be noise-flooded, and only preset \
-                         {SELECTIVE_PRESET:?} keeps precision under the flooding \
-                         (docs/hardening.md, section 3)",
-                        self.preset
+                         decryptions, which must be noise-flooded, and only preset {:?} keeps \
+                         precision under the flooding (docs/hardening.md, section 3)",
+                        self.preset.name(),
+                        SELECTIVE_PRESET.name()
                     ));
                 }
                 if let FloodSigma::Fixed(s) = r.flood_sigma {
@@ -358,6 +347,8 @@ impl Terms {
 
 #[cfg(test)]
 mod tests {
+    use selene_linalg::Method;
+
     use super::*;
 
     const L: usize = 30;
@@ -369,12 +360,12 @@ mod tests {
             Policy::selective(L, k).validate(L).unwrap();
             assert_eq!(Policy::selective(L, k).preset, SELECTIVE_PRESET);
         }
-        for p in selene_linalg::LinalgPreset::ALL {
-            let params = p.build().unwrap();
-            match preset_of(&params) {
-                Some(name) => assert_eq!(linalg_preset(name), Some(p)),
-                None => assert_eq!(p, selene_linalg::LinalgPreset::Slots13),
-            }
+        // A policy names exactly the coefficient presets, and of them only the selective
+        // one floods.
+        for p in LinalgPreset::ALL {
+            let named = POLICY_PRESETS.contains(&p);
+            assert_eq!(named, p.method() == Method::Coefficients, "{p}");
+            assert_eq!(named && p.floods(), p == SELECTIVE_PRESET, "{p}");
         }
         assert!(Policy::strict(L).is_strict(L));
         assert!(!Policy::selective(L, 4).is_strict(L));
@@ -391,8 +382,28 @@ mod tests {
         let fixed = "version = 1\npreset = \"coeff12wide\"\nencrypted_layers = 2\n\
                      [release]\nflood_sigma = 0.5\nmax_per_session = 10\n";
         let p = Policy::from_toml(fixed, L).unwrap();
+        assert_eq!(p.preset, LinalgPreset::Coeff12Wide);
         assert_eq!(p.release.unwrap().flood_sigma, FloodSigma::Fixed(0.5));
         assert_eq!(p.lm_head, HeadSide::Client);
+        // The preset is written by name: the printed file is byte for byte what it was
+        // when the field was a string.
+        let strict = "version = 1\npreset = \"coeff12\"\nencrypted_layers = 30\n\
+                      lm_head = \"client\"\n";
+        assert_eq!(Policy::strict(L).to_toml().unwrap(), strict);
+        assert_eq!(Policy::from_toml(strict, L).unwrap(), Policy::strict(L));
+        let selective = "version = 1\npreset = \"coeff12wide\"\nencrypted_layers = 4\n\
+                         lm_head = \"server\"\n\n[release]\nflood_sigma = \"auto\"\n\
+                         max_per_session = 4096\n";
+        assert_eq!(Policy::selective(L, 4).to_toml().unwrap(), selective);
+        for p in POLICY_PRESETS {
+            let policy = Policy {
+                preset: p,
+                ..Policy::strict(L)
+            };
+            let text = policy.to_toml().unwrap();
+            assert!(text.contains(&format!("\npreset = \"{p}\"\n")), "{text}");
+            assert_eq!(Policy::from_toml(&text, L).unwrap(), policy);
+        }
     }
 
     #[test]
@@ -413,8 +424,9 @@ mod tests {
                 "version",
             ),
             (
-                "version = 1\npreset = \"coeff99\"\nencrypted_layers = 30\n",
-                "preset",
+                "version = 1\npreset = \"slots13\"\nencrypted_layers = 30\n",
+                "preset \"slots13\" is not for sessions; expected one of [\"coeff12\", \
+                 \"coeff11\", \"coeff12wide\"]",
             ),
             (
                 "version = 1\npreset = \"coeff12\"\nencrypted_layers = 31\n",
@@ -466,6 +478,14 @@ mod tests {
         for (text, why) in cases {
             let e = Policy::from_toml(text, L).unwrap_err().to_string();
             assert!(e.contains(why), "{text:?}: {e}");
+        }
+        let unknown = "version = 1\npreset = \"coeff99\"\nencrypted_layers = 30\n";
+        match Policy::from_toml(unknown, L) {
+            Err(Error::PolicyParse { message, .. }) => assert!(
+                message.contains("unknown preset \"coeff99\"; expected one of coeff11"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
         }
         for text in ["", "version = \"one\"", "encrypted_layers = 4\nbogus = 1\n"] {
             assert!(matches!(

@@ -93,11 +93,11 @@ impl std::fmt::Debug for SecretKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::Preset;
+    use crate::params::ExampleParams;
 
     #[test]
     fn seeded_secret_is_reproducible_ternary_and_redacted() {
-        let params = Preset::Test12.build().unwrap();
+        let params = ExampleParams::Test12.build().unwrap();
         let a = SecretKey::from_seed(&params, &[3; 32]);
         let b = SecretKey::from_seed(&params, &[3; 32]);
         assert_eq!(a.coeffs(), b.coeffs());

@@ -6,7 +6,7 @@ use clap::Args;
 use selene_protocol::net::{parse_fingerprint, TlsTransport, Trust};
 
 use super::model::{load, GenerationArgs};
-use super::run::{drive, PolicyArgs, Preset};
+use super::run::{drive, PolicyArgs};
 use super::serve::token_from;
 
 /// Arguments of `selene client`.
@@ -60,7 +60,7 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
     let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
     let (w, t) = load(args.gen.model.model.as_deref())?;
     let policy = args.policy.policy(w.config().n_layers)?;
-    let params = Preset::linalg_named(&policy.preset)?.build()?;
+    let params = policy.preset.build()?;
     let transport = TlsTransport::connect(&args.server, &trust, &token)?;
     eprintln!("[client: connected to {} over TLS]", args.server);
     let context = args.policy.public_context.as_deref();

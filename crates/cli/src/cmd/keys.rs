@@ -132,11 +132,7 @@ fn preset_namer() -> impl Fn([u8; 8]) -> String {
         known
             .iter()
             .find(|(f, _)| *f == fingerprint)
-            // The variant's name in lower case is the preset's CLI name (coeff11, ...).
-            .map_or_else(
-                || "unknown".to_string(),
-                |(_, p)| format!("{p:?}").to_lowercase(),
-            )
+            .map_or_else(|| "unknown".to_string(), |(_, p)| p.name().to_string())
     }
 }
 
@@ -353,7 +349,7 @@ mod tests {
         ] {
             assert_eq!(name(preset.build().unwrap().fingerprint()), shown);
         }
-        let other = selene_ckks::Preset::Test12.build().unwrap();
+        let other = selene_ckks::ExampleParams::Test12.build().unwrap();
         assert_eq!(name(other.fingerprint()), "unknown");
     }
 }

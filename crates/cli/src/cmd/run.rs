@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngCore;
 use selene_ckks::Parameters;
 use selene_linalg::LinalgPreset;
 use selene_model::{Tokenizer, Weights};
+use selene_protocol::policy::{POLICY_PRESETS, SELECTIVE_PRESET};
 use selene_protocol::{
     model_fingerprint, InProcess, Limits, Policy, PreparedModel, SessionServer, Terms, Transport,
     ENCRYPTED_STAGES,
@@ -21,43 +23,14 @@ use super::generation::{open, policy_notice};
 use super::model::{load, GenerationArgs};
 use super::public_context;
 
-/// CKKS parameter sets for the encrypted products.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Preset {
-    /// N = 2^12, one 41-bit prime: about 15 bits of precision per product (strict default).
-    Coeff12,
-    /// N = 2^11, one 39-bit prime: less traffic, about 14 bits (strict mode only).
-    Coeff11,
-    /// N = 2^12, one 61-bit prime: room for the decryption flooding every release needs
-    /// (selective mode's preset, and the only one it accepts); ~1.7x the traffic.
-    Coeff12wide,
-}
-
-impl Preset {
-    /// The linalg preset.
-    pub fn linalg(self) -> LinalgPreset {
-        match self {
-            Preset::Coeff12 => LinalgPreset::Coeff12,
-            Preset::Coeff11 => LinalgPreset::Coeff11,
-            Preset::Coeff12wide => LinalgPreset::Coeff12Wide,
-        }
-    }
-
-    /// The name a policy uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::Coeff12 => "coeff12",
-            Preset::Coeff11 => "coeff11",
-            Preset::Coeff12wide => selene_protocol::policy::SELECTIVE_PRESET,
-        }
-    }
-
-    /// The linalg preset a policy names (the protocol's name table,
-    /// [`selene_protocol::policy::linalg_preset`]).
-    pub fn linalg_named(name: &str) -> anyhow::Result<LinalgPreset> {
-        selene_protocol::policy::linalg_preset(name)
-            .ok_or_else(|| anyhow::anyhow!("unknown preset {name:?}"))
-    }
+/// The parser of `--preset`: the presets a policy may name
+/// ([`selene_protocol::policy::POLICY_PRESETS`]), each listed in `--help` with its
+/// description.
+pub fn preset_parser() -> impl TypedValueParser<Value = LinalgPreset> {
+    PossibleValuesParser::new(
+        POLICY_PRESETS.map(|p| PossibleValue::new(p.name()).help(p.description())),
+    )
+    .try_map(|name| name.parse::<LinalgPreset>())
 }
 
 /// The policy flags shared by `run` and `client`.
@@ -66,8 +39,8 @@ pub struct PolicyArgs {
     /// CKKS parameter set of the encrypted products (all 128-bit secure); default coeff12
     /// in strict mode and coeff12wide, the only one that floods, in selective mode. A
     /// `--policy` file's preset takes precedence.
-    #[arg(long, value_enum)]
-    preset: Option<Preset>,
+    #[arg(long, value_parser = preset_parser())]
+    preset: Option<LinalgPreset>,
     /// Layers run under encryption before the hidden state would be released to the
     /// server (selective mode). 30, all layers, is strict mode: nothing is released.
     #[arg(long, value_name = "K", default_value_t = 30)]
@@ -114,7 +87,7 @@ impl PolicyArgs {
         }
         let mut p = Policy::selective(layers, k);
         if let Some(preset) = self.preset {
-            p.preset = preset.name().to_string();
+            p.preset = preset;
         }
         p.pad_to = self.pad_to;
         p.validate(layers)?;
@@ -145,7 +118,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let (w, t) = load(args.gen.model.model.as_deref())?;
     let w = Arc::new(w);
     let policy = args.policy.policy(w.config().n_layers)?;
-    let params = Preset::linalg_named(&policy.preset)?.build()?;
+    let params = policy.preset.build()?;
     let (server, token) = embedded_server(&params, &w, policy.encrypted_layers)?;
     let transport = InProcess::connect(&server, &token);
     let context = args.policy.public_context.as_deref();
@@ -183,9 +156,8 @@ pub fn session_server(
 ) -> anyhow::Result<SessionServer> {
     let model = prepare(params, w, layers)?;
     let mut server = SessionServer::new(model, Arc::clone(w), Limits::default());
-    let wide = Preset::Coeff12wide.linalg();
-    if selective_layers > 0 && selene_linalg::LinalgPreset::of(params) != Some(wide) {
-        let wide_params = wide.build()?;
+    if selective_layers > 0 && LinalgPreset::of(params) != Some(SELECTIVE_PRESET) {
+        let wide_params = SELECTIVE_PRESET.build()?;
         server = server.with_model(prepare(&wide_params, w, selective_layers)?);
     }
     Ok(server)
@@ -305,4 +277,39 @@ pub fn drive<T: Transport>(
         (s.bytes_up + s.bytes_down) as f64 / 1e6 / tokens.max(1) as f64
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    }
+
+    #[test]
+    fn preset_flag_takes_the_policy_presets_by_name() {
+        let names: Vec<_> = preset_parser()
+            .possible_values()
+            .into_iter()
+            .flatten()
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        assert_eq!(names, ["coeff12", "coeff11", "coeff12wide"]);
+        for p in POLICY_PRESETS {
+            let f = Flags::try_parse_from(["selene", "--preset", p.name()]).unwrap();
+            assert_eq!(f.policy.preset, Some(p));
+            assert_eq!(f.policy.policy(30).unwrap().preset, p);
+        }
+        let f = Flags::try_parse_from(["selene", "--encrypted-layers", "4"]).unwrap();
+        assert_eq!(f.policy.policy(30).unwrap().preset, SELECTIVE_PRESET);
+        for bad in ["slots13", "Coeff12", "coeff99"] {
+            let e = Flags::try_parse_from(["selene", "--preset", bad]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{bad}");
+        }
+    }
 }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use selene_linalg::LinalgPreset;
 use selene_protocol::net::{to_hex, Identity, TlsServer};
+use selene_protocol::policy::SELECTIVE_PRESET;
 use selene_protocol::{Limits, SessionServer};
 use sha2::{Digest, Sha256};
 
 use super::model::{load, ModelArg};
-use super::run::{prepare, Preset};
+use super::run::{prepare, preset_parser};
 
 /// Arguments of `selene serve`.
 #[derive(Debug, Args)]
@@ -43,8 +45,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_env")]
     token: Option<String>,
     /// CKKS parameter set the server prepares every layer for (strict sessions).
-    #[arg(long, value_enum, default_value = "coeff12")]
-    preset: Preset,
+    #[arg(long, value_parser = preset_parser(), default_value = "coeff12")]
+    preset: LinalgPreset,
     /// Layers also prepared at coeff12wide for selective sessions (which encrypt at most
     /// this many layers; 0: strict sessions only).
     #[arg(long, value_name = "K", default_value_t = 4)]
@@ -102,7 +104,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let (w, _) = load(args.model.model.as_deref())?;
     let w = Arc::new(w);
-    let params = args.preset.linalg().build()?;
+    let params = args.preset.build()?;
     let layers = w.config().n_layers;
     anyhow::ensure!(
         args.selective_layers < layers,
@@ -116,9 +118,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let mut sessions = SessionServer::new(model, w.clone(), limits);
-    let wide = Preset::Coeff12wide;
-    if args.selective_layers > 0 && args.preset != wide {
-        let wide_params = wide.linalg().build()?;
+    if args.selective_layers > 0 && args.preset != SELECTIVE_PRESET {
+        let wide_params = SELECTIVE_PRESET.build()?;
         sessions = sessions.with_model(prepare(&wide_params, &w, args.selective_layers)?);
     }
     let sessions = sessions

@@ -1,7 +1,7 @@
 //! Keystore tests with the passphrase backend: round trips, rotation, and every kind of
 //! damage or splicing detected with its own error.
 
-use selene_ckks::{Parameters, Preset};
+use selene_ckks::{ExampleParams, Parameters};
 
 use super::*;
 use crate::passphrase::KdfParams;
@@ -21,7 +21,7 @@ fn new_store(dir: &Path) -> Keystore {
 
 /// The small CKKS parameter set the session keys here are made for.
 fn test12() -> std::sync::Arc<Parameters> {
-    Preset::Test12.build().unwrap()
+    ExampleParams::Test12.build().unwrap()
 }
 
 fn open(dir: &Path) -> Result<Keystore> {
@@ -38,7 +38,7 @@ fn wrapped_session_keys_round_trip_and_survive_rotation() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let (p12, p13) = (test12(), Preset::Anchor13.build().unwrap());
+    let (p12, p13) = (test12(), ExampleParams::Anchor13.build().unwrap());
     let a = SessionKey::fresh(&p13);
     let b = SessionKey::fresh(&p12);
     ks.persist_session(&a).unwrap();

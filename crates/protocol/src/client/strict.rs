@@ -115,8 +115,8 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             Policy::selective(layers, layouts.len())
         };
         // Name the preset the client's parameters come from (the server checks both).
-        if let Some(name) = crate::policy::preset_of(client.params()) {
-            policy.preset = name.to_string();
+        if let Some(preset) = selene_linalg::LinalgPreset::of(client.params()) {
+            policy.preset = preset;
         }
         let session = ClientSession::open(transport, client.params(), policy, c.context_length)?;
         if let Some(layer) =

@@ -78,7 +78,7 @@ fn bad_hellos_get_their_code_and_open_nothing() {
             hello(
                 b"right",
                 Policy {
-                    preset: crate::policy::SELECTIVE_PRESET.into(),
+                    preset: crate::policy::SELECTIVE_PRESET,
                     ..Policy::strict(30)
                 },
             ),
@@ -98,7 +98,7 @@ fn bad_hellos_get_their_code_and_open_nothing() {
             hello(
                 b"right",
                 Policy {
-                    preset: "coeff11".into(),
+                    preset: LinalgPreset::Coeff11,
                     ..Policy::strict(30)
                 },
             ),

@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use selene_linalg::LinalgPreset;
+
 use super::session::{reject, Reject, Session};
 use super::session_server::{SessionEvent, SessionServer};
 use super::tail::TailState;
@@ -37,12 +39,13 @@ pub(super) fn open(
     p.validate(depth)
         .map_err(|e| reject(ErrorCode::PolicyRejected, e))?;
     let served: Vec<_> = server.models.iter().map(|m| m.preset).collect();
-    let Some(model_at) = served.iter().position(|m| *m == Some(p.preset.as_str())) else {
+    let Some(model_at) = served.iter().position(|m| *m == Some(p.preset)) else {
+        let served: Vec<_> = served.iter().map(|m| m.map(LinalgPreset::name)).collect();
         return Err(reject(
             ErrorCode::ParamsMismatch,
             format!(
                 "client preset {:?}; this server serves {served:?}",
-                p.preset
+                p.preset.name()
             ),
         ));
     };
@@ -53,7 +56,8 @@ pub(super) fn open(
             ErrorCode::ParamsMismatch,
             format!(
                 "client preset {:?} / parameters {:02x?}, server {fp:02x?}",
-                p.preset, h.params_fingerprint
+                p.preset.name(),
+                h.params_fingerprint
             ),
         ));
     }
@@ -64,7 +68,8 @@ pub(super) fn open(
             format!(
                 "encrypted_layers = {} but this server prepared {prepared} layers at preset \
                  {:?}",
-                p.encrypted_layers, p.preset
+                p.encrypted_layers,
+                p.preset.name()
             ),
         ));
     }

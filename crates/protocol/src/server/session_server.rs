@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use selene_linalg::LinalgPreset;
 use selene_model::Weights;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -77,8 +78,8 @@ type EventSink = Box<dyn Fn(&SessionEvent) + Send + Sync>;
 
 /// One preset's prepared model, as sessions that name the preset use it.
 pub(super) struct ServedModel {
-    /// The policy name of its parameters (`None`: no preset, so no `Hello` matches).
-    pub(super) preset: Option<&'static str>,
+    /// The preset of its parameters (`None`: no preset, so no `Hello` matches).
+    pub(super) preset: Option<LinalgPreset>,
     pub(super) products: ModelServer,
     /// Its layouts in wire form, four per layer.
     pub(super) layouts: Vec<Vec<u8>>,
@@ -86,7 +87,7 @@ pub(super) struct ServedModel {
 
 impl ServedModel {
     fn new(model: Arc<PreparedModel>) -> Self {
-        let preset = preset_name(&model);
+        let preset = LinalgPreset::of(model.params());
         let layouts = model
             .layouts()
             .iter()
@@ -130,12 +131,6 @@ impl std::fmt::Debug for SessionServer {
             .field("counters", &self.counters())
             .finish_non_exhaustive()
     }
-}
-
-/// The name of the preset `model`'s parameters were built from, if they are one (a
-/// server on other parameters refuses every `Hello` with `ParamsMismatch`).
-fn preset_name(model: &PreparedModel) -> Option<&'static str> {
-    crate::policy::preset_of(model.params())
 }
 
 impl SessionServer {

@@ -11,8 +11,8 @@ use clap::Args;
 use serde::Serialize;
 
 use selene_ckks::{
-    Ciphertext, Decryptor, Encoder, Encoding, Encryptor, Evaluator, GaloisKey, GaloisKeys,
-    Parameters, Preset, PublicKey, RelinKey, Scale, SecretKey,
+    Ciphertext, Decryptor, Encoder, Encoding, Encryptor, Evaluator, ExampleParams, GaloisKey,
+    GaloisKeys, Parameters, PublicKey, RelinKey, Scale, SecretKey,
 };
 
 use super::opts::BenchOpts;
@@ -77,17 +77,17 @@ fn values(n: usize, mut state: u64) -> Vec<f64> {
         .collect()
 }
 
-fn preset(log_n: u32) -> anyhow::Result<Preset> {
+fn preset(log_n: u32) -> anyhow::Result<ExampleParams> {
     Ok(match log_n {
-        13 => Preset::Anchor13,
-        14 => Preset::Anchor14,
-        15 => Preset::Anchor15,
+        13 => ExampleParams::Anchor13,
+        14 => ExampleParams::Anchor14,
+        15 => ExampleParams::Anchor15,
         other => anyhow::bail!("no anchor preset for log N = {other} (use 13, 14 or 15)"),
     })
 }
 
 /// Times every op on one preset.
-fn bench_preset(p: Preset, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+fn bench_preset(p: ExampleParams, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let params: Arc<Parameters> = p.build()?;
     let log_n = params.log_n();
     let top = params.max_level();

@@ -28,11 +28,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use selene_ckks::Parameters;
-use selene_linalg::LinalgPreset;
 use selene_model::{
     forward, generate_with, KvCache, Logits, QuantLinear, Sampler, SamplingParams, Tokenizer,
     Weights,
 };
+use selene_protocol::policy::{SELECTIVE_PRESET, STRICT_PRESET};
 use selene_protocol::{
     compare_logits, InProcess, ModelServer, PlainTail, PrefixKv, PrefixLimits, PreparedModel,
     PublicPrefix, SelectiveClient, StrictLinear,
@@ -282,8 +282,8 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let c = w.config().clone();
     let cx = Ctx {
         w: &w,
-        params: LinalgPreset::Coeff12.build()?,
-        wide: LinalgPreset::Coeff12Wide.build()?,
+        params: STRICT_PRESET.build()?,
+        wide: SELECTIVE_PRESET.build()?,
     };
     let take = |text: &str, n: usize, what: &str| -> anyhow::Result<Vec<u32>> {
         let ids = t.encode(text.trim_end())?;

@@ -41,7 +41,7 @@ const STAGES: [(LinearStage, &str); 4] = [
 #[derive(Debug, Serialize)]
 struct Row {
     method: String,
-    preset: String,
+    preset: LinalgPreset,
     proj: String,
     n: usize,
     client_ms: f64,
@@ -56,7 +56,7 @@ struct Row {
 #[derive(Debug, Serialize)]
 struct Summary {
     method: String,
-    preset: String,
+    preset: LinalgPreset,
     n: usize,
     layer_server_ms: f64,
     layer_client_ms: f64,
@@ -72,7 +72,7 @@ struct Summary {
 #[derive(Debug, Serialize)]
 struct Setup {
     method: String,
-    preset: String,
+    preset: LinalgPreset,
     prepare_layer_s: f64,
     server_memory_30_layers_bytes: usize,
     galois_keys: usize,
@@ -145,14 +145,14 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         let server = Server::new(&params).with_galois_keys(Arc::new(gks));
         let setup = Setup {
             method: label.into(),
-            preset: format!("{preset:?}"),
+            preset,
             prepare_layer_s: prepare_s,
             server_memory_30_layers_bytes: memory * c.n_layers,
             galois_keys: n_keys,
             galois_key_bytes: key_bytes,
         };
         println!(
-            "\n{label} ({:?}, N = {}, {} token(s) per ciphertext): prepare one layer {:.2} s, \
+            "\n{label} ({}, N = {}, {} token(s) per ciphertext): prepare one layer {:.2} s, \
              server memory for 30 layers {:.2} GiB, {} Galois keys ({:.1} MB)",
             preset,
             params.n(),
@@ -199,7 +199,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
                 total.3 += down;
                 report.results.push(Row {
                     method: label.into(),
-                    preset: format!("{preset:?}"),
+                    preset,
                     proj: (*name).into(),
                     n,
                     client_ms: e + d,
@@ -213,7 +213,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
             let bytes_per_token = (total.2 + total.3) as f64 / n as f64;
             let sum = Summary {
                 method: label.into(),
-                preset: format!("{preset:?}"),
+                preset,
                 n,
                 layer_server_ms: total.1,
                 layer_client_ms: total.0,

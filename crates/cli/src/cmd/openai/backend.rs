@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use selene_audit::view::DEFAULT_FLOOD_SIGMA;
 use selene_ckks::Parameters;
+use selene_linalg::LinalgPreset;
 use selene_model::{Sampler, SamplingParams, Tokenizer, Weights};
 use selene_protocol::net::{TlsTransport, Trust};
+use selene_protocol::policy::SELECTIVE_PRESET;
 use selene_protocol::{InProcess, Policy, SessionServer, Transport};
 
 use super::super::generation;
-use super::super::run::Preset;
 
 /// Facts about the served model and policy that requests are validated against.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,7 +127,7 @@ pub struct SessionBackend {
     params: Arc<Parameters>,
     /// `coeff12wide`'s parameters, for selective requests.
     wide_params: Arc<Parameters>,
-    preset: Preset,
+    preset: LinalgPreset,
     connector: Connector,
     /// SHA-256 of the model file, which the server's must equal.
     fingerprint: [u8; 32],
@@ -142,7 +143,7 @@ impl SessionBackend {
         model_id: String,
         weights: Arc<Weights>,
         tokenizer: Tokenizer,
-        preset: Preset,
+        preset: LinalgPreset,
         default_k: usize,
         connector: Connector,
     ) -> anyhow::Result<Self> {
@@ -166,8 +167,8 @@ impl SessionBackend {
         let fingerprint = selene_protocol::model_fingerprint(&weights);
         Ok(Self {
             info,
-            params: preset.linalg().build()?,
-            wide_params: Preset::Coeff12wide.linalg().build()?,
+            params: preset.build()?,
+            wide_params: SELECTIVE_PRESET.build()?,
             weights,
             tokenizer,
             preset,
@@ -238,7 +239,7 @@ impl ChatBackend for SessionBackend {
         let layers = self.info.n_layers;
         let mut policy = Policy::selective(layers, job.encrypted_layers);
         if policy.release.is_none() {
-            policy.preset = self.preset.name().to_string();
+            policy.preset = self.preset;
         }
         policy.validate(layers).map_err(anyhow::Error::from)?;
         match &self.connector {

@@ -30,12 +30,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use selene_linalg::LinalgPreset;
 use selene_model::store;
 
 use super::client::trust_from;
 use super::generation::policy_notice;
 use super::model::{load, ModelArg};
-use super::run::{session_server, Preset};
+use super::run::{preset_parser, session_server};
 use super::serve::token_from;
 use backend::{ChatBackend, Connector, SessionBackend};
 use routes::Settings;
@@ -53,8 +54,8 @@ pub struct OpenaiArgs {
     encrypted_layers: usize,
     /// CKKS parameter set of strict requests' products (all 128-bit secure); selective
     /// requests always use coeff12wide, the preset with room for decryption flooding.
-    #[arg(long, value_enum, default_value = "coeff12")]
-    preset: Preset,
+    #[arg(long, value_parser = preset_parser(), default_value = "coeff12")]
+    preset: LinalgPreset,
     /// Layers the embedded server also prepares at coeff12wide, the most a selective
     /// request may encrypt (at least --encrypted-layers when that is selective).
     #[arg(long, value_name = "K", default_value_t = 4)]
@@ -183,7 +184,7 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
         }
         None => {
             // Every layer is prepared, so a request may choose any policy up to strict.
-            let params = args.preset.linalg().build()?;
+            let params = args.preset.build()?;
             let selective = if k < layers {
                 args.selective_layers.max(k)
             } else {
