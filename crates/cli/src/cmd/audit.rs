@@ -40,13 +40,13 @@ pub struct AuditArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     #[command(flatten)]
-    model: super::model::ModelArg,
+    model: super::args::ModelArg,
 }
 
 /// Runs `selene audit`.
 pub fn run(args: &AuditArgs) -> anyhow::Result<()> {
     super::threads::init(args.threads)?;
-    let (w, tok) = super::model::load(args.model.model.as_deref())?;
+    let (w, tok) = super::args::load(args.model.model.as_deref())?;
     let mut prompts = match &args.prompts {
         Some(p) => prompts_from_lines(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,

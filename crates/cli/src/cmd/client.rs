@@ -1,13 +1,12 @@
 //! `selene client`: private generation against a `selene serve` server over TLS.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
-use selene_protocol::net::{parse_fingerprint, TlsTransport, Trust};
+use selene_protocol::net::TlsTransport;
 
-use super::model::{load, GenerationArgs};
-use super::run::{drive, PolicyArgs};
-use super::serve::token_from;
+use super::args::{load, token_from, trust_from, GenerationArgs, PolicyArgs};
+use super::drive::drive;
 
 /// Arguments of `selene client`.
 #[derive(Debug, Args)]
@@ -39,18 +38,6 @@ pub struct ClientArgs {
     /// Worker threads (rayon); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
-}
-
-/// How to trust the server: a pinned certificate fingerprint, or CA roots from a file.
-///
-/// # Errors
-/// A malformed fingerprint, an unreadable CA file, or neither given.
-pub fn trust_from(fingerprint: Option<&str>, ca: Option<&Path>) -> anyhow::Result<Trust> {
-    Ok(match (fingerprint, ca) {
-        (Some(fp), _) => Trust::Pinned(parse_fingerprint(fp)?),
-        (None, Some(ca)) => Trust::ca_file(ca)?,
-        (None, None) => anyhow::bail!("give --fingerprint HEX or --ca FILE"),
-    })
 }
 
 /// Runs `selene client`: the same generation as `selene run`, with the server remote.

@@ -57,7 +57,7 @@ pub fn open<'w, T: Transport>(
     policy: Policy,
     transport: T,
 ) -> anyhow::Result<PrivateGenerator<'w, T>> {
-    let keys = selene_keys::open_or_ephemeral(&super::keys::default_dir(), params)?;
+    let keys = selene_keys::open_or_ephemeral(&super::args::keys_dir(), params)?;
     let guard = keys
         .guard
         .map(|g| Box::new(g) as Box<dyn ReleaseGuard + Send>);

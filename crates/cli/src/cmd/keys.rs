@@ -116,11 +116,6 @@ struct AuditLogArgs {
     verify: bool,
 }
 
-/// The default keystore directory: `$SELENE_HOME/keys` (`~/.cache/selene/keys`).
-pub fn default_dir() -> PathBuf {
-    selene_model::store::home().join("keys")
-}
-
 /// Names the linalg preset a persisted session key's CKKS parameters fingerprint belongs
 /// to (each preset built once, its fingerprint compared), `"unknown"` for any other.
 fn preset_namer() -> impl Fn([u8; 8]) -> String {
@@ -138,7 +133,7 @@ fn preset_namer() -> impl Fn([u8; 8]) -> String {
 
 /// Runs `selene keys`.
 pub fn run(args: &KeysArgs) -> anyhow::Result<()> {
-    let dir = args.keystore.clone().unwrap_or_else(default_dir);
+    let dir = args.keystore.clone().unwrap_or_else(super::args::keys_dir);
     let open = || {
         Keystore::open_env(&dir, args.secret_env.as_deref())
             .with_context(|| format!("opening the keystore at {}", dir.display()))

@@ -1,8 +1,10 @@
 //! One module per subcommand family.
 
+pub mod args;
 pub mod audit;
 pub mod bench;
 pub mod client;
+pub mod drive;
 pub mod generation;
 pub mod keys;
 pub mod model;
@@ -10,4 +12,6 @@ pub mod openai;
 pub mod public_context;
 pub mod run;
 pub mod serve;
+pub mod serving;
+pub mod stream;
 pub mod threads;

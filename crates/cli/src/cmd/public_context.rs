@@ -11,7 +11,8 @@ use anyhow::Context;
 use selene_model::{apply_chat_template, Message, Role, Tokenizer, Weights};
 use selene_protocol::PrefixKv;
 
-use super::model::{stream_text, stream_with, GenerationArgs, GenerationRun, TokenLoop};
+use super::args::GenerationArgs;
+use super::stream::{stream_text, stream_with, GenerationRun, TokenLoop};
 
 /// The prompt split into a public prefix (already run by the server) and a private rest.
 #[derive(Debug)]

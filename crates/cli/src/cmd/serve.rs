@@ -11,8 +11,8 @@ use selene_protocol::policy::SELECTIVE_PRESET;
 use selene_protocol::{Limits, SessionServer};
 use sha2::{Digest, Sha256};
 
-use super::model::{load, ModelArg};
-use super::run::{prepare, preset_parser};
+use super::args::{load, preset_parser, token_from, ModelArg};
+use super::serving::prepare;
 
 /// Arguments of `selene serve`.
 #[derive(Debug, Args)]
@@ -62,18 +62,6 @@ pub struct ServeArgs {
     threads: Option<usize>,
     #[command(flatten)]
     model: ModelArg,
-}
-
-/// The bearer token from `--token-env VAR` or `--token`.
-pub fn token_from(env: Option<&str>, literal: Option<&str>) -> anyhow::Result<Vec<u8>> {
-    let token = match (env, literal) {
-        (Some(var), _) => std::env::var(var)
-            .with_context(|| format!("environment variable {var} (the bearer token) is not set"))?,
-        (None, Some(t)) => t.to_string(),
-        (None, None) => anyhow::bail!("give --token-env VAR or --token TOKEN"),
-    };
-    anyhow::ensure!(!token.is_empty(), "the bearer token is empty");
-    Ok(token.into_bytes())
 }
 
 /// Runs `selene serve` until killed.

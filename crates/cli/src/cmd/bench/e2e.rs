@@ -278,7 +278,7 @@ fn generation_row(
 /// Runs the end-to-end benchmark.
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
-    let (w, t) = super::super::model::load(None)?;
+    let (w, t) = super::super::args::load(None)?;
     let c = w.config().clone();
     let cx = Ctx {
         w: &w,

@@ -110,7 +110,7 @@ fn activations(n: usize, d: usize) -> Vec<f32> {
 /// Runs the benchmark.
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
-    let (w, _) = super::super::model::load(None)?;
+    let (w, _) = super::super::args::load(None)?;
     let c = w.config();
     let mut report = Report {
         threads,

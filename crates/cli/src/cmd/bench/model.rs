@@ -33,7 +33,7 @@ fn peak_rss_mb() -> Option<f64> {
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let start = Instant::now();
-    let (w, t) = super::super::model::load(None)?;
+    let (w, t) = super::super::args::load(None)?;
     let load_s = start.elapsed().as_secs_f64();
     let mut ids = t.encode(PROMPT)?;
     let base = ids.clone();

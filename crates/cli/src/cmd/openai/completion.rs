@@ -172,7 +172,7 @@ mod tests {
     use super::*;
 
     fn tokenizer() -> Tokenizer {
-        let (_, t) = crate::cmd::model::load(None).unwrap();
+        let (_, t) = crate::cmd::args::load(None).unwrap();
         t
     }
 

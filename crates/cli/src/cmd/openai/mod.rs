@@ -33,11 +33,9 @@ use clap::Args;
 use selene_linalg::LinalgPreset;
 use selene_model::store;
 
-use super::client::trust_from;
+use super::args::{load, preset_parser, token_from, trust_from, ModelArg};
 use super::generation::policy_notice;
-use super::model::{load, ModelArg};
-use super::run::{preset_parser, session_server};
-use super::serve::token_from;
+use super::serving::session_server;
 use backend::{ChatBackend, Connector, SessionBackend};
 use routes::Settings;
 use selene_protocol::Terms;

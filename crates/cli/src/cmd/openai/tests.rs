@@ -76,7 +76,7 @@ impl ChatBackend for Scripted {
 }
 
 fn scripted(mode: Mode) -> Arc<Scripted> {
-    let (_, tokenizer) = crate::cmd::model::load(None).unwrap();
+    let (_, tokenizer) = crate::cmd::args::load(None).unwrap();
     Arc::new(Scripted {
         info: BackendInfo {
             model_id: "smollm2-test".into(),

