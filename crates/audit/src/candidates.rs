@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 use selene_model::forward::{add_into, apply_gain, rms_norm, rope, silu_mul, softmax};
 use selene_model::simd::dot;
-use selene_model::{KvCache, Linear, LinearStage, Weights};
+use selene_model::{KvCache, Linear, LinearStage, ProductAt, Weights};
 
 use crate::dense::DenseLinear;
 use crate::{Error, Result};
@@ -198,7 +198,7 @@ pub fn run_candidates(
         if let Some(g) = w.stage_gain(l, LinearStage::Qkv)? {
             apply_gain(&mut out.norm, g);
         }
-        dense.apply(l, LinearStage::Qkv, &out.norm, &mut out.qkv)?;
+        dense.apply(ProductAt::new(l, LinearStage::Qkv), &out.norm, &mut out.qkv)?;
         let (keys, values) = (&mut out.keys[l], &mut out.values[l]);
         z(keys, n * kv);
         z(values, n * kv);
@@ -226,15 +226,27 @@ pub fn run_candidates(
             values,
             &mut out.attn,
         );
-        dense.apply(l, LinearStage::AttnOut, &out.attn, &mut out.delta)?;
+        dense.apply(
+            ProductAt::new(l, LinearStage::AttnOut),
+            &out.attn,
+            &mut out.delta,
+        )?;
         add_into(&mut out.hidden, &out.delta);
         rms_norm(&out.hidden, d, c.rms_eps, &mut out.norm);
         if let Some(g) = w.stage_gain(l, LinearStage::GateUp)? {
             apply_gain(&mut out.norm, g);
         }
-        dense.apply(l, LinearStage::GateUp, &out.norm, &mut out.gate_up)?;
+        dense.apply(
+            ProductAt::new(l, LinearStage::GateUp),
+            &out.norm,
+            &mut out.gate_up,
+        )?;
         silu_mul(&out.gate_up, c.d_ff, &mut out.mlp);
-        dense.apply(l, LinearStage::Down, &out.mlp, &mut out.delta)?;
+        dense.apply(
+            ProductAt::new(l, LinearStage::Down),
+            &out.mlp,
+            &mut out.delta,
+        )?;
         add_into(&mut out.hidden, &out.delta);
         observer(l, &out.hidden);
     }

@@ -6,7 +6,7 @@
 //! dequantized weights the model's own kernels use, so only the f32 summation order
 //! differs (relative differences around 1e-6, see the inversion tolerance).
 
-use selene_model::{Linear, LinearStage, Weights};
+use selene_model::{Linear, LinearStage, ProductAt, Weights};
 
 use crate::gemm::matmul_wt;
 use crate::Result;
@@ -71,13 +71,8 @@ impl DenseLinear {
 }
 
 impl Linear for DenseLinear {
-    fn apply(
-        &mut self,
-        layer: usize,
-        stage: LinearStage,
-        x: &[f32],
-        out: &mut [f32],
-    ) -> selene_model::Result<()> {
+    fn apply(&mut self, at: ProductAt, x: &[f32], out: &mut [f32]) -> selene_model::Result<()> {
+        let ProductAt { layer, stage } = at;
         let s = STAGES
             .iter()
             .position(|&t| t == stage)

@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 
 use common::{max_rel_error, round_trip};
 use selene_linalg::{LinalgPreset, MatrixShape, Method};
-use selene_model::{forward, store, KvCache, Linear, LinearStage, Logits, QuantLinear, Weights};
+use selene_model::{
+    forward, store, KvCache, Linear, LinearStage, Logits, ProductAt, QuantLinear, Weights,
+};
 
 const STAGES: [LinearStage; 4] = [
     LinearStage::Qkv,
@@ -37,17 +39,12 @@ struct Recorder<'w> {
 }
 
 impl Linear for Recorder<'_> {
-    fn apply(
-        &mut self,
-        layer: usize,
-        stage: LinearStage,
-        x: &[f32],
-        out: &mut [f32],
-    ) -> selene_model::Result<()> {
+    fn apply(&mut self, at: ProductAt, x: &[f32], out: &mut [f32]) -> selene_model::Result<()> {
+        let ProductAt { layer, stage } = at;
         if LAYERS.contains(&layer) && stage != LinearStage::LmHead {
             self.seen.push((layer, stage, x.to_vec()));
         }
-        self.inner.apply(layer, stage, x, out)
+        self.inner.apply(ProductAt::new(layer, stage), x, out)
     }
 }
 

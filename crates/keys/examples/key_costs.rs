@@ -49,7 +49,7 @@ fn main() {
         LinalgPreset::Slots13,
     ] {
         // The variant's name in lower case is the preset's CLI name (coeff11, ...).
-        let name = format!("{preset:?}").to_lowercase();
+        let name = preset.name();
         let params = preset.build().unwrap();
         let ms = median_ms(9, || {
             let k = SessionKey::fresh(&params);

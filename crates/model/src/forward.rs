@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
-use crate::linear::{Linear, LinearStage};
+use crate::linear::{Linear, LinearStage, ProductAt};
 use crate::simd::dot;
 use crate::weights::Weights;
 
@@ -285,7 +285,7 @@ fn layer_forward(
         folded,
         &mut s.norm,
     );
-    linear.apply(l, LinearStage::Qkv, &s.norm, &mut s.qkv)?;
+    linear.apply(ProductAt::new(l, LinearStage::Qkv), &s.norm, &mut s.qkv)?;
     for (((row, q), k), v) in s
         .qkv
         .chunks_exact(c.qkv_dim())
@@ -302,7 +302,11 @@ fn layer_forward(
     rope(&mut s.k, kv, c.head_dim, pos0, c.rope_theta);
     cache.append(l, &s.k, &s.v)?;
     attention(c, &s.q, cache.keys(l), cache.values(l), pos0, &mut s.attn)?;
-    linear.apply(l, LinearStage::AttnOut, &s.attn, &mut s.delta)?;
+    linear.apply(
+        ProductAt::new(l, LinearStage::AttnOut),
+        &s.attn,
+        &mut s.delta,
+    )?;
     add_into(x, &s.delta);
     normed_input(
         c,
@@ -311,9 +315,13 @@ fn layer_forward(
         folded,
         &mut s.norm,
     );
-    linear.apply(l, LinearStage::GateUp, &s.norm, &mut s.gate_up)?;
+    linear.apply(
+        ProductAt::new(l, LinearStage::GateUp),
+        &s.norm,
+        &mut s.gate_up,
+    )?;
     silu_mul(&s.gate_up, c.d_ff, &mut s.mlp);
-    linear.apply(l, LinearStage::Down, &s.mlp, &mut s.delta)?;
+    linear.apply(ProductAt::new(l, LinearStage::Down), &s.mlp, &mut s.delta)?;
     add_into(x, &s.delta);
     Ok(())
 }
@@ -327,7 +335,7 @@ pub fn head(w: &Weights, x: &[f32], linear: &mut dyn Linear, out: &mut [f32]) ->
     let mut norm = vec![0.0f32; x.len()];
     let folded = linear.gains_folded();
     normed_input(c, x, Some(w.output_norm()), folded, &mut norm);
-    linear.apply(c.n_layers, LinearStage::LmHead, &norm, out)
+    linear.apply(ProductAt::new(c.n_layers, LinearStage::LmHead), &norm, out)
 }
 
 /// Runs `tokens` through every layer after what `cache` holds and returns logits.

@@ -71,17 +71,33 @@ impl LinearStage {
     }
 }
 
+/// Which weight product: a layer and one of its stages (`layer` is ignored for
+/// `LmHead`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProductAt {
+    /// The layer.
+    pub layer: usize,
+    /// The stage within it.
+    pub stage: LinearStage,
+}
+
+impl ProductAt {
+    /// The product of `layer`'s `stage`.
+    pub fn new(layer: usize, stage: LinearStage) -> Self {
+        Self { layer, stage }
+    }
+}
+
 /// An implementation of the model's weight products.
 ///
 /// `apply` gets `x` as `n x d_in` row-major (one token per row) and writes `n x d_out`
-/// into `out` (see [`LinearStage::dims`]); `layer` is ignored for `LmHead`.
+/// into `out` (see [`LinearStage::dims`]).
 pub trait Linear {
     /// Computes `out = x * W^T` for the stage's weight matrix.
     ///
     /// # Errors
     /// Whatever the implementation fails with; shape errors for mis-sized slices.
-    fn apply(&mut self, layer: usize, stage: LinearStage, x: &[f32], out: &mut [f32])
-        -> Result<()>;
+    fn apply(&mut self, at: ProductAt, x: &[f32], out: &mut [f32]) -> Result<()>;
 
     /// True when this implementation multiplies with gain-folded matrices
     /// ([`Weights::stage_weight_folded`]): the forward pass then hands `Qkv`, `GateUp`
@@ -105,13 +121,8 @@ impl<'w> QuantLinear<'w> {
 }
 
 impl Linear for QuantLinear<'_> {
-    fn apply(
-        &mut self,
-        layer: usize,
-        stage: LinearStage,
-        x: &[f32],
-        out: &mut [f32],
-    ) -> Result<()> {
+    fn apply(&mut self, at: ProductAt, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let ProductAt { layer, stage } = at;
         stage.check(self.weights.config(), x, out)?;
         let mats = self.weights.stage_matrices(layer, stage)?;
         matmul(&mats, x, out)

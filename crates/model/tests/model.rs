@@ -94,13 +94,8 @@ struct Folded<'w> {
 }
 
 impl Linear for Folded<'_> {
-    fn apply(
-        &mut self,
-        layer: usize,
-        stage: LinearStage,
-        x: &[f32],
-        out: &mut [f32],
-    ) -> Result<()> {
+    fn apply(&mut self, at: ProductAt, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let ProductAt { layer, stage } = at;
         let (d_in, d_out) = stage.dims(self.w.config());
         let w = self
             .cache
@@ -186,7 +181,9 @@ fn stage_matrices_are_the_dequantized_tensors() {
         let mut x = vec![0.0; d_in];
         x[5] = 1.0;
         let mut out = vec![0.0; d_out];
-        QuantLinear::new(w).apply(3, stage, &x, &mut out).unwrap();
+        QuantLinear::new(w)
+            .apply(ProductAt::new(3, stage), &x, &mut out)
+            .unwrap();
         for (o, row) in out.iter().zip(m.chunks_exact(d_in)).take(200) {
             assert!((o - row[5]).abs() < 1e-6);
         }

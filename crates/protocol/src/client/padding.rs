@@ -16,7 +16,7 @@
 //! release has one row per real position), so [`crate::Policy::validate`] refuses
 //! `pad_to` together with a release.
 
-use selene_model::{Config, Linear, LinearStage};
+use selene_model::{Config, Linear, LinearStage, ProductAt};
 
 use crate::error::{Error, Result};
 
@@ -70,22 +70,17 @@ impl<L: Linear> PaddedLinear<L> {
 }
 
 impl<L: Linear> Linear for PaddedLinear<L> {
-    fn apply(
-        &mut self,
-        layer: usize,
-        stage: LinearStage,
-        x: &[f32],
-        out: &mut [f32],
-    ) -> selene_model::Result<()> {
+    fn apply(&mut self, at: ProductAt, x: &[f32], out: &mut [f32]) -> selene_model::Result<()> {
+        let ProductAt { layer, stage } = at;
         if stage == LinearStage::LmHead {
             // The head ends a forward pass: the prompt is done, decode steps pass through.
             self.armed = false;
-            return self.inner.apply(layer, stage, x, out);
+            return self.inner.apply(ProductAt::new(layer, stage), x, out);
         }
         let n = stage.check(&self.config, x, out)?;
         let padded = n.next_multiple_of(self.pad_to);
         if !self.armed || padded == n || n == 0 {
-            return self.inner.apply(layer, stage, x, out);
+            return self.inner.apply(ProductAt::new(layer, stage), x, out);
         }
         let (d_in, d_out) = stage.dims(&self.config);
         let mut xp = Vec::with_capacity(padded * d_in);
@@ -95,7 +90,8 @@ impl<L: Linear> Linear for PaddedLinear<L> {
             xp.extend_from_slice(last);
         }
         let mut yp = vec![0.0f32; padded * d_out];
-        self.inner.apply(layer, stage, &xp, &mut yp)?;
+        self.inner
+            .apply(ProductAt::new(layer, stage), &xp, &mut yp)?;
         out.copy_from_slice(&yp[..n * d_out]);
         Ok(())
     }
@@ -113,13 +109,8 @@ mod tests {
     struct Rows(Vec<usize>, Config);
 
     impl Linear for Rows {
-        fn apply(
-            &mut self,
-            _: usize,
-            stage: LinearStage,
-            x: &[f32],
-            out: &mut [f32],
-        ) -> selene_model::Result<()> {
+        fn apply(&mut self, at: ProductAt, x: &[f32], out: &mut [f32]) -> selene_model::Result<()> {
+            let stage = at.stage;
             let n = stage.check(&self.1, x, out)?;
             self.0.push(n);
             let (d_in, d_out) = stage.dims(&self.1);
@@ -149,15 +140,19 @@ mod tests {
         let mut p = PaddedLinear::new(Rows(Vec::new(), c.clone()), &c, 8).unwrap();
         let x: Vec<f32> = (0..3 * 4).map(|i| i as f32 + 1.0).collect();
         let mut y = vec![0.0; 3 * 4];
-        p.apply(0, LinearStage::AttnOut, &x, &mut y).unwrap();
+        p.apply(ProductAt::new(0, LinearStage::AttnOut), &x, &mut y)
+            .unwrap();
         let want: Vec<f32> = x.iter().map(|v| 2.0 * v).collect();
         assert_eq!(y, want);
         let mut logits = vec![0.0; 3 * 5];
-        p.apply(2, LinearStage::LmHead, &x, &mut logits).unwrap();
+        p.apply(ProductAt::new(2, LinearStage::LmHead), &x, &mut logits)
+            .unwrap();
         let mut y1 = vec![0.0; 4];
-        p.apply(0, LinearStage::AttnOut, &x[..4], &mut y1).unwrap();
+        p.apply(ProductAt::new(0, LinearStage::AttnOut), &x[..4], &mut y1)
+            .unwrap();
         p.rearm();
-        p.apply(0, LinearStage::AttnOut, &x[..4], &mut y1).unwrap();
+        p.apply(ProductAt::new(0, LinearStage::AttnOut), &x[..4], &mut y1)
+            .unwrap();
         assert_eq!(y1, want[..4]);
         // Prompt padded to 8, head unpadded, decode step 1, re-armed prompt 8.
         assert_eq!(p.inner().0, vec![8, 3, 1, 8]);

@@ -8,7 +8,7 @@ use selene_linalg::flooding::{
 };
 use selene_linalg::{Client, EncryptedOutput, Layout};
 use selene_model::forward::apply_gain;
-use selene_model::{Linear, LinearStage, QuantLinear, Weights};
+use selene_model::{Linear, LinearStage, ProductAt, QuantLinear, Weights};
 
 use super::session::ClientSession;
 use crate::codec::stage::stage_index;
@@ -281,19 +281,18 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
 }
 
 impl<T: Transport> Linear for StrictLinear<'_, T> {
-    fn apply(
-        &mut self,
-        layer: usize,
-        stage: LinearStage,
-        x: &[f32],
-        out: &mut [f32],
-    ) -> selene_model::Result<()> {
+    fn apply(&mut self, at: ProductAt, x: &[f32], out: &mut [f32]) -> selene_model::Result<()> {
+        let ProductAt { layer, stage } = at;
         if stage == LinearStage::LmHead {
             // The forward pass hands gain-folded stages the un-gained norm; the client's
             // plaintext head puts the final norm's gain back.
             let mut gained = x.to_vec();
             apply_gain(&mut gained, self.weights.output_norm());
-            return QuantLinear::new(self.weights).apply(layer, stage, &gained, out);
+            return QuantLinear::new(self.weights).apply(
+                ProductAt::new(layer, stage),
+                &gained,
+                out,
+            );
         }
         stage.check(self.weights.config(), x, out)?;
         // A long prompt goes as several requests of at most MAX_ROWS_PER_PRODUCT rows,
