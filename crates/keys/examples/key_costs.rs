@@ -48,7 +48,6 @@ fn main() {
         LinalgPreset::Coeff12,
         LinalgPreset::Slots13,
     ] {
-        // The variant's name in lower case is the preset's CLI name (coeff11, ...).
         let name = preset.name();
         let params = preset.build().unwrap();
         let ms = median_ms(9, || {

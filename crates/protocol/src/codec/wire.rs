@@ -372,9 +372,8 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
         Message::Hello(h) => {
             w.u16(h.protocol);
             w.bytes_u32("token", &h.token, MAX_TOKEN_BYTES)?;
-            // What `decode` accepts: the TOML printer may write a policy longer than the
-            // text it was parsed from (a tab in a string becomes `\t`), and a frame the
-            // peer refuses must not leave.
+            // What `decode` accepts: a policy is printed anew, not copied from its text,
+            // so its length is checked here too; a frame the peer refuses must not leave.
             let policy = h.policy.to_toml()?;
             w.bytes_u32("policy", policy.as_bytes(), MAX_POLICY_BYTES)?;
             w.raw(&h.params_fingerprint);

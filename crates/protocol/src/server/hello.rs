@@ -11,6 +11,7 @@ use super::session::{reject, Reject, Session};
 use super::session_server::{SessionEvent, SessionServer};
 use super::tail::TailState;
 use crate::codec::wire::{ErrorCode, Hello, Message, SessionLimits, Welcome, WIRE_VERSION};
+use crate::policy::Policy;
 
 /// Validates a `Hello` completely, then takes a session slot and opens the session;
 /// returns it with the `Welcome` to send.
@@ -38,41 +39,7 @@ pub(super) fn open(
         .unwrap_or(p.encrypted_layers + usize::from(p.release.is_some()));
     p.validate(depth)
         .map_err(|e| reject(ErrorCode::PolicyRejected, e))?;
-    let served: Vec<_> = server.models.iter().map(|m| m.preset).collect();
-    let Some(model_at) = served.iter().position(|m| *m == Some(p.preset)) else {
-        let served: Vec<_> = served.iter().map(|m| m.map(LinalgPreset::name)).collect();
-        return Err(reject(
-            ErrorCode::ParamsMismatch,
-            format!(
-                "client preset {:?}; this server serves {served:?}",
-                p.preset.name()
-            ),
-        ));
-    };
-    let model = &server.models[model_at];
-    let fp = model.products.model().params().fingerprint();
-    if h.params_fingerprint != fp {
-        return Err(reject(
-            ErrorCode::ParamsMismatch,
-            format!(
-                "client preset {:?} / parameters {:02x?}, server {fp:02x?}",
-                p.preset.name(),
-                h.params_fingerprint
-            ),
-        ));
-    }
-    let prepared = model.products.model().layers();
-    if p.encrypted_layers > prepared {
-        return Err(reject(
-            ErrorCode::PolicyRejected,
-            format!(
-                "encrypted_layers = {} but this server prepared {prepared} layers at preset \
-                 {:?}",
-                p.encrypted_layers,
-                p.preset.name()
-            ),
-        ));
-    }
+    let model_at = served_model(server, &p, &h.params_fingerprint)?;
     let context = h.context as usize;
     if context == 0 || context > server.context_length {
         return Err(reject(
@@ -126,9 +93,72 @@ pub(super) fn open(
         id,
         encrypted_layers: k,
     });
+    Ok((session, welcome(server, id, model_at, k)))
+}
+
+/// The index of the served model for the policy's preset, after checking that the
+/// client's parameters are that model's and that it prepared the layers the policy
+/// encrypts.
+fn served_model(
+    server: &SessionServer,
+    p: &Policy,
+    params_fingerprint: &[u8; 8],
+) -> std::result::Result<usize, Reject> {
+    let served: Vec<_> = server.models.iter().map(|m| m.preset).collect();
+    let Some(model_at) = served.iter().position(|m| *m == Some(p.preset)) else {
+        let served: Vec<_> = served.iter().map(|m| m.map(LinalgPreset::name)).collect();
+        return Err(reject(
+            ErrorCode::ParamsMismatch,
+            format!(
+                "client preset {:?}; this server serves {served:?}",
+                p.preset.name()
+            ),
+        ));
+    };
+    let model = server
+        .models
+        .get(model_at)
+        .ok_or_else(|| reject(ErrorCode::Internal, "served model missing"))?
+        .products
+        .model();
+    let fp = model.params().fingerprint();
+    if *params_fingerprint != fp {
+        return Err(reject(
+            ErrorCode::ParamsMismatch,
+            format!(
+                "client preset {:?} / parameters {:02x?}, server {fp:02x?}",
+                p.preset.name(),
+                params_fingerprint
+            ),
+        ));
+    }
+    let prepared = model.layers();
+    if p.encrypted_layers > prepared {
+        return Err(reject(
+            ErrorCode::PolicyRejected,
+            format!(
+                "encrypted_layers = {} but this server prepared {prepared} layers at preset \
+                 {:?}",
+                p.encrypted_layers,
+                p.preset.name()
+            ),
+        ));
+    }
+    Ok(model_at)
+}
+
+/// The `Welcome` of session `id`: the model's facts, the session's limits and the
+/// layouts of the `k` encrypted layers.
+fn welcome(server: &SessionServer, id: u64, model_at: usize, k: usize) -> Message {
     let l = &server.limits;
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let welcome = Message::Welcome(Welcome {
+    let layouts = server
+        .models
+        .get(model_at)
+        .and_then(|m| m.layouts.get(..4 * k))
+        .unwrap_or(&[])
+        .to_vec();
+    Message::Welcome(Welcome {
         session_id: id,
         model: server.facts,
         limits: SessionLimits {
@@ -137,11 +167,6 @@ pub(super) fn open(
             idle_timeout_ms: ms(l.idle_timeout),
             lifetime_ms: ms(l.max_lifetime),
         },
-        layouts: server.models[model_at]
-            .layouts
-            .get(..4 * k)
-            .unwrap_or(&[])
-            .to_vec(),
-    });
-    Ok((session, welcome))
+        layouts,
+    })
 }
