@@ -134,6 +134,14 @@ pub enum Error {
     /// The canonical embedding rejected its input.
     #[error("slot encoding: {0}")]
     Embedding(#[from] crate::embedding::EmbeddingError),
+    /// A packing of a count that is not a power of two at most `2^log_gap`, or of nothing.
+    #[error("cannot pack {count} ciphertexts on a grid of 2^{log_gap}: the count must be a power of two, at most the grid, with at least one ciphertext")]
+    InvalidPacking {
+        /// Ciphertexts given.
+        count: usize,
+        /// `log2` of the grid of the inputs' useful coefficients.
+        log_gap: u32,
+    },
     /// A rotation or conjugation without its Galois key.
     #[error("no Galois key for element {galois_element}")]
     MissingGaloisKey {

@@ -72,6 +72,23 @@ impl Ciphertext {
         self.scale = scale;
     }
 
+    /// A ciphertext from its two NTT-form components (for callers that compute `(c0, c1)`
+    /// themselves, e.g. lazily accumulated products); carries no seed.
+    pub fn from_components(c0: Poly<Ntt>, c1: Poly<Ntt>, scale: Scale, encoding: Encoding) -> Self {
+        Self {
+            c0,
+            c1,
+            scale,
+            encoding,
+            seed: None,
+        }
+    }
+
+    /// Consumes the ciphertext into its two NTT-form components.
+    pub fn into_components(self) -> (Poly<Ntt>, Poly<Ntt>) {
+        (self.c0, self.c1)
+    }
+
     pub(crate) fn from_rlwe(ct: RlweCiphertext, scale: Scale, encoding: Encoding) -> Self {
         Self {
             c0: ct.c0,

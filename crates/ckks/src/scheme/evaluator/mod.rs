@@ -11,6 +11,9 @@
 
 mod arith;
 mod mul;
+mod pack;
+
+pub use pack::pack_galois_elements;
 mod rescale;
 mod rotate;
 

@@ -1,0 +1,237 @@
+//! Packing of coefficient-encoded ciphertexts whose useful coefficients sit on a
+//! power-of-two grid: the merge tree of PackLWEs (Chen, Dai, Kim, Song, ACNS 2021,
+//! Alg. 2) applied to RLWE inputs, as in BumbleBee (Lu et al., NDSS 2025, sec. 4) and
+//! Lattigo's `rlwe.Evaluator.Pack`.
+//!
+//! # The merge step
+//! Let `m >= 2` be a power of two and `tau = tau_g` with `g = 2N/m + 1`. For an exponent
+//! `i`, `X^i -> X^(i g) = X^i X^(2N i / m)`, and `X^(2N) = 1`, so `tau` fixes `X^i` when
+//! `m | i`, negates it when `i = m/2 (mod m)`, and maps every other exponent to another
+//! exponent that is not a multiple of `m/2` (the 2-adic valuation of `i g` is that of `i`).
+//! Given `E` and `O` whose useful coefficients sit at multiples of `m` (anything
+//! elsewhere), with `Y = X^(m/2) O`, `A = E + Y`, `B = E - Y`:
+//!
+//! ```text
+//! R = A + tau(B):   R[i] = 2 E[i]          for i = 0     (mod m)
+//!                   R[i] = 2 O[i - m/2]    for i = m/2   (mod m)
+//! ```
+//!
+//! (at `i = 0 mod m`, `Y[i]` cancels between `A` and `tau(B)`; at `i = m/2`, `E[i]`
+//! does), and every other exponent receives only coefficients from exponents that are
+//! not multiples of `m/2`. So one key switch merges two ciphertexts of grid `m` into one
+//! of grid `m/2`, doubling the values; an absent `O` needs no key switch (`R = 2E`, the
+//! odd half of the grid then holds garbage that no reader looks at).
+//!
+//! # The tree
+//! [`Evaluator::pack`] merges `2^r` ciphertexts of grid `2^G` (`r <= G`) in `r` levels:
+//! level `l` (from 1) pairs input `c` with `c + 2^(r-l)` at grid `2^(G-l+1)`. Input `c`'s
+//! coefficient at `p 2^G` ends at `p 2^G + c 2^(G-r)`, multiplied by `2^r`. The noise of
+//! each key switch is doubled by every later level, like the values, so the relative
+//! error of a packed value is that of the inputs plus about `r` key-switch noises.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::ring::Poly;
+use crate::scheme::ciphertext::Ciphertext;
+use crate::scheme::plaintext::Plaintext;
+
+use super::Evaluator;
+
+/// The Galois elements [`Evaluator::pack`] uses to merge `2^levels` ciphertexts of grid
+/// `2^log_gap` in a ring of degree `2^log_n`: `2N/m + 1` for `m = 2^log_gap, ..., 2^(log_gap - levels + 1)`.
+pub fn pack_galois_elements(log_n: u32, log_gap: u32, levels: u32) -> Vec<u64> {
+    (0..levels.min(log_gap))
+        .map(|l| {
+            let log_m = log_gap - l;
+            (1u64 << (log_n + 1 - log_m)) + 1
+        })
+        .collect()
+}
+
+impl Evaluator {
+    /// Packs `cts` (a power-of-two count `2^r`, `None` for an all-zero input) whose useful
+    /// coefficients sit at multiples of `2^log_gap` into one ciphertext: input `c`'s
+    /// coefficient at `p 2^log_gap` lands at `p 2^log_gap + c 2^(log_gap - r)`, times
+    /// `2^r`. Uses the Galois keys of [`pack_galois_elements`]; merges of one level run
+    /// in parallel.
+    ///
+    /// # Errors
+    /// A count that is not a power of two or exceeds `2^log_gap`, no input at all,
+    /// `log_gap` beyond `log N`, a missing Galois key, operands of different level,
+    /// scale or encoding.
+    pub fn pack(&mut self, cts: Vec<Option<Ciphertext>>, log_gap: u32) -> Result<Ciphertext> {
+        let log_n = self.params.log_n();
+        if !cts.len().is_power_of_two() || log_gap > log_n || cts.len().trailing_zeros() > log_gap {
+            return Err(Error::InvalidPacking {
+                count: cts.len(),
+                log_gap,
+            });
+        }
+        let mut cur = cts;
+        let mut log_m = log_gap;
+        while cur.len() > 1 {
+            let half = cur.len() / 2;
+            let g = (1u64 << (log_n + 1 - log_m)) + 1;
+            let odds = cur.split_off(half);
+            let pairs: Vec<_> = cur.into_iter().zip(odds).collect();
+            let (params, gks) = (self.params.clone(), self.gks.clone());
+            cur = pairs
+                .into_par_iter()
+                .map_init(
+                    || {
+                        let ev = Evaluator::new(&params);
+                        match &gks {
+                            Some(k) => ev.with_galois_keys(k.clone()),
+                            None => ev,
+                        }
+                    },
+                    |ev, (e, o)| ev.merge(e, o, log_m, g),
+                )
+                .collect::<Result<_>>()?;
+            log_m -= 1;
+        }
+        cur.pop()
+            .flatten()
+            .ok_or(Error::InvalidPacking { count: 0, log_gap })
+    }
+
+    /// One merge step at grid `2^log_m` (see the module docs).
+    fn merge(
+        &mut self,
+        e: Option<Ciphertext>,
+        o: Option<Ciphertext>,
+        log_m: u32,
+        g: u64,
+    ) -> Result<Option<Ciphertext>> {
+        let Some(o) = o else {
+            return e.map(|e| self.add(&e, &e)).transpose();
+        };
+        let ring = self.params.ring();
+        let mut mono = vec![0i64; self.params.n()];
+        mono[1usize << (log_m - 1)] = 1;
+        let x = Plaintext::from_poly(
+            Poly::from_signed(ring, &mono, o.level(), false).into_ntt(ring),
+            crate::scheme::Scale(1.0),
+            o.encoding(),
+        );
+        let mut y = self.mul_plain(&o, &x)?;
+        y.set_scale(o.scale());
+        let (a, b) = match e {
+            Some(e) => (self.add(&e, &y)?, self.sub(&e, &y)?),
+            None => (y.clone(), self.neg(&y)),
+        };
+        let mut t = self.blank(b.level());
+        self.apply_galois_into(&b, g, &mut t)?;
+        Ok(Some(self.add(&a, &t)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::ring::Coeff;
+    use crate::rlwe::{Encryptor, GaloisKey, GaloisKeys, SecretKey};
+    use crate::scheme::{Encoding, Scale};
+    use crate::{Decryptor, Parameters, ParametersLiteral, Security};
+
+    fn params() -> Arc<Parameters> {
+        Parameters::new(&ParametersLiteral {
+            log_n: 12,
+            log_q: vec![54],
+            log_p: vec![54],
+            log_scale: 20,
+            dnum: None,
+            security: Security::Hes128,
+        })
+        .unwrap()
+    }
+
+    /// Packs `count` inputs (some absent) of grid `2^log_gap` with garbage everywhere off
+    /// the grid and checks every packed value against `2^r` times its input up to
+    /// the noise.
+    #[test]
+    fn packed_values_land_where_the_module_says_and_garbage_never_reaches_them() {
+        let p = params();
+        let n = p.n();
+        let sk = Arc::new(SecretKey::generate(&p));
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for (log_gap, log_count, absent) in [
+            (6u32, 6u32, vec![3usize, 60]),
+            (4, 2, vec![]),
+            (3, 0, vec![]),
+        ] {
+            let count = 1usize << log_count;
+            let mut gks = GaloisKeys::default();
+            for g in pack_galois_elements(p.log_n(), log_gap, log_count) {
+                gks.insert(GaloisKey::new(&sk, g));
+            }
+            let mut ev = Evaluator::new(&p).with_galois_keys(Arc::new(gks));
+            let mut enc = Encryptor::with_secret_key(sk.clone());
+            let mut inputs = Vec::new();
+            let mut cts = Vec::new();
+            for c in 0..count {
+                let vals: Vec<i64> = (0..n)
+                    .map(|_| rng.gen_range(-(1i64 << 30)..(1i64 << 30)))
+                    .collect();
+                let pt = Plaintext::from_poly(
+                    Poly::<Coeff>::from_signed(p.ring(), &vals, 0, false).into_ntt(p.ring()),
+                    Scale(1.0),
+                    Encoding::Coefficients,
+                );
+                if absent.contains(&c) {
+                    cts.push(None);
+                    inputs.push(None);
+                } else {
+                    cts.push(Some(enc.encrypt(&pt)));
+                    inputs.push(Some(vals));
+                }
+            }
+            let packed = ev.pack(cts, log_gap).unwrap();
+            let dec = Decryptor::new(sk.clone());
+            let (c0, c1) = packed.components();
+            let m = dec.decrypt_poly(c0, c1);
+            let q = p.ring().moduli()[0].value();
+            let centre = |v: u64| {
+                if v > q / 2 {
+                    v as i64 - q as i64
+                } else {
+                    v as i64
+                }
+            };
+            let gap = 1usize << log_gap;
+            let r = log_count;
+            let mut worst = 0i64;
+            for (c, vals) in inputs.iter().enumerate() {
+                for pos in (0..n).step_by(gap) {
+                    let at = pos + c * (gap >> r);
+                    let want = vals.as_ref().map_or(0, |v| v[pos]) << r;
+                    if vals.is_none() {
+                        continue;
+                    }
+                    worst = worst.max((centre(m.row(0)[at]) - want).abs());
+                }
+            }
+            // Fresh noise (a few units) and each level's key-switch noise, doubled by
+            // every later level: far below 2^(r + 8), against values up to 2^(30 + r).
+            assert!(
+                worst < 1 << (r + 8),
+                "gap 2^{log_gap}, 2^{r} inputs: error {worst}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_counts_are_refused() {
+        let p = params();
+        let mut ev = Evaluator::new(&p);
+        assert!(ev.pack(vec![None, None, None], 4).is_err());
+        assert!(ev.pack(vec![None; 4], 1).is_err());
+        assert!(ev.pack(vec![None; 2], 4).is_err());
+    }
+}
