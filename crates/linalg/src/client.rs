@@ -77,7 +77,20 @@ impl Client {
         let mut steps: Vec<i64> = layouts.iter().flat_map(|l| l.rotation_steps()).collect();
         steps.sort_unstable();
         steps.dedup();
-        GaloisKeys::new(&self.sk, &steps, false)
+        let mut keys = GaloisKeys::new(&self.sk, &steps, false);
+        let log_n = self.params.log_n();
+        let mut elements: Vec<u64> = layouts
+            .iter()
+            .flat_map(|l| l.pack_galois_elements(log_n))
+            .collect();
+        elements.sort_unstable();
+        elements.dedup();
+        for g in elements {
+            if keys.get(g).is_none() {
+                keys.insert(selene_ckks::GaloisKey::new(&self.sk, g));
+            }
+        }
+        keys
     }
 
     /// Encodes `x` (`n x d_in`, row-major) for `layout` and encrypts it.
@@ -186,13 +199,10 @@ impl Client {
         }
         match &layout.kind {
             LayoutKind::Coefficients(l) => {
-                let t = l.tiling;
-                let bo = t.out_blocks(shape.d_out);
-                check_count("output", cts.len(), t.groups(n) * bo)?;
-                for (idx, ct) in cts.iter().enumerate() {
-                    let (g, o) = (idx / bo, idx % bo);
-                    let used = t.n_b.min(n - g * t.n_b) * t.k_o.min(shape.d_out - o * t.k_o);
-                    check_len("output c0", ct.c0.len(), used)?;
+                let plan = l.output_plan(n, shape.d_out);
+                check_count("output", cts.len(), plan.len())?;
+                for (ct, cells) in cts.iter().zip(&plan) {
+                    check_len("output c0", ct.c0.len(), cells.len())?;
                     check_len("output c1", ct.c1.len(), rn)?;
                 }
             }

@@ -29,7 +29,9 @@ use rayon::prelude::*;
 use selene_ckks::ring::sampler::{os_rng, wide_gaussian};
 use selene_ckks::ring::{Coeff, Modulus, Ntt, Poly};
 use selene_ckks::rlwe::{Decryptor, Encryptor};
-use selene_ckks::{Ciphertext, Encoding, Parameters, Plaintext, Scale};
+use std::sync::Arc;
+
+use selene_ckks::{Ciphertext, Encoding, Evaluator, GaloisKeys, Parameters, Plaintext, Scale};
 
 use crate::error::{Error, Result};
 use crate::modswitch::{download_modulus, SwitchedCt};
@@ -65,6 +67,48 @@ pub struct CoeffLayout {
     pub w_bits: u32,
     /// Bits of the download modulus.
     pub down_bits: u32,
+    /// Merge levels `r` of packed outputs (0: unpacked). Derived from the preset and the
+    /// tiling ([`crate::tiling::Tiling::pack_levels`]), never sent.
+    pub pack_levels: u32,
+}
+
+impl CoeffLayout {
+    /// Where the values of `Y` (`n x d_out`, row-major) travel: one list per downloaded
+    /// ciphertext, in wire order, of `(index into Y, coefficient position)`.
+    ///
+    /// Unpacked, ciphertext `(g, o)` holds `Y[g n_b + t, o k_o + j]` at
+    /// [`Tiling::y_pos`]. Packed (the weights shifted by `x^-(k_i - 1)`, so `Y[t, j]` of a
+    /// block sits at `k_i (t k_o + j)`, a multiple of `k_i`), the `2^r` blocks
+    /// `o = k 2^r + c` of group `g` merge into ciphertext `(g, k)`, block `c` at offset
+    /// `c k_i / 2^r` ([`selene_ckks::Evaluator::pack`]).
+    pub fn output_plan(&self, n: usize, d_out: usize) -> Vec<Vec<(usize, usize)>> {
+        let t = self.tiling;
+        let bo = t.out_blocks(d_out);
+        let per = 1usize << self.pack_levels;
+        let mut plan = Vec::new();
+        for g in 0..t.groups(n) {
+            let tokens = t.n_b.min(n - g * t.n_b);
+            for k in 0..bo.div_ceil(per) {
+                let mut cells = Vec::new();
+                for c in 0..per.min(bo - k * per) {
+                    let o = k * per + c;
+                    for tt in 0..tokens {
+                        for j in 0..t.k_o.min(d_out - o * t.k_o) {
+                            let at = (g * t.n_b + tt) * d_out + o * t.k_o + j;
+                            let pos = if self.pack_levels == 0 {
+                                t.y_pos(tt, j)
+                            } else {
+                                t.k_i * (tt * t.k_o + j) + c * (t.k_i >> self.pack_levels)
+                            };
+                            cells.push((at, pos));
+                        }
+                    }
+                }
+                plan.push(cells);
+            }
+        }
+        plan
+    }
 }
 
 /// The server's encoded weights: `in_blocks x out_blocks` NTT-form polynomials mod `q`.
@@ -105,11 +149,16 @@ pub fn w_bits(params: &Parameters) -> u32 {
     }
 }
 
-/// `x_bits` for `params`, or an error if its prime cannot hold the products and the
-/// centred lift of `c1 s` at decryption.
-pub(crate) fn x_bits(params: &Parameters) -> Result<u32> {
+/// True when `params` are a preset whose outputs are packed ([`crate::LinalgPreset::packs`]).
+pub fn packs(params: &Parameters) -> bool {
+    crate::LinalgPreset::of(params).is_some_and(|p| p.packs())
+}
+
+/// `x_bits` for `params` with `pack_levels` merges (each doubles the values), or an error
+/// if its prime cannot hold the products and the centred lift of `c1 s` at decryption.
+pub(crate) fn x_bits(params: &Parameters, pack_levels: u32) -> Result<u32> {
     let q_bits = ring_prime(params).bits();
-    let (down, w) = (down_bits(params), w_bits(params));
+    let (down, w) = (down_bits(params), w_bits(params) + pack_levels);
     let min_bits = (MIN_X_BITS + w + HEADROOM_BITS).max(down + params.log_n() + 2);
     let fits = download_modulus(down).is_ok_and(|m| m.lift_fits(params));
     if q_bits < min_bits || !fits {
@@ -118,21 +167,32 @@ pub(crate) fn x_bits(params: &Parameters) -> Result<u32> {
     Ok(q_bits - w - HEADROOM_BITS)
 }
 
-/// Encodes `W` (given as `d_out` rows of `d_in` weights) into NTT-form blocks.
+/// Encodes `W` (given as `d_out` rows of `d_in` weights) into NTT-form blocks, with the
+/// tiling chosen for `link` when the preset packs its outputs.
 pub(crate) fn prepare(
     params: &Parameters,
     w_rows: &[f32],
     shape: MatrixShape,
     n_b: usize,
+    link: &crate::Link,
 ) -> Result<(CoeffLayout, CoeffMatrix)> {
-    let x_bits = x_bits(params)?;
     let n = params.n();
     if n_b == 0 || n_b > n {
         return Err(Error::TokensPerCiphertext { n_b, max: n });
     }
     let q_bits = ring_prime(params).bits();
     let (down_bits, w_bits) = (down_bits(params), w_bits(params));
-    let tiling = Tiling::choose(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits);
+    let tiling = if packs(params) {
+        Tiling::choose_packed(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits, link)
+    } else {
+        Tiling::choose(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits)
+    };
+    let pack_levels = if packs(params) {
+        tiling.pack_levels(shape.d_out)
+    } else {
+        0
+    };
+    let x_bits = x_bits(params, pack_levels)?;
     let col_scale: Vec<f64> = w_rows
         .chunks_exact(shape.d_in)
         .map(|row| {
@@ -169,8 +229,16 @@ pub(crate) fn prepare(
                         break;
                     }
                     // |w s_j| <= 2^w_bits: no overflow.
-                    coeffs[tiling.w_pos(i, j)] =
-                        (f64::from(row[inp]) * col_scale[col]).round() as i64;
+                    let v = (f64::from(row[inp]) * col_scale[col]).round() as i64;
+                    if pack_levels == 0 {
+                        coeffs[tiling.w_pos(i, j)] = v;
+                    } else {
+                        // Times x^-(k_i - 1): exponent j k_i - i, negacyclic below 0.
+                        match (j * tiling.k_i).checked_sub(i) {
+                            Some(e) => coeffs[e] = v,
+                            None => coeffs[n + j * tiling.k_i - i] = -v,
+                        }
+                    }
                 }
             }
             let poly = Poly::<Coeff>::from_signed(ring, &coeffs, 0, false).into_ntt(ring);
@@ -182,6 +250,7 @@ pub(crate) fn prepare(
         x_bits,
         w_bits,
         down_bits,
+        pack_levels,
     };
     Ok((layout, CoeffMatrix { blocks }))
 }
@@ -256,14 +325,16 @@ fn lazy_products(q_bits: u32) -> usize {
     (1usize << (128 - 2 * q_bits.min(61)).min(20)) - 1
 }
 
-/// Server side: `out[g, o] = sum_b in[g, b] * W[b, o]`, lazily reduced, then switched.
+/// Server side: `out[g, o] = sum_b in[g, b] * W[b, o]`, lazily reduced, packed when the
+/// layout says so (with the client's Galois keys), then switched.
 pub(crate) fn apply(
-    params: &Parameters,
+    params: &Arc<Parameters>,
     m: &CoeffMatrix,
     layout: &CoeffLayout,
     cts: &[Ciphertext],
     n: usize,
     shape: MatrixShape,
+    gks: Option<&Arc<GaloisKeys>>,
 ) -> Result<Vec<SwitchedCt>> {
     let down = download_modulus(layout.down_bits)?;
     let t = layout.tiling;
@@ -276,7 +347,7 @@ pub(crate) fn apply(
     // so a weight block (N words) is read once per chunk instead of once per group.
     let groups = t.groups(n);
     let chunks = groups.div_ceil(GROUP_CHUNK);
-    let mut out: Vec<(usize, SwitchedCt)> = (0..chunks * bo)
+    let mut out: Vec<(usize, Ciphertext)> = (0..chunks * bo)
         .into_par_iter()
         .flat_map_iter(|idx| {
             let (ch, o) = (idx / bo, idx % bo);
@@ -300,31 +371,56 @@ pub(crate) fn apply(
                     }
                 }
             }
-            let to_coeff = |acc: &[u128]| {
+            let to_ntt = |acc: &[u128]| {
                 let data = acc.iter().map(|&a| q.reduce_u128(a)).collect();
-                Poly::<Ntt>::from_raw(data, rn, 1, 0).into_coeff(ring)
+                Poly::<Ntt>::from_raw(data, rn, 1, 0)
             };
             gs.clone()
                 .zip(acc.chunks_exact(2 * rn))
                 .map(|(g, a)| {
-                    let (c0, c1) = (to_coeff(&a[..rn]), to_coeff(&a[rn..]));
-                    let mut used = Vec::with_capacity(t.n_b * t.k_o);
-                    for tt in 0..t.n_b.min(n - g * t.n_b) {
-                        for j in 0..t.k_o.min(shape.d_out - o * t.k_o) {
-                            used.push(c0.row(0)[t.y_pos(tt, j)]);
-                        }
-                    }
-                    let ct = SwitchedCt {
-                        c0: down.switch(&q, &used),
-                        c1: down.switch(&q, c1.row(0)),
-                    };
+                    let ct = Ciphertext::from_components(
+                        to_ntt(&a[..rn]),
+                        to_ntt(&a[rn..]),
+                        Scale(1.0),
+                        Encoding::Coefficients,
+                    );
                     (g * bo + o, ct)
                 })
                 .collect::<Vec<_>>()
         })
         .collect();
     out.sort_unstable_by_key(|(idx, _)| *idx);
-    Ok(out.into_iter().map(|(_, ct)| ct).collect())
+    let mut blocks: Vec<Ciphertext> = out.into_iter().map(|(_, ct)| ct).collect();
+    if layout.pack_levels > 0 {
+        let gks = gks.ok_or(Error::MissingGaloisKeys)?;
+        let per = 1usize << layout.pack_levels;
+        let mut ev = Evaluator::new(params).with_galois_keys(gks.clone());
+        let mut packed = Vec::with_capacity(groups * bo.div_ceil(per));
+        let mut it = blocks.into_iter();
+        for _ in 0..groups {
+            for k in 0..bo.div_ceil(per) {
+                let mut chunk: Vec<Option<Ciphertext>> =
+                    it.by_ref().take(per.min(bo - k * per)).map(Some).collect();
+                chunk.resize(per, None);
+                packed.push(ev.pack(chunk, t.k_i.trailing_zeros())?);
+            }
+        }
+        blocks = packed;
+    }
+    let plan = layout.output_plan(n, shape.d_out);
+    blocks
+        .into_par_iter()
+        .zip(plan)
+        .map(|(ct, cells)| {
+            let (c0, c1) = ct.into_components();
+            let (c0, c1) = (c0.into_coeff(ring), c1.into_coeff(ring));
+            let used: Vec<u64> = cells.iter().map(|&(_, pos)| c0.row(0)[pos]).collect();
+            Ok(SwitchedCt {
+                c0: down.switch(&q, &used),
+                c1: down.switch(&q, c1.row(0)),
+            })
+        })
+        .collect()
 }
 
 /// Client side: decrypts the switched ciphertexts to the centred integers `m'` mod
@@ -339,36 +435,31 @@ pub(crate) fn decrypt_ints(
     shape: MatrixShape,
     flood_sigma: f64,
 ) -> Result<Vec<i64>> {
-    let t = layout.tiling;
     let down = download_modulus(layout.down_bits)?;
-    let bo = t.out_blocks(shape.d_out);
     let modulus = 1i128 << down.bits();
+    let plan = layout.output_plan(n, shape.d_out);
     let blocks: Vec<Vec<(usize, i64)>> = cts
         .par_iter()
-        .enumerate()
-        .map(|(idx, ct)| {
-            let (g, o) = (idx / bo, idx % bo);
+        .zip(plan)
+        .map(|(ct, cells)| {
             let c1s = dec.c1_s_pow2(&ct.c1, down)?;
             let flood = if flood_sigma > 0.0 {
                 wide_gaussian(&mut os_rng(), ct.c0.len(), flood_sigma)
             } else {
                 Vec::new()
             };
-            let mut vals = Vec::with_capacity(ct.c0.len());
             let mut used = ct.c0.iter().zip(flood.iter().chain(std::iter::repeat(&0)));
-            for tt in 0..t.n_b.min(n - g * t.n_b) {
-                for j in 0..t.k_o.min(shape.d_out - o * t.k_o) {
-                    let (tok, col) = (g * t.n_b + tt, o * t.k_o + j);
+            let vals = cells
+                .into_iter()
+                .map(|(at, pos)| {
                     // Lengths were checked against the layout before decryption.
                     let (c0, f) = used.next().map(|(&c, &f)| (c, f)).unwrap_or((0, 0));
                     // f mod 2^k lies in [0, 2^k), so the sum stays far inside i64.
                     let f = f.rem_euclid(modulus) as i64;
-                    let m = (c0 as i64)
-                        .wrapping_add(c1s[t.y_pos(tt, j)])
-                        .wrapping_add(f);
-                    vals.push((tok * shape.d_out + col, down.center(m as u64)));
-                }
-            }
+                    let m = (c0 as i64).wrapping_add(c1s[pos]).wrapping_add(f);
+                    (at, down.center(m as u64))
+                })
+                .collect();
             Ok(vals)
         })
         .collect::<Result<_>>()?;
@@ -396,7 +487,8 @@ pub(crate) fn decrypt(
     flood_sigma: f64,
 ) -> Result<Vec<f64>> {
     let q = ring_prime(params);
-    let unit = q.value() as f64 / f64::from(layout.down_bits).exp2();
+    // Packing doubled every value once per merge level.
+    let unit = q.value() as f64 / f64::from(layout.down_bits + layout.pack_levels).exp2();
     let m = decrypt_ints(dec, layout, cts, n, shape, flood_sigma)?;
     Ok(m.iter()
         .enumerate()

@@ -125,6 +125,12 @@ pub enum Error {
         /// The value given.
         sigma: f64,
     },
+    /// A link description that is no profile and no `RTT_MS,UP_MBIT,DOWN_MBIT` triple.
+    #[error("invalid link {link:?}; expected lan, wan, home or RTT_MS,UP_MBIT,DOWN_MBIT (e.g. 20,100,100)")]
+    InvalidLink {
+        /// The text given (at most 64 characters).
+        link: String,
+    },
     /// A preset name that is none of [`crate::LinalgPreset::ALL`].
     #[error("unknown preset {name:?}; expected one of {}", crate::params::names())]
     UnknownPreset {

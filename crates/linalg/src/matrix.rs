@@ -69,6 +69,21 @@ impl Layout {
         }
     }
 
+    /// Galois elements the server needs keys for to pack this layout's outputs (none
+    /// unless packed).
+    pub fn pack_galois_elements(&self, log_n: u32) -> Vec<u64> {
+        match &self.kind {
+            LayoutKind::Coefficients(c) if c.pack_levels > 0 => {
+                selene_ckks::scheme::pack_galois_elements(
+                    log_n,
+                    c.tiling.k_i.trailing_zeros(),
+                    c.pack_levels,
+                )
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Rotation steps the server needs Galois keys for (none for coefficients).
     pub fn rotation_steps(&self) -> Vec<i64> {
         match &self.kind {
@@ -121,11 +136,34 @@ impl PreparedMatrix {
         method: Method,
         tokens_per_ct: usize,
     ) -> Result<Self> {
+        Self::for_link(
+            params,
+            w_rows,
+            shape,
+            method,
+            tokens_per_ct,
+            &crate::Link::LAN,
+        )
+    }
+
+    /// Like [`PreparedMatrix::new`], choosing the tiling of a packing preset
+    /// ([`crate::LinalgPreset::packs`]) for `link` (other presets ignore it).
+    ///
+    /// # Errors
+    /// As [`PreparedMatrix::new`].
+    pub fn for_link(
+        params: &Arc<Parameters>,
+        w_rows: &[f32],
+        shape: MatrixShape,
+        method: Method,
+        tokens_per_ct: usize,
+        link: &crate::Link,
+    ) -> Result<Self> {
         shape.check()?;
         crate::check_values("weights", w_rows, shape.d_in * shape.d_out)?;
         let (kind, encoded) = match method {
             Method::Coefficients => {
-                let (l, m) = coeff::prepare(params, w_rows, shape, tokens_per_ct)?;
+                let (l, m) = coeff::prepare(params, w_rows, shape, tokens_per_ct, link)?;
                 (LayoutKind::Coefficients(l), Encoded::Coefficients(m))
             }
             Method::Slots => {

@@ -382,28 +382,43 @@ impl Layout {
             Method::Coefficients => {
                 let q_bits = params.ring().moduli()[0].bits();
                 let want_down = crate::coeff::down_bits(params);
-                // The tiling is a function of the ring, the shape and n_b: recompute it.
-                let tiling = (1..=params.n())
-                    .contains(&a)
-                    .then(|| Tiling::choose(params.n(), d_in, d_out, a, q_bits, want_down));
-                if tiling.map(|t| t.as_tuple()) != Some(h.tag)
-                    || extra != crate::coeff::x_bits(params)? as usize
-                {
+                let packs = crate::coeff::packs(params);
+                // Unpacked, the tiling is a function of the ring, the shape and n_b:
+                // recompute it. Packed, the server chose it for a link: check that it
+                // fits the ring, has a power-of-two k_i (the packing grid) and no block
+                // wider than the matrix needs.
+                let tiling = Tiling {
+                    n_b: a,
+                    k_i: b,
+                    k_o: c,
+                };
+                let fits = (1..=params.n()).contains(&a)
+                    && if packs {
+                        b.is_power_of_two()
+                            && b < 2 * d_in
+                            && (1..=d_out).contains(&c)
+                            && a.saturating_mul(b).saturating_mul(c) <= params.n()
+                    } else {
+                        Tiling::choose(params.n(), d_in, d_out, a, q_bits, want_down) == tiling
+                    };
+                let pack_levels = if packs && fits {
+                    tiling.pack_levels(d_out)
+                } else {
+                    0
+                };
+                if !fits || extra != crate::coeff::x_bits(params, pack_levels)? as usize {
                     return Err(bad("coefficient tiling or input bits", 0));
                 }
                 if down_bits != want_down {
                     return Err(bad("download bits", 0));
                 }
                 LayoutKind::Coefficients(CoeffLayout {
-                    tiling: Tiling {
-                        n_b: a,
-                        k_i: b,
-                        k_o: c,
-                    },
+                    tiling,
                     col_scale,
                     x_bits: extra as u32,
                     w_bits: crate::coeff::w_bits(params),
                     down_bits,
+                    pack_levels,
                 })
             }
             Method::Slots => {

@@ -39,6 +39,13 @@ pub enum LinalgPreset {
     /// where `Coeff12`'s `2^24` download modulus keeps none ([`crate::flooding`]).
     /// Costs about 1.5x the upload and 1.9x the download of `Coeff12`.
     Coeff12Wide,
+    /// Coefficient method with packed outputs, `N = 2^12`, one prime near `2^54` and a
+    /// `P` near `2^54` (`log QP` about 108 <= 109), download modulus `2^24`. The server
+    /// merges the output ciphertexts of a product into few ([`crate::coeff`], "Packed
+    /// outputs") with Galois keys the client uploads once per session; the wide `P`
+    /// keeps each merge's key-switch noise near `2^6`, and the prime leaves room for the
+    /// merges' doubling of the values. Strict mode only (no flooding).
+    Coeff12Pack,
     /// Slot (diagonal) method, `N = 2^13` (4096 slots, enough for `d_in + d_out - 1 = 3647`
     /// of the 576 -> 3072 projection), one 55-bit prime and a 60-bit `P` (`log QP` 115
     /// <= 218); rotation keys with one digit, whose noise `P` divides by `2^60`.
@@ -54,6 +61,7 @@ impl LinalgPreset {
             LinalgPreset::Coeff11 => "coeff11",
             LinalgPreset::Coeff12 => "coeff12",
             LinalgPreset::Coeff12Wide => "coeff12wide",
+            LinalgPreset::Coeff12Pack => "coeff12pack",
             LinalgPreset::Slots13 => "slots13",
         }
     }
@@ -73,6 +81,9 @@ impl LinalgPreset {
                  needs (selective mode's preset, and the only one it accepts); ~1.7x the \
                  traffic"
             }
+            LinalgPreset::Coeff12Pack => {
+                "N = 2^12, one 54-bit prime, outputs packed by the server with Galois keys:                  a few ciphertexts down per product (strict mode only)"
+            }
             LinalgPreset::Slots13 => {
                 "N = 2^13, one 55-bit prime, slot method with rotation keys: about 15 bits \
                  (benchmarks; no session serves it)"
@@ -88,6 +99,7 @@ impl LinalgPreset {
             LinalgPreset::Coeff12 => 2,
             LinalgPreset::Slots13 => 3,
             LinalgPreset::Coeff12Wide => 4,
+            LinalgPreset::Coeff12Pack => 5,
         }
     }
 
@@ -107,20 +119,28 @@ impl LinalgPreset {
     /// The method this preset is built for.
     pub fn method(self) -> Method {
         match self {
-            LinalgPreset::Coeff11 | LinalgPreset::Coeff12 | LinalgPreset::Coeff12Wide => {
-                Method::Coefficients
-            }
+            LinalgPreset::Coeff11
+            | LinalgPreset::Coeff12
+            | LinalgPreset::Coeff12Wide
+            | LinalgPreset::Coeff12Pack => Method::Coefficients,
             LinalgPreset::Slots13 => Method::Slots,
         }
     }
 
     /// Every preset, for lookups and tests.
-    pub const ALL: [LinalgPreset; 4] = [
+    pub const ALL: [LinalgPreset; 5] = [
         LinalgPreset::Coeff11,
         LinalgPreset::Coeff12,
         LinalgPreset::Coeff12Wide,
+        LinalgPreset::Coeff12Pack,
         LinalgPreset::Slots13,
     ];
+
+    /// True when the server packs this preset's product outputs before the download
+    /// (needs the client's Galois keys): only [`LinalgPreset::Coeff12Pack`].
+    pub fn packs(self) -> bool {
+        matches!(self, LinalgPreset::Coeff12Pack)
+    }
 
     /// The preset `params` were built from, if they are one.
     pub fn of(params: &Parameters) -> Option<LinalgPreset> {
@@ -150,7 +170,9 @@ impl LinalgPreset {
     /// [`selene_ckks::rlwe::Pow2Modulus::lift_fits`]).
     pub fn down_bits(self) -> u32 {
         match self {
-            LinalgPreset::Coeff11 | LinalgPreset::Coeff12 => crate::coeff::DEFAULT_DOWN_BITS,
+            LinalgPreset::Coeff11 | LinalgPreset::Coeff12 | LinalgPreset::Coeff12Pack => {
+                crate::coeff::DEFAULT_DOWN_BITS
+            }
             LinalgPreset::Coeff12Wide => 46,
             LinalgPreset::Slots13 => crate::slots::DOWN_BITS,
         }
@@ -163,6 +185,7 @@ impl LinalgPreset {
             LinalgPreset::Coeff12 => (12, 41, 20),
             // 60 is the engine's widest prime size (the prime lands just above 2^60).
             LinalgPreset::Coeff12Wide => (12, 60, 20),
+            LinalgPreset::Coeff12Pack => (12, 54, 54),
             LinalgPreset::Slots13 => (13, 55, 60),
         };
         ParametersLiteral {
@@ -263,11 +286,20 @@ mod tests {
         }
         // The codes are stored in keystores: they never change.
         let codes = LinalgPreset::ALL.map(LinalgPreset::code);
-        assert_eq!(codes, [1, 2, 4, 3]);
+        assert_eq!(codes, [1, 2, 4, 5, 3]);
         assert_eq!(LinalgPreset::from_code(0), None);
-        assert_eq!(LinalgPreset::from_code(5), None);
+        assert_eq!(LinalgPreset::from_code(6), None);
         let names = LinalgPreset::ALL.map(LinalgPreset::name);
-        assert_eq!(names, ["coeff11", "coeff12", "coeff12wide", "slots13"]);
+        assert_eq!(
+            names,
+            [
+                "coeff11",
+                "coeff12",
+                "coeff12wide",
+                "coeff12pack",
+                "slots13"
+            ]
+        );
         assert_eq!(
             LinalgPreset::ALL
                 .into_iter()
@@ -286,7 +318,7 @@ mod tests {
                 e.to_string(),
                 format!(
                     "unknown preset {bad:?}; expected one of coeff11, coeff12, coeff12wide, \
-                     slots13"
+                     coeff12pack, slots13"
                 )
             );
             assert!(serde_json::from_str::<LinalgPreset>(&format!("{bad:?}")).is_err());

@@ -27,7 +27,8 @@ impl Server {
         }
     }
 
-    /// Installs the client's Galois keys (the slot method's rotations).
+    /// Installs the client's Galois keys (the slot method's rotations, or the merges of
+    /// packed coefficient outputs).
     pub fn with_galois_keys(mut self, gks: Arc<GaloisKeys>) -> Self {
         self.gks = Some(gks);
         self
@@ -49,7 +50,7 @@ impl Server {
                 check_count("input", cts.len(), t.groups(n) * t.in_blocks(shape.d_in))?;
                 check_cts(cts, rn, Encoding::Coefficients)?;
                 (
-                    coeff::apply(&self.params, w, l, cts, n, shape)?,
+                    coeff::apply(&self.params, w, l, cts, n, shape, self.gks.as_ref())?,
                     l.down_bits,
                 )
             }

@@ -47,6 +47,12 @@ const MAC_NS: f64 = 1.2;
 const NTT_NS_PER_COEFF: f64 = 5.0;
 /// Wire time per bit at 1 Gbit/s.
 const WIRE_NS_PER_BIT: f64 = 1.0;
+/// One merge of packed outputs (an automorphism with a hybrid key switch over `q` and
+/// `P`: about six NTTs), per coefficient (`N = 2^12`: about 120 us).
+const KS_NS_PER_COEFF: f64 = 30.0;
+/// The client's encryption or decryption of one ciphertext, per coefficient (an NTT,
+/// sampling, a multiply).
+const CLIENT_NS_PER_COEFF: f64 = 10.0;
 
 impl Tiling {
     /// The tuple `(n_b, k_i, k_o)`, for error messages.
@@ -125,6 +131,81 @@ impl Tiling {
             }
         }
         best
+    }
+
+    /// The tiling with `n_b` tokens per ciphertext and a power-of-two `k_i` (so outputs
+    /// can be packed, [`crate::coeff`]) that minimises the modelled time of one token
+    /// group over `link`: server multiply-adds, inverse NTTs and packing merges, the
+    /// client's encryptions and decryptions, and the bytes each way at the link's rates.
+    /// Packing merges `2^r` output blocks (`r = min(log2 k_i, ceil(log2 blocks))`) into
+    /// one download, at one key switch per merge.
+    pub fn choose_packed(
+        ring_n: usize,
+        d_in: usize,
+        d_out: usize,
+        n_b: usize,
+        up_bits: u32,
+        down_bits: u32,
+        link: &crate::Link,
+    ) -> Tiling {
+        let per_ct = ring_n / n_b.max(1);
+        let mut best = Tiling {
+            n_b,
+            k_i: 1,
+            k_o: per_ct.min(d_out).max(1),
+        };
+        let mut best_cost = f64::INFINITY;
+        let mut k_i = 1;
+        while k_i <= per_ct && k_i < 2 * d_in {
+            let k_o = (per_ct / k_i).min(d_out);
+            let t = Tiling { n_b, k_i, k_o };
+            let cost = t.packed_model_ns(ring_n, d_in, d_out, up_bits, down_bits, link);
+            if cost < best_cost {
+                best_cost = cost;
+                best = t;
+            }
+            k_i *= 2;
+        }
+        best
+    }
+
+    /// Merge levels of a packed product: `min(log2 k_i, ceil(log2 out_blocks))` (0 when
+    /// `k_i` is odd: no power-of-two grid).
+    pub fn pack_levels(&self, d_out: usize) -> u32 {
+        let blocks = self.out_blocks(d_out);
+        self.k_i
+            .trailing_zeros()
+            .min(blocks.next_power_of_two().trailing_zeros())
+    }
+
+    /// Downloaded ciphertexts of one token group when packed.
+    pub fn packed_cts(&self, d_out: usize) -> usize {
+        self.out_blocks(d_out)
+            .div_ceil(1 << self.pack_levels(d_out))
+    }
+
+    /// Modelled time (ns) of one token group with packed outputs over `link`; see
+    /// [`Tiling::choose_packed`].
+    pub fn packed_model_ns(
+        &self,
+        ring_n: usize,
+        d_in: usize,
+        d_out: usize,
+        up_bits: u32,
+        down_bits: u32,
+        link: &crate::Link,
+    ) -> f64 {
+        let (bi, bo) = (self.in_blocks(d_in) as f64, self.out_blocks(d_out) as f64);
+        let packed = self.packed_cts(d_out) as f64;
+        let nf = ring_n as f64;
+        let server = bi * bo * nf * MAC_NS
+            + (bo - packed) * nf * KS_NS_PER_COEFF
+            + 2.0 * packed * nf * NTT_NS_PER_COEFF;
+        let client = (bi + packed) * nf * CLIENT_NS_PER_COEFF;
+        let used = (self.n_b * d_out) as f64;
+        let up = bi * nf * f64::from(up_bits) * link.up_ns_per_bit();
+        let down = (packed * nf + used) * f64::from(down_bits) * link.down_ns_per_bit();
+        server + client + up + down
     }
 
     /// Bits on the wire, both ways, for one token group.

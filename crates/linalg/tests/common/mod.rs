@@ -61,7 +61,7 @@ pub fn round_trip(
     let mut client = Client::new(params);
     let layout: &Layout = m.layout();
     let mut server = Server::new(params);
-    if method == Method::Slots {
+    if method == Method::Slots || !layout.pack_galois_elements(params.log_n()).is_empty() {
         let gks: GaloisKeys = client.galois_keys(&[layout]);
         server = server.with_galois_keys(Arc::new(gks));
     }
