@@ -148,6 +148,12 @@ pub enum Error {
     /// fingerprints differ), so its products would not match this client's model.
     #[error("the server runs another model than this client's (fingerprints differ)")]
     ModelMismatch,
+    /// Evaluation keys the session cannot use (another element, a repeat, one missing).
+    #[error("Galois keys rejected: {0}")]
+    KeysRejected(String),
+    /// The CKKS engine refused bytes or an operation (a malformed key).
+    #[error(transparent)]
+    Ckks(#[from] selene_ckks::Error),
     /// The release guard refused a release; nothing was sent.
     // The reason is the error's source, not part of this message, so `{:#}` chains
     // (anyhow) print it once.

@@ -143,8 +143,12 @@ pub struct Policy {
 
 /// Presets a policy may name: those of the coefficient method, the one a session's
 /// products use ([`crate::PreparedModel`]), the strict default first.
-pub const POLICY_PRESETS: [LinalgPreset; 3] =
-    [STRICT_PRESET, LinalgPreset::Coeff11, SELECTIVE_PRESET];
+pub const POLICY_PRESETS: [LinalgPreset; 4] = [
+    STRICT_PRESET,
+    LinalgPreset::Coeff11,
+    SELECTIVE_PRESET,
+    LinalgPreset::Coeff12Pack,
+];
 
 /// The preset strict mode runs on unless told otherwise.
 pub const STRICT_PRESET: LinalgPreset = LinalgPreset::Coeff12;
@@ -426,7 +430,7 @@ mod tests {
             (
                 "version = 1\npreset = \"slots13\"\nencrypted_layers = 30\n",
                 "preset \"slots13\" is not for sessions; expected one of [\"coeff12\", \
-                 \"coeff11\", \"coeff12wide\"]",
+                 \"coeff11\", \"coeff12wide\", \"coeff12pack\"]",
             ),
             (
                 "version = 1\npreset = \"coeff12\"\nencrypted_layers = 31\n",

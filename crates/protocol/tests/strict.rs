@@ -73,6 +73,105 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
     assert!(enc.server_time() > std::time::Duration::ZERO);
 }
 
+/// Strict mode at `coeff12pack` (outputs packed by the server with the session's Galois
+/// keys), tilings chosen for the `wan` link: greedy tokens equal the
+/// plaintext model's, the keys went up once, and far fewer bytes come down per product
+/// than the unpacked plan sends.
+#[test]
+fn strict_mode_with_packed_outputs_matches_plaintext_tokens() {
+    use selene_linalg::Link;
+    let w = &common::shared().w;
+    let tok = &common::shared().tok;
+    let params = LinalgPreset::Coeff12Pack.build().unwrap();
+    let ids = tok.encode("The patient was diagnosed with").unwrap();
+    let want = common::plain(&ids, 4);
+    let layers = w.config().n_layers;
+    // One link keeps the test's time down; `crates/linalg/tests/packed.rs` covers the
+    // plans of the others product by product.
+    #[allow(clippy::single_element_loop, reason = "more links fit here")]
+    for link in [Link::WAN] {
+        let model =
+            Arc::new(PreparedModel::for_link(&params, w, layers, &link, &mut || {}).unwrap());
+        let mut enc = StrictLinear::new(
+            w,
+            &params,
+            model.layouts(),
+            InProcess::new(ModelServer::new(model.clone())),
+        )
+        .unwrap();
+        let got = generate(w, &ids, 4, &[], &mut greedy(), &mut enc, &mut |_| {
+            Ok(ControlFlow::Continue(()))
+        })
+        .unwrap();
+        assert_eq!(got, want, "{link}: greedy tokens differ");
+        let s = enc.stats();
+        // One upload of a handful of keys (one per merge level in use).
+        assert!(
+            (1..=12).contains(&s.galois_keys) && s.galois_key_bytes > 0,
+            "{s:?}"
+        );
+        // 9 positions pass through 30 layers' 4 products; packed, each product's
+        // download is at most a few ciphertexts of 2 x 4096 24-bit coefficients.
+        let per_product = s.bytes_down as f64 / s.products as f64;
+        eprintln!(
+            "{link}: {} keys ({:.2} MB, generated in {:?}), {:.1} KB up and {:.1} KB down per \
+             product",
+            s.galois_keys,
+            s.galois_key_bytes as f64 / 1e6,
+            s.galois_keygen,
+            s.bytes_up as f64 / s.products as f64 / 1e3,
+            per_product / 1e3
+        );
+        assert!(
+            per_product < 100e3,
+            "{link}: {per_product} bytes down per product"
+        );
+        if link == Link::WAN {
+            upload_rules_hold(&model, &params);
+        }
+    }
+}
+
+/// A key upload holds exactly the elements the packed layouts need, once per session.
+fn upload_rules_hold(model: &Arc<PreparedModel>, params: &Arc<selene_ckks::Parameters>) {
+    use selene_protocol::codec::keys::encode_galois_keys;
+    use selene_protocol::{ClientSession, Error, Policy};
+    let layers = model.layers();
+    let open = || {
+        let policy = Policy {
+            preset: LinalgPreset::Coeff12Pack,
+            ..Policy::strict(layers)
+        };
+        let t = InProcess::new(ModelServer::new(model.clone()));
+        ClientSession::open(t, params, policy, 64).unwrap()
+    };
+    let client = selene_linalg::Client::new(params);
+    let layouts = model.layouts();
+    let refs: Vec<_> = layouts.iter().flatten().collect();
+    let keys = client.galois_keys(&refs);
+    // A key for an element no layout needs (conjugation) is refused, as is a set that
+    // lacks one.
+    let mut extra = client.galois_keys(&refs);
+    extra.insert(selene_ckks::GaloisKey::new(
+        &selene_ckks::SecretKey::generate(params),
+        2 * params.n() as u64 - 1,
+    ));
+    let mut s = open();
+    let e = s
+        .upload_galois_keys(encode_galois_keys(&extra))
+        .unwrap_err();
+    assert!(matches!(e, Error::Remote { .. }), "{e}");
+    let mut s = open();
+    let mut fewer = selene_ckks::GaloisKeys::default();
+    let first = keys.elements().next().unwrap();
+    fewer.insert(keys.get(first).unwrap().as_ref().clone());
+    assert!(s.upload_galois_keys(encode_galois_keys(&fewer)).is_err());
+    // The right set goes in once; a second upload is refused.
+    let mut s = open();
+    s.upload_galois_keys(encode_galois_keys(&keys)).unwrap();
+    assert!(s.upload_galois_keys(encode_galois_keys(&keys)).is_err());
+}
+
 /// Selective mode with flooded decryptions at `coeff12wide` (the preset selective mode
 /// runs on), K = 1 and K = 4: greedy tokens equal the plaintext model's on a prompt whose
 /// greedy choice wins by more than 0.1 at every step, and the released prompt's logits

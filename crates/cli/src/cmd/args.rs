@@ -66,6 +66,11 @@ pub fn preset_parser() -> impl TypedValueParser<Value = LinalgPreset> {
     .try_map(|name| name.parse::<LinalgPreset>())
 }
 
+/// Parses `--link`: `lan`, `wan`, `home` or `RTT_MS,UP_MBIT,DOWN_MBIT`.
+pub fn link_parser(s: &str) -> Result<selene_linalg::Link, String> {
+    s.parse().map_err(|e: selene_linalg::Error| e.to_string())
+}
+
 /// The policy flags shared by `run` and `client`.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {

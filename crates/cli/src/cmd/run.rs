@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use selene_protocol::InProcess;
 
-use super::args::{load, GenerationArgs, PolicyArgs};
+use super::args::{link_parser, load, GenerationArgs, PolicyArgs};
 use super::drive::drive;
 use super::serving::embedded_server;
 
@@ -20,6 +20,11 @@ pub struct RunArgs {
     /// Worker threads (rayon); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
+    /// The link the plan is made for: lan (1 Gbit/s, 1 ms), wan (100 Mbit/s, 20 ms),
+    /// home (20 Mbit/s up, 100 down, 30 ms) or RTT_MS,UP_MBIT,DOWN_MBIT. It chooses the
+    /// tiling of a packing preset (--preset coeff12pack); the process itself has no link.
+    #[arg(long, default_value = "lan", value_parser = link_parser)]
+    link: selene_linalg::Link,
 }
 
 /// Runs `selene run`: in strict mode (the default) every layer's weight products on
@@ -34,7 +39,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let w = Arc::new(w);
     let policy = args.policy.policy(w.config().n_layers)?;
     let params = policy.preset.build()?;
-    let (server, token) = embedded_server(&params, &w, policy.encrypted_layers)?;
+    let (server, token) = embedded_server(&params, &w, policy.encrypted_layers, &args.link)?;
     let transport = InProcess::connect(&server, &token);
     let context = args.policy.public_context.as_deref();
     drive(&args.gen, &w, &t, &params, policy, context, transport)

@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Worker threads (rayon); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
+    /// The clients' link the plan is made for: lan, wan, home or RTT_MS,UP_MBIT,DOWN_MBIT.
+    /// It chooses the tiling of a packing preset (--preset coeff12pack).
+    #[arg(long, default_value = "lan", value_parser = super::args::link_parser)]
+    link: selene_linalg::Link,
     #[command(flatten)]
     model: ModelArg,
 }
@@ -99,7 +103,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         "--selective-layers {} must be below the model's {layers} layers",
         args.selective_layers
     );
-    let model = prepare(&params, &w, layers)?;
+    let model = prepare(&params, &w, layers, &args.link)?;
     let limits = Limits {
         max_sessions: args.max_sessions,
         max_message_bytes: args.max_message_mib.saturating_mul(1 << 20),
@@ -108,7 +112,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let mut sessions = SessionServer::new(model, w.clone(), limits);
     if args.selective_layers > 0 && args.preset != SELECTIVE_PRESET {
         let wide_params = SELECTIVE_PRESET.build()?;
-        sessions = sessions.with_model(prepare(&wide_params, &w, args.selective_layers)?);
+        sessions = sessions.with_model(prepare(
+            &wide_params,
+            &w,
+            args.selective_layers,
+            &args.link,
+        )?);
     }
     let sessions = sessions
         .with_token_hash(hash)

@@ -7,7 +7,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngCore;
 use selene_ckks::Parameters;
-use selene_linalg::LinalgPreset;
+use selene_linalg::{LinalgPreset, Link};
 use selene_model::Weights;
 use selene_protocol::policy::SELECTIVE_PRESET;
 use selene_protocol::{Limits, PreparedModel, SessionServer, ENCRYPTED_STAGES};
@@ -21,8 +21,9 @@ pub fn embedded_server(
     params: &Arc<Parameters>,
     w: &Arc<Weights>,
     layers: usize,
+    link: &Link,
 ) -> anyhow::Result<(Arc<SessionServer>, Vec<u8>)> {
-    let server = session_server(params, w, layers, 0)?;
+    let server = session_server(params, w, layers, 0, link)?;
     let mut token = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut token);
     Ok((Arc::new(server.with_token(&token)), token))
@@ -40,22 +41,24 @@ pub fn session_server(
     w: &Arc<Weights>,
     layers: usize,
     selective_layers: usize,
+    link: &Link,
 ) -> anyhow::Result<SessionServer> {
-    let model = prepare(params, w, layers)?;
+    let model = prepare(params, w, layers, link)?;
     let mut server = SessionServer::new(model, Arc::clone(w), Limits::default());
     if selective_layers > 0 && LinalgPreset::of(params) != Some(SELECTIVE_PRESET) {
         let wide_params = SELECTIVE_PRESET.build()?;
-        server = server.with_model(prepare(&wide_params, w, selective_layers)?);
+        server = server.with_model(prepare(&wide_params, w, selective_layers, link)?);
     }
     Ok(server)
 }
 
-/// Encodes layers `0..layers` of `w` for `params`, with a progress bar and a summary on
-/// stderr.
+/// Encodes layers `0..layers` of `w` for `params` (a packing preset's tilings chosen for
+/// `link`), with a progress bar and a summary on stderr.
 pub fn prepare(
     params: &Arc<Parameters>,
     w: &Weights,
     layers: usize,
+    link: &Link,
 ) -> anyhow::Result<Arc<PreparedModel>> {
     let start = Instant::now();
     let bar = ProgressBar::new((layers * ENCRYPTED_STAGES.len()) as u64).with_style(
@@ -63,7 +66,7 @@ pub fn prepare(
             "server: encoding weights {bar:30} {pos}/{len} matrices [{elapsed}]",
         )?,
     );
-    let model = PreparedModel::new(params, w, layers, &mut || bar.inc(1))?;
+    let model = PreparedModel::for_link(params, w, layers, link, &mut || bar.inc(1))?;
     bar.finish_and_clear();
     eprintln!(
         "[server: {} layers x {} products encoded for CKKS N = {} in {:.1} s, {:.0} MiB]",

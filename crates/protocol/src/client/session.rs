@@ -162,6 +162,18 @@ impl<T: Transport> ClientSession<T> {
         }
     }
 
+    /// Uploads the Galois keys packed layouts need (`codec::keys` bytes), once.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] (keys of other elements, a second upload, nothing packed),
+    /// channel errors.
+    pub fn upload_galois_keys(&mut self, bytes: Vec<u8>) -> Result<()> {
+        match self.request(Message::GaloisKeys { bytes })? {
+            Message::KeysAccepted => Ok(()),
+            m => Err(unexpected(m, Kind::GaloisKeys)),
+        }
+    }
+
     /// Sends a release (`SELR` bytes) and returns the server's answer. It takes the
     /// guard's proof that this release was authorized (and, under a keystore, logged),
     /// so a release without one does not compile.

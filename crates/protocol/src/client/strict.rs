@@ -11,6 +11,7 @@ use selene_model::forward::apply_gain;
 use selene_model::{Linear, LinearStage, ProductAt, QuantLinear, Weights};
 
 use super::session::ClientSession;
+use crate::codec::keys::encode_galois_keys;
 use crate::codec::stage::stage_index;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
@@ -33,6 +34,12 @@ pub struct TrafficStats {
     pub bytes_down: usize,
     /// Client time spent encoding, encrypting, decrypting and decoding.
     pub client_time: Duration,
+    /// Galois keys uploaded for packed outputs (0 when nothing is packed).
+    pub galois_keys: usize,
+    /// Their bytes on the wire (once per session).
+    pub galois_key_bytes: usize,
+    /// Time the client spent generating them.
+    pub galois_keygen: Duration,
 }
 
 /// Strict client-aided mode: every per-layer weight product is encrypted under the
@@ -135,7 +142,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
     pub fn from_session(
         weights: &'w Weights,
         client: Client,
-        session: ClientSession<T>,
+        mut session: ClientSession<T>,
     ) -> Result<Self> {
         let layers = weights.config().n_layers;
         let layouts = session.layouts().to_vec();
@@ -145,12 +152,29 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                 layers,
             });
         }
+        let mut stats = TrafficStats::default();
+        // Packed layouts: the server merges outputs with this key's Galois keys, sent
+        // once per session.
+        let refs: Vec<&Layout> = layouts.iter().flatten().collect();
+        let log_n = client.params().log_n();
+        if refs
+            .iter()
+            .any(|l| !l.pack_galois_elements(log_n).is_empty())
+        {
+            let start = Instant::now();
+            let keys = client.galois_keys(&refs);
+            let bytes = encode_galois_keys(&keys);
+            stats.galois_keys = keys.elements().count();
+            stats.galois_key_bytes = bytes.len();
+            stats.galois_keygen = start.elapsed();
+            session.upload_galois_keys(bytes)?;
+        }
         Ok(Self {
             weights,
             client,
             layouts,
             session,
-            stats: TrafficStats::default(),
+            stats,
             flooding: None,
         })
     }

@@ -5,6 +5,7 @@
 //! trailing bytes; both roles use the same functions.
 
 pub(crate) mod blob;
+pub mod keys;
 pub mod prefix_kv;
 pub mod release;
 pub mod stage;

@@ -83,6 +83,10 @@ pub enum Kind {
     PublicPrefix = 10,
     /// The prefix's keys and values for the client's layers.
     PrefixKv = 11,
+    /// The client's Galois keys for packed product outputs, once per session.
+    GaloisKeys = 12,
+    /// The server installed them.
+    KeysAccepted = 13,
 }
 
 impl Kind {
@@ -100,6 +104,8 @@ impl Kind {
             Error,
             PublicPrefix,
             PrefixKv,
+            GaloisKeys,
+            KeysAccepted,
         ]
         .into_iter()
         .find(|k| *k as u8 == v)
@@ -301,6 +307,13 @@ pub enum Message {
         /// `PrefixKv` wire bytes.
         bytes: Vec<u8>,
     },
+    /// The client's Galois keys for packing (`codec::keys` bytes), once per session.
+    GaloisKeys {
+        /// Key-set bytes.
+        bytes: Vec<u8>,
+    },
+    /// The server installed the Galois keys.
+    KeysAccepted,
     /// End of session.
     Close,
     /// An error reply.
@@ -325,6 +338,8 @@ impl Message {
             Message::HiddenState { .. } => Kind::HiddenState,
             Message::PublicPrefix { .. } => Kind::PublicPrefix,
             Message::PrefixKv { .. } => Kind::PrefixKv,
+            Message::GaloisKeys { .. } => Kind::GaloisKeys,
+            Message::KeysAccepted => Kind::KeysAccepted,
             Message::Close => Kind::Close,
             Message::Error { .. } => Kind::Error,
         }
@@ -420,9 +435,9 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
         Message::ProductResult { ciphertext } => {
             w.bytes_u32("ciphertext", ciphertext, usize::MAX)?
         }
-        Message::Release { bytes } | Message::PrefixKv { bytes } => {
-            w.bytes_u32("payload", bytes, usize::MAX)?
-        }
+        Message::Release { bytes }
+        | Message::PrefixKv { bytes }
+        | Message::GaloisKeys { bytes } => w.bytes_u32("payload", bytes, usize::MAX)?,
         Message::PublicPrefix { tokens } => {
             w.count_u32("prefix token count", tokens.len(), MAX_PREFIX_TOKENS)?;
             for &t in tokens {
@@ -435,7 +450,7 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
                 w.f32(x);
             }
         }
-        Message::Close => {}
+        Message::Close | Message::KeysAccepted => {}
         Message::Error { code, message } => {
             w.u16(*code as u16);
             w.bytes_u32("error text", message.as_bytes(), MAX_ERROR_BYTES)?;
@@ -453,7 +468,9 @@ fn payload_hint(m: &Message) -> usize {
         Message::Product { ciphertext, .. } | Message::ProductResult { ciphertext } => {
             ciphertext.len() + 16
         }
-        Message::Release { bytes } | Message::PrefixKv { bytes } => bytes.len() + 8,
+        Message::Release { bytes }
+        | Message::PrefixKv { bytes }
+        | Message::GaloisKeys { bytes } => bytes.len() + 8,
         Message::PublicPrefix { tokens } => 4 * tokens.len() + 8,
         Message::Logits { values } | Message::HiddenState { values } => 4 * values.len() + 8,
         _ => 64,
@@ -620,6 +637,10 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
         Kind::PrefixKv => Message::PrefixKv {
             bytes: rd.bytes_u32("prefix keys and values", usize::MAX)?.to_vec(),
         },
+        Kind::GaloisKeys => Message::GaloisKeys {
+            bytes: rd.bytes_u32("Galois keys", usize::MAX)?.to_vec(),
+        },
+        Kind::KeysAccepted => Message::KeysAccepted,
     };
     rd.expect_end()?;
     Ok(Frame {

@@ -187,9 +187,11 @@ impl Connection {
                 Message::Product { .. }
                 | Message::Release { .. }
                 | Message::PublicPrefix { .. }
+                | Message::GaloisKeys { .. }
                 | Message::Close,
                 None,
             ) => Err(reject(ErrorCode::NoSession, "no session: send Hello first")),
+            (Message::GaloisKeys { bytes }, Some(s)) => handlers::galois_keys(&server, s, &bytes),
             (
                 Message::Product {
                     layer,

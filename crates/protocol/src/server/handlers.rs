@@ -8,6 +8,7 @@ use super::prefix::PublicPrefix;
 use super::session::{reject, Reject, Session};
 use super::session_server::SessionServer;
 use super::tail::TailOutput;
+use crate::codec::keys::decode_galois_keys;
 use crate::codec::release::decode_release;
 use crate::codec::wire::{ErrorCode, Message};
 use crate::policy::HeadSide;
@@ -36,9 +37,39 @@ pub(super) fn product(
         .ok_or_else(|| reject(ErrorCode::Internal, "session model missing"))?
         .products;
     let out = products
-        .handle(layer, stage, ciphertext)
+        .handle_with_keys(layer, stage, ciphertext, s.galois.as_ref())
         .map_err(|e| reject(ErrorCode::BadPayload, e))?;
     Ok(Message::ProductResult { ciphertext: out })
+}
+
+/// Answers a `GaloisKeys` upload: decodes exactly the elements the session's packed
+/// layouts need and installs them; once per session.
+pub(super) fn galois_keys(
+    server: &SessionServer,
+    s: &mut Session,
+    bytes: &[u8],
+) -> std::result::Result<Message, Reject> {
+    if s.galois.is_some() {
+        return Err(reject(
+            ErrorCode::KeysRejected,
+            "this session already has its Galois keys",
+        ));
+    }
+    let model = server
+        .models
+        .get(s.model)
+        .ok_or_else(|| reject(ErrorCode::Internal, "session model missing"))?;
+    let expected = model.products.galois_elements(s.policy.encrypted_layers);
+    if expected.is_empty() {
+        return Err(reject(
+            ErrorCode::KeysRejected,
+            "this session's layouts are not packed: it needs no Galois keys",
+        ));
+    }
+    let keys = decode_galois_keys(bytes, model.products.model().params(), &expected)
+        .map_err(|e| reject(ErrorCode::KeysRejected, e))?;
+    s.galois = Some(std::sync::Arc::new(keys));
+    Ok(Message::KeysAccepted)
 }
 
 /// Answers a `PublicPrefix` request: runs it in plaintext, keeps layers `k..` in the

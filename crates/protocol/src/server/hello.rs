@@ -88,6 +88,7 @@ pub(super) fn open(
         released_rows: 0,
         tail,
         end_reason: "disconnect",
+        galois: None,
     };
     server.emit(&SessionEvent::Opened {
         id,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use selene_ckks::Parameters;
-use selene_linalg::{Layout, MatrixShape, Method, PreparedMatrix};
+use selene_linalg::{Layout, Link, MatrixShape, Method, PreparedMatrix};
 use selene_model::{LinearStage, Weights};
 
 use crate::codec::stage::stage_index;
@@ -29,6 +29,21 @@ impl PreparedModel {
         layers: usize,
         on_matrix: &mut dyn FnMut(),
     ) -> Result<Self> {
+        Self::for_link(params, w, layers, &Link::LAN, on_matrix)
+    }
+
+    /// Like [`PreparedModel::new`], with the tilings of a packing preset chosen for the
+    /// clients' `link` (other presets ignore it).
+    ///
+    /// # Errors
+    /// As [`PreparedModel::new`].
+    pub fn for_link(
+        params: &Arc<Parameters>,
+        w: &Weights,
+        layers: usize,
+        link: &Link,
+        on_matrix: &mut dyn FnMut(),
+    ) -> Result<Self> {
         let c = w.config();
         if layers > c.n_layers {
             return Err(Error::LayerOutOfRange {
@@ -41,12 +56,13 @@ impl PreparedModel {
             let mut prep = |stage: LinearStage| -> Result<PreparedMatrix> {
                 let (d_in, d_out) = stage.dims(c);
                 let rows = w.stage_weight_folded(l, stage)?;
-                let m = PreparedMatrix::new(
+                let m = PreparedMatrix::for_link(
                     params,
                     &rows,
                     MatrixShape::new(d_in, d_out),
                     Method::Coefficients,
                     1,
+                    link,
                 )?;
                 on_matrix();
                 Ok(m)

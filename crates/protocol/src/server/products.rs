@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use selene_ckks::GaloisKeys;
 use selene_linalg::{EncryptedInput, Server};
 use selene_model::LinearStage;
 
@@ -34,9 +35,46 @@ impl ModelServer {
     /// # Errors
     /// Malformed or mismatched bytes, a layer or stage that is not prepared.
     pub fn handle(&self, layer: usize, stage: LinearStage, input: &[u8]) -> Result<Vec<u8>> {
+        self.handle_with_keys(layer, stage, input, None)
+    }
+
+    /// Like [`ModelServer::handle`] with the session's Galois keys, which packed layouts
+    /// need to merge their outputs.
+    ///
+    /// # Errors
+    /// As [`ModelServer::handle`]; a packed layout without keys.
+    pub fn handle_with_keys(
+        &self,
+        layer: usize,
+        stage: LinearStage,
+        input: &[u8],
+        keys: Option<&Arc<GaloisKeys>>,
+    ) -> Result<Vec<u8>> {
         let m = self.model.matrix(layer, stage)?;
         let x = EncryptedInput::from_bytes(input, self.model.params())?;
-        let y = self.server.apply(m, &x)?;
+        let y = match keys {
+            Some(k) => Server::new(self.model.params())
+                .with_galois_keys(k.clone())
+                .apply(m, &x)?,
+            None => self.server.apply(m, &x)?,
+        };
         Ok(y.to_bytes())
+    }
+
+    /// The Galois elements the first `layers` layers' packed layouts need (empty when
+    /// nothing is packed): exactly what a session's key upload must hold.
+    pub fn galois_elements(&self, layers: usize) -> Vec<u64> {
+        let log_n = self.model.params().log_n();
+        let mut g: Vec<u64> = self
+            .model
+            .layouts()
+            .iter()
+            .take(layers)
+            .flatten()
+            .flat_map(|l| l.pack_galois_elements(log_n))
+            .collect();
+        g.sort_unstable();
+        g.dedup();
+        g
     }
 }

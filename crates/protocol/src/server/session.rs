@@ -23,6 +23,8 @@ pub(super) struct Session {
     pub(super) released_rows: u64,
     pub(super) tail: Option<TailState>,
     pub(super) end_reason: &'static str,
+    /// The client's Galois keys for packed outputs, once uploaded.
+    pub(super) galois: Option<Arc<selene_ckks::GaloisKeys>>,
 }
 
 impl Drop for Session {

@@ -188,7 +188,13 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
             } else {
                 args.selective_layers
             };
-            let server = session_server(&params, &w, layers, selective.min(layers - 1))?;
+            let server = session_server(
+                &params,
+                &w,
+                layers,
+                selective.min(layers - 1),
+                &selene_linalg::Link::LAN,
+            )?;
             let mut token = vec![0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token);
             let server = Arc::new(server.with_token(&token));
