@@ -16,7 +16,10 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{open, poll_open, remote_code, shared, start_with, Running, CONTEXT, TOKEN};
+use common::{
+    generate_on, open, plain, poll_open, remote_code, selective, shared, start_with, Running,
+    CONTEXT, TOKEN,
+};
 use selene_linalg::Client;
 use selene_model::LinearStage;
 use selene_protocol::net::{Identity, TlsTransport};
@@ -55,14 +58,26 @@ fn session_with_one_product(r: &Running) -> selene_protocol::Result<()> {
     session.close()
 }
 
+/// A short private generation (selective, K = 1) of `max` tokens after `ids`.
+fn private_generation(r: &Running, ids: &[u32], max: usize) -> selene_protocol::Result<Vec<u32>> {
+    let session = open(r, 1, TOKEN)?;
+    let mut client = selective(r, session, 1, ids.len() + max);
+    let out = generate_on(&mut client, ids, max, None)?;
+    client.strict_mut().session_mut().close()?;
+    Ok(out)
+}
+
 #[test]
 fn idle_sockets_and_stalled_handshakes_do_not_keep_a_real_client_out() {
     let r = server(Limits {
         max_sessions: 1,
         ..Limits::default()
     });
+    let ids = shared().tok.encode("The capital of France is").unwrap();
+    let want = plain(&ids, 2);
     // 64 raw TCP connections that never start TLS, then 16 that send a ClientHello and
-    // stall there; all stay open while the client tries.
+    // stall there; all stay open while the client tries. On the old server (2 x 1 + 4
+    // slots for all connections) the client was dropped at accept until they timed out.
     let mut flood: Vec<TcpStream> = (0..64)
         .map(|_| TcpStream::connect(&r.addr).unwrap())
         .collect();
@@ -76,8 +91,11 @@ fn idle_sockets_and_stalled_handshakes_do_not_keep_a_real_client_out() {
     let mut tries = 0;
     loop {
         tries += 1;
-        match session_with_one_product(&r) {
-            Ok(()) => break,
+        match private_generation(&r, &ids, 2) {
+            Ok(out) => {
+                assert_eq!(out, want);
+                break;
+            }
             Err(e) => assert!(
                 t.elapsed() < Duration::from_secs(5),
                 "no session within 5 s ({tries} tries): {e}"
@@ -86,7 +104,7 @@ fn idle_sockets_and_stalled_handshakes_do_not_keep_a_real_client_out() {
     }
     let took = t.elapsed();
     eprintln!(
-        "session + product through the flood: {} ms, {tries} tries",
+        "private generation (2 tokens) through the flood: {} ms, {tries} tries",
         took.as_millis()
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
