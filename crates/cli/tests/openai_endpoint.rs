@@ -20,7 +20,7 @@ const KEY_VAR: &str = "SELENE_OPENAI_TEST_KEY";
 const KEY: &str = "sk-selene-test";
 const PROMPT: &str = "Hi";
 const SERVER_TOKEN_VAR: &str = "SELENE_OPENAI_TEST_SERVER_TOKEN";
-const SERVER_TOKEN: &str = "s3rver";
+const SERVER_TOKEN: &str = "c4e81d2f9a3b6e0571d8f2a94c6be037";
 /// Greedy "Hi" under the chat template gives "Hello! How can I", each token winning by at
 /// least 1.43 in the plaintext logits; the sixth ("assist" over "help") wins by only 0.12,
 /// which selective mode's flooded decryptions (max logit error about 0.1 at K = 1)

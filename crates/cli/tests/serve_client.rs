@@ -14,6 +14,9 @@ impl Drop for Server {
     }
 }
 
+/// A server token as `selene serve --new-token` makes them (16 bytes, hex).
+const TOKEN: &str = "6f1c9e0a4b7d2385e1f0c6a9b3d47e52";
+
 #[test]
 fn client_over_tls_matches_plaintext_and_a_wrong_token_is_refused() {
     let bin = env!("CARGO_BIN_EXE_selene");
@@ -26,7 +29,7 @@ fn client_over_tls_matches_plaintext_and_a_wrong_token_is_refused() {
             "--token-env",
             "SELENE_TEST_TOKEN",
         ])
-        .env("SELENE_TEST_TOKEN", "s3cret")
+        .env("SELENE_TEST_TOKEN", TOKEN)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start selene serve");
@@ -64,7 +67,7 @@ fn client_over_tls_matches_plaintext_and_a_wrong_token_is_refused() {
             .output()
             .expect("run selene client")
     };
-    let out = client("s3cret", "1");
+    let out = client(TOKEN, "1");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     // The same greedy tokens as `selene plain` (ARCHITECTURE.md's known answer).
@@ -79,4 +82,34 @@ fn client_over_tls_matches_plaintext_and_a_wrong_token_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Unauthorized"), "{err}");
     drop(server);
+}
+
+#[test]
+fn serve_refuses_a_weak_token_and_new_token_prints_a_strong_one() {
+    let bin = env!("CARGO_BIN_EXE_selene");
+    for weak in [
+        "s3cret",
+        "00000000000000000000000000000000",
+        "6f1c9e0a4b7d2385",
+    ] {
+        let out = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--self-signed"])
+            .args(["--token-env", "SELENE_TEST_TOKEN"])
+            .env("SELENE_TEST_TOKEN", weak)
+            .output()
+            .expect("run selene serve");
+        assert!(!out.status.success(), "{weak}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--new-token"), "{weak}: {err}");
+    }
+    let out = Command::new(bin)
+        .args(["serve", "--new-token"])
+        .output()
+        .expect("run selene serve --new-token");
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    let token = token.trim_end();
+    assert_eq!(token.len(), 64, "{token}");
+    assert!(token.bytes().all(|c| c.is_ascii_hexdigit()), "{token}");
+    selene_protocol::check_token_strength(token.as_bytes()).unwrap();
 }

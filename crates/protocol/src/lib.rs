@@ -63,7 +63,7 @@ pub mod transport;
 pub use client::{
     generate_after_prefix, generate_session, model_fingerprint, ClientSession, Flooding,
     PaddedLinear, PrivateGenerator, PrivateStats, Released, SelectiveClient, StrictLinear,
-    TrafficStats, MIN_FLOODED_PRECISION_BITS,
+    TrafficStats, MIN_FLOODED_PRECISION_BITS, PRODUCT_REPLY_FACTOR,
 };
 pub use codec::prefix_kv::{PrefixKv, PrefixLimits};
 pub use codec::release::{decode_release, encode_release};
@@ -75,7 +75,7 @@ pub use limits::Limits;
 pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest, Terms};
 pub use quality::{compare_logits, Flip, LogitComparison};
 pub use server::{
-    Connection, Counters, ModelServer, PlainTail, PreparedModel, PublicPrefix, SessionEvent,
-    SessionServer,
+    check_token_strength, new_token, Connection, Counters, ModelServer, PlainTail, PreparedModel,
+    PublicPrefix, SessionEvent, SessionServer, MIN_TOKEN_BYTES,
 };
 pub use transport::{net, InProcess, Transport};

@@ -83,8 +83,12 @@ fn fill_until_refused(r: &Running) -> (Vec<ClientSession<TlsTransport>>, Duratio
 #[test]
 fn thirty_two_sessions_generate_at_once_with_churn_and_the_limit_sheds_the_rest() {
     let s = shared();
+    // Every client here shares one address and all open at once: the pre-session budget
+    // must hold them all (a real deployment sees many addresses).
     let limits = Limits {
         max_sessions: MAX_SESSIONS,
+        max_unauthenticated: 2 * MAX_SESSIONS,
+        max_unauthenticated_per_address: 2 * MAX_SESSIONS,
         ..Limits::default()
     };
     let id = Identity::self_signed(&["localhost".to_string()]).unwrap();

@@ -152,3 +152,45 @@ fn a_vanished_client_frees_its_session_while_another_completes() {
     poll_open(&r, 0);
     assert_eq!(r.sessions.counters().sessions_ever, 2);
 }
+
+#[test]
+fn tls_replies_stay_within_the_client_bounds() {
+    // Every encrypted stage at both presets, for 1 and 8 tokens: the answer's size over
+    // the request's stays well under the client's bound (`PRODUCT_REPLY_FACTOR`).
+    let r = start_all();
+    let mut worst = 0f64;
+    for k in [1, 30] {
+        let mut session = open(&r, k, TOKEN).unwrap();
+        let params = r.model_for(k).params().clone();
+        let mut client = Client::new(&params);
+        let layouts = session.layouts()[0].clone();
+        for (stage, layout) in selene_protocol::ENCRYPTED_STAGES.iter().zip(&layouts) {
+            for tokens in [1, 8] {
+                let d = layout.shape().d_in;
+                let x: Vec<f32> = (0..d * tokens).map(|i| (i as f32 * 0.37).sin()).collect();
+                let (input, _) = client.encode_encrypt(&x, tokens, layout).unwrap();
+                let request = input.to_bytes(&params);
+                let t = Instant::now();
+                let answer = session.product(0, *stage, request.clone()).unwrap();
+                let ratio = answer.len() as f64 / request.len() as f64;
+                eprintln!(
+                    "K = {k:2} {stage:?} {tokens} tokens: {} B up, {} B down ({ratio:.2}x), {} ms",
+                    request.len(),
+                    answer.len(),
+                    t.elapsed().as_millis()
+                );
+                worst = worst.max(ratio);
+            }
+        }
+        eprintln!(
+            "longest reply wait: {} ms",
+            session.transport().longest_wait().as_millis()
+        );
+        session.close().unwrap();
+    }
+    eprintln!("largest answer / request: {worst:.2}");
+    assert!(
+        worst * 2.0 <= selene_protocol::PRODUCT_REPLY_FACTOR as f64,
+        "{worst}"
+    );
+}

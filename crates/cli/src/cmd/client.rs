@@ -1,9 +1,10 @@
 //! `selene client`: private generation against a `selene serve` server over TLS.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
-use selene_protocol::net::TlsTransport;
+use selene_protocol::net::{TlsTransport, DEFAULT_TIMEOUT};
 
 use super::args::{load, token_from, trust_from, GenerationArgs, PolicyArgs};
 use super::drive::drive;
@@ -35,6 +36,10 @@ pub struct ClientArgs {
     /// The bearer token itself (visible in the process list: prefer --token-env).
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_env")]
     token: Option<String>,
+    /// Seconds to wait for the server: the connection, and each read or write of a
+    /// request or reply.
+    #[arg(long, value_name = "S", default_value_t = DEFAULT_TIMEOUT.as_secs())]
+    timeout_s: u64,
     /// Worker threads (rayon); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
@@ -48,7 +53,9 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
     let (w, t) = load(args.gen.model.model.as_deref())?;
     let policy = args.policy.policy(w.config().n_layers)?;
     let params = policy.preset.build()?;
-    let transport = TlsTransport::connect(&args.server, &trust, &token)?;
+    anyhow::ensure!(args.timeout_s > 0, "--timeout-s must be above 0");
+    let timeout = Duration::from_secs(args.timeout_s);
+    let transport = TlsTransport::connect_with(&args.server, &trust, &token, timeout)?;
     eprintln!("[client: connected to {} over TLS]", args.server);
     let context = args.policy.public_context.as_deref();
     drive(&args.gen, &w, &t, &params, policy, context, transport)

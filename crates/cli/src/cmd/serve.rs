@@ -8,7 +8,7 @@ use clap::Args;
 use selene_linalg::LinalgPreset;
 use selene_protocol::net::{to_hex, Identity, TlsServer};
 use selene_protocol::policy::SELECTIVE_PRESET;
-use selene_protocol::{Limits, SessionServer};
+use selene_protocol::{check_token_strength, new_token, Limits, SessionServer};
 use sha2::{Digest, Sha256};
 
 use super::args::{load, preset_parser, token_from, ModelArg};
@@ -37,13 +37,21 @@ pub struct ServeArgs {
     /// Also write the self-signed certificate (PEM) here, for a client's --ca.
     #[arg(long, value_name = "FILE", requires = "self_signed")]
     write_cert: Option<PathBuf>,
-    /// Environment variable holding the bearer token clients must present.
-    #[arg(long, value_name = "VAR", required_unless_present = "token")]
+    /// Environment variable holding the bearer token clients must present: hex or
+    /// base64 of at least 16 random bytes (see --new-token).
+    #[arg(
+        long,
+        value_name = "VAR",
+        required_unless_present_any = ["token", "new_token"]
+    )]
     token_env: Option<String>,
     /// The bearer token itself (visible in the process list: prefer --token-env); only
     /// its SHA-256 is kept.
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_env")]
     token: Option<String>,
+    /// Print a fresh random token (32 bytes from the OS generator, hex) and exit.
+    #[arg(long, exclusive = true)]
+    new_token: bool,
     /// CKKS parameter set the server prepares every layer for (strict sessions).
     #[arg(long, value_parser = preset_parser(), default_value = "coeff12")]
     preset: LinalgPreset,
@@ -70,10 +78,15 @@ pub struct ServeArgs {
 
 /// Runs `selene serve` until killed.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.new_token {
+        println!("{}", new_token());
+        return Ok(());
+    }
     super::threads::init(args.threads)?;
     anyhow::ensure!(args.max_sessions >= 1, "--max-sessions must be at least 1");
     let hash: [u8; 32] = {
         let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
+        check_token_strength(&token)?;
         Sha256::digest(&token).into()
     };
     let identity = match (&args.cert, &args.key) {

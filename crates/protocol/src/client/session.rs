@@ -14,9 +14,52 @@ use crate::limits::Limits;
 use crate::policy::{Policy, ReleaseAuthorized};
 use crate::transport::Transport;
 
-/// Largest reply the client accepts (a prefill's product result can be large; a server
-/// that sends more is not one to trust).
+/// Largest reply the client accepts to anything (a public prefix's keys and values can
+/// be large; a server that sends more is not one to trust).
 const CLIENT_MAX_REPLY: usize = 1 << 30;
+
+/// Largest reply that carries no model data: an `Error` (its text is at most
+/// [`wire::MAX_ERROR_BYTES`]) or `Close`.
+const SMALL_REPLY: usize = 64 << 10;
+
+/// Largest layout on the wire: a header and one `f64` scale per output column, for up to
+/// 32,768 columns (SmolLM2's widest encrypted product has 1,536).
+const MAX_LAYOUT_BYTES: usize = 64 + 8 * (1 << 15);
+
+/// A product's answer is at most this many times its request, plus [`SMALL_REPLY`]. The
+/// answer holds one output block per `k_o` columns of each token group where the request
+/// holds one input block per `k_i` rows, each answer ciphertext cut to the download
+/// modulus; `tls_replies_stay_within_the_client_bounds` (tests/tls.rs) measures the
+/// largest ratio over every stage of both presets (1.27, `coeff12wide`'s QKV) and fails
+/// if it passes half of this.
+pub const PRODUCT_REPLY_FACTOR: usize = 8;
+
+/// The largest reply `message` can legitimately get in a session with `welcome`'s model
+/// facts, in bytes (length prefix excluded).
+fn reply_bound(message: &Message, welcome: &Welcome) -> usize {
+    let m = &welcome.model;
+    let floats = |n: usize| n.saturating_mul(4);
+    let bound = match message {
+        Message::Product { ciphertext, .. } => ciphertext
+            .len()
+            .saturating_mul(PRODUCT_REPLY_FACTOR)
+            .saturating_add(SMALL_REPLY),
+        // Logits or a hidden state of the last position.
+        Message::Release { .. } => {
+            floats((m.vocab as usize).max(m.d_model as usize)).saturating_add(SMALL_REPLY)
+        }
+        // Keys and values (each at most `d_model` wide) of every layer, per token.
+        Message::PublicPrefix { tokens } => floats(
+            tokens
+                .len()
+                .saturating_mul(m.layers as usize)
+                .saturating_mul(2 * m.d_model as usize),
+        )
+        .saturating_add(SMALL_REPLY),
+        _ => SMALL_REPLY,
+    };
+    bound.min(CLIENT_MAX_REPLY)
+}
 
 /// What a release returns, by where the policy runs the LM head.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,7 +119,12 @@ impl<T: Transport> ClientSession<T> {
             max_message_bytes: CLIENT_MAX_REPLY,
             ..Limits::default()
         };
-        let welcome = match exchange(&mut transport, &limits, 1, hello)? {
+        let welcome_max = Limits {
+            max_message_bytes: (4 * k).saturating_mul(MAX_LAYOUT_BYTES) + SMALL_REPLY,
+            ..Limits::default()
+        };
+        transport.limit_reply(welcome_max.max_message_bytes);
+        let welcome = match exchange(&mut transport, &welcome_max, 1, hello)? {
             Message::Welcome(w) => w,
             m => return Err(unexpected(m, Kind::Hello)),
         };
@@ -134,7 +182,13 @@ impl<T: Transport> ClientSession<T> {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let reply = exchange(&mut self.transport, &self.limits, id, message);
+        let max = reply_bound(&message, &self.welcome);
+        self.transport.limit_reply(max);
+        let limits = Limits {
+            max_message_bytes: max,
+            ..self.limits.clone()
+        };
+        let reply = exchange(&mut self.transport, &limits, id, message);
         if matches!(reply, Err(Error::Io(_) | Error::Closed | Error::Tls(_))) {
             self.closed = true;
         }

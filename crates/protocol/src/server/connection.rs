@@ -10,6 +10,7 @@
 //! timeout or lifetime, or when it has used its requests; ending it frees its tail state
 //! and keys. A malformed frame gets an `Error` reply and touches no other session.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +36,7 @@ pub struct Connection {
     session: Option<Session>,
     last_request: u64,
     connected: Instant,
+    peer: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -52,12 +54,12 @@ impl Connection {
         self.session.as_ref().map(|s| s.id)
     }
 
-    /// When this connection must end if no request arrives: the handshake timeout before
+    /// When this connection must end if no request arrives: the `Hello` timeout before
     /// `Hello`, then the earlier of the idle timeout and the session's lifetime.
     pub fn deadline(&self) -> Instant {
         let l = &self.server.limits;
         match &self.session {
-            None => self.connected + l.handshake_timeout,
+            None => self.connected + l.hello_timeout,
             Some(s) => (s.last_active + l.idle_timeout).min(s.opened + l.max_lifetime),
         }
     }
@@ -110,8 +112,8 @@ impl Connection {
     }
 
     /// Answers one request frame (length prefix included). Never panics: every failure
-    /// is an `Error` reply; `close` is set after `Close`, a frame over the size limit, an
-    /// expired session and a used-up request budget.
+    /// is an `Error` reply; `close` is set after `Close`, a refused `Hello`, a frame over
+    /// the size limit, an expired session and a used-up request budget.
     pub fn handle(&mut self, bytes: &[u8]) -> Reply {
         self.server
             .bytes_in
@@ -162,12 +164,15 @@ impl Connection {
                 close: true,
             };
         }
+        // A refused `Hello` ends the connection: one guess per connection (and per
+        // backoff interval of its address), never a stream of them.
+        let opening = self.session.is_none() && matches!(frame.message, Message::Hello(_));
         match self.answer(frame.message) {
             Ok(m) => Reply {
                 bytes: self.frame(id, m),
                 close: false,
             },
-            Err(r) => self.error_reply(id, r.code, r.message, false),
+            Err(r) => self.error_reply(id, r.code, r.message, opening),
         }
     }
     /// Routes one decoded message to its handler: `Hello` opens the session, every other
@@ -176,7 +181,7 @@ impl Connection {
         let server = self.server.clone();
         match (message, &mut self.session) {
             (Message::Hello(h), None) => {
-                let (session, welcome) = hello::open(&server, h)?;
+                let (session, welcome) = hello::open(&server, h, self.peer)?;
                 self.session = Some(session);
                 Ok(welcome)
             }
@@ -213,13 +218,24 @@ impl Connection {
 }
 
 impl SessionServer {
-    /// A new connection's state machine.
+    /// A new connection's state machine, for a peer without an address (in process).
     pub fn connect(self: &Arc<Self>) -> Connection {
+        self.connect_peer(None)
+    }
+
+    /// A new connection's state machine for a peer at `peer`: refused `Hello`s from that
+    /// address make its later ones wait ([`crate::Limits::refusal_backoff`]).
+    pub fn connect_from(self: &Arc<Self>, peer: IpAddr) -> Connection {
+        self.connect_peer(Some(peer))
+    }
+
+    fn connect_peer(self: &Arc<Self>, peer: Option<IpAddr>) -> Connection {
         Connection {
             server: self.clone(),
             session: None,
             last_request: 0,
             connected: Instant::now(),
+            peer,
         }
     }
 }

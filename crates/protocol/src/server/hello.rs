@@ -1,6 +1,7 @@
 //! Opening a session: a `Hello` is validated completely (version, token, policy, preset
 //! and parameters, context, keys) before a session slot is taken or anything allocated.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,11 +14,13 @@ use super::tail::TailState;
 use crate::codec::wire::{ErrorCode, Hello, Message, SessionLimits, Welcome, WIRE_VERSION};
 use crate::policy::Policy;
 
-/// Validates a `Hello` completely, then takes a session slot and opens the session;
-/// returns it with the `Welcome` to send.
+/// Validates a `Hello` from `peer` completely, then takes a session slot and opens the
+/// session; returns it with the `Welcome` to send. While `peer` waits out its backoff
+/// the token is not even compared.
 pub(super) fn open(
     server: &Arc<SessionServer>,
     h: Hello,
+    peer: Option<IpAddr>,
 ) -> std::result::Result<(Session, Message), Reject> {
     if h.protocol != WIRE_VERSION {
         return Err(reject(
@@ -28,8 +31,24 @@ pub(super) fn open(
             ),
         ));
     }
+    let now = Instant::now();
+    if let Some(wait) = peer.and_then(|ip| server.backoff.wait(ip, now)) {
+        return Err(reject(
+            ErrorCode::Unauthorized,
+            format!(
+                "too many refused tokens from this address: retry in {} ms",
+                wait.as_millis()
+            ),
+        ));
+    }
     if !server.authorized(&h.token) {
+        if let Some(ip) = peer {
+            server.backoff.refused(ip, now);
+        }
         return Err(reject(ErrorCode::Unauthorized, "bearer token not accepted"));
+    }
+    if let Some(ip) = peer {
+        server.backoff.accepted(ip);
     }
     let p = h.policy;
     // A server without weights does not know the model's depth: it checks coherence
@@ -76,7 +95,6 @@ pub(super) fn open(
         (Some(w), Some(_)) => Some(TailState::new(w, k, context)),
         _ => None,
     };
-    let now = Instant::now();
     let session = Session {
         id,
         server: server.clone(),

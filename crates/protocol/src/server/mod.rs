@@ -4,6 +4,7 @@
 //! `PublicPrefix`, `Release`) that receives the decoded value. Nothing here knows how
 //! frames travel (see [`crate::transport`]).
 
+mod backoff;
 mod connection;
 mod handlers;
 mod hello;
@@ -13,6 +14,7 @@ mod products;
 mod session;
 mod session_server;
 mod tail;
+mod token;
 
 pub use connection::{Connection, Reply};
 pub use prefix::PublicPrefix;
@@ -20,3 +22,4 @@ pub use prepared::PreparedModel;
 pub use products::ModelServer;
 pub use session_server::{Counters, SessionEvent, SessionServer};
 pub use tail::PlainTail;
+pub use token::{check_token_strength, new_token, MIN_TOKEN_BYTES};

@@ -10,6 +10,7 @@ use selene_model::Weights;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::backoff::Backoff;
 use super::prepared::PreparedModel;
 use super::products::ModelServer;
 use crate::codec::wire::ModelFacts;
@@ -110,6 +111,7 @@ pub struct SessionServer {
     pub(super) context_length: usize,
     pub(super) facts: ModelFacts,
     pub(super) token_hashes: Vec<[u8; 32]>,
+    pub(super) backoff: Backoff,
     pub(super) limits: Limits,
     pub(super) open: AtomicUsize,
     pub(super) ever: AtomicU64,
@@ -189,6 +191,7 @@ impl SessionServer {
             context_length,
             facts,
             token_hashes: Vec::new(),
+            backoff: Backoff::new(limits.free_refusals, limits.refusal_backoff),
             limits,
             open: AtomicUsize::new(0),
             ever: AtomicU64::new(0),

@@ -25,6 +25,14 @@ pub trait Transport {
     /// The bearer token this transport presents in `Hello`.
     fn token(&self) -> &[u8];
 
+    /// Caps the size of the next replies at `max_bytes` (length prefix excluded): a
+    /// transport that reads from a network refuses a longer reply before allocating it.
+    /// [`crate::ClientSession`] sets it before each request from what that request can
+    /// legitimately get back. The default does nothing (in process, nothing is read).
+    fn limit_reply(&mut self, max_bytes: usize) {
+        let _ = max_bytes;
+    }
+
     /// Time spent waiting for the server so far (for the per-token report): its compute
     /// time in process, the round trips' wall time over a network.
     fn server_time(&self) -> Duration;

@@ -2,7 +2,7 @@
 //! certificate pinning verifier.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,14 +136,24 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
-/// Largest reply accepted from a server.
-const MAX_REPLY: usize = 1 << 30;
+/// Largest reply accepted until [`Transport::limit_reply`] says otherwise: a `Welcome`
+/// of 120 layouts is about 1.5 MB.
+const DEFAULT_MAX_REPLY: usize = 32 << 20;
+
+/// How long the client waits for the server by default: for the TCP connection, each
+/// read and each write of the socket (so for the start of a reply and between its
+/// parts). The longest wait for one reply in `tls_replies_stay_within_the_client_bounds`
+/// (tests/tls.rs, 2 threads) is 0.34 s, an 8-token `GateUp` product; a 100-token prefill
+/// product scales to about 5 s and a server busy with `max_sessions` at once to several
+/// times that, so the default leaves a wide margin.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A TLS connection to a `selene serve` server, carrying frames.
 pub struct TlsTransport {
     stream: StreamOwned<ClientConnection, TcpStream>,
     token: Vec<u8>,
     waited: Duration,
+    longest: Duration,
     limits: Limits,
 }
 
@@ -164,19 +174,64 @@ fn host_of(addr: &str) -> &str {
 
 impl TlsTransport {
     /// Connects to `addr` (`host:port`), completes the TLS handshake under `trust`, and
-    /// keeps `token` for the session's `Hello`.
+    /// keeps `token` for the session's `Hello`; waits at most [`DEFAULT_TIMEOUT`] for
+    /// each step.
     ///
     /// # Errors
-    /// [`Error::Io`] (connect), [`Error::Tls`] (handshake, certificate not trusted),
-    /// [`Error::Credentials`] for a host that is no valid server name.
+    /// As [`TlsTransport::connect_with`].
     pub fn connect(addr: &str, trust: &Trust, token: &[u8]) -> Result<Self> {
+        Self::connect_with(addr, trust, token, DEFAULT_TIMEOUT)
+    }
+
+    /// [`TlsTransport::connect`] waiting at most `timeout` for the TCP connection, and
+    /// for each socket read or write then and after (a silent server fails the request
+    /// with [`Error::Io`] of kind `WouldBlock` or `TimedOut` instead of hanging).
+    ///
+    /// # Errors
+    /// [`Error::Io`] (connect, timeout), [`Error::Tls`] (handshake, certificate not
+    /// trusted), [`Error::Credentials`] for a host that is no valid server name or a zero
+    /// timeout.
+    pub fn connect_with(
+        addr: &str,
+        trust: &Trust,
+        token: &[u8],
+        timeout: Duration,
+    ) -> Result<Self> {
         let name =
             ServerName::try_from(host_of(addr).to_string()).map_err(|e| Error::Credentials {
                 what: "server address",
                 why: e.to_string(),
             })?;
-        let mut sock = TcpStream::connect(addr)?;
+        if timeout.is_zero() {
+            return Err(Error::Credentials {
+                what: "timeout",
+                why: "must be above zero".into(),
+            });
+        }
+        let mut last = None;
+        let mut sock = None;
+        for a in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let mut sock = match (sock, last) {
+            (Some(s), _) => s,
+            (None, Some(e)) => return Err(e.into()),
+            (None, None) => {
+                return Err(Error::Credentials {
+                    what: "server address",
+                    why: format!("{addr} resolves to no address"),
+                })
+            }
+        };
         sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.set_write_timeout(Some(timeout))?;
         let mut conn = ClientConnection::new(trust.client_config()?, name)?;
         while conn.is_handshaking() {
             conn.complete_io(&mut sock)?;
@@ -185,11 +240,17 @@ impl TlsTransport {
             stream: StreamOwned::new(conn, sock),
             token: token.to_vec(),
             waited: Duration::ZERO,
+            longest: Duration::ZERO,
             limits: Limits {
-                max_message_bytes: MAX_REPLY,
+                max_message_bytes: DEFAULT_MAX_REPLY,
                 ..Limits::default()
             },
         })
+    }
+
+    /// The longest wait for one reply so far (to size [`DEFAULT_TIMEOUT`]).
+    pub fn longest_wait(&self) -> Duration {
+        self.longest
     }
 
     fn read_frame(&mut self) -> Result<Vec<u8>> {
@@ -241,11 +302,16 @@ impl Transport for TlsTransport {
         self.stream.flush().map_err(closed)?;
         let reply = self.read_frame();
         self.waited += t.elapsed();
+        self.longest = self.longest.max(t.elapsed());
         reply
     }
 
     fn token(&self) -> &[u8] {
         &self.token
+    }
+
+    fn limit_reply(&mut self, max_bytes: usize) {
+        self.limits.max_message_bytes = max_bytes;
     }
 
     fn server_time(&self) -> Duration {
