@@ -179,6 +179,33 @@ fn gguf() -> Vec<u8> {
 }
 
 /// Every frame kind; the opaque payloads are real encodings where the seeds have one.
+/// The `galois_key_set` seeds: the full expected set, and one key short.
+fn galois_key_set(dir: &Path, selector: u8, params: &Arc<Parameters>) -> Res<()> {
+    let sk = SecretKey::from_seed(params, &[selector + 7; 32]);
+    let mut keys = GaloisKeys::default();
+    let elements = selene_fuzz::pack_elements(params);
+    for &g in &elements {
+        keys.insert(selene_ckks::GaloisKey::new(&sk, g));
+    }
+    let bytes = selene_protocol::codec::keys::encode_galois_keys(&keys);
+    write(
+        dir,
+        "galois_key_set",
+        &format!("p{selector}_full"),
+        &with_selector(selector, &bytes),
+    )?;
+    let mut short = GaloisKeys::default();
+    short.insert(selene_ckks::GaloisKey::new(&sk, elements[0]));
+    let bytes = selene_protocol::codec::keys::encode_galois_keys(&short);
+    write(
+        dir,
+        "galois_key_set",
+        &format!("p{selector}_short"),
+        &with_selector(selector, &bytes),
+    )?;
+    Ok(())
+}
+
 fn wire_frames(dir: &Path, layout: &[u8], input: &[u8], output: &[u8]) -> Res<()> {
     let frames = [
         Message::Hello(Hello {
@@ -224,6 +251,10 @@ fn wire_frames(dir: &Path, layout: &[u8], input: &[u8], output: &[u8]) -> Res<()
         Message::ProductResult {
             ciphertext: output.to_vec(),
         },
+        Message::GaloisKeys {
+            bytes: vec![1, 0, 0, 0, 4, 0, 0, 0, 9, 9, 9, 9],
+        },
+        Message::KeysAccepted,
         Message::Release {
             bytes: encode_release(&[0.5, -1.0, 2.0, 0.25], 1, 4),
         },
@@ -403,6 +434,9 @@ fn main() -> Res<()> {
         Policy::selective(30, 4).to_toml()?.as_bytes(),
     )?;
     write(dir, "gguf", "tiny", &gguf())?;
+    for (selector, params) in sets.iter().enumerate() {
+        galois_key_set(dir, selector as u8, params)?;
+    }
     prefix_kv(dir)?;
     keystore(dir)?;
     let read = |t: &str, name: &str| -> Res<Vec<u8>> {

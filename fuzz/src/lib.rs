@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use selene_ckks::{Parameters, ExampleParams};
+use selene_ckks::{ExampleParams, Parameters};
 use selene_linalg::LinalgPreset;
 
 /// The parameter sets: a one-prime linear-algebra preset (what the protocol ships, small
@@ -93,4 +93,10 @@ impl KeystoreFormat {
             _ => Self::Envelope,
         }
     }
+}
+
+/// The Galois elements the `galois_key_set` target expects: those packing 2^3 blocks on a
+/// grid of 2^3 needs (three keys keep each run short).
+pub fn pack_elements(params: &Parameters) -> Vec<u64> {
+    selene_ckks::scheme::pack_galois_elements(params.log_n(), 3, 3)
 }
