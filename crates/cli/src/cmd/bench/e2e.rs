@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use selene_ckks::Parameters;
+use selene_linalg::LinalgPreset;
 use selene_model::{
     forward, generate_with, KvCache, Logits, QuantLinear, Sampler, SamplingParams, Tokenizer,
     Weights,
@@ -54,8 +55,21 @@ const QUALITY_TOKENS: usize = 256;
 /// The release flooding `selene run` uses (the audit's default).
 const SIGMA: f64 = selene_audit::view::DEFAULT_FLOOD_SIGMA;
 
+/// Plaintext values that cross per layer and token in strict mode: every product's input
+/// and output (576 + 960, 576 + 576, 576 + 3072, 1536 + 576 for SmolLM2).
+fn f32_values_per_token(c: &selene_model::Config) -> usize {
+    let (d, kv, f) = (c.d_model, c.kv_dim(), c.d_ff);
+    c.n_layers * ((d + d + 2 * kv) + (d + d) + (d + 2 * f) + (f + d))
+}
+
 /// Everything one mode's run measured.
 struct ModeRun {
+    /// Client CPU seconds of the prefill pass alone.
+    client_cpu_prefill_s: f64,
+    /// Tokens of the prompt (the prefill pass).
+    prompt_tokens: usize,
+    /// Galois keys uploaded (count, bytes, client seconds to make them).
+    galois: (usize, usize, f64),
     tokens: Vec<u32>,
     step_logits: Vec<Vec<f32>>,
     step_s: Vec<f64>,
@@ -74,6 +88,9 @@ struct Ctx<'a> {
     params: Arc<Parameters>,
     /// Selective mode's preset (`coeff12wide`, decryptions flooded).
     wide: Arc<Parameters>,
+    /// The packed strict preset (`coeff12pack`) and the link its plan is made for.
+    packed: Arc<Parameters>,
+    link: selene_linalg::Link,
 }
 
 impl Ctx<'_> {
@@ -118,9 +135,14 @@ fn plain_run(w: &Weights, ids: &[u32], max: usize) -> anyhow::Result<(Vec<u32>, 
 
 /// One mode (`k` encrypted layers; the model's depth is strict mode), with an optional
 /// public prefix already run by the server (its rows, and the tail's).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one benchmark mode, all inputs needed"
+)]
 fn mode_run(
     cx: &Ctx<'_>,
     k: usize,
+    packed: bool,
     ids: &[u32],
     max: usize,
     prefix: Option<(&PrefixKv, Option<&PrefixKv>)>,
@@ -128,8 +150,8 @@ fn mode_run(
 ) -> anyhow::Result<ModeRun> {
     let w = cx.w;
     let c = w.config();
-    let params = cx.params_for(k);
-    let model = Arc::new(PreparedModel::new(params, w, k, &mut || {})?);
+    let params = if packed { &cx.packed } else { cx.params_for(k) };
+    let model = Arc::new(PreparedModel::for_link(params, w, k, &cx.link, &mut || {})?);
     let prepared = model.memory_bytes();
     let layouts = model.layouts();
     let transport = Metered {
@@ -137,6 +159,12 @@ fn mode_run(
         meter: meter.clone(),
     };
     let mut strict = StrictLinear::new(w, params, layouts, transport)?;
+    let st = strict.stats();
+    let galois = (
+        st.galois_keys,
+        st.galois_key_bytes,
+        st.galois_keygen.as_secs_f64(),
+    );
     reset_peak_rss();
     let p = prefix.map_or(0, |(kv, _)| kv.positions());
     let capacity = p + ids.len() + max;
@@ -144,6 +172,8 @@ fn mode_run(
     let mut step_logits = Vec::new();
     let mut step_s = Vec::new();
     let mut bytes_prefill = (0, 0);
+    let mut client_cpu_prefill_s = 0.0;
+    let client_cpu = || (process_cpu_s() - cpu0) - (meter.cpu_s.get() - server0);
     let mut extra = (0usize, 0usize);
     let mut tail_bytes = 0usize;
     let tokens = if k == c.n_layers {
@@ -162,6 +192,7 @@ fn mode_run(
                 step_s.push(s.elapsed().as_secs_f64());
                 if step_logits.is_empty() {
                     bytes_prefill = (strict.stats().bytes_up, strict.stats().bytes_down);
+                    client_cpu_prefill_s = client_cpu();
                 }
                 step_logits.push(l.clone());
                 Ok::<_, selene_protocol::Error>(l)
@@ -196,6 +227,7 @@ fn mode_run(
                 if step_logits.is_empty() {
                     let st = client.strict().stats();
                     bytes_prefill = (st.bytes_up + extra.0, st.bytes_down + extra.1);
+                    client_cpu_prefill_s = client_cpu();
                 }
                 step_logits.push(l.clone());
                 Ok::<_, selene_protocol::Error>(l)
@@ -218,6 +250,9 @@ fn mode_run(
     };
     let server_mem = prepared + working + tail_weights;
     Ok(ModeRun {
+        client_cpu_prefill_s,
+        prompt_tokens: ids.len(),
+        galois,
         tokens,
         step_logits,
         step_s,
@@ -227,6 +262,32 @@ fn mode_run(
         server_cpu_s,
         client_peak_mb: peak_rss_mb() - mb(prepared + working),
         server_peak_mb: mb(server_mem),
+    })
+}
+
+/// The plaintext model's process CPU for the prefill of `ids` and per decode pass after
+/// it (`max` tokens), measured pass by pass.
+fn plain_cpu(w: &Weights, ids: &[u32], max: usize) -> anyhow::Result<PlainCpu> {
+    let mut cache = KvCache::new(w.config(), ids.len() + max);
+    let mut lin = QuantLinear::new(w);
+    let mut passes = Vec::new();
+    generate_with(
+        ids,
+        max,
+        &[],
+        &mut greedy()?,
+        &mut |x| {
+            let c0 = process_cpu_s();
+            let l = forward(w, x, &mut cache, &mut lin, Logits::Last)?;
+            passes.push(process_cpu_s() - c0);
+            Ok::<_, selene_model::Error>(l)
+        },
+        &mut |_| Ok(std::ops::ControlFlow::Continue(())),
+    )?;
+    let decode = &passes[1.min(passes.len())..];
+    Ok(PlainCpu {
+        prefill_s: passes.first().copied().unwrap_or(f64::NAN),
+        decode_s_per_token: decode.iter().sum::<f64>() / decode.len().max(1) as f64,
     })
 }
 
@@ -245,20 +306,63 @@ fn max_logit_err(run: &ModeRun, plain_tokens: &[u32], plain_logits: &[Vec<f32>])
     err
 }
 
+/// The plaintext model's CPU per pass, measured in the same run: the prefill pass and
+/// the mean decode pass.
+#[derive(Clone, Copy)]
+struct PlainCpu {
+    prefill_s: f64,
+    decode_s_per_token: f64,
+}
+
+/// What one row needs besides the run: the plaintext anchors and the link.
+struct RowCtx<'a> {
+    plain: &'a (Vec<u32>, Vec<Vec<f32>>),
+    plain_cpu: PlainCpu,
+    link: selene_linalg::Link,
+    f32_values_per_token: usize,
+    /// Round trips per token (one per encrypted product).
+    trips_per_token: usize,
+}
+
 fn generation_row(
     mode: &str,
     k: usize,
+    preset: &str,
     run: &ModeRun,
-    plain: &(Vec<u32>, Vec<Vec<f32>>),
+    rc: &RowCtx<'_>,
     t: &Tokenizer,
 ) -> anyhow::Result<Value> {
     let decode_steps = run.step_s.len().saturating_sub(1).max(1);
     let decode_s: f64 = run.step_s.iter().skip(1).sum();
     let up = run.bytes_total.0 - run.bytes_prefill.0;
     let down = run.bytes_total.1 - run.bytes_prefill.1;
+    let (up_t, down_t) = (
+        up as f64 / decode_steps as f64,
+        down as f64 / decode_steps as f64,
+    );
+    let client_decode_cpu = (run.client_cpu_s - run.client_cpu_prefill_s) / decode_steps as f64;
+    let server_decode_cpu = run.server_cpu_s / (decode_steps + 1) as f64;
+    let prompt_tokens = (run.prompt_tokens as f64).max(1.0);
     Ok(json!({
         "mode": mode,
         "k": k,
+        "preset": preset,
+        "link": rc.link.to_string(),
+        "client_cpu_decode_s_per_token": client_decode_cpu,
+        "plain_cpu_decode_s_per_token": rc.plain_cpu.decode_s_per_token,
+        "plain_cpu_prefill_s": rc.plain_cpu.prefill_s,
+        "client_cpu_over_plain": client_decode_cpu / rc.plain_cpu.decode_s_per_token,
+        "server_cpu_s_per_pass": server_decode_cpu,
+        "mb_per_decoded_token": (up_t + down_t) / 1e6,
+        "expansion_over_f32": (up_t + down_t) / (4.0 * rc.f32_values_per_token as f64),
+        "prefill_mb_per_prompt_token": (run.bytes_prefill.0 + run.bytes_prefill.1) as f64
+            / 1e6
+            / prompt_tokens,
+        "galois_keys": run.galois.0,
+        "galois_key_bytes": run.galois.1,
+        "galois_keygen_s": run.galois.2,
+        "link_s_per_token": decode_s / decode_steps as f64
+            + rc.link.seconds(up_t, down_t, rc.trips_per_token as f64),
         "prefill_s": run.step_s.first().copied().unwrap_or(f64::NAN),
         "decode_s_per_token": decode_s / decode_steps as f64,
         "bytes_up_per_token": up as f64 / decode_steps as f64,
@@ -269,8 +373,8 @@ fn generation_row(
         "server_cpu_s": run.server_cpu_s,
         "client_peak_mb": run.client_peak_mb,
         "server_peak_mb": run.server_peak_mb,
-        "max_logit_err": max_logit_err(run, &plain.0, &plain.1),
-        "tokens_equal_plain": run.tokens == plain.0,
+        "max_logit_err": max_logit_err(run, &rc.plain.0, &rc.plain.1),
+        "tokens_equal_plain": run.tokens == rc.plain.0,
         "generated": t.decode(&run.tokens)?,
     }))
 }
@@ -284,6 +388,8 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         w: &w,
         params: STRICT_PRESET.build()?,
         wide: SELECTIVE_PRESET.build()?,
+        packed: LinalgPreset::Coeff12Pack.build()?,
+        link: opts.link,
     };
     let take = |text: &str, n: usize, what: &str| -> anyhow::Result<Vec<u32>> {
         let ids = t.encode(text.trim_end())?;
@@ -299,10 +405,35 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let mut results = Vec::new();
 
     let plain = plain_run(&w, &prompt, DECODE_TOKENS)?;
-    for (mode, k) in [("strict", c.n_layers), ("selective", 1), ("selective", 4)] {
+    let plain_cpu = plain_cpu(&w, &prompt, DECODE_TOKENS)?;
+    let rc = RowCtx {
+        plain: &plain,
+        plain_cpu,
+        link: opts.link,
+        f32_values_per_token: f32_values_per_token(&c),
+        trips_per_token: 4 * c.n_layers,
+    };
+    for (mode, k, packed) in [
+        ("strict", c.n_layers, false),
+        ("strict_packed", c.n_layers, true),
+        ("selective", 1, false),
+        ("selective", 4, false),
+    ] {
         eprintln!("[bench e2e: {mode}, K = {k}]");
-        let r = mode_run(&cx, k, &prompt, DECODE_TOKENS, None, &meter)?;
-        results.push(generation_row(mode, k, &r, &plain, &t)?);
+        let r = mode_run(&cx, k, packed, &prompt, DECODE_TOKENS, None, &meter)?;
+        let preset = if packed {
+            LinalgPreset::Coeff12Pack
+        } else if k < c.n_layers {
+            SELECTIVE_PRESET
+        } else {
+            STRICT_PRESET
+        };
+        let trips = 4 * k + usize::from(k < c.n_layers);
+        let rc = RowCtx {
+            trips_per_token: trips,
+            ..rc
+        };
+        results.push(generation_row(mode, k, preset.name(), &r, &rc, &t)?);
     }
 
     // Public prefix: the server's plaintext pass, the rows to the client as bytes, then
@@ -318,6 +449,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let r = mode_run(
         &cx,
         c.n_layers,
+        false,
         &private,
         DECODE_TOKENS,
         Some((&kv, None)),
@@ -328,7 +460,18 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         &[public.clone(), private.clone()].concat(),
         DECODE_TOKENS,
     )?;
-    let mut row = generation_row("public_prefix", c.n_layers, &r, &plain_pp, &t)?;
+    let rc_pp = RowCtx {
+        plain: &plain_pp,
+        ..rc
+    };
+    let mut row = generation_row(
+        "public_prefix",
+        c.n_layers,
+        STRICT_PRESET.name(),
+        &r,
+        &rc_pp,
+        &t,
+    )?;
     let private_prefill = r.step_s.first().copied().unwrap_or(f64::NAN);
     row["public_tokens"] = json!(PUBLIC_TOKENS);
     row["private_tokens"] = json!(PRIVATE_TOKENS);
@@ -429,6 +572,51 @@ fn print_table(results: &[Value], threads: usize) {
             f(r, "server_peak_mb"),
             f(r, "max_logit_err"),
             r["tokens_equal_plain"],
+        );
+    }
+    println!();
+    println!(
+        "{:<14} {:>3} {:>12} {:>10} {:>11} {:>7} {:>7} {:>7} {:>10} {:>9} {:>10} {:>12}",
+        "mode",
+        "K",
+        "preset",
+        "cli ms/t",
+        "plain ms/t",
+        "ratio",
+        "MB/t",
+        "x f32",
+        "MB/prompt",
+        "srv s/t",
+        "link s/t",
+        "keys (MB)"
+    );
+    for r in results
+        .iter()
+        .filter(|r| r.get("client_cpu_over_plain").is_some())
+    {
+        println!(
+            "{:<14} {:>3} {:>12} {:>10.1} {:>11.1} {:>7.2} {:>7.2} {:>7.2} {:>10.3} {:>9.3} {:>10.2} {:>5} ({:.2})",
+            r["mode"].as_str().unwrap_or("?"),
+            r["k"],
+            r["preset"].as_str().unwrap_or("?"),
+            1e3 * f(r, "client_cpu_decode_s_per_token"),
+            1e3 * f(r, "plain_cpu_decode_s_per_token"),
+            f(r, "client_cpu_over_plain"),
+            f(r, "mb_per_decoded_token"),
+            f(r, "expansion_over_f32"),
+            f(r, "prefill_mb_per_prompt_token"),
+            f(r, "server_cpu_s_per_pass"),
+            f(r, "link_s_per_token"),
+            r["galois_keys"],
+            f(r, "galois_key_bytes") / 1e6,
+        );
+    }
+    if let Some(link) = results.first().and_then(|r| r["link"].as_str()) {
+        println!(
+            "client CPU per decoded token against the plaintext model's (same run); MB/t: \
+             both ways per decoded token; x f32: over the f32 values that cross; srv s/t: \
+             server CPU per pass; link s/t: decode time plus the bytes and one round trip \
+             per product on the link {link} (no overlap)."
         );
     }
     println!();

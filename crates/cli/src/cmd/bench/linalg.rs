@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use selene_linalg::{
-    Client, EncryptedInput, EncryptedOutput, LinalgPreset, MatrixShape, PreparedMatrix, Server,
+    Client, EncryptedInput, EncryptedOutput, LinalgPreset, Link, MatrixShape, PreparedMatrix,
+    Server,
 };
 use selene_model::LinearStage;
 use serde::Serialize;
@@ -23,11 +24,33 @@ const LAYER: usize = 14;
 const F32_VALUES_PER_LAYER: usize = 8448;
 /// The configurations measured: preset, tokens per ciphertext (the coefficient
 /// method's `n_b`; server memory grows with it), token counts, label.
-const CONFIGS: [(LinalgPreset, usize, &[usize], &str); 4] = [
-    (LinalgPreset::Coeff12, 1, &[1, 64], "coeff"),
-    (LinalgPreset::Coeff12, 4, &[64], "coeff-nb4"),
-    (LinalgPreset::Coeff11, 1, &[1, 64], "coeff-n11"),
-    (LinalgPreset::Slots13, 1, &[1, 64], "slots"),
+/// Packed presets' tilings are chosen for the link named (others ignore it).
+const CONFIGS: [(LinalgPreset, usize, &[usize], &str, Link); 7] = [
+    (LinalgPreset::Coeff12, 1, &[1, 64], "coeff", Link::LAN),
+    (LinalgPreset::Coeff12, 4, &[64], "coeff-nb4", Link::LAN),
+    (LinalgPreset::Coeff11, 1, &[1, 64], "coeff-n11", Link::LAN),
+    (LinalgPreset::Slots13, 1, &[1, 64], "slots", Link::LAN),
+    (
+        LinalgPreset::Coeff12Pack,
+        1,
+        &[1, 16],
+        "pack-lan",
+        Link::LAN,
+    ),
+    (
+        LinalgPreset::Coeff12Pack,
+        1,
+        &[1, 16],
+        "pack-wan",
+        Link::WAN,
+    ),
+    (
+        LinalgPreset::Coeff12Pack,
+        1,
+        &[1, 16],
+        "pack-home",
+        Link::HOME,
+    ),
 ];
 
 const STAGES: [(LinearStage, &str); 4] = [
@@ -119,7 +142,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         setup: Vec::new(),
     };
     println!("selene bench linalg: SmolLM2-135M layer {LAYER}, {threads} thread(s)");
-    for (preset, n_b, tokens, label) in CONFIGS {
+    for (preset, n_b, tokens, label, link) in CONFIGS {
         let params = preset.build().context("parameters")?;
         let method = preset.method();
         let started = Instant::now();
@@ -127,8 +150,8 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         for (stage, name) in STAGES {
             let (d_in, d_out) = stage.dims(c);
             let rows = w.stage_weight_f32(LAYER, stage)?;
-            let m =
-                PreparedMatrix::new(&params, &rows, MatrixShape::new(d_in, d_out), method, n_b)?;
+            let shape = MatrixShape::new(d_in, d_out);
+            let m = PreparedMatrix::for_link(&params, &rows, shape, method, n_b, &link)?;
             mats.push((name, d_in, m));
         }
         let prepare_s = started.elapsed().as_secs_f64();
@@ -163,6 +186,18 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
             setup.galois_key_bytes as f64 / 1e6
         );
         report.setup.push(setup);
+        let plan: Vec<String> = mats
+            .iter()
+            .map(|(name, _, m)| match m.layout().kind() {
+                selene_linalg::LayoutKind::Coefficients(l) => format!(
+                    "{name} n_b,k_i,k_o = {:?}, {} merge levels",
+                    l.tiling.as_tuple(),
+                    l.pack_levels
+                ),
+                selene_linalg::LayoutKind::Slots(_) => format!("{name} slots"),
+            })
+            .collect();
+        println!("plan for {link}: {}", plan.join("; "));
         println!(
             "{:<8} {:>3} {:>10} {:>10} {:>10} {:>11} {:>11}",
             "proj", "n", "enc ms", "server ms", "dec ms", "bytes up", "bytes down"

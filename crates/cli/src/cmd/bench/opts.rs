@@ -13,4 +13,9 @@ pub struct BenchOpts {
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// The link plans are made for and times are projected onto (`e2e`: the packed
+    /// strict row's tiling and the per-token time on the link): lan, wan, home or
+    /// RTT_MS,UP_MBIT,DOWN_MBIT.
+    #[arg(long, default_value = "wan", value_parser = crate::cmd::args::link_parser)]
+    pub link: selene_linalg::Link,
 }
