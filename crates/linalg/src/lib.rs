@@ -42,12 +42,13 @@
 //! `docs/benchmarks.md`, "Figures the crate docs point to".
 //!
 //! # Limits
-//! - Traffic: the coefficient method ships all of `c1` for every output block, so a layer
-//!   costs about `sum 2 sqrt(N d_in d_out up_bits down_bits)` bits per token, 3.6x (N =
-//!   2^12) or 2.6x (N = 2^11) over the 512 KB target. Packing the outputs into few
-//!   ciphertexts (PackLWEs / BumbleBee's interleaving, NDSS 2025) would cut the download
-//!   to about `2 d_out` coefficients and allow `k_i = N` uploads (~0.2 MB per layer), at
-//!   the price of Galois keys and `~log N` key switches per output ciphertext.
+//! - Traffic: unpacked, the coefficient method ships all of `c1` for every output block,
+//!   so a layer costs about `sum 2 sqrt(N d_in d_out up_bits down_bits)` bits per token.
+//!   The packing preset ([`LinalgPreset::Coeff12Pack`]) merges the output blocks of a
+//!   product into few ciphertexts with the client's Galois keys
+//!   ([`selene_ckks::Evaluator::pack`]), at one key switch per merged block, and its
+//!   tiling is chosen for a [`Link`] ([`tiling::Tiling::choose_packed`]);
+//!   `docs/packing.md` has the costs and how they scale.
 //! - Prefill: both methods already spend about one modular multiply-add per useful
 //!   multiply-add, so `n d_in d_out` is a floor and the server time per token cannot fall
 //!   20x with `n`. Tokens per ciphertext (`n_b`) cut the traffic per token instead
