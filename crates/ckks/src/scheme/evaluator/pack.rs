@@ -76,6 +76,19 @@ impl Evaluator {
             let odds = cur.split_off(half);
             let pairs: Vec<_> = cur.into_iter().zip(odds).collect();
             let (params, gks) = (self.params.clone(), self.gks.clone());
+            // x^(m/2) in NTT form, shared by every merge of this level.
+            let x = {
+                let ring = params.ring();
+                let level = pairs
+                    .iter()
+                    .flat_map(|(e, o)| e.iter().chain(o))
+                    .map(Ciphertext::level)
+                    .next()
+                    .unwrap_or(0);
+                let mut mono = vec![0i64; params.n()];
+                mono[1usize << (log_m - 1)] = 1;
+                Poly::from_signed(ring, &mono, level, false).into_ntt(ring)
+            };
             cur = pairs
                 .into_par_iter()
                 .map_init(
@@ -86,7 +99,7 @@ impl Evaluator {
                             None => ev,
                         }
                     },
-                    |ev, (e, o)| ev.merge(e, o, log_m, g),
+                    |ev, (e, o)| ev.merge(e, o, &x, g),
                 )
                 .collect::<Result<_>>()?;
             log_m -= 1;
@@ -96,25 +109,19 @@ impl Evaluator {
             .ok_or(Error::InvalidPacking { count: 0, log_gap })
     }
 
-    /// One merge step at grid `2^log_m` (see the module docs).
+    /// One merge step with `x = x^(m/2)` (NTT form) and `g = 2N/m + 1` (see the module
+    /// docs).
     fn merge(
         &mut self,
         e: Option<Ciphertext>,
         o: Option<Ciphertext>,
-        log_m: u32,
+        x: &Poly<crate::ring::Ntt>,
         g: u64,
     ) -> Result<Option<Ciphertext>> {
         let Some(o) = o else {
             return e.map(|e| self.add(&e, &e)).transpose();
         };
-        let ring = self.params.ring();
-        let mut mono = vec![0i64; self.params.n()];
-        mono[1usize << (log_m - 1)] = 1;
-        let x = Plaintext::from_poly(
-            Poly::from_signed(ring, &mono, o.level(), false).into_ntt(ring),
-            crate::scheme::Scale(1.0),
-            o.encoding(),
-        );
+        let x = Plaintext::from_poly(x.clone(), crate::scheme::Scale(1.0), o.encoding());
         let mut y = self.mul_plain(&o, &x)?;
         y.set_scale(o.scale());
         let (a, b) = match e {
