@@ -70,6 +70,9 @@ pub struct CoeffLayout {
     /// Merge levels `r` of packed outputs (0: unpacked). Derived from the preset and the
     /// tiling ([`crate::tiling::Tiling::pack_levels`]), never sent.
     pub pack_levels: u32,
+    /// Of those, the first levels folded into the weights ([`crate::hoist`]): the server
+    /// needs `2^hoist_levels - 1` images of each input. Derived, never sent.
+    pub hoist_levels: u32,
 }
 
 impl CoeffLayout {
@@ -111,17 +114,22 @@ impl CoeffLayout {
     }
 }
 
-/// The server's encoded weights: `in_blocks x out_blocks` NTT-form polynomials mod `q`.
+/// The server's encoded weights: `in_blocks x out_blocks` NTT-form polynomials mod `q`,
+/// or, with hoisted merge levels, the folded items ([`crate::hoist::fold`]).
 #[derive(Clone, Debug)]
 pub(crate) struct CoeffMatrix {
-    /// Block `(b, o)` at `[(b * out_blocks + o) * N ..][..N]`.
+    /// Block `(b, o)` at `[(b * out_blocks + o) * N ..][..N]` (empty when folded).
     blocks: Vec<u64>,
+    /// Folded items, `2^(r - L)` per packed output in order, each `2^L` images by
+    /// `in_blocks` polynomials of `N` (`None`: every block merged into it is absent).
+    items: Vec<Option<Vec<u64>>>,
 }
 
 impl CoeffMatrix {
     /// Bytes held.
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.blocks.len() * std::mem::size_of::<u64>()
+        let folded: usize = self.items.iter().flatten().map(Vec::len).sum();
+        (self.blocks.len() + folded) * std::mem::size_of::<u64>()
     }
 }
 
@@ -193,6 +201,7 @@ pub(crate) fn prepare(
         0
     };
     let x_bits = x_bits(params, pack_levels)?;
+    let hoist_levels = crate::hoist::hoist_levels(&tiling, shape.d_in, shape.d_out, pack_levels);
     let col_scale: Vec<f64> = w_rows
         .chunks_exact(shape.d_in)
         .map(|row| {
@@ -251,8 +260,47 @@ pub(crate) fn prepare(
         w_bits,
         down_bits,
         pack_levels,
+        hoist_levels,
     };
-    Ok((layout, CoeffMatrix { blocks }))
+    let items = if hoist_levels > 0 {
+        fold_blocks(params, &layout, shape, std::mem::take(&mut blocks))
+    } else {
+        Vec::new()
+    };
+    Ok((layout, CoeffMatrix { blocks, items }))
+}
+
+/// Folds the first `hoist_levels` merge levels into the weight blocks, per packed output.
+fn fold_blocks(
+    params: &Parameters,
+    layout: &CoeffLayout,
+    shape: MatrixShape,
+    blocks: Vec<u64>,
+) -> Vec<Option<Vec<u64>>> {
+    let t = layout.tiling;
+    let n = params.n();
+    let (bi, bo) = (t.in_blocks(shape.d_in), t.out_blocks(shape.d_out));
+    let per = 1usize << layout.pack_levels;
+    let log_gap = t.k_i.trailing_zeros();
+    (0..bo.div_ceil(per))
+        .into_par_iter()
+        .flat_map_iter(|k| {
+            let group: Vec<Option<Vec<Vec<u64>>>> = (0..per)
+                .map(|c| {
+                    let o = k * per + c;
+                    (o < bo).then(|| {
+                        (0..bi)
+                            .map(|b| blocks[(b * bo + o) * n..(b * bo + o + 1) * n].to_vec())
+                            .collect()
+                    })
+                })
+                .collect();
+            crate::hoist::fold(params, log_gap, layout.hoist_levels, group)
+                .into_iter()
+                .map(|item| item.map(|i| i.into_iter().flatten().flatten().collect()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Encodes and encrypts `x` (`n x d_in`, row-major): one ciphertext per (token group,
@@ -336,9 +384,12 @@ pub(crate) fn apply(
     shape: MatrixShape,
     gks: Option<&Arc<GaloisKeys>>,
 ) -> Result<Vec<SwitchedCt>> {
-    let down = download_modulus(layout.down_bits)?;
+    if layout.hoist_levels > 0 {
+        let gks = gks.ok_or(Error::MissingGaloisKeys)?;
+        let packed = apply_hoisted(params, m, layout, cts, n, shape, gks)?;
+        return switch_all(params, layout, packed, n, shape);
+    }
     let t = layout.tiling;
-    let ring = params.ring();
     let rn = params.n();
     let q = ring_prime(params);
     let (bi, bo) = (t.in_blocks(shape.d_in), t.out_blocks(shape.d_out));
@@ -407,6 +458,21 @@ pub(crate) fn apply(
         }
         blocks = packed;
     }
+    switch_all(params, layout, blocks, n, shape)
+}
+
+/// Switches every downloaded ciphertext to `2^down_bits`, keeping `c0` only where the
+/// layout's output plan reads it.
+fn switch_all(
+    params: &Parameters,
+    layout: &CoeffLayout,
+    blocks: Vec<Ciphertext>,
+    n: usize,
+    shape: MatrixShape,
+) -> Result<Vec<SwitchedCt>> {
+    let down = download_modulus(layout.down_bits)?;
+    let ring = params.ring();
+    let q = ring_prime(params);
     let plan = layout.output_plan(n, shape.d_out);
     blocks
         .into_par_iter()
@@ -421,6 +487,84 @@ pub(crate) fn apply(
             })
         })
         .collect()
+}
+
+/// Server side with hoisted merge levels ([`crate::hoist`]): per token group, the
+/// `2^L` images of each input ciphertext (one decomposition each), every folded item as
+/// `sum_s sum_b image_s(x_b) U_(s,b)` (lazily reduced), then the remaining `r - L`
+/// levels merged for real.
+fn apply_hoisted(
+    params: &Arc<Parameters>,
+    m: &CoeffMatrix,
+    layout: &CoeffLayout,
+    cts: &[Ciphertext],
+    n: usize,
+    shape: MatrixShape,
+    gks: &Arc<GaloisKeys>,
+) -> Result<Vec<Ciphertext>> {
+    let t = layout.tiling;
+    let rn = params.n();
+    let q = ring_prime(params);
+    let (bi, bo) = (t.in_blocks(shape.d_in), t.out_blocks(shape.d_out));
+    let (r, l) = (layout.pack_levels, layout.hoist_levels);
+    let (images_per, items_per) = (1usize << l, 1usize << (r - l));
+    let log_gap = t.k_i.trailing_zeros();
+    let elements = crate::hoist::image_elements(params.log_n(), log_gap, l);
+    let lazy = lazy_products(q.bits());
+    let packed_per_group = bo.div_ceil(1 << r);
+    let evaluator = || Evaluator::new(params).with_galois_keys(gks.clone());
+    let mut out = Vec::with_capacity(t.groups(n) * packed_per_group);
+    for g in 0..t.groups(n) {
+        let images: Vec<Vec<Ciphertext>> = (0..bi)
+            .into_par_iter()
+            .map_init(evaluator, |ev, b| {
+                ev.apply_galois_hoisted(&cts[g * bi + b], &elements)
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let items: Vec<Option<Ciphertext>> = m
+            .items
+            .par_iter()
+            .map(|item| {
+                let u = item.as_ref()?;
+                let mut acc = vec![0u128; 2 * rn];
+                let mut count = 0;
+                for (s, b) in (0..images_per).flat_map(|s| (0..bi).map(move |b| (s, b))) {
+                    let row = &images[b][s];
+                    let w = &u[(s * bi + b) * rn..(s * bi + b + 1) * rn];
+                    let (c0, c1) = row.components();
+                    let (x0, x1) = (c0.row(0), c1.row(0));
+                    let (a0, a1) = acc.split_at_mut(rn);
+                    for i in 0..rn {
+                        a0[i] += u128::from(x0[i]) * u128::from(w[i]);
+                        a1[i] += u128::from(x1[i]) * u128::from(w[i]);
+                    }
+                    count += 1;
+                    if count % lazy == 0 {
+                        for a in acc.iter_mut() {
+                            *a = u128::from(q.reduce_u128(*a));
+                        }
+                    }
+                }
+                let to_ntt = |acc: &[u128]| {
+                    let data = acc.iter().map(|&a| q.reduce_u128(a)).collect();
+                    Poly::<Ntt>::from_raw(data, rn, 1, 0)
+                };
+                Some(Ciphertext::from_components(
+                    to_ntt(&acc[..rn]),
+                    to_ntt(&acc[rn..]),
+                    Scale(1.0),
+                    Encoding::Coefficients,
+                ))
+            })
+            .collect();
+        let mut ev = evaluator();
+        let mut it = items.into_iter();
+        for _ in 0..packed_per_group {
+            let chunk: Vec<Option<Ciphertext>> = it.by_ref().take(items_per).collect();
+            out.push(ev.pack(chunk, log_gap - l)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Client side: decrypts the switched ciphertexts to the centred integers `m'` mod

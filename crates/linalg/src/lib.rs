@@ -58,6 +58,7 @@ pub mod choice;
 pub mod coeff;
 pub mod error;
 pub mod flooding;
+pub mod hoist;
 pub mod link;
 pub mod params;
 pub mod slots;

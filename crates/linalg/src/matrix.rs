@@ -74,11 +74,15 @@ impl Layout {
     pub fn pack_galois_elements(&self, log_n: u32) -> Vec<u64> {
         match &self.kind {
             LayoutKind::Coefficients(c) if c.pack_levels > 0 => {
-                selene_ckks::scheme::pack_galois_elements(
+                let log_gap = c.tiling.k_i.trailing_zeros();
+                let mut g = crate::hoist::image_elements(log_n, log_gap, c.hoist_levels);
+                g.remove(0);
+                g.extend(selene_ckks::scheme::pack_galois_elements(
                     log_n,
-                    c.tiling.k_i.trailing_zeros(),
-                    c.pack_levels,
-                )
+                    log_gap - c.hoist_levels,
+                    c.pack_levels - c.hoist_levels,
+                ));
+                g
             }
             _ => Vec::new(),
         }

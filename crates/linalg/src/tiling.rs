@@ -140,7 +140,7 @@ impl Tiling {
     /// group over `link`: server multiply-adds, inverse NTTs and packing merges, the
     /// client's encryptions and decryptions, and the bytes each way at the link's rates.
     /// Packing merges `2^r` output blocks (`r = min(log2 k_i, ceil(log2 blocks))`) into
-    /// one download, at one key switch per merge.
+    /// one download; see [`Tiling::packed_model_ns`] for the key switches it costs.
     pub fn choose_packed(
         ring_n: usize,
         d_in: usize,
@@ -200,8 +200,18 @@ impl Tiling {
         let (bi, bo) = (self.in_blocks(d_in) as f64, self.out_blocks(d_out) as f64);
         let packed = self.packed_cts(d_out) as f64;
         let nf = ring_n as f64;
-        let server = bi * bo * nf * MAC_NS
-            + (bo - packed) * nf * KS_NS_PER_COEFF
+        // With `L` levels folded into the weights (crate::hoist): `bi (2^L - 1)` images
+        // and `packed (2^(r-L) - 1)` real merges; the folded items pad to `2^r` blocks.
+        let r = self.pack_levels(d_out);
+        let l = crate::hoist::hoist_levels(self, d_in, d_out, r);
+        let (key_switches, blocks) = if l == 0 {
+            (bo - packed, bo)
+        } else {
+            let (s, j) = (f64::from(1u32 << l), f64::from(1u32 << (r - l)));
+            (bi * (s - 1.0) + packed * (j - 1.0), packed * s * j)
+        };
+        let server = bi * blocks * nf * MAC_NS
+            + key_switches * nf * KS_NS_PER_COEFF
             + 2.0 * packed * nf * NTT_NS_PER_COEFF;
         let client = (bi + packed) * nf * CLIENT_NS_PER_COEFF;
         let used = (self.n_b * d_out) as f64;

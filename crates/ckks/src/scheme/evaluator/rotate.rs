@@ -134,6 +134,44 @@ impl Evaluator {
         Ok(())
     }
 
+    /// `phi_g(ct)` for each Galois element of `elements` (1 gives `ct` itself), sharing
+    /// one decomposition of `c1` (hoisting).
+    ///
+    /// # Errors
+    /// A missing Galois key.
+    pub fn apply_galois_hoisted(
+        &mut self,
+        ct: &Ciphertext,
+        elements: &[u64],
+    ) -> Result<Vec<Ciphertext>> {
+        let keys = elements
+            .iter()
+            .map(|&g| {
+                if g == 1 {
+                    Ok(None)
+                } else {
+                    self.galois_key(g).map(Some)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if keys.iter().any(Option::is_some) {
+            decompose_into(&self.params, &ct.c1, &mut self.scratch.dec);
+        }
+        let mut outs = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let mut out = self.blank(ct.level());
+            match key {
+                Some(key) => self.apply_galois_decomposed(ct, key, &mut out),
+                None => {
+                    out.clone_from(ct);
+                    out.seed = None;
+                }
+            }
+            outs.push(out);
+        }
+        Ok(outs)
+    }
+
     /// Hoisted rotations of `ct` by each of `steps`.
     pub fn rotate_hoisted(&mut self, ct: &Ciphertext, steps: &[i64]) -> Result<Vec<Ciphertext>> {
         let mut outs: Vec<Ciphertext> = steps.iter().map(|_| self.blank(ct.level())).collect();
