@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use selene_protocol::net::TlsTransport;
 
-use super::args::{load, token_from, trust_from, GenerationArgs, PolicyArgs};
+use super::args::{load_client, token_from, trust_from, GenerationArgs, PolicyArgs};
 use super::drive::drive;
 
 /// Arguments of `selene client`.
@@ -45,7 +45,8 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
     super::threads::init(args.threads)?;
     let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
     let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
-    let (w, t) = load(args.gen.model.model.as_deref())?;
+    // The server computes every layer's products: the client reads only its bundle.
+    let (w, t) = load_client(args.gen.model.model.as_deref())?;
     let policy = args.policy.policy(w.config().n_layers)?;
     let params = policy.preset.build()?;
     let transport = TlsTransport::connect(&args.server, &trust, &token)?;
