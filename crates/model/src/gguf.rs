@@ -32,9 +32,10 @@ const MAX_ENTRIES: usize = 1 << 20;
 const MAX_DIMS: u64 = 4;
 /// Deepest nesting of arrays inside arrays.
 const MAX_DEPTH: usize = 4;
-/// First read of [`Gguf::read_selected`]: SmolLM2's header and index (tokenizer tables
-/// included) take about 2 MiB; a larger header is read again with twice the length.
-const FIRST_HEADER_READ: u64 = 4 << 20;
+/// First read of [`Gguf::read_selected`]; a header longer than what was read is read on
+/// to twice the length, so at most twice the header is read (SmolLM2's header and
+/// index, tokenizer tables included, are 1.8 MB: 2 MiB read).
+const FIRST_HEADER_READ: u64 = 256 << 10;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -335,35 +336,25 @@ impl Index {
         Ok(())
     }
 
-    /// The parsed file, holding `bytes` with each tensor's data at `located`.
+    /// The parsed file, holding `bytes` with each tensor's data at `located`, after
+    /// reading `bytes_read` bytes of a `file_len`-byte file whose index hashes to
+    /// `index_sha256`.
     fn into_gguf(
         self,
-        index_bytes: &[u8],
+        index_sha256: [u8; 32],
         bytes: Vec<u8>,
         located: Vec<Option<usize>>,
+        bytes_read: u64,
         file_len: u64,
     ) -> Gguf {
-        let data_offset = self.data_offset() as usize;
-        let data: u64 = self
-            .tensors
-            .iter()
-            .zip(&located)
-            .filter(|(_, at)| at.is_some())
-            .map(|(t, _)| t.n_bytes as u64)
-            .sum();
-        let bytes_read = if bytes.len() as u64 == file_len && located.iter().all(Option::is_some) {
-            file_len
-        } else {
-            self.end as u64 + data
-        };
         Gguf {
             version: self.version,
+            data_offset: self.data_offset() as usize,
+            index_len: self.end,
             metadata: self.metadata,
             tensors: self.tensors,
             by_name: self.by_name,
-            data_offset,
-            index_len: self.end,
-            index_sha256: Sha256::digest(index_bytes).into(),
+            index_sha256,
             bytes,
             located,
             bytes_read,
@@ -397,9 +388,8 @@ impl Gguf {
             .iter()
             .map(|t| Some(data_offset + t.offset as usize))
             .collect();
-        let end = index.end;
-        let head = bytes[..end].to_vec();
-        Ok(index.into_gguf(&head, bytes, located, file_len))
+        let index_sha256 = Sha256::digest(&bytes[..index.end]).into();
+        Ok(index.into_gguf(index_sha256, bytes, located, file_len, file_len))
     }
 
     /// Reads the header and tensor index of the GGUF file at `path`, then only the data
@@ -409,13 +399,22 @@ impl Gguf {
     /// # Errors
     /// I/O errors on `path` and the parse errors of [`Gguf::parse`].
     pub fn read_selected(path: &Path, keep: &dyn Fn(&TensorInfo) -> bool) -> Result<Gguf> {
+        Gguf::read_selected_from(path, keep, FIRST_HEADER_READ)
+    }
+
+    /// [`Gguf::read_selected`] whose first header read is `first_read` bytes.
+    fn read_selected_from(
+        path: &Path,
+        keep: &dyn Fn(&TensorInfo) -> bool,
+        first_read: u64,
+    ) -> Result<Gguf> {
         let io = |e| Error::io(path, e);
         let mut f = File::open(path).map_err(io)?;
         let file_len = f.metadata().map_err(io)?.len();
         // Read a prefix and parse; a header longer than the prefix shows as truncation,
         // so read twice as much until it parses or the file ends.
         let mut head = Vec::new();
-        let mut want = FIRST_HEADER_READ.min(file_len);
+        let mut want = first_read.max(1).min(file_len);
         let index = loop {
             let had = head.len();
             head.resize(want as usize, 0);
@@ -450,12 +449,14 @@ impl Gguf {
             f.read_exact(&mut bytes[start..]).map_err(io)?;
             *at = Some(start);
         }
-        let end = index.end;
-        Ok(index.into_gguf(&head[..end], bytes, located, file_len))
+        let index_sha256 = Sha256::digest(&head[..index.end]).into();
+        let bytes_read = head.len() as u64 + bytes.len() as u64;
+        Ok(index.into_gguf(index_sha256, bytes, located, bytes_read, file_len))
     }
 
     /// A copy holding only the data of the tensors `keep` selects (metadata and index
-    /// whole), as [`Gguf::read_selected`] would have read them from the file.
+    /// whole), as [`Gguf::read_selected`] would read them; its [`Gguf::bytes_read`]
+    /// counts the index and the data it holds.
     pub fn select(&self, keep: &dyn Fn(&TensorInfo) -> bool) -> Gguf {
         let mut bytes = Vec::new();
         let mut located = vec![None; self.tensors.len()];

@@ -4,8 +4,23 @@
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Mutex;
+
 use selene_model::store::{self, MODEL_FINGERPRINT};
 use selene_model::*;
+
+/// Serializes the tests: the first counts this process's reads, the other reads the
+/// whole file.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Bytes this process has read through `read` system calls (Linux `/proc/self/io`
+/// `rchar`), if the kernel says.
+fn rchar() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+}
 
 /// Most of the model file a client bundle may read (issue 17: the embedding, Q8_0,
 /// is about 30.6% of SmolLM2's file; the header and index about 2%).
@@ -17,11 +32,26 @@ fn hex(b: &[u8]) -> String {
 
 #[test]
 fn client_bundle_reads_no_layer_matrix_and_equals_the_full_load() {
-    let full = store::load(None).expect("model through the store");
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let path = store::home().join(store::MODEL_FILE);
+    store::locate_in(&store::home(), std::ffi::OsStr::new("python3")).unwrap();
+    let before = rchar();
     let bundle = Weights::load_client(&path).unwrap();
+    let after = rchar();
+    let full = store::load(None).expect("model through the store");
 
     let g = bundle.gguf();
+    // The kernel's count of the bytes read agrees with the loader's own, up to the
+    // first `/proc/self/io` read itself (about 100 bytes, counted once it returns).
+    if let (Some(a), Some(b)) = (before, after) {
+        eprintln!("rchar: {} bytes read by load_client", b - a);
+        assert!(
+            (g.bytes_read()..g.bytes_read() + 4096).contains(&(b - a)),
+            "the kernel counted {} bytes, the loader {}",
+            b - a,
+            g.bytes_read()
+        );
+    }
     let fraction = g.bytes_read() as f64 / g.file_len() as f64;
     eprintln!(
         "client bundle: read {} of {} bytes ({:.1}%), holds {} bytes of tensor data",
@@ -93,6 +123,7 @@ fn client_bundle_reads_no_layer_matrix_and_equals_the_full_load() {
 
 #[test]
 fn bundle_of_a_changed_file_has_another_fingerprint() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // One byte of the embedding flipped in a copy of the file: the bundle's fingerprint
     // changes; one byte of a layer matrix flipped: it does not (not covered).
     let path = store::home().join(store::MODEL_FILE);

@@ -47,6 +47,13 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
     let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
     // The server computes every layer's products: the client reads only its bundle.
     let (w, t) = load_client(args.gen.model.model.as_deref())?;
+    let g = w.gguf();
+    eprintln!(
+        "[client: model bundle (tokenizer, embedding = LM head, norms) read: {:.1} of {:.1} MB \
+         of the model file, no layer matrix]",
+        g.bytes_read() as f64 / 1e6,
+        g.file_len() as f64 / 1e6
+    );
     let policy = args.policy.policy(w.config().n_layers)?;
     let params = policy.preset.build()?;
     let transport = TlsTransport::connect(&args.server, &trust, &token)?;
