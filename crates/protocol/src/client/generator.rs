@@ -58,8 +58,9 @@ impl<T: Transport> std::fmt::Debug for PrivateGenerator<'_, T> {
 
 impl<'w, T: Transport> PrivateGenerator<'w, T> {
     /// Opens a session under `policy` over `transport` with `client` (holding this
-    /// session's secret key) and checks that the server runs the model whose file hashes
-    /// to `fingerprint` ([`model_fingerprint`]). `guard` authorizes every release in
+    /// session's secret key) and checks that the server runs the model whose fingerprint
+    /// is `fingerprint` ([`model_fingerprint`], from the full model or its client
+    /// bundle). `guard` authorizes every release in
     /// selective mode (a keystore's signed policy and log); without one, a
     /// [`PolicyGuard`] enforces the policy's layer, sigma and cap.
     ///
