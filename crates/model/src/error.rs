@@ -114,6 +114,13 @@ pub enum Error {
         /// The tensor.
         name: String,
     },
+    /// A tensor in the file whose data was not read (a client bundle holds no layer
+    /// matrices).
+    #[error("tensor {name} was not loaded (this is a client bundle, without layer matrices)")]
+    NotLoaded {
+        /// The tensor.
+        name: String,
+    },
     /// A metadata key the model needs is absent.
     #[error("missing metadata key {key}")]
     MissingKey {
@@ -223,6 +230,19 @@ pub enum Error {
         expected_size: u64,
         /// The digest expected.
         expected_sha256: &'static str,
+    },
+    /// The store's model file whose client bundle does not have the pinned fingerprint.
+    #[error(
+        "{path}: not the expected model file (client-bundle fingerprint {fingerprint}, \
+         expected {expected}); remove it or pass another path"
+    )]
+    BadClientBundle {
+        /// The file.
+        path: PathBuf,
+        /// The fingerprint of what was read, hex.
+        fingerprint: String,
+        /// The fingerprint expected.
+        expected: &'static str,
     },
     /// The model could not be fetched.
     #[error("could not fetch the model: {reason}{}", if stderr.is_empty() { String::new() } else { format!("\n{stderr}") })]

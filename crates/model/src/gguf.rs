@@ -1,15 +1,20 @@
 //! GGUF reader (versions 2 and 3): header, metadata of every value type, tensor index.
 //!
-//! The file is read once into memory; tensor data stays there, quantized, and is
-//! borrowed by the weights. Header, metadata and tensor index are read through
+//! [`Gguf::parse`] holds the whole file in memory; [`Gguf::read_selected`] reads the
+//! header and index and then only the chosen tensors' bytes (one seek and read each),
+//! which is how a client loads its bundle without the layer matrices. Tensor data stays
+//! quantized and is borrowed by the weights. Header, metadata and tensor index are read through
 //! `selene_codec::Reader`: every length in the file is checked against fixed caps and
 //! the bytes left before anything is allocated, and no input makes this panic.
 //! Format: ggml's `docs/gguf.md` (little-endian; strings are a u64 length plus UTF-8).
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use selene_codec::Reader;
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -27,6 +32,10 @@ const MAX_ENTRIES: usize = 1 << 20;
 const MAX_DIMS: u64 = 4;
 /// Deepest nesting of arrays inside arrays.
 const MAX_DEPTH: usize = 4;
+/// First read of [`Gguf::read_selected`]; a header longer than what was read is read on
+/// to twice the length, so at most twice the header is read (SmolLM2's header and
+/// index, tokenizer tables included, are 1.8 MB: 2 MiB read).
+const FIRST_HEADER_READ: u64 = 256 << 10;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,14 +212,26 @@ impl TensorInfo {
     }
 }
 
-/// A parsed GGUF file: metadata, tensor index and the bytes, held once.
+/// A parsed GGUF file: metadata, tensor index and the tensor data it holds (all of it
+/// after [`Gguf::parse`], the selected tensors after [`Gguf::read_selected`]).
 pub struct Gguf {
     version: u32,
     metadata: HashMap<String, Value>,
     tensors: Vec<TensorInfo>,
     by_name: HashMap<String, usize>,
     data_offset: usize,
+    /// Length of the header and tensor index.
+    index_len: usize,
+    /// SHA-256 of the header and tensor index (the file's bytes before the data).
+    index_sha256: [u8; 32],
+    /// The whole file, or the selected tensors' data back to back.
     bytes: Vec<u8>,
+    /// Where each tensor's data starts in `bytes`; `None` when it was not read.
+    located: Vec<Option<usize>>,
+    /// Bytes of the file read to build this value.
+    bytes_read: u64,
+    /// The file's length.
+    file_len: u64,
 }
 
 impl std::fmt::Debug for Gguf {
@@ -221,27 +242,28 @@ impl std::fmt::Debug for Gguf {
             .field("tensors", &self.tensors.len())
             .field("data_offset", &self.data_offset)
             .field("bytes", &self.bytes.len())
+            .field("bytes_read", &self.bytes_read)
+            .field("file_len", &self.file_len)
             .finish()
     }
 }
 
-impl Gguf {
-    /// Reads and parses a GGUF file.
-    ///
-    /// # Errors
-    /// I/O errors on `path`, and every parse error of [`Gguf::parse`].
-    pub fn read(path: &Path) -> Result<Gguf> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Gguf::parse(bytes)
-    }
+/// Header, metadata and tensor index, parsed from the file's first bytes.
+struct Index {
+    version: u32,
+    metadata: HashMap<String, Value>,
+    tensors: Vec<TensorInfo>,
+    by_name: HashMap<String, usize>,
+    /// Where the index ends (the bytes it was parsed from).
+    end: usize,
+    alignment: u64,
+}
 
-    /// Parses GGUF bytes, keeping them for the tensor data.
-    ///
-    /// # Errors
-    /// Bad magic, an unsupported version, truncation, oversized lengths, unknown value or
-    /// tensor types, duplicate names, or tensor data outside the file.
-    pub fn parse(bytes: Vec<u8>) -> Result<Gguf> {
-        let mut r = Reader::new(&bytes);
+impl Index {
+    /// Parses the header and tensor index at the start of `bytes`, which may be a prefix
+    /// of the file: a prefix too short yields [`Error::Truncated`].
+    fn parse(bytes: &[u8]) -> Result<Index> {
+        let mut r = Reader::new(bytes);
         let version = r.header(&MAGIC, 2u32..=3)?;
         // Each item takes at least one byte: no allocation follows a lie.
         let n_tensors = r.count_u64("tensor count", MAX_ENTRIES, 1)?;
@@ -276,10 +298,27 @@ impl Gguf {
                 }
             },
         };
-        let data_offset = (r.offset() as u64).div_ceil(alignment) * alignment;
-        let data_len = (bytes.len() as u64).saturating_sub(data_offset);
-        for t in &tensors {
-            if t.offset % alignment != 0 {
+        Ok(Index {
+            version,
+            metadata,
+            tensors,
+            by_name,
+            end: r.offset(),
+            alignment,
+        })
+    }
+
+    /// Where the data section starts.
+    fn data_offset(&self) -> u64 {
+        (self.end as u64).div_ceil(self.alignment) * self.alignment
+    }
+
+    /// Checks that every tensor is aligned and lies inside a file of `file_len` bytes.
+    fn check_ranges(&self, file_len: u64) -> Result<()> {
+        let data_offset = self.data_offset();
+        let data_len = file_len.saturating_sub(data_offset);
+        for t in &self.tensors {
+            if t.offset % self.alignment != 0 {
                 return Err(Error::BadTensor {
                     name: t.name.clone(),
                     reason: "data offset is not a multiple of the alignment",
@@ -294,14 +333,154 @@ impl Gguf {
                 });
             }
         }
-        Ok(Gguf {
-            version,
-            metadata,
-            tensors,
-            by_name,
-            data_offset: data_offset as usize,
+        Ok(())
+    }
+
+    /// The parsed file, holding `bytes` with each tensor's data at `located`, after
+    /// reading `bytes_read` bytes of a `file_len`-byte file whose index hashes to
+    /// `index_sha256`.
+    fn into_gguf(
+        self,
+        index_sha256: [u8; 32],
+        bytes: Vec<u8>,
+        located: Vec<Option<usize>>,
+        bytes_read: u64,
+        file_len: u64,
+    ) -> Gguf {
+        Gguf {
+            version: self.version,
+            data_offset: self.data_offset() as usize,
+            index_len: self.end,
+            metadata: self.metadata,
+            tensors: self.tensors,
+            by_name: self.by_name,
+            index_sha256,
             bytes,
-        })
+            located,
+            bytes_read,
+            file_len,
+        }
+    }
+}
+
+impl Gguf {
+    /// Reads and parses a GGUF file.
+    ///
+    /// # Errors
+    /// I/O errors on `path`, and every parse error of [`Gguf::parse`].
+    pub fn read(path: &Path) -> Result<Gguf> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Gguf::parse(bytes)
+    }
+
+    /// Parses GGUF bytes, keeping them for the tensor data.
+    ///
+    /// # Errors
+    /// Bad magic, an unsupported version, truncation, oversized lengths, unknown value or
+    /// tensor types, duplicate names, or tensor data outside the file.
+    pub fn parse(bytes: Vec<u8>) -> Result<Gguf> {
+        let index = Index::parse(&bytes)?;
+        let file_len = bytes.len() as u64;
+        index.check_ranges(file_len)?;
+        let data_offset = index.data_offset() as usize;
+        let located = index
+            .tensors
+            .iter()
+            .map(|t| Some(data_offset + t.offset as usize))
+            .collect();
+        let index_sha256 = Sha256::digest(&bytes[..index.end]).into();
+        Ok(index.into_gguf(index_sha256, bytes, located, file_len, file_len))
+    }
+
+    /// Reads the header and tensor index of the GGUF file at `path`, then only the data
+    /// of the tensors `keep` selects (one seek and read per tensor); the others stay on
+    /// disk and [`Gguf::tensor_data`] refuses them with [`Error::NotLoaded`].
+    ///
+    /// # Errors
+    /// I/O errors on `path` and the parse errors of [`Gguf::parse`].
+    pub fn read_selected(path: &Path, keep: &dyn Fn(&TensorInfo) -> bool) -> Result<Gguf> {
+        Gguf::read_selected_from(path, keep, FIRST_HEADER_READ)
+    }
+
+    /// [`Gguf::read_selected`] whose first header read is `first_read` bytes.
+    fn read_selected_from(
+        path: &Path,
+        keep: &dyn Fn(&TensorInfo) -> bool,
+        first_read: u64,
+    ) -> Result<Gguf> {
+        let io = |e| Error::io(path, e);
+        let mut f = File::open(path).map_err(io)?;
+        let file_len = f.metadata().map_err(io)?.len();
+        // Read a prefix and parse; a header longer than the prefix shows as truncation,
+        // so read twice as much until it parses or the file ends.
+        let mut head = Vec::new();
+        let mut want = first_read.max(1).min(file_len);
+        let index = loop {
+            let had = head.len();
+            head.resize(want as usize, 0);
+            f.read_exact(&mut head[had..]).map_err(io)?;
+            match Index::parse(&head) {
+                Ok(index) => break index,
+                Err(Error::Truncated { .. }) if want < file_len => {
+                    want = want.saturating_mul(2).min(file_len);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        index.check_ranges(file_len)?;
+        let data_offset = index.data_offset();
+        // Every range lies inside the file (checked above), so the total is bounded too.
+        let total: usize = index
+            .tensors
+            .iter()
+            .filter(|t| keep(t))
+            .map(|t| t.n_bytes)
+            .sum();
+        let mut bytes = Vec::with_capacity(total);
+        let mut located = vec![None; index.tensors.len()];
+        for (t, at) in index.tensors.iter().zip(located.iter_mut()) {
+            if !keep(t) {
+                continue;
+            }
+            f.seek(SeekFrom::Start(data_offset + t.offset))
+                .map_err(io)?;
+            let start = bytes.len();
+            bytes.resize(start + t.n_bytes, 0);
+            f.read_exact(&mut bytes[start..]).map_err(io)?;
+            *at = Some(start);
+        }
+        let index_sha256 = Sha256::digest(&head[..index.end]).into();
+        let bytes_read = head.len() as u64 + bytes.len() as u64;
+        Ok(index.into_gguf(index_sha256, bytes, located, bytes_read, file_len))
+    }
+
+    /// A copy holding only the data of the tensors `keep` selects (metadata and index
+    /// whole), as [`Gguf::read_selected`] would read them; its [`Gguf::bytes_read`]
+    /// counts the index and the data it holds.
+    pub fn select(&self, keep: &dyn Fn(&TensorInfo) -> bool) -> Gguf {
+        let mut bytes = Vec::new();
+        let mut located = vec![None; self.tensors.len()];
+        let mut data = 0u64;
+        for (i, t) in self.tensors.iter().enumerate() {
+            if let (true, Some(src)) = (keep(t), self.data_at(i)) {
+                located[i] = Some(bytes.len());
+                bytes.extend_from_slice(src);
+                data += t.n_bytes as u64;
+            }
+        }
+        Gguf {
+            version: self.version,
+            metadata: self.metadata.clone(),
+            tensors: self.tensors.clone(),
+            by_name: self.by_name.clone(),
+            data_offset: self.data_offset,
+            index_len: self.index_len,
+            index_sha256: self.index_sha256,
+            bytes,
+            located,
+            bytes_read: self.index_len as u64 + data,
+            file_len: self.file_len,
+        }
     }
 
     /// The format version (2 or 3).
@@ -342,25 +521,59 @@ impl Gguf {
             })
     }
 
-    /// A tensor's raw (possibly quantized) bytes.
+    /// The index of a tensor in [`Gguf::tensors`].
     ///
     /// # Errors
     /// [`Error::MissingTensor`].
-    pub fn tensor_data(&self, name: &str) -> Result<&[u8]> {
-        let t = self.tensor(name)?;
-        let start = self.data_offset + t.offset as usize;
-        // `parse` checked that every tensor's range lies inside the file.
-        self.bytes
-            .get(start..start + t.n_bytes)
-            .ok_or_else(|| Error::BadTensor {
+    pub fn tensor_index(&self, name: &str) -> Result<usize> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::MissingTensor {
                 name: name.to_string(),
-                reason: "data range outside the file",
             })
     }
 
-    /// The whole file.
+    /// A tensor's raw (possibly quantized) bytes.
+    ///
+    /// # Errors
+    /// [`Error::MissingTensor`], [`Error::NotLoaded`] when this value was read without it.
+    pub fn tensor_data(&self, name: &str) -> Result<&[u8]> {
+        let i = self.tensor_index(name)?;
+        self.data_at(i).ok_or_else(|| Error::NotLoaded {
+            name: name.to_string(),
+        })
+    }
+
+    /// The data of the `i`-th tensor of the index, if this value holds it.
+    pub fn data_at(&self, i: usize) -> Option<&[u8]> {
+        let start = (*self.located.get(i)?)?;
+        let t = self.tensors.get(i)?;
+        // Every located range was checked or copied whole when it was read.
+        self.bytes.get(start..start + t.n_bytes)
+    }
+
+    /// The tensor data held: the whole file after [`Gguf::parse`], the selected
+    /// tensors' data back to back after [`Gguf::read_selected`].
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// Bytes of the file read to build this value (the whole file, or the header and
+    /// index plus the selected tensors).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// The file's length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// SHA-256 of the file's header and tensor index (magic, version, metadata, and
+    /// every tensor's name, shape, type and offset).
+    pub fn index_sha256(&self) -> [u8; 32] {
+        self.index_sha256
     }
 }
 

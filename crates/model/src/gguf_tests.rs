@@ -312,3 +312,37 @@ fn config_is_read_and_validated() {
         Err(Error::MissingTensor { .. })
     ));
 }
+
+#[test]
+fn read_selected_reads_the_index_and_only_the_chosen_tensors() {
+    let bytes = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    let whole = Gguf::parse(bytes.clone()).unwrap();
+    // A first read of 16 bytes makes the header parse fail short and grow until it fits.
+    for first in [16, 1 << 20] {
+        let g = Gguf::read_selected_from(&path, &|t| t.name == "v", first).unwrap();
+        assert_eq!(g.tensor_data("v").unwrap(), whole.tensor_data("v").unwrap());
+        assert!(matches!(g.tensor_data("w"), Err(Error::NotLoaded { .. })));
+        assert!(matches!(
+            g.tensor_data("x"),
+            Err(Error::MissingTensor { .. })
+        ));
+        assert_eq!(g.index_sha256(), whole.index_sha256());
+        assert_eq!(g.metadata("general.name"), whole.metadata("general.name"));
+        assert_eq!(g.file_len(), bytes.len() as u64);
+        assert_eq!(g.bytes().len(), 16);
+        let copy = whole.select(&|t| t.name == "v");
+        assert_eq!(copy.bytes(), g.bytes());
+        assert!(copy.bytes_read() <= g.bytes_read());
+    }
+    // A truncated file is refused as by `parse`, whatever the first read.
+    std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+    for first in [16, 1 << 20] {
+        let err = Gguf::read_selected_from(&path, &|_| false, first).unwrap_err();
+        assert!(matches!(err, Error::Truncated { .. }), "{err}");
+    }
+    std::fs::write(&path, b"GGU").unwrap();
+    assert!(Gguf::read_selected(&path, &|_| true).is_err());
+}

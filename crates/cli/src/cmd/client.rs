@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use selene_protocol::net::{TlsTransport, DEFAULT_TIMEOUT};
 
-use super::args::{load, token_from, trust_from, GenerationArgs, PolicyArgs};
+use super::args::{load_client, token_from, trust_from, GenerationArgs, PolicyArgs};
 use super::drive::drive;
 
 /// Arguments of `selene client`.
@@ -50,7 +50,15 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
     super::threads::init(args.threads)?;
     let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
     let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
-    let (w, t) = load(args.gen.model.model.as_deref())?;
+    // The server computes every layer's products: the client reads only its bundle.
+    let (w, t) = load_client(args.gen.model.model.as_deref())?;
+    let g = w.gguf();
+    eprintln!(
+        "[client: model bundle (tokenizer, embedding = LM head, norms) read: {:.1} of {:.1} MB \
+         of the model file, no layer matrix]",
+        g.bytes_read() as f64 / 1e6,
+        g.file_len() as f64 / 1e6
+    );
     let policy = args.policy.policy(w.config().n_layers)?;
     let params = policy.preset.build()?;
     anyhow::ensure!(args.timeout_s > 0, "--timeout-s must be above 0");

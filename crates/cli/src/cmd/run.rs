@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Args;
 use selene_protocol::InProcess;
 
@@ -40,7 +41,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let policy = args.policy.policy(w.config().n_layers)?;
     let params = policy.preset.build()?;
     let (server, token) = embedded_server(&params, &w, policy.encrypted_layers, &args.link)?;
+    // One process, the same split as `selene client`: the client half computes with the
+    // client bundle only (copied from memory), the embedded server with the full model.
+    let client = w
+        .client_bundle()
+        .context("could not extract the client bundle")?;
     let transport = InProcess::connect(&server, &token);
     let context = args.policy.public_context.as_deref();
-    drive(&args.gen, &w, &t, &params, policy, context, transport)
+    drive(&args.gen, &client, &t, &params, policy, context, transport)
 }

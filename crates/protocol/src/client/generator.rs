@@ -9,7 +9,6 @@ use std::sync::Arc;
 use selene_ckks::Parameters;
 use selene_linalg::Client;
 use selene_model::{Sampler, Weights};
-use sha2::{Digest, Sha256};
 
 use super::padding::PaddedLinear;
 use super::prefix::generate_after_prefix;
@@ -21,10 +20,11 @@ use crate::error::{Error, Result};
 use crate::policy::{Policy, PolicyGuard, ReleaseGuard, Terms};
 use crate::transport::Transport;
 
-/// SHA-256 of the model file, as a server announces it in `Welcome`; hash it once per
-/// process and hand it to [`PrivateGenerator::open`].
+/// The model fingerprint a server announces in `Welcome` ([`Weights::fingerprint`]: the
+/// GGUF header and tensor index plus the client bundle's tensors), the same from the full
+/// model and from a client bundle; hand it to [`PrivateGenerator::open`].
 pub fn model_fingerprint(w: &Weights) -> [u8; 32] {
-    Sha256::digest(w.gguf().bytes()).into()
+    w.fingerprint()
 }
 
 /// What one private generation cost.
@@ -58,8 +58,9 @@ impl<T: Transport> std::fmt::Debug for PrivateGenerator<'_, T> {
 
 impl<'w, T: Transport> PrivateGenerator<'w, T> {
     /// Opens a session under `policy` over `transport` with `client` (holding this
-    /// session's secret key) and checks that the server runs the model whose file hashes
-    /// to `fingerprint` ([`model_fingerprint`]). `guard` authorizes every release in
+    /// session's secret key) and checks that the server runs the model whose fingerprint
+    /// is `fingerprint` ([`model_fingerprint`], from the full model or its client
+    /// bundle). `guard` authorizes every release in
     /// selective mode (a keystore's signed policy and log); without one, a
     /// [`PolicyGuard`] enforces the policy's layer, sigma and cap.
     ///

@@ -228,7 +228,8 @@ pub struct ModelFacts {
     pub d_model: u32,
     /// Vocabulary size.
     pub vocab: u32,
-    /// SHA-256 of the model file (all zero when the server does not know it).
+    /// The model fingerprint (`selene_model::Weights::fingerprint`: header, tensor index
+    /// and the client bundle's tensors; all zero when the server does not know it).
     pub fingerprint: [u8; 32],
 }
 

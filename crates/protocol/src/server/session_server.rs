@@ -138,8 +138,8 @@ impl std::fmt::Debug for SessionServer {
 impl SessionServer {
     /// A server for `model` (prepared from `weights`, any number of leading layers) that
     /// also runs selective mode's plaintext tail. Accepts no token until
-    /// [`SessionServer::with_token`] adds one. Hashes the model file once (its
-    /// fingerprint goes to every client).
+    /// [`SessionServer::with_token`] adds one. Computes the model fingerprint once
+    /// ([`Weights::fingerprint`]; it goes to every client).
     ///
     pub fn new(model: Arc<PreparedModel>, weights: Arc<Weights>, limits: Limits) -> Self {
         let c = weights.config();
@@ -147,7 +147,7 @@ impl SessionServer {
             layers: c.n_layers as u32,
             d_model: c.d_model as u32,
             vocab: c.vocab_size as u32,
-            fingerprint: Sha256::digest(weights.gguf().bytes()).into(),
+            fingerprint: weights.fingerprint(),
         };
         let (n_layers, context_length) = (c.n_layers, c.context_length);
         Self::build(

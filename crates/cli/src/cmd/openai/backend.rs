@@ -129,7 +129,8 @@ pub struct SessionBackend {
     wide_params: Arc<Parameters>,
     preset: LinalgPreset,
     connector: Connector,
-    /// SHA-256 of the model file, which the server's must equal.
+    /// The model fingerprint (`selene_model::Weights::fingerprint`), which the server's
+    /// must equal.
     fingerprint: [u8; 32],
 }
 

@@ -33,7 +33,7 @@ use clap::Args;
 use selene_linalg::LinalgPreset;
 use selene_model::store;
 
-use super::args::{load, preset_parser, token_from, trust_from, ModelArg};
+use super::args::{load, load_client, preset_parser, token_from, trust_from, ModelArg};
 use super::generation::policy_notice;
 use super::serving::session_server;
 use backend::{ChatBackend, Connector, SessionBackend};
@@ -151,7 +151,11 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
-    let (w, t) = load(args.model.model.as_deref())?;
+    // Against a remote server the endpoint is a thin client: only the bundle is read.
+    let (w, t) = match &args.server {
+        Some(_) => load_client(args.model.model.as_deref())?,
+        None => load(args.model.model.as_deref())?,
+    };
     let w = Arc::new(w);
     let layers = w.config().n_layers;
     let k = args.encrypted_layers;
@@ -204,9 +208,19 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
             )
         }
     };
+    // The client side computes with the bundle only (embedded: a copy; the server keeps
+    // the full model).
+    let client = if w.has_layer_matrices() {
+        Arc::new(
+            w.client_bundle()
+                .context("could not extract the client bundle")?,
+        )
+    } else {
+        w
+    };
     let backend = Arc::new(SessionBackend::new(
         model_id(&args.model),
-        w,
+        client,
         t,
         args.preset,
         k,

@@ -1,0 +1,94 @@
+//! The thin client: private generation whose client holds only the client bundle
+//! (`selene_model::store::load_client`, no layer matrix read) against a session server
+//! holding the full model. Tokens equal the plaintext model's in strict mode, strict
+//! with padding, and selective mode (K = 1, LM head on the client and on the server).
+
+#![allow(clippy::unwrap_used, reason = "test helpers may panic")]
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use selene_linalg::{Client, LinalgPreset};
+use selene_model::{generate, store, QuantLinear, Sampler, SamplingParams, Tokenizer};
+use selene_protocol::policy::HeadSide;
+use selene_protocol::{
+    model_fingerprint, InProcess, Limits, Policy, PreparedModel, PrivateGenerator, SessionServer,
+};
+
+const TOKEN: &[u8] = b"bundle-test-token";
+
+fn greedy() -> Sampler {
+    Sampler::new(SamplingParams::default()).unwrap()
+}
+
+#[test]
+fn bundle_client_generates_the_plaintext_tokens() {
+    let full = Arc::new(store::load(None).unwrap());
+    let bundle = store::load_client(None).unwrap();
+    assert!(!bundle.has_layer_matrices());
+    let tok = Tokenizer::from_gguf(bundle.gguf()).unwrap();
+    let layers = full.config().n_layers;
+
+    let strict_params = LinalgPreset::Coeff12.build().unwrap();
+    let wide_params = LinalgPreset::Coeff12Wide.build().unwrap();
+    let strict_model =
+        Arc::new(PreparedModel::new(&strict_params, &full, layers, &mut || {}).unwrap());
+    let wide_model = Arc::new(PreparedModel::new(&wide_params, &full, 1, &mut || {}).unwrap());
+    let server = Arc::new(
+        SessionServer::new(strict_model, full.clone(), Limits::default())
+            .with_model(wide_model)
+            .with_token(TOKEN),
+    );
+
+    let ids = tok.encode("The patient was diagnosed with").unwrap();
+    let max = 3;
+    let want = generate(
+        &full,
+        &ids,
+        max,
+        &[],
+        &mut greedy(),
+        &mut QuantLinear::new(&full),
+        &mut |_| Ok(ControlFlow::Continue(())),
+    )
+    .unwrap();
+
+    // The server's fingerprint (from the full model) equals the bundle's: a mismatch
+    // would fail `open` with ModelMismatch.
+    let fingerprint = model_fingerprint(&bundle);
+    assert_eq!(fingerprint, model_fingerprint(&full));
+
+    let mut padded = Policy::strict(layers);
+    padded.pad_to = Some(8);
+    let mut head_on_client = Policy::selective(layers, 1);
+    head_on_client.lm_head = HeadSide::Client;
+    let cases = [
+        ("strict", Policy::strict(layers)),
+        ("strict, padded to 8", padded),
+        ("selective K = 1", Policy::selective(layers, 1)),
+        ("selective K = 1, head on the client", head_on_client),
+    ];
+    for (what, policy) in cases {
+        let params = policy.preset.build().unwrap();
+        let generator = PrivateGenerator::open(
+            &bundle,
+            &fingerprint,
+            &params,
+            policy,
+            InProcess::connect(&server, TOKEN),
+            Client::new(&params),
+            None,
+        )
+        .unwrap();
+        let (got, stats) = generator
+            .generate(None, &ids, max, &[], &mut greedy(), &mut |_| {
+                Ok(ControlFlow::Continue(()))
+            })
+            .unwrap();
+        eprintln!("{what}: {got:?} ({} products)", stats.traffic.products);
+        assert_eq!(
+            got, want,
+            "{what}: tokens differ from the plaintext model's"
+        );
+    }
+}
