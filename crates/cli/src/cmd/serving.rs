@@ -7,7 +7,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngCore;
 use selene_ckks::Parameters;
-use selene_linalg::{LinalgPreset, Link};
+use selene_linalg::{LayoutKind, LinalgPreset, Link};
 use selene_model::Weights;
 use selene_protocol::policy::SELECTIVE_PRESET;
 use selene_protocol::{Limits, PreparedModel, SessionServer, ENCRYPTED_STAGES};
@@ -76,5 +76,40 @@ pub fn prepare(
         start.elapsed().as_secs_f64(),
         model.memory_bytes() as f64 / (1 << 20) as f64
     );
+    if let Some(plan) = plan_line(&model, link) {
+        eprintln!("{plan}");
+    }
     Ok(Arc::new(model))
+}
+
+/// The packed plan of one layer (every layer has the same shapes), for a packing preset:
+/// per product, the ciphertexts each way per token and the key switches.
+fn plan_line(model: &PreparedModel, link: &Link) -> Option<String> {
+    let layer = model.layouts().into_iter().next()?;
+    let names = ["qkv", "o", "gate|up", "down"];
+    let parts: Vec<String> = layer
+        .iter()
+        .zip(names)
+        .filter_map(|(l, name)| match l.kind() {
+            LayoutKind::Coefficients(c) if c.pack_levels > 0 => {
+                let t = c.tiling;
+                let s = l.shape();
+                Some(format!(
+                    "{name} k_i {}: {} up, {} down, {} merge levels ({} folded)",
+                    t.k_i,
+                    t.in_blocks(s.d_in),
+                    t.packed_cts(s.d_out),
+                    c.pack_levels,
+                    c.hoist_levels
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "[server: packed plan for link {link}: {}]",
+            parts.join("; ")
+        )
+    })
 }
