@@ -63,6 +63,31 @@ impl ApiError {
         }
     }
 
+    /// 403: a request a web page could have sent on the user's behalf (a foreign `Origin`
+    /// or a non-loopback `Host`: cross-site requests and DNS rebinding).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("cross_site_request"),
+        }
+    }
+
+    /// 415: a POST body that is not declared `application/json`.
+    pub fn unsupported_media_type(found: &str) -> Self {
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "the request body must be sent as 'Content-Type: application/json' (got                  '{found}')"
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("unsupported_media_type"),
+        }
+    }
+
     /// 404: no such route or model.
     pub fn not_found(message: impl Into<String>, code: &'static str) -> Self {
         Self {
