@@ -132,7 +132,7 @@ pub enum Error {
         log_scale: f64,
     },
     /// The canonical embedding rejected its input.
-    #[error("slot encoding: {0}")]
+    #[error("slot encoding failed")]
     Embedding(#[from] crate::embedding::EmbeddingError),
     /// A rotation or conjugation without its Galois key.
     #[error("no Galois key for element {galois_element}")]
