@@ -215,4 +215,13 @@ fn selective_mode_refuses_a_cap_the_flooding_cannot_carry_coeff12wide() {
         c.flood_for_key_rows(4096),
         Err(Error::FloodingTooWide { released, .. }) if released == 4096 * 5184
     ));
+
+    // A public prefix is never decrypted: a session of 400 prefix and 32 private positions
+    // floods for the 32 (`new` with the whole capacity would be refused).
+    let tokens: Vec<u32> = (0..400).map(|i| 1000 + i).collect();
+    let kv = selene_protocol::server::PublicPrefix::run(w, &tokens).unwrap();
+    let (head, _) = kv.split_at(k);
+    assert!(SelectiveClient::new(w, k, strict(), 0.01, 432).is_err());
+    let c = SelectiveClient::with_prefix(w, k, strict(), 0.01, 432, &head).unwrap();
+    assert_eq!(c.strict().flooding().unwrap().releases_cap, 32);
 }

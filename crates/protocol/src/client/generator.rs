@@ -161,11 +161,13 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
         // coeff12wide preset, docs/hardening.md section 3), or for every row a reused key
         // may release over all its sessions, so the releases do not hand an
         // honest-but-curious server the key.
-        let mut client =
-            SelectiveClient::new(w, terms.k, strict, terms.sigma, capacity)?.with_guard(guard);
-        if let Some(kv) = prefix {
-            client.install_prefix(kv)?;
-        }
+        let client = match prefix {
+            Some(kv) => {
+                SelectiveClient::with_prefix(w, terms.k, strict, terms.sigma, capacity, kv)?
+            }
+            None => SelectiveClient::new(w, terms.k, strict, terms.sigma, capacity)?,
+        };
+        let mut client = client.with_guard(guard);
         if let Some(rows) = key_rows {
             client.flood_for_key_rows(rows)?;
         }

@@ -105,6 +105,39 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
         flood_sigma: f64,
         capacity: usize,
     ) -> Result<Self> {
+        Self::build(w, k, strict, flood_sigma, capacity, capacity)
+    }
+
+    /// [`Self::new`] for a session that starts with the public prefix `kv`: the flooding
+    /// is sized for the private rows only (`capacity` minus the prefix, which arrives in
+    /// plaintext and is never decrypted), so a long prefix is not refused for precision it
+    /// never costs; then layers `0..k` of the prefix go into the cache (as
+    /// [`Self::install_prefix`] does, without re-sizing again).
+    ///
+    /// # Errors
+    /// As [`Self::new`] and [`Self::install_prefix`].
+    pub fn with_prefix(
+        w: &'w Weights,
+        k: usize,
+        strict: StrictLinear<'w, T>,
+        flood_sigma: f64,
+        capacity: usize,
+        kv: &PrefixKv,
+    ) -> Result<Self> {
+        let private = capacity.saturating_sub(kv.positions());
+        let mut client = Self::build(w, k, strict, flood_sigma, capacity, private)?;
+        kv.install_layers(&mut client.cache, 0..k)?;
+        Ok(client)
+    }
+
+    fn build(
+        w: &'w Weights,
+        k: usize,
+        strict: StrictLinear<'w, T>,
+        flood_sigma: f64,
+        capacity: usize,
+        flood_rows: usize,
+    ) -> Result<Self> {
         if !(flood_sigma.is_finite() && flood_sigma >= 0.0) {
             return Err(Error::InvalidSigma { sigma: flood_sigma });
         }
@@ -112,7 +145,7 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
         if k > layers {
             return Err(Error::LayerOutOfRange { layer: k, layers });
         }
-        let strict = strict.flood_decryptions(capacity as u64)?;
+        let strict = strict.flood_decryptions(flood_rows as u64)?;
         check_flooding(&strict)?;
         Ok(Self {
             w,

@@ -24,7 +24,7 @@ use super::api::{
 };
 use super::backend::{BackendError, BackendInfo, ChatBackend, Job};
 use super::completion::{Completion, FinishReason, Usage};
-use super::error::ApiError;
+use super::error::{with_causes, ApiError};
 
 /// Limits and defaults of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -299,11 +299,12 @@ async fn read_body(body: Body, headers: &HeaderMap, s: &Settings) -> Result<Vec<
 fn job(st: &AppState, c: &Checked) -> Result<Job, ApiError> {
     let info = st.backend.info();
     let text = apply_chat_template(&c.messages, true);
-    let prompt = st
-        .backend
-        .tokenizer()
-        .encode(&text)
-        .map_err(|e| ApiError::internal(format!("could not tokenize the messages: {e}")))?;
+    let prompt = st.backend.tokenizer().encode(&text).map_err(|e| {
+        ApiError::internal(format!(
+            "could not tokenize the messages: {}",
+            with_causes(&e)
+        ))
+    })?;
     let room = info.context_length.saturating_sub(prompt.len());
     let max_tokens = c
         .max_tokens
@@ -321,7 +322,10 @@ fn job(st: &AppState, c: &Checked) -> Result<Job, ApiError> {
         Some(system) if c.public_context => {
             let public = apply_chat_template(std::slice::from_ref(system), false);
             let ids = st.backend.tokenizer().encode(&public).map_err(|e| {
-                ApiError::internal(format!("could not tokenize the public context: {e}"))
+                ApiError::internal(format!(
+                    "could not tokenize the public context: {}",
+                    with_causes(&e)
+                ))
             })?;
             if prompt.starts_with(&ids) {
                 ids.len()
@@ -367,8 +371,9 @@ fn policy_headers(info: &BackendInfo, k: usize) -> Result<HeaderMap, ApiError> {
          (so the token count)"
             .to_string()
     } else {
-        let row = selene_audit::measured::measured_leak(k, info.flood_sigma)
-            .map_err(|e| ApiError::internal(format!("the shipped audit table: {e}")))?;
+        let row = selene_audit::measured::measured_leak(k, info.flood_sigma).map_err(|e| {
+            ApiError::internal(format!("the shipped audit table: {}", with_causes(&e)))
+        })?;
         match row {
             Some(r) => format!(
                 "token_recovery={:.1}%; field_recovery={}; audit_k={}; flood_sigma={}; \
