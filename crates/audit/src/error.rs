@@ -67,7 +67,7 @@ pub enum Error {
         len: usize,
     },
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -75,13 +75,13 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The model failed (loading, tokenizing, a forward stage).
-    #[error("model: {0}")]
+    #[error("the model failed")]
     Model(#[from] selene_model::Error),
     /// A measured table could not be encoded or decoded as JSON.
-    #[error("audit JSON: {0}")]
+    #[error("the audit JSON could not be read or written")]
     Json(#[from] serde_json::Error),
     /// Drawing the plot failed.
-    #[error("plot: {0}")]
+    #[error("drawing the plot failed")]
     Plot(#[from] plotters::drawing::DrawingAreaErrorKind<std::io::Error>),
 }
 

@@ -132,7 +132,7 @@ pub enum Error {
         log_scale: f64,
     },
     /// The canonical embedding rejected its input.
-    #[error("slot encoding: {0}")]
+    #[error("slot encoding failed")]
     Embedding(#[from] crate::embedding::EmbeddingError),
     /// A packing of a count that is not a power of two at most `2^log_gap`, or of nothing.
     #[error("cannot pack {count} ciphertexts on a grid of 2^{log_gap}: the count must be a power of two, at most the grid, with at least one ciphertext")]

@@ -41,7 +41,10 @@ pub enum Security {
     /// Refuse anything above the 128-bit bound for a ternary secret.
     #[default]
     Hes128,
-    /// Build any set, however weak (tests, experiments). Logs a warning.
+    /// Build any set, however weak (tests, experiments). Logs a warning. Only code can
+    /// choose it: no deserializer reads it (a parameter file, policy or peer cannot turn
+    /// the check off), so a serialized literal that carries it does not read back.
+    #[serde(skip_deserializing)]
     DangerousNoSecurityCheck,
 }
 
@@ -342,6 +345,32 @@ impl Parameters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The security opt-out cannot come from bytes: JSON that names it is refused, the
+    /// default and the checked value read back.
+    #[test]
+    fn dangerous_no_security_check_is_never_deserialized() {
+        let lit = |security: &str| {
+            format!(
+                r#"{{"log_n":10,"log_q":[50],"log_p":[40],"log_scale":20,"dnum":null{security}}}"#
+            )
+        };
+        let weak = lit(r#","security":"DangerousNoSecurityCheck""#);
+        let err = serde_json::from_str::<ParametersLiteral>(&weak).unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
+        assert!(serde_json::from_str::<Security>(r#""DangerousNoSecurityCheck""#).is_err());
+        for ok in [lit(""), lit(r#","security":"Hes128""#)] {
+            let l: ParametersLiteral = serde_json::from_str(&ok).unwrap();
+            assert_eq!(l.security, Security::Hes128);
+            // 90 bits at N = 2^10 exceed the 27-bit bound: the check still refuses it.
+            assert!(Parameters::new(&l).is_err());
+        }
+        // A literal built in code with the opt-out serializes, but does not read back.
+        let mut l: ParametersLiteral = serde_json::from_str(&lit("")).unwrap();
+        l.security = Security::DangerousNoSecurityCheck;
+        let json = serde_json::to_string(&l).unwrap();
+        assert!(serde_json::from_str::<ParametersLiteral>(&json).is_err());
+    }
 
     #[test]
     fn example_params_pass_the_security_check() {

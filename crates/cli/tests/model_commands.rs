@@ -87,3 +87,21 @@ fn seeded_sampling_is_reproducible_and_bad_parameters_fail() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("temperature"));
 }
+
+/// An error names its cause once: the library messages leave the source's text to the
+/// chain that `main` prints (`could not load the model: PATH: No such file or directory
+/// (os error 2)`, not the OS message twice).
+#[test]
+fn a_missing_model_file_is_reported_with_its_cause_once() {
+    let missing = "/nonexistent/selene-test/missing.gguf";
+    let out = selene(&["plain", "hi", "--model", missing]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not load the model"), "{stderr}");
+    assert!(stderr.contains(missing), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}

@@ -461,3 +461,61 @@ fn with_server_the_endpoint_is_a_tls_client_and_503_once_it_is_gone() {
         "{e}"
     );
 }
+
+/// What a web page could send on the user's behalf is refused before any work: a
+/// `text/plain` POST (no CORS preflight), a foreign `Origin`, a rebound DNS name as the
+/// `Host`. A same-origin request and plain API clients (no `Origin`) still get through.
+#[test]
+fn cross_site_requests_to_the_loopback_endpoint_are_refused() {
+    let ep = start(&[]);
+    let base = ep.base.as_str();
+    let origin = base.trim_end_matches("/v1");
+    let body = chat_body(json!({}));
+    let plain_text = curl(
+        base,
+        "/chat/completions",
+        Some(KEY),
+        &["-H", "Content-Type: text/plain", "--data-binary", &body],
+    );
+    assert_eq!(api_error(plain_text, 415)["code"], "unsupported_media_type");
+    let foreign = curl(
+        base,
+        "/chat/completions",
+        Some(KEY),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Origin: http://evil.example",
+            "--data-binary",
+            &body,
+        ],
+    );
+    assert_eq!(api_error(foreign, 403)["code"], "cross_site_request");
+    // DNS rebinding: the page's own name resolves to 127.0.0.1, so the Host is foreign.
+    let rebound = curl(base, "/models", Some(KEY), &["-H", "Host: evil.example:80"]);
+    assert_eq!(api_error(rebound, 403)["code"], "cross_site_request");
+    let rebound = curl(
+        base,
+        "/chat/completions",
+        Some(KEY),
+        &[
+            "-H",
+            "Host: evil.example:80",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
+    );
+    assert_eq!(api_error(rebound, 403)["code"], "cross_site_request");
+    let (status, _, models) = curl(
+        base,
+        "/models",
+        Some(KEY),
+        &["-H", &format!("Origin: {origin}")],
+    );
+    assert_eq!(status, 200, "{models}");
+    let (status, _, models) = curl(base, "/models", Some(KEY), &[]);
+    assert_eq!(status, 200, "{models}");
+}

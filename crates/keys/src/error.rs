@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A file or directory could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The path.
         path: PathBuf,
@@ -104,7 +104,7 @@ pub enum Error {
         what: &'static str,
     },
     /// Argon2 refused its parameters or failed.
-    #[error("Argon2id key derivation: {source}")]
+    #[error("Argon2id key derivation failed")]
     Kdf {
         /// The library's error.
         source: argon2::Error,
@@ -154,6 +154,19 @@ pub enum Error {
         /// Fingerprint of the parameters given.
         given: [u8; 8],
     },
+    /// A key that already released rows cannot be persisted for reuse: its flooding was
+    /// sized for its own session only.
+    #[error(
+        "session key {key} already released {rows} rows under flooding sized for one \
+         session; persist a key before its first session so every session floods for the \
+         per-key cap"
+    )]
+    KeyAlreadyReleased {
+        /// Hex id of the key.
+        key: String,
+        /// Rows it released.
+        rows: u64,
+    },
     /// Too many persisted session keys.
     #[error("keystore holds {count} session keys, the limit is {max}")]
     TooManySessions {
@@ -163,7 +176,7 @@ pub enum Error {
         max: usize,
     },
     /// The PKCS#11 module failed.
-    #[error("PKCS#11 {op}: {source}")]
+    #[error("PKCS#11 {op} failed")]
     Pkcs11 {
         /// What was being done.
         op: &'static str,
@@ -187,6 +200,18 @@ pub enum Error {
         /// The token.
         token: String,
     },
+    /// The key with the root's label may not serve as a root: its value is or was
+    /// readable off the token, or it is not the AES-256 wrapping key Selene generates.
+    #[error(
+        "PKCS#11: the key labelled {label:?} cannot be the root key: {why}; remove it from \
+         the token (or pick another identity) so a sensitive, non-extractable one is generated"
+    )]
+    UnfitRootKey {
+        /// Its label.
+        label: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A line of the release log breaks the hash chain or does not parse.
     #[error("release log line {line}: {why}")]
     LogBroken {
@@ -202,7 +227,7 @@ pub enum Error {
         why: String,
     },
     /// A JSON encoding error.
-    #[error("JSON: {0}")]
+    #[error("JSON could not be read or written")]
     Json(#[from] serde_json::Error),
 }
 

@@ -23,6 +23,7 @@ pub struct KeystoreGuard {
     key_id: String,
     session_rows: u64,
     key_rows: u64,
+    reusable: bool,
     log: ReleaseLog,
     dir: PathBuf,
     head_key: KeyBytes,
@@ -49,6 +50,7 @@ impl KeystoreGuard {
             policy: ks.policy().clone(),
             key_rows: summary.rows_per_key.get(&key_id).copied().unwrap_or(0),
             key_id,
+            reusable: ks.is_persisted(key),
             session_rows: 0,
             log,
             dir,
@@ -111,6 +113,13 @@ impl ReleaseGuard for KeystoreGuard {
         self.key_rows = key_rows;
         Ok(ReleaseAuthorized::mint())
     }
+
+    /// The policy's `max_per_key` for a persisted key (it may serve other sessions);
+    /// `None` for a fresh one, which cannot be persisted once it has released
+    /// ([`Keystore::persist_session`]).
+    fn key_rows_cap(&self) -> Option<u64> {
+        self.reusable.then_some(self.policy.max_per_key)
+    }
 }
 
 impl Keystore {
@@ -154,6 +163,31 @@ mod tests {
             &OwnerPolicy::selective(2, 0.5, 4, 6),
         )
         .unwrap()
+    }
+
+    /// A persisted key tells the client to flood for the per-key cap (every session it
+    /// serves adds to the same key's privacy loss); a fresh key does not, and once it has
+    /// released it cannot be persisted for reuse.
+    #[test]
+    fn a_reused_key_floods_for_the_per_key_cap_and_a_used_one_is_not_persisted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ks = keystore(tmp.path());
+        let params = ExampleParams::Test12.build().unwrap();
+        let fresh = SessionKey::fresh(&params);
+        assert_eq!(ks.guard(&fresh).unwrap().key_rows_cap(), None);
+
+        let reused = SessionKey::fresh(&params);
+        ks.persist_session(&reused).unwrap();
+        let loaded = ks.load_session(&reused.id_hex()).unwrap();
+        assert_eq!(ks.guard(&loaded).unwrap().key_rows_cap(), Some(6));
+
+        let mut g = ks.guard(&fresh).unwrap();
+        let _sent = g.authorize(&request(2, 1, 0.5)).unwrap();
+        assert!(matches!(
+            ks.persist_session(&fresh),
+            Err(crate::Error::KeyAlreadyReleased { rows: 1, .. })
+        ));
+        assert!(!ks.is_persisted(&fresh));
     }
 
     #[test]

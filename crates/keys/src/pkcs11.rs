@@ -129,6 +129,9 @@ fn login(ctx: &Pkcs11, slot: Slot, pin: &AuthPin) -> Result<Session> {
     }
 }
 
+/// The secret key labelled `label`, checked to be fit for a root ([`check_root`]); `None`
+/// when there is none. Two keys with the label are refused: which one a token returns
+/// first is not specified, and a second one is someone else's.
 fn find_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>> {
     let found = session
         .find_objects(&[
@@ -136,7 +139,75 @@ fn find_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>> {
             Attribute::Label(label.as_bytes().to_vec()),
         ])
         .map_err(p11("C_FindObjects"))?;
-    Ok(found.into_iter().next())
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => {
+            check_root(session, *one, label)?;
+            Ok(Some(*one))
+        }
+        more => Err(Error::UnfitRootKey {
+            label: label.to_string(),
+            why: format!("{} secret keys carry this label", more.len()),
+        }),
+    }
+}
+
+/// Refuses a root key whose value is or ever was readable off the token, or that is not
+/// the AES-256 wrapping key Selene generates: an existing key with the root's label may
+/// have been planted (or made) extractable, and wrapping the keystore key under it would
+/// hand the keystore to whoever can export it.
+fn check_root(session: &Session, key: ObjectHandle, label: &str) -> Result<()> {
+    let attrs = session
+        .get_attributes(
+            key,
+            &[
+                AttributeType::KeyType,
+                AttributeType::ValueLen,
+                AttributeType::Token,
+                AttributeType::Sensitive,
+                AttributeType::AlwaysSensitive,
+                AttributeType::Extractable,
+                AttributeType::NeverExtractable,
+                AttributeType::Wrap,
+                AttributeType::Unwrap,
+            ],
+        )
+        .map_err(p11("C_GetAttributeValue (root key)"))?;
+    let mut bad: Vec<&str> = Vec::new();
+    let mut seen = 0;
+    for a in &attrs {
+        seen += 1;
+        match a {
+            Attribute::KeyType(t) if *t != KeyType::AES => bad.push("not an AES key"),
+            Attribute::ValueLen(n) if u64::from(*n) != KEY_LEN as u64 => {
+                bad.push("not 256 bits long");
+            }
+            Attribute::Token(false) => bad.push("not a token object"),
+            Attribute::Sensitive(false) => bad.push("not sensitive (CKA_SENSITIVE false)"),
+            Attribute::AlwaysSensitive(false) => {
+                bad.push("not always sensitive (CKA_ALWAYS_SENSITIVE false)");
+            }
+            Attribute::Extractable(true) => bad.push("extractable (CKA_EXTRACTABLE true)"),
+            Attribute::NeverExtractable(false) => {
+                bad.push("once extractable (CKA_NEVER_EXTRACTABLE false)");
+            }
+            Attribute::Wrap(false) => bad.push("not allowed to wrap"),
+            Attribute::Unwrap(false) => bad.push("not allowed to unwrap"),
+            _ => {}
+        }
+    }
+    // A token that withholds an attribute leaves it unchecked: refuse that too.
+    if seen < 9 {
+        bad.push("some protection attributes are unavailable");
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::UnfitRootKey {
+            label: label.to_string(),
+            why: bad.join(", "),
+        })
+    }
 }
 
 impl Pkcs11Root {
@@ -145,7 +216,9 @@ impl Pkcs11Root {
     /// that holds the PIN.
     ///
     /// # Errors
-    /// [`Error::WrongPin`], [`Error::NoToken`], token errors.
+    /// [`Error::WrongPin`], [`Error::NoToken`], [`Error::UnfitRootKey`] for an existing key
+    /// with the root's label that is extractable, not sensitive or not an AES-256 wrapping
+    /// key, token errors.
     pub fn create(
         at: &TokenLocation,
         pin: &AuthPin,
@@ -196,7 +269,8 @@ impl Pkcs11Root {
     /// the descriptor.
     ///
     /// # Errors
-    /// [`Error::WrongPin`], [`Error::NoToken`], [`Error::NoRootKey`], token errors.
+    /// [`Error::WrongPin`], [`Error::NoToken`], [`Error::NoRootKey`],
+    /// [`Error::UnfitRootKey`] (as [`Pkcs11Root::create`]), token errors.
     pub fn open(desc: &BackendDescriptor, pin: &AuthPin, module: Option<&Path>) -> Result<Self> {
         let BackendDescriptor::Pkcs11 {
             module: stored,

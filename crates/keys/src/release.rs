@@ -110,7 +110,7 @@ pub enum Refusal {
         key: String,
     },
     /// The release could not be logged, so it is not sent.
-    #[error("the release could not be logged, so it is not sent: {0}")]
+    #[error("the release could not be logged, so it is not sent")]
     Log(#[from] crate::Error),
 }
 
@@ -122,6 +122,14 @@ pub trait ReleaseGuard {
     /// # Errors
     /// The [`Refusal`]; the guard's counts are unchanged by a refused request.
     fn authorize(&mut self, request: &ReleaseRequest) -> Result<ReleaseAuthorized, Refusal>;
+
+    /// Rows the session key may release over **every** session that uses it, when that
+    /// exceeds one session (a persisted, reused key): the client must size its decryption
+    /// flooding for this many rows, since the privacy loss adds up over all releases under
+    /// one key. `None` (the default): the key serves this session only.
+    fn key_rows_cap(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The checks every guard makes: the request's layer and tensor are among `allowed`, and

@@ -158,3 +158,112 @@ fn tampered_and_swapped_wrapped_keystore_keys_are_detected() {
     write(&b1);
     open(&d1).unwrap();
 }
+
+/// Plants on the token `token` an AES-256 key labelled `label` that is extractable and
+/// not sensitive (what an attacker or a careless admin could leave there), after
+/// destroying any key with that label. It runs in a child process (this test binary,
+/// filtered to [`plant_helper`]): SoftHSM2 in this process is driven by the keys crate,
+/// and a second context here would race its sessions.
+fn plant_extractable_key(token: &str, label: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "plant_helper",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("SELENE_PLANT", format!("{token}\n{label}"))
+        .env("SELENE_PLANT_MODULE", &softhsm::softhsm().unwrap().module)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("planted"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The child half of [`plant_extractable_key`]; does nothing without `SELENE_PLANT`.
+#[test]
+fn plant_helper() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    use cryptoki::session::UserType;
+    let Ok(what) = std::env::var("SELENE_PLANT") else {
+        return;
+    };
+    let (token, label) = what.split_once('\n').unwrap();
+    // The parent's token directory: its SOFTHSM2_CONF is inherited, and the module is the
+    // parent's (softhsm() here would make a fresh directory).
+    let module = std::env::var_os("SELENE_PLANT_MODULE").unwrap();
+    let ctx = Pkcs11::new(module).unwrap();
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == token)
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    session.login(UserType::User, Some(&pin())).unwrap();
+    let existing = session
+        .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+        .unwrap();
+    for k in existing {
+        session.destroy_object(k).unwrap();
+    }
+    session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32u64.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ],
+        )
+        .unwrap();
+    drop(session);
+    ctx.finalize().unwrap();
+    println!("planted");
+}
+
+/// An existing key with the root's label is checked before it is used: one whose value
+/// can be read off the token is refused when a keystore is created on it and when a
+/// keystore whose root was swapped for it is opened.
+#[test]
+fn an_extractable_key_with_the_root_label_is_refused_on_create_and_open() {
+    let Some(hsm) = softhsm::softhsm() else {
+        return;
+    };
+    plant_extractable_key("t-unfit", "selene-root/mallory");
+    match Pkcs11Root::create(&at(&hsm.module, "t-unfit"), &pin(), "P", "mallory") {
+        Err(Error::UnfitRootKey { label, why }) => {
+            assert_eq!(label, "selene-root/mallory");
+            assert!(
+                why.contains("extractable") && why.contains("not sensitive"),
+                "{why}"
+            );
+        }
+        other => panic!("expected UnfitRootKey, got {:?}", other.map(|_| ())),
+    }
+
+    // A good keystore whose root is later replaced by an extractable key of that label.
+    let tmp = tempfile::tempdir().unwrap();
+    drop(init(tmp.path(), "t-unfit", "erin"));
+    open(tmp.path()).unwrap();
+    plant_extractable_key("t-unfit", "selene-root/erin");
+    let err = open(tmp.path()).unwrap_err();
+    assert!(matches!(err, Error::UnfitRootKey { .. }), "{err:?}");
+    assert!(err.to_string().contains("extractable"), "{err}");
+}

@@ -150,8 +150,8 @@ impl Client {
     /// modulus) before decoding, the form fit for values that reach another party (Li,
     /// Micciancio, Schultz, Sorrell, CRYPTO 2022). Choose `sigma` with
     /// [`crate::flooding::decryption_flooding_sigma`]: it is derived from the bound on the
-    /// product output's ring noise for this layout and the number of decryptions the key
-    /// will release. [`crate::flooding::flooded_precision_bits`] says what it costs.
+    /// product output's ring noise for this layout and the number of decrypted
+    /// coefficients the key will release. [`crate::flooding::flooded_precision_bits`] says what it costs.
     ///
     /// # Errors
     /// As [`Client::decrypt_decode`]; [`Error::InvalidFloodingSigma`] for a negative,

@@ -6,12 +6,26 @@
 //! key given the ciphertext; a party that sees decoded values and holds the ciphertexts
 //! re-encodes them and solves for `s` (Li and Micciancio, "On the Security of
 //! Homomorphic Encryption on Approximate Numbers", EUROCRYPT 2021, Sec. 4; the attack is
-//! run for real in `tests/li_micciancio.rs`). Adding a fresh Gaussian of standard
-//! deviation `sigma = sqrt(12 Q) 2^(lambda/2) B` to every decrypted coefficient, with `B`
-//! a bound on the ciphertext noise and `Q` the number of decryptions released under one
-//! key, gives `lambda` bits of statistical security (Li, Micciancio, Schultz, Sorrell,
-//! "Securing Approximate Homomorphic Encryption Using Differential Privacy", CRYPTO 2022,
-//! Sec. 4, Gaussian mechanism under Rényi divergence; `selene_ckks::flooding_sigma`).
+//! run for real in `tests/li_micciancio.rs`). Li, Micciancio, Schultz and Sorrell
+//! ("Securing Approximate Homomorphic Encryption Using Differential Privacy", CRYPTO
+//! 2022) add a fresh Gaussian of standard deviation `sigma` to every released
+//! coordinate: `Q` releases whose error vectors have Euclidean norm at most `t` each
+//! keep `lambda` bits of statistical security when `sigma = sqrt(12 Q) 2^(lambda/2) t`
+//! (`selene_ckks::flooding_sigma`, the formula OpenFHE's `NOISE_FLOODING_DECRYPT` uses).
+//!
+//! # Which norm, and what `Q` counts
+//! The bound comes from the divergence between the released `y + e + z` and the ideal
+//! `y + z` (`z` the flooding): for a Gaussian of covariance `sigma^2 I` shifted by `e`
+//! that divergence is a function of `||e||_2^2 / sigma^2`, and independent releases add
+//! their `||e_i||_2^2`. So `t` bounds the **Euclidean norm of the whole error vector a
+//! release reveals**, not one coordinate, and only the total `sum_i ||e_i||_2^2 <= Q t^2`
+//! enters. Splitting a release into its coordinates gives the same total: `c` released
+//! coefficients each at most `B` have `sum e^2 <= c B^2`, the bound with `Q = c`,
+//! `t = B`. Selene counts that way: `Q` is the number of decrypted **coefficients** the
+//! key may release ([`released_per_row`] per token row and product, i.e. `d_out`), and `t`
+//! is the per-coefficient bound `B` below. Counting output ciphertexts instead (as
+//! before issue 20) undercounts by the `k_o` (times `n_b`) coefficients each carries:
+//! sigma was about `sqrt(5184 / 66) = 8.9` times too small for SmolLM2.
 //!
 //! # The noise bound `B` of a coefficient-method output (units of `2^down_bits`)
 //! The server's output block is `c = sum_b ct_b W~_b` with `ct_b` fresh secret-key
@@ -26,28 +40,25 @@
 //! - `(e_b W~_b)[T] = sum_u +-e_b[T - u] W~_b[u]` is a sum of independent centred terms
 //!   with variance at most `sigma_e^2 ||W~_b||^2`; over the input blocks `sum_b ||W~_b||^2`
 //!   is the squared norm of the `k_o` scaled, rounded columns of the block, each at most
-//!   `2^w_bits + sqrt(d_in)/2` (`w_bits` = [`crate::coeff::W_BITS`] = 16, 13 at the wide
-//!   preset).
+//!   `2^w_bits + sqrt(d_in)/2` (`w_bits` = [`crate::coeff::W_BITS`] = 16, or the preset's
+//!   [`crate::LinalgPreset::weight_bits`]).
 //! - `r1 s` sums at most `N` terms in `[-1/2, 1/2]` (`s` ternary); `r0` is one more.
 //!
 //! All terms are independent and sub-Gaussian, with variance proxies `sigma_e^2` (times
 //! the weights), `1/4` each for the rounding terms (Hoeffding), so `P(|E| > t) <=
 //! 2 exp(-t^2 / 2V)` with `V = (2^k/q)^2 sigma_e^2 k_o (2^w_bits + sqrt(d_in)/2)^2 +
 //! (N + 1)/4`, and `B = sqrt(2 V ln(2^(TAIL_BITS + 1)))` holds for each coefficient
-//! except with probability `2^-TAIL_BITS`. The test below checks it against the measured
-//! noise of real product outputs. (This is a per-coefficient bound; the bit `r1 s`,
-//! about `sqrt(N/12)`, dominates at every shipped preset.)
+//! except with probability `2^-TAIL_BITS` (a union bound over a session's coefficients
+//! costs a few of those 64 bits). The test below checks it against the measured noise of
+//! real product outputs. (The bit `r1 s`, about `sqrt(N/12)`, dominates at every shipped
+//! preset.)
 //!
 //! # Which preset
 //! At `LinalgPreset::Coeff12` (download modulus `2^24`) the sigma the bound asks for
-//! (`~2^30`) exceeds the whole download modulus; `LinalgPreset::Coeff12Wide` (a 61-bit
-//! prime, `2^46` download modulus, 13-bit weights) keeps about 13 bits under it for a
-//! short selective session ([`flooded_precision_bits`]; docs/hardening.md, section 3).
-//!
-//! # Counting decryptions
-//! Each output ciphertext the client decrypts is one decryption in the sense of LMSS22:
-//! a key that serves `R` released rows through products whose outputs take `D` ciphertexts
-//! per row allows `Q = R D` ([`decryptions_per_row`]).
+//! (`~2^33`) exceeds the whole download modulus; `LinalgPreset::Coeff12Wide` (a 61-bit
+//! prime, `2^47` download modulus, 12-bit weights) keeps about 11 bits under it for a
+//! short selective session ([`flooded_precision_bits`]; docs/hardening.md, sections 3 and
+//! "Second review").
 
 use selene_ckks::ring::sampler::ERROR_SIGMA;
 use selene_ckks::Parameters;
@@ -93,31 +104,30 @@ pub fn product_noise_bound(params: &Parameters, layout: &Layout) -> Result<f64> 
     Ok((2.0 * v * f64::from(TAIL_BITS + 1) * std::f64::consts::LN_2).sqrt())
 }
 
-/// Output ciphertexts the client decrypts per token row of `layout` (one token per
-/// ciphertext group; with `n_b` tokens per group a row costs a share of a group, so this
-/// is an upper bound).
-pub fn decryptions_per_row(layout: &Layout) -> u64 {
-    match &layout.kind {
-        LayoutKind::Coefficients(l) => l.tiling.out_blocks(layout.shape.d_out) as u64,
-        LayoutKind::Slots(_) => 1,
-    }
+/// Decrypted coefficients one token row releases through a product of `layout`: its
+/// `d_out` outputs (each decrypted, flooded and decoded once). This is the unit the
+/// flooding counts (module docs): a key serving `R` rows through these products releases
+/// `R * sum released_per_row` coefficients.
+pub fn released_per_row(layout: &Layout) -> u64 {
+    layout.shape.d_out as u64
 }
 
 /// The flooding sigma (units of `2^down_bits`) for outputs of `layout` when at most
-/// `decryptions` decryptions are released under one key, at `stat_security` bits:
-/// `selene_ckks::flooding_sigma(product_noise_bound, decryptions, stat_security)`
-/// (LMSS22 Sec. 4; see the module docs).
+/// `released` decrypted coefficients, over every product, are released under one key, at
+/// `stat_security` bits: `selene_ckks::flooding_sigma(product_noise_bound, released,
+/// stat_security)`, i.e. `sqrt(12 released) 2^(stat_security / 2) B` (LMSS22 with the
+/// Euclidean norm of everything released; see the module docs).
 ///
 /// # Errors
 /// As [`product_noise_bound`].
 pub fn decryption_flooding_sigma(
     params: &Parameters,
     layout: &Layout,
-    decryptions: u64,
+    released: u64,
     stat_security: u32,
 ) -> Result<f64> {
     let b = product_noise_bound(params, layout)?;
-    Ok(selene_ckks::flooding_sigma(b, decryptions, stat_security))
+    Ok(selene_ckks::flooding_sigma(b, released, stat_security))
 }
 
 /// Bits of precision left after flooding with `sigma`: `log2` of the full-scale output
@@ -242,6 +252,49 @@ mod tests {
         }
     }
 
+    /// The sigma covers the Euclidean norm of everything released: for `R` rows through
+    /// a `576 -> 960` product at the wide preset it is `sqrt(12 R 960) 2^15 B`, with `B`
+    /// computed here by hand from the module docs' formula, and `sqrt(k_o)` (8 for SmolLM2's
+    /// 15 blocks of 64) times the sigma that counted output ciphertexts as the releases.
+    #[test]
+    fn sigma_counts_every_released_coefficient_coeff12wide() {
+        let params = LinalgPreset::Coeff12Wide.build().unwrap();
+        let shape = MatrixShape::new(576, 960);
+        let m = PreparedMatrix::new(
+            &params,
+            &values(7, shape.d_in * shape.d_out),
+            shape,
+            Method::Coefficients,
+            1,
+        )
+        .unwrap();
+        let l = coeff_layout(m.layout()).unwrap();
+        assert_eq!((l.down_bits, l.w_bits), (47, 12));
+        assert_eq!(released_per_row(m.layout()), 960);
+        // Hand reference: V = (2^47 / q)^2 3.2^2 k_o (2^12 + sqrt(576) / 2)^2 + 4097 / 4,
+        // B = sqrt(2 V 65 ln 2), sigma = sqrt(12 R 960) 2^15 B.
+        let q = params.ring().moduli()[0].value() as f64;
+        let k_o = l.tiling.k_o as f64;
+        let v = (2f64.powi(47) / q * 3.2 * (4096.0 + 12.0)).powi(2) * k_o + 4097.0 / 4.0;
+        let b = (2.0 * v * 65.0 * std::f64::consts::LN_2).sqrt();
+        let rows = 13u64;
+        let want = (12.0 * (rows * 960) as f64).sqrt() * 2f64.powi(15) * b;
+        let got =
+            decryption_flooding_sigma(&params, m.layout(), rows * released_per_row(m.layout()), 30)
+                .unwrap();
+        assert!((got / want - 1.0).abs() < 1e-12, "{got} vs {want}");
+        // Counting output ciphertexts instead undercounts by the coefficients each holds.
+        let blocks = l.tiling.out_blocks(960) as f64;
+        let per_ciphertext = (12.0 * rows as f64 * blocks).sqrt() * 2f64.powi(15) * b;
+        assert!((got / per_ciphertext - (960.0 / blocks).sqrt()).abs() < 1e-9);
+        assert!(got / per_ciphertext >= 5.0, "{blocks} blocks");
+        println!(
+            "k_o {k_o}, B {b:.1}, sigma 2^{:.2}, precision {:.2} bits",
+            got.log2(),
+            flooded_precision_bits(&params, m.layout(), got).unwrap()
+        );
+    }
+
     #[test]
     fn sigma_grows_with_releases_and_refuses_slots() {
         let params = LinalgPreset::Coeff12.build().unwrap();
@@ -267,7 +320,8 @@ mod tests {
             1,
         )
         .unwrap();
-        let sigma = decryption_flooding_sigma(&wide, mw.layout(), 5544, 30).unwrap();
+        // 13 rows through 4 SmolLM2 layers (5184 coefficients per row and layer).
+        let sigma = decryption_flooding_sigma(&wide, mw.layout(), 13 * 4 * 5184, 30).unwrap();
         let bits = flooded_precision_bits(&wide, mw.layout(), sigma).unwrap();
         assert!(
             bits > 10.0,

@@ -32,10 +32,11 @@ pub enum LinalgPreset {
     /// nothing decrypted to the server, so there is no IND-CPA-D exposure.
     Coeff12,
     /// Coefficient method, `N = 2^12`, one prime near `2^60` (`P` near `2^20`, `log QP`
-    /// about 80 <= 109), download modulus `2^46`. Exists for selective mode: its released
-    /// hidden states are functions of decryptions, which must be noise-flooded (Li,
-    /// Micciancio, Schultz, Sorrell, CRYPTO 2022) with a sigma near `2^33` download units;
-    /// the wide prime and download modulus keep about 10 bits of precision under it,
+    /// about 80 <= 109), download modulus `2^47`, 12-bit weights. Exists for selective
+    /// mode: its released hidden states are functions of decryptions, which must be
+    /// noise-flooded (Li, Micciancio, Schultz, Sorrell, CRYPTO 2022) with a sigma near
+    /// `2^34` download units for a short session (every released coefficient counted);
+    /// the wide prime and download modulus keep about 11 bits of precision under it,
     /// where `Coeff12`'s `2^24` download modulus keeps none ([`crate::flooding`]).
     /// Costs about 1.5x the upload and 1.9x the download of `Coeff12`.
     Coeff12Wide,
@@ -110,8 +111,8 @@ impl LinalgPreset {
 
     /// True when decryptions at this preset keep precision under the noise flooding a
     /// released decryption needs (Li, Micciancio, Schultz, Sorrell, CRYPTO 2022;
-    /// [`crate::flooding`]): only [`LinalgPreset::Coeff12Wide`], whose `2^46` download
-    /// modulus leaves about 10 bits under a sigma near `2^33`.
+    /// [`crate::flooding`]): only [`LinalgPreset::Coeff12Wide`], whose `2^47` download
+    /// modulus leaves about 11 bits under a sigma near `2^34`.
     pub fn floods(self) -> bool {
         matches!(self, LinalgPreset::Coeff12Wide)
     }
@@ -153,27 +154,28 @@ impl LinalgPreset {
     /// get the rest of the prime (`x_bits = log q - w_bits - 3`), and the encryption noise
     /// times the weights, relative to the full-scale output, is about
     /// `3.2 sqrt(k_o) 2^(w_bits + 3 - log q)`: at the wide preset that term is what
-    /// decryption flooding must cover, so 13 bits (weight rounding `~2^-14.8` relative,
-    /// below the flooding) buy three bits of precision under flooding over 16.
+    /// decryption flooding must cover beside the switch's rounding, so 12 bits (weight
+    /// rounding `~2^-13.8` relative, still below the flooding, which leaves about 11 bits)
+    /// keep it under the rounding term at `2^47` (docs/hardening.md, issue 20 item 1).
     pub fn weight_bits(self) -> u32 {
         match self {
-            LinalgPreset::Coeff12Wide => 13,
+            LinalgPreset::Coeff12Wide => 12,
             _ => crate::coeff::W_BITS,
         }
     }
 
     /// Bits `k` of the download modulus `2^k` the product outputs are switched to. The
     /// switch's rounding adds about `sqrt(N/12)` units and the full-scale output is
-    /// `2^(k - 3)`, so `k = 24` keeps about 17 bits unflooded; the wide preset's `k = 46`
-    /// leaves room for decryption flooding, and its 61-bit prime still decrypts the
-    /// switched ciphertexts exactly (`k + log N + 2 <= log q`,
-    /// [`selene_ckks::rlwe::Pow2Modulus::lift_fits`]).
+    /// `2^(k - 3)`, so `k = 24` keeps about 17 bits unflooded; the wide preset's `k = 47`
+    /// leaves room for decryption flooding (each bit of `k` is a bit under it while the
+    /// rounding dominates), and is the largest its 61-bit prime still decrypts exactly
+    /// (`k + log N + 2 <= bits(q)`, [`selene_ckks::rlwe::Pow2Modulus::lift_fits`]).
     pub fn down_bits(self) -> u32 {
         match self {
             LinalgPreset::Coeff11 | LinalgPreset::Coeff12 | LinalgPreset::Coeff12Pack => {
                 crate::coeff::DEFAULT_DOWN_BITS
             }
-            LinalgPreset::Coeff12Wide => 46,
+            LinalgPreset::Coeff12Wide => 47,
             LinalgPreset::Slots13 => crate::slots::DOWN_BITS,
         }
     }

@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use selene_ckks::ring::{Coeff, Poly};
 use selene_ckks::Parameters;
-use selene_linalg::flooding::{decryption_flooding_sigma, decryptions_per_row};
+use selene_linalg::flooding::{decryption_flooding_sigma, released_per_row};
 use selene_linalg::{
     Client, EncryptedOutput, LayoutKind, LinalgPreset, MatrixShape, Method, PreparedMatrix, Server,
 };
@@ -310,8 +310,9 @@ fn fails_against_flooded_decryptions(preset: LinalgPreset) {
         1,
     )
     .unwrap();
-    // The release cap of the selective tests (64 rows) times this product's decryptions.
-    let q = 64 * decryptions_per_row(m.layout());
+    // The release cap of the selective tests (64 rows) times this product's released
+    // coefficients.
+    let q = 64 * released_per_row(m.layout());
     let lmss = decryption_flooding_sigma(&params, m.layout(), q, 30).unwrap();
     // Also a flooding far below the bound: this linear attack needs exact values mod 4,
     // so even a small Gaussian stops it (smarter attacks average; hence the bound).

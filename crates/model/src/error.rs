@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O error on a named file.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -146,7 +146,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// The tokenizer could not be built or used.
-    #[error("tokenizer: {0}")]
+    #[error("the tokenizer failed")]
     Tokenizer(#[source] tokenizers::Error),
     /// The tokenizer metadata is inconsistent.
     #[error("tokenizer metadata: {reason} (index {index})")]

@@ -57,13 +57,13 @@ pub enum Error {
     /// Decryption flooding sized for the release cap would destroy the products'
     /// precision at this parameter preset.
     #[error(
-        "decryption flooding for {decryptions} decryptions (LMSS22, 30-bit statistical \
-         security) leaves {precision_bits:.1} bits of precision at this preset, {min_bits} \
-         needed (docs/hardening.md)"
+        "decryption flooding for {released} released coefficients (LMSS22, 30-bit \
+         statistical security) leaves {precision_bits:.1} bits of precision at this preset, \
+         {min_bits} needed (docs/hardening.md)"
     )]
     FloodingTooWide {
-        /// Decryptions the key may release.
-        decryptions: u64,
+        /// Decrypted coefficients the key may release.
+        released: u64,
         /// Bits of precision the flooded products keep.
         precision_bits: f64,
         /// Bits required.
@@ -131,10 +131,10 @@ pub enum Error {
     #[error("the session is closed")]
     Closed,
     /// A socket or file failed.
-    #[error("i/o: {0}")]
+    #[error("i/o failed")]
     Io(#[from] std::io::Error),
     /// TLS failed (handshake, certificate, pinning).
-    #[error("tls: {0}")]
+    #[error("TLS failed")]
     Tls(#[from] rustls::Error),
     /// A certificate, key or fingerprint given by the user that cannot be used.
     #[error("{what}: {why}")]

@@ -3,7 +3,8 @@
 //! | Limit | Default | Why this value |
 //! |---|---|---|
 //! | `max_message_bytes` | 64 MiB | A prefill sends all prompt tokens in one product: at `coeff12` a layer costs 1.04 MB up and 0.83 MB down per token over its 4 products (`docs/benchmarks.md`), so no single product frame exceeds about 0.6 MB per token and 64 MiB carries a prompt of about 100 tokens; the 1.5 MB `Welcome` (120 layouts) fits easily. Every frame is held in memory once, so this also bounds a connection's buffer. Longer prompts need a larger limit (`selene serve --max-message-mib`) until the client splits prefill products. |
-//! | `max_sessions` | 16 | Each session may hold one frame in flight (up to `max_message_bytes`) plus, in selective mode, its plaintext tail's KV cache, which grows with the positions used (46 KB per position at K = 1; up to 2,048 positions x 30 layers x 384 floats = 94 MB): 16 sessions stay within about 2.5 GiB; `tests/load.rs` measures the peak RSS growth per session of 32 concurrent sessions and asserts under 64 MiB (figures in `docs/benchmarks.md`). A session past the limit is refused at `Hello` with `TooManySessions` rather than queued. |
+//! | `max_sessions` | 16 | A session past the limit is refused at `Hello` with `TooManySessions` rather than queued. The memory one session may hold is in the `max_positions` row; `tests/load.rs` measures the peak RSS growth per session of 32 concurrent short sessions and asserts under 64 MiB (figures in `docs/benchmarks.md`). |
+//! | `max_positions` | 2,048 | Positions a session may fill on the server: a public prefix longer than this (or than the session's context) is refused **before** it runs, and a release that would pass it is refused before the tail runs. The memory budget this makes true, per session, for SmolLM2 (30 layers, 384 key and value floats per layer and position, 46 KB per position over all layers): the selective tail's KV cache at most 2,048 x 46 KB = 94 MB; a public prefix run at most about 3 x 94 MB = 283 MB while it runs (its cache, the `PrefixKv` copy and the reply's bytes) plus its activations (a few tens of MB at 2,048 positions); one frame in flight, at most `max_message_bytes`. So 16 sessions stay under 16 x (94 MB + 64 MiB) = 2.6 GB at rest, and each concurrent prefix run adds at most about 0.35 GB while it runs. |
 //! | `idle_timeout` | 120 s | Between two requests the client only runs its own plaintext steps (attention, norms: milliseconds) or waits for the previous answer; two minutes of silence means it is gone. |
 //! | `max_lifetime` | 1 h | A 2,048-token strict generation at about 1 s per token fits; keys are per session and the number of releases per key is capped (ARCHITECTURE.md), so sessions must end. |
 //! | `max_requests` | 500,000 | Strict mode sends 120 products per token: a full 2,048-token context is 245,760 requests, doubled for margin. |
@@ -55,6 +56,9 @@ pub struct Limits {
     pub refusal_backoff: Duration,
     /// Time to read one frame's body after its length prefix, and to write one reply.
     pub frame_timeout: Duration,
+    /// Positions (public prefix plus released rows) one session may fill on the server:
+    /// bounds the plaintext tail's KV cache and a prefix run (module docs: the budget).
+    pub max_positions: usize,
 }
 
 impl Default for Limits {
@@ -74,6 +78,7 @@ impl Default for Limits {
             free_refusals: 3,
             refusal_backoff: Duration::from_secs(1),
             frame_timeout: Duration::from_secs(30),
+            max_positions: 2048,
         }
     }
 }

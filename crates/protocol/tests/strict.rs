@@ -232,17 +232,19 @@ fn selective_mode_flooded_matches_plaintext_tokens_coeff12wide() {
         let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
         let log2s = f.sigmas.iter().flatten().map(|s| s.log2());
         eprintln!(
-            "K={k}: Q={} decryptions, sigma 2^{:.1}..2^{:.1}, precision {:.1} bits, \
+            "K={k}: Q={} released coefficients, sigma 2^{:.1}..2^{:.1}, precision {:.1} bits, \
              max |logit err| {err:.3}, {same}/{max} greedy tokens equal to plain \
              (margin {margin:.2})",
-            f.decryptions,
+            f.released,
             log2s.clone().fold(f64::INFINITY, f64::min),
             log2s.fold(0.0, f64::max),
             f.precision_bits,
         );
         assert!(f.precision_bits >= selene_protocol::MIN_FLOODED_PRECISION_BITS);
-        // The LMSS22 sigma for this cap: sqrt(12 Q) 2^15 B with B ~ 2^8, near 2^30.
-        assert!(f.sigmas.iter().flatten().all(|s| s.log2() > 29.0));
+        // The LMSS22 sigma for this cap: sqrt(12 Q) 2^15 B with B ~ 2^8 and Q counting
+        // every released coefficient (5184 per row and layer), near 2^33.
+        assert!(f.sigmas.iter().flatten().all(|s| s.log2() > 32.0));
+        assert_eq!(f.released, cap as u64 * 5184 * k as u64);
         assert_eq!(got, want, "K={k}");
         // One released row per position: the prompt, then each fed-back token.
         assert_eq!(client.releases(), ids.len() + max - 1);
@@ -284,26 +286,44 @@ fn selective_mode_refuses_a_cap_the_flooding_cannot_carry_coeff12wide() {
         )
         .unwrap()
     };
-    // 2^22 rows: 8.4 bits lost to sqrt(Q) over a 64-row cap.
-    let cap = 1 << 22;
+    // 2^16 rows: 5.3 bits lost to sqrt(Q) over a 2^5-row cap.
+    let cap = 1 << 16;
     let err = SelectiveClient::new(w, k, strict(), 0.01, cap).unwrap_err();
     let Error::FloodingTooWide {
-        decryptions,
+        released,
         precision_bits,
         min_bits,
     } = err
     else {
         panic!("expected FloodingTooWide, got {err}");
     };
-    // cap rows through layer 0's four products, each product several output ciphertexts.
-    assert!(
-        decryptions > cap as u64 * 4 && decryptions % cap as u64 == 0,
-        "{decryptions}"
-    );
+    // cap rows through layer 0's four products: every output coefficient (576 + 192 +
+    // 192, 576, 2 x 1536, 576) counts, not the output ciphertexts.
+    assert_eq!(released, cap as u64 * 5184);
     assert!(precision_bits < min_bits && min_bits == MIN_FLOODED_PRECISION_BITS);
     let f = strict().flood_decryptions(cap as u64).unwrap();
     let f = f.flooding().unwrap();
-    assert_eq!(f.decryptions, decryptions);
+    assert_eq!(f.released, released);
     assert_eq!(f.sigmas.len(), k);
-    assert!(SelectiveClient::new(w, k, strict(), 0.01, 64).is_ok());
+    assert!(SelectiveClient::new(w, k, strict(), 0.01, 32).is_ok());
+
+    // A persisted key reused across sessions floods for every row it may release (the
+    // per-key cap), not this session's 32: 64 rows fit, the keystore default of 4096 not.
+    let mut c = SelectiveClient::new(w, k, strict(), 0.01, 32).unwrap();
+    c.flood_for_key_rows(64).unwrap();
+    let f = c.strict().flooding().unwrap();
+    assert_eq!((f.releases_cap, f.released), (64, 64 * 5184));
+    assert!(matches!(
+        c.flood_for_key_rows(4096),
+        Err(Error::FloodingTooWide { released, .. }) if released == 4096 * 5184
+    ));
+
+    // A public prefix is never decrypted: a session of 400 prefix and 32 private positions
+    // floods for the 32 (`new` with the whole capacity would be refused).
+    let tokens: Vec<u32> = (0..400).map(|i| 1000 + i).collect();
+    let kv = selene_protocol::server::PublicPrefix::run(w, &tokens).unwrap();
+    let (head, _) = kv.split_at(k);
+    assert!(SelectiveClient::new(w, k, strict(), 0.01, 432).is_err());
+    let c = SelectiveClient::with_prefix(w, k, strict(), 0.01, 432, &head).unwrap();
+    assert_eq!(c.strict().flooding().unwrap().releases_cap, 32);
 }

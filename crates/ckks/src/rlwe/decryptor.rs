@@ -6,8 +6,8 @@
 //! and Sorrell ("Securing Approximate Homomorphic Encryption Using Differential Privacy",
 //! CRYPTO 2022) show that adding, before release, a fresh discrete Gaussian of standard
 //! deviation `sigma` to the decrypted polynomial makes the released values reveal at most
-//! `2^-s` statistical advantage over `q` released decryptions when
-//! `sigma = sqrt(12 q) * 2^(s/2) * B`, with `B` a bound on the ciphertext noise (their
+//! `2^-s` statistical advantage over `q` releases when `sigma = sqrt(12 q) * 2^(s/2) * B`,
+//! with `B` a bound on the **Euclidean norm** of each release's error vector (their
 //! Rényi-divergence analysis of Gaussian flooding, Sec. 4; the same formula OpenFHE uses in
 //! its `NOISE_FLOODING_DECRYPT` mode). This is far below the `2^s * B` that a statistical-
 //! distance argument needs, so fewer bits of precision are lost: about `log2(sigma)`
@@ -22,10 +22,11 @@ use crate::ring::{Coeff, Ntt, Poly};
 
 use super::secret_key::SecretKey;
 
-/// The flooding standard deviation for a ciphertext noise bound `noise_bound`, at most
-/// `releases` decryptions released per key, and `stat_security` bits of statistical
-/// security: `sqrt(12 releases) * 2^(stat_security / 2) * noise_bound` (Li, Micciancio,
-/// Schultz, Sorrell, CRYPTO 2022; see the module docs).
+/// The flooding standard deviation for a bound `noise_bound` on the Euclidean norm of each
+/// release's error vector, at most `releases` of them per key (a release may be a single
+/// coefficient with its own bound: only `releases * noise_bound^2` counts), and
+/// `stat_security` bits of statistical security: `sqrt(12 releases) * 2^(stat_security /
+/// 2) * noise_bound` (Li, Micciancio, Schultz, Sorrell, CRYPTO 2022; see the module docs).
 pub fn flooding_sigma(noise_bound: f64, releases: u64, stat_security: u32) -> f64 {
     noise_bound * (12.0 * releases.max(1) as f64).sqrt() * (f64::from(stat_security) / 2.0).exp2()
 }

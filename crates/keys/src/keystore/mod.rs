@@ -361,11 +361,26 @@ impl Keystore {
     /// Wraps `key` under the keystore key and stores it, so a later session can resume
     /// with it ([`Keystore::load_session`]). Sessions are ephemeral unless this is called.
     ///
+    /// A persisted key may serve several sessions, so the decryption flooding of every
+    /// one of them must be sized for all the rows the key may ever release (the policy's
+    /// `max_per_key`; [`crate::ReleaseGuard::key_rows_cap`]), not for one session's: the
+    /// LMSS22 divergence adds up over every release under the key. A key that has
+    /// already released rows was flooded for its own session only, so it is refused.
+    ///
     /// # Errors
-    /// [`Error::TooManySessions`]; I/O errors.
+    /// [`Error::KeyAlreadyReleased`] for a key with releases in the log;
+    /// [`Error::TooManySessions`]; log and I/O errors.
     pub fn persist_session(&mut self, key: &SessionKey) -> Result<()> {
         if self.sessions.iter().any(|s| &s.id == key.id()) {
             return Ok(());
+        }
+        let (_, summary) =
+            crate::log::ReleaseLog::open(&self.dir.join(crate::log::LOG_FILE), &self.header.id)?;
+        if let Some(&rows) = summary.rows_per_key.get(&key.id_hex()) {
+            return Err(Error::KeyAlreadyReleased {
+                key: key.id_hex(),
+                rows,
+            });
         }
         if self.sessions.len() >= MAX_SESSIONS {
             return Err(Error::TooManySessions {
@@ -388,6 +403,11 @@ impl Keystore {
         self.save()
     }
 
+    /// Whether `key` is persisted here, so it may serve more than one session.
+    pub fn is_persisted(&self, key: &SessionKey) -> bool {
+        self.sessions.iter().any(|s| &s.id == key.id())
+    }
+
     fn unwrap_stored(&self, s: &StoredSession, wrap_key: &KeyBytes) -> Result<KeyBytes> {
         let seed = envelope::open(
             wrap_key,
@@ -400,7 +420,8 @@ impl Keystore {
         })
     }
 
-    /// Unwraps a persisted session key by its hex id.
+    /// Unwraps a persisted session key by its hex id. Its releases are capped and its
+    /// flooding sized over every session that uses it ([`Keystore::persist_session`]).
     ///
     /// # Errors
     /// [`Error::NoSuchSession`]; [`Error::Unwrap`] for a wrapped key that is not this

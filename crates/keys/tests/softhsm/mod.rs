@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Tokens every test process gets (one per test, so login states never mix).
-pub const TOKENS: [&str; 4] = ["t-roundtrip", "t-wrongpin", "t-tamper", "t-cli"];
+pub const TOKENS: [&str; 5] = ["t-roundtrip", "t-wrongpin", "t-tamper", "t-cli", "t-unfit"];
 /// The user PIN of every test token.
 pub const PIN: &str = "246810";
 const SO_PIN: &str = "13579";

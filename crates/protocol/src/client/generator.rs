@@ -157,13 +157,20 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
         let capacity = p + prompt.len() + max_tokens;
         let guard =
             guard.unwrap_or_else(|| Box::new(PolicyGuard::new(terms.k, terms.sigma, terms.cap)));
+        let key_rows = guard.key_rows_cap();
         // Every product decryption is flooded for the session's capacity (LMSS22 at the
-        // coeff12wide preset, docs/hardening.md section 3), so the releases do not hand an
-        // honest-but-curious server this session's key.
-        let mut client =
-            SelectiveClient::new(w, terms.k, strict, terms.sigma, capacity)?.with_guard(guard);
-        if let Some(kv) = prefix {
-            client.install_prefix(kv)?;
+        // coeff12wide preset, docs/hardening.md section 3), or for every row a reused key
+        // may release over all its sessions, so the releases do not hand an
+        // honest-but-curious server the key.
+        let client = match prefix {
+            Some(kv) => {
+                SelectiveClient::with_prefix(w, terms.k, strict, terms.sigma, capacity, kv)?
+            }
+            None => SelectiveClient::new(w, terms.k, strict, terms.sigma, capacity)?,
+        };
+        let mut client = client.with_guard(guard);
+        if let Some(rows) = key_rows {
+            client.flood_for_key_rows(rows)?;
         }
         let ids = generate_session(&mut client, prompt, max_tokens, stop, sampler, on_token)?;
         let _ = client.strict_mut().session_mut().close();

@@ -9,8 +9,8 @@
 //! Sorrell, CRYPTO 2022; [`StrictLinear::flood_decryptions`]) protects the CKKS key
 //! against decryption-based key recovery (Li and Micciancio, EUROCRYPT 2021); it does not
 //! hide the text. Selective mode therefore runs on the `coeff12wide` preset
-//! ([`crate::policy::SELECTIVE_PRESET`]: a 61-bit prime and a `2^46` download modulus),
-//! the one with room for the flooding the LMSS22 bound asks for (sigma about `2^31-2^34`
+//! ([`crate::policy::SELECTIVE_PRESET`]: a 61-bit prime and a `2^47` download modulus),
+//! the one with room for the flooding the LMSS22 bound asks for (sigma about `2^34-2^37`
 //! download units): [`SelectiveClient::new`] always floods, and refuses
 //! ([`Error::FloodingTooWide`]) a preset or a release cap that would leave fewer than
 //! [`MIN_FLOODED_PRECISION_BITS`] bits (docs/hardening.md, section 3, has the numbers).
@@ -50,6 +50,18 @@ fn flood(values: &mut [f32], sigma: f64, rng: &mut ChaCha20Rng) {
 /// flooding: the unflooded presets keep about 15 (selene-linalg docs) and greedy tokens
 /// match the plaintext model's; ten leaves the model's own f32/Q4 error dominant.
 pub const MIN_FLOODED_PRECISION_BITS: f64 = 10.0;
+
+/// Refuses a flooding that leaves fewer than [`MIN_FLOODED_PRECISION_BITS`] bits.
+fn check_flooding<T: Transport>(strict: &StrictLinear<'_, T>) -> Result<()> {
+    match strict.flooding() {
+        Some(f) if f.precision_bits < MIN_FLOODED_PRECISION_BITS => Err(Error::FloodingTooWide {
+            released: f.released,
+            precision_bits: f.precision_bits,
+            min_bits: MIN_FLOODED_PRECISION_BITS,
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// The client's half: embeddings, the first `k` layers encrypted, then a flooded release.
 pub struct SelectiveClient<'w, T: Transport> {
@@ -93,6 +105,39 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
         flood_sigma: f64,
         capacity: usize,
     ) -> Result<Self> {
+        Self::build(w, k, strict, flood_sigma, capacity, capacity)
+    }
+
+    /// [`Self::new`] for a session that starts with the public prefix `kv`: the flooding
+    /// is sized for the private rows only (`capacity` minus the prefix, which arrives in
+    /// plaintext and is never decrypted), so a long prefix is not refused for precision it
+    /// never costs; then layers `0..k` of the prefix go into the cache (as
+    /// [`Self::install_prefix`] does, without re-sizing again).
+    ///
+    /// # Errors
+    /// As [`Self::new`] and [`Self::install_prefix`].
+    pub fn with_prefix(
+        w: &'w Weights,
+        k: usize,
+        strict: StrictLinear<'w, T>,
+        flood_sigma: f64,
+        capacity: usize,
+        kv: &PrefixKv,
+    ) -> Result<Self> {
+        let private = capacity.saturating_sub(kv.positions());
+        let mut client = Self::build(w, k, strict, flood_sigma, capacity, private)?;
+        kv.install_layers(&mut client.cache, 0..k)?;
+        Ok(client)
+    }
+
+    fn build(
+        w: &'w Weights,
+        k: usize,
+        strict: StrictLinear<'w, T>,
+        flood_sigma: f64,
+        capacity: usize,
+        flood_rows: usize,
+    ) -> Result<Self> {
         if !(flood_sigma.is_finite() && flood_sigma >= 0.0) {
             return Err(Error::InvalidSigma { sigma: flood_sigma });
         }
@@ -100,16 +145,8 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
         if k > layers {
             return Err(Error::LayerOutOfRange { layer: k, layers });
         }
-        let strict = strict.flood_decryptions(capacity as u64)?;
-        if let Some(f) = strict.flooding() {
-            if f.precision_bits < MIN_FLOODED_PRECISION_BITS {
-                return Err(Error::FloodingTooWide {
-                    decryptions: f.decryptions,
-                    precision_bits: f.precision_bits,
-                    min_bits: MIN_FLOODED_PRECISION_BITS,
-                });
-            }
-        }
+        let strict = strict.flood_decryptions(flood_rows as u64)?;
+        check_flooding(&strict)?;
         Ok(Self {
             w,
             k,
@@ -213,6 +250,22 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
             self.strict.size_flooding(private)?;
         }
         Ok(())
+    }
+
+    /// Re-sizes the decryption flooding for a session key that may release `rows` rows
+    /// over every session it serves (a persisted key: `ReleaseGuard::key_rows_cap`), when
+    /// that is more than this session's cap: the privacy loss adds up over every release
+    /// under one key. Call it after [`Self::install_prefix`] and before the first step.
+    ///
+    /// # Errors
+    /// [`Error::FloodingTooWide`] when the flooding for `rows` leaves fewer than
+    /// [`MIN_FLOODED_PRECISION_BITS`] bits: such a key cannot be reused for that many rows.
+    pub fn flood_for_key_rows(&mut self, rows: u64) -> Result<()> {
+        let current = self.strict.flooding().map_or(0, |f| f.releases_cap);
+        if rows > current {
+            self.strict.size_flooding(rows)?;
+        }
+        check_flooding(&self.strict)
     }
 
     /// Hidden-state rows released so far (one per position).

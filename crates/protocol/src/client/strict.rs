@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use selene_ckks::Parameters;
 use selene_linalg::flooding::{
-    decryption_flooding_sigma, decryptions_per_row, flooded_precision_bits, FLOODING_STAT_SECURITY,
+    decryption_flooding_sigma, flooded_precision_bits, released_per_row, FLOODING_STAT_SECURITY,
 };
 use selene_linalg::{Client, EncryptedOutput, Layout};
 use selene_model::forward::apply_gain;
@@ -59,9 +59,10 @@ pub struct StrictLinear<'w, T: Transport> {
 pub struct Flooding {
     /// Rows the key may release (the cap the sigmas are sized for).
     pub releases_cap: u64,
-    /// Decryptions the key may serve: `releases_cap` times the output ciphertexts of one
-    /// row through every encrypted product.
-    pub decryptions: u64,
+    /// Decrypted coefficients the key may release, the `Q` of the flooding bound
+    /// (`selene_linalg::flooding`): `releases_cap` times the outputs (`d_out`) of one row
+    /// through every encrypted product.
+    pub released: u64,
     /// Flooding sigma per layer and stage (units of each layout's download modulus).
     pub sigmas: Vec<[f64; 4]>,
     /// Fewest bits of precision any product keeps under its sigma
@@ -206,19 +207,15 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
     /// [`Self::flood_decryptions`] for a key that releases at most `releases_cap` rows.
     pub(crate) fn size_flooding(&mut self, releases_cap: u64) -> Result<()> {
         let params = self.client.params().clone();
-        let per_row: u64 = self.layouts.iter().flatten().map(decryptions_per_row).sum();
-        let decryptions = releases_cap.max(1).saturating_mul(per_row);
+        let per_row: u64 = self.layouts.iter().flatten().map(released_per_row).sum();
+        let released = releases_cap.max(1).saturating_mul(per_row);
         let mut precision_bits = f64::INFINITY;
         let mut sigmas = Vec::with_capacity(self.layouts.len());
         for layer in &self.layouts {
             let mut s = [0.0; 4];
             for (sigma, layout) in s.iter_mut().zip(layer) {
-                *sigma = decryption_flooding_sigma(
-                    &params,
-                    layout,
-                    decryptions,
-                    FLOODING_STAT_SECURITY,
-                )?;
+                *sigma =
+                    decryption_flooding_sigma(&params, layout, released, FLOODING_STAT_SECURITY)?;
                 precision_bits =
                     precision_bits.min(flooded_precision_bits(&params, layout, *sigma)?);
             }
@@ -226,7 +223,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         }
         self.flooding = Some(Flooding {
             releases_cap,
-            decryptions,
+            released,
             sigmas,
             precision_bits,
         });

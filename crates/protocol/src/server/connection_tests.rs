@@ -317,3 +317,55 @@ fn a_public_prefix_runs_first_and_only_first() {
     assert_eq!(code(&bad), Some(ErrorCode::BadPayload));
     assert_eq!(s.counters().sessions_open, 2);
 }
+
+/// A prefix longer than the session may hold is refused before it runs (a run costs
+/// about 3 x 46 KB per position), and a release that would pass the positions limit is
+/// refused before the tail runs. (Strict sessions take the same check with no tail; this
+/// server prepares one layer, too few for strict mode.)
+#[test]
+fn a_public_prefix_past_the_positions_limit_is_refused_unrun() {
+    let s = server(Limits {
+        max_positions: 4,
+        ..Limits::default()
+    });
+    let tokens: Vec<u32> = vec![504, 3058, 314, 260, 1012];
+    for policy in [Policy::selective(30, 1), Policy::selective(30, 1)] {
+        let mut c = s.connect();
+        assert_eq!(code(&c.handle(&frame(1, hello(b"right", policy)))), None);
+        let r = c.handle(&frame(
+            2,
+            Message::PublicPrefix {
+                tokens: tokens.clone(),
+            },
+        ));
+        let Message::Error { code, message } =
+            decode(&r.bytes, &Limits::default()).unwrap().message
+        else {
+            panic!("expected a refusal");
+        };
+        assert_eq!(code, ErrorCode::NotAllowed);
+        assert!(
+            message.contains("5 positions") && message.contains("limit of 4"),
+            "{message}"
+        );
+        assert!(!r.close, "a refused prefix leaves the session open");
+    }
+    // Four positions fit, and then no release may add a fifth.
+    let mut c = s.connect();
+    assert_eq!(
+        code(&c.handle(&frame(1, hello(b"right", Policy::selective(30, 1))))),
+        None
+    );
+    let r = c.handle(&frame(
+        2,
+        Message::PublicPrefix {
+            tokens: tokens[..4].to_vec(),
+        },
+    ));
+    assert_eq!(code(&r), None);
+    let (w, _) = shared();
+    let d = w.config().d_model;
+    let row = crate::codec::release::encode_release(&vec![0.5; d], 1, d);
+    let r = c.handle(&frame(3, Message::Release { bytes: row }));
+    assert_eq!(code(&r), Some(ErrorCode::NotAllowed));
+}

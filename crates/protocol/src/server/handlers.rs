@@ -7,7 +7,7 @@ use selene_model::{LinearStage, Logits};
 use super::prefix::PublicPrefix;
 use super::session::{reject, Reject, Session};
 use super::session_server::SessionServer;
-use super::tail::TailOutput;
+use super::tail::{TailOutput, TailState};
 use crate::codec::keys::decode_galois_keys;
 use crate::codec::release::decode_release;
 use crate::codec::wire::{ErrorCode, Message};
@@ -94,6 +94,23 @@ pub(super) fn public_prefix(
             "a public prefix must be the session's first request after Hello",
         ));
     }
+    // Checked before the run: a prefix costs about 3 x 46 KB per position while it runs
+    // (limits.rs), so one longer than the session may hold is refused unrun.
+    let limit = s
+        .tail
+        .as_ref()
+        .map_or(server.context_length, TailState::capacity)
+        .min(server.context_length)
+        .min(server.limits.max_positions);
+    if tokens.len() > limit {
+        return Err(reject(
+            ErrorCode::NotAllowed,
+            format!(
+                "a public prefix of {} positions passes this session's limit of {limit}",
+                tokens.len()
+            ),
+        ));
+    }
     let kv = PublicPrefix::run(w, tokens).map_err(|e| reject(ErrorCode::BadPayload, e))?;
     let k = s.policy.encrypted_layers;
     let client = match &mut s.tail {
@@ -134,6 +151,16 @@ pub(super) fn release(
             format!(
                 "release of {rows} rows passes the policy's cap of {}",
                 r.max_per_session
+            ),
+        ));
+    }
+    let held = tail.positions().saturating_add(rows);
+    if held > server.limits.max_positions {
+        return Err(reject(
+            ErrorCode::NotAllowed,
+            format!(
+                "release of {rows} rows passes the server's {} positions per session",
+                server.limits.max_positions
             ),
         ));
     }

@@ -80,6 +80,16 @@ impl TailState {
         }
     }
 
+    /// Positions already in the cache (the prefix and the released rows).
+    pub(crate) fn positions(&self) -> usize {
+        self.cache.layer_len(self.k)
+    }
+
+    /// Positions the cache may hold (the session's context).
+    pub(crate) fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
     /// Installs layers `k..` of a public prefix into the cache.
     pub(crate) fn install_prefix(&mut self, w: &Weights, kv: &PrefixKv) -> Result<()> {
         kv.install_layers(&mut self.cache, self.k..w.config().n_layers)

@@ -250,7 +250,10 @@ impl ChatBackend for SessionBackend {
             Connector::Remote { addr, trust, token } => {
                 let transport = TlsTransport::connect(addr, trust, token).map_err(|e| {
                     BackendError::Unavailable {
-                        reason: format!("could not reach the Selene server at {addr}: {e}"),
+                        reason: format!(
+                            "could not reach the Selene server at {addr}: {}",
+                            super::error::with_causes(&e)
+                        ),
                     }
                 })?;
                 self.run(transport, policy, job, on_token)

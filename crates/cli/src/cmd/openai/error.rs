@@ -6,6 +6,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+/// `e` and its sources, joined by `: ` (what `anyhow`'s `{:#}` prints): library errors
+/// leave their cause to the chain, so a message built from one error must walk it.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
 /// One failed request, ready to be sent as the API's error object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -60,6 +73,31 @@ impl ApiError {
             kind: "invalid_request_error",
             param: None,
             code: Some("invalid_api_key"),
+        }
+    }
+
+    /// 403: a request a web page could have sent on the user's behalf (a foreign `Origin`
+    /// or a non-loopback `Host`: cross-site requests and DNS rebinding).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("cross_site_request"),
+        }
+    }
+
+    /// 415: a POST body that is not declared `application/json`.
+    pub fn unsupported_media_type(found: &str) -> Self {
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "the request body must be sent as 'Content-Type: application/json' (got                  '{found}')"
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("unsupported_media_type"),
         }
     }
 
@@ -176,5 +214,15 @@ mod tests {
             ApiError::context_exceeded(1, 2, 3).body()["error"]["code"],
             "context_length_exceeded"
         );
+    }
+
+    /// A library error whose message leaves its source to the chain still reaches the
+    /// API's message whole, its cause named once.
+    #[test]
+    fn messages_carry_the_whole_chain_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = selene_protocol::Error::Io(io);
+        let text = with_causes(&e);
+        assert_eq!(text, "i/o failed: no such file");
     }
 }

@@ -231,6 +231,7 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
         body_limit: args.body_limit,
         queue_timeout: Duration::from_secs(args.queue_timeout),
         default_max_tokens: args.default_max_tokens,
+        allow_remote: args.allow_remote,
         ..Settings::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

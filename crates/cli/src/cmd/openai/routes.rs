@@ -24,7 +24,7 @@ use super::api::{
 };
 use super::backend::{BackendError, BackendInfo, ChatBackend, Job};
 use super::completion::{Completion, FinishReason, Usage};
-use super::error::ApiError;
+use super::error::{with_causes, ApiError};
 
 /// Limits and defaults of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct Settings {
     pub default_max_tokens: usize,
     /// Interval of SSE comment lines while no token comes (a long prefill).
     pub keepalive: Duration,
+    /// Accept any `Host` (`--allow-remote`); otherwise only a loopback one, so a web page
+    /// that rebinds its DNS name to 127.0.0.1 cannot reach the endpoint.
+    pub allow_remote: bool,
 }
 
 impl Default for Settings {
@@ -52,6 +55,7 @@ impl Default for Settings {
             queue_timeout: Duration::from_secs(300),
             default_max_tokens: 256,
             keepalive: Duration::from_secs(15),
+            allow_remote: false,
         }
     }
 }
@@ -94,10 +98,77 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The host part of a `Host` header or an origin's authority: `[::1]:8080` -> `::1`,
+/// `localhost:8080` -> `localhost`.
+fn host_part(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// `localhost` or a loopback IP address.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses what a web page could send on the user's behalf. A browser attaches `Origin`
+/// to every cross-site POST (and to `fetch` GETs), and sends a rebound DNS name as the
+/// `Host`: so the `Host` must be loopback (unless `allow_remote`), and an `Origin`, when
+/// present, must be this very endpoint (`http://` or `https://` plus the same `Host`).
+/// Clients that are not browsers send no `Origin` and are unaffected.
+fn same_site(headers: &HeaderMap, allow_remote: bool) -> Result<(), ApiError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ApiError::forbidden("the request has no Host header"))?;
+    if !allow_remote && !is_loopback_host(host_part(host)) {
+        return Err(ApiError::forbidden(format!(
+            "Host '{host}' is not a loopback name: this endpoint answers only              127.0.0.1, [::1] or localhost (selene openai --allow-remote to change that)"
+        )));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if !authority.is_some_and(|a| a.eq_ignore_ascii_case(host)) {
+            return Err(ApiError::forbidden(format!(
+                "cross-origin request from '{origin}' refused: only this endpoint's own                  origin may call it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Requires `Content-Type: application/json` (parameters allowed): a web page can POST
+/// `text/plain` cross-site without a preflight, never `application/json`.
+fn json_body(headers: &HeaderMap) -> Result<(), ApiError> {
+    let found = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .unwrap_or("");
+    let essence = found.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type(found))
+    }
+}
+
 impl AppState {
-    /// Compares SHA-256 digests in constant time, so neither the key's bytes nor its
-    /// length show in the timing.
+    /// The same-site checks ([`same_site`]), then the API key. Compares SHA-256 digests
+    /// in constant time, so neither the key's bytes nor its length show in the timing.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        same_site(headers, self.settings.allow_remote)?;
         let Some(want) = &self.key_digest else {
             return Ok(());
         };
@@ -159,6 +230,7 @@ async fn chat_inner(
     body: Body,
 ) -> Result<Response, ApiError> {
     st.authorize(&headers)?;
+    json_body(&headers)?;
     let bytes = read_body(body, &headers, &st.settings).await?;
     let request: ChatRequest = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(None, format!("invalid request body: {e}")))?;
@@ -227,11 +299,12 @@ async fn read_body(body: Body, headers: &HeaderMap, s: &Settings) -> Result<Vec<
 fn job(st: &AppState, c: &Checked) -> Result<Job, ApiError> {
     let info = st.backend.info();
     let text = apply_chat_template(&c.messages, true);
-    let prompt = st
-        .backend
-        .tokenizer()
-        .encode(&text)
-        .map_err(|e| ApiError::internal(format!("could not tokenize the messages: {e}")))?;
+    let prompt = st.backend.tokenizer().encode(&text).map_err(|e| {
+        ApiError::internal(format!(
+            "could not tokenize the messages: {}",
+            with_causes(&e)
+        ))
+    })?;
     let room = info.context_length.saturating_sub(prompt.len());
     let max_tokens = c
         .max_tokens
@@ -249,7 +322,10 @@ fn job(st: &AppState, c: &Checked) -> Result<Job, ApiError> {
         Some(system) if c.public_context => {
             let public = apply_chat_template(std::slice::from_ref(system), false);
             let ids = st.backend.tokenizer().encode(&public).map_err(|e| {
-                ApiError::internal(format!("could not tokenize the public context: {e}"))
+                ApiError::internal(format!(
+                    "could not tokenize the public context: {}",
+                    with_causes(&e)
+                ))
             })?;
             if prompt.starts_with(&ids) {
                 ids.len()
@@ -295,8 +371,9 @@ fn policy_headers(info: &BackendInfo, k: usize) -> Result<HeaderMap, ApiError> {
          (so the token count)"
             .to_string()
     } else {
-        let row = selene_audit::measured::measured_leak(k, info.flood_sigma)
-            .map_err(|e| ApiError::internal(format!("the shipped audit table: {e}")))?;
+        let row = selene_audit::measured::measured_leak(k, info.flood_sigma).map_err(|e| {
+            ApiError::internal(format!("the shipped audit table: {}", with_causes(&e)))
+        })?;
         match row {
             Some(r) => format!(
                 "token_recovery={:.1}%; field_recovery={}; audit_k={}; flood_sigma={}; \

@@ -120,7 +120,14 @@ impl Reply {
     }
 }
 
-async fn send(app: &Router, req: Request<Body>) -> Reply {
+async fn send(app: &Router, mut req: Request<Body>) -> Reply {
+    // As a client on loopback sends it (the endpoint refuses other hosts).
+    if !req.headers().contains_key(axum::http::header::HOST) {
+        req.headers_mut().insert(
+            axum::http::header::HOST,
+            axum::http::HeaderValue::from_static("127.0.0.1:8080"),
+        );
+    }
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -137,6 +144,7 @@ async fn send(app: &Router, req: Request<Body>) -> Reply {
 fn post(body: impl Into<Body>) -> Request<Body> {
     Request::post("/v1/chat/completions")
         .header("content-type", "application/json")
+        .header("host", "127.0.0.1:8080")
         .body(body.into())
         .unwrap()
 }
@@ -454,4 +462,101 @@ async fn a_client_that_goes_away_stops_the_generation_and_frees_the_queue() {
     // The permit went with the generation: the next request is served.
     let r = send(&app, chat(json!({}))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// The same-site checks: a text/plain POST (a cross-site form or `fetch` without a
+/// preflight) is 415; a foreign `Origin` or a non-loopback `Host` is 403 unless the
+/// endpoint allows remote hosts; the endpoint's own origin and IPv6 loopback pass.
+#[tokio::test]
+async fn cross_site_requests_are_refused() {
+    let b = scripted(Mode::Reply);
+    let app = app(&b, Settings::default());
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}).to_string();
+    let with = |headers: &[(&'static str, &str)], content_type: &str| {
+        let mut r = Request::post("/v1/chat/completions").header("content-type", content_type);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(Body::from(body.clone())).unwrap()
+    };
+    let e = send(&app, with(&[], "text/plain")).await;
+    assert_eq!(
+        e.error(StatusCode::UNSUPPORTED_MEDIA_TYPE)["code"],
+        "unsupported_media_type"
+    );
+    let e = send(
+        &app,
+        with(&[("origin", "http://evil.example")], "application/json"),
+    )
+    .await;
+    assert_eq!(e.error(StatusCode::FORBIDDEN)["code"], "cross_site_request");
+    // A look-alike of the endpoint's origin on another port is foreign too.
+    let e = send(
+        &app,
+        with(&[("origin", "http://127.0.0.1:9999")], "application/json"),
+    )
+    .await;
+    e.error(StatusCode::FORBIDDEN);
+    let e = send(&app, with(&[("host", "evil.example")], "application/json")).await;
+    assert_eq!(e.error(StatusCode::FORBIDDEN)["code"], "cross_site_request");
+    let e = send(
+        &app,
+        with(
+            &[("host", "127.0.0.1.evil.example:8080")],
+            "application/json",
+        ),
+    )
+    .await;
+    e.error(StatusCode::FORBIDDEN);
+    let models = |host: &str| {
+        Request::get("/v1/models")
+            .header("host", host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    send(&app, models("attacker.example"))
+        .await
+        .error(StatusCode::FORBIDDEN);
+    // Allowed: same origin, IPv6 loopback, localhost, parameters on the media type.
+    let ok = send(
+        &app,
+        with(
+            &[("origin", "http://127.0.0.1:8080")],
+            "application/json; charset=utf-8",
+        ),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    for host in ["[::1]:8080", "localhost:8080", "localhost"] {
+        assert_eq!(
+            send(&app, models(host)).await.status,
+            StatusCode::OK,
+            "{host}"
+        );
+    }
+    let remote = app_with_remote(&b);
+    assert_eq!(
+        send(&remote, models("selene.example.org")).await.status,
+        StatusCode::OK
+    );
+    let e = send(
+        &remote,
+        Request::get("/v1/models")
+            .header("host", "selene.example.org")
+            .header("origin", "http://evil.example")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    e.error(StatusCode::FORBIDDEN);
+}
+
+fn app_with_remote(b: &Arc<Scripted>) -> Router {
+    app(
+        b,
+        Settings {
+            allow_remote: true,
+            ..Settings::default()
+        },
+    )
 }
