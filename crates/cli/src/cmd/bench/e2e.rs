@@ -265,6 +265,17 @@ fn mode_run(
     })
 }
 
+/// True when `e` is the flooding's refusal of a session longer than the preset's
+/// precision allows (selective mode's key caps positions; the bench reports it).
+fn refused_by_flooding(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<selene_protocol::Error>(),
+            Some(selene_protocol::Error::FloodingTooWide { .. })
+        )
+    })
+}
+
 /// The plaintext model's process CPU for the prefill of `ids` and per decode pass after
 /// it (`max` tokens), measured pass by pass.
 fn plain_cpu(w: &Weights, ids: &[u32], max: usize) -> anyhow::Result<PlainCpu> {
@@ -420,7 +431,15 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         ("selective", 4, false),
     ] {
         eprintln!("[bench e2e: {mode}, K = {k}]");
-        let r = mode_run(&cx, k, packed, &prompt, DECODE_TOKENS, None, &meter)?;
+        let r = match mode_run(&cx, k, packed, &prompt, DECODE_TOKENS, None, &meter) {
+            Ok(r) => r,
+            Err(e) if refused_by_flooding(&e) => {
+                eprintln!("[bench e2e: {mode}, K = {k} refused: {e:#}]");
+                results.push(json!({ "mode": mode, "k": k, "refused": format!("{e:#}") }));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let preset = if packed {
             LinalgPreset::Coeff12Pack
         } else if k < c.n_layers {
@@ -515,8 +534,18 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
                 Logits::All,
             )?
         } else {
-            let mut client = SelectiveClient::new(&w, k, strict, SIGMA, n)?;
-            PlainTail::new(&w, k, n).handle_all(&client.step(&text)?)?
+            match SelectiveClient::new(&w, k, strict, SIGMA, n) {
+                Ok(mut client) => PlainTail::new(&w, k, n).handle_all(&client.step(&text)?)?,
+                Err(e @ selene_protocol::Error::FloodingTooWide { .. }) => {
+                    eprintln!("[bench e2e: perplexity, K = {k} refused: {e}]");
+                    results.push(json!({
+                        "mode": "perplexity_selective", "k": k, "tokens": n,
+                        "refused": e.to_string(),
+                    }));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         let secs = s.elapsed().as_secs_f64();
         let q = compare_logits(&plain_logits, &logits, c.vocab_size, &text)?;
@@ -635,6 +664,14 @@ fn print_table(results: &[Value], threads: usize) {
             f(r, "max_logit_err"),
             r["argmax_flips"],
             f(r, "s"),
+        );
+    }
+    for r in results.iter().filter(|r| r.get("refused").is_some()) {
+        println!(
+            "{} K = {}: refused: {}",
+            r["mode"].as_str().unwrap_or("?"),
+            r["k"],
+            r["refused"].as_str().unwrap_or("?")
         );
     }
     println!(
