@@ -171,8 +171,11 @@ impl EncryptedInput {
     pub fn from_bytes(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
         let mut rd = Reader::new(bytes);
         let header = read_header(&mut rd, KIND_INPUT, params)?;
-        // Each ciphertext takes at least its 4-byte length: bound the allocation.
-        let count = rd.count_u32("ciphertext count", usize::MAX, 4)?;
+        // Each ciphertext takes at least its 4-byte length and a seeded body of `N`
+        // coefficients of the first prime: a count the bytes cannot hold is refused before
+        // anything is reserved (reserving by a 4-byte floor let a frame ask for 36x its
+        // size in `Ciphertext` slots).
+        let count = rd.count_u32("ciphertext count", usize::MAX, min_input_ct_bytes(params))?;
         let mut cts = Vec::with_capacity(count);
         for _ in 0..count {
             let ct = rd.bytes_u32("ciphertext", usize::MAX)?;
@@ -181,6 +184,13 @@ impl EncryptedInput {
         rd.expect_end()?;
         Ok(Self { header, cts })
     }
+}
+
+/// The fewest bytes an encrypted input's ciphertext takes on the wire: its length prefix,
+/// a seeded body of `N` coefficients of the first prime (`c0`) and the 32-byte seed.
+fn min_input_ct_bytes(params: &Parameters) -> usize {
+    let q_bits = params.ring().moduli()[0].bits() as usize;
+    4 + (params.n() * q_bits).div_ceil(8) + 32
 }
 
 /// Bytes of `count` values of `bits` bits, bit-packed.
@@ -283,8 +293,10 @@ impl EncryptedOutput {
     pub fn from_bytes(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
         let mut rd = Reader::new(bytes);
         let header = read_header(&mut rd, KIND_OUTPUT, params)?;
-        // Each ciphertext takes at least its two 4-byte lengths: bound the allocation.
-        let count = rd.count_u32("ciphertext count", usize::MAX, 8)?;
+        // Each ciphertext takes at least its two 4-byte lengths and a full `c1` of at
+        // least one bit per coefficient: a count the bytes cannot hold is refused before
+        // anything is reserved.
+        let count = rd.count_u32("ciphertext count", usize::MAX, 8 + params.n() / 8)?;
         let at = rd.offset();
         let down_bits = u32::from(rd.u8("download bits")?);
         if !(1..=60).contains(&down_bits) {
@@ -297,7 +309,9 @@ impl EncryptedOutput {
         for _ in 0..count {
             let (l0, l1) = (rd.u32("c0 length")?, rd.u32("c1 length")?);
             let (l0, l1) = (l0 as usize, l1 as usize);
-            if l0 > params.n() || l1 > params.n() {
+            // `c1` is always whole (decryption needs all of it); `c0` may be cut to the
+            // coefficients read.
+            if l0 > params.n() || l1 != params.n() {
                 return Err(Error::Malformed {
                     what: "component length",
                     offset: rd.offset(),

@@ -210,6 +210,32 @@ fn malformed_messages_are_errors_not_panics() {
             ..
         })
     ));
+    // Allocation amplification (issue 20, item 4): a count the old 4-byte (input) and
+    // 8-byte (output) floors admitted, one per 4 or 8 bytes left, would have reserved
+    // 36x (or 6x) the frame in slots; now the count is checked against the smallest
+    // ciphertext encoding before anything is reserved.
+    for (bytes, floor) in [(&up, 4usize), (&down, 8)] {
+        let mut amplified = bytes.clone();
+        let after_count = 43 + usize::from(floor == 8);
+        let fits_old_floor = ((amplified.len() - after_count) / floor) as u32;
+        assert!(fits_old_floor > 1);
+        amplified[39..43].copy_from_slice(&fits_old_floor.to_le_bytes());
+        let refused = if floor == 4 {
+            EncryptedInput::from_bytes(&amplified, &params).err()
+        } else {
+            EncryptedOutput::from_bytes(&amplified, &params).err()
+        };
+        assert!(
+            matches!(
+                refused,
+                Some(Error::Malformed {
+                    what: "ciphertext count",
+                    ..
+                })
+            ),
+            "floor {floor}: {refused:?}"
+        );
+    }
     // A token count (header bytes 35..39) that does not match the ciphertexts sent.
     let mut lying = up.clone();
     lying[35..39].copy_from_slice(&3u32.to_le_bytes());
