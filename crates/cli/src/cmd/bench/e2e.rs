@@ -66,6 +66,8 @@ fn f32_values_per_token(c: &selene_model::Config) -> usize {
 struct ModeRun {
     /// Client CPU seconds of the prefill pass alone.
     client_cpu_prefill_s: f64,
+    /// Server CPU seconds of the prefill pass alone.
+    server_cpu_prefill_s: f64,
     /// Tokens of the prompt (the prefill pass).
     prompt_tokens: usize,
     /// Galois keys uploaded (count, bytes, client seconds to make them).
@@ -173,6 +175,7 @@ fn mode_run(
     let mut step_s = Vec::new();
     let mut bytes_prefill = (0, 0);
     let mut client_cpu_prefill_s = 0.0;
+    let mut server_cpu_prefill_s = 0.0;
     let client_cpu = || (process_cpu_s() - cpu0) - (meter.cpu_s.get() - server0);
     let mut extra = (0usize, 0usize);
     let mut tail_bytes = 0usize;
@@ -193,6 +196,7 @@ fn mode_run(
                 if step_logits.is_empty() {
                     bytes_prefill = (strict.stats().bytes_up, strict.stats().bytes_down);
                     client_cpu_prefill_s = client_cpu();
+                    server_cpu_prefill_s = meter.cpu_s.get() - server0;
                 }
                 step_logits.push(l.clone());
                 Ok::<_, selene_protocol::Error>(l)
@@ -228,6 +232,7 @@ fn mode_run(
                     let st = client.strict().stats();
                     bytes_prefill = (st.bytes_up + extra.0, st.bytes_down + extra.1);
                     client_cpu_prefill_s = client_cpu();
+                    server_cpu_prefill_s = meter.cpu_s.get() - server0;
                 }
                 step_logits.push(l.clone());
                 Ok::<_, selene_protocol::Error>(l)
@@ -251,6 +256,7 @@ fn mode_run(
     let server_mem = prepared + working + tail_weights;
     Ok(ModeRun {
         client_cpu_prefill_s,
+        server_cpu_prefill_s,
         prompt_tokens: ids.len(),
         galois,
         tokens,
@@ -352,7 +358,7 @@ fn generation_row(
         down as f64 / decode_steps as f64,
     );
     let client_decode_cpu = (run.client_cpu_s - run.client_cpu_prefill_s) / decode_steps as f64;
-    let server_decode_cpu = run.server_cpu_s / (decode_steps + 1) as f64;
+    let server_decode_cpu = (run.server_cpu_s - run.server_cpu_prefill_s) / decode_steps as f64;
     let prompt_tokens = (run.prompt_tokens as f64).max(1.0);
     Ok(json!({
         "mode": mode,
@@ -363,7 +369,9 @@ fn generation_row(
         "plain_cpu_decode_s_per_token": rc.plain_cpu.decode_s_per_token,
         "plain_cpu_prefill_s": rc.plain_cpu.prefill_s,
         "client_cpu_over_plain": client_decode_cpu / rc.plain_cpu.decode_s_per_token,
-        "server_cpu_s_per_pass": server_decode_cpu,
+        "server_cpu_decode_s_per_token": server_decode_cpu,
+        "client_cpu_prefill_s": run.client_cpu_prefill_s,
+        "server_cpu_prefill_s": run.server_cpu_prefill_s,
         "mb_per_decoded_token": (up_t + down_t) / 1e6,
         "expansion_over_f32": (up_t + down_t) / (4.0 * rc.f32_values_per_token as f64),
         "prefill_mb_per_prompt_token": (run.bytes_prefill.0 + run.bytes_prefill.1) as f64
@@ -634,7 +642,7 @@ fn print_table(results: &[Value], threads: usize) {
             f(r, "mb_per_decoded_token"),
             f(r, "expansion_over_f32"),
             f(r, "prefill_mb_per_prompt_token"),
-            f(r, "server_cpu_s_per_pass"),
+            f(r, "server_cpu_decode_s_per_token"),
             f(r, "link_s_per_token"),
             r["galois_keys"],
             f(r, "galois_key_bytes") / 1e6,
@@ -644,7 +652,7 @@ fn print_table(results: &[Value], threads: usize) {
         println!(
             "client CPU per decoded token against the plaintext model's (same run); MB/t: \
              both ways per decoded token; x f32: over the f32 values that cross; srv s/t: \
-             server CPU per pass; link s/t: decode time plus the bytes and one round trip \
+             server CPU per decoded token; link s/t: decode time plus the bytes and one round trip \
              per product on the link {link} (no overlap)."
         );
     }
