@@ -191,7 +191,7 @@ mod tests {
             .flatten()
             .map(|v| v.get_name().to_owned())
             .collect();
-        assert_eq!(names, ["coeff12", "coeff11", "coeff12wide"]);
+        assert_eq!(names, ["coeff12", "coeff11", "coeff12wide", "coeff12pack"]);
         for p in POLICY_PRESETS {
             let f = Flags::try_parse_from(["selene", "--preset", p.name()]).unwrap();
             assert_eq!(f.policy.preset, Some(p));
