@@ -245,7 +245,18 @@ fn selective_mode_flooded_matches_plaintext_tokens_coeff12wide() {
         // every released coefficient (5184 per row and layer), near 2^33.
         assert!(f.sigmas.iter().flatten().all(|s| s.log2() > 32.0));
         assert_eq!(f.released, cap as u64 * 5184 * k as u64);
-        assert_eq!(got, want, "K={k}");
+        // K = 1 keeps 11.7 bits: every step agrees (smallest plaintext top-2 gap 0.22).
+        // K = 4 keeps 10.7 bits and moves logits by up to about 0.3: the steps before the
+        // first gap under 1.0 must agree (the first four here).
+        let sure = if k == 1 {
+            max
+        } else {
+            (1..=max)
+                .take_while(|&j| common::greedy_margin(&ids, &want[..j]) > 1.0)
+                .count()
+        };
+        assert!(sure >= 1, "K={k}: no step with a clear plaintext choice");
+        assert_eq!(got[..sure], want[..sure], "K={k}");
         // One released row per position: the prompt, then each fed-back token.
         assert_eq!(client.releases(), ids.len() + max - 1);
         // Measured 0.02 (K = 1) and 0.09 (K = 4); a broken layout or key gives errors of
