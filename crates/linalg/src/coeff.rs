@@ -25,12 +25,12 @@
 //! to make extraction harder would add a fresh public-key encryption of zero to every
 //! output (Cheetah's re-randomisation), at one public-key encryption per output block.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 use selene_ckks::ring::sampler::{os_rng, wide_gaussian};
 use selene_ckks::ring::{Coeff, Modulus, Ntt, Poly};
 use selene_ckks::rlwe::{Decryptor, Encryptor};
-use std::sync::Arc;
-
 use selene_ckks::{Ciphertext, Encoding, Evaluator, GaloisKeys, Parameters, Plaintext, Scale};
 
 use crate::error::{Error, Result};
@@ -201,7 +201,7 @@ pub(crate) fn prepare(
         0
     };
     let x_bits = x_bits(params, pack_levels)?;
-    let hoist_levels = crate::hoist::hoist_levels(&tiling, shape.d_in, shape.d_out, pack_levels);
+    let hoist_levels = tiling.hoist_levels(shape.d_in, shape.d_out, pack_levels);
     let col_scale: Vec<f64> = w_rows
         .chunks_exact(shape.d_in)
         .map(|row| {
@@ -362,6 +362,34 @@ pub(crate) fn encrypt(
     Ok((cts, scales))
 }
 
+/// `acc += ct * w` over both components (`acc` holds `c0` then `c1`, `N` each): the lazy
+/// NTT-domain multiply-accumulate of every coefficient product, reduced by the caller
+/// every [`lazy_products`] calls.
+#[inline]
+fn mul_acc(acc: &mut [u128], ct: &Ciphertext, w: &[u64]) {
+    let (c0, c1) = ct.components();
+    let (x0, x1) = (c0.row(0), c1.row(0));
+    let (a0, a1) = acc.split_at_mut(w.len());
+    for s in 0..w.len() {
+        a0[s] += u128::from(x0[s]) * u128::from(w[s]);
+        a1[s] += u128::from(x1[s]) * u128::from(w[s]);
+    }
+}
+
+/// The ciphertext an accumulator holds (`c0` then `c1`, `N` each), reduced mod `q`.
+fn reduced_ct(q: &Modulus, acc: &[u128], rn: usize) -> Ciphertext {
+    let poly = |acc: &[u128]| {
+        let data = acc.iter().map(|&a| q.reduce_u128(a)).collect();
+        Poly::<Ntt>::from_raw(data, rn, 1, 0)
+    };
+    Ciphertext::from_components(
+        poly(&acc[..rn]),
+        poly(&acc[rn..]),
+        Scale(1.0),
+        Encoding::Coefficients,
+    )
+}
+
 /// Products a `u128` accumulator takes between reductions for a prime of `q_bits` bits:
 /// after a reduction it holds less than `q < 2^q_bits`, and each product adds less than
 /// `2^(2 q_bits)`, so `2^(128 - 2 q_bits) - 1` of them stay below
@@ -407,14 +435,7 @@ pub(crate) fn apply(
             for b in 0..bi {
                 let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
                 for (a, g) in acc.chunks_exact_mut(2 * rn).zip(gs.clone()) {
-                    let ct = g * bi + b;
-                    let (c0, c1) = cts[ct].components();
-                    let (x0, x1) = (c0.row(0), c1.row(0));
-                    let (a0, a1) = a.split_at_mut(rn);
-                    for s in 0..rn {
-                        a0[s] += u128::from(x0[s]) * u128::from(w[s]);
-                        a1[s] += u128::from(x1[s]) * u128::from(w[s]);
-                    }
+                    mul_acc(a, &cts[g * bi + b], w);
                 }
                 if (b + 1) % lazy == 0 {
                     for a in acc.iter_mut() {
@@ -422,21 +443,9 @@ pub(crate) fn apply(
                     }
                 }
             }
-            let to_ntt = |acc: &[u128]| {
-                let data = acc.iter().map(|&a| q.reduce_u128(a)).collect();
-                Poly::<Ntt>::from_raw(data, rn, 1, 0)
-            };
             gs.clone()
                 .zip(acc.chunks_exact(2 * rn))
-                .map(|(g, a)| {
-                    let ct = Ciphertext::from_components(
-                        to_ntt(&a[..rn]),
-                        to_ntt(&a[rn..]),
-                        Scale(1.0),
-                        Encoding::Coefficients,
-                    );
-                    (g * bo + o, ct)
-                })
+                .map(|(g, a)| (g * bo + o, reduced_ct(&q, a, rn)))
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -529,15 +538,8 @@ fn apply_hoisted(
                 let mut acc = vec![0u128; 2 * rn];
                 let mut count = 0;
                 for (s, b) in (0..images_per).flat_map(|s| (0..bi).map(move |b| (s, b))) {
-                    let row = &images[b][s];
                     let w = &u[(s * bi + b) * rn..(s * bi + b + 1) * rn];
-                    let (c0, c1) = row.components();
-                    let (x0, x1) = (c0.row(0), c1.row(0));
-                    let (a0, a1) = acc.split_at_mut(rn);
-                    for i in 0..rn {
-                        a0[i] += u128::from(x0[i]) * u128::from(w[i]);
-                        a1[i] += u128::from(x1[i]) * u128::from(w[i]);
-                    }
+                    mul_acc(&mut acc, &images[b][s], w);
                     count += 1;
                     if count % lazy == 0 {
                         for a in acc.iter_mut() {
@@ -545,16 +547,7 @@ fn apply_hoisted(
                         }
                     }
                 }
-                let to_ntt = |acc: &[u128]| {
-                    let data = acc.iter().map(|&a| q.reduce_u128(a)).collect();
-                    Poly::<Ntt>::from_raw(data, rn, 1, 0)
-                };
-                Some(Ciphertext::from_components(
-                    to_ntt(&acc[..rn]),
-                    to_ntt(&acc[rn..]),
-                    Scale(1.0),
-                    Encoding::Coefficients,
-                ))
+                Some(reduced_ct(&q, &acc, rn))
             })
             .collect();
         let mut ev = evaluator();

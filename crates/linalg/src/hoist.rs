@@ -23,23 +23,10 @@ use selene_ckks::ring::automorphism::Automorphism;
 use selene_ckks::ring::{Coeff, Modulus, Poly};
 use selene_ckks::Parameters;
 
-use crate::tiling::Tiling;
-
 /// The Galois element of merge level `l` (from 1) for a grid of `2^log_gap`:
 /// `2N/m + 1` with `m = 2^(log_gap - l + 1)`.
 pub(crate) fn level_element(log_n: u32, log_gap: u32, l: u32) -> u64 {
     (1u64 << (log_n + l - log_gap)) + 1
-}
-
-/// Levels moved to the weights: the `L` in `0..=r` that minimises the key switches of one
-/// token group, `in_blocks (2^L - 1)` hoisted images plus `packed (2^(r-L) - 1)` real
-/// merges (the smaller `L` on a tie). A function of the tiling and shape, so client and
-/// server agree without sending it.
-pub fn hoist_levels(t: &Tiling, d_in: usize, d_out: usize, pack_levels: u32) -> u32 {
-    let (bi, packed) = (t.in_blocks(d_in), t.packed_cts(d_out));
-    (0..=pack_levels)
-        .min_by_key(|&l| bi * ((1 << l) - 1) + packed * ((1 << (pack_levels - l)) - 1))
-        .unwrap_or(0)
 }
 
 /// The elements `sigma_s` of the images, `s = 0..2^L` (`s = 0` is the identity).
@@ -127,6 +114,7 @@ pub(crate) fn fold(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tiling::Tiling;
 
     #[test]
     fn image_elements_are_distinct_odd_and_start_with_the_identity() {
@@ -153,13 +141,13 @@ mod tests {
             k_o: 4,
         };
         assert_eq!(t.pack_levels(3072), 10);
-        assert_eq!(hoist_levels(&t, 576, 3072, 10), 5);
+        assert_eq!(t.hoist_levels(576, 3072, 10), 5);
         // Many input blocks make images dear: fewer levels move.
         let wide = Tiling {
             n_b: 1,
             k_i: 32,
             k_o: 128,
         };
-        assert!(hoist_levels(&wide, 576, 3072, wide.pack_levels(3072)) <= 2);
+        assert!(wide.hoist_levels(576, 3072, wide.pack_levels(3072)) <= 2);
     }
 }

@@ -433,7 +433,7 @@ impl Layout {
                     w_bits: crate::coeff::w_bits(params),
                     down_bits,
                     pack_levels,
-                    hoist_levels: crate::hoist::hoist_levels(&tiling, d_in, d_out, pack_levels),
+                    hoist_levels: tiling.hoist_levels(d_in, d_out, pack_levels),
                 })
             }
             Method::Slots => {

@@ -180,6 +180,17 @@ impl Tiling {
             .min(blocks.next_power_of_two().trailing_zeros())
     }
 
+    /// Merge levels moved to the weights ([`crate::hoist`]): the `L` in `0..=r` that
+    /// minimises the key switches of one token group, `in_blocks (2^L - 1)` hoisted
+    /// images plus `packed (2^(r-L) - 1)` real merges (the smaller `L` on a tie). A
+    /// function of the tiling and shape, so client and server agree without sending it.
+    pub fn hoist_levels(&self, d_in: usize, d_out: usize, pack_levels: u32) -> u32 {
+        let (bi, packed) = (self.in_blocks(d_in), self.packed_cts(d_out));
+        (0..=pack_levels)
+            .min_by_key(|&l| bi * ((1 << l) - 1) + packed * ((1 << (pack_levels - l)) - 1))
+            .unwrap_or(0)
+    }
+
     /// Downloaded ciphertexts of one token group when packed.
     pub fn packed_cts(&self, d_out: usize) -> usize {
         self.out_blocks(d_out)
@@ -203,7 +214,7 @@ impl Tiling {
         // With `L` levels folded into the weights (crate::hoist): `bi (2^L - 1)` images
         // and `packed (2^(r-L) - 1)` real merges; the folded items pad to `2^r` blocks.
         let r = self.pack_levels(d_out);
-        let l = crate::hoist::hoist_levels(self, d_in, d_out, r);
+        let l = self.hoist_levels(d_in, d_out, r);
         let (key_switches, blocks) = if l == 0 {
             (bo - packed, bo)
         } else {
