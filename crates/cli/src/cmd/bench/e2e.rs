@@ -401,7 +401,7 @@ fn generation_row(
 /// Runs the end-to-end benchmark.
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
-    let (w, t) = super::super::args::load(None)?;
+    let (w, t) = super::super::args::load(opts.model.as_deref())?;
     let c = w.config().clone();
     let cx = Ctx {
         w: &w,

@@ -133,7 +133,7 @@ fn activations(n: usize, d: usize) -> Vec<f32> {
 /// Runs the benchmark.
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
-    let (w, _) = super::super::args::load(None)?;
+    let (w, _) = super::super::args::load(opts.model.as_deref())?;
     let c = w.config();
     let mut report = Report {
         threads,

@@ -33,7 +33,7 @@ fn peak_rss_mb() -> Option<f64> {
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let start = Instant::now();
-    let (w, t) = super::super::args::load(None)?;
+    let (w, t) = super::super::args::load(opts.model.as_deref())?;
     let load_s = start.elapsed().as_secs_f64();
     let mut ids = t.encode(PROMPT)?;
     let base = ids.clone();
@@ -66,7 +66,8 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let prefill_tok_s = PREFILL_TOKENS as f64 / prefill_s;
     let decode_tok_s = DECODE_TOKENS as f64 / decode_s;
     let rss_mb = peak_rss_mb().unwrap_or(f64::NAN);
-    println!("{:<28} {:>12}", "model", "SmolLM2-135M-Instruct Q4_1");
+    let name = selene_model::store::ModelSource::from_arg(opts.model.as_deref())?.id();
+    println!("{:<28} {:>12}", "model", name);
     println!("{:<28} {:>12}", "threads", threads);
     println!("{:<28} {:>12.1}", "prefill (pp128) tok/s", prefill_tok_s);
     println!("{:<28} {:>12.1}", "decode (tg64) tok/s", decode_tok_s);
@@ -74,6 +75,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     println!("{:<28} {:>12.1}", "peak RSS MiB", rss_mb);
     if let Some(path) = &opts.json {
         let json = serde_json::json!({
+            "model": name,
             "threads": threads,
             "prefill_tok_s": prefill_tok_s,
             "decode_tok_s": decode_tok_s,

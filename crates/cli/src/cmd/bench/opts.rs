@@ -18,4 +18,8 @@ pub struct BenchOpts {
     /// RTT_MS,UP_MBIT,DOWN_MBIT.
     #[arg(long, default_value = "wan", value_parser = crate::cmd::args::link_parser)]
     pub link: selene_linalg::Link,
+    /// The model: smollm2 (default), qwen2.5-coder-0.5b, qwen2.5-coder-1.5b or a GGUF
+    /// path.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub model: Option<String>,
 }

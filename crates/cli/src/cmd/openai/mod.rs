@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use selene_linalg::LinalgPreset;
-use selene_model::store;
+use selene_model::store::ModelSource;
 
 use super::args::{load, load_client, preset_parser, token_from, trust_from, ModelArg};
 use super::generation::policy_notice;
@@ -101,21 +101,10 @@ pub struct OpenaiArgs {
     model: ModelArg,
 }
 
-/// The served model's id: its file name up to the first dot, lower-cased
-/// (`SmolLM2-135M-Instruct.Q4_1.gguf` -> `smollm2-135m-instruct`).
+/// The served model's id: a known model's id (`smollm2-135m-instruct`, ...), else the
+/// file name up to the first dot, lower-cased.
 fn model_id(model: &ModelArg) -> String {
-    let path = model
-        .model
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(store::WHEEL_MEMBER));
-    let name = path.file_name().map_or_else(
-        || "selene-model".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    name.split('.')
-        .next()
-        .unwrap_or("selene-model")
-        .to_lowercase()
+    ModelSource::from_arg(model.model.as_deref()).map_or_else(|_| "selene-model".into(), |s| s.id())
 }
 
 /// Runs `selene openai` until the process is stopped.
