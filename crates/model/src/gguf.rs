@@ -183,6 +183,12 @@ impl GgmlType {
     pub const Q4_1: GgmlType = GGML_TYPES[3];
     /// ggml type 8.
     pub const Q8_0: GgmlType = GGML_TYPES[6];
+    /// ggml type 6.
+    pub const Q5_0: GgmlType = GGML_TYPES[4];
+    /// ggml type 12.
+    pub const Q4_K: GgmlType = GGML_TYPES[10];
+    /// ggml type 14.
+    pub const Q6_K: GgmlType = GGML_TYPES[12];
 }
 
 /// One entry of the tensor index.

@@ -84,7 +84,8 @@ pub fn dot_row(format: Format, row: &[u8], x: &[f32], xsum: &[f32], scratch: &mu
             Format::Q4_1 => return unsafe { avx2::dot_q4_1(row, x, xsum) },
             // SAFETY: as above, `row` holds x.len()/32 whole Q8_0 blocks.
             Format::Q8_0 => return unsafe { avx2::dot_q8_0(row, x) },
-            Format::F32 | Format::F16 => {}
+            // No direct kernel: dequantize into scratch, then dot.
+            Format::F32 | Format::F16 | Format::Q5_0 | Format::Q4K | Format::Q6K => {}
         }
     }
     let _ = xsum;
@@ -387,14 +388,17 @@ mod tests {
     fn random_row(format: Format, cols: usize, seed: &mut u64) -> Vec<u8> {
         let mut row: Vec<u8> = (0..format.row_bytes(cols)).map(|_| lcg(seed)).collect();
         // Keep the f16 scales small and finite: d, m in about [-1, 1].
-        let block = match format {
-            Format::Q4_1 => Q4_1_BYTES,
-            _ => Q8_0_BYTES,
+        // (f16 high bytes: Q4_1 d and m, Q4_K d and dmin; Q6_K keeps d last.)
+        let (block, highs): (usize, &[usize]) = match format {
+            Format::Q4_1 => (Q4_1_BYTES, &[1, 3]),
+            Format::Q5_0 => (quant::Q5_0_BYTES, &[1]),
+            Format::Q4K => (quant::Q4_K_BYTES, &[1, 3]),
+            Format::Q6K => (quant::Q6_K_BYTES, &[209]),
+            _ => (Q8_0_BYTES, &[1]),
         };
         for b in row.chunks_exact_mut(block) {
-            b[1] = 0x20 | (b[1] & 0x83);
-            if format == Format::Q4_1 {
-                b[3] = 0x20 | (b[3] & 0x83);
+            for &h in highs {
+                b[h] = 0x20 | (b[h] & 0x83);
             }
         }
         row
@@ -415,16 +419,24 @@ mod tests {
     #[test]
     fn quantized_dot_matches_dequantized_f64_dot() {
         let mut seed = 11;
-        for format in [Format::Q4_1, Format::Q8_0, Format::F16, Format::F32] {
-            let cols = 576;
+        for format in [
+            Format::Q4_1,
+            Format::Q8_0,
+            Format::Q5_0,
+            Format::Q4K,
+            Format::Q6K,
+            Format::F16,
+            Format::F32,
+        ] {
+            let cols = 768;
             let row = match format {
-                Format::Q4_1 | Format::Q8_0 => random_row(format, cols, &mut seed),
                 Format::F16 => (0..cols)
                     .flat_map(|i| (0x3000u16 + i as u16).to_le_bytes())
                     .collect(),
                 Format::F32 => (0..cols)
                     .flat_map(|i| (i as f32 * 0.01).to_le_bytes())
                     .collect(),
+                _ => random_row(format, cols, &mut seed),
             };
             let x: Vec<f32> = (0..cols)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
