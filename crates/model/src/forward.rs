@@ -87,6 +87,45 @@ pub fn rope(x: &mut [f32], width: usize, head_dim: usize, pos0: usize, theta: f3
     }
 }
 
+/// Rotary position embedding in place, NEOX style (Hugging Face's `rotate_half`, used
+/// by qwen2): within each head, element `i` and element `i + head_dim / 2` form the
+/// pair that turns by `pos * theta^(-2i / head_dim)`. Same frequencies as [`rope`];
+/// only the pairing differs.
+pub fn rope_neox(x: &mut [f32], width: usize, head_dim: usize, pos0: usize, theta: f32) {
+    if width == 0 || head_dim < 2 {
+        return;
+    }
+    let half = head_dim / 2;
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|i| f64::from(theta).powf(-2.0 * i as f64 / head_dim as f64))
+        .collect();
+    let mut cs = vec![(0.0f32, 0.0f32); half];
+    for (t, row) in x.chunks_exact_mut(width).enumerate() {
+        let pos = (pos0 + t) as f64;
+        for (c, f) in cs.iter_mut().zip(&inv_freq) {
+            let (sin, cos) = (pos * f).sin_cos();
+            *c = (cos as f32, sin as f32);
+        }
+        for head in row.chunks_exact_mut(head_dim) {
+            let (lo, hi) = head.split_at_mut(half);
+            for ((a, b), &(cos, sin)) in lo.iter_mut().zip(hi.iter_mut()).zip(&cs) {
+                let (x0, x1) = (*a, *b);
+                *a = x0 * cos - x1 * sin;
+                *b = x0 * sin + x1 * cos;
+            }
+        }
+    }
+}
+
+/// RoPE in the model's convention: [`rope_neox`] for qwen2, [`rope`] for llama.
+pub fn rope_for(c: &Config, x: &mut [f32], width: usize, pos0: usize) {
+    if c.arch.rope_neox() {
+        rope_neox(x, width, c.head_dim, pos0, c.rope_theta);
+    } else {
+        rope(x, width, c.head_dim, pos0, c.rope_theta);
+    }
+}
+
 /// Causal grouped-query attention for `n` new tokens at positions `pos0..pos0 + n`.
 ///
 /// `q` is `n x (n_heads * head_dim)`; `keys`/`values` hold every cached position
@@ -286,6 +325,12 @@ fn layer_forward(
         &mut s.norm,
     );
     linear.apply(ProductAt::new(l, LinearStage::Qkv), &s.norm, &mut s.qkv)?;
+    if let Some(b) = w.qkv_bias(l)? {
+        // qwen2's q/k/v biases: added here, after the (possibly encrypted) product.
+        for row in s.qkv.chunks_exact_mut(b.len()) {
+            add_into(row, b);
+        }
+    }
     for (((row, q), k), v) in s
         .qkv
         .chunks_exact(c.qkv_dim())
@@ -298,8 +343,8 @@ fn layer_forward(
         v.copy_from_slice(&row[d + kv..]);
     }
     let pos0 = cache.layer_len(l);
-    rope(&mut s.q, d, c.head_dim, pos0, c.rope_theta);
-    rope(&mut s.k, kv, c.head_dim, pos0, c.rope_theta);
+    rope_for(c, &mut s.q, d, pos0);
+    rope_for(c, &mut s.k, kv, pos0);
     cache.append(l, &s.k, &s.v)?;
     attention(c, &s.q, cache.keys(l), cache.values(l), pos0, &mut s.attn)?;
     linear.apply(
@@ -422,12 +467,33 @@ mod tests {
     }
 
     #[test]
+    fn neox_rope_is_the_interleaved_rope_of_the_permuted_head() {
+        // Moving element i of the first half to 2i and of the second half to 2i + 1
+        // turns the NEOX rotation into the adjacent-pair one.
+        let hd = 8;
+        let x: Vec<f32> = (0..2 * hd).map(|i| (i as f32 * 0.37).sin()).collect();
+        let permute = |v: &[f32]| -> Vec<f32> {
+            v.chunks(hd)
+                .flat_map(|h| (0..hd / 2).flat_map(move |i| [h[i], h[i + hd / 2]]))
+                .collect()
+        };
+        for pos in [0, 1, 5, 300] {
+            let mut a = x.clone();
+            rope_neox(&mut a, 2 * hd, hd, pos, 1e6);
+            let mut b = permute(&x);
+            rope(&mut b, 2 * hd, hd, pos, 1e6);
+            assert_eq!(permute(&a), b, "pos {pos}");
+        }
+    }
+
+    #[test]
     fn degenerate_widths_do_not_panic() {
         let mut x = vec![1.0; 4];
         let mut o = vec![0.0; 4];
         rms_norm(&x.clone(), 0, 1e-5, &mut o);
         apply_gain(&mut x, &[]);
         rope(&mut x, 0, 0, 0, 1.0);
+        rope_neox(&mut x, 0, 0, 0, 1.0);
         silu_mul(&[1.0; 4], 0, &mut o);
         softmax(&mut []);
         assert_eq!(x, vec![1.0; 4]);

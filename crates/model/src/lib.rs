@@ -45,7 +45,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use chat::{apply_chat_template, Message, Role};
-pub use config::Config;
+pub use config::{Arch, Config};
 pub use error::{Error, Result};
 pub use forward::{forward, forward_layers, forward_observed, head, Logits};
 pub use generate::{generate, generate_with};

@@ -2,22 +2,29 @@
 //!
 //! GPT-2-style byte-level BPE from `tokenizer.ggml.tokens` and `.merges`; tokens of
 //! type 3 (control) are registered as special tokens, so `<|im_start|>` in a text
-//! encodes to its single id. Pre-tokenizer `smollm` (llama.cpp's name): digits split
-//! one by one, then GPT-2's byte-level split without a prefix space. No BOS is added
-//! (`add_bos_token` is false).
+//! encodes to its single id. Pre-tokenizer by `tokenizer.ggml.pre`: `qwen2` splits with
+//! Qwen2's regex ([`QWEN2_PATTERN`]: single digits, letters with one leading
+//! non-letter, punctuation runs, newline runs) and then maps bytes without GPT-2's
+//! regex; anything else (SmolLM2's `smollm`) splits digits one by one, then applies
+//! GPT-2's byte-level split without a prefix space. No BOS is added (`add_bos_token` is
+//! false in both models).
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, PreTokenizerWrapper};
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, Value};
 
 /// GGUF token type of control (special) tokens.
 const TOKEN_TYPE_CONTROL: u64 = 3;
+
+/// Qwen2's pre-tokenizer regex (its `tokenizer.json`; llama.cpp's `qwen2`).
+pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Encoder and decoder for the model's vocabulary.
 pub struct Tokenizer {
@@ -123,10 +130,23 @@ impl Tokenizer {
             .build()
             .map_err(Error::Tokenizer)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        let pre = Sequence::new(vec![
-            PreTokenizerWrapper::Digits(Digits::new(true)),
-            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
-        ]);
+        let pre = match g.metadata("tokenizer.ggml.pre").and_then(Value::as_str) {
+            Some("qwen2") => Sequence::new(vec![
+                PreTokenizerWrapper::Split(
+                    Split::new(
+                        SplitPattern::Regex(QWEN2_PATTERN.into()),
+                        SplitDelimiterBehavior::Isolated,
+                        false,
+                    )
+                    .map_err(Error::Tokenizer)?,
+                ),
+                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)),
+            ]),
+            _ => Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+            ]),
+        };
         inner.with_pre_tokenizer(Some(pre));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         let special: Vec<bool> = types.iter().map(|&t| t == TOKEN_TYPE_CONTROL).collect();

@@ -8,9 +8,14 @@
 //! fingerprint ([`Weights::fingerprint`]) covers exactly the index and those tensors, so
 //! the full model and its bundle hash the same.
 //!
-//! Matrices are `rows = outputs x cols = inputs` in GGUF row order. The q and k rows are
-//! in GGUF's order, permuted for llama.cpp's adjacent-pair RoPE; [`crate::forward::rope`]
-//! rotates pairs `(2i, 2i+1)` to match, so no un-permutation is needed.
+//! Matrices are `rows = outputs x cols = inputs` in GGUF row order. In llama files the
+//! q and k rows are permuted for llama.cpp's adjacent-pair RoPE; [`crate::forward::rope`]
+//! rotates pairs `(2i, 2i+1)` to match, so no un-permutation is needed. qwen2 files keep
+//! the original order and rotate halves ([`crate::forward::rope_neox`]).
+//!
+//! The q/k/v biases of qwen2 (`blk.N.attn_{q,k,v}.bias`) are part of the client bundle:
+//! the forward pass adds them after the `Qkv` product, on whichever side computes the
+//! rest of the layer (the client in private generation, after decryption).
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -37,14 +42,19 @@ struct MatrixRef {
 }
 
 /// True for the tensors of the client bundle: token embedding, separate LM head (when
-/// present), final norm and every layer's two RMSNorm gains.
+/// present), final norm, every layer's two RMSNorm gains and q/k/v biases (when
+/// present).
 pub fn is_client_tensor(t: &TensorInfo) -> bool {
     let name = t.name.as_str();
     matches!(
         name,
         "token_embd.weight" | "output.weight" | "output_norm.weight"
     ) || (name.starts_with("blk.")
-        && (name.ends_with(".attn_norm.weight") || name.ends_with(".ffn_norm.weight")))
+        && (name.ends_with(".attn_norm.weight")
+            || name.ends_with(".ffn_norm.weight")
+            || name.ends_with(".attn_q.bias")
+            || name.ends_with(".attn_k.bias")
+            || name.ends_with(".attn_v.bias")))
 }
 
 /// One transformer block's weights.
@@ -52,6 +62,8 @@ pub fn is_client_tensor(t: &TensorInfo) -> bool {
 struct Layer {
     attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
+    /// `q_bias | k_bias | v_bias` (`qkv_dim`), when the file has them.
+    qkv_bias: Option<Vec<f32>>,
     q: MatrixRef,
     k: MatrixRef,
     v: MatrixRef,
@@ -153,9 +165,20 @@ impl Weights {
         let mut layers = Vec::new();
         for i in 0..config.n_layers {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
+            let bias = |s: &str| format!("blk.{i}.{s}.bias");
+            let qkv_bias = match gguf.tensor(&bias("attn_q")) {
+                Ok(_) => {
+                    let mut b = vector(&gguf, &bias("attn_q"), d)?;
+                    b.extend(vector(&gguf, &bias("attn_k"), kv)?);
+                    b.extend(vector(&gguf, &bias("attn_v"), kv)?);
+                    Some(b)
+                }
+                Err(_) => None,
+            };
             layers.push(Layer {
                 attn_norm: vector(&gguf, &name("attn_norm"), d)?,
                 ffn_norm: vector(&gguf, &name("ffn_norm"), d)?,
+                qkv_bias,
                 q: matrix(&gguf, &name("attn_q"), d, d)?,
                 k: matrix(&gguf, &name("attn_k"), kv, d)?,
                 v: matrix(&gguf, &name("attn_v"), kv, d)?,
@@ -280,6 +303,15 @@ impl Weights {
             }
         }
         Ok(w)
+    }
+
+    /// The bias added to a layer's `Qkv` output (`q | k | v`, `qkv_dim` values), if
+    /// the model has one (qwen2).
+    ///
+    /// # Errors
+    /// [`Error::LayerOutOfRange`].
+    pub fn qkv_bias(&self, layer: usize) -> Result<Option<&[f32]>> {
+        Ok(self.layer(layer)?.qkv_bias.as_deref())
     }
 
     /// Input RMSNorm gain of a layer's attention block.

@@ -104,6 +104,7 @@ impl<L: Linear> Linear for PaddedLinear<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use selene_model::Arch;
 
     /// Records the row counts it is asked for and returns `2 x` per input row.
     struct Rows(Vec<usize>, Config);
@@ -126,6 +127,7 @@ mod tests {
     #[test]
     fn prompt_products_are_padded_and_outputs_kept_exact() {
         let c = Config {
+            arch: Arch::Llama,
             n_layers: 2,
             d_model: 4,
             n_heads: 2,

@@ -234,9 +234,11 @@ impl PrefixKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use selene_model::Arch;
 
     fn config() -> Config {
         Config {
+            arch: Arch::Llama,
             n_layers: 4,
             d_model: 16,
             n_heads: 4,
