@@ -7,7 +7,15 @@ writes crates/model/tests/fixtures/reference.json plus logits_<name>.f32 (the fu
 next-token logits at the last prompt position from HF f32, raw little-endian f32).
 
 Usage (any python3; it starts the two venvs made by setup_venvs.sh itself):
-    scripts/model_fixtures/make_fixtures.py [--gguf PATH] [--out DIR]
+    scripts/model_fixtures/make_fixtures.py [--model NAME] [--gguf PATH] [--out DIR]
+                                            [--skip-llamacpp]
+
+--model smollm2 (default) or qwen2.5-coder-0.5b / qwen2.5-coder-1.5b: which store file,
+which prompts, and where the fixtures go (SmolLM2's in tests/fixtures/, the others in
+tests/fixtures/NAME/). For the Qwen models the logits files hold every LOGITS_STRIDE-th
+vocabulary entry (ids 0, S, 2S, ...) instead of all 151,936, to keep the committed
+fixtures small; top_logits still has the 20 largest. --skip-llamacpp leaves out the
+llama.cpp stage (ids_llamacpp and greedy_llamacpp are then null).
 
 Stages (each runs in its own venv and exchanges JSON through a scratch directory):
     --stage hf        tokenizer ids, chat template, prompt logits, hidden norms, greedy
@@ -26,15 +34,30 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_GGUF = Path(
-    os.environ.get("SELENE_HOME", Path.home() / ".cache" / "selene")
-) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_OUT = REPO / "crates" / "model" / "tests" / "fixtures"
+STORE = Path(os.environ.get("SELENE_HOME", Path.home() / ".cache" / "selene"))
+FIXTURES = REPO / "crates" / "model" / "tests" / "fixtures"
 VENVS = Path(os.environ.get("SELENE_REF_VENVS", Path.home() / ".cache" / "selene-ref"))
-EXPECTED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
-VOCAB = 49152
-N_LAYERS = 30
+# Per model: store file, its sha256, vocabulary, layers, output dir, logits stride.
+MODELS = {
+    "smollm2": dict(
+        file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        vocab=49152, layers=30, out=FIXTURES, stride=1),
+    "qwen2.5-coder-0.5b": dict(
+        file="Qwen2.5-Coder-0.5B-Instruct-AWQ.gguf",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        vocab=151936, layers=24, out=FIXTURES / "qwen2.5-coder-0.5b", stride=37),
+    "qwen2.5-coder-1.5b": dict(
+        file="Qwen2.5-Coder-1.5B-Instruct.gguf",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        vocab=151936, layers=28, out=FIXTURES / "qwen2.5-coder-1.5b", stride=37),
+}
+MODEL = os.environ.get("SELENE_FIXTURE_MODEL", "smollm2")
+VOCAB = MODELS[MODEL]["vocab"]
+N_LAYERS = MODELS[MODEL]["layers"]
+LOGITS_STRIDE = MODELS[MODEL]["stride"]
+EXPECTED_SHA256 = MODELS[MODEL]["sha256"]
 GREEDY_TOKENS = 24
 TOP_K = 20
 THREADS = 2
@@ -92,6 +115,16 @@ PROMPTS = [
     ("nonascii", "Le médecin a expliqué à la patiente à Zürich que"),
     ("code", "def fibonacci(n):\n    "),
 ]
+
+if MODEL != "smollm2":
+    # Code models: code and code questions, plus one non-ASCII line.
+    PROMPTS = [
+        ("code", "def fibonacci(n):\n    "),
+        ("chat", [{"role": "user",
+                   "content": "Write a Python function that reverses a string."}]),
+        ("explain", "# What does this SQL do?\n# SELECT name FROM users WHERE age > 30;\n#"),
+        ("nonascii", "Le médecin a expliqué à la patiente à Zürich que"),
+    ]
 
 NOTES = [
     "ids are without BOS: the gguf says add_bos_token=false.",
@@ -207,7 +240,7 @@ def stage_hf(gguf, scratch):
         ids = encode(text)
         res = forward(ids, hidden=True)
         logits = res.logits[0, -1].float().numpy().astype("<f4")
-        assert logits.shape == (VOCAB,)
+        assert logits.shape == (VOCAB,), logits.shape
         hs = res.hidden_states
         assert len(hs) == N_LAYERS + 1
         # Consistency of the hooks with HF's own hidden states: layers 0..28 equal,
@@ -219,9 +252,10 @@ def stage_hf(gguf, scratch):
         l2 = [float(torch.linalg.vector_norm(captured[i][0, -1]).item())
               for i in range(N_LAYERS)]
         lfile = f"logits_{name}.f32"
-        logits.tofile(scratch / lfile)
+        logits.tofile(scratch / (lfile + ".full"))
+        logits[::LOGITS_STRIDE].tofile(scratch / lfile)
         g = greedy(ids)
-        if name == "patient":
+        if name == "patient" and MODEL == "smollm2":
             cont = tok.decode(g)
             assert cont.startswith(PATIENT_CONTINUATION), f"patient continuation {cont!r}"
         out["prompts"].append({
@@ -263,7 +297,7 @@ def stage_llamacpp(gguf, scratch):
         llm.reset()
         llm.eval(ids)
         last = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-        ref = np.fromfile(scratch / p["logits_file"], dtype="<f4")
+        ref = np.fromfile(scratch / (p["logits_file"] + ".full"), dtype="<f4")
         diff = float(np.max(np.abs(last - ref)))
         new = []
         for _ in range(GREEDY_TOKENS):
@@ -287,7 +321,8 @@ def run_stage(venv, stage, gguf, scratch):
     py = VENVS / venv / "bin" / "python"
     if not py.exists():
         sys.exit(f"missing {py}: run scripts/model_fixtures/setup_venvs.sh first")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
+               SELENE_FIXTURE_MODEL=MODEL)
     subprocess.run([str(py), __file__, "--stage", stage, "--gguf", str(gguf),
                     "--scratch", str(scratch)], check=True, env=env)
 
@@ -301,7 +336,17 @@ def common_prefix(a, b):
 
 def merge(gguf, scratch, out_dir, sha):
     hf = json.loads((scratch / "hf.json").read_text())
-    lc = json.loads((scratch / "llamacpp.json").read_text())
+    lc_path = scratch / "llamacpp.json"
+    if lc_path.exists():
+        lc = json.loads(lc_path.read_text())
+    else:
+        # --skip-llamacpp: no second reference; its fields are null.
+        lc = {"eos_id": hf["eos_id"], "versions": {"llama_cpp_python": None},
+              "tokenizer_ids": [None] * len(hf["tokenizer_cases"]),
+              "chat_ids": [None] * len(hf["chat_cases"]),
+              "prompts": [{"name": p["name"], "ids_llamacpp": None,
+                           "greedy_llamacpp": None, "llamacpp_max_abs_logit_diff": None,
+                           "greedy_llamacpp_text": None} for p in hf["prompts"]]}
     if hf["eos_id"] != lc["eos_id"]:
         sys.exit(f"eos ids differ: hf {hf['eos_id']} llama.cpp {lc['eos_id']}")
     disagreements = []
@@ -309,10 +354,10 @@ def merge(gguf, scratch, out_dir, sha):
     for case, ids_lc in zip(hf["tokenizer_cases"], lc["tokenizer_ids"]):
         tcases.append({"text": case["text"], "ids_hf": case["ids_hf"],
                        "ids_llamacpp": ids_lc})
-        if case["ids_hf"] != ids_lc:
+        if ids_lc is not None and case["ids_hf"] != ids_lc:
             disagreements.append({"where": "tokenizer_cases", "text": case["text"]})
     for case, ids_lc in zip(hf["chat_cases"], lc["chat_ids"]):
-        if case["ids"] != ids_lc:
+        if ids_lc is not None and case["ids"] != ids_lc:
             case["ids_llamacpp"] = ids_lc
             disagreements.append({"where": "chat_cases", "text": case["text"]})
     prompts, greedy_summary = [], []
@@ -322,20 +367,23 @@ def merge(gguf, scratch, out_dir, sha):
                                    "hidden_last_l2", "greedy_hf")}
         entry["greedy_llamacpp"] = q["greedy_llamacpp"]
         entry["llamacpp_max_abs_logit_diff"] = q["llamacpp_max_abs_logit_diff"]
-        if q["ids_llamacpp"] != p["ids"]:
+        if q["ids_llamacpp"] is not None and q["ids_llamacpp"] != p["ids"]:
             entry["ids_llamacpp"] = q["ids_llamacpp"]
             disagreements.append({"where": "prompts", "text": p["text"]})
         prompts.append(entry)
-        agree = common_prefix(p["greedy_hf"], q["greedy_llamacpp"])
+        lc_greedy = q["greedy_llamacpp"] or []
+        agree = common_prefix(p["greedy_hf"], lc_greedy)
         greedy_summary.append({
             "name": p["name"], "agreeing_prefix": agree,
-            "of": max(len(p["greedy_hf"]), len(q["greedy_llamacpp"])),
+            "of": max(len(p["greedy_hf"]), len(lc_greedy)),
             "hf_text": p["greedy_hf_text"], "llamacpp_text": q["greedy_llamacpp_text"],
         })
         shutil.copyfile(scratch / p["logits_file"], out_dir / p["logits_file"])
     ref = {
-        "generated_by": "scripts/model_fixtures/make_fixtures.py",
+        "generated_by": "scripts/model_fixtures/make_fixtures.py --model " + MODEL,
+        "model": MODEL,
         "gguf_sha256": sha,
+        "logits_stride": LOGITS_STRIDE,
         "versions": {
             "torch": hf["versions"]["torch"],
             "transformers": hf["versions"]["transformers"],
@@ -357,18 +405,27 @@ def merge(gguf, scratch, out_dir, sha):
     print(f"wrote {out_dir / 'reference.json'}", file=sys.stderr)
     print(f"tokenizer disagreements: {len(disagreements)}", file=sys.stderr)
     for g, p in zip(greedy_summary, prompts):
+        diff = p["llamacpp_max_abs_logit_diff"]
         print(f"{g['name']}: greedy agree {g['agreeing_prefix']}/{g['of']}, "
-              f"max|logit diff| {p['llamacpp_max_abs_logit_diff']:.4f}", file=sys.stderr)
+              f"max|logit diff| {diff}", file=sys.stderr)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gguf", type=Path, default=DEFAULT_GGUF)
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--model", choices=sorted(MODELS), default=MODEL)
+    ap.add_argument("--gguf", type=Path)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--skip-llamacpp", action="store_true")
     ap.add_argument("--stage", choices=["hf", "llamacpp"])
     ap.add_argument("--scratch", type=Path)
     args = ap.parse_args()
-    gguf = args.gguf.resolve()
+    if args.model != MODEL:
+        # Module constants depend on the model: re-run with it in the environment.
+        env = dict(os.environ, SELENE_FIXTURE_MODEL=args.model)
+        sys.exit(subprocess.run([sys.executable, __file__] + sys.argv[1:], env=env).returncode)
+    spec = MODELS[MODEL]
+    gguf = (args.gguf or STORE / spec["file"]).resolve()
+    args.out = args.out or spec["out"]
     if args.stage == "hf":
         stage_hf(gguf, args.scratch)
         return
@@ -384,7 +441,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="selene-fixtures-") as tmp:
         scratch = Path(tmp)
         run_stage("hf", "hf", gguf, scratch)
-        run_stage("llamacpp", "llamacpp", gguf, scratch)
+        if not args.skip_llamacpp:
+            run_stage("llamacpp", "llamacpp", gguf, scratch)
         merge(gguf, scratch, args.out, sha)
 
 

@@ -314,6 +314,36 @@ fn config_is_read_and_validated() {
 }
 
 #[test]
+fn qwen2_keys_are_read_and_other_architectures_refused_by_name() {
+    use crate::config::{Arch, Config};
+    let with = |arch: &str| {
+        let k = |s: &str| format!("{arch}.{s}");
+        Builder::new()
+            .string("general.architecture", arch)
+            .u32(&k("embedding_length"), 64)
+            .u32(&k("feed_forward_length"), 128)
+            .u32(&k("block_count"), 2)
+            .u32(&k("context_length"), 256)
+            .raw(
+                &k("attention.layer_norm_rms_epsilon"),
+                6,
+                &1e-6f32.to_le_bytes(),
+            )
+            .raw(&k("rope.freq_base"), 6, &1e6f32.to_le_bytes())
+            .u32(&k("attention.head_count"), 4)
+            .u32(&k("attention.head_count_kv"), 2)
+            .tensor("token_embd.weight", &[64, 10], 0, vec![0; 64 * 10 * 4])
+            .build()
+    };
+    let c = Config::from_gguf(&Gguf::parse(with("qwen2")).unwrap()).unwrap();
+    assert_eq!((c.arch, c.rope_theta, c.head_dim), (Arch::Qwen2, 1e6, 16));
+    assert!(c.arch.rope_neox() && !Arch::Llama.rope_neox());
+    let err = Config::from_gguf(&Gguf::parse(with("mamba")).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedArchitecture { ref name } if name == "mamba"));
+    assert!(err.to_string().contains("\"mamba\""), "{err}");
+}
+
+#[test]
 fn read_selected_reads_the_index_and_only_the_chosen_tensors() {
     let bytes = sample();
     let dir = tempfile::tempdir().unwrap();

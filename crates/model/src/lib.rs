@@ -44,7 +44,7 @@ pub mod store;
 pub mod tokenizer;
 pub mod weights;
 
-pub use chat::{apply_chat_template, Message, Role};
+pub use chat::{apply_chat_template, ChatTemplate, Message, Role};
 pub use config::{Arch, Config};
 pub use error::{Error, Result};
 pub use forward::{forward, forward_layers, forward_observed, head, Logits};

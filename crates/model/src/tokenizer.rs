@@ -17,6 +17,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
+use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, Value};
 
@@ -33,6 +34,7 @@ pub struct Tokenizer {
     bytes: Vec<Vec<u8>>,
     special: Vec<bool>,
     eos: Vec<u32>,
+    chat: ChatTemplate,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -193,7 +195,13 @@ impl Tokenizer {
             bytes,
             special,
             eos,
+            chat: ChatTemplate::from_gguf(g)?,
         })
+    }
+
+    /// The model's chat template (from the same GGUF).
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.chat
     }
 
     /// Token ids of `text` (special tokens in the text map to their ids; no BOS).

@@ -100,6 +100,8 @@ fn chat_template_matches_hugging_face() {
         let add = case["add_generation_prompt"].as_bool().unwrap();
         let text = apply_chat_template(&messages, add);
         assert_eq!(text, case["text"].as_str().unwrap());
+        // The template read from the GGUF renders the same.
+        assert_eq!(tokenizer().chat_template().render(&messages, add), text);
         assert_eq!(tokenizer().encode(&text).unwrap(), ids(&case["ids"]));
     }
 }

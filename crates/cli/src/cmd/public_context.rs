@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use selene_model::{apply_chat_template, Message, Role, Tokenizer, Weights};
+use selene_model::{ChatTemplate, Message, Role, Tokenizer, Weights};
 use selene_protocol::PrefixKv;
 
 use super::args::GenerationArgs;
@@ -43,12 +43,12 @@ pub fn stream(
 
 /// Splits the input: with `chat`, the file becomes the system message and the prompt the
 /// user turn; without it, the file's text comes right before the prompt.
-pub fn split(context: &str, prompt: &str, chat: bool) -> (String, String) {
-    if !chat {
+pub fn split(context: &str, prompt: &str, chat: Option<&ChatTemplate>) -> (String, String) {
+    let Some(template) = chat else {
         return (context.to_string(), prompt.to_string());
-    }
-    let public = apply_chat_template(&[Message::new(Role::System, context)], false);
-    let whole = apply_chat_template(
+    };
+    let public = template.render(&[Message::new(Role::System, context)], false);
+    let whole = template.render(
         &[
             Message::new(Role::System, context),
             Message::new(Role::User, prompt),
@@ -77,7 +77,7 @@ pub fn prepare(
 ) -> anyhow::Result<PublicContext> {
     let context = std::fs::read_to_string(path)
         .with_context(|| format!("could not read {}", path.display()))?;
-    let (public, private_text) = split(&context, prompt, chat);
+    let (public, private_text) = split(&context, prompt, chat.then(|| t.chat_template()));
     let pub_ids = t.encode(&public)?;
     anyhow::ensure!(
         !pub_ids.is_empty(),
@@ -127,12 +127,12 @@ mod tests {
 
     #[test]
     fn chat_split_puts_the_system_turn_first_and_nothing_is_lost() {
-        let (public, private) = split("Be brief.", "Hi", true);
+        let (public, private) = split("Be brief.", "Hi", Some(&ChatTemplate::default()));
         assert_eq!(public, "<|im_start|>system\nBe brief.<|im_end|>\n");
         assert_eq!(
             private,
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
-        assert_eq!(split("ctx\n", "p", false), ("ctx\n".into(), "p".into()));
+        assert_eq!(split("ctx\n", "p", None), ("ctx\n".into(), "p".into()));
     }
 }

@@ -6,8 +6,7 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use selene_model::{
-    apply_chat_template, generate, Linear, Message, Role, Sampler, SamplingParams, StreamDecoder,
-    Tokenizer, Weights,
+    generate, Linear, Message, Role, Sampler, SamplingParams, StreamDecoder, Tokenizer, Weights,
 };
 
 use super::args::GenerationArgs;
@@ -64,7 +63,8 @@ pub fn stream_with(
     token_loop: &mut TokenLoop<'_>,
 ) -> anyhow::Result<GenerationRun> {
     let text = if args.chat {
-        apply_chat_template(&[Message::new(Role::User, args.prompt.as_str())], true)
+        t.chat_template()
+            .render(&[Message::new(Role::User, args.prompt.as_str())], true)
     } else {
         args.prompt.clone()
     };

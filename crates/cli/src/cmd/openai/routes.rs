@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use selene_model::{apply_chat_template, SamplingParams};
+use selene_model::SamplingParams;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -298,7 +298,8 @@ async fn read_body(body: Body, headers: &HeaderMap, s: &Settings) -> Result<Vec<
 /// Templates and tokenizes the conversation and sizes the completion to the context.
 fn job(st: &AppState, c: &Checked) -> Result<Job, ApiError> {
     let info = st.backend.info();
-    let text = apply_chat_template(&c.messages, true);
+    let template = st.backend.tokenizer().chat_template();
+    let text = template.render(&c.messages, true);
     let prompt = st.backend.tokenizer().encode(&text).map_err(|e| {
         ApiError::internal(format!(
             "could not tokenize the messages: {}",
@@ -320,7 +321,7 @@ fn job(st: &AppState, c: &Checked) -> Result<Job, ApiError> {
     // tokens are exactly the prompt's first ones; otherwise everything stays private.
     let public_positions = match c.messages.first() {
         Some(system) if c.public_context => {
-            let public = apply_chat_template(std::slice::from_ref(system), false);
+            let public = template.render(std::slice::from_ref(system), false);
             let ids = st.backend.tokenizer().encode(&public).map_err(|e| {
                 ApiError::internal(format!(
                     "could not tokenize the public context: {}",
