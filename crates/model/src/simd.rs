@@ -24,7 +24,7 @@ fn has_avx2() -> bool {
 pub fn dequantize_row(format: Format, bytes: &[u8], out: &mut [f32]) {
     debug_assert_eq!(bytes.len(), format.row_bytes(out.len()));
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && matches!(format, Format::Q4_1 | Format::Q8_0) {
+    if has_avx2() && matches!(format, Format::Q4_1 | Format::Q8_0 | Format::Q5_0) {
         // SAFETY: the CPU supports avx2, fma and f16c (checked above); the lengths
         // match (debug-asserted above, guaranteed by every caller via `row_bytes`), and
         // the kernels index only inside `bytes` and `out` by whole blocks.
@@ -89,7 +89,7 @@ pub fn dot_row(format: Format, row: &[u8], x: &[f32], xsum: &[f32], scratch: &mu
         }
     }
     let _ = xsum;
-    quant::dequantize_row(format, row, scratch);
+    dequantize_row(format, row, scratch);
     dot(scratch, x)
 }
 
@@ -179,8 +179,57 @@ mod avx2 {
         ]
     }
 
+    /// Dequantizes Q5_0 blocks: the nibbles as in Q4_1 (offset 6), each widened by its
+    /// fifth bit from `qh`, then `(q - 16) * d`, the same f32 operations as the scalar
+    /// code.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dequantize_q5_0(bytes: &[u8], out: &mut [f32]) {
+        // Byte j of a spread vector holds qh's byte j / 8; bit j % 8 of it is weight j's.
+        let spread_lo = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        let spread_hi = _mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        let bit = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+        let (mask, sixteen) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(0x10));
+        let offset = _mm256_set1_ps(16.0);
+        for (o, b) in out
+            .chunks_exact_mut(BLOCK)
+            .zip(bytes.chunks_exact(crate::quant::Q5_0_BYTES))
+        {
+            let p = b.as_ptr();
+            // SAFETY: `b` is one whole 22-byte block (d, qh at 2, nibbles at 6..22) and
+            // `o` 32 floats (chunks_exact).
+            unsafe {
+                let d = _mm256_set1_ps(half(p));
+                let qh = _mm_set1_epi32(p.add(2).cast::<i32>().read_unaligned());
+                let high = |spread| {
+                    let s = _mm_and_si128(_mm_shuffle_epi8(qh, spread), bit);
+                    _mm_and_si128(_mm_cmpeq_epi8(s, bit), sixteen)
+                };
+                let q = _mm_loadu_si128(p.add(6).cast());
+                let lo = _mm_or_si128(_mm_and_si128(q, mask), high(spread_lo));
+                let hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), mask), high(spread_hi));
+                let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+                let v = [
+                    cvt(lo),
+                    cvt(_mm_srli_si128(lo, 8)),
+                    cvt(hi),
+                    cvt(_mm_srli_si128(hi, 8)),
+                ];
+                for (i, vi) in v.iter().enumerate() {
+                    // q - 16 is exact in f32, as the scalar integer subtraction is.
+                    let w = _mm256_mul_ps(_mm256_sub_ps(*vi, offset), d);
+                    _mm256_storeu_ps(o.as_mut_ptr().add(8 * i), w);
+                }
+            }
+        }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dequantize_row(format: Format, bytes: &[u8], out: &mut [f32]) {
+        if format == Format::Q5_0 {
+            // SAFETY: the caller's guarantees (whole blocks) carry over.
+            unsafe { dequantize_q5_0(bytes, out) };
+            return;
+        }
         let (block_bytes, q4) = match format {
             Format::Q4_1 => (Q4_1_BYTES, true),
             _ => (Q8_0_BYTES, false),
@@ -407,7 +456,13 @@ mod tests {
     #[test]
     fn simd_dequantization_is_bit_identical_to_scalar() {
         let mut seed = 7;
-        for format in [Format::Q4_1, Format::Q8_0] {
+        for format in [
+            Format::Q4_1,
+            Format::Q8_0,
+            Format::Q5_0,
+            Format::Q4K,
+            Format::Q6K,
+        ] {
             let row = random_row(format, 256, &mut seed);
             let (mut a, mut b) = (vec![0.0; 256], vec![0.0; 256]);
             dequantize_row(format, &row, &mut a);
