@@ -93,9 +93,10 @@ pub struct PolicyArgs {
     #[arg(long, value_parser = preset_parser())]
     preset: Option<LinalgPreset>,
     /// Layers run under encryption before the hidden state would be released to the
-    /// server (selective mode). 30, all layers, is strict mode: nothing is released.
-    #[arg(long, value_name = "K", default_value_t = 30)]
-    encrypted_layers: usize,
+    /// server (selective mode). The default, every layer of the model (30 for
+    /// SmolLM2, 24 for the Qwen 0.5B), is strict mode: nothing is released.
+    #[arg(long, value_name = "K")]
+    encrypted_layers: Option<usize>,
     /// A policy file (TOML, see the protocol crate's policy docs) instead of
     /// `--encrypted-layers` and `--preset`.
     #[arg(long, value_name = "FILE")]
@@ -124,7 +125,7 @@ impl PolicyArgs {
             }
             return Ok(p);
         }
-        let k = self.encrypted_layers;
+        let k = self.encrypted_layers.unwrap_or(layers);
         anyhow::ensure!(
             k <= layers,
             "--encrypted-layers {k} is out of range: the model has {layers} layers (use \

@@ -47,9 +47,9 @@ pub struct OpenaiArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Encrypted layers for requests that do not choose (`"selene": {"encrypted_layers":
-    /// K}`); 30, all layers, is strict mode.
-    #[arg(long, value_name = "K", default_value_t = 30)]
-    encrypted_layers: usize,
+    /// K}`); the default, every layer of the model, is strict mode.
+    #[arg(long, value_name = "K")]
+    encrypted_layers: Option<usize>,
     /// CKKS parameter set of strict requests' products (all 128-bit secure); selective
     /// requests always use coeff12wide, the preset with room for decryption flooding.
     #[arg(long, value_parser = preset_parser(), default_value = "coeff12")]
@@ -147,7 +147,7 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
     };
     let w = Arc::new(w);
     let layers = w.config().n_layers;
-    let k = args.encrypted_layers;
+    let k = args.encrypted_layers.unwrap_or(layers);
     anyhow::ensure!(
         k <= layers,
         "--encrypted-layers {k} is out of range: the model has {layers} layers (use {layers} \
