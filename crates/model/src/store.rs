@@ -291,8 +291,10 @@ impl Default for ModelSource {
 }
 
 impl ModelSource {
-    /// Reads `--model NAME|PATH`: a known name selects that model; anything else is a
-    /// path, which must exist (so a misspelt name is an error listing the names).
+    /// Reads `--model NAME|PATH`: a known name selects that model; anything that
+    /// exists, contains a path separator or ends in `.gguf` is a path (a missing file is
+    /// then an I/O error naming it); any other string is a misspelt name, an error
+    /// listing the names.
     ///
     /// # Errors
     /// [`Error::UnknownModel`] for a string that is neither.
@@ -301,7 +303,10 @@ impl ModelSource {
             return Ok(ModelSource::Known(m));
         }
         let path = PathBuf::from(spec);
-        if path.exists() {
+        let looks_like_path = spec.contains(std::path::MAIN_SEPARATOR)
+            || spec.contains('/')
+            || spec.to_ascii_lowercase().ends_with(".gguf");
+        if looks_like_path || path.exists() {
             return Ok(ModelSource::File(path));
         }
         Err(Error::UnknownModel {
@@ -816,6 +821,8 @@ mod tests {
         let s = ModelSource::parse(p.to_str().unwrap()).unwrap();
         assert_eq!(s, ModelSource::File(p));
         assert_eq!(s.id(), "my-model");
+        let missing = ModelSource::parse("/nonexistent/x.gguf").unwrap();
+        assert_eq!(missing, ModelSource::File("/nonexistent/x.gguf".into()));
         let err = ModelSource::parse("qwen-nonexistent").unwrap_err();
         assert!(err.to_string().contains("qwen2.5-coder-0.5b"), "{err}");
         assert!(ModelSource::stored_in(dir.path()).is_empty());

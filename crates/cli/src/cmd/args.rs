@@ -53,7 +53,7 @@ pub struct GenerationArgs {
 
 /// Loads the weights and the tokenizer of `--model NAME|PATH` (default: SmolLM2).
 pub fn load(model: Option<&str>) -> anyhow::Result<(Weights, Tokenizer)> {
-    let source = ModelSource::from_arg(model)?;
+    let source = ModelSource::from_arg(model).context("could not load the model")?;
     let w = store::load_source(&source).context("could not load the model")?;
     let t = Tokenizer::from_gguf(w.gguf()).context("could not build the tokenizer")?;
     Ok((w, t))
@@ -62,7 +62,7 @@ pub fn load(model: Option<&str>) -> anyhow::Result<(Weights, Tokenizer)> {
 /// Loads the client bundle (no layer matrix is read from the file) and the tokenizer:
 /// all a client of a remote server computes with.
 pub fn load_client(model: Option<&str>) -> anyhow::Result<(Weights, Tokenizer)> {
-    let source = ModelSource::from_arg(model)?;
+    let source = ModelSource::from_arg(model).context("could not load the model")?;
     let w =
         store::load_client_source(&source).context("could not load the model's client bundle")?;
     let t = Tokenizer::from_gguf(w.gguf()).context("could not build the tokenizer")?;
