@@ -8,21 +8,30 @@ use std::sync::Arc;
 
 use selene_ckks::Parameters;
 use selene_linalg::Client;
-use selene_model::Weights;
+use selene_model::{store, Weights};
 use selene_protocol::{Policy, PrivateGenerator, ReleaseGuard, Terms, Transport};
 
 /// What a policy leaks, as the line `run`, `client` and `openai` print on stderr:
 /// strict mode's ciphertext-only view, or the audit's measured inversion rate for
-/// selective mode; `None` when the audit has no row at or below K.
+/// selective mode; `None` when the audit has no row at or below K. The shipped audit
+/// measured SmolLM2 only: for another model (`audited` false) selective mode gets a
+/// line saying that no audit exists for it.
 ///
 /// # Errors
 /// The shipped audit table does not parse.
-pub fn policy_notice(terms: Terms, layers: usize) -> anyhow::Result<Option<String>> {
+pub fn policy_notice(terms: Terms, layers: usize, audited: bool) -> anyhow::Result<Option<String>> {
     let k = terms.k;
     if k >= layers {
         return Ok(Some(format!(
             "[strict mode: all {layers} layers encrypted; the server sees ciphertexts, their \
              sizes and timing (so the token count), never a token, activation or logit]"
+        )));
+    }
+    if !audited {
+        return Ok(Some(format!(
+            "[selective mode, K = {k}: the server receives the hidden states after the first \
+             {k} layers; the leakage audit (docs/audit.md) measured SmolLM2 only, not this \
+             model. Treat it as not private.]"
         )));
     }
     let Some(row) = selene_audit::measured::measured_leak(k, terms.sigma)? else {
@@ -40,6 +49,13 @@ pub fn policy_notice(terms: Terms, layers: usize) -> anyhow::Result<Option<Strin
         row.k,
         row.flood_sigma
     )))
+}
+
+/// True when `w` is the model the shipped leakage audit measured (SmolLM2 from the
+/// store, by its client-bundle fingerprint).
+pub fn is_audited_model(w: &Weights) -> bool {
+    let hex: String = w.fingerprint().iter().map(|b| format!("{b:02x}")).collect();
+    hex == store::MODEL_FINGERPRINT
 }
 
 /// Opens a private session under `policy` over `transport` with the keystore's session

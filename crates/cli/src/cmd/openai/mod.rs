@@ -159,7 +159,7 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
         cap: 0,
         pad_to: 1,
     };
-    if let Some(notice) = policy_notice(terms, layers)? {
+    if let Some(notice) = policy_notice(terms, layers, super::generation::is_audited_model(&w))? {
         eprintln!("{notice} (default; a request may choose)");
     }
     let (connector, computed_by) = match &args.server {
