@@ -197,7 +197,7 @@ pub fn dequantize_row(format: Format, bytes: &[u8], out: &mut [f32]) {
 /// sub-blocks 0..4 keep theirs in the low 6 bits of bytes `j` (scale) and `j + 4`
 /// (min); sub-blocks 4..8 take 4 low bits from a nibble of byte `j + 4` and their 2
 /// high bits from the top bits of bytes `j - 4` (scale) and `j` (min).
-fn q4_k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+pub(crate) fn q4_k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {

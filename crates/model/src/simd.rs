@@ -24,7 +24,7 @@ fn has_avx2() -> bool {
 pub fn dequantize_row(format: Format, bytes: &[u8], out: &mut [f32]) {
     debug_assert_eq!(bytes.len(), format.row_bytes(out.len()));
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && matches!(format, Format::Q4_1 | Format::Q8_0 | Format::Q5_0) {
+    if has_avx2() && format != Format::F32 && format != Format::F16 {
         // SAFETY: the CPU supports avx2, fma and f16c (checked above); the lengths
         // match (debug-asserted above, guaranteed by every caller via `row_bytes`), and
         // the kernels index only inside `bytes` and `out` by whole blocks.
@@ -223,12 +223,112 @@ mod avx2 {
         }
     }
 
+    /// Eight bytes at `p` widened to eight i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn widen8(p: *const u8) -> __m256i {
+        // SAFETY: the caller points at eight readable bytes.
+        unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast())) }
+    }
+
+    /// Dequantizes Q4_K super-blocks with the scalar code's operations: per sub-block
+    /// `d1 = d * scale`, `m1 = dmin * min` in f32, then `d1 * q - m1` (multiply, then
+    /// subtract; no fused multiply-add, so the results are bit-identical).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dequantize_q4_k(bytes: &[u8], out: &mut [f32]) {
+        let mask = _mm256_set1_epi32(0x0f);
+        for (o, b) in out
+            .chunks_exact_mut(quant::SUPER_BLOCK)
+            .zip(bytes.chunks_exact(quant::Q4_K_BYTES))
+        {
+            let (d, dmin) = (quant::f16_to_f32(u16::from_le_bytes([b[0], b[1]])), {
+                quant::f16_to_f32(u16::from_le_bytes([b[2], b[3]]))
+            });
+            let scales = &b[4..16];
+            for k in 0..4 {
+                let (sc1, m1) = quant::q4_k_scale_min(2 * k, scales);
+                let (sc2, m2) = quant::q4_k_scale_min(2 * k + 1, scales);
+                let d1 = _mm256_set1_ps(d * f32::from(sc1));
+                let min1 = _mm256_set1_ps(dmin * f32::from(m1));
+                let d2 = _mm256_set1_ps(d * f32::from(sc2));
+                let min2 = _mm256_set1_ps(dmin * f32::from(m2));
+                for c in 0..4 {
+                    // SAFETY: bytes 16 + 32k + 8c .. + 8 lie inside the 144-byte block;
+                    // outputs 64k + 8c (+ 32) .. + 8 inside the 256 of `o`.
+                    unsafe {
+                        let q = widen8(b.as_ptr().add(16 + 32 * k + 8 * c));
+                        let lo = _mm256_cvtepi32_ps(_mm256_and_si256(q, mask));
+                        let hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4));
+                        let base = o.as_mut_ptr().add(64 * k + 8 * c);
+                        _mm256_storeu_ps(base, _mm256_sub_ps(_mm256_mul_ps(d1, lo), min1));
+                        _mm256_storeu_ps(base.add(32), _mm256_sub_ps(_mm256_mul_ps(d2, hi), min2));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dequantizes Q6_K super-blocks with the scalar code's operations: `d * scale` in
+    /// f32, then times `q - 32`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dequantize_q6_k(bytes: &[u8], out: &mut [f32]) {
+        let (mask4, mask2) = (_mm256_set1_epi32(0x0f), _mm256_set1_epi32(3));
+        let thirty_two = _mm256_set1_epi32(32);
+        for (o, b) in out
+            .chunks_exact_mut(quant::SUPER_BLOCK)
+            .zip(bytes.chunks_exact(quant::Q6_K_BYTES))
+        {
+            let d = quant::f16_to_f32(u16::from_le_bytes([b[208], b[209]]));
+            let scales = &b[192..208];
+            for half in 0..2 {
+                for c in 0..4 {
+                    let l = 8 * c;
+                    // SAFETY: ql bytes 64 half + l (+ 32) .. + 8 lie in 0..128, qh bytes
+                    // 128 + 32 half + l .. + 8 in 128..192; outputs 128 half + l + 32 g
+                    // .. + 8 inside the 256 of `o`.
+                    unsafe {
+                        let p = b.as_ptr();
+                        let qa = widen8(p.add(64 * half + l));
+                        let qb = widen8(p.add(64 * half + l + 32));
+                        let h = widen8(p.add(128 + 32 * half + l));
+                        let high = |shift| {
+                            _mm256_slli_epi32(
+                                _mm256_and_si256(
+                                    _mm256_srlv_epi32(h, _mm256_set1_epi32(shift)),
+                                    mask2,
+                                ),
+                                4,
+                            )
+                        };
+                        let q = [
+                            _mm256_or_si256(_mm256_and_si256(qa, mask4), high(0)),
+                            _mm256_or_si256(_mm256_and_si256(qb, mask4), high(2)),
+                            _mm256_or_si256(_mm256_srli_epi32(qa, 4), high(4)),
+                            _mm256_or_si256(_mm256_srli_epi32(qb, 4), high(6)),
+                        ];
+                        for (g, qg) in q.iter().enumerate() {
+                            let scale = f32::from(scales[8 * half + 2 * g + l / 16] as i8);
+                            let ds = _mm256_set1_ps(d * scale);
+                            let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(*qg, thirty_two));
+                            _mm256_storeu_ps(
+                                o.as_mut_ptr().add(128 * half + l + 32 * g),
+                                _mm256_mul_ps(ds, v),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dequantize_row(format: Format, bytes: &[u8], out: &mut [f32]) {
-        if format == Format::Q5_0 {
-            // SAFETY: the caller's guarantees (whole blocks) carry over.
-            unsafe { dequantize_q5_0(bytes, out) };
-            return;
+        // SAFETY (all three): the caller's guarantees (whole blocks) carry over.
+        match format {
+            Format::Q5_0 => return unsafe { dequantize_q5_0(bytes, out) },
+            Format::Q4K => return unsafe { dequantize_q4_k(bytes, out) },
+            Format::Q6K => return unsafe { dequantize_q6_k(bytes, out) },
+            _ => {}
         }
         let (block_bytes, q4) = match format {
             Format::Q4_1 => (Q4_1_BYTES, true),
