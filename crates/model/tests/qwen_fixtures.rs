@@ -179,7 +179,7 @@ const LOGIT_TOLERANCE: f32 = 1e-3;
 fn qwen_logits_and_greedy_ids_match_transformers_f32() {
     let Some(w) = weights() else { return };
     let c = w.config();
-    for p in array("prompts") {
+    for (i, p) in array("prompts").iter().enumerate() {
         let name = p["name"].as_str().unwrap();
         let prompt = ids(&p["ids"]);
         assert_eq!(
@@ -224,7 +224,12 @@ fn qwen_logits_and_greedy_ids_match_transformers_f32() {
                 "{name}: layer {l} residual L2 {ours} vs {theirs}"
             );
         }
-        let hf = ids(&p["greedy_hf"]);
+        // Greedy: all 24 reference tokens for the first two prompts, the first 8 for the
+        // others (decoding is the slow part of this file on a 2-core CI runner).
+        let mut hf = ids(&p["greedy_hf"]);
+        if i >= 2 {
+            hf.truncate(8);
+        }
         let mut s = Sampler::new(SamplingParams::default()).unwrap();
         let eos = [reference()["eos_id"].as_u64().unwrap() as u32];
         let ours = generate(w, &prompt, hf.len(), &eos, &mut s, &mut lin, &mut |_| {
