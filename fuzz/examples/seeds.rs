@@ -178,6 +178,27 @@ fn gguf() -> Vec<u8> {
     b
 }
 
+/// One block per format (selector byte first, as the `quant_blocks` target reads it):
+/// scales 0.5 (f16 0x3800) and a ramp of quants.
+fn quant_blocks() -> Vec<(&'static str, Vec<u8>)> {
+    let ramp = |n: usize| (0..n).map(|i| (i * 37 % 256) as u8).collect::<Vec<u8>>();
+    let with = |sel: u8, parts: &[&[u8]]| {
+        let mut v = vec![sel];
+        for p in parts {
+            v.extend_from_slice(p);
+        }
+        v
+    };
+    let half = [0x00u8, 0x38];
+    vec![
+        ("q8_0", with(0, &[&half, &ramp(32)])),
+        ("q4_1", with(1, &[&half, &half, &ramp(16)])),
+        ("q5_0", with(2, &[&half, &ramp(4), &ramp(16)])),
+        ("q4_k", with(3, &[&half, &half, &ramp(12), &ramp(128)])),
+        ("q6_k", with(4, &[&ramp(128), &ramp(64), &ramp(16), &half])),
+    ]
+}
+
 /// Every frame kind; the opaque payloads are real encodings where the seeds have one.
 /// The `galois_key_set` seeds: the full expected set, and one key short.
 fn galois_key_set(dir: &Path, selector: u8, params: &Arc<Parameters>) -> Res<()> {
@@ -434,6 +455,9 @@ fn main() -> Res<()> {
         Policy::selective(30, 4).to_toml()?.as_bytes(),
     )?;
     write(dir, "gguf", "tiny", &gguf())?;
+    for (name, bytes) in quant_blocks() {
+        write(dir, "quant_blocks", name, &bytes)?;
+    }
     for (selector, params) in sets.iter().enumerate() {
         galois_key_set(dir, selector as u8, params)?;
     }
