@@ -297,8 +297,14 @@ def stage_llamacpp(gguf, scratch):
         llm.reset()
         llm.eval(ids)
         last = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-        ref = np.fromfile(scratch / (p["logits_file"] + ".full"), dtype="<f4")
-        diff = float(np.max(np.abs(last - ref)))
+        full = scratch / (p["logits_file"] + ".full")
+        if full.exists():
+            ref = np.fromfile(full, dtype="<f4")
+            diff = float(np.max(np.abs(last - ref)))
+        else:
+            # --llamacpp-only: only the committed strided logits exist.
+            ref = np.fromfile(scratch / p["logits_file"], dtype="<f4")
+            diff = float(np.max(np.abs(last[::LOGITS_STRIDE] - ref)))
         new = []
         for _ in range(GREEDY_TOKENS):
             nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
@@ -410,12 +416,35 @@ def merge(gguf, scratch, out_dir, sha):
               f"max|logit diff| {diff}", file=sys.stderr)
 
 
+def reuse_hf(out_dir, scratch):
+    """Rebuilds the hf stage's output from committed fixtures (for --llamacpp-only)."""
+    ref = json.loads((out_dir / "reference.json").read_text(encoding="utf-8"))
+    texts = {g["name"]: g["hf_text"] for g in ref["greedy_agreement"]}
+    hf = {
+        "versions": {k: ref["versions"][k] for k in ("torch", "transformers", "gguf", "numpy")},
+        "eos_id": ref["eos_id"],
+        "tokenizer_cases": [{"text": c["text"], "ids_hf": c["ids_hf"]}
+                            for c in ref["tokenizer_cases"]],
+        "chat_cases": [{k: c[k] for k in ("messages", "add_generation_prompt", "text", "ids")}
+                       for c in ref["chat_cases"]],
+        "prompts": [dict({k: p[k] for k in ("name", "text", "ids", "logits_file", "top_logits",
+                                            "hidden_last_l2", "greedy_hf")},
+                         greedy_hf_text=texts[p["name"]]) for p in ref["prompts"]],
+    }
+    for p in ref["prompts"]:
+        shutil.copyfile(out_dir / p["logits_file"], scratch / p["logits_file"])
+    (scratch / "hf.json").write_text(json.dumps(hf, ensure_ascii=False))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=sorted(MODELS), default=MODEL)
     ap.add_argument("--gguf", type=Path)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--skip-llamacpp", action="store_true")
+    ap.add_argument("--llamacpp-only", action="store_true",
+                    help="add the llama.cpp stage to existing fixtures in --out "
+                         "(the hf stage is not re-run; logit diffs on the stored stride)")
     ap.add_argument("--stage", choices=["hf", "llamacpp"])
     ap.add_argument("--scratch", type=Path)
     args = ap.parse_args()
@@ -440,7 +469,10 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="selene-fixtures-") as tmp:
         scratch = Path(tmp)
-        run_stage("hf", "hf", gguf, scratch)
+        if args.llamacpp_only:
+            reuse_hf(args.out, scratch)
+        else:
+            run_stage("hf", "hf", gguf, scratch)
         if not args.skip_llamacpp:
             run_stage("llamacpp", "llamacpp", gguf, scratch)
         merge(gguf, scratch, args.out, sha)
