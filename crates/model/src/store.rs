@@ -131,7 +131,7 @@ pub const QWEN_CODER_15B: KnownModel = KnownModel {
     file: "Qwen2.5-Coder-1.5B-Instruct.gguf",
     size: 1_117_320_768,
     sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-    fingerprint: None,
+    fingerprint: Some("2d4af902e08a7081f8ab1920221fdc95e53c31d1dbbad4e01273f06b1fb36822"),
     download_mb: 1090,
     parts: &QWEN_15B_PARTS,
 };

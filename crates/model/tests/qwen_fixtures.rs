@@ -276,3 +276,44 @@ fn qwen_client_bundle_has_the_pinned_fingerprint() {
     let stored = store::load_client_source(&ModelSource::Known(&QWEN_CODER_05B)).unwrap();
     assert_eq!(stored.fingerprint(), w.fingerprint());
 }
+
+/// Opt-in (`SELENE_TEST_QWEN15=1`; fetches 1.1 GB on first use): the 1.5B loads as
+/// qwen2 with head size 128, its client bundle matches the pinned fingerprint, and it
+/// continues a function signature with code.
+#[test]
+fn qwen_1_5b_opt_in() {
+    use selene_model::store::QWEN_CODER_15B;
+    if std::env::var_os("SELENE_TEST_QWEN15").is_none() {
+        eprintln!(
+            "skipped: set SELENE_TEST_QWEN15=1 to test {}",
+            QWEN_CODER_15B.name
+        );
+        return;
+    }
+    let w = store::load_source(&ModelSource::Known(&QWEN_CODER_15B)).unwrap();
+    let c = w.config();
+    assert_eq!(c.arch, Arch::Qwen2);
+    assert_eq!(
+        (
+            c.n_layers,
+            c.d_model,
+            c.d_ff,
+            c.n_heads,
+            c.n_kv_heads,
+            c.head_dim
+        ),
+        (28, 1536, 8960, 12, 2, 128)
+    );
+    let hex: String = w.fingerprint().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(Some(hex.as_str()), QWEN_CODER_15B.fingerprint);
+    let t = Tokenizer::from_gguf(w.gguf()).unwrap();
+    let prompt = t.encode("def fibonacci(n):").unwrap();
+    let mut s = Sampler::new(SamplingParams::default()).unwrap();
+    let mut lin = QuantLinear::new(&w);
+    let out = generate(&w, &prompt, 8, t.eos_ids(), &mut s, &mut lin, &mut |_| {
+        Ok(std::ops::ControlFlow::Continue(()))
+    })
+    .unwrap();
+    let text = t.decode(&out).unwrap();
+    assert!(text.contains("if n"), "{text:?}");
+}
