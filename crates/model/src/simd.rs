@@ -84,8 +84,10 @@ pub fn dot_row(format: Format, row: &[u8], x: &[f32], xsum: &[f32], scratch: &mu
             Format::Q4_1 => return unsafe { avx2::dot_q4_1(row, x, xsum) },
             // SAFETY: as above, `row` holds x.len()/32 whole Q8_0 blocks.
             Format::Q8_0 => return unsafe { avx2::dot_q8_0(row, x) },
+            // SAFETY: as above, `row` holds x.len()/32 whole Q5_0 blocks.
+            Format::Q5_0 => return unsafe { avx2::dot_q5_0(row, x) },
             // No direct kernel: dequantize into scratch, then dot.
-            Format::F32 | Format::F16 | Format::Q5_0 | Format::Q4K | Format::Q6K => {}
+            Format::F32 | Format::F16 | Format::Q4K | Format::Q6K => {}
         }
     }
     let _ = xsum;
@@ -179,48 +181,80 @@ mod avx2 {
         ]
     }
 
-    /// Dequantizes Q5_0 blocks: the nibbles as in Q4_1 (offset 6), each widened by its
-    /// fifth bit from `qh`, then `(q - 16) * d`, the same f32 operations as the scalar
-    /// code.
+    /// The 32 Q5_0 values `q - 16` of the block at `b` as four f32 vectors (weights
+    /// 0..8, 8..16, 16..24, 24..32), not yet scaled: the nibbles as in Q4_1 (offset 6),
+    /// each widened by its fifth bit from `qh`.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dequantize_q5_0(bytes: &[u8], out: &mut [f32]) {
+    unsafe fn q5_values(p: *const u8) -> [__m256; 4] {
         // Byte j of a spread vector holds qh's byte j / 8; bit j % 8 of it is weight j's.
         let spread_lo = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
         let spread_hi = _mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         let bit = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
         let (mask, sixteen) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(0x10));
         let offset = _mm256_set1_ps(16.0);
+        // SAFETY: the caller points at a whole 22-byte block (qh at 2, nibbles at 6..22).
+        let (qh, q) = unsafe {
+            (
+                _mm_set1_epi32(p.add(2).cast::<i32>().read_unaligned()),
+                _mm_loadu_si128(p.add(6).cast()),
+            )
+        };
+        let high = |spread| {
+            let s = _mm_and_si128(_mm_shuffle_epi8(qh, spread), bit);
+            _mm_and_si128(_mm_cmpeq_epi8(s, bit), sixteen)
+        };
+        let lo = _mm_or_si128(_mm_and_si128(q, mask), high(spread_lo));
+        let hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), mask), high(spread_hi));
+        // q - 16 is exact in f32, as the scalar integer subtraction is.
+        let cvt = |v: __m128i| _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), offset);
+        [
+            cvt(lo),
+            cvt(_mm_srli_si128(lo, 8)),
+            cvt(hi),
+            cvt(_mm_srli_si128(hi, 8)),
+        ]
+    }
+
+    /// Dequantizes Q5_0 blocks: `(q - 16) * d`, the scalar code's f32 operations.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dequantize_q5_0(bytes: &[u8], out: &mut [f32]) {
         for (o, b) in out
             .chunks_exact_mut(BLOCK)
             .zip(bytes.chunks_exact(crate::quant::Q5_0_BYTES))
         {
             let p = b.as_ptr();
-            // SAFETY: `b` is one whole 22-byte block (d, qh at 2, nibbles at 6..22) and
-            // `o` 32 floats (chunks_exact).
+            // SAFETY: `b` is one whole 22-byte block and `o` 32 floats (chunks_exact).
             unsafe {
                 let d = _mm256_set1_ps(half(p));
-                let qh = _mm_set1_epi32(p.add(2).cast::<i32>().read_unaligned());
-                let high = |spread| {
-                    let s = _mm_and_si128(_mm_shuffle_epi8(qh, spread), bit);
-                    _mm_and_si128(_mm_cmpeq_epi8(s, bit), sixteen)
-                };
-                let q = _mm_loadu_si128(p.add(6).cast());
-                let lo = _mm_or_si128(_mm_and_si128(q, mask), high(spread_lo));
-                let hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), mask), high(spread_hi));
-                let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
-                let v = [
-                    cvt(lo),
-                    cvt(_mm_srli_si128(lo, 8)),
-                    cvt(hi),
-                    cvt(_mm_srli_si128(hi, 8)),
-                ];
-                for (i, vi) in v.iter().enumerate() {
-                    // q - 16 is exact in f32, as the scalar integer subtraction is.
-                    let w = _mm256_mul_ps(_mm256_sub_ps(*vi, offset), d);
-                    _mm256_storeu_ps(o.as_mut_ptr().add(8 * i), w);
+                for (i, vi) in q5_values(p).iter().enumerate() {
+                    _mm256_storeu_ps(o.as_mut_ptr().add(8 * i), _mm256_mul_ps(*vi, d));
                 }
             }
         }
+    }
+
+    /// Dot product of a Q5_0 row with `x`, reading the blocks directly.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q5_0(row: &[u8], x: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (b, xb) in row
+            .chunks_exact(crate::quant::Q5_0_BYTES)
+            .zip(x.chunks_exact(BLOCK))
+        {
+            let (p, px) = (b.as_ptr(), xb.as_ptr());
+            // SAFETY: `b` is a whole block and `xb` 32 floats (chunks_exact).
+            unsafe {
+                let v = q5_values(p);
+                let mut blk = _mm256_mul_ps(v[0], _mm256_loadu_ps(px));
+                blk = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(px.add(8)), blk);
+                blk = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(px.add(16)), blk);
+                blk = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(px.add(24)), blk);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(half(p)), blk, acc);
+            }
+        }
+        // SAFETY: avx2 enabled in this function.
+        unsafe { hsum(acc) }
     }
 
     /// Eight bytes at `p` widened to eight i32 lanes.
@@ -629,7 +663,7 @@ mod tests {
             .collect();
         let mut xs = vec![0.0; cols / BLOCK];
         block_sums(&x, &mut xs);
-        for format in [Format::Q4_1, Format::Q8_0] {
+        for format in [Format::Q4_1, Format::Q8_0, Format::Q5_0] {
             let row = random_row(format, cols, &mut seed);
             let mut w = vec![0.0; cols];
             quant::dequantize_row(format, &row, &mut w);
@@ -640,6 +674,7 @@ mod tests {
                 got.push(unsafe {
                     match format {
                         Format::Q4_1 => avx2::dot_q4_1(&row, &x, &xs),
+                        Format::Q5_0 => avx2::dot_q5_0(&row, &x),
                         _ => avx2::dot_q8_0(&row, &x),
                     }
                 });
