@@ -45,6 +45,11 @@ pub struct GenerationArgs {
     /// Seed of the sampler (same seed, same text).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also write the run's figures as JSON to FILE: the generated ids, the prefill and
+    /// per-token times, and round trips, bytes and CPU seconds at the start, the first
+    /// token and the end (what `selene bench net` reads).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArg,
 }

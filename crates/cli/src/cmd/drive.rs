@@ -13,6 +13,7 @@ use selene_protocol::{model_fingerprint, Policy, Terms, Transport};
 use super::args::GenerationArgs;
 use super::generation::{open, policy_notice};
 use super::public_context;
+use super::report::{Counted, RunReport};
 
 /// The generation driver shared by `run` (embedded transport) and `client` (TLS): opens
 /// a session under `policy` over `transport`, has the server run `public_context` in
@@ -35,6 +36,8 @@ pub fn drive<T: Transport>(
     if let Some(notice) = policy_notice(terms, layers)? {
         eprintln!("{notice}");
     }
+    let (transport, counters) = Counted::new(transport);
+    let start = counters.snapshot();
     let mut session = open(w, &model_fingerprint(w), params, policy, transport)?;
     let prefix = public_context
         .map(|path| {
@@ -51,8 +54,10 @@ pub fn drive<T: Transport>(
     status.enable_steady_tick(std::time::Duration::from_millis(120));
     let mut last = Instant::now();
     let mut token_s = Vec::new();
+    let mut first_token = start;
     let mut on_token = |i: usize| {
         if i == 1 {
+            first_token = counters.snapshot();
             status.finish_and_clear();
         }
         token_s.push(last.elapsed().as_secs_f64());
@@ -75,7 +80,21 @@ pub fn drive<T: Transport>(
         },
     )?;
     let stats = done.context("the token loop did not run")?;
+    let end = counters.snapshot();
     status.finish_and_clear();
+    if let Some(path) = &gen.report {
+        RunReport {
+            prompt_tokens: gen_run.prompt_tokens,
+            ids: gen_run.ids.clone(),
+            prefill_s: gen_run.prefill_s,
+            token_s: token_s.iter().skip(1).copied().collect(),
+            passes: gen_run.generated,
+            start,
+            first_token,
+            end,
+        }
+        .write(path)?;
+    }
     let s = stats.traffic;
     let (server_s, releases, sigma) = (stats.server_s, stats.releases, terms.sigma);
     let tokens = gen_run.prompt_tokens + gen_run.generated.saturating_sub(1);

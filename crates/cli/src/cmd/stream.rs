@@ -13,8 +13,10 @@ use selene_model::{
 use super::args::GenerationArgs;
 
 /// Timing of one streamed generation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct GenerationRun {
+    /// The generated ids.
+    pub ids: Vec<u32>,
     /// Tokens in the (templated) prompt.
     pub prompt_tokens: usize,
     /// Tokens generated (including a final end-of-sequence token).
@@ -120,9 +122,11 @@ pub fn stream_text(
     })?;
     let _ = writeln!(stdout, "{}", dec.finish());
     let total_s = start.elapsed().as_secs_f64();
+    let generated = out.len();
     Ok(GenerationRun {
+        ids: out,
         prompt_tokens: ids.len(),
-        generated: out.len(),
+        generated,
         prefill_s: first.unwrap_or(total_s),
         total_s,
     })
