@@ -29,6 +29,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod draft;
 pub mod error;
 pub mod forward;
 pub mod generate;
@@ -46,6 +47,7 @@ pub mod weights;
 
 pub use chat::{apply_chat_template, Message, Role};
 pub use config::Config;
+pub use draft::{generate_drafted, CachedModel, DraftStats, DraftTarget, PromptLookup};
 pub use error::{Error, Result};
 pub use forward::{forward, forward_layers, forward_observed, head, Logits};
 pub use generate::{generate, generate_with};
