@@ -338,3 +338,46 @@ fn selective_mode_refuses_a_cap_the_flooding_cannot_carry_coeff12wide() {
     let c = SelectiveClient::with_prefix(w, k, strict(), 0.01, 432, &head).unwrap();
     assert_eq!(c.strict().flooding().unwrap().releases_cap, 32);
 }
+
+/// Strict mode with prompt-lookup drafts: each pass runs `k + 1` rows through the
+/// encrypted products, and the accepted tokens equal plain greedy generation's
+/// (issue 18's "drafted generation equals greedy plain generation").
+#[test]
+fn strict_mode_with_drafts_matches_plain_greedy() {
+    use selene_model::draft::PromptLookup;
+    use selene_protocol::generate_after_prefix_drafted;
+    let w = &common::shared().w;
+    let tok = &common::shared().tok;
+    // Outputs that quote the input let the drafts be accepted.
+    let ids = tok
+        .encode("Patient: Maria Lopez, 54. Diagnosis: type 2 diabetes.\nPatient: Maria Lopez, 54. Diagnosis:")
+        .unwrap();
+    let tokens = 8;
+    let want = common::plain(&ids, tokens);
+    let model = common::prepared(w.config().n_layers, LinalgPreset::Coeff12);
+    let params = LinalgPreset::Coeff12.build().unwrap();
+    let mut enc = StrictLinear::new(
+        w,
+        &params,
+        model.layouts(),
+        InProcess::new(ModelServer::new(model.clone())),
+    )
+    .unwrap();
+    let lookup = PromptLookup::new(4).unwrap();
+    let (got, stats) = generate_after_prefix_drafted(
+        w,
+        None,
+        &ids,
+        tokens,
+        &[],
+        &mut greedy(),
+        &mut enc,
+        Some(&lookup),
+        &mut |_| Ok(ControlFlow::Continue(())),
+    )
+    .unwrap();
+    eprintln!("{stats:?}");
+    assert_eq!(got, want, "drafted tokens differ from plain greedy");
+    // The repeated line is drafted from the prompt: fewer passes than tokens.
+    assert!(stats.accepted > 0 && stats.passes < tokens, "{stats:?}");
+}

@@ -50,8 +50,20 @@ pub struct GenerationArgs {
     /// token and the end (what `selene bench net` reads).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Draft up to K tokens per model pass by prompt lookup (`prompt-lookup:K`, K = 1 to
+    /// 16): the text after the latest earlier match of the last few tokens is checked in
+    /// one pass, so text that quotes the prompt takes fewer passes (and, in strict mode,
+    /// fewer round trips). Greedy output is unchanged and sampling keeps its
+    /// distribution; every pass then has K + 1 rows. Strict mode and `plain` only.
+    #[arg(long, value_name = "prompt-lookup:K", value_parser = draft_parser)]
+    pub draft: Option<selene_model::PromptLookup>,
     #[command(flatten)]
     pub model: ModelArg,
+}
+
+/// Parses `--draft`.
+fn draft_parser(s: &str) -> Result<selene_model::PromptLookup, String> {
+    s.parse().map_err(|e: selene_model::Error| e.to_string())
 }
 
 /// Loads the weights and the tokenizer.

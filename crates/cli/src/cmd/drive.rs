@@ -14,6 +14,7 @@ use super::args::GenerationArgs;
 use super::generation::{open, policy_notice};
 use super::public_context;
 use super::report::{Counted, RunReport};
+use super::stream::draft_summary;
 
 /// The generation driver shared by `run` (embedded transport) and `client` (TLS): opens
 /// a session under `policy` over `transport`, has the server run `public_context` in
@@ -38,7 +39,8 @@ pub fn drive<T: Transport>(
     }
     let (transport, counters) = Counted::new(transport);
     let start = counters.snapshot();
-    let mut session = open(w, &model_fingerprint(w), params, policy, transport)?;
+    let mut session =
+        open(w, &model_fingerprint(w), params, policy, transport)?.with_draft(gen.draft)?;
     let prefix = public_context
         .map(|path| {
             public_context::prepare(path, &gen.prompt, gen.chat, w, t, k, &mut |ids| {
@@ -88,7 +90,11 @@ pub fn drive<T: Transport>(
             ids: gen_run.ids.clone(),
             prefill_s: gen_run.prefill_s,
             token_s: token_s.iter().skip(1).copied().collect(),
-            passes: gen_run.generated,
+            passes: if gen.draft.is_some() {
+                1 + stats.draft.passes
+            } else {
+                gen_run.generated
+            },
             start,
             first_token,
             end,
@@ -99,6 +105,9 @@ pub fn drive<T: Transport>(
     let (server_s, releases, sigma) = (stats.server_s, stats.releases, terms.sigma);
     let tokens = gen_run.prompt_tokens + gen_run.generated.saturating_sub(1);
     let decode: Vec<String> = token_s.iter().skip(1).map(|t| format!("{t:.2}")).collect();
+    if gen.draft.is_some() {
+        eprintln!("{}", draft_summary(&stats.draft, gen_run.generated));
+    }
     if releases > 0 {
         eprintln!(
             "[released {releases} hidden-state rows after layer {k}, flooded with sigma \

@@ -127,7 +127,8 @@ pub struct RunReport {
     pub prefill_s: f64,
     /// Seconds between consecutive generated tokens (after the first).
     pub token_s: Vec<f64>,
-    /// Model passes that produced tokens (equal to the tokens without drafts).
+    /// Model passes that produced tokens: the prompt's and one per later pass (the
+    /// generated tokens without drafts; `plain` always reports the tokens).
     pub passes: usize,
     /// Counters when the session was opened.
     pub start: Snapshot,

@@ -6,8 +6,8 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use selene_model::{
-    apply_chat_template, generate, Linear, Message, Role, Sampler, SamplingParams, StreamDecoder,
-    Tokenizer, Weights,
+    apply_chat_template, generate, generate_drafted, CachedModel, KvCache, Linear, Message, Role,
+    Sampler, SamplingParams, StreamDecoder, Tokenizer, Weights,
 };
 
 use super::args::GenerationArgs;
@@ -44,8 +44,43 @@ pub fn stream_generation(
     on_token: &mut dyn FnMut(usize),
 ) -> anyhow::Result<GenerationRun> {
     stream_with(args, w, t, on_token, &mut |ids, max, sampler, cb| {
-        Ok(generate(w, ids, max, t.eos_ids(), sampler, linear, cb)?)
+        let Some(lookup) = &args.draft else {
+            return Ok(generate(w, ids, max, t.eos_ids(), sampler, linear, cb)?);
+        };
+        let c = w.config();
+        let max = max.min(c.context_length.saturating_sub(ids.len() + lookup.k()));
+        let mut cache = KvCache::new(c, ids.len() + max + lookup.k());
+        let mut target = CachedModel {
+            w,
+            cache: &mut cache,
+            linear: &mut *linear,
+        };
+        let (out, stats) = generate_drafted(
+            ids,
+            max,
+            t.eos_ids(),
+            sampler,
+            lookup,
+            c.vocab_size,
+            &mut target,
+            cb,
+        )?;
+        eprintln!("{}", draft_summary(&stats, out.len()));
+        Ok(out)
     })
+}
+
+/// One line on what drafting achieved.
+pub fn draft_summary(s: &selene_model::DraftStats, generated: usize) -> String {
+    format!(
+        "[drafts: {generated} tokens in {} passes after the prompt's ({:.2} tokens per pass); \
+         {} of {} drafted tokens accepted, {} padding rows]",
+        s.passes,
+        generated.saturating_sub(1) as f64 / s.passes.max(1) as f64,
+        s.accepted,
+        s.drafted,
+        s.padding
+    )
 }
 
 /// A token loop: `(prompt ids, max tokens, sampler, per-token callback) -> ids`.
