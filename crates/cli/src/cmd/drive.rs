@@ -16,9 +16,14 @@ use super::public_context;
 use super::report::{Counted, RunReport};
 
 /// The generation driver shared by `run` (embedded transport) and `client` (TLS): opens
-/// a session under `policy` over `transport`, has the server run `public_context` in
+/// a session under `policy` over `transport` (spot-checking `verify_rate` of the
+/// products), has the server run `public_context` in
 /// plaintext if one is given, generates, streams the text to stdout and reports timing
 /// and traffic on stderr.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one generation's inputs, each needed"
+)]
 pub fn drive<T: Transport>(
     gen: &GenerationArgs,
     w: &Weights,
@@ -26,6 +31,7 @@ pub fn drive<T: Transport>(
     params: &Arc<Parameters>,
     policy: Policy,
     public_context: Option<&std::path::Path>,
+    verify_rate: f64,
     transport: T,
 ) -> anyhow::Result<()> {
     let layers = w.config().n_layers;
@@ -38,7 +44,14 @@ pub fn drive<T: Transport>(
     }
     let (transport, counters) = Counted::new(transport);
     let start = counters.snapshot();
-    let mut session = open(w, &model_fingerprint(w), params, policy, transport)?;
+    let mut session =
+        open(w, &model_fingerprint(w), params, policy, transport)?.with_verify_rate(verify_rate)?;
+    if verify_rate > 0.0 {
+        eprintln!(
+            "[client: spot checks: each encrypted product recomputed in plaintext with \
+             probability {verify_rate}]"
+        );
+    }
     let prefix = public_context
         .map(|path| {
             public_context::prepare(path, &gen.prompt, gen.chat, w, t, k, &mut |ids| {
@@ -103,6 +116,12 @@ pub fn drive<T: Transport>(
         eprintln!(
             "[released {releases} hidden-state rows after layer {k}, flooded with sigma \
              {sigma}]"
+        );
+    }
+    if verify_rate > 0.0 {
+        eprintln!(
+            "[spot checks: {} of {} encrypted products recomputed in plaintext, all agreed]",
+            s.verified, s.products
         );
     }
     eprintln!(

@@ -171,8 +171,10 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// flooded release in wire form, once the guard has authorized it.
     ///
     /// # Errors
-    /// Token out of range, a full cache, encrypted product failures,
-    /// [`Error::ReleaseRefused`] when the guard says no.
+    /// Token out of range, a full cache, encrypted product failures (among them the
+    /// checks on the server's answers: [`Error::ProductCheck`], [`Error::SpotCheckFailed`];
+    /// after one, every later step fails with [`Error::FailedCheckEarlier`] and releases
+    /// nothing), [`Error::ReleaseRefused`] when the guard says no.
     pub fn step(&mut self, tokens: &[u32]) -> Result<Vec<u8>> {
         // The caller hands the bytes to an in-process tail; the guard has checked (and
         // under a keystore logged) them, which is all the proof stands for.
@@ -182,6 +184,9 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
 
     /// [`SelectiveClient::step`], with the guard's proof for sending the release.
     fn authorized_step(&mut self, tokens: &[u32]) -> Result<(Vec<u8>, ReleaseAuthorized)> {
+        if self.strict.check_failed() {
+            return Err(Error::FailedCheckEarlier);
+        }
         let d = self.w.config().d_model;
         let mut x = vec![0.0; tokens.len() * d];
         self.w.embed(tokens, &mut x)?;
@@ -193,6 +198,11 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
             &mut self.strict,
             &mut |_, _| {},
         )?;
+        // A product that failed a check aborted the layers above; should a caller have
+        // swallowed that error, the release is still refused.
+        if self.strict.check_failed() {
+            return Err(Error::FailedCheckEarlier);
+        }
         flood(&mut x, self.sigma, &mut self.rng);
         let bytes = encode_release(&x, tokens.len(), d);
         let request = ReleaseRequest {
