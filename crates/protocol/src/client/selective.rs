@@ -7,8 +7,13 @@
 //! audit (`selene audit`, docs/audit.md) recovers nearly every token from them at small
 //! `k`. The ring-level flooding of every product decryption (Li, Micciancio, Schultz,
 //! Sorrell, CRYPTO 2022; [`StrictLinear::flood_decryptions`]) protects the CKKS key
-//! against decryption-based key recovery (Li and Micciancio, EUROCRYPT 2021); it does not
-//! hide the text. Selective mode therefore runs on the `coeff12wide` preset
+//! against decryption-based key recovery (Li and Micciancio, EUROCRYPT 2021) by an
+//! honest-but-curious server, one that answers every product with the product; it does
+//! not hide the text. An active server could answer with a crafted ciphertext (`c1 = c`
+//! decrypts to `c s`): the client pins the decoding scales, bounds every output by
+//! `||x|| ||w_j||` and releases nothing after a failed check, and spot checks
+//! ([`StrictLinear::with_verify_rate`]) catch answers within the bound with the
+//! probability they are drawn with (docs/hardening.md, item 6). Selective mode therefore runs on the `coeff12wide` preset
 //! ([`crate::policy::SELECTIVE_PRESET`]: a 61-bit prime and a `2^47` download modulus),
 //! the one with room for the flooding the LMSS22 bound asks for (sigma about `2^34-2^37`
 //! download units): [`SelectiveClient::new`] always floods, and refuses
