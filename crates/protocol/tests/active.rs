@@ -282,7 +282,12 @@ fn spot_checks_need_the_layer_matrices_and_bundles_carry_the_norms() {
         Err(Error::NoColumnNorms(_))
     ));
     let path = store::model_path(None).unwrap();
+    let start = std::time::Instant::now();
     let streamed = thin.stream_column_norms(&path).unwrap();
+    eprintln!(
+        "column norms streamed from the model file in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
     assert_eq!(&streamed, f.w.column_norms().unwrap(), "bit-identical");
     let thin = thin.with_column_norms(streamed).unwrap();
     let (s, _) = session(Forge::Honest);
