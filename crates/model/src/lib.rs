@@ -53,7 +53,7 @@ pub use forward::{forward, forward_layers, forward_observed, head, Logits};
 pub use generate::{generate, generate_with};
 pub use gguf::Gguf;
 pub use kv_cache::KvCache;
-pub use linear::{Linear, LinearStage, ProductAt, QuantLinear};
+pub use linear::{ColumnNorms, Linear, LinearStage, ProductAt, QuantLinear};
 pub use perplexity::{perplexity, Perplexity};
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::{StreamDecoder, Tokenizer};

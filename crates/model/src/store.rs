@@ -125,6 +125,18 @@ pub fn load(user_path: Option<&Path>) -> Result<Weights> {
     Weights::from_gguf(Gguf::parse(read_model(user_path)?)?)
 }
 
+/// The model file [`load_client`] reads: `user_path` when given, else the store's copy
+/// (fetched on first use).
+///
+/// # Errors
+/// I/O errors and [`Error::Fetch`].
+pub fn model_path(user_path: Option<&Path>) -> Result<PathBuf> {
+    match user_path {
+        Some(p) => Ok(p.to_path_buf()),
+        None => locate_in(&home(), OsStr::new("python3")),
+    }
+}
+
 /// Loads the client bundle ([`Weights::load_client`]: no layer matrix is read): from
 /// `user_path` when given (any GGUF, not checked), else from the store (fetched on
 /// first use) and checked against [`MODEL_FINGERPRINT`], which covers every byte the

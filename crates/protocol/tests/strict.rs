@@ -21,12 +21,16 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
     let layers = w.config().n_layers;
     let model = Arc::new(PreparedModel::new(&params, &w, layers, &mut || {}).unwrap());
     let layouts = model.layouts();
+    // Every product is spot-checked in plaintext (and bounded by ||x|| ||w_j||): an
+    // honest server passes every check.
     let mut enc = StrictLinear::new(
         &w,
         &params,
         layouts,
         InProcess::new(ModelServer::new(model.clone())),
     )
+    .unwrap()
+    .with_verify_rate(1.0)
     .unwrap();
 
     for prompt in [
@@ -70,6 +74,11 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
     }
     let s = enc.stats();
     assert!(s.products > 0 && s.bytes_up > 0 && s.bytes_down > 0);
+    assert_eq!(s.verified, s.products);
+    eprintln!(
+        "spot checks: {} products, largest deviation {:.2e} of ||x|| ||w_j||",
+        s.verified, s.verify_max_deviation
+    );
     assert!(enc.server_time() > std::time::Duration::ZERO);
 }
 
@@ -98,6 +107,8 @@ fn strict_mode_with_packed_outputs_matches_plaintext_tokens() {
             model.layouts(),
             InProcess::new(ModelServer::new(model.clone())),
         )
+        .unwrap()
+        .with_verify_rate(1.0)
         .unwrap();
         let got = generate(w, &ids, 4, &[], &mut greedy(), &mut enc, &mut |_| {
             Ok(ControlFlow::Continue(()))
@@ -105,6 +116,11 @@ fn strict_mode_with_packed_outputs_matches_plaintext_tokens() {
         .unwrap();
         assert_eq!(got, want, "{link}: greedy tokens differ");
         let s = enc.stats();
+        assert_eq!(s.verified, s.products);
+        eprintln!(
+            "{link}: spot checks, largest deviation {:.2e}",
+            s.verify_max_deviation
+        );
         // One upload: the images' elements and one per merge level left (a few dozen
         // keys of about 55 KB).
         assert!(

@@ -73,10 +73,22 @@ pub fn load(model: Option<&Path>) -> anyhow::Result<(Weights, Tokenizer)> {
     Ok((w, t))
 }
 
-/// Loads the client bundle (no layer matrix is read from the file) and the tokenizer:
-/// all a client of a remote server computes with.
+/// Loads the client bundle (no layer matrix is kept in memory) and the tokenizer: all a
+/// client of a remote server computes with. The bundle's column norms, which pin the
+/// server's decoding scales and bound its answers, come from one streaming pass over
+/// the file's layer matrices (a few rows in memory at a time).
 pub fn load_client(model: Option<&Path>) -> anyhow::Result<(Weights, Tokenizer)> {
     let w = store::load_client(model).context("could not load the model's client bundle")?;
+    let path = store::model_path(model).context("could not locate the model file")?;
+    let start = std::time::Instant::now();
+    let norms = w
+        .stream_column_norms(&path)
+        .context("could not compute the model's column norms")?;
+    let w = w.with_column_norms(norms)?;
+    eprintln!(
+        "[client: column norms of the layer matrices streamed from the model file in {:.2} s]",
+        start.elapsed().as_secs_f64()
+    );
     let t = Tokenizer::from_gguf(w.gguf()).context("could not build the tokenizer")?;
     Ok((w, t))
 }
@@ -121,6 +133,21 @@ pub struct PolicyArgs {
     /// is private.
     #[arg(long, value_name = "FILE")]
     pub public_context: Option<PathBuf>,
+    /// Spot checks against an active server: recompute this fraction (0 to 1) of the
+    /// encrypted products in plaintext and stop at the first answer that is not the
+    /// product. Needs the layer matrices (`run` has them; `client` with --full-model).
+    #[arg(long, value_name = "R", default_value_t = 0.0, value_parser = verify_rate_parser)]
+    pub verify_rate: f64,
+}
+
+/// Parses `--verify-rate`: a fraction within 0..=1.
+fn verify_rate_parser(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err(format!("{r} is not a fraction within 0..=1"))
+    }
 }
 
 impl PolicyArgs {

@@ -17,9 +17,14 @@ use super::report::{Counted, RunReport};
 use super::stream::draft_summary;
 
 /// The generation driver shared by `run` (embedded transport) and `client` (TLS): opens
-/// a session under `policy` over `transport`, has the server run `public_context` in
+/// a session under `policy` over `transport` (spot-checking `verify_rate` of the
+/// products), has the server run `public_context` in
 /// plaintext if one is given, generates, streams the text to stdout and reports timing
 /// and traffic on stderr.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one generation's inputs, each needed"
+)]
 pub fn drive<T: Transport>(
     gen: &GenerationArgs,
     w: &Weights,
@@ -27,6 +32,7 @@ pub fn drive<T: Transport>(
     params: &Arc<Parameters>,
     policy: Policy,
     public_context: Option<&std::path::Path>,
+    verify_rate: f64,
     transport: T,
 ) -> anyhow::Result<()> {
     let layers = w.config().n_layers;
@@ -39,8 +45,15 @@ pub fn drive<T: Transport>(
     }
     let (transport, counters) = Counted::new(transport);
     let start = counters.snapshot();
-    let mut session =
-        open(w, &model_fingerprint(w), params, policy, transport)?.with_draft(gen.draft)?;
+    let mut session = open(w, &model_fingerprint(w), params, policy, transport)?
+        .with_draft(gen.draft)?
+        .with_verify_rate(verify_rate)?;
+    if verify_rate > 0.0 {
+        eprintln!(
+            "[client: spot checks: each encrypted product recomputed in plaintext with \
+             probability {verify_rate}]"
+        );
+    }
     let prefix = public_context
         .map(|path| {
             public_context::prepare(path, &gen.prompt, gen.chat, w, t, k, &mut |ids| {
@@ -112,6 +125,12 @@ pub fn drive<T: Transport>(
         eprintln!(
             "[released {releases} hidden-state rows after layer {k}, flooded with sigma \
              {sigma}]"
+        );
+    }
+    if verify_rate > 0.0 {
+        eprintln!(
+            "[spot checks: {} of {} encrypted products recomputed in plaintext, all agreed]",
+            s.verified, s.products
         );
     }
     eprintln!(

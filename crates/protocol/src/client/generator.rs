@@ -117,6 +117,16 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
         Ok(self)
     }
 
+    /// Spot-checks each product with probability `rate` in plaintext
+    /// ([`StrictLinear::with_verify_rate`]; needs the full model's layer matrices).
+    ///
+    /// # Errors
+    /// As [`StrictLinear::with_verify_rate`].
+    pub fn with_verify_rate(mut self, rate: f64) -> Result<Self> {
+        self.strict.set_verify_rate(rate)?;
+        Ok(self)
+    }
+
     /// The policy's terms.
     pub fn terms(&self) -> Terms {
         self.terms
