@@ -67,3 +67,46 @@ fn encrypted_layers_beyond_the_model_are_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("out of range"), "{stderr}");
 }
+
+#[test]
+fn verify_rate_spot_checks_products_and_the_thin_client_refuses_it() {
+    let (out, stderr) = selene(&[
+        "run",
+        "The patient was diagnosed with",
+        "--max-tokens",
+        "3",
+        "--encrypted-layers",
+        "1",
+        "--verify-rate",
+        "1",
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with(" a rare"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("all agreed"), "{stderr}");
+
+    let (out, stderr) = selene(&["run", "hi", "--verify-rate", "1.5"]);
+    assert!(!out.status.success());
+    assert!(stderr.contains("within 0..=1"), "{stderr}");
+
+    // The thin client holds no layer matrix: refused before it connects anywhere.
+    let zeros = "0".repeat(64);
+    let (out, stderr) = selene(&[
+        "client",
+        "hi",
+        "--server",
+        "127.0.0.1:9",
+        "--fingerprint",
+        &zeros,
+        "--token",
+        &zeros,
+        "--verify-rate",
+        "0.5",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--full-model"), "{stderr}");
+}

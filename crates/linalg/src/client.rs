@@ -10,7 +10,17 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::error::{Error, Result};
 use crate::matrix::{Layout, LayoutKind};
 use crate::message::{EncryptedInput, EncryptedOutput, Header};
-use crate::{coeff, slots};
+use crate::{coeff, flooding, slots};
+
+/// Relative slack of the output bound `|y_tj| <= (1 + slack) ||x_t|| ||w_j||`: it covers
+/// the rounding of the encoded weights and inputs (at most `sqrt(d_in) 2^-(w_bits + 1)`
+/// relative, under 0.5% at every preset for SmolLM2's widths) with room to spare; the
+/// ring and flooding noise get their own margin.
+pub const OUTPUT_BOUND_SLACK: f64 = 1.0 / 16.0;
+
+/// Flooding standard deviations in the bound's noise margin (a Gaussian passes 9 sigma
+/// with probability about `2^-62`).
+const BOUND_FLOOD_SIGMAS: f64 = 9.0;
 
 /// The client's private per-token scales of one encrypted input, needed to decode its
 /// output. Never sent: the scales are the norms of the client's activations, so they are
@@ -18,6 +28,8 @@ use crate::{coeff, slots};
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct TokenScales {
     pub(crate) scales: Vec<f64>,
+    /// `||x_t||` of each token row, for the output bound.
+    pub(crate) norms: Vec<f64>,
 }
 
 impl std::fmt::Debug for TokenScales {
@@ -113,6 +125,15 @@ impl Client {
             });
         }
         crate::check_values("input X", x, n * d_in)?;
+        let norms = x
+            .chunks_exact(d_in)
+            .map(|row| {
+                row.iter()
+                    .map(|&v| f64::from(v).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect();
         let (cts, scales) = match &layout.kind {
             LayoutKind::Coefficients(l) => {
                 coeff::encrypt(&self.params, &mut self.enc, l, x, n, d_in)?
@@ -126,16 +147,22 @@ impl Client {
             tag: layout.tag(),
             n,
         };
-        Ok((EncryptedInput { header, cts }, TokenScales { scales }))
+        Ok((
+            EncryptedInput { header, cts },
+            TokenScales { scales, norms },
+        ))
     }
 
     /// Decrypts `out` and decodes `Y` (`n x d_out`, row-major). Keep the result on the
     /// client: values derived from it that reach the server need
     /// [`Client::decrypt_decode_flooded`] (see [`crate::flooding`]).
     ///
+    /// Every value is checked against its bound `||x_t|| ||w_j||` (see
+    /// [`OUTPUT_BOUND_SLACK`]).
+    ///
     /// # Errors
     /// An output for another matrix, method, parameter set or token count; ciphertexts
-    /// of the wrong number or size.
+    /// of the wrong number or size; [`Error::OutputOutOfBound`] for a value above its bound.
     pub fn decrypt_decode(
         &self,
         out: &EncryptedOutput,
@@ -217,7 +244,76 @@ impl Client {
         Ok(())
     }
 
+    /// Errors unless every decoded output `y_tj` is within its Cauchy-Schwarz bound
+    /// `(1 + OUTPUT_BOUND_SLACK) ||x_t|| ||w_j||` plus the noise margin (the product's ring
+    /// noise bound and 9 flooding sigmas, decoded like a value): an honest product never
+    /// passes it, so a value above it was not computed from this input. `||w_j||` comes
+    /// from the layout's scales, so the bound means something only once the caller has
+    /// pinned them ([`Layout::check_column_norms`]).
+    fn check_bound(
+        &self,
+        y: &[f64],
+        scales: &TokenScales,
+        layout: &Layout,
+        sigma: f64,
+    ) -> Result<()> {
+        let d_out = layout.shape.d_out;
+        let w_norms = layout.column_norms();
+        let col_scale = layout.column_scales();
+        // The margin in the decrypted integers (units of the download modulus) and the
+        // value of one such unit before the token and column scales.
+        let (noise, unit) = match &layout.kind {
+            LayoutKind::Coefficients(l) => {
+                let q = coeff::ring_prime(&self.params).value() as f64;
+                (
+                    flooding::product_noise_bound(&self.params, layout)?
+                        + BOUND_FLOOD_SIGMAS * sigma,
+                    q / f64::from(l.down_bits + l.pack_levels).exp2(),
+                )
+            }
+            // Unflooded, with noise far below the slack.
+            LayoutKind::Slots(_) => (0.0, 0.0),
+        };
+        for (at, &value) in y.iter().enumerate() {
+            let (token, column) = (at / d_out, at % d_out);
+            let (x_norm, x_scale) = match (scales.norms.get(token), scales.scales.get(token)) {
+                (Some(n), Some(s)) => (*n, *s),
+                _ => {
+                    return Err(Error::Length {
+                        what: "token scales",
+                        found: scales.scales.len(),
+                        expected: token + 1,
+                    })
+                }
+            };
+            let (w_norm, w_scale) = (w_norms[column], col_scale[column]);
+            let bound =
+                (1.0 + OUTPUT_BOUND_SLACK) * x_norm * w_norm + noise * unit / (x_scale * w_scale);
+            if value.abs() > bound || value.is_nan() {
+                return Err(Error::OutputOutOfBound {
+                    token,
+                    column,
+                    value,
+                    bound,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn decrypt_with(
+        &self,
+        out: &EncryptedOutput,
+        scales: &TokenScales,
+        layout: &Layout,
+        sigma: f64,
+    ) -> Result<Vec<f64>> {
+        let y = self.decrypt_unchecked(out, scales, layout, sigma)?;
+        self.check_bound(&y, scales, layout, sigma)?;
+        Ok(y)
+    }
+
+    fn decrypt_unchecked(
         &self,
         out: &EncryptedOutput,
         scales: &TokenScales,

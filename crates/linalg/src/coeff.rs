@@ -133,7 +133,7 @@ impl CoeffMatrix {
     }
 }
 
-fn ring_prime(params: &Parameters) -> Modulus {
+pub(crate) fn ring_prime(params: &Parameters) -> Modulus {
     params.ring().moduli()[0]
 }
 

@@ -68,6 +68,32 @@ pub enum Error {
         /// Fingerprint of the data's parameters.
         found: [u8; 8],
     },
+    /// A layout's column scale differs from the one the client derives from its own
+    /// column norms (the decoding scales are pinned: a server may not choose them).
+    #[error(
+        "decoding scale of column {column} is {found}, the model's column norm gives {expected}"
+    )]
+    ScaleMismatch {
+        /// The column.
+        column: usize,
+        /// The layout's scale.
+        found: f64,
+        /// The scale the client derives.
+        expected: f64,
+    },
+    /// A decrypted output above its Cauchy-Schwarz bound `||x_t|| ||w_j||` (plus the
+    /// rounding and noise margins): the server's answer is not the product.
+    #[error("decrypted output at token {token}, column {column} is {value:e}, above its bound {bound:e} (||x|| ||w_j||)")]
+    OutputOutOfBound {
+        /// Token row.
+        token: usize,
+        /// Output column.
+        column: usize,
+        /// The decoded value.
+        value: f64,
+        /// Its bound.
+        bound: f64,
+    },
     /// The wrong number of ciphertexts arrived.
     #[error("{what}: got {found} ciphertexts, expected {expected}")]
     CiphertextCount {

@@ -1,5 +1,8 @@
 //! Noise flooding of product decryptions: the ring noise bound of a product output and
-//! the flooding standard deviation that keeps released decryptions from leaking the key.
+//! the flooding standard deviation that keeps released decryptions from leaking the key
+//! to an honest-but-curious server (the bound is for the noise of an honest product's
+//! ciphertext; a server that answers with other ciphertexts is checked by the client,
+//! [`crate::Client::decrypt_decode`]'s output bound).
 //!
 //! # Why
 //! A CKKS decryption reveals `m + e` where `e` is a known linear function of the secret

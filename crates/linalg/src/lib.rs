@@ -71,7 +71,7 @@ mod modswitch;
 mod server;
 
 pub use choice::choose_method;
-pub use client::{Client, TokenScales};
+pub use client::{Client, TokenScales, OUTPUT_BOUND_SLACK};
 pub use error::{Error, Result};
 pub use link::Link;
 pub use matrix::{Layout, LayoutKind, PreparedMatrix};

@@ -96,6 +96,67 @@ impl Layout {
         }
     }
 
+    /// Bits of an encoded weight: each column scale is `2^w_bits / ||w_j||`.
+    fn weight_bits(&self) -> u32 {
+        match &self.kind {
+            LayoutKind::Coefficients(c) => c.w_bits,
+            LayoutKind::Slots(_) => slots::W_BITS,
+        }
+    }
+
+    /// The column scales `s_j` the client decodes with.
+    pub fn column_scales(&self) -> &[f64] {
+        match &self.kind {
+            LayoutKind::Coefficients(c) => &c.col_scale,
+            LayoutKind::Slots(s) => &s.col_scale,
+        }
+    }
+
+    /// The column norms `||w_j|| = 2^w_bits / s_j` this layout's scales stand for.
+    pub fn column_norms(&self) -> Vec<f64> {
+        let full = f64::from(self.weight_bits()).exp2();
+        self.column_scales().iter().map(|s| full / s).collect()
+    }
+
+    /// The scale the encoder gives a column of norm `norm` (1 for a zero column).
+    fn scale_for(&self, norm: f64) -> f64 {
+        if norm > 0.0 {
+            f64::from(self.weight_bits()).exp2() / norm
+        } else {
+            1.0
+        }
+    }
+
+    /// Errors unless every column scale is the one the encoder derives from `norms` (the
+    /// client's own column norms of the matrix, `selene_model::ColumnNorms`) to a
+    /// relative `1e-9`: the decoding scales are then the model's, not the server's choice.
+    ///
+    /// # Errors
+    /// [`Error::Length`] for a table of another width, [`Error::ScaleMismatch`] naming the
+    /// first column that differs.
+    pub fn check_column_norms(&self, norms: &[f64]) -> Result<()> {
+        let scales = self.column_scales();
+        if norms.len() != scales.len() {
+            return Err(Error::Length {
+                what: "column norms",
+                found: norms.len(),
+                expected: scales.len(),
+            });
+        }
+        for (column, (&found, &norm)) in scales.iter().zip(norms).enumerate() {
+            let expected = self.scale_for(norm);
+            let close = (found - expected).abs() <= 1e-9 * expected;
+            if !close {
+                return Err(Error::ScaleMismatch {
+                    column,
+                    found,
+                    expected,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Errors unless `params` is the set this layout was made for.
     pub(crate) fn check_params(&self, params: &Parameters) -> Result<()> {
         if params.fingerprint() == self.fingerprint {

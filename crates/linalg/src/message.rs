@@ -257,6 +257,14 @@ impl EncryptedOutput {
             .map(|ct| (ct.c0.as_slice(), ct.c1.as_slice()))
     }
 
+    /// Ciphertext `i`, mutably (values taken mod `2^down_bits` when serialized): what an
+    /// active server can send instead of the product, for tests of the client's checks.
+    pub fn switched_mut(&mut self, i: usize) -> Option<(&mut [u64], &mut [u64])> {
+        self.cts
+            .get_mut(i)
+            .map(|ct| (ct.c0.as_mut_slice(), ct.c1.as_mut_slice()))
+    }
+
     /// Serializes the message.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();

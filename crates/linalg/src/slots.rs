@@ -37,7 +37,7 @@ use crate::MatrixShape;
 /// Bits of a scaled input slot.
 const X_BITS: u32 = 28;
 /// Bits of a scaled weight slot.
-const W_BITS: u32 = 23;
+pub(crate) const W_BITS: u32 = 23;
 /// Bits of the download modulus (the switch adds `~2^11` per slot; full scale is
 /// `2^(DOWN_BITS - 7)`).
 pub(crate) const DOWN_BITS: u32 = 36;

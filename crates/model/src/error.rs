@@ -208,6 +208,14 @@ pub enum Error {
         /// The accepted range.
         reason: &'static str,
     },
+    /// A `--draft` that cannot be used.
+    #[error("draft {draft:?}: {why}")]
+    BadDraft {
+        /// The draft as given.
+        draft: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// Nothing to score or generate from.
     #[error("{what} is empty")]
     Empty {

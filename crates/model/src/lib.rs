@@ -29,6 +29,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod draft;
 pub mod error;
 pub mod forward;
 pub mod generate;
@@ -46,12 +47,13 @@ pub mod weights;
 
 pub use chat::{apply_chat_template, ChatTemplate, Message, Role};
 pub use config::{Arch, Config};
+pub use draft::{generate_drafted, CachedModel, DraftStats, DraftTarget, PromptLookup};
 pub use error::{Error, Result};
 pub use forward::{forward, forward_layers, forward_observed, head, Logits};
 pub use generate::{generate, generate_with};
 pub use gguf::Gguf;
 pub use kv_cache::KvCache;
-pub use linear::{Linear, LinearStage, ProductAt, QuantLinear};
+pub use linear::{ColumnNorms, Linear, LinearStage, ProductAt, QuantLinear};
 pub use perplexity::{perplexity, Perplexity};
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::{StreamDecoder, Tokenizer};

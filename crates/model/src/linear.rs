@@ -3,7 +3,8 @@
 //! Everything in the forward pass without a weight matrix runs in [`mod@crate::forward`];
 //! the products go through a [`Linear`], so a caller (the encrypted protocol) can
 //! replace any of them. [`QuantLinear`] is the plaintext implementation over the
-//! quantized weights.
+//! quantized weights. [`ColumnNorms`] holds the public column norms of the encrypted
+//! stages.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -127,4 +128,66 @@ impl Linear for QuantLinear<'_> {
         let mats = self.weights.stage_matrices(layer, stage)?;
         matmul(&mats, x, out)
     }
+}
+
+/// The encrypted stages in table order.
+pub const NORM_STAGES: [LinearStage; 4] = [
+    LinearStage::Qkv,
+    LinearStage::AttnOut,
+    LinearStage::GateUp,
+    LinearStage::Down,
+];
+
+/// Column norms of every layer's four encrypted stages, in [`NORM_STAGES`] order.
+///
+/// Per-output-column Euclidean norms of the layer matrices as the server multiplies
+/// with them (the RMSNorm gain folded in, [`crate::Weights::stage_weight_folded`]).
+///
+/// They are public: a coefficient- or slot-method layout carries the column scales
+/// `s_j = 2^w_bits / ||w_j||`, and a client in client-aided mode learns them from its
+/// outputs anyway. The client keeps its own copy to pin the scales a server sends
+/// (an active server that chose them could steer the decoded values) and to bound every
+/// decrypted output `y_tj` by `||x_t|| ||w_j||` (Cauchy-Schwarz). The table is `O(L d)`
+/// numbers (SmolLM2: 155,520 f64, 1.2 MB), never `O(d^2)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnNorms {
+    layers: Vec<[Vec<f64>; 4]>,
+}
+
+impl ColumnNorms {
+    /// A table from per-layer norms in [`NORM_STAGES`] order.
+    pub fn new(layers: Vec<[Vec<f64>; 4]>) -> Self {
+        Self { layers }
+    }
+
+    /// Layers in the table.
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The norms of `layer`'s `stage` (one per output column).
+    ///
+    /// # Errors
+    /// [`Error::LayerOutOfRange`]; [`Error::NotLoaded`] for the LM head (not in the table).
+    pub fn get(&self, layer: usize, stage: LinearStage) -> Result<&[f64]> {
+        let l = self.layers.get(layer).ok_or(Error::LayerOutOfRange {
+            layer,
+            n_layers: self.layers.len(),
+        })?;
+        let at = NORM_STAGES
+            .iter()
+            .position(|s| *s == stage)
+            .ok_or_else(|| Error::NotLoaded {
+                name: "column norms of the LM head".to_string(),
+            })?;
+        Ok(&l[at])
+    }
+}
+
+/// Euclidean norm of one row, accumulated in f64 exactly as the server's encoder does.
+pub fn row_norm(row: &[f32]) -> f64 {
+    row.iter()
+        .map(|&w| f64::from(w).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }

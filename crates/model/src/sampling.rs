@@ -87,10 +87,71 @@ impl Sampler {
         if logits.is_empty() {
             return Err(Error::Empty { what: "logits" });
         }
-        let p = self.params;
-        if p.temperature == 0.0 {
+        if self.params.temperature == 0.0 {
             return Ok(argmax(logits));
         }
+        let keep = self.candidates(logits);
+        let mass: f64 = self.probs[..keep].iter().sum();
+        let mut u = self.rng.gen::<f64>() * mass;
+        for (j, q) in self.probs[..keep].iter().enumerate() {
+            if u < *q {
+                return Ok(self.order[j]);
+            }
+            u -= q;
+        }
+        Ok(self.order[keep - 1])
+    }
+
+    /// Checks a drafted token against `logits`: returns the token to emit and whether
+    /// it is the draft. Greedy: the argmax, accepted when equal. Sampling: the
+    /// speculative-sampling rule (Leviathan, Kalman and Matias, ICML 2023, section 2.3;
+    /// Chen et al. 2023, algorithm 2) with a draft distribution that is a point mass on
+    /// `draft`: accept with probability `p(draft)`, else draw from `p` with `draft`
+    /// removed and renormalized, the residual `max(0, p - q)`. The emitted token is
+    /// then distributed exactly as [`Sampler::sample`]'s.
+    ///
+    /// # Errors
+    /// [`Error::Empty`] for empty logits.
+    pub fn verify(&mut self, logits: &[f32], draft: u32) -> Result<(u32, bool)> {
+        if logits.is_empty() {
+            return Err(Error::Empty { what: "logits" });
+        }
+        if self.params.temperature == 0.0 {
+            let best = argmax(logits);
+            return Ok((best, best == draft));
+        }
+        let keep = self.candidates(logits);
+        let mass: f64 = self.probs[..keep].iter().sum();
+        let q_draft = self.order[..keep]
+            .iter()
+            .position(|&i| i == draft)
+            .map_or(0.0, |j| self.probs[j]);
+        if self.rng.gen::<f64>() * mass < q_draft {
+            return Ok((draft, true));
+        }
+        let rest = mass - q_draft;
+        let mut u = self.rng.gen::<f64>() * rest;
+        let mut last = None;
+        for (j, q) in self.probs[..keep].iter().enumerate() {
+            if self.order[j] == draft {
+                continue;
+            }
+            last = Some(self.order[j]);
+            if u < *q {
+                return Ok((self.order[j], false));
+            }
+            u -= q;
+        }
+        // Rounding, or a draft holding all the mass (then accepted above unless u hit
+        // the boundary): the last candidate that is not the draft, else the draft.
+        Ok(last.map_or((draft, true), |t| (t, false)))
+    }
+
+    /// Fills `order` with the candidate ids by decreasing logit (top-k cut) and `probs`
+    /// with their unnormalized softmax weights at the temperature; returns how many the
+    /// nucleus (top-p) keeps. Requires a temperature above 0 and non-empty logits.
+    fn candidates(&mut self, logits: &[f32]) -> usize {
+        let p = self.params;
         // Candidates by decreasing logit (NaN last), cut to top-k.
         self.order.clear();
         self.order.extend(0..logits.len() as u32);
@@ -129,15 +190,7 @@ impl Sampler {
                 }
             }
         }
-        let mass: f64 = self.probs[..keep].iter().sum();
-        let mut u = self.rng.gen::<f64>() * mass;
-        for (j, q) in self.probs[..keep].iter().enumerate() {
-            if u < *q {
-                return Ok(self.order[j]);
-            }
-            u -= q;
-        }
-        Ok(self.order[keep - 1])
+        keep
     }
 }
 
@@ -178,6 +231,39 @@ mod tests {
         assert!((counts[1] as i64 - 2000).abs() < 130, "{counts:?}");
         assert!((counts[0] as i64 - 1000).abs() < 110, "{counts:?}");
         assert_eq!(counts[3], 0);
+    }
+
+    #[test]
+    fn verified_drafts_keep_the_sampling_distribution() {
+        // p = softmax([0, ln 2, 0, ln 4]) = 1/8, 2/8, 1/8, 4/8. Whatever the draft, the
+        // emitted token must follow p (speculative sampling's guarantee); 4 sigma of a
+        // count out of 16000 is at most 4 * sqrt(16000 / 4) = 253.
+        let logits = [0.0f32, (2.0f32).ln(), 0.0, (4.0f32).ln()];
+        for draft in [0u32, 1, 3, 7] {
+            let mut s = Sampler::new(params(1.0, 0, 1.0, 11 + u64::from(draft))).unwrap();
+            let mut counts = [0i64; 4];
+            let mut accepted = 0i64;
+            for _ in 0..16_000 {
+                let (tok, ok) = s.verify(&logits, draft).unwrap();
+                counts[tok as usize] += 1;
+                accepted += i64::from(ok);
+                assert_eq!(ok, tok == draft);
+            }
+            let expected = [2000i64, 4000, 2000, 8000];
+            for (c, e) in counts.iter().zip(expected) {
+                assert!((c - e).abs() < 253, "draft {draft}: {counts:?}");
+            }
+            // Acceptance happens with probability p(draft).
+            let p_draft = expected.get(draft as usize).copied().unwrap_or(0);
+            assert!(
+                (accepted - p_draft).abs() < 253,
+                "draft {draft}: {accepted}"
+            );
+        }
+        // Greedy: the argmax, accepted only when it is the draft.
+        let mut g = Sampler::new(SamplingParams::default()).unwrap();
+        assert_eq!(g.verify(&logits, 3).unwrap(), (3, true));
+        assert_eq!(g.verify(&logits, 1).unwrap(), (3, false));
     }
 
     #[test]

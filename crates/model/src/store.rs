@@ -493,6 +493,30 @@ pub fn load_source(source: &ModelSource) -> Result<Weights> {
     Weights::from_gguf(Gguf::parse(read_source(source)?)?)
 }
 
+/// The model file [`load_client`] reads: `user_path` when given, else the store's copy
+/// (fetched on first use).
+///
+/// # Errors
+/// I/O errors and [`Error::Fetch`].
+pub fn model_path(user_path: Option<&Path>) -> Result<PathBuf> {
+    match user_path {
+        Some(p) => Ok(p.to_path_buf()),
+        None => locate_in(&home(), OsStr::new("python3")),
+    }
+}
+
+/// The file of the model `source` names: a path as given, a known model's copy in the
+/// store (fetched on first use).
+///
+/// # Errors
+/// I/O errors and [`Error::Fetch`].
+pub fn source_path(source: &ModelSource) -> Result<PathBuf> {
+    match source {
+        ModelSource::File(p) => Ok(p.clone()),
+        ModelSource::Known(m) => locate_model_in(m, &home(), OsStr::new("python3")),
+    }
+}
+
 /// Loads the client bundle ([`Weights::load_client`]: no layer matrix is read): from
 /// `user_path` when given (any GGUF, not checked), else the default model from the
 /// store (fetched on first use), checked against its pinned fingerprint.

@@ -17,6 +17,7 @@
 //! the forward pass adds them after the `Qkv` product, on whichever side computes the
 //! rest of the layer (the client in private generation, after decryption).
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, TensorInfo};
-use crate::linear::LinearStage;
+use crate::linear::{row_norm, ColumnNorms, LinearStage, NORM_STAGES};
 use crate::quant::{dequantize_row, Format, QuantMatrix};
 
 /// Domain tag of [`Weights::fingerprint`] (version 2: the index and the client
@@ -83,6 +84,7 @@ pub struct Weights {
     output: MatrixRef,
     output_norm: Vec<f32>,
     fingerprint: OnceLock<[u8; 32]>,
+    column_norms: OnceLock<ColumnNorms>,
 }
 
 impl Weights {
@@ -106,12 +108,18 @@ impl Weights {
     }
 
     /// The client bundle of this model, copied from memory (what
-    /// [`Weights::load_client`] reads from the file).
+    /// [`Weights::load_client`] reads from the file), with this model's column norms
+    /// attached ([`Weights::column_norms`]).
     ///
     /// # Errors
     /// As [`Weights::from_gguf`] (not expected: this model passed them).
     pub fn client_bundle(&self) -> Result<Weights> {
-        Weights::from_gguf(self.gguf.select(&is_client_tensor))
+        let bundle = Weights::from_gguf(self.gguf.select(&is_client_tensor))?;
+        // The full model knows its column norms; the bundle carries them (O(L d) numbers).
+        match self.column_norms() {
+            Ok(norms) => bundle.with_column_norms(norms.clone()),
+            Err(_) => Ok(bundle),
+        }
     }
 
     /// True when every layer matrix is in memory (not a client bundle).
@@ -121,6 +129,119 @@ impl Weights {
                 .iter()
                 .all(|m| self.gguf.data_at(m.tensor).is_some())
         })
+    }
+
+    /// The column norms of every layer's encrypted stages ([`ColumnNorms`]): those
+    /// attached with [`Weights::with_column_norms`], else computed once from the layer
+    /// matrices (the folded rows, as the server's encoder computes them).
+    ///
+    /// # Errors
+    /// [`Error::NotLoaded`] for a client bundle with no norms attached.
+    pub fn column_norms(&self) -> Result<&ColumnNorms> {
+        if let Some(n) = self.column_norms.get() {
+            return Ok(n);
+        }
+        let mut layers = Vec::with_capacity(self.config.n_layers);
+        for l in 0..self.config.n_layers {
+            let mut one: [Vec<f64>; 4] = Default::default();
+            for (out, stage) in one.iter_mut().zip(NORM_STAGES) {
+                let d_in = stage.dims(&self.config).0;
+                *out = self
+                    .stage_weight_folded(l, stage)?
+                    .chunks_exact(d_in)
+                    .map(row_norm)
+                    .collect();
+            }
+            layers.push(one);
+        }
+        Ok(self.column_norms.get_or_init(|| ColumnNorms::new(layers)))
+    }
+
+    /// This model with `norms` as its column norms (a client bundle, which cannot
+    /// compute them: [`Weights::stream_column_norms`] or the full model's
+    /// [`Weights::column_norms`]).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the table's layers or widths do not fit this model.
+    pub fn with_column_norms(self, norms: ColumnNorms) -> Result<Weights> {
+        let c = &self.config;
+        let fits = norms.layers() == c.n_layers
+            && (0..c.n_layers).all(|l| {
+                NORM_STAGES
+                    .iter()
+                    .all(|&s| norms.get(l, s).is_ok_and(|n| n.len() == s.dims(c).1))
+            });
+        if !fits {
+            return Err(Error::Shape {
+                what: "column norm table (layers x stage widths)",
+                found: norms.layers(),
+                expected: c.n_layers,
+            });
+        }
+        let w = self;
+        let _ = w.column_norms.set(norms);
+        Ok(w)
+    }
+
+    /// Computes the column norms of the GGUF file at `path` (the file this model, e.g.
+    /// a client bundle, was read from) in one streaming pass over its layer matrices:
+    /// a few rows are in memory at a time, so the client's memory stays `O(d)`; it reads
+    /// the matrices' bytes once (the whole file, unlike [`Weights::load_client`]).
+    ///
+    /// # Errors
+    /// I/O errors; [`Error::Shape`] when the file's length differs from the one this
+    /// model was read from.
+    pub fn stream_column_norms(&self, path: &Path) -> Result<ColumnNorms> {
+        const ROWS: usize = 16;
+        let io = |e| Error::io(path, e);
+        let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let len = f.get_ref().metadata().map_err(io)?.len();
+        if len != self.gguf.file_len() {
+            return Err(Error::Shape {
+                what: "model file length (not the file the bundle came from)",
+                found: usize::try_from(len).unwrap_or(usize::MAX),
+                expected: usize::try_from(self.gguf.file_len()).unwrap_or(usize::MAX),
+            });
+        }
+        let base = self.gguf.data_offset() as u64;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let mut bytes = Vec::new();
+        let mut rows = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let mut one: [Vec<f64>; 4] = Default::default();
+            for (out, stage) in one.iter_mut().zip(NORM_STAGES) {
+                let refs = match stage {
+                    LinearStage::Qkv => vec![layer.q, layer.k, layer.v],
+                    LinearStage::AttnOut => vec![layer.o],
+                    LinearStage::GateUp => vec![layer.gate, layer.up],
+                    _ => vec![layer.down],
+                };
+                let gain = self.stage_gain(l, stage)?;
+                for m in refs {
+                    let offset = self.gguf.tensors().get(m.tensor).map_or(0, |t| t.offset);
+                    f.seek(SeekFrom::Start(base + offset)).map_err(io)?;
+                    let row_bytes = m.format.row_bytes(m.cols);
+                    for start in (0..m.rows).step_by(ROWS) {
+                        let n = ROWS.min(m.rows - start);
+                        bytes.resize(n * row_bytes, 0);
+                        f.read_exact(&mut bytes).map_err(io)?;
+                        rows.resize(n * m.cols, 0.0);
+                        QuantMatrix::new(m.format, n, m.cols, &bytes)?
+                            .dequantize_rows(0, &mut rows)?;
+                        for row in rows.chunks_exact_mut(m.cols) {
+                            if let Some(g) = gain {
+                                for (a, b) in row.iter_mut().zip(g) {
+                                    *a *= b;
+                                }
+                            }
+                            out.push(row_norm(row));
+                        }
+                    }
+                }
+            }
+            layers.push(one);
+        }
+        Ok(ColumnNorms::new(layers))
     }
 
     /// The model fingerprint a server announces in `Welcome` and a client checks:
@@ -203,6 +324,7 @@ impl Weights {
             output,
             output_norm,
             fingerprint: OnceLock::new(),
+            column_norms: OnceLock::new(),
         })
     }
 

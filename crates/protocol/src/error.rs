@@ -127,6 +127,65 @@ pub enum Error {
         /// First differing layer.
         layer: usize,
     },
+    /// The server's decoding scales for an encrypted product are not the ones the
+    /// client derives from the model's column norms (an active server choosing them).
+    #[error("the server's decoding scales for layer {layer} {stage:?} are not the model's")]
+    ScaleMismatch {
+        /// Layer.
+        layer: usize,
+        /// Stage.
+        stage: LinearStage,
+        /// Which column and values.
+        #[source]
+        source: selene_linalg::Error,
+    },
+    /// The client has no column norms to pin the server's decoding scales with (a client
+    /// bundle without them: `Weights::stream_column_norms`, `Weights::with_column_norms`).
+    #[error("no column norms to pin the server's decoding scales")]
+    NoColumnNorms(#[source] selene_model::Error),
+    /// A decrypted product failed a check (an output above `||x|| ||w_j||`): the server's
+    /// answer is not the product. The step is aborted and nothing more is released.
+    #[error("the server's answer for layer {layer} {stage:?} failed the output bound")]
+    ProductCheck {
+        /// Layer.
+        layer: usize,
+        /// Stage.
+        stage: LinearStage,
+        /// The bound that failed.
+        #[source]
+        source: selene_linalg::Error,
+    },
+    /// A spot check (`--verify-rate`) recomputed a product in plaintext and the server's
+    /// answer differs by more than the tolerance.
+    #[error(
+        "spot check of layer {layer} {stage:?}: the server's answer deviates by {deviation:.3e} \
+         of ||x|| ||w_j||, tolerance {tolerance:.1e}"
+    )]
+    SpotCheckFailed {
+        /// Layer.
+        layer: usize,
+        /// Stage.
+        stage: LinearStage,
+        /// Largest deviation, relative to `||x_t|| ||w_j||`.
+        deviation: f64,
+        /// The tolerance.
+        tolerance: f64,
+    },
+    /// An earlier product of this session failed a check: nothing more is computed or
+    /// released in it.
+    #[error(
+        "an earlier product of this session failed a check: nothing more is computed or released"
+    )]
+    FailedCheckEarlier,
+    /// Spot checks need the layer matrices, which a client bundle does not hold.
+    #[error("--verify-rate > 0 needs the model's layer matrices (the full model); a client bundle has none")]
+    VerifyNeedsWeights,
+    /// A spot-check rate outside `[0, 1]`.
+    #[error("verify rate {rate} must be within 0..=1")]
+    InvalidVerifyRate {
+        /// The value given.
+        rate: f64,
+    },
     /// The session is closed (after `Close`, an error that ended it, or a lost peer).
     #[error("the session is closed")]
     Closed,

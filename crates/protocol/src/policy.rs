@@ -56,8 +56,8 @@ pub enum HeadSide {
 /// How much message-space flooding noise to add to released values.
 ///
 /// This is the extra N(0, sigma^2) on every released hidden-state value. The flooding
-/// that protects the CKKS key against decryption-based key recovery (Li, Micciancio,
-/// Schultz, Sorrell, CRYPTO 2022) is another, ring-level noise: the selective client
+/// that protects the CKKS key against decryption-based key recovery by an
+/// honest-but-curious server (Li, Micciancio, Schultz, Sorrell, CRYPTO 2022) is another, ring-level noise: the selective client
 /// always adds it to every product decryption, sized from the parameters and the release
 /// cap (`StrictLinear::flood_decryptions`), whatever this says.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -26,6 +26,12 @@ fn bundle_client_generates_the_plaintext_tokens() {
     let full = Arc::new(store::load(None).unwrap());
     let bundle = store::load_client(None).unwrap();
     assert!(!bundle.has_layer_matrices());
+    // The thin client's column norms (which pin the server's decoding scales) come from
+    // one streaming pass over its model file.
+    let norms = bundle
+        .stream_column_norms(&store::model_path(None).unwrap())
+        .unwrap();
+    let bundle = bundle.with_column_norms(norms).unwrap();
     let tok = Tokenizer::from_gguf(bundle.gguf()).unwrap();
     let layers = full.config().n_layers;
 

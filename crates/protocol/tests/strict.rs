@@ -21,12 +21,16 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
     let layers = w.config().n_layers;
     let model = Arc::new(PreparedModel::new(&params, &w, layers, &mut || {}).unwrap());
     let layouts = model.layouts();
+    // Every product is spot-checked in plaintext (and bounded by ||x|| ||w_j||): an
+    // honest server passes every check.
     let mut enc = StrictLinear::new(
         &w,
         &params,
         layouts,
         InProcess::new(ModelServer::new(model.clone())),
     )
+    .unwrap()
+    .with_verify_rate(1.0)
     .unwrap();
 
     for prompt in [
@@ -70,6 +74,11 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
     }
     let s = enc.stats();
     assert!(s.products > 0 && s.bytes_up > 0 && s.bytes_down > 0);
+    assert_eq!(s.verified, s.products);
+    eprintln!(
+        "spot checks: {} products, largest deviation {:.2e} of ||x|| ||w_j||",
+        s.verified, s.verify_max_deviation
+    );
     assert!(enc.server_time() > std::time::Duration::ZERO);
 }
 
@@ -98,6 +107,8 @@ fn strict_mode_with_packed_outputs_matches_plaintext_tokens() {
             model.layouts(),
             InProcess::new(ModelServer::new(model.clone())),
         )
+        .unwrap()
+        .with_verify_rate(1.0)
         .unwrap();
         let got = generate(w, &ids, 4, &[], &mut greedy(), &mut enc, &mut |_| {
             Ok(ControlFlow::Continue(()))
@@ -105,6 +116,11 @@ fn strict_mode_with_packed_outputs_matches_plaintext_tokens() {
         .unwrap();
         assert_eq!(got, want, "{link}: greedy tokens differ");
         let s = enc.stats();
+        assert_eq!(s.verified, s.products);
+        eprintln!(
+            "{link}: spot checks, largest deviation {:.2e}",
+            s.verify_max_deviation
+        );
         // One upload: the images' elements and one per merge level left (a few dozen
         // keys of about 55 KB).
         assert!(
@@ -337,4 +353,47 @@ fn selective_mode_refuses_a_cap_the_flooding_cannot_carry_coeff12wide() {
     assert!(SelectiveClient::new(w, k, strict(), 0.01, 432).is_err());
     let c = SelectiveClient::with_prefix(w, k, strict(), 0.01, 432, &head).unwrap();
     assert_eq!(c.strict().flooding().unwrap().releases_cap, 32);
+}
+
+/// Strict mode with prompt-lookup drafts: each pass runs `k + 1` rows through the
+/// encrypted products, and the accepted tokens equal plain greedy generation's
+/// (issue 18's "drafted generation equals greedy plain generation").
+#[test]
+fn strict_mode_with_drafts_matches_plain_greedy() {
+    use selene_model::draft::PromptLookup;
+    use selene_protocol::generate_after_prefix_drafted;
+    let w = &common::shared().w;
+    let tok = &common::shared().tok;
+    // Outputs that quote the input let the drafts be accepted.
+    let ids = tok
+        .encode("Patient: Maria Lopez, 54. Diagnosis: type 2 diabetes.\nPatient: Maria Lopez, 54. Diagnosis:")
+        .unwrap();
+    let tokens = 8;
+    let want = common::plain(&ids, tokens);
+    let model = common::prepared(w.config().n_layers, LinalgPreset::Coeff12);
+    let params = LinalgPreset::Coeff12.build().unwrap();
+    let mut enc = StrictLinear::new(
+        w,
+        &params,
+        model.layouts(),
+        InProcess::new(ModelServer::new(model.clone())),
+    )
+    .unwrap();
+    let lookup = PromptLookup::new(4).unwrap();
+    let (got, stats) = generate_after_prefix_drafted(
+        w,
+        None,
+        &ids,
+        tokens,
+        &[],
+        &mut greedy(),
+        &mut enc,
+        Some(&lookup),
+        &mut |_| Ok(ControlFlow::Continue(())),
+    )
+    .unwrap();
+    eprintln!("{stats:?}");
+    assert_eq!(got, want, "drafted tokens differ from plain greedy");
+    // The repeated line is drafted from the prompt: fewer passes than tokens.
+    assert!(stats.accepted > 0 && stats.passes < tokens, "{stats:?}");
 }

@@ -47,8 +47,25 @@ pub struct GenerationArgs {
     /// Seed of the sampler (same seed, same text).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also write the run's figures as JSON to FILE: the generated ids, the prefill and
+    /// per-token times, and round trips, bytes and CPU seconds at the start, the first
+    /// token and the end (what `selene bench net` reads).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Draft up to K tokens per model pass by prompt lookup (`prompt-lookup:K`, K = 1 to
+    /// 16): the text after the latest earlier match of the last few tokens is checked in
+    /// one pass, so text that quotes the prompt takes fewer passes (and, in strict mode,
+    /// fewer round trips). Greedy output is unchanged and sampling keeps its
+    /// distribution; every pass then has K + 1 rows. Strict mode and `plain` only.
+    #[arg(long, value_name = "prompt-lookup:K", value_parser = draft_parser)]
+    pub draft: Option<selene_model::PromptLookup>,
     #[command(flatten)]
     pub model: ModelArg,
+}
+
+/// Parses `--draft`.
+fn draft_parser(s: &str) -> Result<selene_model::PromptLookup, String> {
+    s.parse().map_err(|e: selene_model::Error| e.to_string())
 }
 
 /// Loads the weights and the tokenizer of `--model NAME|PATH` (default: SmolLM2).
@@ -59,12 +76,24 @@ pub fn load(model: Option<&str>) -> anyhow::Result<(Weights, Tokenizer)> {
     Ok((w, t))
 }
 
-/// Loads the client bundle (no layer matrix is read from the file) and the tokenizer:
-/// all a client of a remote server computes with.
+/// Loads the client bundle (no layer matrix is kept in memory) and the tokenizer: all a
+/// client of a remote server computes with. The bundle's column norms, which pin the
+/// server's decoding scales and bound its answers, come from one streaming pass over
+/// the file's layer matrices (a few rows in memory at a time).
 pub fn load_client(model: Option<&str>) -> anyhow::Result<(Weights, Tokenizer)> {
     let source = ModelSource::from_arg(model).context("could not load the model")?;
     let w =
         store::load_client_source(&source).context("could not load the model's client bundle")?;
+    let path = store::source_path(&source).context("could not locate the model file")?;
+    let start = std::time::Instant::now();
+    let norms = w
+        .stream_column_norms(&path)
+        .context("could not compute the model's column norms")?;
+    let w = w.with_column_norms(norms)?;
+    eprintln!(
+        "[client: column norms of the layer matrices streamed from the model file in {:.2} s]",
+        start.elapsed().as_secs_f64()
+    );
     let t = Tokenizer::from_gguf(w.gguf()).context("could not build the tokenizer")?;
     Ok((w, t))
 }
@@ -110,6 +139,21 @@ pub struct PolicyArgs {
     /// is private.
     #[arg(long, value_name = "FILE")]
     pub public_context: Option<PathBuf>,
+    /// Spot checks against an active server: recompute this fraction (0 to 1) of the
+    /// encrypted products in plaintext and stop at the first answer that is not the
+    /// product. Needs the layer matrices (`run` has them; `client` with --full-model).
+    #[arg(long, value_name = "R", default_value_t = 0.0, value_parser = verify_rate_parser)]
+    pub verify_rate: f64,
+}
+
+/// Parses `--verify-rate`: a fraction within 0..=1.
+fn verify_rate_parser(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err(format!("{r} is not a fraction within 0..=1"))
+    }
 }
 
 impl PolicyArgs {

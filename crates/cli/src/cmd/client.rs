@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use selene_protocol::net::{TlsTransport, DEFAULT_TIMEOUT};
 
-use super::args::{load_client, token_from, trust_from, GenerationArgs, PolicyArgs};
+use super::args::{load, load_client, token_from, trust_from, GenerationArgs, PolicyArgs};
 use super::drive::drive;
 
 /// Arguments of `selene client`.
@@ -43,6 +43,10 @@ pub struct ClientArgs {
     /// Worker threads (rayon); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
+    /// Load the whole model (layer matrices included) instead of the client bundle, as
+    /// --verify-rate needs to recompute products.
+    #[arg(long)]
+    full_model: bool,
 }
 
 /// Runs `selene client`: the same generation as `selene run`, with the server remote.
@@ -50,15 +54,26 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
     super::threads::init(args.threads)?;
     let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
     let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
-    // The server computes every layer's products: the client reads only its bundle.
-    let (w, t) = load_client(args.gen.model.model.as_deref())?;
-    let g = w.gguf();
-    eprintln!(
-        "[client: model bundle (tokenizer, embedding = LM head, norms) read: {:.1} of {:.1} MB \
-         of the model file, no layer matrix]",
-        g.bytes_read() as f64 / 1e6,
-        g.file_len() as f64 / 1e6
+    let verify_rate = args.policy.verify_rate;
+    anyhow::ensure!(
+        verify_rate == 0.0 || args.full_model,
+        "--verify-rate {verify_rate} recomputes products from the layer matrices, which the \
+         thin client does not hold: add --full-model to load them"
     );
+    let (w, t) = if args.full_model {
+        load(args.gen.model.model.as_deref())?
+    } else {
+        // The server computes every layer's products: the client keeps only its bundle.
+        let (w, t) = load_client(args.gen.model.model.as_deref())?;
+        let g = w.gguf();
+        eprintln!(
+            "[client: model bundle (tokenizer, embedding = LM head, norms) read: {:.1} of \
+             {:.1} MB of the model file, no layer matrix kept]",
+            g.bytes_read() as f64 / 1e6,
+            g.file_len() as f64 / 1e6
+        );
+        (w, t)
+    };
     let policy = args.policy.policy(w.config().n_layers)?;
     let params = policy.preset.build()?;
     anyhow::ensure!(args.timeout_s > 0, "--timeout-s must be above 0");
@@ -66,5 +81,14 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
     let transport = TlsTransport::connect_with(&args.server, &trust, &token, timeout)?;
     eprintln!("[client: connected to {} over TLS]", args.server);
     let context = args.policy.public_context.as_deref();
-    drive(&args.gen, &w, &t, &params, policy, context, transport)
+    drive(
+        &args.gen,
+        &w,
+        &t,
+        &params,
+        policy,
+        context,
+        verify_rate,
+        transport,
+    )
 }

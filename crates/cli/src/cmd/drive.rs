@@ -13,11 +13,18 @@ use selene_protocol::{model_fingerprint, Policy, Terms, Transport};
 use super::args::GenerationArgs;
 use super::generation::{open, policy_notice};
 use super::public_context;
+use super::report::{Counted, RunReport};
+use super::stream::draft_summary;
 
 /// The generation driver shared by `run` (embedded transport) and `client` (TLS): opens
-/// a session under `policy` over `transport`, has the server run `public_context` in
+/// a session under `policy` over `transport` (spot-checking `verify_rate` of the
+/// products), has the server run `public_context` in
 /// plaintext if one is given, generates, streams the text to stdout and reports timing
 /// and traffic on stderr.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one generation's inputs, each needed"
+)]
 pub fn drive<T: Transport>(
     gen: &GenerationArgs,
     w: &Weights,
@@ -25,6 +32,7 @@ pub fn drive<T: Transport>(
     params: &Arc<Parameters>,
     policy: Policy,
     public_context: Option<&std::path::Path>,
+    verify_rate: f64,
     transport: T,
 ) -> anyhow::Result<()> {
     let layers = w.config().n_layers;
@@ -35,7 +43,17 @@ pub fn drive<T: Transport>(
     if let Some(notice) = policy_notice(terms, layers, super::generation::is_audited_model(w))? {
         eprintln!("{notice}");
     }
-    let mut session = open(w, &model_fingerprint(w), params, policy, transport)?;
+    let (transport, counters) = Counted::new(transport);
+    let start = counters.snapshot();
+    let mut session = open(w, &model_fingerprint(w), params, policy, transport)?
+        .with_draft(gen.draft)?
+        .with_verify_rate(verify_rate)?;
+    if verify_rate > 0.0 {
+        eprintln!(
+            "[client: spot checks: each encrypted product recomputed in plaintext with \
+             probability {verify_rate}]"
+        );
+    }
     let prefix = public_context
         .map(|path| {
             public_context::prepare(path, &gen.prompt, gen.chat, w, t, k, &mut |ids| {
@@ -51,8 +69,10 @@ pub fn drive<T: Transport>(
     status.enable_steady_tick(std::time::Duration::from_millis(120));
     let mut last = Instant::now();
     let mut token_s = Vec::new();
+    let mut first_token = start;
     let mut on_token = |i: usize| {
         if i == 1 {
+            first_token = counters.snapshot();
             status.finish_and_clear();
         }
         token_s.push(last.elapsed().as_secs_f64());
@@ -75,15 +95,42 @@ pub fn drive<T: Transport>(
         },
     )?;
     let stats = done.context("the token loop did not run")?;
+    let end = counters.snapshot();
     status.finish_and_clear();
+    if let Some(path) = &gen.report {
+        RunReport {
+            prompt_tokens: gen_run.prompt_tokens,
+            ids: gen_run.ids.clone(),
+            prefill_s: gen_run.prefill_s,
+            token_s: token_s.iter().skip(1).copied().collect(),
+            passes: if gen.draft.is_some() {
+                1 + stats.draft.passes
+            } else {
+                gen_run.generated
+            },
+            start,
+            first_token,
+            end,
+        }
+        .write(path)?;
+    }
     let s = stats.traffic;
     let (server_s, releases, sigma) = (stats.server_s, stats.releases, terms.sigma);
     let tokens = gen_run.prompt_tokens + gen_run.generated.saturating_sub(1);
     let decode: Vec<String> = token_s.iter().skip(1).map(|t| format!("{t:.2}")).collect();
+    if gen.draft.is_some() {
+        eprintln!("{}", draft_summary(&stats.draft, gen_run.generated));
+    }
     if releases > 0 {
         eprintln!(
             "[released {releases} hidden-state rows after layer {k}, flooded with sigma \
              {sigma}]"
+        );
+    }
+    if verify_rate > 0.0 {
+        eprintln!(
+            "[spot checks: {} of {} encrypted products recomputed in plaintext, all agreed]",
+            s.verified, s.products
         );
     }
     eprintln!(

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod model;
 pub mod openai;
 pub mod public_context;
+pub mod report;
 pub mod run;
 pub mod serve;
 pub mod serving;

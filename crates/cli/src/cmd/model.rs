@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::args::{load, GenerationArgs, ModelArg};
+use super::report::{Counters, RunReport};
 use super::stream::stream_generation;
 use anyhow::Context;
 use clap::Args;
@@ -49,7 +50,30 @@ pub fn tokenize(args: &TokenizeArgs) -> anyhow::Result<()> {
 /// Runs `selene plain`: streams the generated text to stdout, statistics to stderr.
 pub fn plain(args: &PlainArgs) -> anyhow::Result<()> {
     let (w, t) = load(args.gen.model.model.as_deref())?;
-    let run = stream_generation(&args.gen, &w, &t, &mut QuantLinear::new(&w), &mut |_| {})?;
+    let start = Counters::default().snapshot();
+    let mut first_token = start;
+    let (mut token_s, mut last) = (Vec::new(), Instant::now());
+    let run = stream_generation(&args.gen, &w, &t, &mut QuantLinear::new(&w), &mut |i| {
+        if i == 1 {
+            first_token = Counters::default().snapshot();
+        } else {
+            token_s.push(last.elapsed().as_secs_f64());
+        }
+        last = Instant::now();
+    })?;
+    if let Some(path) = &args.gen.report {
+        RunReport {
+            prompt_tokens: run.prompt_tokens,
+            ids: run.ids.clone(),
+            prefill_s: run.prefill_s,
+            token_s,
+            passes: run.generated,
+            start,
+            first_token,
+            end: Counters::default().snapshot(),
+        }
+        .write(path)?;
+    }
     eprintln!(
         "[{} prompt tokens in {:.3} s, {} generated, {:.1} tok/s decode]",
         run.prompt_tokens,

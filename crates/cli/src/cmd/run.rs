@@ -42,11 +42,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let params = policy.preset.build()?;
     let (server, token) = embedded_server(&params, &w, policy.encrypted_layers, &args.link)?;
     // One process, the same split as `selene client`: the client half computes with the
-    // client bundle only (copied from memory), the embedded server with the full model.
-    let client = w
-        .client_bundle()
-        .context("could not extract the client bundle")?;
+    // client bundle only (copied from memory, its column norms with it), the embedded
+    // server with the full model. Spot checks need the layer matrices: with
+    // --verify-rate the client half holds the full model.
+    let verify_rate = args.policy.verify_rate;
+    let bundle;
+    let client: &selene_model::Weights = if verify_rate > 0.0 {
+        &w
+    } else {
+        bundle = w
+            .client_bundle()
+            .context("could not extract the client bundle")?;
+        &bundle
+    };
     let transport = InProcess::connect(&server, &token);
     let context = args.policy.public_context.as_deref();
-    drive(&args.gen, &client, &t, &params, policy, context, transport)
+    drive(
+        &args.gen,
+        client,
+        &t,
+        &params,
+        policy,
+        context,
+        verify_rate,
+        transport,
+    )
 }

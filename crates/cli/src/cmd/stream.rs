@@ -6,14 +6,17 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use selene_model::{
-    generate, Linear, Message, Role, Sampler, SamplingParams, StreamDecoder, Tokenizer, Weights,
+    generate, generate_drafted, CachedModel, KvCache, Linear, Message, Role, Sampler,
+    SamplingParams, StreamDecoder, Tokenizer, Weights,
 };
 
 use super::args::GenerationArgs;
 
 /// Timing of one streamed generation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct GenerationRun {
+    /// The generated ids.
+    pub ids: Vec<u32>,
     /// Tokens in the (templated) prompt.
     pub prompt_tokens: usize,
     /// Tokens generated (including a final end-of-sequence token).
@@ -41,8 +44,43 @@ pub fn stream_generation(
     on_token: &mut dyn FnMut(usize),
 ) -> anyhow::Result<GenerationRun> {
     stream_with(args, w, t, on_token, &mut |ids, max, sampler, cb| {
-        Ok(generate(w, ids, max, t.eos_ids(), sampler, linear, cb)?)
+        let Some(lookup) = &args.draft else {
+            return Ok(generate(w, ids, max, t.eos_ids(), sampler, linear, cb)?);
+        };
+        let c = w.config();
+        let max = max.min(c.context_length.saturating_sub(ids.len() + lookup.k()));
+        let mut cache = KvCache::new(c, ids.len() + max + lookup.k());
+        let mut target = CachedModel {
+            w,
+            cache: &mut cache,
+            linear: &mut *linear,
+        };
+        let (out, stats) = generate_drafted(
+            ids,
+            max,
+            t.eos_ids(),
+            sampler,
+            lookup,
+            c.vocab_size,
+            &mut target,
+            cb,
+        )?;
+        eprintln!("{}", draft_summary(&stats, out.len()));
+        Ok(out)
     })
+}
+
+/// One line on what drafting achieved.
+pub fn draft_summary(s: &selene_model::DraftStats, generated: usize) -> String {
+    format!(
+        "[drafts: {generated} tokens in {} passes after the prompt's ({:.2} tokens per pass); \
+         {} of {} drafted tokens accepted, {} padding rows]",
+        s.passes,
+        generated.saturating_sub(1) as f64 / s.passes.max(1) as f64,
+        s.accepted,
+        s.drafted,
+        s.padding
+    )
 }
 
 /// A token loop: `(prompt ids, max tokens, sampler, per-token callback) -> ids`.
@@ -120,9 +158,11 @@ pub fn stream_text(
     })?;
     let _ = writeln!(stdout, "{}", dec.finish());
     let total_s = start.elapsed().as_secs_f64();
+    let generated = out.len();
     Ok(GenerationRun {
+        ids: out,
         prompt_tokens: ids.len(),
-        generated: out.len(),
+        generated,
         prefill_s: first.unwrap_or(total_s),
         total_s,
     })

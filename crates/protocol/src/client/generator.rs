@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use selene_ckks::Parameters;
 use selene_linalg::Client;
-use selene_model::{Sampler, Weights};
+use selene_model::{DraftStats, PromptLookup, Sampler, Weights};
 
 use super::padding::PaddedLinear;
-use super::prefix::generate_after_prefix;
+use super::prefix::generate_after_prefix_drafted;
 use super::selective::{generate_session, SelectiveClient};
 use super::session::ClientSession;
 use super::strict::{StrictLinear, TrafficStats};
@@ -36,6 +36,8 @@ pub struct PrivateStats {
     pub server_s: f64,
     /// Hidden-state rows released to the server (selective mode; 0 in strict mode).
     pub releases: usize,
+    /// What prompt-lookup drafts achieved (all zero without drafts).
+    pub draft: DraftStats,
 }
 
 /// An opened private session, ready to generate once: the encrypting client, the
@@ -45,6 +47,7 @@ pub struct PrivateGenerator<'w, T: Transport> {
     strict: StrictLinear<'w, T>,
     terms: Terms,
     guard: Option<Box<dyn ReleaseGuard + Send>>,
+    draft: Option<PromptLookup>,
 }
 
 impl<T: Transport> std::fmt::Debug for PrivateGenerator<'_, T> {
@@ -52,6 +55,7 @@ impl<T: Transport> std::fmt::Debug for PrivateGenerator<'_, T> {
         f.debug_struct("PrivateGenerator")
             .field("terms", &self.terms)
             .field("guard", &self.guard.is_some())
+            .field("draft", &self.draft)
             .finish_non_exhaustive()
     }
 }
@@ -88,7 +92,39 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
             strict: StrictLinear::from_session(w, client, session)?,
             terms,
             guard,
+            draft: None,
         })
+    }
+
+    /// Drafts up to `lookup.k()` tokens per pass by prompt lookup (strict mode only:
+    /// in selective mode the server's tail keeps per-position state a rejected draft
+    /// would have to take back).
+    ///
+    /// # Errors
+    /// [`Error::Model`] with [`selene_model::Error::BadDraft`] in selective mode.
+    pub fn with_draft(mut self, lookup: Option<PromptLookup>) -> Result<Self> {
+        if let Some(l) = lookup {
+            if self.terms.k < self.w.config().n_layers {
+                return Err(selene_model::Error::BadDraft {
+                    draft: format!("prompt-lookup:{}", l.k()),
+                    why: "drafts run in strict mode only (in selective mode the server's \
+                          layers keep per-position state a rejected draft cannot take back)",
+                }
+                .into());
+            }
+        }
+        self.draft = lookup;
+        Ok(self)
+    }
+
+    /// Spot-checks each product with probability `rate` in plaintext
+    /// ([`StrictLinear::with_verify_rate`]; needs the full model's layer matrices).
+    ///
+    /// # Errors
+    /// As [`StrictLinear::with_verify_rate`].
+    pub fn with_verify_rate(mut self, rate: f64) -> Result<Self> {
+        self.strict.set_verify_rate(rate)?;
+        Ok(self)
     }
 
     /// The policy's terms.
@@ -127,6 +163,7 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
             strict,
             terms,
             guard,
+            draft,
         } = self;
         let c = w.config();
         let p = prefix.map_or(0, PrefixKv::positions);
@@ -134,7 +171,10 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
         let max_tokens = max_tokens.min(c.context_length.saturating_sub(p + prompt.len()));
         if terms.k >= c.n_layers {
             let mut linear = PaddedLinear::new(strict, c, terms.pad_to)?;
-            let ids = generate_after_prefix(
+            // A drafted pass holds k positions beyond the last token.
+            let k = draft.map_or(0, |d| d.k());
+            let max_tokens = max_tokens.min(c.context_length.saturating_sub(p + prompt.len() + k));
+            let (ids, draft) = generate_after_prefix_drafted(
                 w,
                 prefix,
                 prompt,
@@ -142,6 +182,7 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
                 stop,
                 sampler,
                 &mut linear,
+                draft.as_ref(),
                 on_token,
             )?;
             let mut linear = linear.into_inner();
@@ -151,6 +192,7 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
                 traffic: linear.stats(),
                 server_s: linear.server_time().as_secs_f64(),
                 releases: 0,
+                draft,
             };
             return Ok((ids, stats));
         }
@@ -178,6 +220,7 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
             traffic: client.strict().stats(),
             server_s: client.strict().server_time().as_secs_f64(),
             releases: client.releases(),
+            draft: DraftStats::default(),
         };
         Ok((ids, stats))
     }

@@ -12,7 +12,7 @@ mod strict;
 
 pub use generator::{model_fingerprint, PrivateGenerator, PrivateStats};
 pub use padding::PaddedLinear;
-pub use prefix::generate_after_prefix;
+pub use prefix::{generate_after_prefix, generate_after_prefix_drafted};
 pub use selective::{generate_session, SelectiveClient, MIN_FLOODED_PRECISION_BITS};
 pub use session::{ClientSession, Released, PRODUCT_REPLY_FACTOR};
-pub use strict::{Flooding, StrictLinear, TrafficStats};
+pub use strict::{Flooding, StrictLinear, TrafficStats, VERIFY_TOLERANCE};

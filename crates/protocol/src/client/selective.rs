@@ -7,8 +7,13 @@
 //! audit (`selene audit`, docs/audit.md) recovers nearly every token from them at small
 //! `k`. The ring-level flooding of every product decryption (Li, Micciancio, Schultz,
 //! Sorrell, CRYPTO 2022; [`StrictLinear::flood_decryptions`]) protects the CKKS key
-//! against decryption-based key recovery (Li and Micciancio, EUROCRYPT 2021); it does not
-//! hide the text. Selective mode therefore runs on the `coeff12wide` preset
+//! against decryption-based key recovery (Li and Micciancio, EUROCRYPT 2021) by an
+//! honest-but-curious server, one that answers every product with the product; it does
+//! not hide the text. An active server could answer with a crafted ciphertext (`c1 = c`
+//! decrypts to `c s`): the client pins the decoding scales, bounds every output by
+//! `||x|| ||w_j||` and releases nothing after a failed check, and spot checks
+//! ([`StrictLinear::with_verify_rate`]) catch answers within the bound with the
+//! probability they are drawn with (docs/hardening.md, item 6). Selective mode therefore runs on the `coeff12wide` preset
 //! ([`crate::policy::SELECTIVE_PRESET`]: a 61-bit prime and a `2^47` download modulus),
 //! the one with room for the flooding the LMSS22 bound asks for (sigma about `2^34-2^37`
 //! download units): [`SelectiveClient::new`] always floods, and refuses
@@ -171,8 +176,10 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// flooded release in wire form, once the guard has authorized it.
     ///
     /// # Errors
-    /// Token out of range, a full cache, encrypted product failures,
-    /// [`Error::ReleaseRefused`] when the guard says no.
+    /// Token out of range, a full cache, encrypted product failures (among them the
+    /// checks on the server's answers: [`Error::ProductCheck`], [`Error::SpotCheckFailed`];
+    /// after one, every later step fails with [`Error::FailedCheckEarlier`] and releases
+    /// nothing), [`Error::ReleaseRefused`] when the guard says no.
     pub fn step(&mut self, tokens: &[u32]) -> Result<Vec<u8>> {
         // The caller hands the bytes to an in-process tail; the guard has checked (and
         // under a keystore logged) them, which is all the proof stands for.
@@ -182,6 +189,9 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
 
     /// [`SelectiveClient::step`], with the guard's proof for sending the release.
     fn authorized_step(&mut self, tokens: &[u32]) -> Result<(Vec<u8>, ReleaseAuthorized)> {
+        if self.strict.check_failed() {
+            return Err(Error::FailedCheckEarlier);
+        }
         let d = self.w.config().d_model;
         let mut x = vec![0.0; tokens.len() * d];
         self.w.embed(tokens, &mut x)?;
@@ -193,6 +203,11 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
             &mut self.strict,
             &mut |_, _| {},
         )?;
+        // A product that failed a check aborted the layers above; should a caller have
+        // swallowed that error, the release is still refused.
+        if self.strict.check_failed() {
+            return Err(Error::FailedCheckEarlier);
+        }
         flood(&mut x, self.sigma, &mut self.rng);
         let bytes = encode_release(&x, tokens.len(), d);
         let request = ReleaseRequest {

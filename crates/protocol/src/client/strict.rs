@@ -2,12 +2,16 @@
 
 use std::time::{Duration, Instant};
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
 use selene_ckks::Parameters;
 use selene_linalg::flooding::{
     decryption_flooding_sigma, flooded_precision_bits, released_per_row, FLOODING_STAT_SECURITY,
 };
 use selene_linalg::{Client, EncryptedOutput, Layout};
 use selene_model::forward::apply_gain;
+use selene_model::linear::NORM_STAGES;
 use selene_model::{Linear, LinearStage, ProductAt, QuantLinear, Weights};
 
 use super::session::ClientSession;
@@ -22,6 +26,15 @@ use crate::transport::Transport;
 /// the server's 64 MiB message limit, and a longer prompt simply takes several requests
 /// per product.
 pub const MAX_ROWS_PER_PRODUCT: usize = 32;
+
+/// Largest deviation a spot check ([`StrictLinear::with_verify_rate`]) accepts between
+/// the decrypted product and the client's plaintext recomputation, relative to
+/// `||x_t|| ||w_j||`: honest products keep at least 10 bits of that (flooded, selective
+/// mode; about 15 unflooded) and the plaintext reference's own error is of the same
+/// order, so `2^-6` leaves a factor of 16. An answer that is not the product (the
+/// key-recovery ciphertext `c1 = 2^44 X^r`, an encryption of zero, a shifted output)
+/// deviates by the outputs' own size, `|y_tj| / (||x_t|| ||w_j||)`, far above it.
+pub const VERIFY_TOLERANCE: f64 = 1.0 / 64.0;
 
 /// What crossed the wire and where the client's time went.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -40,6 +53,10 @@ pub struct TrafficStats {
     pub galois_key_bytes: usize,
     /// Time the client spent generating them.
     pub galois_keygen: Duration,
+    /// Products recomputed in plaintext by a spot check (`--verify-rate`).
+    pub verified: usize,
+    /// Largest deviation a spot check found, relative to `||x_t|| ||w_j||`.
+    pub verify_max_deviation: f64,
 }
 
 /// Strict client-aided mode: every per-layer weight product is encrypted under the
@@ -52,6 +69,9 @@ pub struct StrictLinear<'w, T: Transport> {
     session: ClientSession<T>,
     stats: TrafficStats,
     flooding: Option<Flooding>,
+    verify_rate: f64,
+    rng: ChaCha20Rng,
+    check_failed: bool,
 }
 
 /// Ring-level flooding of every product decryption ([`StrictLinear::flood_decryptions`]).
@@ -136,10 +156,14 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
     }
 
     /// A client holding `client`'s key over an open session, encrypting for the layouts
-    /// the server sent.
+    /// the server sent once their decoding scales are pinned: every column scale must be
+    /// the one `weights`' column norms give ([`Weights::column_norms`]: computed from
+    /// the layer matrices, or carried by a client bundle), so an active server cannot
+    /// choose how the client decodes.
     ///
     /// # Errors
-    /// More encrypted layers than the model has.
+    /// More encrypted layers than the model has; [`Error::NoColumnNorms`] for a bundle
+    /// without norms; [`Error::ScaleMismatch`].
     pub fn from_session(
         weights: &'w Weights,
         client: Client,
@@ -152,6 +176,18 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                 layer: layouts.len(),
                 layers,
             });
+        }
+        let norms = weights.column_norms().map_err(Error::NoColumnNorms)?;
+        for (layer, four) in layouts.iter().enumerate() {
+            for (layout, stage) in four.iter().zip(NORM_STAGES) {
+                layout
+                    .check_column_norms(norms.get(layer, stage)?)
+                    .map_err(|source| Error::ScaleMismatch {
+                        layer,
+                        stage,
+                        source,
+                    })?;
+            }
         }
         let mut stats = TrafficStats::default();
         // Packed layouts: the server merges outputs with this key's Galois keys, sent
@@ -177,7 +213,89 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             session,
             stats,
             flooding: None,
+            verify_rate: 0.0,
+            rng: ChaCha20Rng::from_entropy(),
+            check_failed: false,
         })
+    }
+
+    /// Spot checks: each product is, with probability `rate`, recomputed here in
+    /// plaintext from the layer matrices and compared with the decrypted answer within
+    /// [`VERIFY_TOLERANCE`] ([`Error::SpotCheckFailed`] otherwise). The products to check
+    /// are drawn from an OS-seeded ChaCha20 after the answer arrives, so a server cannot
+    /// tell which; one that tampers with `m` products escapes with probability
+    /// `(1 - rate)^m`. Costs one plaintext product per check.
+    ///
+    /// # Errors
+    /// [`Error::InvalidVerifyRate`] outside `[0, 1]`; [`Error::VerifyNeedsWeights`] for
+    /// `rate > 0` on a client bundle (no layer matrices).
+    pub fn with_verify_rate(mut self, rate: f64) -> Result<Self> {
+        self.set_verify_rate(rate)?;
+        Ok(self)
+    }
+
+    /// [`Self::with_verify_rate`] in place.
+    pub(crate) fn set_verify_rate(&mut self, rate: f64) -> Result<()> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(Error::InvalidVerifyRate { rate });
+        }
+        if rate > 0.0 && !self.weights.has_layer_matrices() {
+            return Err(Error::VerifyNeedsWeights);
+        }
+        self.verify_rate = rate;
+        Ok(())
+    }
+
+    /// True once a product of this session failed a check (output bound or spot check):
+    /// every later product and release is refused ([`Error::FailedCheckEarlier`]).
+    pub fn check_failed(&self) -> bool {
+        self.check_failed
+    }
+
+    /// Recomputes `x`'s product in plaintext and errors unless the decrypted `y` is
+    /// within [`VERIFY_TOLERANCE`] of it, relative to `||x_t|| ||w_j||`; returns the
+    /// largest deviation.
+    fn spot_check(
+        &self,
+        layer: usize,
+        stage: LinearStage,
+        layout: &Layout,
+        x: &[f32],
+        y: &[f64],
+    ) -> Result<f64> {
+        let (d_in, d_out) = (layout.shape().d_in, layout.shape().d_out);
+        // The server multiplies the un-gained input by gain-folded weights; the same
+        // product is the gained input times the plain matrix.
+        let mut gained = x.to_vec();
+        if let Some(g) = self.weights.stage_gain(layer, stage)? {
+            apply_gain(&mut gained, g);
+        }
+        let mut reference = vec![0.0f32; y.len()];
+        QuantLinear::new(self.weights)
+            .apply(ProductAt::new(layer, stage), &gained, &mut reference)
+            .map_err(Error::Model)?;
+        let w_norms = layout.column_norms();
+        let mut deviation = 0.0f64;
+        for (xr, (yr, rr)) in x
+            .chunks_exact(d_in)
+            .zip(y.chunks_exact(d_out).zip(reference.chunks_exact(d_out)))
+        {
+            let x_norm = xr.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+            for ((&a, &b), &w) in yr.iter().zip(rr).zip(&w_norms) {
+                let scale = (x_norm * w).max(f64::MIN_POSITIVE);
+                deviation = deviation.max((a - f64::from(b)).abs() / scale);
+            }
+        }
+        if deviation <= VERIFY_TOLERANCE {
+            Ok(deviation)
+        } else {
+            Err(Error::SpotCheckFailed {
+                layer,
+                stage,
+                deviation,
+                tolerance: VERIFY_TOLERANCE,
+            })
+        }
     }
 
     /// The session (its `Welcome`, the transport).
@@ -252,6 +370,9 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         x: &[f32],
         out: &mut [f32],
     ) -> Result<()> {
+        if self.check_failed {
+            return Err(Error::FailedCheckEarlier);
+        }
         let n = stage.check(self.weights.config(), x, out)?;
         let layout = self
             .layouts
@@ -286,12 +407,38 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         self.stats.bytes_down += answer.len();
         let t = Instant::now();
         let output = EncryptedOutput::from_bytes(&answer, self.client.params())?;
-        let y = match sigma {
+        let decoded = match sigma {
             Some(sigma) => self
                 .client
-                .decrypt_decode_flooded(&output, &scales, layout, sigma)?,
-            None => self.client.decrypt_decode(&output, &scales, layout)?,
+                .decrypt_decode_flooded(&output, &scales, layout, sigma),
+            None => self.client.decrypt_decode(&output, &scales, layout),
         };
+        let y = match decoded {
+            Ok(y) => y,
+            Err(source @ selene_linalg::Error::OutputOutOfBound { .. }) => {
+                self.check_failed = true;
+                return Err(Error::ProductCheck {
+                    layer,
+                    stage,
+                    source,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.stats.client_time += t.elapsed();
+        if self.verify_rate > 0.0 && self.rng.gen::<f64>() < self.verify_rate {
+            self.stats.verified += 1;
+            match self.spot_check(layer, stage, layout, x, &y) {
+                Ok(d) => {
+                    self.stats.verify_max_deviation = self.stats.verify_max_deviation.max(d);
+                }
+                Err(e) => {
+                    self.check_failed = true;
+                    return Err(e);
+                }
+            }
+        }
+        let t = Instant::now();
         for (o, v) in out.iter_mut().zip(&y) {
             *o = *v as f32;
         }

@@ -8,21 +8,7 @@ use std::time::Duration;
 
 use selene_protocol::{InProcess, Transport};
 
-/// Process CPU time in seconds (every thread, user and system).
-pub fn process_cpu_s() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call, and
-    // CLOCK_PROCESS_CPUTIME_ID is a clock every Linux kernel since 2.6.12 provides; on
-    // failure the call leaves `ts` untouched and returns -1, handled below.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
+pub use crate::cmd::report::process_cpu_s;
 
 /// Peak resident memory of this process in MiB since the last reset.
 pub fn peak_rss_mb() -> f64 {
@@ -85,22 +71,5 @@ impl Transport for Metered {
 
     fn server_time(&self) -> Duration {
         self.inner.server_time()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn process_cpu_clock_advances_with_work() {
-        let a = process_cpu_s();
-        let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
-        }
-        std::hint::black_box(x);
-        let b = process_cpu_s();
-        assert!(a.is_finite() && b > a, "{a} -> {b}");
     }
 }

@@ -6,9 +6,11 @@ pub use opts::BenchOpts;
 
 mod ckks;
 mod e2e;
+mod emulator;
 mod linalg;
 mod meter;
 mod model;
+mod net;
 mod opts;
 
 /// Arguments of `selene bench`.
@@ -29,6 +31,10 @@ enum BenchWhat {
     /// Private generation end to end in process: strict and selective K = 1, 4 (32-token
     /// prompt, 16 tokens), a 512-token public prefix, perplexity under encryption.
     E2e(BenchOpts),
+    /// Private generation as it ships: `serve` and `client` over TLS through an emulated
+    /// link (delay and rate per direction) per profile and mode; s/token, prefill, round
+    /// trips, bytes and CPU per token, tokens checked against `plain`.
+    Net(net::NetOpts),
 }
 
 /// Runs the chosen benchmark.
@@ -50,5 +56,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             super::threads::init(opts.threads)?;
             e2e::run(opts)
         }
+        // The server and the client are processes of their own with their own threads.
+        BenchWhat::Net(opts) => net::run(opts),
     }
 }
