@@ -64,7 +64,7 @@ pub struct GenerationArgs {
 }
 
 /// Parses `--draft`.
-fn draft_parser(s: &str) -> Result<selene_model::PromptLookup, String> {
+pub(crate) fn draft_parser(s: &str) -> Result<selene_model::PromptLookup, String> {
     s.parse().map_err(|e: selene_model::Error| e.to_string())
 }
 

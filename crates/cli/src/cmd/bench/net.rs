@@ -29,6 +29,8 @@ use crate::cmd::args::link_parser;
 use crate::cmd::report::{unix_s, RunReport, Snapshot};
 
 const PROMPT: &str = include_str!("../../../../../testdata/prompt32.txt");
+/// The extraction workload (`--workload N` picks its N-th prompt).
+const WORKLOAD: &str = include_str!("../../../../../testdata/extraction.txt");
 /// The environment variable the bench hands the token through (never on a command line).
 const TOKEN_VAR: &str = "SELENE_BENCH_TOKEN";
 /// How long a server may take to encode its weights and listen.
@@ -51,8 +53,18 @@ pub struct NetOpts {
     #[arg(long, default_value_t = 8)]
     tokens: usize,
     /// The prompt file (default: the committed 32-token testdata/prompt32.txt).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "workload")]
     prompt: Option<PathBuf>,
+    /// Run the N-th prompt (from 1) of the committed extraction workload
+    /// (testdata/extraction.txt) as a chat turn instead of the prompt file: answers
+    /// that quote their input, where prompt-lookup drafts pay.
+    #[arg(long, value_name = "N")]
+    workload: Option<usize>,
+    /// Also run every strict and packed mode with prompt-lookup drafts of up to K
+    /// tokens per pass (a second row per mode and link; `selene plain` stays undrafted,
+    /// so "same" checks that drafts change nothing).
+    #[arg(long, value_name = "prompt-lookup:K", value_parser = crate::cmd::args::draft_parser)]
+    draft: Option<selene_model::PromptLookup>,
     /// Keep the servers', clients' and reports' files here (default: a temporary
     /// directory, removed at the end).
     #[arg(long, value_name = "DIR")]
@@ -112,11 +124,23 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
         "--tokens must be at least 2 (one prefill, one decode)"
     );
     anyhow::ensure!(opts.threads >= 1, "--threads must be at least 1");
-    let prompt = match &opts.prompt {
-        Some(p) => {
+    let prompt = match (&opts.prompt, opts.workload) {
+        (Some(p), _) => {
             std::fs::read_to_string(p).with_context(|| format!("could not read {}", p.display()))?
         }
-        None => PROMPT.to_string(),
+        (None, Some(n)) => {
+            let prompts = selene_model::draft::workload_prompts(WORKLOAD);
+            n.checked_sub(1)
+                .and_then(|i| prompts.get(i))
+                .with_context(|| {
+                    format!(
+                        "--workload {n}: the workload has prompts 1 to {}",
+                        prompts.len()
+                    )
+                })?
+                .clone()
+        }
+        (None, None) => PROMPT.to_string(),
     };
     let prompt = prompt.trim_end().to_string();
     let tmp = tempfile::tempdir().context("could not make a temporary directory")?;
@@ -151,14 +175,20 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
                 server = Some((link, bench.server(mode, link)?));
             }
             let (_, srv) = server.as_ref().context("a server was started")?;
-            eprintln!("[bench net: {} on {link}: client running]", mode.name());
-            let row = bench.client(srv, mode, link)?;
-            let row = Row {
-                identical: row.report.ids == plain.ids,
-                ..row
+            let drafts = match opts.draft {
+                Some(d) if mode != Mode::K4 => vec![None, Some(d)],
+                _ => vec![None],
             };
-            eprintln!("{}", row.line());
-            rows.push(row);
+            for draft in drafts {
+                eprintln!("[bench net: {} on {link}: client running]", mode.name());
+                let row = bench.client(srv, mode, link, draft)?;
+                let row = Row {
+                    identical: row.report.ids == plain.ids,
+                    ..row
+                };
+                eprintln!("{}", row.line());
+                rows.push(row);
+            }
         }
     }
 
@@ -169,6 +199,7 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
             "threads_each": opts.threads,
             "tokens": opts.tokens,
             "prompt_tokens": plain.prompt_tokens,
+            "workload": opts.workload,
             "plain": {"decode_s_per_token": plain_decode, "prefill_s": plain.prefill_s},
             "rows": rows.iter().map(|r| r.json(plain_decode)).collect::<Vec<_>>(),
         });
@@ -208,6 +239,8 @@ impl Drop for Server {
 /// One client run's measured figures.
 struct Row {
     mode: Mode,
+    /// The prompt-lookup draft the client ran with, if any.
+    draft: Option<selene_model::PromptLookup>,
     link: Link,
     report: RunReport,
     /// Server CPU seconds at the first token and at the end.
@@ -217,10 +250,14 @@ struct Row {
 
 impl<'a> Bench<'a> {
     fn model_flags(&self) -> Vec<String> {
-        match &self.opts.model.model {
+        let mut flags = match &self.opts.model.model {
             Some(p) => vec!["--model".into(), p.clone()],
             None => vec![],
+        };
+        if self.opts.workload.is_some() {
+            flags.push("--chat".into());
         }
+        flags
     }
 
     /// `selene plain` on the prompt: the reference ids and the plaintext decode time.
@@ -295,10 +332,17 @@ impl<'a> Bench<'a> {
     }
 
     /// Runs `selene client` through an emulated `link` to `server`.
-    fn client(&self, server: &Server, mode: Mode, link: Link) -> anyhow::Result<Row> {
+    fn client(
+        &self,
+        server: &Server,
+        mode: Mode,
+        link: Link,
+        draft: Option<selene_model::PromptLookup>,
+    ) -> anyhow::Result<Row> {
         let emu =
             Emulator::start(server.addr, link).context("could not start the link emulator")?;
-        let name = format!("client-{}-{}", mode.name(), sanitize(&link));
+        let suffix = draft.map_or(String::new(), |d| format!("-draft{}", d.k()));
+        let name = format!("client-{}-{}{suffix}", mode.name(), sanitize(&link));
         let report = self.dir.join(format!("{name}.json"));
         let mut cmd = Command::new(self.exe);
         cmd.arg("client")
@@ -312,6 +356,9 @@ impl<'a> Bench<'a> {
             .arg(&report)
             .args(mode.client_flags())
             .args(self.model_flags())
+            .args(draft.map_or(vec![], |d| {
+                vec!["--draft".into(), format!("prompt-lookup:{}", d.k())]
+            }))
             .env(TOKEN_VAR, &self.token);
         let samples = Arc::new(Mutex::new(Vec::<(f64, f64)>::new()));
         let done = Arc::new(AtomicBool::new(false));
@@ -338,6 +385,7 @@ impl<'a> Bench<'a> {
         );
         Ok(Row {
             mode,
+            draft,
             link,
             report,
             server_cpu,
@@ -347,6 +395,20 @@ impl<'a> Bench<'a> {
 }
 
 impl Row {
+    /// The mode's name, `+dK` when it ran with drafts of up to K tokens.
+    fn label(&self) -> String {
+        match self.draft {
+            Some(d) => format!("{}+d{}", self.mode.name(), d.k()),
+            None => self.mode.name().to_string(),
+        }
+    }
+
+    /// Generated tokens per model pass after the prompt's.
+    fn tokens_per_pass(&self) -> f64 {
+        let later = self.report.passes.saturating_sub(1).max(1) as f64;
+        self.report.ids.len().saturating_sub(1) as f64 / later
+    }
+
     fn decode_tokens(&self) -> f64 {
         self.report.ids.len().saturating_sub(1).max(1) as f64
     }
@@ -359,7 +421,7 @@ impl Row {
         format!(
             "[bench net: {} on {}: {:.2} s/token decode, prefill {:.1} s, {:.0} round trips \
              per token, tokens identical to plain: {}]",
-            self.mode.name(),
+            self.label(),
             self.link,
             self.report.decode_s_per_token(),
             self.report.prefill_s,
@@ -374,6 +436,8 @@ impl Row {
         let client = self.per_token(|s| s.cpu_s);
         json!({
             "mode": self.mode.name(),
+            "draft_k": self.draft.map(|d| d.k()),
+            "tokens_per_pass": self.tokens_per_pass(),
             "link": self.link.to_string(),
             "rtt_ms": self.link.rtt_ms,
             "up_mbit": self.link.up_mbit,
@@ -407,12 +471,13 @@ fn print_table(rows: &[Row], plain_decode: f64, opts: &NetOpts) {
     );
     let _ = writeln!(
         t,
-        "{:<8} {:<14} {:>9} {:>9} {:>7} {:>8} {:>8} {:>9} {:>9} {:>6}",
+        "{:<10} {:<14} {:>9} {:>9} {:>7} {:>6} {:>8} {:>8} {:>9} {:>9} {:>6}",
         "mode",
         "link",
         "s/token",
         "prefill",
         "trips",
+        "t/pass",
         "MB up",
         "MB down",
         "client s",
@@ -424,12 +489,13 @@ fn print_table(rows: &[Row], plain_decode: f64, opts: &NetOpts) {
         let f = |k: &str| j[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             t,
-            "{:<8} {:<14} {:>9.2} {:>9.1} {:>7.0} {:>8.2} {:>8.2} {:>9.3} {:>9.3} {:>6}",
-            r.mode.name(),
+            "{:<10} {:<14} {:>9.2} {:>9.1} {:>7.0} {:>6.2} {:>8.2} {:>8.2} {:>9.3} {:>9.3} {:>6}",
+            r.label(),
             r.link.to_string(),
             f("decode_s_per_token"),
             f("prefill_s"),
             f("round_trips_per_token"),
+            f("tokens_per_pass"),
             f("mb_up_per_token"),
             f("mb_down_per_token"),
             f("client_cpu_s_per_token"),
@@ -440,8 +506,9 @@ fn print_table(rows: &[Row], plain_decode: f64, opts: &NetOpts) {
     let _ = writeln!(
         t,
         "s/token, trips, MB and CPU are per decoded token (end minus first token over the \
-         tokens after the first); prefill is the time to the first token, session set-up \
-         included; server CPU is sampled from /proc every 20 ms."
+         tokens after the first); t/pass is generated tokens per model pass after the \
+         prompt's (above 1 with drafts); prefill is the time to the first token, session \
+         set-up included; server CPU is sampled from /proc every 20 ms."
     );
     print!("{t}");
 }
@@ -494,8 +561,16 @@ fn plot_svg(rows: &[Row], opts: &NetOpts) -> String {
             l.down_mbit
         );
     }
-    let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
-    for (m, mode) in opts.modes.iter().enumerate() {
+    let colours = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+    ];
+    let mut series: Vec<String> = Vec::new();
+    for r in rows {
+        if !series.contains(&r.label()) {
+            series.push(r.label());
+        }
+    }
+    for (m, label) in series.iter().enumerate() {
         let c = colours[m % colours.len()];
         let pts: Vec<String> = opts
             .links
@@ -503,7 +578,7 @@ fn plot_svg(rows: &[Row], opts: &NetOpts) -> String {
             .enumerate()
             .filter_map(|(i, l)| {
                 rows.iter()
-                    .find(|r| r.mode == *mode && r.link == *l)
+                    .find(|r| r.label() == *label && r.link == *l)
                     .map(|r| format!("{:.1},{:.1}", x(i), y(r.report.decode_s_per_token())))
             })
             .collect();
@@ -521,7 +596,7 @@ fn plot_svg(rows: &[Row], opts: &NetOpts) -> String {
             "<text x=\"{}\" y=\"{}\" fill=\"{c}\">{}</text>",
             w - right + 10.0,
             top + 16.0 * (m as f64 + 1.0),
-            mode.name()
+            label
         );
     }
     s.push_str("</svg>\n");
