@@ -166,6 +166,7 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
     let plain = bench.plain()?;
     let plain_decode = plain.decode_s_per_token();
     let mut rows = Vec::new();
+    let mut refused = Vec::new();
     for &mode in &opts.modes {
         // One server per preset, and per link where the plan depends on it.
         let mut server: Option<(Link, Server)> = None;
@@ -177,20 +178,40 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
             }
             let (_, srv) = server.as_ref().context("a server was started")?;
             let draft = opts.draft.filter(|_| mode != Mode::K4);
-            {
-                eprintln!("[bench net: {} on {link}: client running]", mode.name());
-                let row = bench.client(srv, mode, link, draft)?;
-                let row = Row {
-                    identical: row.report.ids == plain.ids,
-                    ..row
-                };
-                eprintln!("{}", row.line());
-                rows.push(row);
-            }
+            eprintln!("[bench net: {} on {link}: client running]", mode.name());
+            let row = match bench.client(srv, mode, link, draft) {
+                Ok(row) => row,
+                // Selective mode's flooding refuses a context it cannot carry at
+                // its preset's precision: a finding to report, not a failed bench.
+                Err(e) if mode == Mode::K4 => {
+                    let why = format!("{e:#}");
+                    let why = why.lines().last().unwrap_or_default().to_string();
+                    eprintln!("[bench net: {} on {link}: refused: {why}]", mode.name());
+                    refused.push(json!({
+                        "mode": mode.name(), "link": link.to_string(), "refused": why,
+                    }));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let row = Row {
+                identical: row.report.ids == plain.ids,
+                ..row
+            };
+            eprintln!("{}", row.line());
+            rows.push(row);
         }
     }
 
     print_table(&rows, plain_decode, opts);
+    for r in &refused {
+        println!(
+            "{} on {}: refused ({})",
+            r["mode"].as_str().unwrap_or_default(),
+            r["link"].as_str().unwrap_or_default(),
+            r["refused"].as_str().unwrap_or_default()
+        );
+    }
     if let Some(path) = &opts.json {
         let doc = json!({
             "benchmark": "net",
@@ -200,6 +221,7 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
             "workload": opts.workload,
             "plain": {"decode_s_per_token": plain_decode, "prefill_s": plain.prefill_s},
             "rows": rows.iter().map(|r| r.json(plain_decode)).collect::<Vec<_>>(),
+            "refused": refused,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("could not write {}", path.display()))?;
