@@ -270,14 +270,19 @@ struct Row {
 
 impl<'a> Bench<'a> {
     fn model_flags(&self) -> Vec<String> {
-        let mut flags = match &self.opts.model.model {
+        match &self.opts.model.model {
             Some(p) => vec!["--model".into(), p.clone()],
             None => vec![],
-        };
-        if self.opts.workload.is_some() {
-            flags.push("--chat".into());
         }
-        flags
+    }
+
+    /// The generation flags `plain` and `client` share: `--chat` for a workload prompt.
+    fn prompt_flags(&self) -> Vec<String> {
+        if self.opts.workload.is_some() {
+            vec!["--chat".into()]
+        } else {
+            vec![]
+        }
     }
 
     /// `selene plain` on the prompt: the reference ids and the plaintext decode time.
@@ -290,6 +295,7 @@ impl<'a> Bench<'a> {
             .arg("--report")
             .arg(&report)
             .args(self.model_flags())
+            .args(self.prompt_flags())
             .env("RAYON_NUM_THREADS", self.opts.threads.to_string());
         run_logged(cmd, &self.dir.join("plain"))?;
         RunReport::read(&report)
@@ -376,6 +382,7 @@ impl<'a> Bench<'a> {
             .arg(&report)
             .args(mode.client_flags())
             .args(self.model_flags())
+            .args(self.prompt_flags())
             .args(draft.map_or(vec![], |d| {
                 vec!["--draft".into(), format!("prompt-lookup:{}", d.k())]
             }))
