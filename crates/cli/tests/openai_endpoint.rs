@@ -600,6 +600,10 @@ fn the_model_field_selects_the_served_model_and_unknown_names_are_404() {
     let (status, head, reply) = post(base, Some(KEY), &body);
     assert_eq!(status, 200, "{reply}");
     assert!(head.contains("x-selene-mode: selective"), "{head}");
+    assert!(
+        head.contains("x-selene-measured-leakage: not measured for this model"),
+        "the audit measured SmolLM2 only: {head}"
+    );
     let v: Value = serde_json::from_str(&reply).expect("JSON");
     assert_eq!(v["model"], qwen.id);
     assert_eq!(v["choices"][0]["message"]["content"], qwen_text.as_str());

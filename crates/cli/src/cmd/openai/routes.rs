@@ -402,6 +402,10 @@ fn policy_headers(info: &BackendInfo, k: usize) -> Result<HeaderMap, ApiError> {
         "none released: strict mode, the server sees ciphertexts, their sizes and timing \
          (so the token count)"
             .to_string()
+    } else if !info.audited {
+        "not measured for this model: the leakage audit (docs/audit.md) measured SmolLM2 \
+         only; treat selective mode as not private"
+            .to_string()
     } else {
         let row = selene_audit::measured::measured_leak(k, info.flood_sigma).map_err(|e| {
             ApiError::internal(format!("the shipped audit table: {}", with_causes(&e)))

@@ -90,6 +90,7 @@ fn scripted_as(id: &str, mode: Mode) -> Arc<Scripted> {
             default_encrypted_layers: 30,
             max_encrypted_layers: 30,
             flood_sigma: 0.01,
+            audited: id == "smollm2-test",
         },
         tokenizer,
         mode,
@@ -684,8 +685,17 @@ async fn the_model_field_selects_among_listed_models_each_loaded_once() {
         assert_eq!(r.json()["model"], "qwen2.5-coder-0.5b-instruct");
         assert_eq!(r.json()["choices"][0]["message"]["content"], REPLY);
     }
+    // The shipped audit measured SmolLM2 only: no figure is claimed for another model.
+    let r = send(
+        &app,
+        chat(json!({"model": "qwen2.5-coder-0.5b", "selene": {"encrypted_layers": 4}})),
+    )
+    .await;
+    assert_eq!(r.headers["x-selene-mode"], "selective");
+    let leak = r.headers["x-selene-measured-leakage"].to_str().unwrap();
+    assert!(leak.starts_with("not measured for this model"), "{leak}");
     assert_eq!(*loads.lock().unwrap(), [QWEN_CODER_05B.name]);
-    assert_eq!(made.lock().unwrap()[0].jobs.lock().unwrap().len(), 2);
+    assert_eq!(made.lock().unwrap()[0].jobs.lock().unwrap().len(), 3);
     assert_eq!(served.jobs.lock().unwrap().len(), 1);
 
     for _ in 0..2 {
