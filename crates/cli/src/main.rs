@@ -27,6 +27,11 @@ enum Command {
     Client(cmd::client::ClientArgs),
     /// An OpenAI-compatible chat endpoint (GET /v1/models, POST /v1/chat/completions)
     /// whose completions run privately, as `run` does; loopback only unless told otherwise.
+    ///
+    /// A request's `model` field selects the model: --model's (also when a request names
+    /// none) or, with the embedded server, any other model the store holds (listed by
+    /// GET /v1/models, loaded on its first request and kept); with --server, only that
+    /// server's model. Any other name gets a 404 `model_not_found`.
     Openai(cmd::openai::OpenaiArgs),
     /// Print the token ids of TEXT on one line, space-separated.
     Tokenize(cmd::model::TokenizeArgs),

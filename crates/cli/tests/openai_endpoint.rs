@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use selene_model::store::{self, ModelSource};
 use serde_json::{json, Value};
 
 const OPENAI_PY: &str = "openai==3.51.0";
@@ -73,8 +74,14 @@ fn start(extra: &[&str]) -> Endpoint {
 
 /// `selene plain --chat PROMPT`: the text and (prompt tokens, generated tokens).
 fn plain_reference() -> (String, usize, usize) {
+    plain_reference_of(store::SMOLLM2.name)
+}
+
+/// `selene plain --model MODEL --chat PROMPT` (which fetches a known model on first
+/// use): the text and (prompt tokens, generated tokens).
+fn plain_reference_of(model: &str) -> (String, usize, usize) {
     let out = Command::new(env!("CARGO_BIN_EXE_selene"))
-        .args(["plain", "--chat", PROMPT, "--max-tokens"])
+        .args(["plain", "--model", model, "--chat", PROMPT, "--max-tokens"])
         .arg(MAX_TOKENS.to_string())
         .output()
         .expect("run selene plain");
@@ -159,6 +166,19 @@ fn post(base: &str, key: Option<&str>, body: &str) -> (u16, String, String) {
             body,
         ],
     )
+}
+
+/// The ids the embedded endpoint serving SmolLM2 lists: SmolLM2's, then every other
+/// model of the store that this process sees (`$SELENE_HOME`, as the endpoint does).
+fn listed_in_process() -> Vec<&'static str> {
+    let mut ids = vec![store::SMOLLM2.id];
+    ids.extend(
+        ModelSource::stored_in(&store::home())
+            .into_iter()
+            .filter(|m| **m != store::SMOLLM2)
+            .map(|m| m.id),
+    );
+    ids
 }
 
 /// Asserts the API's error shape with `status` and returns the error object.
@@ -296,7 +316,7 @@ fn openai_endpoint_serves_private_completions_equal_to_plain() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "openai client failed:\n{stderr}");
         let r: Value = serde_json::from_slice(&out.stdout).expect("the client's JSON");
-        assert_eq!(r["models"], json!(["smollm2-135m-instruct"]));
+        assert_eq!(r["models"], json!(listed_in_process()));
         let s = &r["strict_stream"];
         assert_eq!(s["text"], want.as_str(), "strict, streamed");
         assert_eq!((&s["finish"], &s["usage"]), (&json!("length"), &usage));
@@ -518,4 +538,74 @@ fn cross_site_requests_to_the_loopback_endpoint_are_refused() {
     assert_eq!(status, 200, "{models}");
     let (status, _, models) = curl(base, "/models", Some(KEY), &[]);
     assert_eq!(status, 200, "{models}");
+}
+
+/// The request's `model` selects among the listed models: SmolLM2 by its id answers
+/// (selective K = 1, the reference text), "gpt-4" is the API's 404 `model_not_found`.
+/// When the store holds Qwen2.5-Coder-0.5B (or under CI, which fetches it through `selene
+/// plain`) it is listed too, and a request naming it loads it in the endpoint on first
+/// use and answers with `selene plain --model qwen2.5-coder-0.5b`'s greedy text at
+/// K = 1: in HF float32 the winning logit of each of its 5 tokens for "Hi" leads the
+/// runner-up by at least 2.96, far above the flooded release's logit error (about 0.1
+/// at K = 1 for SmolLM2). Outside CI a store without it skips that half with a reason.
+#[test]
+fn the_model_field_selects_the_served_model_and_unknown_names_are_404() {
+    let (want, _, _) = plain_reference();
+    let qwen = store::QWEN_CODER_05B;
+    let qwen_want = if store::home().join(qwen.file).exists() || std::env::var_os("CI").is_some() {
+        Some(plain_reference_of(qwen.name))
+    } else {
+        eprintln!(
+            "skipped the qwen half: {} is not in {} and CI is not set",
+            qwen.file,
+            store::home().display()
+        );
+        None
+    };
+    let ep = start(&[]);
+    let base = ep.base.as_str();
+    let (status, _, body) = curl(base, "/models", Some(KEY), &[]);
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, listed_in_process(), "{body}");
+
+    let served = json!({"model": "smollm2-135m-instruct", "selene": {"encrypted_layers": 1}});
+    let (status, _, reply) = post(base, Some(KEY), &chat_body(served));
+    assert_eq!(status, 200, "{reply}");
+    let v: Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(v["model"], "smollm2-135m-instruct");
+    assert_eq!(v["choices"][0]["message"]["content"], want.as_str());
+
+    let (status, _, reply) = post(base, Some(KEY), &chat_body(json!({"model": "gpt-4"})));
+    assert_eq!(status, 404, "{reply}");
+    let v: Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(
+        v,
+        json!({"error": {
+            "message": "The model `gpt-4` does not exist or you do not have access to it.",
+            "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
+    );
+
+    let Some((qwen_text, qwen_prompt_tokens, _)) = qwen_want else {
+        return;
+    };
+    assert!(ids.contains(&qwen.id), "{body}");
+    let body = chat_body(json!({"model": qwen.name, "selene": {"encrypted_layers": 1}}));
+    let (status, head, reply) = post(base, Some(KEY), &body);
+    assert_eq!(status, 200, "{reply}");
+    assert!(head.contains("x-selene-mode: selective"), "{head}");
+    assert!(
+        head.contains("x-selene-measured-leakage: not measured for this model"),
+        "the audit measured SmolLM2 only: {head}"
+    );
+    let v: Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(v["model"], qwen.id);
+    assert_eq!(v["choices"][0]["message"]["content"], qwen_text.as_str());
+    assert_eq!(v["usage"]["prompt_tokens"], qwen_prompt_tokens);
 }

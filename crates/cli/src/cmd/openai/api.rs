@@ -4,8 +4,9 @@
 //! Honoured: `messages` (roles `system`, `developer` (as system), `user`, `assistant`;
 //! content as a string or as text parts), `max_tokens` / `max_completion_tokens`,
 //! `temperature`, `top_p`, `seed`, `stop`, `n` (1 only), `stream`,
-//! `stream_options.include_usage`, and Selene's own `selene` object. Other fields,
-//! `model` included, are ignored: the served model answers and its id is in the reply.
+//! `stream_options.include_usage`, `model` (which the router resolves against the
+//! catalog before these checks; absent, the served model answers), and Selene's own
+//! `selene` object. Other fields are ignored.
 
 use selene_model::{Message, Role};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,10 @@ pub const MAX_STOPS: usize = 4;
 /// `POST /v1/chat/completions`.
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
+    /// The model to answer with: an id of `GET /v1/models` or a store name; absent, the
+    /// served model.
+    #[serde(default)]
+    pub model: Option<String>,
     /// The conversation.
     pub messages: Vec<ChatMessage>,
     /// Server-sent events instead of one JSON reply.
@@ -370,6 +375,7 @@ mod tests {
             default_encrypted_layers: 30,
             max_encrypted_layers: 30,
             flood_sigma: 0.01,
+            audited: true,
         }
     }
 

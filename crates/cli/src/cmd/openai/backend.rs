@@ -3,11 +3,12 @@
 //! in process (the embedded default, as `selene run`) or against `selene serve`.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use selene_audit::view::DEFAULT_FLOOD_SIGMA;
 use selene_ckks::Parameters;
 use selene_linalg::LinalgPreset;
+use selene_model::store::{self, KnownModel};
 use selene_model::{Sampler, SamplingParams, Tokenizer, Weights};
 use selene_protocol::net::{TlsTransport, Trust};
 use selene_protocol::policy::SELECTIVE_PRESET;
@@ -30,6 +31,9 @@ pub struct BackendInfo {
     pub max_encrypted_layers: usize,
     /// Flooding standard deviation of selective-mode releases (for the leakage lookup).
     pub flood_sigma: f64,
+    /// True when the shipped leakage audit measured this model (SmolLM2); its table says
+    /// nothing about any other.
+    pub audited: bool,
 }
 
 /// One generation, validated: the prompt is already templated and tokenized.
@@ -163,6 +167,7 @@ impl SessionBackend {
             // The embedded server prepares every layer, as `selene serve` does.
             max_encrypted_layers: layers,
             flood_sigma: DEFAULT_FLOOD_SIGMA,
+            audited: generation::is_audited_model(&weights),
         };
         // Hashed once here, not per request: every session checks the server's against it.
         let fingerprint = selene_protocol::model_fingerprint(&weights);
@@ -259,5 +264,156 @@ impl ChatBackend for SessionBackend {
                 self.run(transport, policy, job, on_token)
             }
         }
+    }
+}
+
+/// Makes the backend of a known model for its first request (the embedded endpoint:
+/// loads the model and prepares a session server of its own).
+pub type Loader = dyn Fn(&'static KnownModel) -> anyhow::Result<Arc<dyn ChatBackend>> + Send + Sync;
+
+/// One model the endpoint answers with.
+struct Entry {
+    /// Its id in `GET /v1/models` and in replies.
+    id: String,
+    /// The store's model behind it, when it is one (its store name selects it too).
+    known: Option<&'static KnownModel>,
+    /// The backend, once made.
+    backend: OnceLock<Arc<dyn ChatBackend>>,
+    /// Held while the backend is made, so it is made once.
+    loading: Mutex<()>,
+}
+
+impl Entry {
+    /// True when a request's `model` names this entry: its id, or, for a model of the
+    /// store, any name [`store::known`] maps to it (both case-insensitive).
+    fn answers_to(&self, name: &str) -> bool {
+        self.id.eq_ignore_ascii_case(name)
+            || self.known.is_some_and(|m| store::known(name) == Some(m))
+    }
+}
+
+/// The models the endpoint lists and a request's `model` field selects among: the
+/// served one first (the answer when a request names none), then, when the endpoint runs
+/// its own server, the other known models the store holds, each made by the [`Loader`]
+/// on its first request and kept. Against a remote `selene serve` (one model per
+/// server) the catalog is the served model alone.
+pub struct Catalog {
+    entries: Vec<Entry>,
+    loader: Option<Box<Loader>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| &e.id))
+            .finish()
+    }
+}
+
+/// A model of the catalog, found by [`Catalog::find`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelRef(usize);
+
+impl Catalog {
+    /// The served model alone; `known` is the store's model it is, if any.
+    pub fn single(served: Arc<dyn ChatBackend>, known: Option<&'static KnownModel>) -> Self {
+        let entry = Entry {
+            id: served.info().model_id.clone(),
+            known,
+            backend: OnceLock::from(served),
+            loading: Mutex::new(()),
+        };
+        Self {
+            entries: vec![entry],
+            loader: None,
+        }
+    }
+
+    /// The served model and the known models `stored` (those already served, or whose
+    /// id it has, are skipped), made by `loader` when first asked for.
+    pub fn with_stored(
+        served: Arc<dyn ChatBackend>,
+        known: Option<&'static KnownModel>,
+        stored: &[&'static KnownModel],
+        loader: Box<Loader>,
+    ) -> Self {
+        let mut catalog = Self::single(served, known);
+        for &m in stored {
+            if catalog
+                .entries
+                .iter()
+                .any(|e| e.known == Some(m) || e.id.eq_ignore_ascii_case(m.id))
+            {
+                continue;
+            }
+            catalog.entries.push(Entry {
+                id: m.id.to_string(),
+                known: Some(m),
+                backend: OnceLock::new(),
+                loading: Mutex::new(()),
+            });
+        }
+        catalog.loader = Some(loader);
+        catalog
+    }
+
+    /// The listed ids, the served model's first.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.id.as_str())
+    }
+
+    /// The model a request's `model` field names; `None` (the field is absent) is the
+    /// served model. `Err` carries the name that matched nothing.
+    pub fn find<'a>(&self, name: Option<&'a str>) -> Result<ModelRef, &'a str> {
+        match name {
+            None => Ok(ModelRef(0)),
+            Some(name) => self
+                .entries
+                .iter()
+                .position(|e| e.answers_to(name))
+                .map(ModelRef)
+                .ok_or(name),
+        }
+    }
+
+    /// The id of `model`.
+    pub fn id(&self, model: ModelRef) -> &str {
+        self.entries.get(model.0).map_or("", |e| e.id.as_str())
+    }
+
+    /// `model`'s backend when it is already made (never blocks).
+    pub fn ready(&self, model: ModelRef) -> Option<Arc<dyn ChatBackend>> {
+        self.entries.get(model.0)?.backend.get().cloned()
+    }
+
+    /// `model`'s backend, made by the loader under the entry's lock if this is its first
+    /// request (blocking: loading and preparing a model takes seconds to minutes). A
+    /// failed load is not kept: the next request tries again.
+    ///
+    /// # Errors
+    /// The loader's error; [`BackendError::Unavailable`] for a model with no loader.
+    pub fn load(&self, model: ModelRef) -> Result<Arc<dyn ChatBackend>, BackendError> {
+        let missing = || BackendError::Unavailable {
+            reason: format!("no backend for model '{}'", self.id(model)),
+        };
+        let entry = self.entries.get(model.0).ok_or_else(missing)?;
+        if let Some(b) = entry.backend.get() {
+            return Ok(Arc::clone(b));
+        }
+        // A loader that panicked leaves nothing in the cell; the lock itself guards no data.
+        let _guard = entry
+            .loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = entry.backend.get() {
+            return Ok(Arc::clone(b));
+        }
+        let (Some(loader), Some(known)) = (&self.loader, entry.known) else {
+            return Err(missing());
+        };
+        let backend = loader(known).map_err(|e| {
+            BackendError::Failed(e.context(format!("could not load model '{}'", entry.id)))
+        })?;
+        Ok(Arc::clone(entry.backend.get_or_init(|| backend)))
     }
 }

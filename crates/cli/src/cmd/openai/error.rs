@@ -112,6 +112,18 @@ impl ApiError {
         }
     }
 
+    /// 404 as the API words it: the request's `model` names no model this endpoint
+    /// answers with.
+    pub fn model_not_found(model: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: format!("The model `{model}` does not exist or you do not have access to it."),
+            kind: "invalid_request_error",
+            param: Some("model".to_string()),
+            code: Some("model_not_found"),
+        }
+    }
+
     /// 405: the route exists with another method.
     pub fn method_not_allowed() -> Self {
         Self {

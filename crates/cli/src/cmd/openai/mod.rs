@@ -7,7 +7,9 @@
 //! - [`completion`]: stop sequences, token counts, finish reasons.
 //! - [`backend`]: the [`backend::ChatBackend`] trait behind the HTTP layer and its
 //!   implementation over protocol sessions, embedded (in process) or remote (TLS to
-//!   `selene serve`, `--server ADDR`).
+//!   `selene serve`, `--server ADDR`), and the [`backend::Catalog`] of models a request's
+//!   `model` selects among (embedded: the served one and the store's others, each loaded
+//!   on its first request; remote: the server's one).
 //!
 //! # Security
 //! The endpoint itself is plain HTTP: it listens on loopback by default, where the
@@ -31,12 +33,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use selene_linalg::LinalgPreset;
-use selene_model::store::ModelSource;
+use selene_model::store::{self, KnownModel, ModelSource};
+use selene_model::{Tokenizer, Weights};
 
 use super::args::{load, load_client, preset_parser, token_from, trust_from, ModelArg};
 use super::generation::policy_notice;
 use super::serving::session_server;
-use backend::{ChatBackend, Connector, SessionBackend};
+use backend::{Catalog, ChatBackend, Connector, SessionBackend};
 use routes::Settings;
 use selene_protocol::Terms;
 
@@ -107,6 +110,61 @@ fn model_id(model: &ModelArg) -> String {
     ModelSource::from_arg(model.model.as_deref()).map_or_else(|_| "selene-model".into(), |s| s.id())
 }
 
+/// How the embedded endpoint prepares a model, kept for the models the store holds,
+/// which are loaded on their first request.
+#[derive(Debug, Clone, Copy)]
+struct Embedding {
+    preset: LinalgPreset,
+    selective_layers: usize,
+    /// `--encrypted-layers`: a loaded model's default, cut to its depth.
+    encrypted_layers: Option<usize>,
+}
+
+impl Embedding {
+    /// A backend for `w` with a session server of its own in this process; `k`
+    /// encrypted layers by default.
+    fn backend(
+        &self,
+        model_id: String,
+        w: Arc<Weights>,
+        t: Tokenizer,
+        k: usize,
+    ) -> anyhow::Result<SessionBackend> {
+        let layers = w.config().n_layers;
+        // Every layer is prepared, so a request may choose any policy up to strict.
+        let params = self.preset.build()?;
+        let selective = if k < layers {
+            self.selective_layers.max(k)
+        } else {
+            self.selective_layers
+        };
+        let server = session_server(
+            &params,
+            &w,
+            layers,
+            selective.min(layers - 1),
+            &selene_linalg::Link::LAN,
+        )?;
+        let mut token = vec![0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token);
+        let server = Arc::new(server.with_token(&token));
+        // The client side computes with the bundle only (a copy; the server keeps the
+        // full model).
+        let client = Arc::new(
+            w.client_bundle()
+                .context("could not extract the client bundle")?,
+        );
+        SessionBackend::new(
+            model_id,
+            client,
+            t,
+            self.preset,
+            k,
+            Connector::Embedded { server, token },
+        )
+    }
+}
+
 /// Runs `selene openai` until the process is stopped.
 pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
     super::threads::init(args.threads)?;
@@ -162,7 +220,12 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
     if let Some(notice) = policy_notice(terms, layers, super::generation::is_audited_model(&w))? {
         eprintln!("{notice} (default; a request may choose)");
     }
-    let (connector, computed_by) = match &args.server {
+    let source = ModelSource::from_arg(args.model.model.as_deref())?;
+    let served_known = match source {
+        ModelSource::Known(m) => Some(m),
+        ModelSource::File(_) => None,
+    };
+    let (catalog, computed_by) = match &args.server {
         Some(addr) => {
             let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
             let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
@@ -171,50 +234,44 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
                 trust,
                 token,
             };
-            (connector, format!("the Selene server at {addr} (TLS)"))
+            let backend =
+                SessionBackend::new(model_id(&args.model), w, t, args.preset, k, connector)?;
+            // One model per `selene serve`: only the server's model is listed and accepted.
+            (
+                Catalog::single(Arc::new(backend), served_known),
+                format!("the Selene server at {addr} (TLS)"),
+            )
         }
         None => {
-            // Every layer is prepared, so a request may choose any policy up to strict.
-            let params = args.preset.build()?;
-            let selective = if k < layers {
-                args.selective_layers.max(k)
-            } else {
-                args.selective_layers
+            let embedding = Embedding {
+                preset: args.preset,
+                selective_layers: args.selective_layers,
+                encrypted_layers: args.encrypted_layers,
             };
-            let server = session_server(
-                &params,
-                &w,
-                layers,
-                selective.min(layers - 1),
-                &selene_linalg::Link::LAN,
-            )?;
-            let mut token = vec![0u8; 32];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token);
-            let server = Arc::new(server.with_token(&token));
+            let served = embedding.backend(model_id(&args.model), w, t, k)?;
+            let loader = move |m: &'static KnownModel| -> anyhow::Result<Arc<dyn ChatBackend>> {
+                let start = std::time::Instant::now();
+                eprintln!("[selene openai: loading {} for its first request]", m.id);
+                let (w, t) = load(Some(m.name))?;
+                let layers = w.config().n_layers;
+                let k = embedding.encrypted_layers.map_or(layers, |k| k.min(layers));
+                let backend = embedding.backend(m.id.to_string(), Arc::new(w), t, k)?;
+                eprintln!(
+                    "[selene openai: {} ready in {:.1} s; {k} of {layers} layers encrypted by \
+                     default]",
+                    m.id,
+                    start.elapsed().as_secs_f64()
+                );
+                Ok(Arc::new(backend))
+            };
+            let stored = ModelSource::stored_in(&store::home());
             (
-                Connector::Embedded { server, token },
+                Catalog::with_stored(Arc::new(served), served_known, &stored, Box::new(loader)),
                 "in process".to_string(),
             )
         }
     };
-    // The client side computes with the bundle only (embedded: a copy; the server keeps
-    // the full model).
-    let client = if w.has_layer_matrices() {
-        Arc::new(
-            w.client_bundle()
-                .context("could not extract the client bundle")?,
-        )
-    } else {
-        w
-    };
-    let backend = Arc::new(SessionBackend::new(
-        model_id(&args.model),
-        client,
-        t,
-        args.preset,
-        k,
-        connector,
-    )?);
+    let catalog = Arc::new(catalog);
     let settings = Settings {
         api_key,
         body_limit: args.body_limit,
@@ -236,10 +293,10 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
         eprintln!(
             "[selene openai: http://{addr}/v1 serving {}, computed {computed_by}; {k} encrypted \
              layers by default; one request generates at a time, others queue up to {} s]",
-            backend.info().model_id,
+            catalog.ids().collect::<Vec<_>>().join(", "),
             args.queue_timeout
         );
-        axum::serve(listener, routes::router(backend, settings))
+        axum::serve(listener, routes::router(catalog, settings))
             .await
             .context("the HTTP server failed")
     })

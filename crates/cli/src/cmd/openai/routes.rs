@@ -22,7 +22,7 @@ use super::api::{
     ChatCompletion, ChatRequest, Checked, Choice, Chunk, ChunkChoice, Delta, ModelCard,
     ReplyMessage,
 };
-use super::backend::{BackendError, BackendInfo, ChatBackend, Job};
+use super::backend::{BackendError, BackendInfo, Catalog, ChatBackend, Job};
 use super::completion::{Completion, FinishReason, Usage};
 use super::error::{with_causes, ApiError};
 
@@ -61,7 +61,7 @@ impl Default for Settings {
 }
 
 struct AppState {
-    backend: Arc<dyn ChatBackend>,
+    catalog: Arc<Catalog>,
     settings: Settings,
     key_digest: Option<[u8; 32]>,
     /// One generation at a time: generation saturates the CPU and the embedded server
@@ -70,14 +70,14 @@ struct AppState {
     started: u64,
 }
 
-/// The endpoint's routes over `backend`.
-pub fn router(backend: Arc<dyn ChatBackend>, settings: Settings) -> Router {
+/// The endpoint's routes over the models of `catalog`.
+pub fn router(catalog: Arc<Catalog>, settings: Settings) -> Router {
     let key_digest = settings
         .api_key
         .as_ref()
         .map(|k| Sha256::digest(k.as_bytes()).into());
     let state = Arc::new(AppState {
-        backend,
+        catalog,
         settings,
         key_digest,
         queue: Arc::new(Semaphore::new(1)),
@@ -185,9 +185,9 @@ impl AppState {
         }
     }
 
-    fn card(&self) -> ModelCard<'_> {
+    fn card<'a>(&self, id: &'a str) -> ModelCard<'a> {
         ModelCard {
-            id: &self.backend.info().model_id,
+            id,
             object: "model",
             created: self.started,
             owned_by: "selene",
@@ -197,7 +197,10 @@ impl AppState {
 
 async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match st.authorize(&headers) {
-        Ok(()) => Json(serde_json::json!({"object": "list", "data": [st.card()]})).into_response(),
+        Ok(()) => {
+            let data: Vec<ModelCard<'_>> = st.catalog.ids().map(|id| st.card(id)).collect();
+            Json(serde_json::json!({"object": "list", "data": data})).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -210,10 +213,9 @@ async fn model(
     if let Err(e) = st.authorize(&headers) {
         return e.into_response();
     }
-    if id == st.backend.info().model_id {
-        Json(st.card()).into_response()
-    } else {
-        ApiError::not_found(format!("no model '{id}'"), "model_not_found").into_response()
+    match st.catalog.find(Some(&id)) {
+        Ok(m) => Json(st.card(st.catalog.id(m))).into_response(),
+        Err(name) => ApiError::model_not_found(name).into_response(),
     }
 }
 
@@ -232,14 +234,56 @@ async fn chat_inner(
     st.authorize(&headers)?;
     json_body(&headers)?;
     let bytes = read_body(body, &headers, &st.settings).await?;
-    let request: ChatRequest = serde_json::from_slice(&bytes)
+    let mut request: ChatRequest = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(None, format!("invalid request body: {e}")))?;
-    let info = st.backend.info();
+    let model = st
+        .catalog
+        .find(request.model.take().as_deref())
+        .map_err(ApiError::model_not_found)?;
+    // A model's first request loads it, in the queue: loading fills the CPU as a
+    // generation does, and the permit then carries on to this request's generation.
+    let (backend, held) = match st.catalog.ready(model) {
+        Some(b) => (b, None),
+        None => {
+            let permit = queue_permit(&st).await?;
+            let catalog = Arc::clone(&st.catalog);
+            let backend = tokio::task::spawn_blocking(move || catalog.load(model))
+                .await
+                .map_err(|e| ApiError::internal(format!("the model loader stopped: {e}")))?
+                .map_err(|e| match e {
+                    BackendError::Unavailable { .. } => ApiError::unavailable(e.to_string()),
+                    BackendError::Failed(e) => ApiError::internal(format!("{e:#}")),
+                })?;
+            (backend, Some(permit))
+        }
+    };
+    let info = backend.info();
     let checked = request.check(info)?;
-    let job = job(&st, &checked)?;
+    let job = job(backend.as_ref(), &st.settings, &checked)?;
     let policy = policy_headers(info, checked.encrypted_layers)?;
 
-    let permit = tokio::time::timeout(
+    let permit = match held {
+        Some(p) => p,
+        None => queue_permit(&st).await?,
+    };
+    let meta = Meta {
+        id: format!("chatcmpl-{:016x}", random_u64()),
+        created: unix_now(),
+        model: info.model_id.clone(),
+    };
+    let rx = spawn_generation(Arc::clone(&backend), job, checked.stops, permit);
+    let mut response = if checked.stream {
+        sse(rx, meta, checked.include_usage, st.settings.keepalive)
+    } else {
+        collect(rx, &meta).await?
+    };
+    response.headers_mut().extend(policy);
+    Ok(response)
+}
+
+/// A place in the one-at-a-time queue, waited for up to the queue timeout.
+async fn queue_permit(st: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    tokio::time::timeout(
         st.settings.queue_timeout,
         Arc::clone(&st.queue).acquire_owned(),
     )
@@ -251,20 +295,7 @@ async fn chat_inner(
             st.settings.queue_timeout.as_secs()
         ))
     })?
-    .map_err(|_| ApiError::unavailable("the backend queue is closed"))?;
-    let meta = Meta {
-        id: format!("chatcmpl-{:016x}", random_u64()),
-        created: unix_now(),
-        model: info.model_id.clone(),
-    };
-    let rx = spawn_generation(Arc::clone(&st.backend), job, checked.stops, permit);
-    let mut response = if checked.stream {
-        sse(rx, meta, checked.include_usage, st.settings.keepalive)
-    } else {
-        collect(rx, &meta).await?
-    };
-    response.headers_mut().extend(policy);
-    Ok(response)
+    .map_err(|_| ApiError::unavailable("the backend queue is closed"))
 }
 
 /// Reads the body up to the limit and the timeout.
@@ -296,11 +327,11 @@ async fn read_body(body: Body, headers: &HeaderMap, s: &Settings) -> Result<Vec<
 }
 
 /// Templates and tokenizes the conversation and sizes the completion to the context.
-fn job(st: &AppState, c: &Checked) -> Result<Job, ApiError> {
-    let info = st.backend.info();
-    let template = st.backend.tokenizer().chat_template();
+fn job(backend: &dyn ChatBackend, settings: &Settings, c: &Checked) -> Result<Job, ApiError> {
+    let info = backend.info();
+    let template = backend.tokenizer().chat_template();
     let text = template.render(&c.messages, true);
-    let prompt = st.backend.tokenizer().encode(&text).map_err(|e| {
+    let prompt = backend.tokenizer().encode(&text).map_err(|e| {
         ApiError::internal(format!(
             "could not tokenize the messages: {}",
             with_causes(&e)
@@ -309,7 +340,7 @@ fn job(st: &AppState, c: &Checked) -> Result<Job, ApiError> {
     let room = info.context_length.saturating_sub(prompt.len());
     let max_tokens = c
         .max_tokens
-        .unwrap_or_else(|| st.settings.default_max_tokens.min(room));
+        .unwrap_or_else(|| settings.default_max_tokens.min(room));
     if max_tokens == 0 || max_tokens > room {
         return Err(ApiError::context_exceeded(
             prompt.len(),
@@ -322,7 +353,7 @@ fn job(st: &AppState, c: &Checked) -> Result<Job, ApiError> {
     let public_positions = match c.messages.first() {
         Some(system) if c.public_context => {
             let public = template.render(std::slice::from_ref(system), false);
-            let ids = st.backend.tokenizer().encode(&public).map_err(|e| {
+            let ids = backend.tokenizer().encode(&public).map_err(|e| {
                 ApiError::internal(format!(
                     "could not tokenize the public context: {}",
                     with_causes(&e)
@@ -370,6 +401,10 @@ fn policy_headers(info: &BackendInfo, k: usize) -> Result<HeaderMap, ApiError> {
     let leak = if strict {
         "none released: strict mode, the server sees ciphertexts, their sizes and timing \
          (so the token count)"
+            .to_string()
+    } else if !info.audited {
+        "not measured for this model: the leakage audit (docs/audit.md) measured SmolLM2 \
+         only; treat selective mode as not private"
             .to_string()
     } else {
         let row = selene_audit::measured::measured_leak(k, info.flood_sigma).map_err(|e| {

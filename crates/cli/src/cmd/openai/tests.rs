@@ -14,7 +14,7 @@ use selene_model::{apply_chat_template, Message, Role, Tokenizer};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use super::backend::{BackendError, BackendInfo, ChatBackend, Job};
+use super::backend::{BackendError, BackendInfo, Catalog, ChatBackend, Job};
 use super::routes::{router, Settings};
 
 const REPLY: &str = "Hello there, friend.";
@@ -76,15 +76,21 @@ impl ChatBackend for Scripted {
 }
 
 fn scripted(mode: Mode) -> Arc<Scripted> {
+    scripted_as("smollm2-test", mode)
+}
+
+/// A scripted backend answering as `id`.
+fn scripted_as(id: &str, mode: Mode) -> Arc<Scripted> {
     let (_, tokenizer) = crate::cmd::args::load(None).unwrap();
     Arc::new(Scripted {
         info: BackendInfo {
-            model_id: "smollm2-test".into(),
+            model_id: id.into(),
             context_length: 64,
             n_layers: 30,
             default_encrypted_layers: 30,
             max_encrypted_layers: 30,
             flood_sigma: 0.01,
+            audited: id == "smollm2-test",
         },
         tokenizer,
         mode,
@@ -93,8 +99,10 @@ fn scripted(mode: Mode) -> Arc<Scripted> {
     })
 }
 
+/// The endpoint over `backend` alone, as with `--server`.
 fn app(backend: &Arc<Scripted>, settings: Settings) -> Router {
-    router(Arc::clone(backend) as Arc<dyn ChatBackend>, settings)
+    let served = Arc::clone(backend) as Arc<dyn ChatBackend>;
+    router(Arc::new(Catalog::single(served, None)), settings)
 }
 
 struct Reply {
@@ -150,7 +158,7 @@ fn post(body: impl Into<Body>) -> Request<Body> {
 }
 
 fn chat(extra: Value) -> Request<Body> {
-    let mut req = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}],
+    let mut req = json!({"model": "smollm2-test", "messages": [{"role": "user", "content": "Hi"}],
         "temperature": 0});
     for (k, v) in extra.as_object().unwrap() {
         req[k] = v.clone();
@@ -471,7 +479,8 @@ async fn a_client_that_goes_away_stops_the_generation_and_frees_the_queue() {
 async fn cross_site_requests_are_refused() {
     let b = scripted(Mode::Reply);
     let app = app(&b, Settings::default());
-    let body = json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}).to_string();
+    let body = json!({"model": "smollm2-test", "messages": [{"role": "user", "content": "Hi"}]})
+        .to_string();
     let with = |headers: &[(&'static str, &str)], content_type: &str| {
         let mut r = Request::post("/v1/chat/completions").header("content-type", content_type);
         for (k, v) in headers {
@@ -559,4 +568,150 @@ fn app_with_remote(b: &Arc<Scripted>) -> Router {
             ..Settings::default()
         },
     )
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn listed(r: &Reply) -> Vec<String> {
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(
+                (&m["object"], &m["owned_by"]),
+                (&json!("model"), &json!("selene"))
+            );
+            assert!(
+                m["created"].as_u64().is_some_and(|t| t > 1_700_000_000),
+                "{m}"
+            );
+            m["id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// A `model` the endpoint does not answer with gets the API's 404 body, word for word,
+/// before any work; an absent `model` is the served one.
+#[tokio::test]
+async fn an_unknown_model_is_404_model_not_found_exactly() {
+    let b = scripted(Mode::Reply);
+    let app = app(&b, Settings::default());
+    for name in ["gpt-4", "qwen2.5-coder-0.5b", ""] {
+        let r = send(&app, chat(json!({"model": name}))).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+        assert_eq!(
+            r.json(),
+            json!({"error": {
+                "message": format!("The model `{name}` does not exist or you do not have access to it."),
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "model_not_found"}}),
+            "{name}"
+        );
+    }
+    let r = send(&app, get("/v1/models/gpt-4")).await;
+    assert_eq!(r.error(StatusCode::NOT_FOUND)["code"], "model_not_found");
+    assert!(
+        b.jobs.lock().unwrap().is_empty(),
+        "nothing reached the backend"
+    );
+    // No `model` at all: the served model answers, as before.
+    let mut req = json!({"messages": [{"role": "user", "content": "Hi"}]});
+    let r = send(&app, post(req.to_string())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["model"], "smollm2-test");
+    req["model"] = json!("SMOLLM2-TEST");
+    assert_eq!(
+        send(&app, post(req.to_string())).await.status,
+        StatusCode::OK
+    );
+    // With one served model (as against `selene serve`), the list is that model.
+    assert_eq!(
+        listed(&send(&app, get("/v1/models")).await),
+        ["smollm2-test"]
+    );
+}
+
+/// The embedded endpoint lists the served model first, then the other models of the
+/// store; a request naming one (by id or store name, any case) gets it, made by the
+/// loader once and kept; a failed load is a 500 and is tried again next time.
+#[tokio::test]
+async fn the_model_field_selects_among_listed_models_each_loaded_once() {
+    use selene_model::store::{KnownModel, QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2};
+    let served = scripted(Mode::Reply);
+    let loads = Arc::new(Mutex::new(Vec::<&str>::new()));
+    let made: Arc<Mutex<Vec<Arc<Scripted>>>> = Arc::default();
+    let loader = {
+        let (loads, made) = (Arc::clone(&loads), Arc::clone(&made));
+        move |m: &'static KnownModel| -> anyhow::Result<Arc<dyn ChatBackend>> {
+            loads.lock().unwrap().push(m.name);
+            anyhow::ensure!(m.name != QWEN_CODER_15B.name, "out of memory");
+            let b = scripted_as(m.id, Mode::Reply);
+            made.lock().unwrap().push(Arc::clone(&b));
+            Ok(b)
+        }
+    };
+    // SmolLM2 is served under another id here: listed once, by the served id.
+    let catalog = Catalog::with_stored(
+        Arc::clone(&served) as Arc<dyn ChatBackend>,
+        Some(&SMOLLM2),
+        &[&SMOLLM2, &QWEN_CODER_05B, &QWEN_CODER_15B],
+        Box::new(loader),
+    );
+    let app = router(Arc::new(catalog), Settings::default());
+    assert_eq!(
+        listed(&send(&app, get("/v1/models")).await),
+        [
+            "smollm2-test",
+            "qwen2.5-coder-0.5b-instruct",
+            "qwen2.5-coder-1.5b-instruct"
+        ]
+    );
+    assert!(loads.lock().unwrap().is_empty(), "listing loads nothing");
+    let r = send(&app, get("/v1/models/qwen2.5-coder-0.5b")).await;
+    assert_eq!(r.json()["id"], "qwen2.5-coder-0.5b-instruct");
+
+    let r = send(&app, chat(json!({"model": "smollm2"}))).await;
+    assert_eq!(r.json()["model"], "smollm2-test", "{}", r.body);
+    for name in ["qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct"] {
+        let r = send(&app, chat(json!({"model": name}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.json()["model"], "qwen2.5-coder-0.5b-instruct");
+        assert_eq!(r.json()["choices"][0]["message"]["content"], REPLY);
+    }
+    // The shipped audit measured SmolLM2 only: no figure is claimed for another model.
+    let r = send(
+        &app,
+        chat(json!({"model": "qwen2.5-coder-0.5b", "selene": {"encrypted_layers": 4}})),
+    )
+    .await;
+    assert_eq!(r.headers["x-selene-mode"], "selective");
+    let leak = r.headers["x-selene-measured-leakage"].to_str().unwrap();
+    assert!(leak.starts_with("not measured for this model"), "{leak}");
+    assert_eq!(*loads.lock().unwrap(), [QWEN_CODER_05B.name]);
+    assert_eq!(made.lock().unwrap()[0].jobs.lock().unwrap().len(), 3);
+    assert_eq!(served.jobs.lock().unwrap().len(), 1);
+
+    for _ in 0..2 {
+        let r = send(&app, chat(json!({"model": "qwen2.5-coder-1.5b"}))).await;
+        let e = r.error(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = e["message"].as_str().unwrap();
+        assert!(message.contains("qwen2.5-coder-1.5b-instruct"), "{message}");
+        assert!(message.contains("out of memory"), "{message}");
+    }
+    assert_eq!(
+        loads.lock().unwrap().len(),
+        3,
+        "a failed load is tried again"
+    );
+    let e = send(&app, chat(json!({"model": "gpt-4"})))
+        .await
+        .error(StatusCode::NOT_FOUND);
+    assert_eq!(e["code"], "model_not_found");
 }
