@@ -132,7 +132,7 @@ fn same_site(headers: &HeaderMap, allow_remote: bool) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::forbidden("the request has no Host header"))?;
     if !allow_remote && !is_loopback_host(host_part(host)) {
         return Err(ApiError::forbidden(format!(
-            "Host '{host}' is not a loopback name: this endpoint answers only              127.0.0.1, [::1] or localhost (selene openai --allow-remote to change that)"
+            "Host '{host}' is not a loopback name: this endpoint answers only 127.0.0.1, [::1] or localhost (selene openai --allow-remote to change that)"
         )));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -142,7 +142,7 @@ fn same_site(headers: &HeaderMap, allow_remote: bool) -> Result<(), ApiError> {
             .or_else(|| origin.strip_prefix("https://"));
         if !authority.is_some_and(|a| a.eq_ignore_ascii_case(host)) {
             return Err(ApiError::forbidden(format!(
-                "cross-origin request from '{origin}' refused: only this endpoint's own                  origin may call it"
+                "cross-origin request from '{origin}' refused: only this endpoint's own origin may call it"
             )));
         }
     }
