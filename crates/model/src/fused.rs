@@ -64,6 +64,16 @@ impl FusedPair {
     }
 }
 
+/// The fused matrices of a model of `layers` layers in the order a server holds and
+/// sends them: layer 0's `AttnGate`, layer 0's `DownQkv`, layer 1's, ..., the last
+/// layer's `AttnGate` (`2 layers - 1` in all; the last layer has no next `Qkv`). The
+/// position of `(layer, pair)` is `2 layer + (pair == DownQkv)`.
+pub fn fused_order(layers: usize) -> impl Iterator<Item = (usize, FusedPair)> {
+    (0..layers)
+        .flat_map(|l| FusedPair::ALL.map(|p| (l, p)))
+        .filter(move |(l, p)| *p == FusedPair::AttnGate || l + 1 < layers)
+}
+
 /// The fused matrix of `layer`'s `pair` (`d_out x d_in` row-major, see
 /// [`FusedPair::dims`]), from exactly the dequantized weights with the gains folded:
 /// `W' Wo` for `AttnGate`, `W''_{layer+1} Wdown_layer` for `DownQkv`. Each entry is one
