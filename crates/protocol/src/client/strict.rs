@@ -59,6 +59,8 @@ pub struct TrafficStats {
     pub verified: usize,
     /// Largest deviation a spot check found, relative to `||x_t|| ||w_j||`.
     pub verify_max_deviation: f64,
+    /// Request-reply exchanges of the session so far, `Hello` included.
+    pub round_trips: u64,
 }
 
 /// Strict client-aided mode: every per-layer weight product is encrypted under the
@@ -315,6 +317,11 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         Ok(())
     }
 
+    /// True in a fused session (its policy says `fused = true`): [`FusedLinear`] works.
+    pub fn is_fused(&self) -> bool {
+        !self.fused_layouts.is_empty()
+    }
+
     /// True once a product of this session failed a check (output bound or spot check):
     /// every later product and release is refused ([`Error::FailedCheckEarlier`]).
     pub fn check_failed(&self) -> bool {
@@ -422,9 +429,12 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         self.flooding.as_ref()
     }
 
-    /// Traffic and client time so far.
+    /// Traffic, client time and round trips so far.
     pub fn stats(&self) -> TrafficStats {
-        self.stats
+        TrafficStats {
+            round_trips: self.session.round_trips(),
+            ..self.stats
+        }
     }
 
     /// Server compute time so far, as the transport measured it.
