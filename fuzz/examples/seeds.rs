@@ -15,13 +15,13 @@ use selene_keys::{
     envelope, KdfParams, KeyBytes, Keystore, OwnerPolicy, PassphraseRoot, SessionKey,
 };
 use selene_linalg::{Client, LinalgPreset, MatrixShape, Method, PreparedMatrix, Server};
-use selene_model::LinearStage;
+use selene_model::{FusedPair, LinearStage};
 use selene_protocol::policy::Tensor;
 use selene_protocol::wire::{
-    self, ErrorCode, EvalKey, Frame, Hello, Message, ModelFacts, SessionLimits, Welcome,
-    WIRE_VERSION,
+    self, ErrorCode, EvalKey, Frame, Hello, Message, ModelFacts, ProductRequest, SessionLimits,
+    Welcome, WIRE_VERSION,
 };
-use selene_protocol::{encode_release, Policy, PrefixKv, PrefixLimits};
+use selene_protocol::{encode_release, Policy, PrefixKv, PrefixLimits, Product};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -292,6 +292,29 @@ fn wire_frames(dir: &Path, layout: &[u8], input: &[u8], output: &[u8]) -> Res<()
         },
         Message::PrefixKv {
             bytes: b"SELP opaque to the wire".to_vec(),
+        },
+        // A fused pair's request and its answer (version-2 frames).
+        Message::Products {
+            items: vec![
+                ProductRequest {
+                    layer: 2,
+                    product: Product::Stage(LinearStage::AttnOut),
+                    ciphertext: vec![1; 24],
+                },
+                ProductRequest {
+                    layer: 2,
+                    product: Product::Fused(FusedPair::AttnGate),
+                    ciphertext: vec![2; 16],
+                },
+                ProductRequest {
+                    layer: 2,
+                    product: Product::Stage(LinearStage::GateUp),
+                    ciphertext: vec![3; 8],
+                },
+            ],
+        },
+        Message::ProductResults {
+            ciphertexts: vec![vec![6; 20], Vec::new(), vec![7; 5]],
         },
     ];
     for (i, message) in frames.into_iter().enumerate() {

@@ -1,4 +1,4 @@
-//! `selene_protocol::wire::decode` (every frame of the session protocol, kinds 1..=13,
+//! `selene_protocol::wire::decode` (every frame of the session protocol, kinds 1..=15,
 //! read by the server from clients and by the client from the server): any bytes decode
 //! or fail with an error, never a panic; what decodes re-encodes through `wire::encode`.
 //! Every field but `Hello`'s policy is canonical, so any other frame re-encodes to the

@@ -32,6 +32,29 @@ fn run_streams_the_plaintext_continuation_computed_under_encryption() {
 }
 
 #[test]
+fn fused_run_gives_the_same_text_in_two_round_trips_per_layer() {
+    let (out, stderr) = selene(&[
+        "run",
+        "The patient was diagnosed with",
+        "--max-tokens",
+        "4",
+        "--fuse",
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        " a rare genetic disorder\n"
+    );
+    assert!(stderr.contains("fused matrices"), "{stderr}");
+    // Hello, the prefill and three decoded tokens at 2 * 30 + 1 each, Close.
+    assert!(stderr.contains("; 246 round trips]"), "{stderr}");
+    // Fusion is for strict mode only.
+    let (out, stderr) = selene(&["run", "hi", "--fuse", "--encrypted-layers", "2"]);
+    assert!(!out.status.success());
+    assert!(stderr.contains("strict mode"), "{stderr}");
+}
+
+#[test]
 fn run_rejects_bad_sampling_parameters() {
     let (out, stderr) = selene(&["run", "hi", "--temperature", "-1"]);
     assert!(!out.status.success());

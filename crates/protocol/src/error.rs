@@ -180,6 +180,12 @@ pub enum Error {
     /// Spot checks need the layer matrices, which a client bundle does not hold.
     #[error("--verify-rate > 0 needs the model's layer matrices (the full model); a client bundle has none")]
     VerifyNeedsWeights,
+    /// A fused session cannot run as asked.
+    #[error("fused products: {why}")]
+    Fused {
+        /// Why not.
+        why: &'static str,
+    },
     /// A spot-check rate outside `[0, 1]`.
     #[error("verify rate {rate} must be within 0..=1")]
     InvalidVerifyRate {

@@ -68,7 +68,7 @@ pub use client::{
 };
 pub use codec::prefix_kv::{PrefixKv, PrefixLimits};
 pub use codec::release::{decode_release, encode_release};
-pub use codec::stage::ENCRYPTED_STAGES;
+pub use codec::stage::{Product, ENCRYPTED_STAGES};
 pub use codec::wire;
 pub use embedded::generate_selective;
 pub use error::{Error, Result};

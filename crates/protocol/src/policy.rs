@@ -131,6 +131,11 @@ pub struct Policy {
     /// Where the LM head runs.
     #[serde(default)]
     pub lm_head: HeadSide,
+    /// Two requests per layer instead of four (strict mode only): the server also holds
+    /// the fused matrices `W' Wo` and `W'' Wdown` (`selene_model::fused`) and answers a
+    /// `Products` request with several products at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fused: bool,
     /// Pad the prompt to a multiple of this many tokens, so the server learns only the
     /// length bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,6 +179,7 @@ impl Policy {
             lm_head: HeadSide::Client,
             pad_to: None,
             release: None,
+            fused: false,
         }
     }
 
@@ -264,6 +270,13 @@ impl Policy {
             }
         }
         let plaintext_layers = self.encrypted_layers < n_layers;
+        if self.fused && (plaintext_layers || self.release.is_some()) {
+            return bad(
+                "fused = true is for strict mode: a fused request returns the next layer's \
+                 q|k|v, so every layer must be encrypted and nothing released"
+                    .to_string(),
+            );
+        }
         match (&self.release, plaintext_layers) {
             (None, true) => {
                 return bad(format!(
@@ -408,6 +421,23 @@ mod tests {
             assert!(text.contains(&format!("\npreset = \"{p}\"\n")), "{text}");
             assert_eq!(Policy::from_toml(&text, L).unwrap(), policy);
         }
+    }
+
+    #[test]
+    fn fused_is_written_only_when_set_and_only_for_strict_mode() {
+        let fused = Policy {
+            fused: true,
+            ..Policy::strict(L)
+        };
+        let text = fused.to_toml().unwrap();
+        assert!(text.contains("\nfused = true\n"), "{text}");
+        assert_eq!(Policy::from_toml(&text, L).unwrap(), fused);
+        assert!(!Policy::strict(L).to_toml().unwrap().contains("fused"));
+        let selective = Policy {
+            fused: true,
+            ..Policy::selective(L, 4)
+        };
+        assert!(selective.validate(L).is_err());
     }
 
     #[test]

@@ -144,6 +144,12 @@ pub struct PolicyArgs {
     /// product. Needs the layer matrices (`run` has them; `client` with --full-model).
     #[arg(long, value_name = "R", default_value_t = 0.0, value_parser = verify_rate_parser)]
     pub verify_rate: f64,
+    /// Two round trips per layer instead of four (strict mode): each request carries the
+    /// products of a fused pair, for about 1.9x the server's multiply-adds. The server
+    /// must hold the fused matrices (`selene serve --fuse`), and the client needs the
+    /// layer matrices to pin their scales (`client --full-model`).
+    #[arg(long)]
+    pub fuse: bool,
 }
 
 /// Parses `--verify-rate`: a fraction within 0..=1.
@@ -163,8 +169,9 @@ impl PolicyArgs {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("could not read {}", path.display()))?;
             let mut p = Policy::from_toml(&text, layers)?;
-            if self.pad_to.is_some() {
-                p.pad_to = self.pad_to;
+            if self.pad_to.is_some() || self.fuse {
+                p.pad_to = self.pad_to.or(p.pad_to);
+                p.fused |= self.fuse;
                 p.validate(layers)?;
             }
             return Ok(p);
@@ -186,6 +193,7 @@ impl PolicyArgs {
             p.preset = preset;
         }
         p.pad_to = self.pad_to;
+        p.fused = self.fuse;
         p.validate(layers)?;
         Ok(p)
     }

@@ -136,7 +136,7 @@ pub fn drive<T: Transport>(
     eprintln!(
         "[{} prompt tokens: prefill {:.2} s; {} generated, {:.2} s/token decode \
          (per token: {}); encrypted-layer server compute {:.2} s, client HE {:.2} s; \
-         {:.2} MB up, {:.2} MB down ({:.2} MB per token processed)]",
+         {:.2} MB up, {:.2} MB down ({:.2} MB per token processed); {} round trips]",
         gen_run.prompt_tokens,
         gen_run.prefill_s,
         gen_run.generated,
@@ -146,7 +146,8 @@ pub fn drive<T: Transport>(
         s.client_time.as_secs_f64(),
         s.bytes_up as f64 / 1e6,
         s.bytes_down as f64 / 1e6,
-        (s.bytes_up + s.bytes_down) as f64 / 1e6 / tokens.max(1) as f64
+        (s.bytes_up + s.bytes_down) as f64 / 1e6 / tokens.max(1) as f64,
+        s.round_trips
     );
     Ok(())
 }

@@ -40,14 +40,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let w = Arc::new(w);
     let policy = args.policy.policy(w.config().n_layers)?;
     let params = policy.preset.build()?;
-    let (server, token) = embedded_server(&params, &w, policy.encrypted_layers, &args.link)?;
+    let (server, token) = embedded_server(
+        &params,
+        &w,
+        policy.encrypted_layers,
+        &args.link,
+        policy.fused,
+    )?;
     // One process, the same split as `selene client`: the client half computes with the
     // client bundle only (copied from memory, its column norms with it), the embedded
     // server with the full model. Spot checks need the layer matrices: with
-    // --verify-rate the client half holds the full model.
+    // --verify-rate the client half holds the full model, and so do fused sessions (the
+    // fused matrices' scales are pinned to norms computed from the layer matrices).
     let verify_rate = args.policy.verify_rate;
     let bundle;
-    let client: &selene_model::Weights = if verify_rate > 0.0 {
+    let client: &selene_model::Weights = if verify_rate > 0.0 || policy.fused {
         &w
     } else {
         bundle = w

@@ -22,8 +22,9 @@ pub fn embedded_server(
     w: &Arc<Weights>,
     layers: usize,
     link: &Link,
+    fused: bool,
 ) -> anyhow::Result<(Arc<SessionServer>, Vec<u8>)> {
-    let server = session_server(params, w, layers, 0, link)?;
+    let server = session_server(params, w, layers, 0, link, fused)?;
     let mut token = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut token);
     Ok((Arc::new(server.with_token(&token)), token))
@@ -32,7 +33,7 @@ pub fn embedded_server(
 /// A session server with layers `0..layers` prepared for `params` and, when
 /// `selective_layers > 0`, also the first `selective_layers` layers at `coeff12wide`
 /// for selective sessions (which only need the layers they encrypt, so the full depth
-/// is not prepared twice).
+/// is not prepared twice); with `fused`, the fused matrices of fused sessions too.
 ///
 /// # Errors
 /// Encoding failures.
@@ -42,23 +43,26 @@ pub fn session_server(
     layers: usize,
     selective_layers: usize,
     link: &Link,
+    fused: bool,
 ) -> anyhow::Result<SessionServer> {
-    let model = prepare(params, w, layers, link)?;
+    let model = prepare(params, w, layers, link, fused)?;
     let mut server = SessionServer::new(model, Arc::clone(w), Limits::default());
     if selective_layers > 0 && LinalgPreset::of(params) != Some(SELECTIVE_PRESET) {
         let wide_params = SELECTIVE_PRESET.build()?;
-        server = server.with_model(prepare(&wide_params, w, selective_layers, link)?);
+        server = server.with_model(prepare(&wide_params, w, selective_layers, link, false)?);
     }
     Ok(server)
 }
 
 /// Encodes layers `0..layers` of `w` for `params` (a packing preset's tilings chosen for
-/// `link`), with a progress bar and a summary on stderr.
+/// `link`), and with `fused` their fused matrices (`selene_model::fused`), with a
+/// progress bar and a summary on stderr.
 pub fn prepare(
     params: &Arc<Parameters>,
     w: &Weights,
     layers: usize,
     link: &Link,
+    fused: bool,
 ) -> anyhow::Result<Arc<PreparedModel>> {
     let start = Instant::now();
     let bar = ProgressBar::new((layers * ENCRYPTED_STAGES.len()) as u64).with_style(
@@ -79,6 +83,18 @@ pub fn prepare(
     if let Some(plan) = plan_line(&model, link) {
         eprintln!("{plan}");
     }
+    let model = if fused {
+        let start = Instant::now();
+        let model = model.with_fused(w, &mut || {})?;
+        eprintln!(
+            "[server: fused matrices W' Wo and W'' Wdown encoded in {:.1} s, {:.0} MiB more]",
+            start.elapsed().as_secs_f64(),
+            model.fused_memory_bytes() as f64 / (1 << 20) as f64
+        );
+        model
+    } else {
+        model
+    };
     Ok(Arc::new(model))
 }
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use selene_ckks::Parameters;
 use selene_linalg::Client;
-use selene_model::{DraftStats, PromptLookup, Sampler, Weights};
+use selene_model::{
+    forward_fused, generate_with, DraftStats, KvCache, Logits, PromptLookup, Sampler, Weights,
+};
 
 use super::padding::PaddedLinear;
 use super::prefix::generate_after_prefix_drafted;
@@ -169,6 +171,19 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
         let p = prefix.map_or(0, PrefixKv::positions);
         // Generated tokens must fit after the prefix and the prompt.
         let max_tokens = max_tokens.min(c.context_length.saturating_sub(p + prompt.len()));
+        if strict.is_fused() {
+            return generate_fused(
+                w,
+                strict,
+                terms,
+                (prefix.is_some(), draft.is_some()),
+                prompt,
+                max_tokens,
+                stop,
+                sampler,
+                on_token,
+            );
+        }
         if terms.k >= c.n_layers {
             let mut linear = PaddedLinear::new(strict, c, terms.pad_to)?;
             // A drafted pass holds k positions beyond the last token.
@@ -224,4 +239,47 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
         };
         Ok((ids, stats))
     }
+}
+
+/// A fused session's generation (two round trips per layer, `selene_model::fused`):
+/// strict mode without a public prefix, drafts or padding, which the fused pass does not
+/// carry yet.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the token loop's inputs, each needed"
+)]
+fn generate_fused<T: Transport>(
+    w: &Weights,
+    mut strict: StrictLinear<'_, T>,
+    terms: Terms,
+    (prefix, draft): (bool, bool),
+    prompt: &[u32],
+    max_tokens: usize,
+    stop: &[u32],
+    sampler: &mut Sampler,
+    on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
+) -> Result<(Vec<u32>, PrivateStats)> {
+    if prefix || draft || terms.pad_to > 1 {
+        return Err(Error::Fused {
+            why: "a fused session runs without a public context, drafts or padding",
+        });
+    }
+    let mut cache = KvCache::new(w.config(), prompt.len() + max_tokens);
+    let ids = generate_with(
+        prompt,
+        max_tokens,
+        stop,
+        sampler,
+        &mut |ids| forward_fused(w, ids, &mut cache, &mut strict, Logits::Last),
+        on_token,
+    )?;
+    // The tokens are out; a failed Close only ends the session early.
+    let _ = strict.session_mut().close();
+    let stats = PrivateStats {
+        traffic: strict.stats(),
+        server_s: strict.server_time().as_secs_f64(),
+        releases: 0,
+        draft: DraftStats::default(),
+    };
+    Ok((ids, stats))
 }

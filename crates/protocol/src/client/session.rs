@@ -8,7 +8,9 @@ use selene_linalg::Layout;
 use selene_model::{Config, LinearStage};
 
 use crate::codec::prefix_kv::{PrefixKv, PrefixLimits};
-use crate::codec::wire::{self, Frame, Hello, Kind, Message, Welcome, WIRE_VERSION};
+use crate::codec::wire::{
+    self, Frame, Hello, Kind, Message, ProductRequest, Welcome, WIRE_VERSION,
+};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::policy::{Policy, ReleaseAuthorized};
@@ -44,6 +46,14 @@ fn reply_bound(message: &Message, welcome: &Welcome) -> usize {
             .len()
             .saturating_mul(PRODUCT_REPLY_FACTOR)
             .saturating_add(SMALL_REPLY),
+        // A fused matrix has the shape of a stage's (`W' Wo` that of `GateUp`, `W'' Wdown`
+        // a narrower `Down`), so each answer keeps within the same factor.
+        Message::Products { items } => items
+            .iter()
+            .map(|i| i.ciphertext.len())
+            .sum::<usize>()
+            .saturating_mul(PRODUCT_REPLY_FACTOR)
+            .saturating_add(SMALL_REPLY),
         // Logits or a hidden state of the last position.
         Message::Release { .. } => {
             floats((m.vocab as usize).max(m.d_model as usize)).saturating_add(SMALL_REPLY)
@@ -77,6 +87,8 @@ pub struct ClientSession<T: Transport> {
     next_id: u64,
     welcome: Welcome,
     layouts: Vec<[Layout; 4]>,
+    fused_layouts: Vec<Layout>,
+    round_trips: u64,
     limits: Limits,
     closed: bool,
 }
@@ -107,8 +119,19 @@ impl<T: Transport> ClientSession<T> {
         context: usize,
     ) -> Result<Self> {
         let k = policy.encrypted_layers;
+        // A fused session has 2k - 1 more layouts, after the 4k of the stages.
+        let fused = if policy.fused {
+            (2 * k).saturating_sub(1)
+        } else {
+            0
+        };
         let hello = Message::Hello(Hello {
-            protocol: WIRE_VERSION,
+            // Version 2 only where it is needed, so older servers serve the rest.
+            protocol: if policy.fused {
+                WIRE_VERSION
+            } else {
+                wire::MIN_WIRE_VERSION
+            },
             token: transport.token().to_vec(),
             policy,
             params_fingerprint: params.fingerprint(),
@@ -120,7 +143,7 @@ impl<T: Transport> ClientSession<T> {
             ..Limits::default()
         };
         let welcome_max = Limits {
-            max_message_bytes: (4 * k).saturating_mul(MAX_LAYOUT_BYTES) + SMALL_REPLY,
+            max_message_bytes: (4 * k + fused).saturating_mul(MAX_LAYOUT_BYTES) + SMALL_REPLY,
             ..Limits::default()
         };
         transport.limit_reply(welcome_max.max_message_bytes);
@@ -128,14 +151,19 @@ impl<T: Transport> ClientSession<T> {
             Message::Welcome(w) => w,
             m => return Err(unexpected(m, Kind::Hello)),
         };
-        if welcome.layouts.len() != 4 * k {
+        if welcome.layouts.len() != 4 * k + fused {
             return Err(Error::Wire {
                 what: "layout count in Welcome",
                 offset: 0,
             });
         }
+        let (stage_layouts, fused_bytes) = welcome.layouts.split_at(4 * k);
+        let fused_layouts = fused_bytes
+            .iter()
+            .map(|b| Layout::from_bytes(b, params))
+            .collect::<selene_linalg::Result<Vec<_>>>()?;
         let mut layouts = Vec::with_capacity(k);
-        for chunk in welcome.layouts.chunks_exact(4) {
+        for chunk in stage_layouts.chunks_exact(4) {
             let mut one = Vec::with_capacity(4);
             for b in chunk {
                 one.push(Layout::from_bytes(b, params)?);
@@ -151,6 +179,8 @@ impl<T: Transport> ClientSession<T> {
             next_id: 2,
             welcome,
             layouts,
+            fused_layouts,
+            round_trips: 1,
             limits,
             closed: false,
         })
@@ -164,6 +194,17 @@ impl<T: Transport> ClientSession<T> {
     /// Layouts per encrypted layer, in [`crate::ENCRYPTED_STAGES`] order.
     pub fn layouts(&self) -> &[[Layout; 4]] {
         &self.layouts
+    }
+
+    /// The fused matrices' layouts of a fused session, in
+    /// [`selene_model::fused::fused_order`] (empty otherwise).
+    pub fn fused_layouts(&self) -> &[Layout] {
+        &self.fused_layouts
+    }
+
+    /// Request-reply exchanges so far, `Hello` included.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
     }
 
     /// The transport.
@@ -188,6 +229,7 @@ impl<T: Transport> ClientSession<T> {
             max_message_bytes: max,
             ..self.limits.clone()
         };
+        self.round_trips += 1;
         let reply = exchange(&mut self.transport, &limits, id, message);
         if matches!(reply, Err(Error::Io(_) | Error::Closed | Error::Tls(_))) {
             self.closed = true;
@@ -213,6 +255,24 @@ impl<T: Transport> ClientSession<T> {
         match self.request(m)? {
             Message::ProductResult { ciphertext } => Ok(ciphertext),
             m => Err(unexpected(m, Kind::Product)),
+        }
+    }
+
+    /// Sends several encrypted products in one request (a fused session's round trip)
+    /// and returns their answers in order.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] (not a fused session, bad ciphertext), channel errors, an answer
+    /// count that differs from the request's.
+    pub fn products(&mut self, items: Vec<ProductRequest>) -> Result<Vec<Vec<u8>>> {
+        let n = items.len();
+        match self.request(Message::Products { items })? {
+            Message::ProductResults { ciphertexts } if ciphertexts.len() == n => Ok(ciphertexts),
+            Message::ProductResults { .. } => Err(Error::Wire {
+                what: "answer count in ProductResults",
+                offset: 0,
+            }),
+            m => Err(unexpected(m, Kind::Products)),
         }
     }
 

@@ -11,12 +11,14 @@ use selene_linalg::flooding::{
 };
 use selene_linalg::{Client, EncryptedOutput, Layout};
 use selene_model::forward::apply_gain;
-use selene_model::linear::NORM_STAGES;
-use selene_model::{Linear, LinearStage, ProductAt, QuantLinear, Weights};
+use selene_model::fused::{fused_order, fused_weight};
+use selene_model::linear::{row_norm, NORM_STAGES};
+use selene_model::{FusedLinear, FusedPair, Linear, LinearStage, ProductAt, QuantLinear, Weights};
 
 use super::session::ClientSession;
 use crate::codec::keys::encode_galois_keys;
-use crate::codec::stage::stage_index;
+use crate::codec::stage::{stage_index, Product};
+use crate::codec::wire::ProductRequest;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::transport::Transport;
@@ -57,6 +59,8 @@ pub struct TrafficStats {
     pub verified: usize,
     /// Largest deviation a spot check found, relative to `||x_t|| ||w_j||`.
     pub verify_max_deviation: f64,
+    /// Request-reply exchanges of the session so far, `Hello` included.
+    pub round_trips: u64,
 }
 
 /// Strict client-aided mode: every per-layer weight product is encrypted under the
@@ -66,6 +70,8 @@ pub struct StrictLinear<'w, T: Transport> {
     weights: &'w Weights,
     client: Client,
     layouts: Vec<[Layout; 4]>,
+    /// A fused session's layouts of the fused matrices, in `fused_order`.
+    fused_layouts: Vec<Layout>,
     session: ClientSession<T>,
     stats: TrafficStats,
     flooding: Option<Flooding>,
@@ -116,6 +122,47 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         transport: T,
     ) -> Result<Self> {
         Self::with_client(weights, Client::new(params), layouts, transport)
+    }
+
+    /// Like [`StrictLinear::new`] for all layers, in a fused session (the policy says
+    /// `fused = true`): besides [`Linear`], it implements [`FusedLinear`], so
+    /// [`selene_model::forward_fused`] runs a token in `2 L + 1` round trips instead of
+    /// `4 L`. The fused layouts' scales are pinned to norms computed here from the layer
+    /// matrices (a client bundle has none).
+    ///
+    /// # Errors
+    /// As [`StrictLinear::new`]; [`Error::Fused`] without the layer matrices or
+    /// `layouts` for fewer than all layers; the server's refusal (no fused matrices).
+    pub fn new_fused(
+        weights: &'w Weights,
+        params: &std::sync::Arc<Parameters>,
+        layouts: Vec<[Layout; 4]>,
+        transport: T,
+    ) -> Result<Self> {
+        let client = Client::new(params);
+        let c = weights.config();
+        if layouts.len() != c.n_layers {
+            return Err(Error::Fused {
+                why: "fused sessions encrypt every layer (strict mode)",
+            });
+        }
+        if !weights.has_layer_matrices() {
+            return Err(Error::Fused {
+                why: "pinning the fused matrices' scales needs the layer matrices (the full model)",
+            });
+        }
+        let mut policy = Policy::strict(c.n_layers);
+        policy.fused = true;
+        if let Some(preset) = selene_linalg::LinalgPreset::of(client.params()) {
+            policy.preset = preset;
+        }
+        let session = ClientSession::open(transport, client.params(), policy, c.context_length)?;
+        if let Some(layer) =
+            (0..layouts.len()).find(|&l| session.layouts().get(l) != layouts.get(l))
+        {
+            return Err(Error::LayoutMismatch { layer });
+        }
+        Self::from_session(weights, client, session)
     }
 
     /// Like [`StrictLinear::new`] with a given client (a session key from a keystore,
@@ -189,6 +236,29 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                     })?;
             }
         }
+        // A fused session's fused layouts get the same pinning, from norms of the fused
+        // matrices computed here.
+        let fused_layouts = session.fused_layouts().to_vec();
+        let order: Vec<(usize, FusedPair)> = fused_order(layers).collect();
+        if !fused_layouts.is_empty() {
+            if fused_layouts.len() != order.len() {
+                return Err(Error::Fused {
+                    why: "the Welcome's fused layouts are not one per fused matrix",
+                });
+            }
+            for (layout, &(layer, pair)) in fused_layouts.iter().zip(&order) {
+                let rows = fused_weight(weights, layer, pair)?;
+                let (d_in, _) = pair.dims(weights.config());
+                let norms: Vec<f64> = rows.chunks_exact(d_in).map(row_norm).collect();
+                layout
+                    .check_column_norms(&norms)
+                    .map_err(|source| Error::ScaleMismatch {
+                        layer,
+                        stage: pair.stages().1,
+                        source,
+                    })?;
+            }
+        }
         let mut stats = TrafficStats::default();
         // Packed layouts: the server merges outputs with this key's Galois keys, sent
         // once per session.
@@ -210,6 +280,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             weights,
             client,
             layouts,
+            fused_layouts,
             session,
             stats,
             flooding: None,
@@ -244,6 +315,11 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         }
         self.verify_rate = rate;
         Ok(())
+    }
+
+    /// True in a fused session (its policy says `fused = true`): [`FusedLinear`] works.
+    pub fn is_fused(&self) -> bool {
+        !self.fused_layouts.is_empty()
     }
 
     /// True once a product of this session failed a check (output bound or spot check):
@@ -353,9 +429,12 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         self.flooding.as_ref()
     }
 
-    /// Traffic and client time so far.
+    /// Traffic, client time and round trips so far.
     pub fn stats(&self) -> TrafficStats {
-        self.stats
+        TrafficStats {
+            round_trips: self.session.round_trips(),
+            ..self.stats
+        }
     }
 
     /// Server compute time so far, as the transport measured it.
@@ -445,6 +524,188 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         self.stats.client_time += t.elapsed();
         self.stats.products += 1;
         Ok(())
+    }
+}
+
+impl<T: Transport> StrictLinear<'_, T> {
+    /// One round trip for `layer`'s fused `pair` over at most [`MAX_ROWS_PER_PRODUCT`]
+    /// rows: the inner stage's product of `inner_x` into `inner_out`, and the outer
+    /// stage's product of `stream` plus the fused matrix's of `inner_x` into `outer_out`
+    /// (unscaled: the caller divides by the RMS).
+    fn fused_round_trip(
+        &mut self,
+        layer: usize,
+        pair: FusedPair,
+        inner_x: &[f32],
+        stream: &[f32],
+        inner_out: &mut [f32],
+        outer_out: &mut [f32],
+    ) -> Result<()> {
+        if self.check_failed {
+            return Err(Error::FailedCheckEarlier);
+        }
+        if self.flooding.is_some() {
+            return Err(Error::Fused {
+                why: "flooded decryptions (selective mode) do not fuse",
+            });
+        }
+        let (inner_stage, outer_stage) = pair.stages();
+        let outer_layer = match pair {
+            FusedPair::AttnGate => layer,
+            FusedPair::DownQkv => layer + 1,
+        };
+        let missing = Error::LayerOutOfRange {
+            layer: outer_layer,
+            layers: self.layouts.len(),
+        };
+        let stage_layout = |l: usize, s: LinearStage| -> Option<Layout> {
+            self.layouts.get(l)?.get(stage_index(s).ok()?).cloned()
+        };
+        let at = 2 * layer + usize::from(pair == FusedPair::DownQkv);
+        let (Some(inner_l), Some(outer_l), Some(fused_l)) = (
+            stage_layout(layer, inner_stage),
+            stage_layout(outer_layer, outer_stage),
+            self.fused_layouts.get(at).cloned(),
+        ) else {
+            return Err(if self.fused_layouts.is_empty() {
+                Error::Fused {
+                    why: "this session is not fused (open it with StrictLinear::new_fused)",
+                }
+            } else {
+                missing
+            });
+        };
+        let n = inner_x.len() / inner_l.shape().d_in.max(1);
+        let t = Instant::now();
+        let mut items = Vec::with_capacity(3);
+        let mut scales = Vec::with_capacity(3);
+        for (l, product, layout, x) in [
+            (layer, Product::Stage(inner_stage), &inner_l, inner_x),
+            (layer, Product::Fused(pair), &fused_l, inner_x),
+            (outer_layer, Product::Stage(outer_stage), &outer_l, stream),
+        ] {
+            let (input, s) = self.client.encode_encrypt(x, n, layout)?;
+            let ciphertext = input.to_bytes(self.client.params());
+            self.stats.bytes_up += ciphertext.len();
+            items.push(ProductRequest {
+                layer: u32::try_from(l).unwrap_or(u32::MAX),
+                product,
+                ciphertext,
+            });
+            scales.push(s);
+        }
+        self.stats.client_time += t.elapsed();
+
+        let answers = self.session.products(items)?;
+
+        let t = Instant::now();
+        let mut ys = Vec::with_capacity(3);
+        for ((answer, s), (layout, stage_l, stage)) in answers.iter().zip(&scales).zip([
+            (&inner_l, layer, inner_stage),
+            (&fused_l, layer, outer_stage),
+            (&outer_l, outer_layer, outer_stage),
+        ]) {
+            self.stats.bytes_down += answer.len();
+            let output = EncryptedOutput::from_bytes(answer, self.client.params())?;
+            match self.client.decrypt_decode(&output, s, layout) {
+                Ok(y) => ys.push(y),
+                Err(source @ selene_linalg::Error::OutputOutOfBound { .. }) => {
+                    self.check_failed = true;
+                    return Err(Error::ProductCheck {
+                        layer: stage_l,
+                        stage,
+                        source,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let [y_inner, y_fused, y_outer]: [Vec<f64>; 3] =
+            ys.try_into().map_err(|_| Error::Fused {
+                why: "an answer is missing",
+            })?;
+        for (o, v) in inner_out.iter_mut().zip(&y_inner) {
+            *o = *v as f32;
+        }
+        for ((o, a), b) in outer_out.iter_mut().zip(&y_outer).zip(&y_fused) {
+            *o = (a + b) as f32;
+        }
+        self.stats.client_time += t.elapsed();
+        self.stats.products += 3;
+        Ok(())
+    }
+
+    /// [`Self::fused_round_trip`] over any number of rows, in requests of at most
+    /// [`MAX_ROWS_PER_PRODUCT`] rows, errors wrapped for the model.
+    fn fused_rows(
+        &mut self,
+        layer: usize,
+        pair: FusedPair,
+        inner_x: &[f32],
+        stream: &[f32],
+        inner_out: &mut [f32],
+        outer_out: &mut [f32],
+    ) -> selene_model::Result<()> {
+        let c = self.weights.config();
+        let (inner_stage, outer_stage) = pair.stages();
+        let (d_in, d_mid) = inner_stage.dims(c);
+        let (d_model, d_out) = outer_stage.dims(c);
+        let r = MAX_ROWS_PER_PRODUCT;
+        let wrap = |e: Error| selene_model::Error::Linear {
+            layer,
+            stage: outer_stage,
+            source: Box::new(e),
+        };
+        let n = inner_x.len() / d_in.max(1);
+        if inner_x.len() != n * d_in
+            || stream.len() != n * d_model
+            || inner_out.len() != n * d_mid
+            || outer_out.len() != n * d_out
+        {
+            return Err(selene_model::Error::Shape {
+                what: "fused pair (n rows of each input and output)",
+                found: stream.len(),
+                expected: n * d_model,
+            });
+        }
+        for (((xi, s), oi), oo) in inner_x
+            .chunks(r * d_in)
+            .zip(stream.chunks(r * d_model))
+            .zip(inner_out.chunks_mut(r * d_mid))
+            .zip(outer_out.chunks_mut(r * d_out))
+        {
+            self.fused_round_trip(layer, pair, xi, s, oi, oo)
+                .map_err(wrap)?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Transport> FusedLinear for StrictLinear<'_, T> {
+    fn attn_gate(
+        &mut self,
+        layer: usize,
+        a: &[f32],
+        x: &[f32],
+        o: &mut [f32],
+        gu: &mut [f32],
+    ) -> selene_model::Result<()> {
+        self.fused_rows(layer, FusedPair::AttnGate, a, x, o, gu)
+    }
+
+    fn down_qkv(
+        &mut self,
+        layer: usize,
+        m: &[f32],
+        h: &[f32],
+        down: &mut [f32],
+        qkv: Option<&mut [f32]>,
+    ) -> selene_model::Result<()> {
+        match qkv {
+            Some(qkv) => self.fused_rows(layer, FusedPair::DownQkv, m, h, down, qkv),
+            // The last layer's down product has no next layer to fuse with.
+            None => self.apply(ProductAt::new(layer, LinearStage::Down), m, down),
+        }
     }
 }
 

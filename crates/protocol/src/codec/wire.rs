@@ -22,6 +22,14 @@
 //! | 9 | `Error` | server | |
 //! | 10 | `PublicPrefix` | client, first request after `Hello` | `PrefixKv` |
 //! | 11 | `PrefixKv` | server | |
+//! | 12 | `GaloisKeys` | client | `KeysAccepted` |
+//! | 13 | `KeysAccepted` | server | |
+//! | 14 | `Products` | client, fused sessions | `ProductResults` |
+//! | 15 | `ProductResults` | server | |
+//!
+//! Kinds 14 and 15 (one round trip for the products of a fused pair) are new in wire
+//! version 2 and travel in version-2 frames; every other kind keeps its version-1 frame,
+//! so a version-1 peer serves every session that does not fuse ([`Kind::version`]).
 //!
 //! [`decode`] checks the length against [`Limits::max_message_bytes`], then magic,
 //! version and kind, and every inner length against the bytes left (and its own bound)
@@ -30,7 +38,7 @@
 use selene_codec::{Reader, Writer};
 use selene_model::LinearStage;
 
-use crate::codec::stage::{stage_index, ENCRYPTED_STAGES};
+use crate::codec::stage::{stage_index, Product, ENCRYPTED_STAGES};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::policy::Policy;
@@ -38,7 +46,11 @@ use crate::policy::Policy;
 /// Magic at the start of every frame body.
 pub const MAGIC: [u8; 4] = *b"SELW";
 /// Version of the framing and of the session protocol this build speaks.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
+/// Oldest wire version this build decodes (kinds 1-13 unchanged since).
+pub const MIN_WIRE_VERSION: u16 = 1;
+/// Most products in one `Products` request (a fused pair needs three).
+pub const MAX_BATCH_PRODUCTS: usize = 4;
 /// Bytes before the payload: length, magic, version, kind, request id.
 pub const HEADER_BYTES: usize = 4 + 4 + 2 + 1 + 8;
 /// Longest bearer token accepted.
@@ -53,8 +65,8 @@ pub const MAX_EVAL_KEYS: usize = 256;
 pub const MAX_ERROR_BYTES: usize = 1024;
 /// Most tokens in a public prefix (SmolLM2's whole context).
 pub const MAX_PREFIX_TOKENS: usize = 8192;
-/// Most layouts in a `Welcome` (4 per layer).
-pub const MAX_LAYOUTS: usize = 4 * 1024;
+/// Most layouts in a `Welcome` (4 per layer, and 2 more per layer in a fused session).
+pub const MAX_LAYOUTS: usize = 6 * 1024;
 
 /// Message kinds, as on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,9 +99,23 @@ pub enum Kind {
     GaloisKeys = 12,
     /// The server installed them.
     KeysAccepted = 13,
+    /// Several encrypted products in one request (a fused pair), version 2.
+    Products = 14,
+    /// Their answers, in request order, version 2.
+    ProductResults = 15,
 }
 
 impl Kind {
+    /// The frame version this kind travels under: 2 for `Products` and
+    /// `ProductResults`, 1 for the rest, so a version-1 peer reads every session that
+    /// does not fuse.
+    pub fn version(self) -> u16 {
+        match self {
+            Kind::Products | Kind::ProductResults => WIRE_VERSION,
+            _ => MIN_WIRE_VERSION,
+        }
+    }
+
     fn from_u8(v: u8) -> Option<Self> {
         use Kind::*;
         [
@@ -106,6 +132,8 @@ impl Kind {
             PrefixKv,
             GaloisKeys,
             KeysAccepted,
+            Products,
+            ProductResults,
         ]
         .into_iter()
         .find(|k| *k as u8 == v)
@@ -219,6 +247,17 @@ impl std::fmt::Debug for Hello {
     }
 }
 
+/// One product of a `Products` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProductRequest {
+    /// Layer.
+    pub layer: u32,
+    /// Which matrix of the layer.
+    pub product: Product,
+    /// The encrypted input's wire bytes.
+    pub ciphertext: Vec<u8>,
+}
+
 /// Public facts about the served model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModelFacts {
@@ -315,6 +354,16 @@ pub enum Message {
     },
     /// The server installed the Galois keys.
     KeysAccepted,
+    /// Several products answered in one reply (at most [`MAX_BATCH_PRODUCTS`]).
+    Products {
+        /// The products, each with its own ciphertext.
+        items: Vec<ProductRequest>,
+    },
+    /// The answers of a `Products` request, in its order.
+    ProductResults {
+        /// One ciphertext per requested product.
+        ciphertexts: Vec<Vec<u8>>,
+    },
     /// End of session.
     Close,
     /// An error reply.
@@ -341,6 +390,8 @@ impl Message {
             Message::PrefixKv { .. } => Kind::PrefixKv,
             Message::GaloisKeys { .. } => Kind::GaloisKeys,
             Message::KeysAccepted => Kind::KeysAccepted,
+            Message::Products { .. } => Kind::Products,
+            Message::ProductResults { .. } => Kind::ProductResults,
             Message::Close => Kind::Close,
             Message::Error { .. } => Kind::Error,
         }
@@ -381,8 +432,9 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
     let mut w = Writer::with_capacity(HEADER_BYTES + payload_hint(&frame.message));
     // The length, patched in at the end.
     w.u32(0);
-    w.header(&MAGIC, WIRE_VERSION);
-    w.u8(frame.message.kind() as u8);
+    let kind = frame.message.kind();
+    w.header(&MAGIC, kind.version());
+    w.u8(kind as u8);
     w.u64(frame.request_id);
     match &frame.message {
         Message::Hello(h) => {
@@ -436,6 +488,20 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
         Message::ProductResult { ciphertext } => {
             w.bytes_u32("ciphertext", ciphertext, usize::MAX)?
         }
+        Message::Products { items } => {
+            w.count_u32("product count", items.len(), MAX_BATCH_PRODUCTS)?;
+            for it in items {
+                w.u32(it.layer);
+                w.u8(it.product.to_byte());
+                w.bytes_u32("ciphertext", &it.ciphertext, usize::MAX)?;
+            }
+        }
+        Message::ProductResults { ciphertexts } => {
+            w.count_u32("product count", ciphertexts.len(), MAX_BATCH_PRODUCTS)?;
+            for c in ciphertexts {
+                w.bytes_u32("ciphertext", c, usize::MAX)?;
+            }
+        }
         Message::Release { bytes }
         | Message::PrefixKv { bytes }
         | Message::GaloisKeys { bytes } => w.bytes_u32("payload", bytes, usize::MAX)?,
@@ -469,6 +535,8 @@ fn payload_hint(m: &Message) -> usize {
         Message::Product { ciphertext, .. } | Message::ProductResult { ciphertext } => {
             ciphertext.len() + 16
         }
+        Message::Products { items } => items.iter().map(|i| i.ciphertext.len() + 16).sum(),
+        Message::ProductResults { ciphertexts } => ciphertexts.iter().map(|c| c.len() + 8).sum(),
         Message::Release { bytes }
         | Message::PrefixKv { bytes }
         | Message::GaloisKeys { bytes } => bytes.len() + 8,
@@ -532,12 +600,15 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
             offset: rd.offset(),
         });
     }
-    rd.header(&MAGIC, WIRE_VERSION..=WIRE_VERSION)?;
+    let version = rd.header(&MAGIC, MIN_WIRE_VERSION..=WIRE_VERSION)?;
     let at = rd.offset();
-    let kind = Kind::from_u8(rd.u8("kind")?).ok_or(Error::Wire {
-        what: "kind",
-        offset: at,
-    })?;
+    // Each kind travels under exactly one version (so every frame has one encoding).
+    let kind = Kind::from_u8(rd.u8("kind")?)
+        .filter(|k| k.version() == version)
+        .ok_or(Error::Wire {
+            what: "kind",
+            offset: at,
+        })?;
     let request_id = rd.u64("request id")?;
     let message = match kind {
         Kind::Hello => {
@@ -608,6 +679,34 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
         Kind::ProductResult => Message::ProductResult {
             ciphertext: rd.bytes_u32("ciphertext", usize::MAX)?.to_vec(),
         },
+        Kind::Products => {
+            // Each item takes at least its layer, product byte and ciphertext length.
+            let n = rd.count_u32("product count", MAX_BATCH_PRODUCTS, 9)?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                let layer = rd.u32("layer")?;
+                let at = rd.offset();
+                let product = Product::from_byte(rd.u8("product")?).ok_or(Error::Wire {
+                    what: "product",
+                    offset: at,
+                })?;
+                let ciphertext = rd.bytes_u32("ciphertext", usize::MAX)?.to_vec();
+                items.push(ProductRequest {
+                    layer,
+                    product,
+                    ciphertext,
+                });
+            }
+            Message::Products { items }
+        }
+        Kind::ProductResults => {
+            let n = rd.count_u32("product count", MAX_BATCH_PRODUCTS, 4)?;
+            let mut ciphertexts = Vec::with_capacity(n);
+            for _ in 0..n {
+                ciphertexts.push(rd.bytes_u32("ciphertext", usize::MAX)?.to_vec());
+            }
+            Message::ProductResults { ciphertexts }
+        }
         Kind::Release => Message::Release {
             bytes: rd.bytes_u32("release", usize::MAX)?.to_vec(),
         },

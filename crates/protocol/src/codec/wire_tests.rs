@@ -57,6 +57,28 @@ fn samples() -> Vec<Frame> {
         Message::HiddenState { values: vec![0.25] },
         Message::Close,
         Message::error(ErrorCode::BadRequestId, "replayed"),
+        Message::Products {
+            items: vec![
+                ProductRequest {
+                    layer: 2,
+                    product: Product::Stage(LinearStage::AttnOut),
+                    ciphertext: vec![7; 9],
+                },
+                ProductRequest {
+                    layer: 2,
+                    product: Product::Fused(selene_model::FusedPair::AttnGate),
+                    ciphertext: vec![8; 3],
+                },
+                ProductRequest {
+                    layer: 29,
+                    product: Product::Fused(selene_model::FusedPair::DownQkv),
+                    ciphertext: vec![],
+                },
+            ],
+        },
+        Message::ProductResults {
+            ciphertexts: vec![vec![1; 4], vec![], vec![2; 7]],
+        },
     ]
     .into_iter()
     .enumerate()
@@ -73,6 +95,40 @@ fn every_kind_round_trips() {
         let bytes = encode(&f).unwrap();
         assert_eq!(decode(&bytes, &limits()).unwrap(), f);
     }
+}
+
+#[test]
+fn only_the_batched_kinds_use_version_two() {
+    for f in samples() {
+        let bytes = encode(&f).unwrap();
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        let batched = matches!(f.message.kind(), Kind::Products | Kind::ProductResults);
+        assert_eq!(
+            version,
+            if batched { 2 } else { 1 },
+            "{:?}",
+            f.message.kind()
+        );
+        // Under the other version the frame does not decode (one encoding per frame).
+        let mut other = bytes.clone();
+        other[8..10].copy_from_slice(&(3 - version).to_le_bytes());
+        assert!(decode(&other, &limits()).is_err());
+    }
+    let too_many = Message::Products {
+        items: vec![
+            ProductRequest {
+                layer: 0,
+                product: Product::Stage(LinearStage::Qkv),
+                ciphertext: vec![],
+            };
+            MAX_BATCH_PRODUCTS + 1
+        ],
+    };
+    let frame = Frame {
+        request_id: 1,
+        message: too_many,
+    };
+    assert!(encode(&frame).is_err());
 }
 
 #[test]
@@ -159,11 +215,11 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode(&bytes, &limits());
         // With a valid header in front, the payload decoder sees the garbage.
-        for kind in 1u8..=11 {
+        for (kind, version) in (1u8..=15).flat_map(|k| [(k, 1u16), (k, WIRE_VERSION)]) {
             let mut f = Vec::new();
             f.extend_from_slice(&((bytes.len() + HEADER_BYTES - 4) as u32).to_le_bytes());
             f.extend_from_slice(&MAGIC);
-            f.extend_from_slice(&WIRE_VERSION.to_le_bytes());
+            f.extend_from_slice(&version.to_le_bytes());
             f.push(kind);
             f.extend_from_slice(&1u64.to_le_bytes());
             f.extend_from_slice(&bytes);
@@ -214,5 +270,26 @@ fn hello_whose_policy_prints_too_long_is_not_encoded() {
             }),
         };
         assert!(encode(&frame).is_ok());
+    }
+}
+
+#[test]
+fn fuzz_seeds_of_the_batched_kinds_decode_and_re_encode() {
+    // The `wire` target's seeds (first byte: its frame cap selector, 64 * (s + 1)).
+    for seed in [
+        &include_bytes!("../../../../fuzz/seeds/wire/14_Products")[..],
+        &include_bytes!("../../../../fuzz/seeds/wire/15_ProductResults")[..],
+    ] {
+        let (sel, bytes) = seed.split_first().unwrap();
+        let limits = Limits {
+            max_message_bytes: 64 * (usize::from(*sel) + 1),
+            ..Limits::default()
+        };
+        let frame = decode(bytes, &limits).unwrap();
+        assert!(matches!(
+            frame.message,
+            Message::Products { .. } | Message::ProductResults { .. }
+        ));
+        assert_eq!(encode(&frame).unwrap(), bytes);
     }
 }

@@ -190,6 +190,7 @@ impl Connection {
             }
             (
                 Message::Product { .. }
+                | Message::Products { .. }
                 | Message::Release { .. }
                 | Message::PublicPrefix { .. }
                 | Message::GaloisKeys { .. }
@@ -205,6 +206,7 @@ impl Connection {
                 },
                 Some(s),
             ) => handlers::product(&server, s, layer, stage, &ciphertext),
+            (Message::Products { items }, Some(s)) => handlers::products(&server, s, &items),
             (Message::PublicPrefix { tokens }, Some(s)) => {
                 handlers::public_prefix(&server, s, &tokens)
             }

@@ -120,12 +120,54 @@ fn bad_hellos_get_their_code_and_open_nothing() {
         (
             match hello(b"right", Policy::selective(30, 1)) {
                 Message::Hello(mut h) => {
-                    h.protocol = 2;
+                    h.protocol = WIRE_VERSION + 1;
                     Message::Hello(h)
                 }
                 m => m,
             },
             ErrorCode::UnsupportedVersion,
+        ),
+        // A fused session needs protocol 2 and a server holding fused matrices.
+        (
+            match hello(
+                b"right",
+                Policy {
+                    fused: true,
+                    ..Policy::strict(30)
+                },
+            ) {
+                Message::Hello(mut h) => {
+                    h.protocol = 1;
+                    Message::Hello(h)
+                }
+                m => m,
+            },
+            ErrorCode::UnsupportedVersion,
+        ),
+        (
+            hello(
+                b"right",
+                Policy {
+                    fused: true,
+                    preset: LinalgPreset::Coeff12Wide,
+                    ..Policy::strict(30)
+                },
+            ),
+            ErrorCode::PolicyRejected,
+        ),
+        (
+            hello(
+                b"right",
+                Policy {
+                    fused: true,
+                    ..Policy::selective(30, 1)
+                },
+            ),
+            ErrorCode::PolicyRejected,
+        ),
+        (
+            Message::Products { items: Vec::new() },
+            ErrorCode::NoSession,
         ),
         (
             Message::Product {

@@ -10,7 +10,7 @@ use super::session_server::SessionServer;
 use super::tail::{TailOutput, TailState};
 use crate::codec::keys::decode_galois_keys;
 use crate::codec::release::decode_release;
-use crate::codec::wire::{ErrorCode, Message};
+use crate::codec::wire::{ErrorCode, Message, ProductRequest};
 use crate::policy::HeadSide;
 
 /// Answers a `Product` request: the layer must be one the session's policy encrypts.
@@ -40,6 +40,44 @@ pub(super) fn product(
         .handle_with_keys(layer, stage, ciphertext, s.galois.as_ref())
         .map_err(|e| reject(ErrorCode::BadPayload, e))?;
     Ok(Message::ProductResult { ciphertext: out })
+}
+
+/// Answers a `Products` request (a fused session's one round trip per fused pair): every
+/// item's layer must be encrypted, and the fused matrices need a fused session.
+pub(super) fn products(
+    server: &SessionServer,
+    s: &mut Session,
+    items: &[ProductRequest],
+) -> std::result::Result<Message, Reject> {
+    if !s.policy.fused {
+        return Err(reject(
+            ErrorCode::NotAllowed,
+            "Products needs a session whose policy says fused = true",
+        ));
+    }
+    let products = &server
+        .models
+        .get(s.model)
+        .ok_or_else(|| reject(ErrorCode::Internal, "session model missing"))?
+        .products;
+    let mut ciphertexts = Vec::with_capacity(items.len());
+    for it in items {
+        let layer = it.layer as usize;
+        if layer >= s.policy.encrypted_layers {
+            return Err(reject(
+                ErrorCode::NotAllowed,
+                format!(
+                    "layer {layer} is not encrypted under this session's policy (layers 0..{})",
+                    s.policy.encrypted_layers
+                ),
+            ));
+        }
+        let out = products
+            .handle_product(layer, it.product, &it.ciphertext, s.galois.as_ref())
+            .map_err(|e| reject(ErrorCode::BadPayload, e))?;
+        ciphertexts.push(out);
+    }
+    Ok(Message::ProductResults { ciphertexts })
 }
 
 /// Answers a `GaloisKeys` upload: decodes exactly the elements the session's packed

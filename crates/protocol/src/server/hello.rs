@@ -11,7 +11,9 @@ use selene_linalg::LinalgPreset;
 use super::session::{reject, Reject, Session};
 use super::session_server::{SessionEvent, SessionServer};
 use super::tail::TailState;
-use crate::codec::wire::{ErrorCode, Hello, Message, SessionLimits, Welcome, WIRE_VERSION};
+use crate::codec::wire::{
+    ErrorCode, Hello, Message, SessionLimits, Welcome, MIN_WIRE_VERSION, WIRE_VERSION,
+};
 use crate::policy::Policy;
 
 /// Validates a `Hello` from `peer` completely, then takes a session slot and opens the
@@ -22,11 +24,14 @@ pub(super) fn open(
     h: Hello,
     peer: Option<IpAddr>,
 ) -> std::result::Result<(Session, Message), Reject> {
-    if h.protocol != WIRE_VERSION {
+    if !(MIN_WIRE_VERSION..=WIRE_VERSION).contains(&h.protocol)
+        || (h.policy.fused && h.protocol < 2)
+    {
         return Err(reject(
             ErrorCode::UnsupportedVersion,
             format!(
-                "protocol version {} (this server speaks {WIRE_VERSION})",
+                "protocol version {} (this server speaks {MIN_WIRE_VERSION}..={WIRE_VERSION}, \
+                 and 2 for fused sessions)",
                 h.protocol
             ),
         ));
@@ -91,6 +96,7 @@ pub(super) fn open(
     server.ever.fetch_add(1, Ordering::SeqCst);
     let id = server.next_id.fetch_add(1, Ordering::SeqCst);
     let k = p.encrypted_layers;
+    let fused = p.fused;
     let tail = match (&server.weights, &p.release) {
         (Some(w), Some(_)) => Some(TailState::new(w, k, context)),
         _ => None,
@@ -112,7 +118,7 @@ pub(super) fn open(
         id,
         encrypted_layers: k,
     });
-    Ok((session, welcome(server, id, model_at, k)))
+    Ok((session, welcome(server, id, model_at, k, fused)))
 }
 
 /// The index of the served model for the policy's preset, after checking that the
@@ -163,20 +169,44 @@ fn served_model(
             ),
         ));
     }
+    if p.fused {
+        let served = server
+            .models
+            .get(model_at)
+            .ok_or_else(|| reject(ErrorCode::Internal, "served model missing"))?;
+        if served.fused_layouts.is_empty() || p.preset == LinalgPreset::Coeff12Pack {
+            return Err(reject(
+                ErrorCode::PolicyRejected,
+                format!(
+                    "fused = true but this server holds no fused matrices at preset {:?} \
+                     (packed presets never do)",
+                    p.preset.name()
+                ),
+            ));
+        }
+    }
     Ok(model_at)
 }
 
 /// The `Welcome` of session `id`: the model's facts, the session's limits and the
-/// layouts of the `k` encrypted layers.
-fn welcome(server: &SessionServer, id: u64, model_at: usize, k: usize) -> Message {
+/// layouts of the `k` encrypted layers, then, in a fused session (strict: `k` is the
+/// model's depth), those of the `2 k - 1` fused matrices.
+fn welcome(server: &SessionServer, id: u64, model_at: usize, k: usize, fused: bool) -> Message {
     let l = &server.limits;
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let layouts = server
-        .models
-        .get(model_at)
+    let served = server.models.get(model_at);
+    let mut layouts = served
         .and_then(|m| m.layouts.get(..4 * k))
         .unwrap_or(&[])
         .to_vec();
+    if fused {
+        layouts.extend(
+            served
+                .map_or(&[][..], |m| &m.fused_layouts[..])
+                .iter()
+                .cloned(),
+        );
+    }
     Message::Welcome(Welcome {
         session_id: id,
         model: server.facts,

@@ -7,6 +7,7 @@ use selene_linalg::{EncryptedInput, Server};
 use selene_model::LinearStage;
 
 use super::prepared::PreparedModel;
+use crate::codec::stage::Product;
 use crate::error::Result;
 
 /// Answers encrypted product requests against a [`PreparedModel`]. It never sees a
@@ -51,6 +52,33 @@ impl ModelServer {
         keys: Option<&Arc<GaloisKeys>>,
     ) -> Result<Vec<u8>> {
         let m = self.model.matrix(layer, stage)?;
+        let x = EncryptedInput::from_bytes(input, self.model.params())?;
+        let y = match keys {
+            Some(k) => Server::new(self.model.params())
+                .with_galois_keys(k.clone())
+                .apply(m, &x)?,
+            None => self.server.apply(m, &x)?,
+        };
+        Ok(y.to_bytes())
+    }
+
+    /// Like [`ModelServer::handle_with_keys`] for any product of a `Products` request: a
+    /// stage's matrix or a fused one.
+    ///
+    /// # Errors
+    /// As [`ModelServer::handle_with_keys`]; a fused matrix that is not prepared.
+    pub fn handle_product(
+        &self,
+        layer: usize,
+        product: Product,
+        input: &[u8],
+        keys: Option<&Arc<GaloisKeys>>,
+    ) -> Result<Vec<u8>> {
+        let pair = match product {
+            Product::Stage(stage) => return self.handle_with_keys(layer, stage, input, keys),
+            Product::Fused(pair) => pair,
+        };
+        let m = self.model.fused_matrix(layer, pair)?;
         let x = EncryptedInput::from_bytes(input, self.model.params())?;
         let y = match keys {
             Some(k) => Server::new(self.model.params())

@@ -84,6 +84,9 @@ pub(super) struct ServedModel {
     pub(super) products: ModelServer,
     /// Its layouts in wire form, four per layer.
     pub(super) layouts: Vec<Vec<u8>>,
+    /// Its fused matrices' layouts in wire form (`selene_model::fused::fused_order`; empty
+    /// when it has none).
+    pub(super) fused_layouts: Vec<Vec<u8>>,
 }
 
 impl ServedModel {
@@ -94,10 +97,12 @@ impl ServedModel {
             .iter()
             .flat_map(|l| l.iter().map(|x| x.to_bytes()))
             .collect();
+        let fused_layouts = model.fused_layouts().iter().map(|l| l.to_bytes()).collect();
         Self {
             preset,
             products: ModelServer::new(model),
             layouts,
+            fused_layouts,
         }
     }
 }
