@@ -61,7 +61,7 @@ pub struct NetOpts {
     #[arg(long, value_name = "N")]
     workload: Option<usize>,
     /// Run the strict and packed modes with prompt-lookup drafts of up to K tokens per
-    /// pass (k4 runs without: selective mode refuses drafts). `selene plain` stays
+    /// pass (k4 and fused run without: both refuse drafts). `selene plain` stays
     /// undrafted, so "same" checks that drafts change nothing; compare with a run
     /// without the flag for the undrafted figures.
     #[arg(long, value_name = "prompt-lookup:K", value_parser = crate::cmd::args::draft_parser)]
@@ -89,6 +89,9 @@ enum Mode {
     Packed,
     /// Selective mode, the first 4 layers encrypted (coeff12wide, flooded releases).
     K4,
+    /// Strict mode at coeff12 with fused stage pairs: two round trips per layer (the
+    /// client reads the full model to pin the fused matrices' scales).
+    Fused,
 }
 
 impl Mode {
@@ -97,6 +100,7 @@ impl Mode {
             Mode::Strict => "strict",
             Mode::Packed => "packed",
             Mode::K4 => "k4",
+            Mode::Fused => "fused",
         }
     }
 
@@ -104,7 +108,7 @@ impl Mode {
     fn server_preset(self) -> LinalgPreset {
         match self {
             Mode::Packed => LinalgPreset::Coeff12Pack,
-            Mode::Strict | Mode::K4 => LinalgPreset::Coeff12,
+            Mode::Strict | Mode::K4 | Mode::Fused => LinalgPreset::Coeff12,
         }
     }
 
@@ -114,6 +118,7 @@ impl Mode {
             Mode::Strict => vec![],
             Mode::Packed => vec!["--preset".into(), "coeff12pack".into()],
             Mode::K4 => vec!["--encrypted-layers".into(), "4".into()],
+            Mode::Fused => vec!["--fuse".into(), "--full-model".into()],
         }
     }
 }
@@ -177,7 +182,9 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
                 server = Some((link, bench.server(mode, link)?));
             }
             let (_, srv) = server.as_ref().context("a server was started")?;
-            let draft = opts.draft.filter(|_| mode != Mode::K4);
+            let draft = opts
+                .draft
+                .filter(|_| matches!(mode, Mode::Strict | Mode::Packed));
             eprintln!("[bench net: {} on {link}: client running]", mode.name());
             let row = match bench.client(srv, mode, link, draft) {
                 Ok(row) => row,
@@ -322,6 +329,9 @@ impl<'a> Bench<'a> {
             );
         if mode != Mode::K4 {
             cmd.args(["--selective-layers", "0"]);
+        }
+        if mode == Mode::Fused {
+            cmd.arg("--fuse");
         }
         eprintln!(
             "[bench net: starting selene serve for {} on {link} (encoding the weights)]",
