@@ -304,6 +304,9 @@ fn openai_endpoint_serves_private_completions_equal_to_plain() {
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": MAX_TOKENS,
         "total_tokens": prompt_tokens + MAX_TOKENS});
     let python = python_with_openai();
+    // The endpoint lists what the store held when it started; another test of this
+    // binary may be fetching a model meanwhile, so either listing is right.
+    let listed_before = listed_in_process();
     let server = start(&[]);
     let base = server.base.as_str();
 
@@ -316,7 +319,11 @@ fn openai_endpoint_serves_private_completions_equal_to_plain() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "openai client failed:\n{stderr}");
         let r: Value = serde_json::from_slice(&out.stdout).expect("the client's JSON");
-        assert_eq!(r["models"], json!(listed_in_process()));
+        assert!(
+            r["models"] == json!(listed_before) || r["models"] == json!(listed_in_process()),
+            "{}",
+            r["models"]
+        );
         let s = &r["strict_stream"];
         assert_eq!(s["text"], want.as_str(), "strict, streamed");
         assert_eq!((&s["finish"], &s["usage"]), (&json!("length"), &usage));
