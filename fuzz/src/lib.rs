@@ -40,6 +40,7 @@ pub fn wire_limits(selector: u8) -> selene_protocol::Limits {
 /// target needs no model file.
 pub fn smollm2_config() -> selene_model::Config {
     selene_model::Config {
+        arch: selene_model::Arch::Llama,
         n_layers: 30,
         d_model: 576,
         n_heads: 9,
