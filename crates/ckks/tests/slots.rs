@@ -74,9 +74,10 @@ fn slot_ops(preset: ExampleParams, steps: &[i64], min_fresh: f64, min_mul: f64) 
 
 #[test]
 fn test12_slots_all_ops() {
-    // Bits are the worst slot of 2048 under fresh random noise: mul_relin at this toy
-    // preset spread over 8.8 to 9.x bits across runs, so the floor sits below that tail.
-    slot_ops(ExampleParams::Test12, &[1, 2, 3, -1, -4, 100], 9.5, 8.5);
+    // Bits are the worst slot of 2048 under fresh random noise; at this toy preset they
+    // spread over about 8.8 to 10.1 bits across runs (fresh as low as 9.3, mul_relin 8.8),
+    // so the floors sit a bit below that tail. A broken op gives about 0 bits.
+    slot_ops(ExampleParams::Test12, &[1, 2, 3, -1, -4, 100], 8.5, 8.0);
 }
 
 #[test]
