@@ -72,7 +72,7 @@ pub fn block_sums(x: &[f32], out: &mut [f32]) {
 
 /// Dot product of one quantized row with `x`, reading the blocks directly.
 ///
-/// `xsum` holds [`block_sums`] of `x` (used by Q4_1 only); `scratch` has `x.len()`
+/// `xsum` holds [`block_sums`] of `x` (used by Q4_1 and Q4_K); `scratch` has `x.len()`
 /// elements and serves formats without a direct kernel.
 pub fn dot_row(format: Format, row: &[u8], x: &[f32], xsum: &[f32], scratch: &mut [f32]) -> f32 {
     debug_assert_eq!(row.len(), format.row_bytes(x.len()));
@@ -86,8 +86,13 @@ pub fn dot_row(format: Format, row: &[u8], x: &[f32], xsum: &[f32], scratch: &mu
             Format::Q8_0 => return unsafe { avx2::dot_q8_0(row, x) },
             // SAFETY: as above, `row` holds x.len()/32 whole Q5_0 blocks.
             Format::Q5_0 => return unsafe { avx2::dot_q5_0(row, x) },
+            // SAFETY: as above, `row` holds x.len()/256 whole Q4_K super-blocks and
+            // `xsum` the x.len()/32 sums their minimums multiply.
+            Format::Q4K => return unsafe { avx2::dot_q4_k(row, x, xsum) },
+            // SAFETY: as above, `row` holds x.len()/256 whole Q6_K super-blocks.
+            Format::Q6K => return unsafe { avx2::dot_q6_k(row, x) },
             // No direct kernel: dequantize into scratch, then dot.
-            Format::F32 | Format::F16 | Format::Q4K | Format::Q6K => {}
+            Format::F32 | Format::F16 => {}
         }
     }
     let _ = xsum;
@@ -353,6 +358,112 @@ mod avx2 {
                 }
             }
         }
+    }
+
+    /// Dot product of a Q4_K row with `x`, reading the super-blocks directly: each
+    /// 32-value sub-block contributes `d sc (q . x) - dmin m sum(x)`, the dequantized
+    /// `(d sc) q - dmin m` distributed over the sum (`xsum` holds the sums per 32).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_k(row: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
+        let mask = _mm256_set1_epi32(0x0f);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut acc_m = 0.0f32;
+        for ((b, xs), sums) in row
+            .chunks_exact(quant::Q4_K_BYTES)
+            .zip(x.chunks_exact(quant::SUPER_BLOCK))
+            .zip(xsum.chunks_exact(quant::SUPER_BLOCK / BLOCK))
+        {
+            let d = quant::f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            let dmin = quant::f16_to_f32(u16::from_le_bytes([b[2], b[3]]));
+            let scales = &b[4..16];
+            let (p, px) = (b.as_ptr(), xs.as_ptr());
+            for k in 0..4 {
+                let (sc1, m1) = quant::q4_k_scale_min(2 * k, scales);
+                let (sc2, m2) = quant::q4_k_scale_min(2 * k + 1, scales);
+                let (mut lo_acc, mut hi_acc) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                for c in 0..4 {
+                    // SAFETY: bytes 16 + 32k + 8c .. + 8 lie inside the 144-byte block;
+                    // x offsets 64k + 8c (+ 32) .. + 8 inside the 256 of `xs`.
+                    unsafe {
+                        let q = widen8(p.add(16 + 32 * k + 8 * c));
+                        let lo = _mm256_cvtepi32_ps(_mm256_and_si256(q, mask));
+                        let hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4));
+                        let xl = _mm256_loadu_ps(px.add(64 * k + 8 * c));
+                        let xh = _mm256_loadu_ps(px.add(64 * k + 32 + 8 * c));
+                        lo_acc = _mm256_fmadd_ps(lo, xl, lo_acc);
+                        hi_acc = _mm256_fmadd_ps(hi, xh, hi_acc);
+                    }
+                }
+                let d1 = _mm256_set1_ps(d * f32::from(sc1));
+                let d2 = _mm256_set1_ps(d * f32::from(sc2));
+                acc[0] = _mm256_fmadd_ps(d1, lo_acc, acc[0]);
+                acc[1] = _mm256_fmadd_ps(d2, hi_acc, acc[1]);
+                acc_m += dmin * (f32::from(m1) * sums[2 * k] + f32::from(m2) * sums[2 * k + 1]);
+            }
+        }
+        // SAFETY: avx2 enabled in this function.
+        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) - acc_m }
+    }
+
+    /// Dot product of a Q6_K row with `x`, reading the super-blocks directly: each
+    /// 16-value group contributes `d sc ((q - 32) . x)`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q6_k(row: &[u8], x: &[f32]) -> f32 {
+        let (mask4, mask2) = (_mm256_set1_epi32(0x0f), _mm256_set1_epi32(3));
+        let thirty_two = _mm256_set1_epi32(32);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, xs) in row
+            .chunks_exact(quant::Q6_K_BYTES)
+            .zip(x.chunks_exact(quant::SUPER_BLOCK))
+        {
+            let d = quant::f16_to_f32(u16::from_le_bytes([b[208], b[209]]));
+            let scales = &b[192..208];
+            let (p, px) = (b.as_ptr(), xs.as_ptr());
+            for half in 0..2 {
+                // Two 16-value groups per (half, g): c = 0, 1 and c = 2, 3.
+                for pair in 0..2 {
+                    let mut part = [_mm256_setzero_ps(); 4];
+                    for c in 2 * pair..2 * pair + 2 {
+                        let l = 8 * c;
+                        // SAFETY: ql bytes 64 half + l (+ 32) .. + 8 lie in 0..128, qh
+                        // bytes 128 + 32 half + l .. + 8 in 128..192; x offsets
+                        // 128 half + l + 32 g .. + 8 inside the 256 of `xs`.
+                        unsafe {
+                            let qa = widen8(p.add(64 * half + l));
+                            let qb = widen8(p.add(64 * half + l + 32));
+                            let h = widen8(p.add(128 + 32 * half + l));
+                            let high = |shift| {
+                                _mm256_slli_epi32(
+                                    _mm256_and_si256(
+                                        _mm256_srlv_epi32(h, _mm256_set1_epi32(shift)),
+                                        mask2,
+                                    ),
+                                    4,
+                                )
+                            };
+                            let q = [
+                                _mm256_or_si256(_mm256_and_si256(qa, mask4), high(0)),
+                                _mm256_or_si256(_mm256_and_si256(qb, mask4), high(2)),
+                                _mm256_or_si256(_mm256_srli_epi32(qa, 4), high(4)),
+                                _mm256_or_si256(_mm256_srli_epi32(qb, 4), high(6)),
+                            ];
+                            for (g, qg) in q.iter().enumerate() {
+                                let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(*qg, thirty_two));
+                                let xv = _mm256_loadu_ps(px.add(128 * half + l + 32 * g));
+                                part[g] = _mm256_fmadd_ps(v, xv, part[g]);
+                            }
+                        }
+                    }
+                    for (g, pg) in part.iter().enumerate() {
+                        let sc = f32::from(scales[8 * half + 2 * g + pair] as i8);
+                        acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc), *pg, acc[g]);
+                    }
+                }
+            }
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        // SAFETY: avx2 enabled in this function.
+        unsafe { hsum(s) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -663,7 +774,13 @@ mod tests {
             .collect();
         let mut xs = vec![0.0; cols / BLOCK];
         block_sums(&x, &mut xs);
-        for format in [Format::Q4_1, Format::Q8_0, Format::Q5_0] {
+        for format in [
+            Format::Q4_1,
+            Format::Q8_0,
+            Format::Q5_0,
+            Format::Q4K,
+            Format::Q6K,
+        ] {
             let row = random_row(format, cols, &mut seed);
             let mut w = vec![0.0; cols];
             quant::dequantize_row(format, &row, &mut w);
@@ -675,6 +792,8 @@ mod tests {
                     match format {
                         Format::Q4_1 => avx2::dot_q4_1(&row, &x, &xs),
                         Format::Q5_0 => avx2::dot_q5_0(&row, &x),
+                        Format::Q4K => avx2::dot_q4_k(&row, &x, &xs),
+                        Format::Q6K => avx2::dot_q6_k(&row, &x),
                         _ => avx2::dot_q8_0(&row, &x),
                     }
                 });
