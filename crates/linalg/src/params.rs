@@ -83,7 +83,8 @@ impl LinalgPreset {
                  traffic"
             }
             LinalgPreset::Coeff12Pack => {
-                "N = 2^12, one 54-bit prime, outputs packed by the server with Galois keys:                  a few ciphertexts down per product (strict mode only)"
+                "N = 2^12, one 54-bit prime, outputs packed by the server with Galois keys: a \
+                 few ciphertexts down per product (strict mode only)"
             }
             LinalgPreset::Slots13 => {
                 "N = 2^13, one 55-bit prime, slot method with rotation keys: about 15 bits \
@@ -249,6 +250,15 @@ impl<'de> serde::Deserialize<'de> for LinalgPreset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preset_descriptions_read_as_one_line() {
+        // `--help` prints these; a lost line continuation leaves a run of spaces.
+        for p in LinalgPreset::ALL {
+            let d = p.description();
+            assert!(!d.contains("  ") && !d.contains('\n'), "{p:?}: {d:?}");
+        }
+    }
 
     #[test]
     fn presets_meet_the_he_standard_bound() {
