@@ -77,7 +77,12 @@ setup_llamacpp() {
     "$v/bin/python" -m pip install --quiet "cmake==$CMAKE" "ninja==$NINJA" "numpy==$NUMPY"
     # Plain CPU build from the sdist (no prebuilt binaries); cmake and ninja come from
     # the PyPI wheels above, found on PATH. Several minutes on 2 cores: run it niced.
-    PATH="$v/bin:$PATH" CMAKE_ARGS="-DGGML_NATIVE=ON" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    # AVX2/FMA/F16C named instead of GGML_NATIVE=ON: a native build segfaults on the
+    # AMX Xeon hosts of this machine kind, and the named set is what Selene's own
+    # kernels use, so the comparison is like for like on every host.
+    PATH="$v/bin:$PATH" \
+        CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
         nice -n 10 "$v/bin/python" -m pip install --no-binary=llama-cpp-python \
         --no-cache-dir "llama-cpp-python==$LLAMA_CPP_PYTHON"
     "$v/bin/python" -c 'import llama_cpp; print("llamacpp venv ready: llama-cpp-python", llama_cpp.__version__)'
