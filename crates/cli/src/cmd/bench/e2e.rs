@@ -47,11 +47,47 @@ const PROMPT: &str = include_str!("../../../../../testdata/prompt32.txt");
 const PUBLIC: &str = include_str!("../../../../../testdata/public_context.txt");
 const PRIVATE: &str = include_str!("../../../../../testdata/private16.txt");
 const QUALITY: &str = include_str!("../../../../../testdata/quality.txt");
-const PROMPT_TOKENS: usize = 32;
-const DECODE_TOKENS: usize = 16;
 const PUBLIC_TOKENS: usize = 512;
 const PRIVATE_TOKENS: usize = 16;
 const QUALITY_TOKENS: usize = 256;
+/// Options of `selene bench e2e`.
+#[derive(Debug, clap::Args)]
+pub struct E2eOpts {
+    #[command(flatten)]
+    pub common: BenchOpts,
+    /// Rows to run (repeat the flag; default: all). The bigger models take minutes per
+    /// row: `--model qwen2.5-coder-1.5b --row strict --row strict-packed --prompt-tokens 8
+    /// --tokens 4` measures the thin client's ratio in a few minutes per row.
+    #[arg(long = "row", value_enum)]
+    pub rows: Vec<Row>,
+    /// Tokens of testdata/prompt32.txt to prefill (at most 32).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub prompt_tokens: u16,
+    /// Greedy tokens generated per row (the first ends the prefill; the rest are decode).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..=256))]
+    pub tokens: u16,
+}
+
+/// The rows `selene bench e2e` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Row {
+    /// Strict mode at `coeff12`.
+    Strict,
+    /// Strict mode with packed outputs at `coeff12pack` (the thin client's preset).
+    StrictPacked,
+    /// Selective mode, K = 1, at `coeff12wide`.
+    Selective1,
+    /// Selective mode, K = 4, at `coeff12wide`.
+    Selective4,
+    /// A 512-token public prefix, then 16 private tokens in strict mode.
+    PublicPrefix,
+    /// Perplexity of testdata/quality.txt in plaintext, strict and K = 4.
+    Perplexity,
+    /// The LM head on the client in plaintext against the server under encryption with
+    /// packed logits (`coeff12pack`, the link's plan), and which one the link favours.
+    LmHead,
+}
+
 /// The release flooding `selene run` uses (the audit's default).
 const SIGMA: f64 = selene_audit::view::DEFAULT_FLOOD_SIGMA;
 
@@ -399,7 +435,11 @@ fn generation_row(
 }
 
 /// Runs the end-to-end benchmark.
-pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
+pub fn run(e2e: &E2eOpts) -> anyhow::Result<()> {
+    let opts = &e2e.common;
+    let wants = |row: Row| e2e.rows.is_empty() || e2e.rows.contains(&row);
+    let prompt_tokens = usize::from(e2e.prompt_tokens);
+    let decode_tokens = usize::from(e2e.tokens);
     let threads = rayon::current_num_threads();
     let (w, t) = super::super::args::load(opts.model.as_deref())?;
     let c = w.config().clone();
@@ -419,12 +459,12 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         );
         Ok(ids[..n].to_vec())
     };
-    let prompt = take(PROMPT, PROMPT_TOKENS, "testdata/prompt32.txt")?;
+    let prompt = take(PROMPT, prompt_tokens, "testdata/prompt32.txt")?;
     let meter = Rc::new(ServerMeter::default());
     let mut results = Vec::new();
 
-    let plain = plain_run(&w, &prompt, DECODE_TOKENS)?;
-    let plain_cpu = plain_cpu(&w, &prompt, DECODE_TOKENS)?;
+    let plain = plain_run(&w, &prompt, decode_tokens)?;
+    let plain_cpu = plain_cpu(&w, &prompt, decode_tokens)?;
     let rc = RowCtx {
         plain: &plain,
         plain_cpu,
@@ -432,14 +472,17 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         f32_values_per_token: f32_values_per_token(&c),
         trips_per_token: 4 * c.n_layers,
     };
-    for (mode, k, packed) in [
-        ("strict", c.n_layers, false),
-        ("strict_packed", c.n_layers, true),
-        ("selective", 1, false),
-        ("selective", 4, false),
+    for (row, mode, k, packed) in [
+        (Row::Strict, "strict", c.n_layers, false),
+        (Row::StrictPacked, "strict_packed", c.n_layers, true),
+        (Row::Selective1, "selective", 1, false),
+        (Row::Selective4, "selective", 4, false),
     ] {
+        if !wants(row) {
+            continue;
+        }
         eprintln!("[bench e2e: {mode}, K = {k}]");
-        let r = match mode_run(&cx, k, packed, &prompt, DECODE_TOKENS, None, &meter) {
+        let r = match mode_run(&cx, k, packed, &prompt, decode_tokens, None, &meter) {
             Ok(r) => r,
             Err(e) if refused_by_flooding(&e) => {
                 eprintln!("[bench e2e: {mode}, K = {k} refused: {e:#}]");
@@ -463,109 +506,120 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
         results.push(generation_row(mode, k, preset.name(), &r, &rc, &t)?);
     }
 
-    // Public prefix: the server's plaintext pass, the rows to the client as bytes, then
-    // the private prompt in strict mode at positions 512.. .
-    eprintln!("[bench e2e: public prefix, {PUBLIC_TOKENS} + {PRIVATE_TOKENS} tokens]");
-    let public = take(PUBLIC, PUBLIC_TOKENS, "testdata/public_context.txt")?;
-    let private = take(PRIVATE, PRIVATE_TOKENS, "testdata/private16.txt")?;
-    let s = Instant::now();
-    let kv = meter.time(|| PublicPrefix::run(&w, &public))?;
-    let kv_bytes = kv.to_bytes();
-    let kv = PrefixKv::from_bytes(&kv_bytes, &c, &PrefixLimits::for_config(&c))?;
-    let prefix_s = s.elapsed().as_secs_f64();
-    let r = mode_run(
-        &cx,
-        c.n_layers,
-        false,
-        &private,
-        DECODE_TOKENS,
-        Some((&kv, None)),
-        &meter,
-    )?;
-    let plain_pp = plain_run(
-        &w,
-        &[public.clone(), private.clone()].concat(),
-        DECODE_TOKENS,
-    )?;
-    let rc_pp = RowCtx {
-        plain: &plain_pp,
-        ..rc
-    };
-    let mut row = generation_row(
-        "public_prefix",
-        c.n_layers,
-        STRICT_PRESET.name(),
-        &r,
-        &rc_pp,
-        &t,
-    )?;
-    let private_prefill = r.step_s.first().copied().unwrap_or(f64::NAN);
-    row["public_tokens"] = json!(PUBLIC_TOKENS);
-    row["private_tokens"] = json!(PRIVATE_TOKENS);
-    row["prefix_server_s"] = json!(prefix_s);
-    row["prefix_bytes_down"] = json!(kv_bytes.len());
-    row["private_prefill_s"] = json!(private_prefill);
-    row["prefill_s"] = json!(prefix_s + private_prefill);
-    results.push(row);
-
-    // Perplexity of the committed text.
-    let text = take(QUALITY, QUALITY_TOKENS, "testdata/quality.txt")?;
-    let n = text.len();
-    let s = Instant::now();
-    let plain_logits = forward(
-        &w,
-        &text,
-        &mut KvCache::new(&c, n),
-        &mut QuantLinear::new(&w),
-        Logits::All,
-    )?;
-    let plain_s = s.elapsed().as_secs_f64();
-    let q = compare_logits(&plain_logits, &plain_logits, c.vocab_size, &text)?;
-    results.push(json!({
-        "mode": "perplexity_plain", "k": 0, "tokens": n, "perplexity": q.ppl_reference,
-        "ppl_rel_err": 0.0, "max_logit_err": 0.0, "argmax_flips": 0, "s": plain_s,
-    }));
-    for k in [c.n_layers, 4] {
-        eprintln!("[bench e2e: perplexity, K = {k}]");
-        let params = cx.params_for(k);
-        let model = Arc::new(PreparedModel::new(params, &w, k, &mut || {})?);
-        let layouts = model.layouts();
-        let server = InProcess::new(ModelServer::new(model));
-        let mut strict = StrictLinear::new(&w, params, layouts, server)?;
+    if wants(Row::PublicPrefix) {
+        // Public prefix: the server's plaintext pass, the rows to the client as bytes, then
+        // the private prompt in strict mode at positions 512.. .
+        eprintln!("[bench e2e: public prefix, {PUBLIC_TOKENS} + {PRIVATE_TOKENS} tokens]");
+        let public = take(PUBLIC, PUBLIC_TOKENS, "testdata/public_context.txt")?;
+        let private = take(PRIVATE, PRIVATE_TOKENS, "testdata/private16.txt")?;
         let s = Instant::now();
-        let logits = if k == c.n_layers {
-            forward(
-                &w,
-                &text,
-                &mut KvCache::new(&c, n),
-                &mut strict,
-                Logits::All,
-            )?
-        } else {
-            match SelectiveClient::new(&w, k, strict, SIGMA, n) {
-                Ok(mut client) => PlainTail::new(&w, k, n).handle_all(&client.step(&text)?)?,
-                Err(e @ selene_protocol::Error::FloodingTooWide { .. }) => {
-                    eprintln!("[bench e2e: perplexity, K = {k} refused: {e}]");
-                    results.push(json!({
-                        "mode": "perplexity_selective", "k": k, "tokens": n,
-                        "refused": e.to_string(),
-                    }));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let kv = meter.time(|| PublicPrefix::run(&w, &public))?;
+        let kv_bytes = kv.to_bytes();
+        let kv = PrefixKv::from_bytes(&kv_bytes, &c, &PrefixLimits::for_config(&c))?;
+        let prefix_s = s.elapsed().as_secs_f64();
+        let r = mode_run(
+            &cx,
+            c.n_layers,
+            false,
+            &private,
+            decode_tokens,
+            Some((&kv, None)),
+            &meter,
+        )?;
+        let plain_pp = plain_run(
+            &w,
+            &[public.clone(), private.clone()].concat(),
+            decode_tokens,
+        )?;
+        let rc_pp = RowCtx {
+            plain: &plain_pp,
+            ..rc
         };
-        let secs = s.elapsed().as_secs_f64();
-        let q = compare_logits(&plain_logits, &logits, c.vocab_size, &text)?;
-        let gaps: Vec<f32> = q.flips.iter().map(|f| f.gap).collect();
+        let mut row = generation_row(
+            "public_prefix",
+            c.n_layers,
+            STRICT_PRESET.name(),
+            &r,
+            &rc_pp,
+            &t,
+        )?;
+        let private_prefill = r.step_s.first().copied().unwrap_or(f64::NAN);
+        row["public_tokens"] = json!(PUBLIC_TOKENS);
+        row["private_tokens"] = json!(PRIVATE_TOKENS);
+        row["prefix_server_s"] = json!(prefix_s);
+        row["prefix_bytes_down"] = json!(kv_bytes.len());
+        row["private_prefill_s"] = json!(private_prefill);
+        row["prefill_s"] = json!(prefix_s + private_prefill);
+        results.push(row);
+    }
+
+    if wants(Row::Perplexity) {
+        // Perplexity of the committed text.
+        let text = take(QUALITY, QUALITY_TOKENS, "testdata/quality.txt")?;
+        let n = text.len();
+        let s = Instant::now();
+        let plain_logits = forward(
+            &w,
+            &text,
+            &mut KvCache::new(&c, n),
+            &mut QuantLinear::new(&w),
+            Logits::All,
+        )?;
+        let plain_s = s.elapsed().as_secs_f64();
+        let q = compare_logits(&plain_logits, &plain_logits, c.vocab_size, &text)?;
         results.push(json!({
+            "mode": "perplexity_plain", "k": 0, "tokens": n, "perplexity": q.ppl_reference,
+            "ppl_rel_err": 0.0, "max_logit_err": 0.0, "argmax_flips": 0, "s": plain_s,
+        }));
+        for k in [c.n_layers, 4] {
+            eprintln!("[bench e2e: perplexity, K = {k}]");
+            let params = cx.params_for(k);
+            let model = Arc::new(PreparedModel::new(params, &w, k, &mut || {})?);
+            let layouts = model.layouts();
+            let server = InProcess::new(ModelServer::new(model));
+            let mut strict = StrictLinear::new(&w, params, layouts, server)?;
+            let s = Instant::now();
+            let logits = if k == c.n_layers {
+                forward(
+                    &w,
+                    &text,
+                    &mut KvCache::new(&c, n),
+                    &mut strict,
+                    Logits::All,
+                )?
+            } else {
+                match SelectiveClient::new(&w, k, strict, SIGMA, n) {
+                    Ok(mut client) => PlainTail::new(&w, k, n).handle_all(&client.step(&text)?)?,
+                    Err(e @ selene_protocol::Error::FloodingTooWide { .. }) => {
+                        eprintln!("[bench e2e: perplexity, K = {k} refused: {e}]");
+                        results.push(json!({
+                            "mode": "perplexity_selective", "k": k, "tokens": n,
+                            "refused": e.to_string(),
+                        }));
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let secs = s.elapsed().as_secs_f64();
+            let q = compare_logits(&plain_logits, &logits, c.vocab_size, &text)?;
+            let gaps: Vec<f32> = q.flips.iter().map(|f| f.gap).collect();
+            results.push(json!({
             "mode": if k == c.n_layers { "perplexity_strict" } else { "perplexity_selective" },
             "k": k, "tokens": n, "perplexity": q.ppl_encrypted, "perplexity_plain": q.ppl_reference,
             "ppl_rel_err": q.ppl_rel_err(), "max_logit_err": q.max_logit_err,
             "argmax_flips": q.flips.len(), "flip_gaps": gaps, "s": secs,
         }));
+        }
     }
-    print_table(&results, threads);
+    if wants(Row::LmHead) {
+        eprintln!("[bench e2e: LM head placement]");
+        results.push(super::lm_head::row(&w, &prompt, &opts.link)?);
+    }
+    print_table(&results, threads, decode_tokens);
+    for r in results.iter().filter(|r| r["mode"] == "lm_head") {
+        super::lm_head::print(r);
+    }
     if let Some(path) = &opts.json {
         let doc = json!({ "threads": threads, "results": results });
         std::fs::write(path, format!("{doc:#}\n"))
@@ -574,7 +628,58 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_table(results: &[Value], threads: usize) {
+fn print_table(results: &[Value], threads: usize, tokens: usize) {
+    let f = |r: &Value, key: &str| r[key].as_f64().unwrap_or(f64::NAN);
+    let has = |key: &str| results.iter().any(|r| r.get(key).is_some());
+    if has("decode_s_per_token") {
+        print_generation_tables(results);
+    }
+    if has("perplexity") {
+        println!();
+        println!(
+            "{:<22} {:>3} {:>7} {:>11} {:>10} {:>10} {:>6} {:>8}",
+            "perplexity", "K", "tokens", "perplexity", "rel err", "max err", "flips", "time s"
+        );
+    }
+    for r in results.iter().filter(|r| r.get("perplexity").is_some()) {
+        println!(
+            "{:<22} {:>3} {:>7} {:>11.4} {:>9.3}% {:>10.2e} {:>6} {:>8.1}",
+            r["mode"].as_str().unwrap_or("?"),
+            r["k"],
+            r["tokens"],
+            f(r, "perplexity"),
+            100.0 * f(r, "ppl_rel_err"),
+            f(r, "max_logit_err"),
+            r["argmax_flips"],
+            f(r, "s"),
+        );
+    }
+    for r in results.iter().filter(|r| r.get("refused").is_some()) {
+        println!(
+            "{} K = {}: refused: {}",
+            r["mode"].as_str().unwrap_or("?"),
+            r["k"],
+            r["refused"].as_str().unwrap_or("?")
+        );
+    }
+    if has("decode_s_per_token") {
+        println!(
+            "\n{threads} threads, in process. Decode: {} one-token passes after the prefill \
+             ({tokens} tokens). Bytes per token: decode passes only (selective adds the release \
+             up and the f32 logits down). CPU: process CPU time measured around every server \
+             handler call; client and server never run at once in process, so the rest is the \
+             client's. Memory: server = encoded weights + largest request/answer (+ quantized \
+             weights and tail KV cache in selective mode); client = process peak RSS during the \
+             mode minus encoded weights and largest request/answer (an upper bound: heap the \
+             allocator kept from an earlier mode counts). public_prefix prefill = server prefix \
+             pass + private prefill.",
+            tokens - 1
+        );
+    }
+}
+
+/// The per-mode generation tables (rows with decode figures).
+fn print_generation_tables(results: &[Value]) {
     let f = |r: &Value, key: &str| r[key].as_f64().unwrap_or(f64::NAN);
     println!(
         "{:<14} {:>3} {:>9} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
@@ -656,41 +761,4 @@ fn print_table(results: &[Value], threads: usize) {
              per product on the link {link} (no overlap)."
         );
     }
-    println!();
-    println!(
-        "{:<22} {:>3} {:>7} {:>11} {:>10} {:>10} {:>6} {:>8}",
-        "perplexity", "K", "tokens", "perplexity", "rel err", "max err", "flips", "time s"
-    );
-    for r in results.iter().filter(|r| r.get("perplexity").is_some()) {
-        println!(
-            "{:<22} {:>3} {:>7} {:>11.4} {:>9.3}% {:>10.2e} {:>6} {:>8.1}",
-            r["mode"].as_str().unwrap_or("?"),
-            r["k"],
-            r["tokens"],
-            f(r, "perplexity"),
-            100.0 * f(r, "ppl_rel_err"),
-            f(r, "max_logit_err"),
-            r["argmax_flips"],
-            f(r, "s"),
-        );
-    }
-    for r in results.iter().filter(|r| r.get("refused").is_some()) {
-        println!(
-            "{} K = {}: refused: {}",
-            r["mode"].as_str().unwrap_or("?"),
-            r["k"],
-            r["refused"].as_str().unwrap_or("?")
-        );
-    }
-    println!(
-        "\n{threads} threads, in process. Decode: 15 one-token passes after the prefill (16 \
-         tokens). Bytes per token: decode passes only (selective adds the release up and the \
-         f32 logits down). CPU: process CPU time measured around every server handler call; \
-         client and server never run at once in process, so the rest is the client's. Memory: \
-         server = encoded weights + largest request/answer (+ quantized weights and tail KV \
-         cache in selective mode); client = process peak RSS during the mode minus encoded \
-         weights and largest request/answer (an upper bound: heap the allocator kept from an \
-         earlier mode counts). public_prefix prefill = server prefix pass + \
-         private prefill."
-    );
 }

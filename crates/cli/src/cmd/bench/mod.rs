@@ -8,6 +8,7 @@ mod ckks;
 mod e2e;
 mod emulator;
 mod linalg;
+mod lm_head;
 mod meter;
 mod model;
 mod net;
@@ -30,7 +31,7 @@ enum BenchWhat {
     Model(BenchOpts),
     /// Private generation end to end in process: strict and selective K = 1, 4 (32-token
     /// prompt, 16 tokens), a 512-token public prefix, perplexity under encryption.
-    E2e(BenchOpts),
+    E2e(e2e::E2eOpts),
     /// Private generation as it ships: `serve` and `client` over TLS through an emulated
     /// link (delay and rate per direction) per profile and mode; s/token, prefill, round
     /// trips, bytes and CPU per token, tokens checked against `plain`.
@@ -53,7 +54,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             model::run(opts)
         }
         BenchWhat::E2e(opts) => {
-            super::threads::init(opts.threads)?;
+            super::threads::init(opts.common.threads)?;
             e2e::run(opts)
         }
         // The server and the client are processes of their own with their own threads.
