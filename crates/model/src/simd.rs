@@ -360,13 +360,44 @@ mod avx2 {
         }
     }
 
+    /// `(q_lo . x_lo, q_hi . x_hi)` for the 64 weights `64k .. 64k + 64` of the Q4_K
+    /// super-block at `p` (32 bytes of nibbles at `16 + 32k`): the low nibbles are
+    /// weights `64k + i`, the high ones `64k + 32 + i`. Four independent products
+    /// summed as a tree, so no FMA waits on another.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_k_pair(p: *const u8, px: *const f32, k: usize) -> (__m256, __m256) {
+        let mask = _mm256_set1_epi32(0x0f);
+        let (mut lo, mut hi) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+        for c in 0..4 {
+            // SAFETY: the caller points `p` at a whole 144-byte block and `px` at its
+            // 256 floats; bytes 16 + 32k + 8c .. + 8 and floats 64k + 8c (+ 32) .. + 8
+            // lie inside them for k, c < 4.
+            unsafe {
+                let q = widen8(p.add(16 + 32 * k + 8 * c));
+                let ql = _mm256_cvtepi32_ps(_mm256_and_si256(q, mask));
+                let qh = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4));
+                lo[c] = _mm256_mul_ps(ql, _mm256_loadu_ps(px.add(64 * k + 8 * c)));
+                hi[c] = _mm256_mul_ps(qh, _mm256_loadu_ps(px.add(64 * k + 32 + 8 * c)));
+            }
+        }
+        let sum4 =
+            |v: [__m256; 4]| _mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3]));
+        (sum4(lo), sum4(hi))
+    }
+
     /// Dot product of a Q4_K row with `x`, reading the super-blocks directly: each
     /// 32-value sub-block contributes `d sc (q . x) - dmin m sum(x)`, the dequantized
     /// `(d sc) q - dmin m` distributed over the sum (`xsum` holds the sums per 32).
+    /// Four accumulators, named (not indexed) so they stay in registers.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q4_k(row: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
-        let mask = _mm256_set1_epi32(0x0f);
-        let mut acc = [_mm256_setzero_ps(); 2];
+        let (mut a0, mut a1, mut a2, mut a3) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
         let mut acc_m = 0.0f32;
         for ((b, xs), sums) in row
             .chunks_exact(quant::Q4_K_BYTES)
@@ -376,40 +407,41 @@ mod avx2 {
             let d = quant::f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
             let dmin = quant::f16_to_f32(u16::from_le_bytes([b[2], b[3]]));
             let scales = &b[4..16];
+            let mut ds = [0.0f32; 8];
+            for (j, dj) in ds.iter_mut().enumerate() {
+                let (sc, m) = quant::q4_k_scale_min(j, scales);
+                *dj = d * f32::from(sc);
+                acc_m += dmin * f32::from(m) * sums[j];
+            }
             let (p, px) = (b.as_ptr(), xs.as_ptr());
-            for k in 0..4 {
-                let (sc1, m1) = quant::q4_k_scale_min(2 * k, scales);
-                let (sc2, m2) = quant::q4_k_scale_min(2 * k + 1, scales);
-                let (mut lo_acc, mut hi_acc) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                for c in 0..4 {
-                    // SAFETY: bytes 16 + 32k + 8c .. + 8 lie inside the 144-byte block;
-                    // x offsets 64k + 8c (+ 32) .. + 8 inside the 256 of `xs`.
-                    unsafe {
-                        let q = widen8(p.add(16 + 32 * k + 8 * c));
-                        let lo = _mm256_cvtepi32_ps(_mm256_and_si256(q, mask));
-                        let hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4));
-                        let xl = _mm256_loadu_ps(px.add(64 * k + 8 * c));
-                        let xh = _mm256_loadu_ps(px.add(64 * k + 32 + 8 * c));
-                        lo_acc = _mm256_fmadd_ps(lo, xl, lo_acc);
-                        hi_acc = _mm256_fmadd_ps(hi, xh, hi_acc);
-                    }
-                }
-                let d1 = _mm256_set1_ps(d * f32::from(sc1));
-                let d2 = _mm256_set1_ps(d * f32::from(sc2));
-                acc[0] = _mm256_fmadd_ps(d1, lo_acc, acc[0]);
-                acc[1] = _mm256_fmadd_ps(d2, hi_acc, acc[1]);
-                acc_m += dmin * (f32::from(m1) * sums[2 * k] + f32::from(m2) * sums[2 * k + 1]);
+            let s = |j: usize| _mm256_set1_ps(ds[j]);
+            // SAFETY: `b` is one whole super-block and `xs` its 256 floats
+            // (chunks_exact), as `q4_k_pair` requires.
+            unsafe {
+                let (l, h) = q4_k_pair(p, px, 0);
+                a0 = _mm256_fmadd_ps(s(0), l, a0);
+                a1 = _mm256_fmadd_ps(s(1), h, a1);
+                let (l, h) = q4_k_pair(p, px, 1);
+                a2 = _mm256_fmadd_ps(s(2), l, a2);
+                a3 = _mm256_fmadd_ps(s(3), h, a3);
+                let (l, h) = q4_k_pair(p, px, 2);
+                a0 = _mm256_fmadd_ps(s(4), l, a0);
+                a1 = _mm256_fmadd_ps(s(5), h, a1);
+                let (l, h) = q4_k_pair(p, px, 3);
+                a2 = _mm256_fmadd_ps(s(6), l, a2);
+                a3 = _mm256_fmadd_ps(s(7), h, a3);
             }
         }
+        let s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
         // SAFETY: avx2 enabled in this function.
-        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) - acc_m }
+        unsafe { hsum(s) - acc_m }
     }
 
     /// Dot product of a Q6_K row with `x`, reading the super-blocks directly: each
     /// 16-value group contributes `d sc ((q - 32) . x)`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q6_k(row: &[u8], x: &[f32]) -> f32 {
-        let (mask4, mask2) = (_mm256_set1_epi32(0x0f), _mm256_set1_epi32(3));
+        let (mask4, mask30) = (_mm256_set1_epi32(0x0f), _mm256_set1_epi32(0x30));
         let thirty_two = _mm256_set1_epi32(32);
         let mut acc = [_mm256_setzero_ps(); 4];
         for (b, xs) in row
@@ -432,20 +464,18 @@ mod avx2 {
                             let qa = widen8(p.add(64 * half + l));
                             let qb = widen8(p.add(64 * half + l + 32));
                             let h = widen8(p.add(128 + 32 * half + l));
-                            let high = |shift| {
-                                _mm256_slli_epi32(
-                                    _mm256_and_si256(
-                                        _mm256_srlv_epi32(h, _mm256_set1_epi32(shift)),
-                                        mask2,
-                                    ),
-                                    4,
-                                )
-                            };
+                            // Bits 2g, 2g + 1 of h moved to bits 4, 5: ((h >> 2g) & 3) << 4.
+                            let high = [
+                                _mm256_and_si256(_mm256_slli_epi32(h, 4), mask30),
+                                _mm256_and_si256(_mm256_slli_epi32(h, 2), mask30),
+                                _mm256_and_si256(h, mask30),
+                                _mm256_and_si256(_mm256_srli_epi32(h, 2), mask30),
+                            ];
                             let q = [
-                                _mm256_or_si256(_mm256_and_si256(qa, mask4), high(0)),
-                                _mm256_or_si256(_mm256_and_si256(qb, mask4), high(2)),
-                                _mm256_or_si256(_mm256_srli_epi32(qa, 4), high(4)),
-                                _mm256_or_si256(_mm256_srli_epi32(qb, 4), high(6)),
+                                _mm256_or_si256(_mm256_and_si256(qa, mask4), high[0]),
+                                _mm256_or_si256(_mm256_and_si256(qb, mask4), high[1]),
+                                _mm256_or_si256(_mm256_srli_epi32(qa, 4), high[2]),
+                                _mm256_or_si256(_mm256_srli_epi32(qb, 4), high[3]),
                             ];
                             for (g, qg) in q.iter().enumerate() {
                                 let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(*qg, thirty_two));
