@@ -114,6 +114,9 @@ struct ModeRun {
     /// (bytes up, bytes down) after the prefill pass and at the end.
     bytes_prefill: (usize, usize),
     bytes_total: (usize, usize),
+    /// The client's HE seconds (encrypt, decrypt, encode, decode; wall time) after the
+    /// prefill pass and at the end.
+    client_he: (f64, f64),
     client_cpu_s: f64,
     server_cpu_s: f64,
     client_peak_mb: f64,
@@ -210,6 +213,7 @@ fn mode_run(
     let mut step_logits = Vec::new();
     let mut step_s = Vec::new();
     let mut bytes_prefill = (0, 0);
+    let mut he_prefill = 0.0;
     let mut client_cpu_prefill_s = 0.0;
     let mut server_cpu_prefill_s = 0.0;
     let client_cpu = || (process_cpu_s() - cpu0) - (meter.cpu_s.get() - server0);
@@ -231,6 +235,7 @@ fn mode_run(
                 step_s.push(s.elapsed().as_secs_f64());
                 if step_logits.is_empty() {
                     bytes_prefill = (strict.stats().bytes_up, strict.stats().bytes_down);
+                    he_prefill = strict.stats().client_time.as_secs_f64();
                     client_cpu_prefill_s = client_cpu();
                     server_cpu_prefill_s = meter.cpu_s.get() - server0;
                 }
@@ -240,7 +245,7 @@ fn mode_run(
             &mut |_| Ok(std::ops::ControlFlow::Continue(())),
         )?;
         let s = strict.stats();
-        (t, (s.bytes_up, s.bytes_down))
+        (t, (s.bytes_up, s.bytes_down), s.client_time.as_secs_f64())
     } else {
         let mut client = SelectiveClient::new(w, k, strict, SIGMA, capacity)?;
         let mut tail = PlainTail::new(w, k, capacity);
@@ -267,6 +272,7 @@ fn mode_run(
                 if step_logits.is_empty() {
                     let st = client.strict().stats();
                     bytes_prefill = (st.bytes_up + extra.0, st.bytes_down + extra.1);
+                    he_prefill = st.client_time.as_secs_f64();
                     client_cpu_prefill_s = client_cpu();
                     server_cpu_prefill_s = meter.cpu_s.get() - server0;
                 }
@@ -278,9 +284,13 @@ fn mode_run(
         let s = client.strict().stats();
         // The tail's KV cache: layers k.. at `capacity` positions, keys and values.
         tail_bytes = (c.n_layers - k) * capacity * c.kv_dim() * 2 * 4;
-        (t, (s.bytes_up + extra.0, s.bytes_down + extra.1))
+        (
+            t,
+            (s.bytes_up + extra.0, s.bytes_down + extra.1),
+            s.client_time.as_secs_f64(),
+        )
     };
-    let (tokens, bytes_total) = tokens;
+    let (tokens, bytes_total, he_total) = tokens;
     let total_cpu = process_cpu_s() - cpu0;
     let server_cpu_s = meter.cpu_s.get() - server0;
     let working = meter.max_working.get();
@@ -300,6 +310,7 @@ fn mode_run(
         step_s,
         bytes_prefill,
         bytes_total,
+        client_he: (he_prefill, he_total),
         client_cpu_s: total_cpu - server_cpu_s,
         server_cpu_s,
         client_peak_mb: peak_rss_mb() - mb(prepared + working),
@@ -402,6 +413,7 @@ fn generation_row(
         "preset": preset,
         "link": rc.link.to_string(),
         "client_cpu_decode_s_per_token": client_decode_cpu,
+        "client_he_decode_s_per_token": (run.client_he.1 - run.client_he.0) / decode_steps as f64,
         "plain_cpu_decode_s_per_token": rc.plain_cpu.decode_s_per_token,
         "plain_cpu_prefill_s": rc.plain_cpu.prefill_s,
         "client_cpu_over_plain": client_decode_cpu / rc.plain_cpu.decode_s_per_token,
@@ -718,11 +730,12 @@ fn print_generation_tables(results: &[Value]) {
     }
     println!();
     println!(
-        "{:<14} {:>3} {:>12} {:>10} {:>11} {:>7} {:>7} {:>7} {:>10} {:>9} {:>10} {:>12}",
+        "{:<14} {:>3} {:>12} {:>10} {:>8} {:>11} {:>7} {:>7} {:>7} {:>10} {:>9} {:>10} {:>12}",
         "mode",
         "K",
         "preset",
         "cli ms/t",
+        "HE ms/t",
         "plain ms/t",
         "ratio",
         "MB/t",
@@ -737,11 +750,12 @@ fn print_generation_tables(results: &[Value]) {
         .filter(|r| r.get("client_cpu_over_plain").is_some())
     {
         println!(
-            "{:<14} {:>3} {:>12} {:>10.1} {:>11.1} {:>7.2} {:>7.2} {:>7.2} {:>10.3} {:>9.3} {:>10.2} {:>5} ({:.2})",
+            "{:<14} {:>3} {:>12} {:>10.1} {:>8.1} {:>11.1} {:>7.2} {:>7.2} {:>7.2} {:>10.3} {:>9.3} {:>10.2} {:>5} ({:.2})",
             r["mode"].as_str().unwrap_or("?"),
             r["k"],
             r["preset"].as_str().unwrap_or("?"),
             1e3 * f(r, "client_cpu_decode_s_per_token"),
+            1e3 * f(r, "client_he_decode_s_per_token"),
             1e3 * f(r, "plain_cpu_decode_s_per_token"),
             f(r, "client_cpu_over_plain"),
             f(r, "mb_per_decoded_token"),
@@ -755,7 +769,8 @@ fn print_generation_tables(results: &[Value]) {
     }
     if let Some(link) = results.first().and_then(|r| r["link"].as_str()) {
         println!(
-            "client CPU per decoded token against the plaintext model's (same run); MB/t: \
+            "client CPU per decoded token against the plaintext model's (same run); HE: the \
+             client's encryption, decryption and their encoding (wall time) within it; MB/t: \
              both ways per decoded token; x f32: over the f32 values that cross; srv s/t: \
              server CPU per decoded token; link s/t: decode time plus the bytes and one round trip \
              per product on the link {link} (no overlap)."
