@@ -9,7 +9,7 @@
 //! cache once for all candidates instead of once per candidate.
 
 use rayon::prelude::*;
-use selene_model::forward::{add_into, apply_gain, rms_norm, rope, silu_mul, softmax};
+use selene_model::forward::{add_into, apply_gain, rms_norm, rope_for, silu_mul, softmax};
 use selene_model::simd::dot;
 use selene_model::{KvCache, Linear, LinearStage, ProductAt, Weights};
 
@@ -199,6 +199,12 @@ pub fn run_candidates(
             apply_gain(&mut out.norm, g);
         }
         dense.apply(ProductAt::new(l, LinearStage::Qkv), &out.norm, &mut out.qkv)?;
+        if let Some(b) = w.qkv_bias(l)? {
+            // qwen2's q/k/v biases, added after the product as the model does.
+            for row in out.qkv.chunks_exact_mut(b.len()) {
+                add_into(row, b);
+            }
+        }
         let (keys, values) = (&mut out.keys[l], &mut out.values[l]);
         z(keys, n * kv);
         z(values, n * kv);
@@ -207,15 +213,10 @@ pub fn run_candidates(
             q.copy_from_slice(&row[..d]);
             keys[i * kv..(i + 1) * kv].copy_from_slice(&row[d..d + kv]);
             values[i * kv..(i + 1) * kv].copy_from_slice(&row[d + kv..]);
-            // Every candidate sits at position `pos`: rotate each row on its own.
-            rope(q, d, c.head_dim, pos, c.rope_theta);
-            rope(
-                &mut keys[i * kv..(i + 1) * kv],
-                kv,
-                c.head_dim,
-                pos,
-                c.rope_theta,
-            );
+            // Every candidate sits at position `pos`: rotate each row on its own, in
+            // the model's RoPE convention (interleaved pairs for llama, halves for qwen2).
+            rope_for(c, q, d, pos);
+            rope_for(c, &mut keys[i * kv..(i + 1) * kv], kv, pos);
         }
         independent_attention(
             w,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 
 /// What the server sees in strict mode, where no plaintext is released.
-pub const STRICT_MODE_NOTE: &str = "strict mode (all 30 layers encrypted, LM head on the client): \
+pub const STRICT_MODE_NOTE: &str = "strict mode (every layer encrypted, LM head on the client): \
 the server sees only CKKS ciphertexts, the token count and timing; no plaintext hidden state is \
 released, so there is nothing to invert (recovery: not applicable).";
 

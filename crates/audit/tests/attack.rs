@@ -151,20 +151,18 @@ fn the_view_applies_the_default_flooding() {
     assert_eq!(plain.hidden, clean);
 }
 
-#[test]
-fn candidate_batches_reproduce_the_models_own_states() {
-    // The attacker's batched, prefix-cached evaluation must agree with the model's
-    // causal forward pass, or exact matching could not work.
-    let w = weights();
-    let tokens = tokenizer().encode(KNOWN).unwrap();
-    let k = 2;
+/// The attacker's batched, prefix-cached evaluation must agree with the model's causal
+/// forward pass, or exact matching could not work: the true token among decoys matches
+/// its clean state at every position, the decoys do not.
+fn check_candidates_reproduce_states(w: &Weights, t: &Tokenizer, k: usize) {
+    let tokens = t.encode(KNOWN).unwrap();
+    let (d, vocab) = (w.config().d_model, w.config().vocab_size as u32);
     let clean = clean_states(w, &tokens, &[k]).unwrap().remove(0);
     let mut dense = DenseLinear::new(w, k).unwrap();
     let mut cache = KvCache::new(w.config(), tokens.len());
     let mut states = CandidateStates::default();
     for (t, &tok) in tokens.iter().enumerate() {
-        // The true token among decoys: its row must match, the decoys' must not.
-        let batch = [tok, (tok + 1) % 49_152, (tok + 977) % 49_152];
+        let batch = [tok, (tok + 1) % vocab, (tok + 977) % vocab];
         run_candidates(
             w,
             &mut dense,
@@ -175,7 +173,7 @@ fn candidate_batches_reproduce_the_models_own_states() {
             &mut |_, _| {},
         )
         .unwrap();
-        let obs = &clean[t * 576..(t + 1) * 576];
+        let obs = &clean[t * d..(t + 1) * d];
         let norm = obs
             .iter()
             .map(|v| f64::from(*v).powi(2))
@@ -204,4 +202,26 @@ fn candidate_batches_reproduce_the_models_own_states() {
         );
         states.kv_of(0).unwrap().append_to(&mut cache).unwrap();
     }
+}
+
+#[test]
+fn candidate_batches_reproduce_the_models_own_states() {
+    check_candidates_reproduce_states(weights(), tokenizer(), 2);
+}
+
+#[test]
+fn candidate_batches_reproduce_qwen2_states_too() {
+    // qwen2 adds q/k/v biases and rotates halves (NEOX RoPE): the attacker's evaluation
+    // must follow the architecture, or the audit's exact inversion never matches on it.
+    use selene_model::store::{ModelSource, QWEN_CODER_05B};
+    if !store::home().join(QWEN_CODER_05B.file).exists() && std::env::var_os("CI").is_none() {
+        eprintln!(
+            "skipped: {} is not in the store and CI is not set",
+            QWEN_CODER_05B.name
+        );
+        return;
+    }
+    let w = store::load_source(&ModelSource::Known(&QWEN_CODER_05B)).unwrap();
+    let t = Tokenizer::from_gguf(w.gguf()).unwrap();
+    check_candidates_reproduce_states(&w, &t, 2);
 }
