@@ -607,9 +607,10 @@ fn the_model_field_selects_the_served_model_and_unknown_names_are_404() {
     let (status, head, reply) = post(base, Some(KEY), &body);
     assert_eq!(status, 200, "{reply}");
     assert!(head.contains("x-selene-mode: selective"), "{head}");
+    // The audit measured the 0.5B too: the header quotes its own table, not SmolLM2's.
     assert!(
-        head.contains("x-selene-measured-leakage: not measured for this model"),
-        "the audit measured SmolLM2 only: {head}"
+        head.contains("audit_model=qwen2.5-coder-0.5b; audit_k=1;"),
+        "the 0.5B's own audit row: {head}"
     );
     let v: Value = serde_json::from_str(&reply).expect("JSON");
     assert_eq!(v["model"], qwen.id);

@@ -40,7 +40,7 @@ pub fn drive<T: Transport>(
     let k = terms.k;
     // Say what the chosen policy leaks before anything else, while the user can still
     // stop before the prompt leaves the machine.
-    if let Some(notice) = policy_notice(terms, layers, super::generation::is_audited_model(w))? {
+    if let Some(notice) = policy_notice(terms, layers, super::generation::audit_table(w))? {
         eprintln!("{notice}");
     }
     let (transport, counters) = Counted::new(transport);

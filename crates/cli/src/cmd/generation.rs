@@ -6,20 +6,25 @@
 
 use std::sync::Arc;
 
+use selene_audit::measured::Measured;
 use selene_ckks::Parameters;
 use selene_linalg::Client;
-use selene_model::{store, Weights};
+use selene_model::Weights;
 use selene_protocol::{Policy, PrivateGenerator, ReleaseGuard, Terms, Transport};
 
 /// What a policy leaks, as the line `run`, `client` and `openai` print on stderr:
 /// strict mode's ciphertext-only view, or the audit's measured inversion rate for
-/// selective mode; `None` when the audit has no row at or below K. The shipped audit
-/// measured SmolLM2 only: for another model (`audited` false) selective mode gets a
-/// line saying that no audit exists for it.
+/// selective mode from the model's own table (`audit`, see [`audit_table`]); `None` when
+/// that table has no row at or below K. A model the audit did not measure (`audit`
+/// `None`) gets a line saying so in selective mode.
 ///
 /// # Errors
 /// The shipped audit table does not parse.
-pub fn policy_notice(terms: Terms, layers: usize, audited: bool) -> anyhow::Result<Option<String>> {
+pub fn policy_notice(
+    terms: Terms,
+    layers: usize,
+    audit: Option<&Measured>,
+) -> anyhow::Result<Option<String>> {
     let k = terms.k;
     if k >= layers {
         return Ok(Some(format!(
@@ -27,14 +32,15 @@ pub fn policy_notice(terms: Terms, layers: usize, audited: bool) -> anyhow::Resu
              sizes and timing (so the token count), never a token, activation or logit]"
         )));
     }
-    if !audited {
+    let Some(audit) = audit else {
         return Ok(Some(format!(
             "[selective mode, K = {k}: the server receives the hidden states after the first \
-             {k} layers; the leakage audit (docs/audit.md) measured SmolLM2 only, not this \
-             model. Treat it as not private.]"
+             {k} layers; the leakage audit (docs/audit.md) measured {} only, not this model. \
+             Treat it as not private.]",
+            selene_audit::measured::audited_models().join(" and ")
         )));
-    }
-    let Some(row) = selene_audit::measured::measured_leak(k, terms.sigma)? else {
+    };
+    let Some(row) = audit.leak(k, terms.sigma)? else {
         return Ok(None);
     };
     let fields = row
@@ -43,19 +49,20 @@ pub fn policy_notice(terms: Terms, layers: usize, audited: bool) -> anyhow::Resu
     Ok(Some(format!(
         "[selective mode, K = {k}: the server receives the hidden states after the first {k} \
          layers; from them an attacker holding the weights recovered {:.1}% of prompt tokens \
-         and {fields} of sensitive fields (audit at K = {}, flooding sigma {}; docs/audit.md). \
-         This is not private.]",
+         and {fields} of sensitive fields (audit of {} at K = {}, flooding sigma {}; \
+         docs/audit.md). This is not private.]",
         100.0 * row.token_recovery,
+        audit.model.name,
         row.k,
         row.flood_sigma
     )))
 }
 
-/// True when `w` is the model the shipped leakage audit measured (SmolLM2 from the
-/// store, by its client-bundle fingerprint).
-pub fn is_audited_model(w: &Weights) -> bool {
+/// The shipped leakage table of `w`, found by its client-bundle fingerprint; `None` for
+/// a model the audit did not measure.
+pub fn audit_table(w: &Weights) -> Option<&'static Measured> {
     let hex: String = w.fingerprint().iter().map(|b| format!("{b:02x}")).collect();
-    hex == store::MODEL_FINGERPRINT
+    selene_audit::measured::for_fingerprint(&hex)
 }
 
 /// Opens a private session under `policy` over `transport` with the keystore's session
@@ -85,4 +92,41 @@ pub fn open<'w, T: Transport>(
         };
         anyhow::Error::new(e).context(why)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use selene_audit::measured::TABLES;
+
+    fn terms(k: usize) -> Terms {
+        Terms {
+            k,
+            sigma: 0.01,
+            cap: 64,
+            pad_to: 1,
+        }
+    }
+
+    #[test]
+    fn the_notice_quotes_the_chosen_models_own_audit() {
+        let strict = policy_notice(terms(24), 24, None).unwrap().unwrap();
+        assert!(strict.contains("all 24 layers encrypted"), "{strict}");
+        let qwen = policy_notice(terms(1), 24, Some(&TABLES[1]))
+            .unwrap()
+            .unwrap();
+        assert!(
+            qwen.contains("audit of qwen2.5-coder-0.5b at K = 1,"),
+            "{qwen}"
+        );
+        let smol = policy_notice(terms(4), 30, Some(&TABLES[0]))
+            .unwrap()
+            .unwrap();
+        assert!(smol.contains("audit of smollm2 at K = 4,"), "{smol}");
+        let other = policy_notice(terms(2), 28, None).unwrap().unwrap();
+        assert!(
+            other.contains("measured smollm2 and qwen2.5-coder-0.5b only, not this model"),
+            "{other}"
+        );
+    }
 }

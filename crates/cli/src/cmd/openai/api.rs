@@ -375,7 +375,7 @@ mod tests {
             default_encrypted_layers: 30,
             max_encrypted_layers: 30,
             flood_sigma: 0.01,
-            audited: true,
+            audit: Some(&selene_audit::measured::TABLES[0]),
         }
     }
 

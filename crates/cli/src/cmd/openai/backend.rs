@@ -31,9 +31,8 @@ pub struct BackendInfo {
     pub max_encrypted_layers: usize,
     /// Flooding standard deviation of selective-mode releases (for the leakage lookup).
     pub flood_sigma: f64,
-    /// True when the shipped leakage audit measured this model (SmolLM2); its table says
-    /// nothing about any other.
-    pub audited: bool,
+    /// The shipped leakage table of this model, when the audit measured it.
+    pub audit: Option<&'static selene_audit::measured::Measured>,
 }
 
 /// One generation, validated: the prompt is already templated and tokenized.
@@ -167,7 +166,7 @@ impl SessionBackend {
             // The embedded server prepares every layer, as `selene serve` does.
             max_encrypted_layers: layers,
             flood_sigma: DEFAULT_FLOOD_SIGMA,
-            audited: generation::is_audited_model(&weights),
+            audit: generation::audit_table(&weights),
         };
         // Hashed once here, not per request: every session checks the server's against it.
         let fingerprint = selene_protocol::model_fingerprint(&weights);

@@ -218,7 +218,7 @@ pub fn run(args: &OpenaiArgs) -> anyhow::Result<()> {
         cap: 0,
         pad_to: 1,
     };
-    if let Some(notice) = policy_notice(terms, layers, super::generation::is_audited_model(&w))? {
+    if let Some(notice) = policy_notice(terms, layers, super::generation::audit_table(&w))? {
         eprintln!("{notice} (default; a request may choose)");
     }
     let source = ModelSource::from_arg(args.model.model.as_deref())?;

@@ -402,26 +402,29 @@ fn policy_headers(info: &BackendInfo, k: usize) -> Result<HeaderMap, ApiError> {
         "none released: strict mode, the server sees ciphertexts, their sizes and timing \
          (so the token count)"
             .to_string()
-    } else if !info.audited {
-        "not measured for this model: the leakage audit (docs/audit.md) measured SmolLM2 \
-         only; treat selective mode as not private"
-            .to_string()
-    } else {
-        let row = selene_audit::measured::measured_leak(k, info.flood_sigma).map_err(|e| {
+    } else if let Some(audit) = info.audit {
+        let row = audit.leak(k, info.flood_sigma).map_err(|e| {
             ApiError::internal(format!("the shipped audit table: {}", with_causes(&e)))
         })?;
         match row {
             Some(r) => format!(
-                "token_recovery={:.1}%; field_recovery={}; audit_k={}; flood_sigma={}; \
-                 see docs/audit.md",
+                "token_recovery={:.1}%; field_recovery={}; audit_model={}; audit_k={}; \
+                 flood_sigma={}; see docs/audit.md",
                 100.0 * r.token_recovery,
                 r.field_recovery
                     .map_or("n/a".to_string(), |f| format!("{:.1}%", 100.0 * f)),
+                audit.model.name,
                 r.k,
                 r.flood_sigma
             ),
             None => "not measured".to_string(),
         }
+    } else {
+        format!(
+            "not measured for this model: the leakage audit (docs/audit.md) measured {} \
+             only; treat selective mode as not private",
+            selene_audit::measured::audited_models().join(" and ")
+        )
     };
     let mode = if strict { "strict" } else { "selective" };
     for (name, value) in [
