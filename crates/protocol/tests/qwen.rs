@@ -1,7 +1,7 @@
 //! Private generation on Qwen2.5-Coder-0.5B-Instruct (qwen2: Q/K/V biases added by the
 //! client, NEOX RoPE, an untied LM head, head size 64 with 2 key-value heads): strict
-//! mode and selective K = 1, every product encrypted, greedy tokens against the
-//! plaintext model.
+//! mode (also after a public prefix the server ran in plaintext) and selective K = 1,
+//! every private product encrypted, greedy tokens against the plaintext model.
 //!
 //! The model (491 MB) comes from the store. Outside CI a machine without it skips with
 //! a printed reason rather than downloading it; with `CI` set it is fetched (and cached
@@ -18,7 +18,9 @@ use common::greedy;
 use selene_linalg::LinalgPreset;
 use selene_model::store::{self, ModelSource, QWEN_CODER_05B};
 use selene_model::{generate, QuantLinear, Tokenizer, Weights};
-use selene_protocol::{generate_selective, InProcess, ModelServer, PlainTail, PreparedModel};
+use selene_protocol::server::PublicPrefix;
+use selene_protocol::{generate_after_prefix, generate_selective, InProcess, ModelServer};
+use selene_protocol::{PlainTail, PrefixKv, PrefixLimits, PreparedModel};
 use selene_protocol::{SelectiveClient, StrictLinear};
 
 /// The 0.5B model, or `None` (reason printed) when it is not stored and this is not CI.
@@ -62,6 +64,45 @@ fn qwen_strict_and_selective_match_plaintext_tokens() {
     )
     .unwrap();
     assert_eq!(plain(&mut enc), want, "strict: greedy tokens differ");
+
+    // Public prefix: the server runs a public text in plaintext, its rows reach the
+    // client as bytes, and the private prompt follows in strict mode at the positions
+    // after it: the same tokens as the plaintext model on the concatenation.
+    let public = tok
+        .encode("# Billing service helpers (public repository header).\n")
+        .unwrap();
+    let c = w.config();
+    let kv = PublicPrefix::run(&w, &public).unwrap();
+    let kv = PrefixKv::from_bytes(&kv.to_bytes(), c, &PrefixLimits::for_config(c)).unwrap();
+    let all = [public.clone(), ids.clone()].concat();
+    let want_pp = generate(
+        &w,
+        &all,
+        max,
+        &[],
+        &mut greedy(),
+        &mut QuantLinear::new(&w),
+        &mut |_| Ok(ControlFlow::Continue(())),
+    )
+    .unwrap();
+    let products_before = enc.stats().products;
+    let got_pp = generate_after_prefix(
+        &w,
+        Some(&kv),
+        &ids,
+        max,
+        &[],
+        &mut greedy(),
+        &mut enc,
+        &mut |_| Ok(ControlFlow::Continue(())),
+    )
+    .unwrap();
+    assert_eq!(
+        got_pp, want_pp,
+        "strict after a public prefix: greedy tokens differ"
+    );
+    // Only the private rows crossed encrypted: the prompt once, then one per step.
+    assert_eq!(enc.stats().products - products_before, 4 * layers * max);
     drop((enc, model));
 
     // Selective K = 1 on coeff12wide with flooded releases.
