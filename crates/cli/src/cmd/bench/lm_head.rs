@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use selene_linalg::{Client, LinalgPreset, Link, MatrixShape, Method, PreparedMatrix, Server};
+use selene_model::forward::rms_norm;
+use selene_model::sampling::argmax;
 use selene_model::{forward_observed, head, KvCache, LinearStage, Logits, QuantLinear, Weights};
 use serde_json::{json, Value};
 
@@ -65,13 +67,9 @@ pub fn row(w: &Weights, prompt: &[u32], link: &Link) -> anyhow::Result<Value> {
     let gks = client.galois_keys(&[&layout]);
     let keygen_s = s.elapsed().as_secs_f64();
     let server = Server::new(&params).with_galois_keys(Arc::new(gks));
-    let rms = (hidden.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / d as f64
-        + f64::from(c.rms_eps))
-    .sqrt();
-    let xn: Vec<f32> = hidden
-        .iter()
-        .map(|x| (f64::from(*x) / rms) as f32)
-        .collect();
+    // The client's un-gained norm, as it sends it for every other product.
+    let mut xn = vec![0.0f32; d];
+    rms_norm(&hidden, d, c.rms_eps, &mut xn);
     let (mut client_s, mut server_s, mut up, mut down) = (0.0, 0.0, 0, 0);
     let mut logits = Vec::new();
     for rep in 0..=ENCRYPTED_REPS {
@@ -97,16 +95,8 @@ pub fn row(w: &Weights, prompt: &[u32], link: &Link) -> anyhow::Result<Value> {
         .zip(&plain)
         .map(|(a, b)| (a - f64::from(*b)).abs())
         .fold(0.0f64, f64::max);
-    let argmax = |l: &mut dyn Iterator<Item = f64>| {
-        l.enumerate()
-            .fold(
-                (0, f64::NEG_INFINITY),
-                |b, (i, x)| if x > b.1 { (i, x) } else { b },
-            )
-            .0
-    };
-    let same_argmax =
-        argmax(&mut logits.iter().copied()) == argmax(&mut plain.iter().map(|x| f64::from(*x)));
+    let decrypted: Vec<f32> = logits.iter().map(|&x| x as f32).collect();
+    let same_argmax = argmax(&decrypted) == argmax(&plain);
     // The encrypted head adds one round trip per pass (it needs the last layer's output).
     let encrypted_link_s = client_s + server_s + link.seconds(up as f64, down as f64, 1.0);
     let choice = if plain_cpu_s <= encrypted_link_s {
