@@ -26,7 +26,7 @@ pub static TABLES: [Measured; 2] = [
     Measured {
         model: &SMOLLM2,
         docs_file: "docs/audit.json",
-        json: include_str!("../data/measured.json"),
+        json: MEASURED_JSON,
     },
     Measured {
         model: &QWEN_CODER_05B,
@@ -35,8 +35,8 @@ pub static TABLES: [Measured; 2] = [
     },
 ];
 
-/// SmolLM2's table, as JSON (the first audit; kept for callers that name it).
-pub const MEASURED_JSON: &str = include_str!("../data/measured.json");
+/// SmolLM2's table, as JSON (the first audit).
+const MEASURED_JSON: &str = include_str!("../data/measured.json");
 
 /// Two tables are the same when they are copies of the same docs file.
 impl PartialEq for Measured {
@@ -81,22 +81,6 @@ pub fn audited_models() -> Vec<&'static str> {
     TABLES.iter().map(|t| t.model.name).collect()
 }
 
-/// SmolLM2's shipped table.
-///
-/// # Errors
-/// [`crate::Error::Json`] if the shipped file is malformed (a test guards against it).
-pub fn measured() -> Result<AuditReport> {
-    TABLES[0].report()
-}
-
-/// SmolLM2's measured row for `k` encrypted layers (see [`Measured::leak`]).
-///
-/// # Errors
-/// As [`measured`].
-pub fn measured_leak(k: usize, flood_sigma: f64) -> Result<Option<AuditRow>> {
-    TABLES[0].leak(k, flood_sigma)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,20 +114,18 @@ mod tests {
         assert!(for_fingerprint(&"0".repeat(64)).is_none());
         let big = selene_model::store::QWEN_CODER_15B.fingerprint.unwrap();
         assert!(for_fingerprint(big).is_none());
-        assert_eq!(
-            TABLES[0].leak(1, 0.0).unwrap(),
-            measured_leak(1, 0.0).unwrap()
-        );
     }
 
     #[test]
     fn lookup_falls_back_to_the_largest_measured_k_below() {
-        let table = measured().unwrap();
-        if let Some(first) = table.results.first() {
-            let got = measured_leak(first.k, first.flood_sigma).unwrap().unwrap();
-            assert_eq!(got.k, first.k);
-            let max_k = table.results.iter().map(|r| r.k).max().unwrap();
-            assert_eq!(measured_leak(max_k + 100, 0.0).unwrap().unwrap().k, max_k);
+        for t in &TABLES {
+            let table = t.report().unwrap();
+            if let Some(first) = table.results.first() {
+                let got = t.leak(first.k, first.flood_sigma).unwrap().unwrap();
+                assert_eq!(got.k, first.k);
+                let max_k = table.results.iter().map(|r| r.k).max().unwrap();
+                assert_eq!(t.leak(max_k + 100, 0.0).unwrap().unwrap().k, max_k);
+            }
         }
     }
 }
