@@ -54,6 +54,13 @@ impl FusedPair {
         }
     }
 
+    /// `(d_in, d_out)` of the pair's stacked matrix ([`stacked_weight`]): the outer
+    /// stage's input (`d_model`, the stream) then the inner stage's (`d_model` or `d_ff`).
+    pub fn stacked_dims(self, c: &Config) -> (usize, usize) {
+        let (d_in, d_out) = self.dims(c);
+        (c.d_model + d_in, d_out)
+    }
+
     /// The stages whose matrices multiply into the fused one: `(inner, outer)`, the
     /// fused matrix being `outer_folded(next layer for DownQkv) * inner`.
     pub fn stages(self) -> (LinearStage, LinearStage) {
@@ -125,6 +132,75 @@ pub fn fused_weight(w: &Weights, layer: usize, pair: FusedPair) -> Result<Vec<f3
             }
         });
     Ok(fused)
+}
+
+/// A pair's stacked matrix ([`stacked_weight`]) and the power of two its inner input is
+/// multiplied by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stacked {
+    /// `d_out x (d_model + d_in)` row-major (see [`FusedPair::stacked_dims`]).
+    pub rows: Vec<f32>,
+    /// The balance `alpha`: the fused half of every row is divided by it and the inner
+    /// input multiplied by it ([`stack_rows`]), which leaves the product unchanged.
+    pub alpha: f32,
+}
+
+/// The stacked matrix of `layer`'s `pair`: row `j` is the folded outer stage's row `j`
+/// followed by the fused matrix's row `j` divided by `alpha`, so that one product of
+/// `[stream | alpha inner_x]` ([`stack_rows`]) is the pair's unscaled outer output
+/// `stream W^T + inner_x (W Winner)^T`. One encrypted product (one input ciphertext, one
+/// packed output) then carries what two would.
+///
+/// Why `alpha`: a coefficient-encoded product's error is about
+/// `2^-b ||input|| ||column||` (CKKS rounding at one scale per row and per column), so
+/// stacking halves of unequal size costs bits: on SmolLM2 `||W' Wo||` is several times
+/// `||W'||` and the stacked product kept 2.5 bits fewer than two products summed. With
+/// `alpha = ||W Winner||_F / ||W||_F` (rounded to a power of two, so scaling is exact)
+/// both halves of a column weigh alike, and by Cauchy-Schwarz the error
+/// `sqrt(||s||^2 + alpha^2 ||x||^2) sqrt(2) ||w_j||` is within `sqrt(2)` of the two
+/// products' `(||s|| + alpha ||x||) ||w_j||`, whatever the activations.
+///
+/// # Errors
+/// As [`fused_weight`].
+pub fn stacked_weight(w: &Weights, layer: usize, pair: FusedPair) -> Result<Stacked> {
+    let c = w.config();
+    let (d_in, d_out) = pair.dims(c);
+    let outer_layer = match pair {
+        FusedPair::AttnGate => layer,
+        FusedPair::DownQkv => layer + 1,
+    };
+    let fused = fused_weight(w, layer, pair)?;
+    let outer = w.stage_weight_folded(outer_layer, pair.stages().1)?;
+    let frob = |m: &[f32]| m.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+    let ratio = frob(&fused) / frob(&outer);
+    let alpha = if ratio.is_finite() && ratio > 0.0 {
+        2f64.powi(ratio.log2().round().clamp(-30.0, 30.0) as i32) as f32
+    } else {
+        1.0
+    };
+    let d = c.d_model;
+    let mut rows = Vec::with_capacity(d_out * (d + d_in));
+    for (o, f) in outer.chunks_exact(d).zip(fused.chunks_exact(d_in)) {
+        rows.extend_from_slice(o);
+        rows.extend(f.iter().map(|&v| v / alpha));
+    }
+    Ok(Stacked { rows, alpha })
+}
+
+/// The row-wise concatenation `[a_t | alpha b_t]` of `a` (rows of `da`) and `b` (rows of
+/// `db`), the input of a stacked product ([`stacked_weight`]); `None` when the row
+/// counts differ.
+pub fn stack_rows(a: &[f32], da: usize, b: &[f32], db: usize, alpha: f32) -> Option<Vec<f32>> {
+    if da == 0 || db == 0 || a.len() % da != 0 || b.len() % db != 0 || a.len() / da != b.len() / db
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    for (ra, rb) in a.chunks_exact(da).zip(b.chunks_exact(db)) {
+        out.extend_from_slice(ra);
+        out.extend(rb.iter().map(|&v| v * alpha));
+    }
+    Some(out)
 }
 
 /// The products of the fused stage pairs (see the module docs). Implementations

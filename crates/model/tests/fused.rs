@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use selene_model::fused::fused_weight;
+use selene_model::fused::{fused_weight, stack_rows, stacked_weight};
 use selene_model::*;
 
 fn weights() -> &'static Weights {
@@ -143,4 +143,55 @@ fn fused_matrix_is_the_product_of_its_stages() {
     }
     assert!(fused_weight(w, c.n_layers - 1, FusedPair::DownQkv).is_err());
     assert!(fused_weight(w, c.n_layers, FusedPair::AttnGate).is_err());
+}
+
+/// `[s | alpha x] [W | F / alpha]^T = s W^T + x F^T` row by row, in f64 against the
+/// halves; `alpha` is a power of two (so the scaling is exact), and rows of unequal
+/// counts are refused.
+#[test]
+fn stacked_product_is_the_outer_plus_the_fused_product() {
+    let w = weights();
+    let c = w.config();
+    let d = c.d_model;
+    for (layer, pair) in [(2, FusedPair::AttnGate), (11, FusedPair::DownQkv)] {
+        let (d_in, d_out) = pair.dims(c);
+        let (s_in, s_out) = pair.stacked_dims(c);
+        assert_eq!((s_in, s_out), (d + d_in, d_out));
+        let stacked = stacked_weight(w, layer, pair).unwrap();
+        assert_eq!(stacked.rows.len(), s_in * s_out);
+        let a = stacked.alpha;
+        assert!(a > 0.0 && a.log2().fract() == 0.0, "alpha {a}");
+        let fused = fused_weight(w, layer, pair).unwrap();
+        let outer_layer = layer + usize::from(pair == FusedPair::DownQkv);
+        let outer = w.stage_weight_folded(outer_layer, pair.stages().1).unwrap();
+        // Two rows of made-up activations with unequal scales.
+        let s: Vec<f32> = (0..2 * d)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 3.0)
+            .collect();
+        let x: Vec<f32> = (0..2 * d_in)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+            .collect();
+        let sx = stack_rows(&s, d, &x, d_in, a).unwrap();
+        let dot = |u: &[f32], v: &[f32]| -> f64 {
+            u.iter()
+                .zip(v)
+                .map(|(p, q)| f64::from(*p) * f64::from(*q))
+                .sum()
+        };
+        for t in 0..2 {
+            for j in [0, 9, d_out - 1] {
+                let got = dot(
+                    &sx[t * s_in..(t + 1) * s_in],
+                    &stacked.rows[j * s_in..][..s_in],
+                );
+                let want = dot(&s[t * d..][..d], &outer[j * d..][..d])
+                    + dot(&x[t * d_in..][..d_in], &fused[j * d_in..][..d_in]);
+                assert!(
+                    (got - want).abs() <= 1e-9 * (1.0 + want.abs()),
+                    "{pair:?} row {t} column {j}: {got} vs {want}"
+                );
+            }
+        }
+    }
+    assert!(stack_rows(&[1.0; 4], 2, &[1.0; 3], 1, 1.0).is_none());
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use selene_linalg::LinalgPreset;
+use selene_linalg::{LinalgPreset, Link};
 use selene_model::{forward, forward_fused, store, KvCache, Logits, QuantLinear, Tokenizer};
 use selene_protocol::{Error, InProcess, ModelServer, PreparedModel, StrictLinear};
 
@@ -111,4 +111,63 @@ fn fused_strict_mode_matches_plaintext_greedy_in_two_round_trips_per_layer() {
         InProcess::new(ModelServer::new(bare.clone())),
     );
     assert!(matches!(refused, Err(Error::Remote { .. })), "{refused:?}");
+}
+
+/// The packed preset fuses too: the stacked matrices are tiled for the link and merged
+/// like the stages (their Galois elements join the session's one key upload), so a
+/// token costs `2 L + 1` round trips and one packed download per product.
+#[test]
+fn fused_packed_mode_matches_plaintext_greedy() {
+    let w = store::load(None).expect("model store");
+    let c = w.config();
+    let layers = c.n_layers;
+    let params = LinalgPreset::Coeff12Pack.build().unwrap();
+    let model = PreparedModel::for_link(&params, &w, layers, &Link::WAN, &mut || {})
+        .unwrap()
+        .with_fused(&w, &mut || {})
+        .unwrap();
+    let model = Arc::new(model);
+    let mut enc = StrictLinear::new_fused(
+        &w,
+        &params,
+        model.layouts(),
+        InProcess::new(ModelServer::new(model.clone())),
+    )
+    .unwrap();
+    assert!(
+        enc.stats().galois_keys > 0,
+        "packed layouts need Galois keys"
+    );
+    let ids = [504u32, 1617, 436];
+    let steps = 3;
+    let mut lin = QuantLinear::new(&w);
+    let mut lin_cache = KvCache::new(c, ids.len() + steps);
+    let mut want = vec![argmax(
+        &forward(&w, &ids, &mut lin_cache, &mut lin, Logits::Last).unwrap(),
+    )];
+    let mut cache = KvCache::new(c, ids.len() + steps);
+    let mut got = vec![argmax(
+        &forward_fused(&w, &ids, &mut cache, &mut enc, Logits::Last).unwrap(),
+    )];
+    while got.len() < steps {
+        let before = enc.session().round_trips();
+        let last = *got.last().unwrap();
+        got.push(argmax(
+            &forward_fused(&w, &[last], &mut cache, &mut enc, Logits::Last).unwrap(),
+        ));
+        assert_eq!(enc.session().round_trips() - before, 2 * layers as u64 + 1);
+        let last = *want.last().unwrap();
+        want.push(argmax(
+            &forward(&w, &[last], &mut lin_cache, &mut lin, Logits::Last).unwrap(),
+        ));
+    }
+    let s = enc.stats();
+    eprintln!(
+        "fused packed: {} products, {} B up, {} B down, {} Galois keys ({} B)",
+        s.products, s.bytes_up, s.bytes_down, s.galois_keys, s.galois_key_bytes
+    );
+    assert_eq!(
+        got, want,
+        "fused packed greedy tokens differ from plaintext"
+    );
 }

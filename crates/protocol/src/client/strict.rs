@@ -11,7 +11,7 @@ use selene_linalg::flooding::{
 };
 use selene_linalg::{Client, EncryptedOutput, Layout};
 use selene_model::forward::apply_gain;
-use selene_model::fused::{fused_order, fused_weight};
+use selene_model::fused::{fused_order, stack_rows, stacked_weight};
 use selene_model::linear::{row_norm, NORM_STAGES};
 use selene_model::{FusedLinear, FusedPair, Linear, LinearStage, ProductAt, QuantLinear, Weights};
 
@@ -72,6 +72,8 @@ pub struct StrictLinear<'w, T: Transport> {
     layouts: Vec<[Layout; 4]>,
     /// A fused session's layouts of the fused matrices, in `fused_order`.
     fused_layouts: Vec<Layout>,
+    /// Their balance factors (`selene_model::fused::Stacked::alpha`), in the same order.
+    fused_alphas: Vec<f32>,
     session: ClientSession<T>,
     stats: TrafficStats,
     flooding: Option<Flooding>,
@@ -236,10 +238,11 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                     })?;
             }
         }
-        // A fused session's fused layouts get the same pinning, from norms of the fused
-        // matrices computed here.
+        // A fused session's fused layouts get the same pinning, from norms of the stacked
+        // fused matrices computed here.
         let fused_layouts = session.fused_layouts().to_vec();
         let order: Vec<(usize, FusedPair)> = fused_order(layers).collect();
+        let mut fused_alphas = Vec::new();
         if !fused_layouts.is_empty() {
             if fused_layouts.len() != order.len() {
                 return Err(Error::Fused {
@@ -247,9 +250,10 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                 });
             }
             for (layout, &(layer, pair)) in fused_layouts.iter().zip(&order) {
-                let rows = fused_weight(weights, layer, pair)?;
-                let (d_in, _) = pair.dims(weights.config());
-                let norms: Vec<f64> = rows.chunks_exact(d_in).map(row_norm).collect();
+                let stacked = stacked_weight(weights, layer, pair)?;
+                let (d_in, _) = pair.stacked_dims(weights.config());
+                let norms: Vec<f64> = stacked.rows.chunks_exact(d_in).map(row_norm).collect();
+                fused_alphas.push(stacked.alpha);
                 layout
                     .check_column_norms(&norms)
                     .map_err(|source| Error::ScaleMismatch {
@@ -262,7 +266,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         let mut stats = TrafficStats::default();
         // Packed layouts: the server merges outputs with this key's Galois keys, sent
         // once per session.
-        let refs: Vec<&Layout> = layouts.iter().flatten().collect();
+        let refs: Vec<&Layout> = layouts.iter().flatten().chain(&fused_layouts).collect();
         let log_n = client.params().log_n();
         if refs
             .iter()
@@ -281,6 +285,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             client,
             layouts,
             fused_layouts,
+            fused_alphas,
             session,
             stats,
             flooding: None,
@@ -529,8 +534,8 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
 
 impl<T: Transport> StrictLinear<'_, T> {
     /// One round trip for `layer`'s fused `pair` over at most [`MAX_ROWS_PER_PRODUCT`]
-    /// rows: the inner stage's product of `inner_x` into `inner_out`, and the outer
-    /// stage's product of `stream` plus the fused matrix's of `inner_x` into `outer_out`
+    /// rows, two products: the inner stage's of `inner_x` into `inner_out`, and the
+    /// stacked matrix's ([`stacked_weight`]) of `[stream | alpha inner_x]` into `outer_out`
     /// (unscaled: the caller divides by the RMS).
     fn fused_round_trip(
         &mut self,
@@ -550,45 +555,43 @@ impl<T: Transport> StrictLinear<'_, T> {
             });
         }
         let (inner_stage, outer_stage) = pair.stages();
-        let outer_layer = match pair {
-            FusedPair::AttnGate => layer,
-            FusedPair::DownQkv => layer + 1,
-        };
-        let missing = Error::LayerOutOfRange {
-            layer: outer_layer,
-            layers: self.layouts.len(),
-        };
-        let stage_layout = |l: usize, s: LinearStage| -> Option<Layout> {
-            self.layouts.get(l)?.get(stage_index(s).ok()?).cloned()
-        };
         let at = 2 * layer + usize::from(pair == FusedPair::DownQkv);
-        let (Some(inner_l), Some(outer_l), Some(fused_l)) = (
-            stage_layout(layer, inner_stage),
-            stage_layout(outer_layer, outer_stage),
-            self.fused_layouts.get(at).cloned(),
-        ) else {
+        let inner_l = self
+            .layouts
+            .get(layer)
+            .and_then(|l| l.get(stage_index(inner_stage).ok()?))
+            .cloned();
+        let (Some(inner_l), Some(fused_l)) = (inner_l, self.fused_layouts.get(at).cloned()) else {
             return Err(if self.fused_layouts.is_empty() {
                 Error::Fused {
                     why: "this session is not fused (open it with StrictLinear::new_fused)",
                 }
             } else {
-                missing
+                Error::LayerOutOfRange {
+                    layer,
+                    layers: self.layouts.len(),
+                }
             });
         };
-        let n = inner_x.len() / inner_l.shape().d_in.max(1);
+        let d_inner = inner_l.shape().d_in.max(1);
+        let n = inner_x.len() / d_inner;
+        let d_model = self.weights.config().d_model;
+        let alpha = self.fused_alphas.get(at).copied().unwrap_or(1.0);
+        let stacked = stack_rows(stream, d_model, inner_x, d_inner, alpha).ok_or(Error::Fused {
+            why: "the stream and the inner input have different row counts",
+        })?;
         let t = Instant::now();
-        let mut items = Vec::with_capacity(3);
-        let mut scales = Vec::with_capacity(3);
-        for (l, product, layout, x) in [
-            (layer, Product::Stage(inner_stage), &inner_l, inner_x),
-            (layer, Product::Fused(pair), &fused_l, inner_x),
-            (outer_layer, Product::Stage(outer_stage), &outer_l, stream),
+        let mut items = Vec::with_capacity(2);
+        let mut scales = Vec::with_capacity(2);
+        for (product, layout, x) in [
+            (Product::Stage(inner_stage), &inner_l, inner_x),
+            (Product::Fused(pair), &fused_l, &stacked[..]),
         ] {
             let (input, s) = self.client.encode_encrypt(x, n, layout)?;
             let ciphertext = input.to_bytes(self.client.params());
             self.stats.bytes_up += ciphertext.len();
             items.push(ProductRequest {
-                layer: u32::try_from(l).unwrap_or(u32::MAX),
+                layer: u32::try_from(layer).unwrap_or(u32::MAX),
                 product,
                 ciphertext,
             });
@@ -599,12 +602,12 @@ impl<T: Transport> StrictLinear<'_, T> {
         let answers = self.session.products(items)?;
 
         let t = Instant::now();
-        let mut ys = Vec::with_capacity(3);
-        for ((answer, s), (layout, stage_l, stage)) in answers.iter().zip(&scales).zip([
-            (&inner_l, layer, inner_stage),
-            (&fused_l, layer, outer_stage),
-            (&outer_l, outer_layer, outer_stage),
-        ]) {
+        let mut ys = Vec::with_capacity(2);
+        for ((answer, s), (layout, stage)) in answers
+            .iter()
+            .zip(&scales)
+            .zip([(&inner_l, inner_stage), (&fused_l, outer_stage)])
+        {
             self.stats.bytes_down += answer.len();
             let output = EncryptedOutput::from_bytes(answer, self.client.params())?;
             match self.client.decrypt_decode(&output, s, layout) {
@@ -612,7 +615,7 @@ impl<T: Transport> StrictLinear<'_, T> {
                 Err(source @ selene_linalg::Error::OutputOutOfBound { .. }) => {
                     self.check_failed = true;
                     return Err(Error::ProductCheck {
-                        layer: stage_l,
+                        layer,
                         stage,
                         source,
                     });
@@ -620,18 +623,17 @@ impl<T: Transport> StrictLinear<'_, T> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let [y_inner, y_fused, y_outer]: [Vec<f64>; 3] =
-            ys.try_into().map_err(|_| Error::Fused {
-                why: "an answer is missing",
-            })?;
+        let [y_inner, y_outer]: [Vec<f64>; 2] = ys.try_into().map_err(|_| Error::Fused {
+            why: "an answer is missing",
+        })?;
         for (o, v) in inner_out.iter_mut().zip(&y_inner) {
             *o = *v as f32;
         }
-        for ((o, a), b) in outer_out.iter_mut().zip(&y_outer).zip(&y_fused) {
-            *o = (a + b) as f32;
+        for (o, v) in outer_out.iter_mut().zip(&y_outer) {
+            *o = *v as f32;
         }
         self.stats.client_time += t.elapsed();
-        self.stats.products += 3;
+        self.stats.products += 2;
         Ok(())
     }
 

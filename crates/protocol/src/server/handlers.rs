@@ -97,7 +97,9 @@ pub(super) fn galois_keys(
         .models
         .get(s.model)
         .ok_or_else(|| reject(ErrorCode::Internal, "session model missing"))?;
-    let expected = model.products.galois_elements(s.policy.encrypted_layers);
+    let expected = model
+        .products
+        .galois_elements(s.policy.encrypted_layers, s.policy.fused);
     if expected.is_empty() {
         return Err(reject(
             ErrorCode::KeysRejected,

@@ -174,12 +174,12 @@ fn served_model(
             .models
             .get(model_at)
             .ok_or_else(|| reject(ErrorCode::Internal, "served model missing"))?;
-        if served.fused_layouts.is_empty() || p.preset == LinalgPreset::Coeff12Pack {
+        if served.fused_layouts.is_empty() {
             return Err(reject(
                 ErrorCode::PolicyRejected,
                 format!(
                     "fused = true but this server holds no fused matrices at preset {:?} \
-                     (packed presets never do)",
+                     (it was started without --fuse)",
                     p.preset.name()
                 ),
             ));

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use selene_ckks::Parameters;
 use selene_linalg::{Layout, Link, MatrixShape, Method, PreparedMatrix};
-use selene_model::fused::{fused_order, fused_weight};
+use selene_model::fused::{fused_order, stacked_weight};
 use selene_model::{FusedPair, LinearStage, Weights};
 
 use crate::codec::stage::stage_index;
@@ -16,9 +16,12 @@ use crate::error::{Error, Result};
 pub struct PreparedModel {
     params: Arc<Parameters>,
     layers: Vec<[PreparedMatrix; 4]>,
-    /// The fused matrices of fused sessions, in [`selene_model::fused::fused_order`] (empty
-    /// unless [`PreparedModel::with_fused`] built them).
+    /// The stacked fused matrices of fused sessions, in
+    /// [`selene_model::fused::fused_order`] (empty unless [`PreparedModel::with_fused`]
+    /// built them).
     fused: Vec<PreparedMatrix>,
+    /// The clients' link the tilings were chosen for.
+    link: Link,
 }
 
 impl PreparedModel {
@@ -82,13 +85,16 @@ impl PreparedModel {
             params: params.clone(),
             layers: out,
             fused: Vec::new(),
+            link: *link,
         })
     }
 
-    /// Adds the fused matrices (`selene_model::fused`) of every prepared layer, for
-    /// sessions whose policy says `fused = true`: `W' Wo` (`d_model -> 2 d_ff`) per layer
-    /// and `W'' Wdown` (`d_ff -> qkv_dim`) per layer but the last. SmolLM2: 59 matrices,
-    /// 3.24 M weights per layer against the four stages' 3.54 M.
+    /// Adds the stacked fused matrices ([`selene_model::fused::stacked_weight`]) of every
+    /// prepared layer, for sessions whose policy says `fused = true`: `[W' | W' Wo]`
+    /// (`2 d_model -> 2 d_ff`) per layer and `[W'' | W'' Wdown]` (`d_model + d_ff ->
+    /// qkv_dim`) per layer but the last, tiled for the same link as the stages. A pair's
+    /// request is then two products: the inner stage's, and the stacked matrix's of
+    /// `[stream | inner input]`, whose output is the outer stage's unscaled input.
     ///
     /// # Errors
     /// A model that is not prepared to its full depth (the last `W'' Wdown` needs the
@@ -103,15 +109,15 @@ impl PreparedModel {
         }
         let mut fused = Vec::with_capacity(2 * c.n_layers);
         for (layer, pair) in fused_order(c.n_layers) {
-            let (d_in, d_out) = pair.dims(c);
-            let rows = fused_weight(w, layer, pair)?;
+            let (d_in, d_out) = pair.stacked_dims(c);
+            let stacked = stacked_weight(w, layer, pair)?;
             fused.push(PreparedMatrix::for_link(
                 &self.params,
-                &rows,
+                &stacked.rows,
                 MatrixShape::new(d_in, d_out),
                 Method::Coefficients,
                 1,
-                &Link::LAN,
+                &self.link,
             )?);
             on_matrix();
         }

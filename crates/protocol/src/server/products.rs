@@ -89,16 +89,22 @@ impl ModelServer {
         Ok(y.to_bytes())
     }
 
-    /// The Galois elements the first `layers` layers' packed layouts need (empty when
-    /// nothing is packed): exactly what a session's key upload must hold.
-    pub fn galois_elements(&self, layers: usize) -> Vec<u64> {
+    /// The Galois elements the first `layers` layers' packed layouts need, and with
+    /// `fused` the fused matrices' too (empty when nothing is packed): exactly what a
+    /// session's key upload must hold.
+    pub fn galois_elements(&self, layers: usize, fused: bool) -> Vec<u64> {
         let log_n = self.model.params().log_n();
-        let mut g: Vec<u64> = self
-            .model
-            .layouts()
+        let stages = self.model.layouts();
+        let fused_layouts = if fused {
+            self.model.fused_layouts()
+        } else {
+            Vec::new()
+        };
+        let mut g: Vec<u64> = stages
             .iter()
             .take(layers)
             .flatten()
+            .chain(&fused_layouts)
             .flat_map(|l| l.pack_galois_elements(log_n))
             .collect();
         g.sort_unstable();

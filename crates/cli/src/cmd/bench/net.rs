@@ -61,7 +61,7 @@ pub struct NetOpts {
     #[arg(long, value_name = "N")]
     workload: Option<usize>,
     /// Run the strict and packed modes with prompt-lookup drafts of up to K tokens per
-    /// pass (k4 and fused run without: both refuse drafts). `selene plain` stays
+    /// pass (k4 and the fused modes run without: they refuse drafts). `selene plain` stays
     /// undrafted, so "same" checks that drafts change nothing; compare with a run
     /// without the flag for the undrafted figures.
     #[arg(long, value_name = "prompt-lookup:K", value_parser = crate::cmd::args::draft_parser)]
@@ -92,6 +92,9 @@ enum Mode {
     /// Strict mode at coeff12 with fused stage pairs: two round trips per layer (the
     /// client reads the full model to pin the fused matrices' scales).
     Fused,
+    /// Packed outputs (coeff12pack, the plan made for the link) with fused stage pairs:
+    /// two round trips per layer, one packed download per product.
+    PackedFused,
 }
 
 impl Mode {
@@ -101,13 +104,14 @@ impl Mode {
             Mode::Packed => "packed",
             Mode::K4 => "k4",
             Mode::Fused => "fused",
+            Mode::PackedFused => "packed-fused",
         }
     }
 
     /// The server's preset and whether its plan depends on the link.
     fn server_preset(self) -> LinalgPreset {
         match self {
-            Mode::Packed => LinalgPreset::Coeff12Pack,
+            Mode::Packed | Mode::PackedFused => LinalgPreset::Coeff12Pack,
             Mode::Strict | Mode::K4 | Mode::Fused => LinalgPreset::Coeff12,
         }
     }
@@ -119,6 +123,12 @@ impl Mode {
             Mode::Packed => vec!["--preset".into(), "coeff12pack".into()],
             Mode::K4 => vec!["--encrypted-layers".into(), "4".into()],
             Mode::Fused => vec!["--fuse".into(), "--full-model".into()],
+            Mode::PackedFused => vec![
+                "--preset".into(),
+                "coeff12pack".into(),
+                "--fuse".into(),
+                "--full-model".into(),
+            ],
         }
     }
 }
@@ -176,7 +186,8 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
         // One server per preset, and per link where the plan depends on it.
         let mut server: Option<(Link, Server)> = None;
         for &link in &opts.links {
-            let reuse = matches!(&server, Some((l, _)) if *l == link || mode != Mode::Packed);
+            let per_link = mode.server_preset() == LinalgPreset::Coeff12Pack;
+            let reuse = matches!(&server, Some((l, _)) if *l == link || !per_link);
             if !reuse {
                 drop(server.take()); // stop the previous one first: 2 cores
                 server = Some((link, bench.server(mode, link)?));
@@ -330,7 +341,7 @@ impl<'a> Bench<'a> {
         if mode != Mode::K4 {
             cmd.args(["--selective-layers", "0"]);
         }
-        if mode == Mode::Fused {
+        if matches!(mode, Mode::Fused | Mode::PackedFused) {
             cmd.arg("--fuse");
         }
         eprintln!(
