@@ -9,7 +9,8 @@ use std::sync::Arc;
 use selene_ckks::Parameters;
 use selene_linalg::Client;
 use selene_model::{
-    forward_fused, generate_with, DraftStats, KvCache, Logits, PromptLookup, Sampler, Weights,
+    forward, forward_fused, generate_with, DraftStats, KvCache, Logits, PromptLookup, Sampler,
+    Weights,
 };
 
 use super::padding::PaddedLinear;
@@ -241,8 +242,8 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
     }
 }
 
-/// A fused session's generation (two round trips per layer, `selene_model::fused`):
-/// strict mode without a public prefix, drafts or padding, which the fused pass does not
+/// A fused session's generation (two round trips per layer per generated token,
+/// `selene_model::fused`; the prompt's one pass unfused): strict mode without a public prefix, drafts or padding, which the fused pass does not
 /// carry yet.
 #[allow(
     clippy::too_many_arguments,
@@ -270,7 +271,16 @@ fn generate_fused<T: Transport>(
         max_tokens,
         stop,
         sampler,
-        &mut |ids| forward_fused(w, ids, &mut cache, &mut strict, Logits::Last),
+        // The prompt's pass runs unfused: its round trips are paid once, and the stage
+        // matrices cost the server about half the fused ones' multiply-adds per row (and
+        // take the batched layouts, when the server holds them).
+        &mut |ids| {
+            if ids.len() > 1 {
+                forward(w, ids, &mut cache, &mut strict, Logits::Last)
+            } else {
+                forward_fused(w, ids, &mut cache, &mut strict, Logits::Last)
+            }
+        },
         on_token,
     )?;
     // The tokens are out; a failed Close only ends the session early.
