@@ -131,6 +131,12 @@ fn read_header(r: &mut Reader<'_>, kind: u8, params: &Parameters) -> Result<Head
 }
 
 impl EncryptedInput {
+    /// The tiling tag of the layout it was encrypted for ([`crate::Layout::tag`]), so a
+    /// server holding one matrix in several tilings picks the matching one.
+    pub fn tag(&self) -> (usize, usize, usize) {
+        self.header.tag
+    }
+
     /// Number of tokens.
     pub fn tokens(&self) -> usize {
         self.header.n

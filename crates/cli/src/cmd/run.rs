@@ -9,7 +9,7 @@ use selene_protocol::InProcess;
 
 use super::args::{link_parser, load, GenerationArgs, PolicyArgs};
 use super::drive::drive;
-use super::serving::embedded_server;
+use super::serving::{embedded_server, Extras};
 
 /// Arguments of `selene run`.
 #[derive(Debug, Args)]
@@ -26,6 +26,11 @@ pub struct RunArgs {
     /// tiling of a packing preset (--preset coeff12pack); the process itself has no link.
     #[arg(long, default_value = "lan", value_parser = link_parser)]
     link: selene_linalg::Link,
+    /// Also encode every layer's matrices for N rows (tokens) per ciphertext, for the
+    /// prompt's pass (as `selene serve --prefill-rows`; 0: off).
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = super::serve::prefill_rows_parser)]
+    prefill_rows: usize,
 }
 
 /// Runs `selene run`: in strict mode (the default) every layer's weight products on
@@ -45,7 +50,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         &w,
         policy.encrypted_layers,
         &args.link,
-        policy.fused,
+        Extras {
+            fused: policy.fused,
+            prefill_rows: args.prefill_rows,
+        },
     )?;
     // One process, the same split as `selene client`: the client half computes with the
     // client bundle only (copied from memory, its column norms with it), the embedded

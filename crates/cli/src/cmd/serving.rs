@@ -12,6 +12,16 @@ use selene_model::Weights;
 use selene_protocol::policy::SELECTIVE_PRESET;
 use selene_protocol::{Limits, PreparedModel, SessionServer, ENCRYPTED_STAGES};
 
+/// What a server holds beyond the stages' matrices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// The fused matrices of fused sessions (`--fuse`).
+    pub fused: bool,
+    /// The stages again, tiled for this many rows per ciphertext, for prompts'
+    /// passes (`--prefill-rows`; 0 or 1: none).
+    pub prefill_rows: usize,
+}
+
 /// The embedded default's server: layers `0..layers` prepared, the same session server
 /// `selene serve` runs, accepting one random in-process token (returned with it).
 ///
@@ -22,9 +32,9 @@ pub fn embedded_server(
     w: &Arc<Weights>,
     layers: usize,
     link: &Link,
-    fused: bool,
+    extras: Extras,
 ) -> anyhow::Result<(Arc<SessionServer>, Vec<u8>)> {
-    let server = session_server(params, w, layers, 0, link, fused)?;
+    let server = session_server(params, w, layers, 0, link, extras)?;
     let mut token = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut token);
     Ok((Arc::new(server.with_token(&token)), token))
@@ -33,7 +43,7 @@ pub fn embedded_server(
 /// A session server with layers `0..layers` prepared for `params` and, when
 /// `selective_layers > 0`, also the first `selective_layers` layers at `coeff12wide`
 /// for selective sessions (which only need the layers they encrypt, so the full depth
-/// is not prepared twice); with `fused`, the fused matrices of fused sessions too.
+/// is not prepared twice), with the `extras` of the main preset.
 ///
 /// # Errors
 /// Encoding failures.
@@ -43,26 +53,32 @@ pub fn session_server(
     layers: usize,
     selective_layers: usize,
     link: &Link,
-    fused: bool,
+    extras: Extras,
 ) -> anyhow::Result<SessionServer> {
-    let model = prepare(params, w, layers, link, fused)?;
+    let model = prepare(params, w, layers, link, extras)?;
     let mut server = SessionServer::new(model, Arc::clone(w), Limits::default());
     if selective_layers > 0 && LinalgPreset::of(params) != Some(SELECTIVE_PRESET) {
         let wide_params = SELECTIVE_PRESET.build()?;
-        server = server.with_model(prepare(&wide_params, w, selective_layers, link, false)?);
+        server = server.with_model(prepare(
+            &wide_params,
+            w,
+            selective_layers,
+            link,
+            Extras::default(),
+        )?);
     }
     Ok(server)
 }
 
 /// Encodes layers `0..layers` of `w` for `params` (a packing preset's tilings chosen for
-/// `link`), and with `fused` their fused matrices (`selene_model::fused`), with a
-/// progress bar and a summary on stderr.
+/// `link`), and the `extras` (fused matrices, `selene_model::fused`; batched stages),
+/// with a progress bar and a summary on stderr.
 pub fn prepare(
     params: &Arc<Parameters>,
     w: &Weights,
     layers: usize,
     link: &Link,
-    fused: bool,
+    extras: Extras,
 ) -> anyhow::Result<Arc<PreparedModel>> {
     let start = Instant::now();
     let bar = ProgressBar::new((layers * ENCRYPTED_STAGES.len()) as u64).with_style(
@@ -83,7 +99,22 @@ pub fn prepare(
     if let Some(plan) = plan_line(&model, link) {
         eprintln!("{plan}");
     }
-    let model = if fused {
+    let model = if extras.prefill_rows > 1 {
+        let start = Instant::now();
+        let before = model.memory_bytes();
+        let model = model.with_batched(w, extras.prefill_rows, &mut || {})?;
+        eprintln!(
+            "[server: the stages again for {} rows per ciphertext (prompts' passes) in {:.1} s, \
+             {:.0} MiB more]",
+            extras.prefill_rows,
+            start.elapsed().as_secs_f64(),
+            (model.memory_bytes() - before) as f64 / (1 << 20) as f64
+        );
+        model
+    } else {
+        model
+    };
+    let model = if extras.fused {
         let start = Instant::now();
         let model = model.with_fused(w, &mut || {})?;
         eprintln!(

@@ -88,6 +88,7 @@ pub struct ClientSession<T: Transport> {
     welcome: Welcome,
     layouts: Vec<[Layout; 4]>,
     fused_layouts: Vec<Layout>,
+    batched_layouts: Vec<[Layout; 4]>,
     round_trips: u64,
     limits: Limits,
     closed: bool,
@@ -143,7 +144,7 @@ impl<T: Transport> ClientSession<T> {
             ..Limits::default()
         };
         let welcome_max = Limits {
-            max_message_bytes: (4 * k + fused).saturating_mul(MAX_LAYOUT_BYTES) + SMALL_REPLY,
+            max_message_bytes: (8 * k + fused).saturating_mul(MAX_LAYOUT_BYTES) + SMALL_REPLY,
             ..Limits::default()
         };
         transport.limit_reply(welcome_max.max_message_bytes);
@@ -151,35 +152,30 @@ impl<T: Transport> ClientSession<T> {
             Message::Welcome(w) => w,
             m => return Err(unexpected(m, Kind::Hello)),
         };
-        if welcome.layouts.len() != 4 * k + fused {
+        // The stages', the fused matrices' (fused sessions), then the batched stages' when
+        // the server holds them.
+        let n = welcome.layouts.len();
+        if n != 4 * k + fused && n != 8 * k + fused {
             return Err(Error::Wire {
                 what: "layout count in Welcome",
                 offset: 0,
             });
         }
-        let (stage_layouts, fused_bytes) = welcome.layouts.split_at(4 * k);
+        let (stage_layouts, rest) = welcome.layouts.split_at(4 * k);
+        let (fused_bytes, batched_bytes) = rest.split_at(fused);
         let fused_layouts = fused_bytes
             .iter()
             .map(|b| Layout::from_bytes(b, params))
             .collect::<selene_linalg::Result<Vec<_>>>()?;
-        let mut layouts = Vec::with_capacity(k);
-        for chunk in stage_layouts.chunks_exact(4) {
-            let mut one = Vec::with_capacity(4);
-            for b in chunk {
-                one.push(Layout::from_bytes(b, params)?);
-            }
-            let arr: [Layout; 4] = one.try_into().map_err(|_| Error::Wire {
-                what: "layout count in Welcome",
-                offset: 0,
-            })?;
-            layouts.push(arr);
-        }
+        let layouts = four_per_layer(stage_layouts, params)?;
+        let batched_layouts = four_per_layer(batched_bytes, params)?;
         Ok(Self {
             transport,
             next_id: 2,
             welcome,
             layouts,
             fused_layouts,
+            batched_layouts,
             round_trips: 1,
             limits,
             closed: false,
@@ -194,6 +190,12 @@ impl<T: Transport> ClientSession<T> {
     /// Layouts per encrypted layer, in [`crate::ENCRYPTED_STAGES`] order.
     pub fn layouts(&self) -> &[[Layout; 4]] {
         &self.layouts
+    }
+
+    /// The batched layouts per encrypted layer (several rows per ciphertext, for a
+    /// prompt's pass), empty when the server holds none.
+    pub fn batched_layouts(&self) -> &[[Layout; 4]] {
+        &self.batched_layouts
     }
 
     /// The fused matrices' layouts of a fused session, in
@@ -376,4 +378,21 @@ fn exchange<T: Transport>(
         }),
         m => Ok(m),
     }
+}
+
+/// Decodes layouts in wire form, four per layer.
+fn four_per_layer(bytes: &[Vec<u8>], params: &Parameters) -> Result<Vec<[Layout; 4]>> {
+    let mut layouts = Vec::with_capacity(bytes.len() / 4);
+    for chunk in bytes.chunks_exact(4) {
+        let mut one = Vec::with_capacity(4);
+        for b in chunk {
+            one.push(Layout::from_bytes(b, params)?);
+        }
+        let arr: [Layout; 4] = one.try_into().map_err(|_| Error::Wire {
+            what: "layout count in Welcome",
+            offset: 0,
+        })?;
+        layouts.push(arr);
+    }
+    Ok(layouts)
 }

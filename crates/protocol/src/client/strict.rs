@@ -74,6 +74,8 @@ pub struct StrictLinear<'w, T: Transport> {
     fused_layouts: Vec<Layout>,
     /// Their balance factors (`selene_model::fused::Stacked::alpha`), in the same order.
     fused_alphas: Vec<f32>,
+    /// The server's batched layouts (several rows per ciphertext), empty if none.
+    batched: Vec<[Layout; 4]>,
     session: ClientSession<T>,
     stats: TrafficStats,
     flooding: Option<Flooding>,
@@ -226,8 +228,10 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                 layers,
             });
         }
+        let batched = session.batched_layouts().to_vec();
         let norms = weights.column_norms().map_err(Error::NoColumnNorms)?;
-        for (layer, four) in layouts.iter().enumerate() {
+        for (layer, four) in layouts.iter().chain(&batched).enumerate() {
+            let layer = layer % layouts.len().max(1);
             for (layout, stage) in four.iter().zip(NORM_STAGES) {
                 layout
                     .check_column_norms(norms.get(layer, stage)?)
@@ -266,7 +270,12 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         let mut stats = TrafficStats::default();
         // Packed layouts: the server merges outputs with this key's Galois keys, sent
         // once per session.
-        let refs: Vec<&Layout> = layouts.iter().flatten().chain(&fused_layouts).collect();
+        let refs: Vec<&Layout> = layouts
+            .iter()
+            .flatten()
+            .chain(batched.iter().flatten())
+            .chain(&fused_layouts)
+            .collect();
         let log_n = client.params().log_n();
         if refs
             .iter()
@@ -286,6 +295,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             layouts,
             fused_layouts,
             fused_alphas,
+            batched,
             session,
             stats,
             flooding: None,
@@ -458,15 +468,19 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             return Err(Error::FailedCheckEarlier);
         }
         let n = stage.check(self.weights.config(), x, out)?;
-        let layout = self
-            .layouts
-            .get(layer)
-            .and_then(|l| l.get(stage_index(stage).ok()?))
-            .ok_or(Error::LayerOutOfRange {
-                layer,
-                layers: self.layouts.len(),
-            })?;
         let stage_at = stage_index(stage)?;
+        let single = self.layouts.get(layer).and_then(|l| l.get(stage_at));
+        let batched = self.batched.get(layer).and_then(|l| l.get(stage_at));
+        // Several rows take the batched tiling when they fill at least half of one of its
+        // ciphertexts (unflooded: the flooding sigmas are sized for the stages' layouts).
+        let layout = match batched {
+            Some(b) if self.flooding.is_none() && n > 1 && 2 * n >= b.tokens_per_ct() => Some(b),
+            _ => single,
+        }
+        .ok_or(Error::LayerOutOfRange {
+            layer,
+            layers: self.layouts.len(),
+        })?;
         let sigma = match &self.flooding {
             None => None,
             Some(f) => Some(

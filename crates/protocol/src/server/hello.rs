@@ -190,7 +190,8 @@ fn served_model(
 
 /// The `Welcome` of session `id`: the model's facts, the session's limits and the
 /// layouts of the `k` encrypted layers, then, in a fused session (strict: `k` is the
-/// model's depth), those of the `2 k - 1` fused matrices.
+/// model's depth), those of the `2 k - 1` fused matrices, then, when the server holds
+/// batched matrices (`PreparedModel::with_batched`), the `4 k` batched layouts.
 fn welcome(server: &SessionServer, id: u64, model_at: usize, k: usize, fused: bool) -> Message {
     let l = &server.limits;
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -207,6 +208,13 @@ fn welcome(server: &SessionServer, id: u64, model_at: usize, k: usize, fused: bo
                 .cloned(),
         );
     }
+    layouts.extend(
+        served
+            .and_then(|m| m.batched_layouts.get(..4 * k))
+            .unwrap_or(&[])
+            .iter()
+            .cloned(),
+    );
     Message::Welcome(Welcome {
         session_id: id,
         model: server.facts,

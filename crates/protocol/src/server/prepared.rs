@@ -22,6 +22,9 @@ pub struct PreparedModel {
     fused: Vec<PreparedMatrix>,
     /// The clients' link the tilings were chosen for.
     link: Link,
+    /// Every layer's four matrices again, tiled for several rows per ciphertext (empty
+    /// unless [`PreparedModel::with_batched`] built them): a prompt's pass.
+    batched: Vec<[PreparedMatrix; 4]>,
 }
 
 impl PreparedModel {
@@ -86,6 +89,7 @@ impl PreparedModel {
             layers: out,
             fused: Vec::new(),
             link: *link,
+            batched: Vec::new(),
         })
     }
 
@@ -123,6 +127,81 @@ impl PreparedModel {
         }
         self.fused = fused;
         Ok(self)
+    }
+
+    /// Adds every prepared layer's four matrices tiled for `rows` rows (tokens) per
+    /// ciphertext, for the link of the stages: a prompt's pass of `n` rows then costs
+    /// `ceil(n / rows)` token groups instead of `n`, each of about one row's
+    /// multiply-adds, with `rows` times fewer input ciphertexts and packing merges per row
+    /// (`selene_linalg::tiling`). The client picks a tiling per request and the server
+    /// follows the input's tag ([`PreparedModel::matrix_for`]). `rows = 1` adds nothing.
+    ///
+    /// # Errors
+    /// As [`PreparedModel::new`]; `rows` above the ring degree.
+    pub fn with_batched(
+        mut self,
+        w: &Weights,
+        rows: usize,
+        on_matrix: &mut dyn FnMut(),
+    ) -> Result<Self> {
+        if rows <= 1 {
+            return Ok(self);
+        }
+        let c = w.config();
+        let mut batched = Vec::with_capacity(self.layers.len());
+        for l in 0..self.layers.len() {
+            let mut prep = |stage: LinearStage| -> Result<PreparedMatrix> {
+                let (d_in, d_out) = stage.dims(c);
+                let m = PreparedMatrix::for_link(
+                    &self.params,
+                    &w.stage_weight_folded(l, stage)?,
+                    MatrixShape::new(d_in, d_out),
+                    Method::Coefficients,
+                    rows,
+                    &self.link,
+                )?;
+                on_matrix();
+                Ok(m)
+            };
+            batched.push([
+                prep(LinearStage::Qkv)?,
+                prep(LinearStage::AttnOut)?,
+                prep(LinearStage::GateUp)?,
+                prep(LinearStage::Down)?,
+            ]);
+        }
+        self.batched = batched;
+        Ok(self)
+    }
+
+    /// The public layouts of the batched matrices, per layer and stage (empty unless
+    /// [`PreparedModel::with_batched`] built them).
+    pub fn batched_layouts(&self) -> Vec<[Layout; 4]> {
+        self.batched
+            .iter()
+            .map(|m| m.each_ref().map(|p| p.layout().clone()))
+            .collect()
+    }
+
+    /// The prepared matrix of `layer`'s `stage` in the tiling `tag` names: the batched
+    /// one when its tag is `tag`, else the stage's own (whose tag the product then
+    /// checks).
+    ///
+    /// # Errors
+    /// As [`PreparedModel::matrix`].
+    pub fn matrix_for(
+        &self,
+        layer: usize,
+        stage: LinearStage,
+        tag: (usize, usize, usize),
+    ) -> Result<&PreparedMatrix> {
+        let i = stage_index(stage)?;
+        if let Some(m) = self.batched.get(layer).and_then(|m| m.get(i)) {
+            if m.layout().tag() == tag {
+                return Ok(m);
+            }
+        }
+        self.matrix(layer, stage)
     }
 
     /// True when the fused matrices are prepared.
@@ -195,5 +274,11 @@ impl PreparedModel {
             .map(PreparedMatrix::memory_bytes)
             .sum::<usize>()
             + self.fused_memory_bytes()
+            + self
+                .batched
+                .iter()
+                .flat_map(|m| m.iter())
+                .map(PreparedMatrix::memory_bytes)
+                .sum::<usize>()
     }
 }

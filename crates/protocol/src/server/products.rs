@@ -51,8 +51,8 @@ impl ModelServer {
         input: &[u8],
         keys: Option<&Arc<GaloisKeys>>,
     ) -> Result<Vec<u8>> {
-        let m = self.model.matrix(layer, stage)?;
         let x = EncryptedInput::from_bytes(input, self.model.params())?;
+        let m = self.model.matrix_for(layer, stage, x.tag())?;
         let y = match keys {
             Some(k) => Server::new(self.model.params())
                 .with_galois_keys(k.clone())
@@ -89,12 +89,13 @@ impl ModelServer {
         Ok(y.to_bytes())
     }
 
-    /// The Galois elements the first `layers` layers' packed layouts need, and with
-    /// `fused` the fused matrices' too (empty when nothing is packed): exactly what a
+    /// The Galois elements the first `layers` layers' packed layouts need (batched ones
+    /// included), and with `fused` the fused matrices' too (empty when nothing is packed): exactly what a
     /// session's key upload must hold.
     pub fn galois_elements(&self, layers: usize, fused: bool) -> Vec<u64> {
         let log_n = self.model.params().log_n();
         let stages = self.model.layouts();
+        let batched = self.model.batched_layouts();
         let fused_layouts = if fused {
             self.model.fused_layouts()
         } else {
@@ -104,6 +105,7 @@ impl ModelServer {
             .iter()
             .take(layers)
             .flatten()
+            .chain(batched.iter().take(layers).flatten())
             .chain(&fused_layouts)
             .flat_map(|l| l.pack_galois_elements(log_n))
             .collect();

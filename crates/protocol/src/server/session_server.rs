@@ -87,6 +87,8 @@ pub(super) struct ServedModel {
     /// Its fused matrices' layouts in wire form (`selene_model::fused::fused_order`; empty
     /// when it has none).
     pub(super) fused_layouts: Vec<Vec<u8>>,
+    /// Its batched layouts in wire form, four per layer (empty when it has none).
+    pub(super) batched_layouts: Vec<Vec<u8>>,
 }
 
 impl ServedModel {
@@ -98,11 +100,17 @@ impl ServedModel {
             .flat_map(|l| l.iter().map(|x| x.to_bytes()))
             .collect();
         let fused_layouts = model.fused_layouts().iter().map(|l| l.to_bytes()).collect();
+        let batched_layouts = model
+            .batched_layouts()
+            .iter()
+            .flat_map(|l| l.iter().map(|x| x.to_bytes()))
+            .collect();
         Self {
             preset,
             products: ModelServer::new(model),
             layouts,
             fused_layouts,
+            batched_layouts,
         }
     }
 }

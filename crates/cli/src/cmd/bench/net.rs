@@ -66,6 +66,11 @@ pub struct NetOpts {
     /// without the flag for the undrafted figures.
     #[arg(long, value_name = "prompt-lookup:K", value_parser = crate::cmd::args::draft_parser)]
     draft: Option<selene_model::PromptLookup>,
+    /// Start the servers with `--prefill-rows N`: the stages also tiled for N rows per
+    /// ciphertext, which prompts' passes take (0: off).
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = crate::cmd::serve::prefill_rows_parser)]
+    prefill_rows: usize,
     /// Keep the servers', clients' and reports' files here (default: a temporary
     /// directory, removed at the end).
     #[arg(long, value_name = "DIR")]
@@ -343,6 +348,9 @@ impl<'a> Bench<'a> {
         }
         if matches!(mode, Mode::Fused | Mode::PackedFused) {
             cmd.arg("--fuse");
+        }
+        if self.opts.prefill_rows > 1 {
+            cmd.args(["--prefill-rows", &self.opts.prefill_rows.to_string()]);
         }
         eprintln!(
             "[bench net: starting selene serve for {} on {link} (encoding the weights)]",

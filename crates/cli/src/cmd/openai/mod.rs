@@ -144,7 +144,7 @@ impl Embedding {
             layers,
             selective.min(layers - 1),
             &selene_linalg::Link::LAN,
-            false,
+            super::serving::Extras::default(),
         )?;
         let mut token = vec![0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token);

@@ -1,0 +1,98 @@
+//! A server holding the stages tiled for several rows per ciphertext
+//! (`PreparedModel::with_batched`): a prompt's pass takes them, with the plaintext
+//! model's greedy tokens and fewer bytes than row by row; single rows keep the stages'
+//! own tiling.
+
+#![allow(clippy::unwrap_used, reason = "test helpers may panic")]
+
+use std::sync::Arc;
+
+use selene_linalg::{LinalgPreset, Link};
+use selene_model::{forward, store, KvCache, Logits, QuantLinear};
+use selene_protocol::{InProcess, ModelServer, PreparedModel, StrictLinear};
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+        )
+        .0 as u32
+}
+
+#[test]
+fn a_batched_prompt_pass_gives_the_plaintext_tokens_in_fewer_bytes() {
+    let w = store::load(None).expect("model store");
+    let c = w.config();
+    let layers = c.n_layers;
+    let params = LinalgPreset::Coeff12Pack.build().unwrap();
+    let rows = 2;
+    let single = PreparedModel::for_link(&params, &w, layers, &Link::WAN, &mut || {}).unwrap();
+    let single = Arc::new(single);
+    let batched = PreparedModel::for_link(&params, &w, layers, &Link::WAN, &mut || {})
+        .unwrap()
+        .with_batched(&w, rows, &mut || {})
+        .unwrap();
+    for (l, four) in batched.batched_layouts().iter().enumerate() {
+        for layout in four {
+            assert_eq!(layout.tokens_per_ct(), rows, "layer {l}");
+        }
+    }
+    let batched = Arc::new(batched);
+    let ids = [504u32, 1617, 436, 12364, 314, 260];
+    let steps = 3;
+
+    let mut lin = QuantLinear::new(&w);
+    let mut cache = KvCache::new(c, ids.len() + steps);
+    let mut want = vec![argmax(
+        &forward(&w, &ids, &mut cache, &mut lin, Logits::Last).unwrap(),
+    )];
+    while want.len() < steps {
+        let last = *want.last().unwrap();
+        want.push(argmax(
+            &forward(&w, &[last], &mut cache, &mut lin, Logits::Last).unwrap(),
+        ));
+    }
+
+    // (bytes up and down of the prompt's pass, tokens)
+    let run = |model: &Arc<PreparedModel>| {
+        let mut enc = StrictLinear::new(
+            &w,
+            &params,
+            model.layouts(),
+            InProcess::new(ModelServer::new(model.clone())),
+        )
+        .unwrap();
+        let mut cache = KvCache::new(c, ids.len() + steps);
+        let mut got = vec![argmax(
+            &forward(&w, &ids, &mut cache, &mut enc, Logits::Last).unwrap(),
+        )];
+        let s = enc.stats();
+        let prompt_bytes = (s.bytes_up, s.bytes_down);
+        while got.len() < steps {
+            let last = *got.last().unwrap();
+            got.push(argmax(
+                &forward(&w, &[last], &mut cache, &mut enc, Logits::Last).unwrap(),
+            ));
+        }
+        let s = enc.stats();
+        let token_bytes = (s.bytes_up - prompt_bytes.0, s.bytes_down - prompt_bytes.1);
+        (prompt_bytes, token_bytes, got)
+    };
+    let (row_prompt, row_token, row_tokens) = run(&single);
+    let (batch_prompt, batch_token, batch_tokens) = run(&batched);
+    eprintln!(
+        "{}-token prompt: row by row {row_prompt:?} B up/down, {rows} rows per ciphertext \
+         {batch_prompt:?}; the generated tokens {row_token:?} and {batch_token:?}",
+        ids.len()
+    );
+    assert_eq!(row_tokens, want, "row by row");
+    assert_eq!(batch_tokens, want, "batched");
+    assert!(
+        batch_prompt.0 < row_prompt.0,
+        "the batched pass uploads less: {batch_prompt:?} vs {row_prompt:?}"
+    );
+    // Single rows keep the stages' tiling: the same bytes per generated token.
+    assert_eq!(batch_token, row_token);
+}
