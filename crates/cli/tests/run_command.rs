@@ -53,6 +53,24 @@ fn fused_run_gives_the_same_text_in_two_round_trips_per_layer() {
     let (out, stderr) = selene(&["run", "hi", "--fuse", "--encrypted-layers", "2"]);
     assert!(!out.status.success());
     assert!(stderr.contains("strict mode"), "{stderr}");
+    // `--fuse auto` asks the cost model: unpacked, the stacked products' bytes outweigh
+    // the round trips even at 20 ms (coeff12's fused run measured slower on wan), so
+    // the run is unfused: 4 * 30 round trips for the one pass, plus Hello and Close.
+    let (out, stderr) = selene(&[
+        "run",
+        "hi",
+        "--max-tokens",
+        "1",
+        "--fuse=auto",
+        "--link",
+        "wan",
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("[plan for link wan: not fusing: it does not pay"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("; 122 round trips]"), "{stderr}");
 }
 
 #[test]

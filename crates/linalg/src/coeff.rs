@@ -175,6 +175,32 @@ pub(crate) fn x_bits(params: &Parameters, pack_levels: u32) -> Result<u32> {
     Ok(q_bits - w - HEADROOM_BITS)
 }
 
+/// The cost model's time (ns: server, client and the bytes at `link`'s rates) of one row
+/// through a `shape` product under `params`, with the tiling [`prepare`] would choose
+/// for `link`: what a client weighs before it asks for a plan (fusion, say) whose
+/// layouts it has not seen yet.
+pub fn modelled_row_ns(params: &Parameters, shape: MatrixShape, link: &crate::Link) -> f64 {
+    let n = params.n();
+    let q_bits = ring_prime(params).bits();
+    let down = down_bits(params);
+    if packs(params) {
+        Tiling::choose_packed(n, shape.d_in, shape.d_out, 1, q_bits, down, link).packed_model_ns(
+            n,
+            shape.d_in,
+            shape.d_out,
+            q_bits,
+            down,
+            link,
+        )
+    } else {
+        let t = Tiling::choose(n, shape.d_in, shape.d_out, 1, q_bits, down);
+        // `model_ns` charges the wire at 1 bit/ns both ways; move it to the link's rates.
+        let wire = t.wire_bits(n, shape.d_in, shape.d_out, q_bits, down);
+        let rate = 0.5 * (link.up_ns_per_bit() + link.down_ns_per_bit());
+        t.model_ns(n, shape.d_in, shape.d_out, q_bits, down) - wire + wire * rate
+    }
+}
+
 /// Encodes `W` (given as `d_out` rows of `d_in` weights) into NTT-form blocks, with the
 /// tiling chosen for `link` when the preset packs its outputs.
 pub(crate) fn prepare(

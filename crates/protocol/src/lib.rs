@@ -55,6 +55,7 @@ pub mod codec;
 mod embedded;
 pub mod error;
 pub mod limits;
+pub mod plan;
 pub mod policy;
 mod quality;
 pub mod server;

@@ -144,12 +144,75 @@ pub struct PolicyArgs {
     /// product. Needs the layer matrices (`run` has them; `client` with --full-model).
     #[arg(long, value_name = "R", default_value_t = 0.0, value_parser = verify_rate_parser)]
     pub verify_rate: f64,
-    /// Two round trips per layer instead of four (strict mode): each request carries the
-    /// products of a fused pair, for about 1.9x the server's multiply-adds. The server
-    /// must hold the fused matrices (`selene serve --fuse`), and the client needs the
-    /// layer matrices to pin their scales (`client --full-model`).
-    #[arg(long)]
-    pub fuse: bool,
+    /// Two round trips per layer instead of four for each generated token (strict
+    /// mode): each request carries an inner stage's product and a stacked one, for
+    /// about 1.6x the server's multiply-adds. `--fuse` or `--fuse on` asks for it,
+    /// `--fuse auto` when the cost model says the round trips saved on `--link` outweigh
+    /// the server time added (it pays on wan and home, not on a lan). The server must
+    /// hold the fused matrices (`selene serve --fuse`), and the client needs the layer
+    /// matrices to pin their scales (`client --full-model`).
+    #[arg(long, value_enum, value_name = "WHEN", num_args = 0..=1,
+          default_missing_value = "on")]
+    pub fuse: Option<Fuse>,
+}
+
+/// When to fuse stage pairs (`--fuse`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fuse {
+    /// Always (strict mode only).
+    On,
+    /// Never.
+    Off,
+    /// When the cost model says it pays on the link (`selene_protocol::plan`).
+    Auto,
+}
+
+impl PolicyArgs {
+    /// Resolves `--fuse auto` for `policy` on `link`: fuses when the cost model says it
+    /// pays and the session can fuse (strict, no padding, public context or drafts, and
+    /// the layer matrices at hand), printing the plan's reason either way.
+    pub fn resolve_fusion(
+        &self,
+        policy: &mut Policy,
+        c: &selene_model::Config,
+        link: &selene_linalg::Link,
+        (drafts, full_model): (bool, bool),
+    ) -> anyhow::Result<()> {
+        if self.fuse != Some(Fuse::Auto) {
+            return Ok(());
+        }
+        let params = policy.preset.build()?;
+        let plan = selene_protocol::plan::fusion_plan(c, &params, link);
+        let blocker = if policy.encrypted_layers < c.n_layers {
+            Some("selective mode")
+        } else if policy.pad_to.is_some_and(|n| n > 1) {
+            Some("padding")
+        } else if self.public_context.is_some() {
+            Some("a public context")
+        } else if drafts {
+            Some("drafts")
+        } else if !full_model {
+            Some("no layer matrices to pin the fused scales (--full-model)")
+        } else {
+            None
+        };
+        policy.fused = plan.pays() && blocker.is_none();
+        let verdict = match (plan.pays(), blocker) {
+            (false, _) => "not fusing: it does not pay",
+            (true, None) => "fusing",
+            (true, Some(_)) => "it would pay, but not fusing",
+        };
+        eprintln!(
+            "[plan for link {link}: {verdict} (fused stage pairs save {:.2} s of round trips \
+             per token for {:.2} s of modelled server, client and wire time){}]",
+            plan.saved_s,
+            plan.added_s,
+            blocker
+                .filter(|_| plan.pays())
+                .map_or(String::new(), |b| format!("; blocked by {b}"))
+        );
+        Ok(())
+    }
 }
 
 /// Parses `--verify-rate`: a fraction within 0..=1.
@@ -169,9 +232,10 @@ impl PolicyArgs {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("could not read {}", path.display()))?;
             let mut p = Policy::from_toml(&text, layers)?;
-            if self.pad_to.is_some() || self.fuse {
+            let on = self.fuse == Some(Fuse::On);
+            if self.pad_to.is_some() || on {
                 p.pad_to = self.pad_to.or(p.pad_to);
-                p.fused |= self.fuse;
+                p.fused |= on;
                 p.validate(layers)?;
             }
             return Ok(p);
@@ -193,7 +257,7 @@ impl PolicyArgs {
             p.preset = preset;
         }
         p.pad_to = self.pad_to;
-        p.fused = self.fuse;
+        p.fused = self.fuse == Some(Fuse::On);
         p.validate(layers)?;
         Ok(p)
     }

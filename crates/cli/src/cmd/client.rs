@@ -40,6 +40,11 @@ pub struct ClientArgs {
     /// request or reply.
     #[arg(long, value_name = "S", default_value_t = DEFAULT_TIMEOUT.as_secs())]
     timeout_s: u64,
+    /// The link to the server, for the client's own plan (`--fuse auto`): lan (1 Gbit/s,
+    /// 1 ms), wan (100 Mbit/s, 20 ms), home (20 Mbit/s up, 100 down, 30 ms) or
+    /// RTT_MS,UP_MBIT,DOWN_MBIT. The tilings are the server's (`selene serve --link`).
+    #[arg(long, default_value = "lan", value_parser = super::args::link_parser)]
+    link: selene_linalg::Link,
     /// Worker threads (rayon); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
@@ -74,7 +79,14 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
         );
         (w, t)
     };
-    let policy = args.policy.policy(w.config().n_layers)?;
+    let mut policy = args.policy.policy(w.config().n_layers)?;
+    let drafts = args.gen.draft.is_some();
+    args.policy.resolve_fusion(
+        &mut policy,
+        w.config(),
+        &args.link,
+        (drafts, args.full_model),
+    )?;
     anyhow::ensure!(
         !policy.fused || args.full_model,
         "--fuse pins the fused matrices' scales to norms computed from the layer matrices, \

@@ -43,7 +43,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     super::threads::init(args.threads)?;
     let (w, t) = load(args.gen.model.model.as_deref())?;
     let w = Arc::new(w);
-    let policy = args.policy.policy(w.config().n_layers)?;
+    let mut policy = args.policy.policy(w.config().n_layers)?;
+    let drafts = args.gen.draft.is_some();
+    args.policy
+        .resolve_fusion(&mut policy, w.config(), &args.link, (drafts, true))?;
     let params = policy.preset.build()?;
     let (server, token) = embedded_server(
         &params,
