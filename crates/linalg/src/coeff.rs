@@ -454,10 +454,11 @@ pub(crate) fn apply(
     let chunks = groups.div_ceil(GROUP_CHUNK);
     let mut out: Vec<(usize, Ciphertext)> = (0..chunks * bo)
         .into_par_iter()
-        .flat_map_iter(|idx| {
+        .map_init(Vec::new, |acc: &mut Vec<u128>, idx| {
             let (ch, o) = (idx / bo, idx % bo);
             let gs = ch * GROUP_CHUNK..(ch * GROUP_CHUNK + GROUP_CHUNK).min(groups);
-            let mut acc = vec![0u128; gs.len() * 2 * rn];
+            acc.clear();
+            acc.resize(gs.len() * 2 * rn, 0);
             for b in 0..bi {
                 let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
                 for (a, g) in acc.chunks_exact_mut(2 * rn).zip(gs.clone()) {
@@ -474,6 +475,7 @@ pub(crate) fn apply(
                 .map(|(g, a)| (g * bo + o, reduced_ct(&q, a, rn)))
                 .collect::<Vec<_>>()
         })
+        .flatten_iter()
         .collect();
     out.sort_unstable_by_key(|(idx, _)| *idx);
     let mut blocks: Vec<Ciphertext> = out.into_iter().map(|(_, ct)| ct).collect();
@@ -556,16 +558,19 @@ fn apply_hoisted(
                 ev.apply_galois_hoisted(&cts[g * bi + b], &elements)
             })
             .collect::<std::result::Result<_, _>>()?;
+        // One accumulator per worker, reused: a fresh 128 KiB one per item went through
+        // mmap and page faults, several percent of the server's time.
         let items: Vec<Option<Ciphertext>> = m
             .items
             .par_iter()
-            .map(|item| {
+            .map_init(Vec::new, |acc: &mut Vec<u128>, item| {
                 let u = item.as_ref()?;
-                let mut acc = vec![0u128; 2 * rn];
+                acc.clear();
+                acc.resize(2 * rn, 0);
                 let mut count = 0;
                 for (s, b) in (0..images_per).flat_map(|s| (0..bi).map(move |b| (s, b))) {
                     let w = &u[(s * bi + b) * rn..(s * bi + b + 1) * rn];
-                    mul_acc(&mut acc, &images[b][s], w);
+                    mul_acc(acc, &images[b][s], w);
                     count += 1;
                     if count % lazy == 0 {
                         for a in acc.iter_mut() {
@@ -573,7 +578,7 @@ fn apply_hoisted(
                         }
                     }
                 }
-                Some(reduced_ct(&q, &acc, rn))
+                Some(reduced_ct(&q, acc, rn))
             })
             .collect();
         let mut ev = evaluator();

@@ -2,6 +2,7 @@
 //! [`super::hello`] handles): each receives the decoded value, checks it against the
 //! session's policy and returns the reply message or a refusal.
 
+use rayon::prelude::*;
 use selene_model::{LinearStage, Logits};
 
 use super::prefix::PublicPrefix;
@@ -60,23 +61,29 @@ pub(super) fn products(
         .get(s.model)
         .ok_or_else(|| reject(ErrorCode::Internal, "session model missing"))?
         .products;
-    let mut ciphertexts = Vec::with_capacity(items.len());
-    for it in items {
-        let layer = it.layer as usize;
-        if layer >= s.policy.encrypted_layers {
-            return Err(reject(
-                ErrorCode::NotAllowed,
-                format!(
-                    "layer {layer} is not encrypted under this session's policy (layers 0..{})",
-                    s.policy.encrypted_layers
-                ),
-            ));
-        }
-        let out = products
-            .handle_product(layer, it.product, &it.ciphertext, s.galois.as_ref())
-            .map_err(|e| reject(ErrorCode::BadPayload, e))?;
-        ciphertexts.push(out);
+    if let Some(it) = items
+        .iter()
+        .find(|it| it.layer as usize >= s.policy.encrypted_layers)
+    {
+        return Err(reject(
+            ErrorCode::NotAllowed,
+            format!(
+                "layer {} is not encrypted under this session's policy (layers 0..{})",
+                it.layer, s.policy.encrypted_layers
+            ),
+        ));
     }
+    // The items are independent: computed side by side, one product's sequential tail
+    // (the last merges of its packing tree) overlaps the other's work.
+    let galois = s.galois.as_ref();
+    let ciphertexts = items
+        .par_iter()
+        .map(|it| {
+            products
+                .handle_product(it.layer as usize, it.product, &it.ciphertext, galois)
+                .map_err(|e| reject(ErrorCode::BadPayload, e))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(Message::ProductResults { ciphertexts })
 }
 
