@@ -3,23 +3,16 @@
 //! model's greedy tokens and fewer bytes than row by row; single rows keep the stages'
 //! own tiling.
 
-#![allow(clippy::unwrap_used, reason = "test helpers may panic")]
+#![allow(clippy::unwrap_used, clippy::panic, reason = "test helpers may panic")]
 
 use std::sync::Arc;
 
 use selene_linalg::{LinalgPreset, Link};
+mod common;
+
+use common::greedy_passes;
 use selene_model::{forward, store, KvCache, Logits, QuantLinear};
 use selene_protocol::{InProcess, ModelServer, PreparedModel, StrictLinear};
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-        )
-        .0 as u32
-}
 
 #[test]
 fn a_batched_prompt_pass_gives_the_plaintext_tokens_in_fewer_bytes() {
@@ -45,15 +38,9 @@ fn a_batched_prompt_pass_gives_the_plaintext_tokens_in_fewer_bytes() {
 
     let mut lin = QuantLinear::new(&w);
     let mut cache = KvCache::new(c, ids.len() + steps);
-    let mut want = vec![argmax(
-        &forward(&w, &ids, &mut cache, &mut lin, Logits::Last).unwrap(),
-    )];
-    while want.len() < steps {
-        let last = *want.last().unwrap();
-        want.push(argmax(
-            &forward(&w, &[last], &mut cache, &mut lin, Logits::Last).unwrap(),
-        ));
-    }
+    let want = greedy_passes(&ids, steps, &mut |t| {
+        forward(&w, t, &mut cache, &mut lin, Logits::Last).unwrap()
+    });
 
     // (bytes up and down of the prompt's pass, tokens)
     let run = |model: &Arc<PreparedModel>| {
@@ -65,17 +52,14 @@ fn a_batched_prompt_pass_gives_the_plaintext_tokens_in_fewer_bytes() {
         )
         .unwrap();
         let mut cache = KvCache::new(c, ids.len() + steps);
-        let mut got = vec![argmax(
-            &forward(&w, &ids, &mut cache, &mut enc, Logits::Last).unwrap(),
-        )];
-        let s = enc.stats();
-        let prompt_bytes = (s.bytes_up, s.bytes_down);
-        while got.len() < steps {
-            let last = *got.last().unwrap();
-            got.push(argmax(
-                &forward(&w, &[last], &mut cache, &mut enc, Logits::Last).unwrap(),
-            ));
-        }
+        let mut prompt_bytes = None;
+        let got = greedy_passes(&ids, steps, &mut |t| {
+            let logits = forward(&w, t, &mut cache, &mut enc, Logits::Last).unwrap();
+            let s = enc.stats();
+            prompt_bytes.get_or_insert((s.bytes_up, s.bytes_down));
+            logits
+        });
+        let prompt_bytes = prompt_bytes.unwrap();
         let s = enc.stats();
         let token_bytes = (s.bytes_up - prompt_bytes.0, s.bytes_down - prompt_bytes.1);
         (prompt_bytes, token_bytes, got)

@@ -3,20 +3,40 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test helpers may panic")]
 
+mod common;
+
 use std::sync::Arc;
 
+use common::greedy_passes;
 use selene_linalg::{LinalgPreset, Link};
-use selene_model::{forward, forward_fused, store, KvCache, Logits, QuantLinear, Tokenizer};
+use selene_model::{
+    forward, forward_fused, store, KvCache, Logits, QuantLinear, Tokenizer, Weights,
+};
 use selene_protocol::{Error, InProcess, ModelServer, PreparedModel, StrictLinear};
 
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-        )
-        .0 as u32
+/// `steps` greedy tokens of the plaintext model and of `enc`'s fused passes after `ids`,
+/// with the round trips of each fused pass (the prompt's first).
+fn plain_and_fused(
+    w: &Weights,
+    enc: &mut StrictLinear<'_, InProcess>,
+    ids: &[u32],
+    steps: usize,
+) -> (Vec<u32>, Vec<u32>, Vec<u64>) {
+    let c = w.config();
+    let mut cache = KvCache::new(c, ids.len() + steps);
+    let mut lin = QuantLinear::new(w);
+    let want = greedy_passes(ids, steps, &mut |t| {
+        forward(w, t, &mut cache, &mut lin, Logits::Last).unwrap()
+    });
+    let mut cache = KvCache::new(c, ids.len() + steps);
+    let mut trips = Vec::new();
+    let got = greedy_passes(ids, steps, &mut |t| {
+        let before = enc.session().round_trips();
+        let logits = forward_fused(w, t, &mut cache, enc, Logits::Last).unwrap();
+        trips.push(enc.session().round_trips() - before);
+        logits
+    });
+    (want, got, trips)
 }
 
 #[test]
@@ -61,33 +81,8 @@ fn fused_strict_mode_matches_plaintext_greedy_in_two_round_trips_per_layer() {
     .unwrap();
     let ids = tok.encode("The patient was diagnosed with").unwrap();
     let steps = 6;
-    let mut cache = KvCache::new(c, ids.len() + steps);
-    let mut lin = QuantLinear::new(&w);
-    let mut want = vec![argmax(
-        &forward(&w, &ids, &mut cache, &mut lin, Logits::Last).unwrap(),
-    )];
-    while want.len() < steps {
-        let last = *want.last().unwrap();
-        want.push(argmax(
-            &forward(&w, &[last], &mut cache, &mut lin, Logits::Last).unwrap(),
-        ));
-    }
-
-    let mut cache = KvCache::new(c, ids.len() + steps);
-    let before = enc.session().round_trips();
-    let mut got = vec![argmax(
-        &forward_fused(&w, &ids, &mut cache, &mut enc, Logits::Last).unwrap(),
-    )];
-    let prefill = enc.session().round_trips() - before;
-    let mut per_token = Vec::new();
-    while got.len() < steps {
-        let last = *got.last().unwrap();
-        let before = enc.session().round_trips();
-        got.push(argmax(
-            &forward_fused(&w, &[last], &mut cache, &mut enc, Logits::Last).unwrap(),
-        ));
-        per_token.push(enc.session().round_trips() - before);
-    }
+    let (want, got, trips) = plain_and_fused(&w, &mut enc, &ids, steps);
+    let (prefill, per_token) = (trips[0], &trips[1..]);
     let s = enc.stats();
     eprintln!(
         "fused: prefill of {} tokens {prefill} round trips, decode {per_token:?} per token \
@@ -140,27 +135,11 @@ fn fused_packed_mode_matches_plaintext_greedy() {
     );
     let ids = [504u32, 1617, 436];
     let steps = 3;
-    let mut lin = QuantLinear::new(&w);
-    let mut lin_cache = KvCache::new(c, ids.len() + steps);
-    let mut want = vec![argmax(
-        &forward(&w, &ids, &mut lin_cache, &mut lin, Logits::Last).unwrap(),
-    )];
-    let mut cache = KvCache::new(c, ids.len() + steps);
-    let mut got = vec![argmax(
-        &forward_fused(&w, &ids, &mut cache, &mut enc, Logits::Last).unwrap(),
-    )];
-    while got.len() < steps {
-        let before = enc.session().round_trips();
-        let last = *got.last().unwrap();
-        got.push(argmax(
-            &forward_fused(&w, &[last], &mut cache, &mut enc, Logits::Last).unwrap(),
-        ));
-        assert_eq!(enc.session().round_trips() - before, 2 * layers as u64 + 1);
-        let last = *want.last().unwrap();
-        want.push(argmax(
-            &forward(&w, &[last], &mut lin_cache, &mut lin, Logits::Last).unwrap(),
-        ));
-    }
+    let (want, got, trips) = plain_and_fused(&w, &mut enc, &ids, steps);
+    assert!(
+        trips.iter().all(|&t| t == 2 * layers as u64 + 1),
+        "round trips per pass {trips:?}"
+    );
     let s = enc.stats();
     eprintln!(
         "fused packed: {} products, {} B up, {} B down, {} Galois keys ({} B)",

@@ -61,29 +61,9 @@ impl PreparedModel {
                 layers: c.n_layers,
             });
         }
-        let mut out = Vec::with_capacity(layers);
-        for l in 0..layers {
-            let mut prep = |stage: LinearStage| -> Result<PreparedMatrix> {
-                let (d_in, d_out) = stage.dims(c);
-                let rows = w.stage_weight_folded(l, stage)?;
-                let m = PreparedMatrix::for_link(
-                    params,
-                    &rows,
-                    MatrixShape::new(d_in, d_out),
-                    Method::Coefficients,
-                    1,
-                    link,
-                )?;
-                on_matrix();
-                Ok(m)
-            };
-            out.push([
-                prep(LinearStage::Qkv)?,
-                prep(LinearStage::AttnOut)?,
-                prep(LinearStage::GateUp)?,
-                prep(LinearStage::Down)?,
-            ]);
-        }
+        let out = (0..layers)
+            .map(|l| prepare_layer(params, w, l, 1, link, on_matrix))
+            .collect::<Result<_>>()?;
         Ok(Self {
             params: params.clone(),
             layers: out,
@@ -147,29 +127,9 @@ impl PreparedModel {
         if rows <= 1 {
             return Ok(self);
         }
-        let c = w.config();
-        let mut batched = Vec::with_capacity(self.layers.len());
-        for l in 0..self.layers.len() {
-            let mut prep = |stage: LinearStage| -> Result<PreparedMatrix> {
-                let (d_in, d_out) = stage.dims(c);
-                let m = PreparedMatrix::for_link(
-                    &self.params,
-                    &w.stage_weight_folded(l, stage)?,
-                    MatrixShape::new(d_in, d_out),
-                    Method::Coefficients,
-                    rows,
-                    &self.link,
-                )?;
-                on_matrix();
-                Ok(m)
-            };
-            batched.push([
-                prep(LinearStage::Qkv)?,
-                prep(LinearStage::AttnOut)?,
-                prep(LinearStage::GateUp)?,
-                prep(LinearStage::Down)?,
-            ]);
-        }
+        let batched = (0..self.layers.len())
+            .map(|l| prepare_layer(&self.params, w, l, rows, &self.link, on_matrix))
+            .collect::<Result<_>>()?;
         self.batched = batched;
         Ok(self)
     }
@@ -281,4 +241,36 @@ impl PreparedModel {
                 .map(PreparedMatrix::memory_bytes)
                 .sum::<usize>()
     }
+}
+
+/// Layer `l`'s four gain-folded stage matrices of `w`, tiled for `rows` rows per
+/// ciphertext and `link`; `on_matrix` after each.
+fn prepare_layer(
+    params: &Arc<Parameters>,
+    w: &Weights,
+    l: usize,
+    rows: usize,
+    link: &Link,
+    on_matrix: &mut dyn FnMut(),
+) -> Result<[PreparedMatrix; 4]> {
+    let c = w.config();
+    let mut prep = |stage: LinearStage| -> Result<PreparedMatrix> {
+        let (d_in, d_out) = stage.dims(c);
+        let m = PreparedMatrix::for_link(
+            params,
+            &w.stage_weight_folded(l, stage)?,
+            MatrixShape::new(d_in, d_out),
+            Method::Coefficients,
+            rows,
+            link,
+        )?;
+        on_matrix();
+        Ok(m)
+    };
+    Ok([
+        prep(LinearStage::Qkv)?,
+        prep(LinearStage::AttnOut)?,
+        prep(LinearStage::GateUp)?,
+        prep(LinearStage::Down)?,
+    ])
 }

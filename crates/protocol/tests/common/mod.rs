@@ -287,3 +287,18 @@ pub fn poll_open(r: &Running, want: usize) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `steps` greedy tokens of a model pass `run`: the first from `run(prompt)`, each next
+/// from `run(&[previous token])` (the caller's pass holds its own cache).
+pub fn greedy_passes(
+    prompt: &[u32],
+    steps: usize,
+    run: &mut dyn FnMut(&[u32]) -> Vec<f32>,
+) -> Vec<u32> {
+    let mut out = vec![selene_model::sampling::argmax(&run(prompt))];
+    while out.len() < steps {
+        let last = out[out.len() - 1];
+        out.push(selene_model::sampling::argmax(&run(&[last])));
+    }
+    out
+}
