@@ -146,7 +146,7 @@ pub struct PolicyArgs {
     pub verify_rate: f64,
     /// Two round trips per layer instead of four for each generated token (strict
     /// mode): each request carries an inner stage's product and a stacked one, for
-    /// about 1.6x the server's multiply-adds. `--fuse` or `--fuse on` asks for it,
+    /// about 1.9x the server's multiply-adds. `--fuse` or `--fuse on` asks for it,
     /// `--fuse auto` when the cost model says the round trips saved on `--link` outweigh
     /// the server time added (it pays on wan and home, not on a lan). The server must
     /// hold the fused matrices (`selene serve --fuse`), and the client needs the layer

@@ -72,9 +72,10 @@ pub struct ServeArgs {
     /// It chooses the tiling of a packing preset (--preset coeff12pack).
     #[arg(long, default_value = "lan", value_parser = super::args::link_parser)]
     link: selene_linalg::Link,
-    /// Also hold the fused matrices (`W' Wo` and `W'' Wdown` per layer), so clients can
-    /// run fused sessions (`--fuse`: two round trips per layer instead of four), for
-    /// about 0.9x more encoded weights.
+    /// Also hold the stacked fused matrices (`[W' | W' Wo]` and `[W'' | W'' Wdown]` per
+    /// layer), so clients can run fused sessions (`--fuse`: two round trips per layer
+    /// instead of four per generated token), for 1.2x (coeff12pack) to 1.6x (coeff12)
+    /// more encoded weights.
     #[arg(long)]
     fuse: bool,
     /// Also hold every layer's matrices tiled for N rows (tokens) per ciphertext: a
