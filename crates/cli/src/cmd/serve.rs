@@ -80,8 +80,9 @@ pub struct ServeArgs {
     fuse: bool,
     /// Also hold every layer's matrices tiled for N rows (tokens) per ciphertext: a
     /// prompt of at least N/2 tokens then runs N rows per ciphertext, with fewer uploads,
-    /// downloads and packing merges per token than row by row. Doubles the encoded
-    /// weights (0: off).
+    /// downloads and packing merges per token than row by row. Costs several times the
+    /// stages' encoded weights (SmolLM2 at coeff12pack: 5 GiB more at N = 4, 16 GiB at
+    /// N = 16; 0: off).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = prefill_rows_parser)]
     prefill_rows: usize,
     #[command(flatten)]
