@@ -275,9 +275,11 @@ fn selective_mode_flooded_matches_plaintext_tokens_coeff12wide() {
         assert_eq!(got[..sure], want[..sure], "K={k}");
         // One released row per position: the prompt, then each fed-back token.
         assert_eq!(client.releases(), ids.len() + max - 1);
-        // Measured 0.02 (K = 1) and 0.09 (K = 4); a broken layout or key gives errors of
-        // order 10.
-        assert!(err < 0.5, "K={k}: logit error {err}");
+        // The flooding noise is fresh every run: over seven runs (2026-12-04) the largest
+        // logit error was 0.07-0.10 at K = 1 and 0.22-0.56 at K = 4, so the former bound
+        // of 0.5 failed about every other run at K = 4. A broken layout or key gives
+        // errors of order 10.
+        assert!(err < 1.5, "K={k}: logit error {err}");
     }
     assert!(SelectiveClient::new(
         w,
