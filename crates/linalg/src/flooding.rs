@@ -211,8 +211,10 @@ mod tests {
             let sd = (sum_sq / count).sqrt();
             println!("{preset:?}: noise sd {sd:.1}, max {worst:.1}, bound {bound:.1}");
             assert!(worst <= bound, "{preset:?}: {worst} > {bound}");
-            // Not vacuous: the bound sits within ~20 standard deviations of the noise.
-            assert!(bound < 20.0 * sd, "{preset:?}: bound {bound} vs sd {sd}");
+            // Not vacuous: the bound sits within ~20 standard deviations of the noise. The
+            // noise is fresh each run: at Coeff12 13 runs gave sd 15.6-18.3 against the
+            // bound 314.3 (ratios 17-20.1; 20 failed a CI run), so the check allows 25.
+            assert!(bound < 25.0 * sd, "{preset:?}: bound {bound} vs sd {sd}");
         }
     }
 
