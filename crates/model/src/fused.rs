@@ -61,6 +61,15 @@ impl FusedPair {
         (c.d_model + d_in, d_out)
     }
 
+    /// The layer of the pair's outer stage: `layer` for `AttnGate`, the next one for
+    /// `DownQkv` (whose outer stage is the next layer's `Qkv`).
+    pub fn outer_layer(self, layer: usize) -> usize {
+        match self {
+            FusedPair::AttnGate => layer,
+            FusedPair::DownQkv => layer + 1,
+        }
+    }
+
     /// The stages whose matrices multiply into the fused one: `(inner, outer)`, the
     /// fused matrix being `outer_folded(next layer for DownQkv) * inner`.
     pub fn stages(self) -> (LinearStage, LinearStage) {
@@ -93,10 +102,7 @@ pub fn fused_order(layers: usize) -> impl Iterator<Item = (usize, FusedPair)> {
 pub fn fused_weight(w: &Weights, layer: usize, pair: FusedPair) -> Result<Vec<f32>> {
     let c = w.config();
     let (inner_stage, outer_stage) = pair.stages();
-    let outer_layer = match pair {
-        FusedPair::AttnGate => layer,
-        FusedPair::DownQkv => layer + 1,
-    };
+    let outer_layer = pair.outer_layer(layer);
     if outer_layer >= c.n_layers {
         return Err(Error::LayerOutOfRange {
             layer: outer_layer,
@@ -165,10 +171,7 @@ pub struct Stacked {
 pub fn stacked_weight(w: &Weights, layer: usize, pair: FusedPair) -> Result<Stacked> {
     let c = w.config();
     let (d_in, d_out) = pair.dims(c);
-    let outer_layer = match pair {
-        FusedPair::AttnGate => layer,
-        FusedPair::DownQkv => layer + 1,
-    };
+    let outer_layer = pair.outer_layer(layer);
     let fused = fused_weight(w, layer, pair)?;
     let outer = w.stage_weight_folded(outer_layer, pair.stages().1)?;
     let frob = |m: &[f32]| m.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();

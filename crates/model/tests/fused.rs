@@ -162,7 +162,7 @@ fn stacked_product_is_the_outer_plus_the_fused_product() {
         let a = stacked.alpha;
         assert!(a > 0.0 && a.log2().fract() == 0.0, "alpha {a}");
         let fused = fused_weight(w, layer, pair).unwrap();
-        let outer_layer = layer + usize::from(pair == FusedPair::DownQkv);
+        let outer_layer = pair.outer_layer(layer);
         let outer = w.stage_weight_folded(outer_layer, pair.stages().1).unwrap();
         // Two rows of made-up activations with unequal scales.
         let s: Vec<f32> = (0..2 * d)

@@ -132,7 +132,7 @@ pub struct Policy {
     #[serde(default)]
     pub lm_head: HeadSide,
     /// Two requests per layer instead of four (strict mode only): the server also holds
-    /// the fused matrices `W' Wo` and `W'' Wdown` (`selene_model::fused`) and answers a
+    /// the stacked fused matrices (`selene_model::fused::stacked_weight`) and answers a
     /// `Products` request with several products at once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fused: bool,

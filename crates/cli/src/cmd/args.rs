@@ -168,21 +168,22 @@ pub enum Fuse {
 }
 
 impl PolicyArgs {
-    /// Resolves `--fuse auto` for `policy` on `link`: fuses when the cost model says it
-    /// pays and the session can fuse (strict, no padding, public context or drafts, and
-    /// the layer matrices at hand), printing the plan's reason either way.
+    /// Resolves `--fuse auto` for `policy` (whose preset built `params`) on `link`: fuses
+    /// when the cost model says it pays and the session can fuse (strict, no padding,
+    /// public context or drafts, and the layer matrices at hand), printing the plan's
+    /// reason either way.
     pub fn resolve_fusion(
         &self,
         policy: &mut Policy,
         c: &selene_model::Config,
+        params: &selene_ckks::Parameters,
         link: &selene_linalg::Link,
         (drafts, full_model): (bool, bool),
-    ) -> anyhow::Result<()> {
+    ) {
         if self.fuse != Some(Fuse::Auto) {
-            return Ok(());
+            return;
         }
-        let params = policy.preset.build()?;
-        let plan = selene_protocol::plan::fusion_plan(c, &params, link);
+        let plan = selene_protocol::plan::fusion_plan(c, params, link);
         let blocker = if policy.encrypted_layers < c.n_layers {
             Some("selective mode")
         } else if policy.pad_to.is_some_and(|n| n > 1) {
@@ -211,7 +212,6 @@ impl PolicyArgs {
                 .filter(|_| plan.pays())
                 .map_or(String::new(), |b| format!("; blocked by {b}"))
         );
-        Ok(())
     }
 }
 

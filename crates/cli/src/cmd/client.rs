@@ -80,19 +80,20 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
         (w, t)
     };
     let mut policy = args.policy.policy(w.config().n_layers)?;
+    let params = policy.preset.build()?;
     let drafts = args.gen.draft.is_some();
     args.policy.resolve_fusion(
         &mut policy,
         w.config(),
+        &params,
         &args.link,
         (drafts, args.full_model),
-    )?;
+    );
     anyhow::ensure!(
         !policy.fused || args.full_model,
         "--fuse pins the fused matrices' scales to norms computed from the layer matrices, \
          which the thin client does not hold: add --full-model to load them"
     );
-    let params = policy.preset.build()?;
     anyhow::ensure!(args.timeout_s > 0, "--timeout-s must be above 0");
     let timeout = Duration::from_secs(args.timeout_s);
     let transport = TlsTransport::connect_with(&args.server, &trust, &token, timeout)?;

@@ -44,10 +44,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let (w, t) = load(args.gen.model.model.as_deref())?;
     let w = Arc::new(w);
     let mut policy = args.policy.policy(w.config().n_layers)?;
-    let drafts = args.gen.draft.is_some();
-    args.policy
-        .resolve_fusion(&mut policy, w.config(), &args.link, (drafts, true))?;
     let params = policy.preset.build()?;
+    let drafts = args.gen.draft.is_some();
+    let c = w.config();
+    args.policy
+        .resolve_fusion(&mut policy, c, &params, &args.link, (drafts, true));
     let (server, token) = embedded_server(
         &params,
         &w,

@@ -243,8 +243,8 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
 }
 
 /// A fused session's generation (two round trips per layer per generated token,
-/// `selene_model::fused`; the prompt's one pass unfused): strict mode without a public prefix, drafts or padding, which the fused pass does not
-/// carry yet.
+/// `selene_model::fused`; the prompt's one pass unfused): strict mode without a public
+/// prefix, drafts or padding, which the fused pass does not carry yet.
 #[allow(
     clippy::too_many_arguments,
     reason = "the token loop's inputs, each needed"

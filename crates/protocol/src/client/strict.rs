@@ -230,8 +230,9 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         }
         let batched = session.batched_layouts().to_vec();
         let norms = weights.column_norms().map_err(Error::NoColumnNorms)?;
-        for (layer, four) in layouts.iter().chain(&batched).enumerate() {
-            let layer = layer % layouts.len().max(1);
+        // The batched layouts tile the same matrices: the same norms pin them.
+        let per_layer = layouts.iter().enumerate().chain(batched.iter().enumerate());
+        for (layer, four) in per_layer {
             for (layout, stage) in four.iter().zip(NORM_STAGES) {
                 layout
                     .check_column_norms(norms.get(layer, stage)?)

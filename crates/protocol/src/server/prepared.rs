@@ -137,10 +137,7 @@ impl PreparedModel {
     /// The public layouts of the batched matrices, per layer and stage (empty unless
     /// [`PreparedModel::with_batched`] built them).
     pub fn batched_layouts(&self) -> Vec<[Layout; 4]> {
-        self.batched
-            .iter()
-            .map(|m| m.each_ref().map(|p| p.layout().clone()))
-            .collect()
+        layouts_of(&self.batched)
     }
 
     /// The prepared matrix of `layer`'s `stage` in the tiling `tag` names: the batched
@@ -220,26 +217,18 @@ impl PreparedModel {
 
     /// The public layouts, per layer and stage, that the client encrypts for.
     pub fn layouts(&self) -> Vec<[Layout; 4]> {
-        self.layers
-            .iter()
-            .map(|m| m.each_ref().map(|p| p.layout().clone()))
-            .collect()
+        layouts_of(&self.layers)
     }
 
-    /// Bytes of encoded weights held, fused matrices included.
+    /// Bytes of encoded weights held, fused and batched matrices included.
     pub fn memory_bytes(&self) -> usize {
         self.layers
             .iter()
-            .flat_map(|m| m.iter())
+            .chain(&self.batched)
+            .flatten()
             .map(PreparedMatrix::memory_bytes)
             .sum::<usize>()
             + self.fused_memory_bytes()
-            + self
-                .batched
-                .iter()
-                .flat_map(|m| m.iter())
-                .map(PreparedMatrix::memory_bytes)
-                .sum::<usize>()
     }
 }
 
@@ -273,4 +262,12 @@ fn prepare_layer(
         prep(LinearStage::GateUp)?,
         prep(LinearStage::Down)?,
     ])
+}
+
+/// The public layouts of four matrices per layer.
+fn layouts_of(layers: &[[PreparedMatrix; 4]]) -> Vec<[Layout; 4]> {
+    layers
+        .iter()
+        .map(|m| m.each_ref().map(|p| p.layout().clone()))
+        .collect()
 }

@@ -90,8 +90,8 @@ impl ModelServer {
     }
 
     /// The Galois elements the first `layers` layers' packed layouts need (batched ones
-    /// included), and with `fused` the fused matrices' too (empty when nothing is packed): exactly what a
-    /// session's key upload must hold.
+    /// included), and with `fused` the fused matrices' too (empty when nothing is
+    /// packed): exactly what a session's key upload must hold.
     pub fn galois_elements(&self, layers: usize, fused: bool) -> Vec<u64> {
         let log_n = self.model.params().log_n();
         let stages = self.model.layouts();

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use selene_linalg::LinalgPreset;
+use selene_linalg::{Layout, LinalgPreset};
 use selene_model::Weights;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -94,17 +94,10 @@ pub(super) struct ServedModel {
 impl ServedModel {
     fn new(model: Arc<PreparedModel>) -> Self {
         let preset = LinalgPreset::of(model.params());
-        let layouts = model
-            .layouts()
-            .iter()
-            .flat_map(|l| l.iter().map(|x| x.to_bytes()))
-            .collect();
-        let fused_layouts = model.fused_layouts().iter().map(|l| l.to_bytes()).collect();
-        let batched_layouts = model
-            .batched_layouts()
-            .iter()
-            .flat_map(|l| l.iter().map(|x| x.to_bytes()))
-            .collect();
+        let wire = |l: &[Layout]| l.iter().map(Layout::to_bytes).collect::<Vec<_>>();
+        let layouts = wire(model.layouts().as_flattened());
+        let fused_layouts = wire(&model.fused_layouts());
+        let batched_layouts = wire(model.batched_layouts().as_flattened());
         Self {
             preset,
             products: ModelServer::new(model),
