@@ -215,12 +215,43 @@ pub(crate) fn prepare(
         return Err(Error::TokensPerCiphertext { n_b, max: n });
     }
     let q_bits = ring_prime(params).bits();
-    let (down_bits, w_bits) = (down_bits(params), w_bits(params));
+    let down_bits = down_bits(params);
     let tiling = if packs(params) {
         Tiling::choose_packed(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits, link)
     } else {
         Tiling::choose(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits)
     };
+    prepare_tiled(params, w_rows, shape, tiling)
+}
+
+/// [`prepare`] with a given tiling of a packing preset (measuring tilings the plan would
+/// not choose, as the cost model's fit does).
+///
+/// # Errors
+/// [`Error::InvalidTiling`] for a preset that does not pack or a tiling that does not
+/// fit ([`Tiling::packed_fits`]).
+pub(crate) fn prepare_packed(
+    params: &Parameters,
+    w_rows: &[f32],
+    shape: MatrixShape,
+    tiling: Tiling,
+) -> Result<(CoeffLayout, CoeffMatrix)> {
+    if !packs(params) || !tiling.packed_fits(params.n(), shape.d_in, shape.d_out) {
+        return Err(Error::InvalidTiling {
+            tiling: tiling.as_tuple(),
+        });
+    }
+    prepare_tiled(params, w_rows, shape, tiling)
+}
+
+fn prepare_tiled(
+    params: &Parameters,
+    w_rows: &[f32],
+    shape: MatrixShape,
+    tiling: Tiling,
+) -> Result<(CoeffLayout, CoeffMatrix)> {
+    let n = params.n();
+    let (down_bits, w_bits) = (down_bits(params), w_bits(params));
     let pack_levels = if packs(params) {
         tiling.pack_levels(shape.d_out)
     } else {

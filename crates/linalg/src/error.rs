@@ -128,6 +128,12 @@ pub enum Error {
         /// Largest possible.
         max: usize,
     },
+    /// A tiling asked of a packed layout that it cannot hold.
+    #[error("tiling (n_b, k_i, k_o) = {tiling:?} does not fit this preset's packed layout")]
+    InvalidTiling {
+        /// The tiling asked for.
+        tiling: (usize, usize, usize),
+    },
     /// A message's bytes are short, trailing or inconsistent.
     #[error("malformed message: {what} at byte {offset}")]
     Malformed {

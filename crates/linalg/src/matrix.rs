@@ -247,6 +247,33 @@ impl PreparedMatrix {
         })
     }
 
+    /// Like [`PreparedMatrix::for_link`] at a given tiling of a packing preset instead
+    /// of the one the plan chooses: for measuring tilings (the `sweep` example, which
+    /// fits the cost model's constants).
+    ///
+    /// # Errors
+    /// As [`PreparedMatrix::new`]; [`crate::Error::InvalidTiling`] for a preset that does
+    /// not pack or a tiling that does not fit ([`crate::tiling::Tiling::packed_fits`]).
+    pub fn with_packed_tiling(
+        params: &Arc<Parameters>,
+        w_rows: &[f32],
+        shape: MatrixShape,
+        tiling: crate::tiling::Tiling,
+    ) -> Result<Self> {
+        shape.check()?;
+        crate::check_values("weights", w_rows, shape.d_in * shape.d_out)?;
+        let (l, m) = coeff::prepare_packed(params, w_rows, shape, tiling)?;
+        Ok(Self {
+            params: params.clone(),
+            layout: Layout {
+                shape,
+                fingerprint: params.fingerprint(),
+                kind: LayoutKind::Coefficients(l),
+            },
+            encoded: Encoded::Coefficients(m),
+        })
+    }
+
     /// The public layout to hand to the client.
     pub fn layout(&self) -> &Layout {
         &self.layout

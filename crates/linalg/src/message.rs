@@ -422,10 +422,7 @@ impl Layout {
                 };
                 let fits = (1..=params.n()).contains(&a)
                     && if packs {
-                        b.is_power_of_two()
-                            && b < 2 * d_in
-                            && (1..=d_out).contains(&c)
-                            && a.saturating_mul(b).saturating_mul(c) <= params.n()
+                        tiling.packed_fits(params.n(), d_in, d_out)
                     } else {
                         Tiling::choose(params.n(), d_in, d_out, a, q_bits, want_down) == tiling
                     };

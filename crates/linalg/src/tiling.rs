@@ -47,14 +47,31 @@ const MAC_NS: f64 = 1.2;
 const NTT_NS_PER_COEFF: f64 = 5.0;
 /// Wire time per bit at 1 Gbit/s.
 const WIRE_NS_PER_BIT: f64 = 1.0;
-/// One merge of packed outputs (an automorphism with a hybrid key switch over `q` and
-/// `P`: about seven NTTs and the element-wise work around them), per coefficient
-/// (`N = 2^12`: measured 400 us of CPU per merge on a loaded 2-core host, about 300 us
-/// quiet).
-const KS_NS_PER_COEFF: f64 = 75.0;
-/// The client's encryption or decryption of one ciphertext, per coefficient (an NTT,
-/// sampling, a multiply).
-const CLIENT_NS_PER_COEFF: f64 = 10.0;
+/// The packed model's constants (`Coeff12Pack`, `N = 2^12`, wall time with 2 threads on
+/// the 2-core reference machine). The `sweep` example (`cargo run --release -p
+/// selene-linalg --example sweep`) times one product per tiling of SmolLM2's six shapes
+/// and fits them: across five runs, multiply-adds 0.3-1.7 ns and key switches 20-52 ns
+/// per coefficient (nearly collinear over these tilings, so the split is loose), the
+/// client's encryption 42-45 and decryption 23-26. Multiply-adds keep [`MAC_NS`], 1.2, the cost in a whole model where
+/// the weights stream from memory (an isolated product finds them in cache), and key
+/// switches are taken at 37: together they pick the sweep's fastest tiling for every shape on
+/// `lan` and `home` and all but `gate|up` on `wan` (18% off), and `selene bench net`
+/// measured `lan` at 1.21 s/token against 1.86 with the older constants, `wan` and
+/// `home` unchanged (docs/network.md, "How the plan is chosen").
+///
+/// One key switch (a packing merge or a hoisted image: an automorphism with a hybrid key
+/// switch over `q` and `P`, about seven NTTs and the element-wise work around them), per
+/// coefficient (`N = 2^12`: 150 us).
+const KS_NS_PER_COEFF: f64 = 37.0;
+/// The server's work per uploaded ciphertext (reading it, expanding `c1` from its seed),
+/// per coefficient.
+const PACKED_INPUT_NS: f64 = 8.0;
+/// The client's encoding and encryption of one uploaded ciphertext, per coefficient
+/// (sampling `c1` from a seed and the error, two NTTs; 175 us).
+const CLIENT_ENC_NS_PER_COEFF: f64 = 42.0;
+/// The client's decryption and decoding of one packed download, per coefficient (105
+/// us).
+const CLIENT_DEC_NS_PER_COEFF: f64 = 26.0;
 
 impl Tiling {
     /// The tuple `(n_b, k_i, k_o)`, for error messages.
@@ -171,6 +188,17 @@ impl Tiling {
         best
     }
 
+    /// Whether this tiling can lay out a packed `d_in x d_out` product in a ring of
+    /// degree `ring_n`: at least one token, a power-of-two `k_i` (the packing grid) no
+    /// wider than the matrix needs, `1 <= k_o <= d_out`, and `n_b k_i k_o <= ring_n`.
+    pub fn packed_fits(&self, ring_n: usize, d_in: usize, d_out: usize) -> bool {
+        (1..=ring_n).contains(&self.n_b)
+            && self.k_i.is_power_of_two()
+            && self.k_i < 2 * d_in
+            && (1..=d_out).contains(&self.k_o)
+            && self.n_b.saturating_mul(self.k_i).saturating_mul(self.k_o) <= ring_n
+    }
+
     /// Merge levels of a packed product: `min(log2 k_i, ceil(log2 out_blocks))` (0 when
     /// `k_i` is odd: no power-of-two grid).
     pub fn pack_levels(&self, d_out: usize) -> u32 {
@@ -223,8 +251,9 @@ impl Tiling {
         };
         let server = bi * blocks * nf * MAC_NS
             + key_switches * nf * KS_NS_PER_COEFF
+            + bi * nf * PACKED_INPUT_NS
             + 2.0 * packed * nf * NTT_NS_PER_COEFF;
-        let client = (bi + packed) * nf * CLIENT_NS_PER_COEFF;
+        let client = nf * (bi * CLIENT_ENC_NS_PER_COEFF + packed * CLIENT_DEC_NS_PER_COEFF);
         let used = (self.n_b * d_out) as f64;
         let up = bi * nf * f64::from(up_bits) * link.up_ns_per_bit();
         let down = (packed * nf + used) * f64::from(down_bits) * link.down_ns_per_bit();

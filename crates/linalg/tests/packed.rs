@@ -73,6 +73,74 @@ fn packed_products_match_f64_and_download_a_few_ciphertexts() {
     }
 }
 
+/// Every tiling the cost model weighs (what the `sweep` example times) computes the
+/// product; tilings a packed layout cannot hold are refused, as is a preset that does not
+/// pack.
+#[test]
+fn every_packed_tiling_matches_f64_and_bad_ones_are_refused() {
+    use selene_linalg::tiling::Tiling;
+    let params = LinalgPreset::Coeff12Pack.build().unwrap();
+    let (d_in, d_out) = (576, 960);
+    let shape = MatrixShape::new(d_in, d_out);
+    let w: Vec<f32> = values(5, d_in * d_out).iter().map(|v| v * 0.05).collect();
+    let x = values(6, d_in);
+    let mut k_i = 64;
+    while k_i < 2 * d_in {
+        let t = Tiling {
+            n_b: 1,
+            k_i,
+            k_o: (4096 / k_i).min(d_out),
+        };
+        let m = PreparedMatrix::with_packed_tiling(&params, &w, shape, t).unwrap();
+        let LayoutKind::Coefficients(l) = m.layout().kind() else {
+            panic!("coefficient layout expected")
+        };
+        assert_eq!(l.tiling, t);
+        let mut client = Client::new(&params);
+        let gks = client.galois_keys(&[m.layout()]);
+        let server = Server::new(&params).with_galois_keys(Arc::new(gks));
+        let (input, scales) = client.encode_encrypt(&x, 1, m.layout()).unwrap();
+        let out = server.apply(&m, &input).unwrap();
+        let y = client.decrypt_decode(&out, &scales, m.layout()).unwrap();
+        let err = max_rel_error(&x, &w, shape, &y);
+        assert!(err <= 2f64.powi(-12), "k_i {k_i}: {err:e}");
+        k_i *= 2;
+    }
+    let bad = [
+        Tiling {
+            n_b: 1,
+            k_i: 96,
+            k_o: 32,
+        }, // not a power of two
+        Tiling {
+            n_b: 1,
+            k_i: 2048,
+            k_o: 2,
+        }, // wider than d_in needs
+        Tiling {
+            n_b: 1,
+            k_i: 1024,
+            k_o: 8,
+        }, // more than N coefficients
+        Tiling {
+            n_b: 0,
+            k_i: 1024,
+            k_o: 4,
+        }, // no token
+    ];
+    for t in bad {
+        let e = PreparedMatrix::with_packed_tiling(&params, &w, shape, t).unwrap_err();
+        assert!(e.to_string().contains("does not fit"), "{t:?}: {e}");
+    }
+    let unpacked = LinalgPreset::Coeff12.build().unwrap();
+    let t = Tiling {
+        n_b: 1,
+        k_i: 1024,
+        k_o: 4,
+    };
+    assert!(PreparedMatrix::with_packed_tiling(&unpacked, &w, shape, t).is_err());
+}
+
 #[test]
 fn a_packed_product_without_galois_keys_is_an_error() {
     let params = LinalgPreset::Coeff12Pack.build().unwrap();
