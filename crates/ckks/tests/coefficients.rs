@@ -192,3 +192,44 @@ fn flooded_decryption_adds_noise_of_the_requested_size() {
     let s = selene_ckks::flooding_sigma(100.0, 16, 40);
     assert!((s - 100.0 * (12.0f64 * 16.0).sqrt() * 2f64.powi(20)).abs() < 1e-3);
 }
+
+/// `encrypt_coefficients` (message and error in one NTT) decrypts to the integer message
+/// plus fresh noise, with the secret key (seeded) and the public key, and equals what an
+/// encryption of the message's NTT decrypts to within the same noise.
+#[test]
+fn encrypting_integer_coefficients_decrypts_to_them() {
+    let params = ExampleParams::Test12.build().unwrap();
+    let mut kit = Kit::new(params.clone(), &[]);
+    let ring = params.ring();
+    let n = params.n();
+    let top = params.max_level();
+    let m: Vec<i64> = (0..n as i64)
+        .map(|i| (i * 7919 % 2001 - 1000) << 8)
+        .collect();
+    let plain = selene_ckks::ring::Poly::from_signed(ring, &m, top, false).into_ntt(ring);
+    let reference = kit
+        .sk_enc
+        .encrypt(&selene_ckks::Plaintext::from_poly(plain, Scale(1.0), C));
+    let seeded = kit.sk_enc.encrypt_coefficients(&m, top, Scale(1.0), C);
+    assert!(seeded.seed().is_some());
+    let public = kit.pk_enc.encrypt_coefficients(&m, top, Scale(1.0), C);
+    let q0 = ring.moduli()[0];
+    let error = |ct: &selene_ckks::Ciphertext| -> i64 {
+        let pt = kit.dec.decrypt(ct);
+        let coeffs = pt.poly().clone().into_coeff(ring);
+        coeffs
+            .row(0)
+            .iter()
+            .zip(&m)
+            .map(|(&v, &want)| (q0.center(v) - want).abs())
+            .max()
+            .unwrap()
+    };
+    let (e_ref, e_seeded, e_public) = (error(&reference), error(&seeded), error(&public));
+    println!("max |decrypted - m|: NTT message {e_ref}, coefficients {e_seeded} (secret key), {e_public} (public key)");
+    // Fresh secret-key noise is one Gaussian of sigma 3.2 cut at 6 sigma: at most 19.
+    // Public-key noise is `(e u + e0 + e1 s) / P` plus rounding (measured 54): far below
+    // the message's 2^8 steps either way.
+    assert!(e_ref <= 19 && e_seeded <= 19, "{e_ref} {e_seeded}");
+    assert!(e_public <= 512, "{e_public}");
+}

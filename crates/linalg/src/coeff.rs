@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use selene_ckks::ring::sampler::{os_rng, wide_gaussian};
 use selene_ckks::ring::{Coeff, Modulus, Ntt, Poly};
 use selene_ckks::rlwe::{Decryptor, Encryptor};
-use selene_ckks::{Ciphertext, Encoding, Evaluator, GaloisKeys, Parameters, Plaintext, Scale};
+use selene_ckks::{Ciphertext, Encoding, Evaluator, GaloisKeys, Parameters, Scale};
 
 use crate::error::{Error, Result};
 use crate::modswitch::{download_modulus, SwitchedCt};
@@ -371,7 +371,6 @@ pub(crate) fn encrypt(
     d_in: usize,
 ) -> Result<(Vec<Ciphertext>, Vec<f64>)> {
     let t = layout.tiling;
-    let ring = params.ring();
     let scales: Vec<f64> = x
         .chunks_exact(d_in)
         .map(|row| {
@@ -388,7 +387,7 @@ pub(crate) fn encrypt(
         })
         .collect();
     let bi = t.in_blocks(d_in);
-    let plain: Vec<Poly<Ntt>> = (0..t.groups(n) * bi)
+    let encoded: Vec<Vec<i64>> = (0..t.groups(n) * bi)
         .into_par_iter()
         .map(|idx| {
             let (g, b) = (idx / bi, idx % bi);
@@ -408,13 +407,14 @@ pub(crate) fn encrypt(
                         (f64::from(x[tok * d_in + inp]) * scales[tok]).round() as i64;
                 }
             }
-            Poly::<Coeff>::from_signed(ring, &coeffs, 0, false).into_ntt(ring)
+            coeffs
         })
         .collect();
-    // Secret-key encryption: each ciphertext ships as `c0` plus the 32-byte seed of `c1`.
-    let cts = plain
-        .into_iter()
-        .map(|m| enc.encrypt(&Plaintext::from_poly(m, Scale(1.0), Encoding::Coefficients)))
+    // Secret-key encryption: each ciphertext ships as `c0` plus the 32-byte seed of `c1`;
+    // the message and the error share one NTT.
+    let cts = encoded
+        .iter()
+        .map(|m| enc.encrypt_coefficients(m, 0, Scale(1.0), Encoding::Coefficients))
         .collect();
     Ok((cts, scales))
 }

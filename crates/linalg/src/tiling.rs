@@ -52,7 +52,8 @@ const WIRE_NS_PER_BIT: f64 = 1.0;
 /// selene-linalg --example sweep`) times one product per tiling of SmolLM2's six shapes
 /// and fits them: across five runs, multiply-adds 0.3-1.7 ns and key switches 20-52 ns
 /// per coefficient (nearly collinear over these tilings, so the split is loose), the
-/// client's encryption 42-45 and decryption 23-26. Multiply-adds keep [`MAC_NS`], 1.2, the cost in a whole model where
+/// client's encryption 42-45 (37-41 once the message and error shared one NTT) and
+/// decryption 23-26. Multiply-adds keep [`MAC_NS`], 1.2, the cost in a whole model where
 /// the weights stream from memory (an isolated product finds them in cache), and key
 /// switches are taken at 37: together they pick the sweep's fastest tiling for every shape on
 /// `lan` and `home` and all but `gate|up` on `wan` (18% off), and `selene bench net`

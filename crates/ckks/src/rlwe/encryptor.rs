@@ -91,6 +91,41 @@ impl Encryptor {
         ct
     }
 
+    /// Encrypts the integer polynomial `m` (coefficient form, `|m_i| < 2^61`) at
+    /// `level`. With a secret key the message and the error are summed as integers and
+    /// take one NTT together (an encryption of `NTT(m)` pays two).
+    ///
+    /// # Panics
+    /// Never for `m.len() == N` (debug-asserted).
+    pub fn encrypt_signed(&mut self, m: &[i64], level: usize) -> RlweCiphertext {
+        let ring = self.params.ring();
+        debug_assert_eq!(m.len(), self.params.n());
+        match &self.key {
+            Key::Secret(sk) => {
+                let seed = os_seed();
+                let c1 = uniform_poly(ring, &seed, level, false);
+                // The error is secret: wiped when dropped, with the sum it hides in.
+                let mut me = Zeroizing::new(gaussian(&mut self.rng, m.len()));
+                for (v, &x) in me.iter_mut().zip(m) {
+                    *v += x;
+                }
+                let mut c0 = Poly::from_signed(ring, &me, level, false).into_ntt(ring);
+                let mut as_ = c1.clone();
+                as_.mul_assign_prefix(ring, sk.ntt());
+                c0.sub_assign(ring, &as_);
+                RlweCiphertext {
+                    c0,
+                    c1,
+                    seed: Some(seed),
+                }
+            }
+            Key::Public(_) => {
+                let m = Poly::from_signed(ring, m, level, false).into_ntt(ring);
+                self.encrypt_poly(&m)
+            }
+        }
+    }
+
     /// An encryption of zero at `level`.
     pub fn encrypt_zero(&mut self, level: usize) -> RlweCiphertext {
         let ring = self.params.ring();

@@ -117,6 +117,19 @@ impl Encryptor {
     pub fn encrypt(&mut self, pt: &Plaintext) -> Ciphertext {
         Ciphertext::from_rlwe(self.encrypt_poly(&pt.poly), pt.scale, pt.encoding)
     }
+
+    /// Encrypts the integer polynomial `m` (coefficient form, `|m_i| < 2^61`) at `level`
+    /// with `scale` and `encoding`: [`Encryptor::encrypt`] of its NTT, one NTT cheaper
+    /// ([`Encryptor::encrypt_signed`]).
+    pub fn encrypt_coefficients(
+        &mut self,
+        m: &[i64],
+        level: usize,
+        scale: Scale,
+        encoding: Encoding,
+    ) -> Ciphertext {
+        Ciphertext::from_rlwe(self.encrypt_signed(m, level), scale, encoding)
+    }
 }
 
 impl Decryptor {
