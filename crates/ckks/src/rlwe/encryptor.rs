@@ -50,6 +50,29 @@ impl std::fmt::Debug for Encryptor {
     }
 }
 
+/// `(NTT(v) - a s, a)` with `a` uniform from a fresh seed (shipped instead of `a`): the
+/// secret-key encryption of the integer polynomial `v`, a message plus its error.
+fn secret_key_encrypt(
+    params: &Parameters,
+    sk: &SecretKey,
+    v: &[i64],
+    level: usize,
+) -> RlweCiphertext {
+    let ring = params.ring();
+    let seed = os_seed();
+    let c1 = uniform_poly(ring, &seed, level, false);
+    let mut c0 = Poly::from_signed(ring, v, level, false).into_ntt(ring);
+    let mut as_ = c1.clone();
+    // Row r of s is row r of its QP form: multiply in place, no copy of s.
+    as_.mul_assign_prefix(ring, sk.ntt());
+    c0.sub_assign(ring, &as_);
+    RlweCiphertext {
+        c0,
+        c1,
+        seed: Some(seed),
+    }
+}
+
 impl Drop for Encryptor {
     fn drop(&mut self) {
         if let Some(s) = self.scratch.as_mut() {
@@ -102,22 +125,12 @@ impl Encryptor {
         debug_assert_eq!(m.len(), self.params.n());
         match &self.key {
             Key::Secret(sk) => {
-                let seed = os_seed();
-                let c1 = uniform_poly(ring, &seed, level, false);
                 // The error is secret: wiped when dropped, with the sum it hides in.
                 let mut me = Zeroizing::new(gaussian(&mut self.rng, m.len()));
                 for (v, &x) in me.iter_mut().zip(m) {
                     *v += x;
                 }
-                let mut c0 = Poly::from_signed(ring, &me, level, false).into_ntt(ring);
-                let mut as_ = c1.clone();
-                as_.mul_assign_prefix(ring, sk.ntt());
-                c0.sub_assign(ring, &as_);
-                RlweCiphertext {
-                    c0,
-                    c1,
-                    seed: Some(seed),
-                }
+                secret_key_encrypt(&self.params, sk, &me, level)
             }
             Key::Public(_) => {
                 let m = Poly::from_signed(ring, m, level, false).into_ntt(ring);
@@ -132,19 +145,8 @@ impl Encryptor {
         let n = self.params.n();
         match &self.key {
             Key::Secret(sk) => {
-                let seed = os_seed();
-                let c1 = uniform_poly(ring, &seed, level, false);
-                let e = gaussian(&mut self.rng, n);
-                let mut c0 = Poly::from_signed(ring, &e, level, false).into_ntt(ring);
-                let mut as_ = c1.clone();
-                // Row r of s is row r of its QP form: multiply in place, no copy of s.
-                as_.mul_assign_prefix(ring, sk.ntt());
-                c0.sub_assign(ring, &as_);
-                RlweCiphertext {
-                    c0,
-                    c1,
-                    seed: Some(seed),
-                }
+                let e = Zeroizing::new(gaussian(&mut self.rng, n));
+                secret_key_encrypt(&self.params, sk, &e, level)
             }
             Key::Public(pk) => {
                 // Encryption randomness is secret: wiped when dropped.
