@@ -52,26 +52,23 @@ const WIRE_NS_PER_BIT: f64 = 1.0;
 /// selene-linalg --example sweep`) times one product per tiling of SmolLM2's six shapes
 /// and fits them: across five runs, multiply-adds 0.3-1.7 ns and key switches 20-52 ns
 /// per coefficient (nearly collinear over these tilings, so the split is loose), the
-/// client's encryption 42-45 (37-41 once the message and error shared one NTT) and
-/// decryption 23-26. Multiply-adds keep [`MAC_NS`], 1.2, the cost in a whole model where
-/// the weights stream from memory (an isolated product finds them in cache), and key
-/// switches are taken at 37: together they pick the sweep's fastest tiling for every shape on
-/// `lan` and `home` and all but `gate|up` on `wan` (18% off), and `selene bench net`
-/// measured `lan` at 1.21 s/token against 1.86 with the older constants, `wan` and
-/// `home` unchanged (docs/network.md, "How the plan is chosen").
+/// client's encryption 37-45 and decryption 23-26. Multiply-adds keep [`MAC_NS`], the
+/// cost in a whole model, whose weights stream from memory (an isolated product finds
+/// them in cache); with key switches at 37 the model picks the sweep's fastest tiling
+/// for every shape on `lan` and `home` and all but `gate|up` on `wan` (18% off). The
+/// end-to-end check is in docs/network.md, "How the plan is chosen".
 ///
 /// One key switch (a packing merge or a hoisted image: an automorphism with a hybrid key
 /// switch over `q` and `P`, about seven NTTs and the element-wise work around them), per
-/// coefficient (`N = 2^12`: 150 us).
+/// coefficient.
 const KS_NS_PER_COEFF: f64 = 37.0;
 /// The server's work per uploaded ciphertext (reading it, expanding `c1` from its seed),
 /// per coefficient.
 const PACKED_INPUT_NS: f64 = 8.0;
 /// The client's encoding and encryption of one uploaded ciphertext, per coefficient
-/// (sampling `c1` from a seed and the error, two NTTs; 175 us).
+/// (sampling `c1` from a seed and the error, an NTT, a product with the key).
 const CLIENT_ENC_NS_PER_COEFF: f64 = 42.0;
-/// The client's decryption and decoding of one packed download, per coefficient (105
-/// us).
+/// The client's decryption and decoding of one packed download, per coefficient.
 const CLIENT_DEC_NS_PER_COEFF: f64 = 26.0;
 
 impl Tiling {
