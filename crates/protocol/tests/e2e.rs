@@ -382,10 +382,11 @@ fn quality_on_a_text_slice_strict_and_k4() {
             q.flips
         );
         // K = 4 floods every product decryption (see below), random per run: 0.74%,
-        // 1.03% and 3.26% measured on 32 positions with the issue-20 sigma (0.10% and
-        // 0.58% on 48 with the old, too small one). A broken layout or key moves
-        // perplexity by far more than 10% (the logits become noise).
-        let ppl_bound = if mode == "strict" { 0.005 } else { 0.10 };
+        // 1.03%, 3.26%, 6.75%, 1.65%, 2.88% and 0.97% measured on 32 positions with the
+        // issue-20 sigma (0.10% and 0.58% on 48 with the old, too small one). A broken
+        // layout or key makes the logits noise, and the perplexity that of a uniform
+        // guess over 49,152 tokens: a thousand times the reference, far past 25%.
+        let ppl_bound = if mode == "strict" { 0.005 } else { 0.25 };
         assert!(
             q.ppl_rel_err() < ppl_bound,
             "{mode}: perplexity off by {}",
@@ -394,10 +395,11 @@ fn quality_on_a_text_slice_strict_and_k4() {
         // Strict: CKKS noise only (a few hundredths, as in tests/strict.rs). K = 4 adds
         // the decryption flooding of every product (LMSS22 sigma for a 32-position cap,
         // about 2^34.5 download units: ~10.1 bits left per product) and the release's
-        // N(0, 0.01^2), which the 26 plaintext layers carry to the logits (2.31 and 1.75
-        // measured at the worst of 32 x 49152 logits, 2026-12-03); a
-        // broken layout or key gives errors of order 10.
-        let bound = if mode == "strict" { 0.1 } else { 4.0 };
+        // N(0, 0.01^2), which the 26 plaintext layers carry to the logits. The worst of
+        // 32 x 49152 logits is heavy-tailed across runs: 2.31, 1.75 (2026-12-03), 4.72,
+        // 1.85, 3.33, 2.11 and 1.77 (2026-12-04); the perplexity bound above is what
+        // catches a broken layout or key, this one a gross error.
+        let bound = if mode == "strict" { 0.1 } else { 8.0 };
         assert!(
             q.max_logit_err < bound,
             "{mode}: logit error {}",
