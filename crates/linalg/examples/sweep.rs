@@ -104,15 +104,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 d.push(t0.elapsed().as_secs_f64() * 1e3);
                 (up, down) = (input.wire_bytes(&params), out.wire_bytes());
             }
-            let r = t.pack_levels(d_out);
-            let l = t.hoist_levels(d_in, d_out, r);
-            let (bi, bo, packed) = (t.in_blocks(d_in), t.out_blocks(d_out), t.packed_cts(d_out));
-            let (ks, blocks) = if l == 0 {
-                (bo - packed, bo)
-            } else {
-                let (s, j) = (1usize << l, 1usize << (r - l));
-                (bi * (s - 1) + packed * (j - 1), packed * s * j)
-            };
+            let (bi, packed) = (t.in_blocks(d_in), t.packed_cts(d_out));
+            let (ks, blocks) = t.packed_work(d_in, d_out);
             let (s, e, d) = (median(s), median(e), median(d));
             println!(
                 "{d_in} {d_out} {} | {bi} {blocks} {ks} | {s:.3} {e:.3} {d:.3} | {up} {down}",

@@ -420,12 +420,12 @@ impl Layout {
                     k_i: b,
                     k_o: c,
                 };
-                let fits = (1..=params.n()).contains(&a)
-                    && if packs {
-                        tiling.packed_fits(params.n(), d_in, d_out)
-                    } else {
-                        Tiling::choose(params.n(), d_in, d_out, a, q_bits, want_down) == tiling
-                    };
+                let fits = if packs {
+                    tiling.packed_fits(params.n(), d_in, d_out)
+                } else {
+                    (1..=params.n()).contains(&a)
+                        && Tiling::choose(params.n(), d_in, d_out, a, q_bits, want_down) == tiling
+                };
                 let pack_levels = if packs && fits {
                     tiling.pack_levels(d_out)
                 } else {

@@ -223,6 +223,27 @@ impl Tiling {
             .div_ceil(1 << self.pack_levels(d_out))
     }
 
+    /// The server's work for one token group of a packed product: `(key switches,
+    /// blocks)`, each block `in_blocks` weight polynomials multiplied in. With `L` merge
+    /// levels folded into the weights ([`crate::hoist`]) that is `in_blocks (2^L - 1)`
+    /// images plus `packed (2^(r-L) - 1)` real merges, and the folded items pad to `2^r`
+    /// blocks; with none, one merge per block beyond the packed ones.
+    pub fn packed_work(&self, d_in: usize, d_out: usize) -> (usize, usize) {
+        let (bi, bo, packed) = (
+            self.in_blocks(d_in),
+            self.out_blocks(d_out),
+            self.packed_cts(d_out),
+        );
+        let r = self.pack_levels(d_out);
+        match self.hoist_levels(d_in, d_out, r) {
+            0 => (bo - packed, bo),
+            l => {
+                let (s, j) = (1usize << l, 1usize << (r - l));
+                (bi * (s - 1) + packed * (j - 1), packed * s * j)
+            }
+        }
+    }
+
     /// Modelled time (ns) of one token group with packed outputs over `link`; see
     /// [`Tiling::choose_packed`].
     pub fn packed_model_ns(
@@ -234,19 +255,10 @@ impl Tiling {
         down_bits: u32,
         link: &crate::Link,
     ) -> f64 {
-        let (bi, bo) = (self.in_blocks(d_in) as f64, self.out_blocks(d_out) as f64);
-        let packed = self.packed_cts(d_out) as f64;
+        let (bi, packed) = (self.in_blocks(d_in) as f64, self.packed_cts(d_out) as f64);
         let nf = ring_n as f64;
-        // With `L` levels folded into the weights (crate::hoist): `bi (2^L - 1)` images
-        // and `packed (2^(r-L) - 1)` real merges; the folded items pad to `2^r` blocks.
-        let r = self.pack_levels(d_out);
-        let l = self.hoist_levels(d_in, d_out, r);
-        let (key_switches, blocks) = if l == 0 {
-            (bo - packed, bo)
-        } else {
-            let (s, j) = (f64::from(1u32 << l), f64::from(1u32 << (r - l)));
-            (bi * (s - 1.0) + packed * (j - 1.0), packed * s * j)
-        };
+        let (key_switches, blocks) = self.packed_work(d_in, d_out);
+        let (key_switches, blocks) = (key_switches as f64, blocks as f64);
         let server = bi * blocks * nf * MAC_NS
             + key_switches * nf * KS_NS_PER_COEFF
             + bi * nf * PACKED_INPUT_NS

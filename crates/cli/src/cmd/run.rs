@@ -46,9 +46,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut policy = args.policy.policy(w.config().n_layers)?;
     let params = policy.preset.build()?;
     let drafts = args.gen.draft.is_some();
-    let c = w.config();
     args.policy
-        .resolve_fusion(&mut policy, c, &params, &args.link, (drafts, true));
+        .resolve_fusion(&mut policy, w.config(), &params, &args.link, (drafts, true));
     let (server, token) = embedded_server(
         &params,
         &w,
