@@ -192,6 +192,13 @@ pub enum Error {
         /// The value given.
         rate: f64,
     },
+    /// Requests and replies out of step: a reply read with nothing outstanding, a third
+    /// request sent ahead, or a plain request while pipelined ones wait.
+    #[error("pipelined requests out of step: {why}")]
+    Pipeline {
+        /// What went wrong.
+        why: &'static str,
+    },
     /// The session is closed (after `Close`, an error that ended it, or a lost peer).
     #[error("the session is closed")]
     Closed,

@@ -64,8 +64,8 @@ pub mod transport;
 pub use client::{
     generate_after_prefix, generate_after_prefix_drafted, generate_session, model_fingerprint,
     ClientSession, Flooding, PaddedLinear, PrivateGenerator, PrivateStats, Released,
-    SelectiveClient, StrictLinear, TrafficStats, MIN_FLOODED_PRECISION_BITS, PRODUCT_REPLY_FACTOR,
-    VERIFY_TOLERANCE,
+    SelectiveClient, StrictLinear, TrafficStats, MAX_OUTSTANDING, MIN_FLOODED_PRECISION_BITS,
+    PIPELINE_ROWS, PRODUCT_REPLY_FACTOR, VERIFY_TOLERANCE,
 };
 pub use codec::prefix_kv::{PrefixKv, PrefixLimits};
 pub use codec::release::{decode_release, encode_release};

@@ -68,8 +68,12 @@ struct Dishonest {
 }
 
 impl Transport for Dishonest {
-    fn exchange(&mut self, request: &[u8]) -> selene_protocol::Result<Vec<u8>> {
-        let reply = self.inner.exchange(request)?;
+    fn send(&mut self, request: &[u8]) -> selene_protocol::Result<()> {
+        self.inner.send(request)
+    }
+
+    fn receive(&mut self) -> selene_protocol::Result<Vec<u8>> {
+        let reply = self.inner.receive()?;
         let mut frame = wire::decode(&reply, &Limits::default())?;
         match (&mut frame.message, self.forge) {
             (Message::Welcome(w), Forge::Scales) => {

@@ -81,7 +81,7 @@ struct Recording {
 }
 
 impl Transport for Recording {
-    fn exchange(&mut self, request: &[u8]) -> selene_protocol::Result<Vec<u8>> {
+    fn send(&mut self, request: &[u8]) -> selene_protocol::Result<()> {
         let frame = wire::decode(request, &Limits::default())?;
         if let Message::Product {
             layer,
@@ -95,7 +95,11 @@ impl Transport for Recording {
                 .unwrap()
                 .push((layer as usize, stage, n, request.len()));
         }
-        self.inner.exchange(request)
+        self.inner.send(request)
+    }
+
+    fn receive(&mut self) -> selene_protocol::Result<Vec<u8>> {
+        self.inner.receive()
     }
 
     fn token(&self) -> &[u8] {

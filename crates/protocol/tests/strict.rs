@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::greedy;
 use selene_linalg::LinalgPreset;
 use selene_model::{forward, generate, store, KvCache, Logits, QuantLinear, Tokenizer};
-use selene_protocol::{InProcess, ModelServer, PreparedModel, StrictLinear};
+use selene_protocol::{InProcess, ModelServer, PreparedModel, StrictLinear, PIPELINE_ROWS};
 
 #[test]
 fn strict_mode_matches_plaintext_tokens_and_logits() {
@@ -72,6 +72,47 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
         let got = run(&mut enc);
         assert_eq!(got, want, "greedy tokens differ for {prompt:?}");
     }
+
+    // A prompt of at least twice PIPELINE_ROWS tokens: each product goes as several
+    // requests, each sent before the previous answer is read, one round trip in all;
+    // the logits are as close to plaintext as one request's.
+    let ids = tok
+        .encode("The patient, a 54-year-old teacher, was admitted on 3 March with chest pain")
+        .unwrap();
+    let requests = ids.len() / PIPELINE_ROWS;
+    assert!(requests >= 2, "{} tokens", ids.len());
+    let c = w.config();
+    let plain = forward(
+        &w,
+        &ids,
+        &mut KvCache::new(c, ids.len()),
+        &mut QuantLinear::new(&w),
+        Logits::Last,
+    )
+    .unwrap();
+    let before = enc.stats();
+    let secret = forward(
+        &w,
+        &ids,
+        &mut KvCache::new(c, ids.len()),
+        &mut enc,
+        Logits::Last,
+    )
+    .unwrap();
+    let after = enc.stats();
+    let max_err = plain
+        .iter()
+        .zip(&secret)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!(
+        "{} tokens pipelined: max |logit error| {max_err:.2e}",
+        ids.len()
+    );
+    assert!(max_err < 0.1, "logit error {max_err}");
+    assert_eq!(after.products - before.products, requests * 4 * layers);
+    assert_eq!(after.round_trips - before.round_trips, 4 * layers as u64);
+
     let s = enc.stats();
     assert!(s.products > 0 && s.bytes_up > 0 && s.bytes_down > 0);
     assert_eq!(s.verified, s.products);

@@ -12,17 +12,17 @@ mod common;
 
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{
     greedy, greedy_margin, open, over_tls, plain, poll_open, remote_code, shared, start, Running,
-    TOKEN,
+    CONTEXT, TOKEN,
 };
 use selene_linalg::Client;
 use selene_model::{generate, LinearStage};
 use selene_protocol::net::{TlsTransport, Trust};
 use selene_protocol::wire::{self, ErrorCode, Message};
-use selene_protocol::{Error, Limits, StrictLinear};
+use selene_protocol::{ClientSession, Error, Limits, Policy, StrictLinear};
 
 /// Every layer prepared: these tests run strict mode too.
 fn start_all() -> Running {
@@ -123,6 +123,71 @@ fn bad_peers_get_errors_and_the_server_keeps_serving() {
         session.product(0, LinearStage::Qkv, vec![]),
         Err(Error::Closed)
     ));
+    poll_open(&r, 0);
+}
+
+/// Two requests sent before either reply is read, each far larger than the socket
+/// buffers (a 32-row `GateUp` product at `coeff12wide`: about 9 MB up and 37 MB down):
+/// a server that did not read ahead would block writing the first answer while the
+/// client blocks writing the second request. Both answers come back, in order, equal to
+/// the same ciphertexts' answers one at a time; a third request ahead is refused.
+#[test]
+fn pipelined_requests_larger_than_the_buffers_are_answered_in_order() {
+    let r = start_all();
+    let layers = shared().w.config().n_layers;
+    // A deadlock fails the test at this timeout instead of hanging it.
+    let t = TlsTransport::connect_with(&r.addr, &r.trust, TOKEN, Duration::from_secs(60)).unwrap();
+    let params = r.model_for(1).params();
+    let mut session =
+        ClientSession::open(t, params, Policy::selective(layers, 1), CONTEXT).unwrap();
+    let layout = session.layouts()[0][2].clone();
+    let mut client = Client::new(params);
+    let rows = 32;
+    let cts: Vec<Vec<u8>> = (0..2)
+        .map(|k| {
+            let x: Vec<f32> = (0..rows * 576)
+                .map(|i| ((i + 1000 * k) as f32 * 0.37).sin())
+                .collect();
+            let (input, _) = client.encode_encrypt(&x, rows, &layout).unwrap();
+            input.to_bytes(params)
+        })
+        .collect();
+    assert!(cts[0].len() > 4 << 20, "{} bytes", cts[0].len());
+
+    session
+        .send_product(0, LinearStage::GateUp, cts[0].clone())
+        .unwrap();
+    session
+        .send_product(0, LinearStage::GateUp, cts[1].clone())
+        .unwrap();
+    assert!(matches!(
+        session.send_product(0, LinearStage::GateUp, vec![]),
+        Err(Error::Pipeline { .. })
+    ));
+    let trips = session.round_trips();
+    let first = session.receive_product().unwrap();
+    let second = session.receive_product().unwrap();
+    assert!(matches!(
+        session.receive_product(),
+        Err(Error::Pipeline { .. })
+    ));
+    assert!(first.len() > 16 << 20, "{} bytes", first.len());
+    assert_eq!(
+        first,
+        session
+            .product(0, LinearStage::GateUp, cts[0].clone())
+            .unwrap()
+    );
+    assert_eq!(
+        second,
+        session
+            .product(0, LinearStage::GateUp, cts[1].clone())
+            .unwrap()
+    );
+    assert_ne!(first, second);
+    // The pipelined pair cost one round trip; the two single products one each.
+    assert_eq!(session.round_trips(), trips + 2);
+    session.close().unwrap();
     poll_open(&r, 0);
 }
 

@@ -80,6 +80,8 @@ pub struct Snapshot {
 pub struct Counted<T> {
     inner: T,
     counters: Arc<Counters>,
+    /// Requests sent whose replies are not read yet.
+    outstanding: usize,
 }
 
 impl<T: Transport> Counted<T> {
@@ -87,18 +89,36 @@ impl<T: Transport> Counted<T> {
     pub fn new(inner: T) -> (Self, Arc<Counters>) {
         let counters = Arc::new(Counters::default());
         let c = Arc::clone(&counters);
-        (Self { inner, counters }, c)
+        (
+            Self {
+                inner,
+                counters,
+                outstanding: 0,
+            },
+            c,
+        )
     }
 }
 
 impl<T: Transport> Transport for Counted<T> {
-    fn exchange(&mut self, request: &[u8]) -> selene_protocol::Result<Vec<u8>> {
+    fn send(&mut self, request: &[u8]) -> selene_protocol::Result<()> {
         let c = &self.counters;
-        c.exchanges.fetch_add(1, Ordering::Relaxed);
+        // A request sent while another waits for its reply shares that round trip.
+        if self.outstanding == 0 {
+            c.exchanges.fetch_add(1, Ordering::Relaxed);
+        }
         c.bytes_up
             .fetch_add(request.len() as u64, Ordering::Relaxed);
-        let reply = self.inner.exchange(request)?;
-        c.bytes_down
+        self.inner.send(request)?;
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    fn receive(&mut self) -> selene_protocol::Result<Vec<u8>> {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let reply = self.inner.receive()?;
+        self.counters
+            .bytes_down
             .fetch_add(reply.len() as u64, Ordering::Relaxed);
         Ok(reply)
     }

@@ -14,5 +14,5 @@ pub use generator::{model_fingerprint, PrivateGenerator, PrivateStats};
 pub use padding::PaddedLinear;
 pub use prefix::{generate_after_prefix, generate_after_prefix_drafted};
 pub use selective::{generate_session, SelectiveClient, MIN_FLOODED_PRECISION_BITS};
-pub use session::{ClientSession, Released, PRODUCT_REPLY_FACTOR};
-pub use strict::{Flooding, StrictLinear, TrafficStats, VERIFY_TOLERANCE};
+pub use session::{ClientSession, Released, MAX_OUTSTANDING, PRODUCT_REPLY_FACTOR};
+pub use strict::{Flooding, StrictLinear, TrafficStats, PIPELINE_ROWS, VERIFY_TOLERANCE};

@@ -1,6 +1,7 @@
 //! The client's session over any [`Transport`]: `Hello`, then numbered requests, each
 //! reply checked for its request id and kind.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use selene_ckks::Parameters;
@@ -27,6 +28,12 @@ const SMALL_REPLY: usize = 64 << 10;
 /// Largest layout on the wire: a header and one `f64` scale per output column, for up to
 /// 32,768 columns (SmolLM2's widest encrypted product has 1,536).
 const MAX_LAYOUT_BYTES: usize = 64 + 8 * (1 << 15);
+
+/// Most requests a session has sent and not yet read the replies of: a server of
+/// [`WIRE_VERSION`] 3 reads one request ahead while it computes, so the second request's
+/// upload overlaps the first's compute, and neither side blocks writing while the other
+/// writes too (the server always reads the one request the client may send ahead).
+pub const MAX_OUTSTANDING: usize = 2;
 
 /// A product's answer is at most this many times its request, plus [`SMALL_REPLY`]. The
 /// answer holds one output block per `k_o` columns of each token group where the request
@@ -92,6 +99,8 @@ pub struct ClientSession<T: Transport> {
     round_trips: u64,
     limits: Limits,
     closed: bool,
+    /// Requests sent, replies not yet read: id, kind and reply bound, oldest first.
+    outstanding: VecDeque<(u64, Kind, usize)>,
 }
 
 impl<T: Transport> std::fmt::Debug for ClientSession<T> {
@@ -127,12 +136,10 @@ impl<T: Transport> ClientSession<T> {
             0
         };
         let hello = Message::Hello(Hello {
-            // Version 2 only where it is needed, so older servers serve the rest.
-            protocol: if policy.fused {
-                WIRE_VERSION
-            } else {
-                wire::MIN_WIRE_VERSION
-            },
+            // Version 3: this client may send a request before the previous reply
+            // (a long prompt's products), which a server that does not read ahead could
+            // leave both sides writing; such a server refuses the version instead.
+            protocol: WIRE_VERSION,
             token: transport.token().to_vec(),
             policy,
             params_fingerprint: params.fingerprint(),
@@ -179,6 +186,7 @@ impl<T: Transport> ClientSession<T> {
             round_trips: 1,
             limits,
             closed: false,
+            outstanding: VecDeque::new(),
         })
     }
 
@@ -220,23 +228,68 @@ impl<T: Transport> ClientSession<T> {
     }
 
     fn request(&mut self, message: Message) -> Result<Message> {
+        if !self.outstanding.is_empty() {
+            return Err(Error::Pipeline {
+                why: "a request while pipelined ones wait for their replies",
+            });
+        }
+        self.send(message)?;
+        self.receive()
+    }
+
+    /// Sends `message` without reading its reply ([`Self::receive`] reads replies in
+    /// order). A request sent while others are outstanding costs no round trip of its
+    /// own: its reply follows theirs.
+    fn send(&mut self, message: Message) -> Result<()> {
         if self.closed {
             return Err(Error::Closed);
         }
+        if self.outstanding.len() >= MAX_OUTSTANDING {
+            return Err(Error::Pipeline {
+                why: "more than two requests outstanding",
+            });
+        }
         let id = self.next_id;
         self.next_id += 1;
+        let kind = message.kind();
         let max = reply_bound(&message, &self.welcome);
+        let request = wire::encode(&Frame {
+            request_id: id,
+            message,
+        })?;
+        if self.outstanding.is_empty() {
+            self.round_trips += 1;
+        }
+        let sent = self.transport.send(&request);
+        self.check_channel(&sent);
+        sent?;
+        self.outstanding.push_back((id, kind, max));
+        Ok(())
+    }
+
+    /// Reads the reply to the oldest outstanding request and checks its id and kind.
+    fn receive(&mut self) -> Result<Message> {
+        let (id, kind, max) = self.outstanding.pop_front().ok_or(Error::Pipeline {
+            why: "no request outstanding",
+        })?;
         self.transport.limit_reply(max);
         let limits = Limits {
             max_message_bytes: max,
             ..self.limits.clone()
         };
-        self.round_trips += 1;
-        let reply = exchange(&mut self.transport, &limits, id, message);
-        if matches!(reply, Err(Error::Io(_) | Error::Closed | Error::Tls(_))) {
+        let reply = self
+            .transport
+            .receive()
+            .and_then(|bytes| check_reply(&bytes, &limits, id, kind));
+        self.check_channel(&reply);
+        reply
+    }
+
+    /// A broken channel ends the session (nothing later can be matched to its request).
+    fn check_channel<R>(&mut self, r: &Result<R>) {
+        if matches!(r, Err(Error::Io(_) | Error::Closed | Error::Tls(_))) {
             self.closed = true;
         }
-        reply
     }
 
     /// Sends one encrypted product request and returns the encrypted answer's bytes.
@@ -255,6 +308,38 @@ impl<T: Transport> ClientSession<T> {
             ciphertext,
         };
         match self.request(m)? {
+            Message::ProductResult { ciphertext } => Ok(ciphertext),
+            m => Err(unexpected(m, Kind::Product)),
+        }
+    }
+
+    /// Sends one encrypted product request without reading its answer: at most
+    /// [`MAX_OUTSTANDING`] requests wait at once, and [`Self::receive_product`] reads
+    /// their answers in order. A long prompt's product goes as several requests this
+    /// way, each one's upload overlapping the server's work on the one before.
+    ///
+    /// # Errors
+    /// Channel errors; [`Error::Pipeline`] with two requests already outstanding.
+    pub fn send_product(
+        &mut self,
+        layer: usize,
+        stage: LinearStage,
+        ciphertext: Vec<u8>,
+    ) -> Result<()> {
+        self.send(Message::Product {
+            layer: u32::try_from(layer).unwrap_or(u32::MAX),
+            stage,
+            ciphertext,
+        })
+    }
+
+    /// The encrypted answer's bytes to the oldest request [`Self::send_product`] sent.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] (bad ciphertext, layer not encrypted), channel errors,
+    /// [`Error::Pipeline`] with nothing outstanding.
+    pub fn receive_product(&mut self) -> Result<Vec<u8>> {
+        match self.receive()? {
             Message::ProductResult { ciphertext } => Ok(ciphertext),
             m => Err(unexpected(m, Kind::Product)),
         }
@@ -369,7 +454,12 @@ fn exchange<T: Transport>(
         request_id: id,
         message,
     })?;
-    let reply = wire::decode(&transport.exchange(&request)?, limits)?;
+    check_reply(&transport.exchange(&request)?, limits, id, kind)
+}
+
+/// Decodes the reply to request `id` of `kind`: an `Error` or another id is an error.
+fn check_reply(bytes: &[u8], limits: &Limits, id: u64, kind: Kind) -> Result<Message> {
+    let reply = wire::decode(bytes, limits)?;
     match reply.message {
         e @ Message::Error { .. } => Err(unexpected(e, kind)),
         m if reply.request_id != id => Err(Error::UnexpectedReply {

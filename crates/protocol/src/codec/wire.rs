@@ -45,8 +45,14 @@ use crate::policy::Policy;
 
 /// Magic at the start of every frame body.
 pub const MAGIC: [u8; 4] = *b"SELW";
-/// Version of the framing and of the session protocol this build speaks.
-pub const WIRE_VERSION: u16 = 2;
+/// Version of the session protocol this build speaks. Version 2 added `Products` (fused
+/// sessions); version 3 changes no frame: its server reads the next request while it
+/// answers one, so its client may send a request before reading the previous reply
+/// ([`crate::ClientSession::send_product`]). A server refuses a `Hello` above its own
+/// version, so a version-3 client never pipelines into an older server.
+pub const WIRE_VERSION: u16 = 3;
+/// The version `Products` and `ProductResults` frames travel under.
+pub const FUSED_WIRE_VERSION: u16 = 2;
 /// Oldest wire version this build decodes (kinds 1-13 unchanged since).
 pub const MIN_WIRE_VERSION: u16 = 1;
 /// Most products in one `Products` request (a fused pair needs three).
@@ -111,7 +117,7 @@ impl Kind {
     /// does not fuse.
     pub fn version(self) -> u16 {
         match self {
-            Kind::Products | Kind::ProductResults => WIRE_VERSION,
+            Kind::Products | Kind::ProductResults => FUSED_WIRE_VERSION,
             _ => MIN_WIRE_VERSION,
         }
     }
@@ -600,7 +606,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
             offset: rd.offset(),
         });
     }
-    let version = rd.header(&MAGIC, MIN_WIRE_VERSION..=WIRE_VERSION)?;
+    let version = rd.header(&MAGIC, MIN_WIRE_VERSION..=FUSED_WIRE_VERSION)?;
     let at = rd.offset();
     // Each kind travels under exactly one version (so every frame has one encoding).
     let kind = Kind::from_u8(rd.u8("kind")?)

@@ -215,7 +215,7 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode(&bytes, &limits());
         // With a valid header in front, the payload decoder sees the garbage.
-        for (kind, version) in (1u8..=15).flat_map(|k| [(k, 1u16), (k, WIRE_VERSION)]) {
+        for (kind, version) in (1u8..=15).flat_map(|k| [(k, 1u16), (k, FUSED_WIRE_VERSION)]) {
             let mut f = Vec::new();
             f.extend_from_slice(&((bytes.len() + HEADER_BYTES - 4) as u32).to_le_bytes());
             f.extend_from_slice(&MAGIC);

@@ -12,7 +12,8 @@ use super::session::{reject, Reject, Session};
 use super::session_server::{SessionEvent, SessionServer};
 use super::tail::TailState;
 use crate::codec::wire::{
-    ErrorCode, Hello, Message, SessionLimits, Welcome, MIN_WIRE_VERSION, WIRE_VERSION,
+    ErrorCode, Hello, Message, SessionLimits, Welcome, FUSED_WIRE_VERSION, MIN_WIRE_VERSION,
+    WIRE_VERSION,
 };
 use crate::policy::Policy;
 
@@ -25,13 +26,13 @@ pub(super) fn open(
     peer: Option<IpAddr>,
 ) -> std::result::Result<(Session, Message), Reject> {
     if !(MIN_WIRE_VERSION..=WIRE_VERSION).contains(&h.protocol)
-        || (h.policy.fused && h.protocol < 2)
+        || (h.policy.fused && h.protocol < FUSED_WIRE_VERSION)
     {
         return Err(reject(
             ErrorCode::UnsupportedVersion,
             format!(
                 "protocol version {} (this server speaks {MIN_WIRE_VERSION}..={WIRE_VERSION}, \
-                 and 2 for fused sessions)",
+                 and at least {FUSED_WIRE_VERSION} for fused sessions)",
                 h.protocol
             ),
         ));

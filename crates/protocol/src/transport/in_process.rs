@@ -1,13 +1,14 @@
 //! The embedded transport: client and server in one process, every frame still crossing
 //! as bytes through the server's [`Connection`] state machine.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
 use super::Transport;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::server::{Connection, ModelServer, SessionServer};
 
@@ -17,6 +18,8 @@ pub struct InProcess {
     conn: Connection,
     token: Vec<u8>,
     server_time: Duration,
+    /// Replies computed at [`Transport::send`], not yet received.
+    replies: VecDeque<Vec<u8>>,
 }
 
 impl std::fmt::Debug for InProcess {
@@ -46,16 +49,23 @@ impl InProcess {
             conn: server.connect(),
             token: token.to_vec(),
             server_time: Duration::ZERO,
+            replies: VecDeque::new(),
         }
     }
 }
 
 impl Transport for InProcess {
-    fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>> {
+    fn send(&mut self, request: &[u8]) -> Result<()> {
         let t = Instant::now();
         let reply = self.conn.handle(request);
         self.server_time += t.elapsed();
-        Ok(reply.bytes)
+        self.replies.push_back(reply.bytes);
+        Ok(())
+    }
+
+    fn receive(&mut self) -> Result<Vec<u8>> {
+        // Nothing outstanding: the server has closed this exchange's stream.
+        self.replies.pop_front().ok_or(Error::Closed)
     }
 
     fn token(&self) -> &[u8] {

@@ -198,6 +198,7 @@ fn mode_run(
     let transport = Metered {
         inner: InProcess::new(ModelServer::new(model)),
         meter: meter.clone(),
+        requests: Default::default(),
     };
     let mut strict = StrictLinear::new(w, params, layouts, transport)?;
     let st = strict.stats();

@@ -3,6 +3,7 @@
 //! resident memory (`VmHWM`, resettable through `/proc/self/clear_refs`).
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -56,12 +57,22 @@ pub struct Metered {
     pub inner: InProcess,
     /// Where the server's CPU time goes.
     pub meter: Rc<ServerMeter>,
+    /// Sizes of the requests whose answers are not read yet.
+    pub requests: VecDeque<usize>,
 }
 
 impl Transport for Metered {
-    fn exchange(&mut self, request: &[u8]) -> selene_protocol::Result<Vec<u8>> {
-        let answer = self.meter.time(|| self.inner.exchange(request))?;
-        self.meter.working(request.len() + answer.len());
+    fn send(&mut self, request: &[u8]) -> selene_protocol::Result<()> {
+        // In process the server answers at once: its work is timed here.
+        self.meter.time(|| self.inner.send(request))?;
+        self.requests.push_back(request.len());
+        Ok(())
+    }
+
+    fn receive(&mut self) -> selene_protocol::Result<Vec<u8>> {
+        let answer = self.inner.receive()?;
+        let request = self.requests.pop_front().unwrap_or(0);
+        self.meter.working(request + answer.len());
         Ok(answer)
     }
 

@@ -296,10 +296,15 @@ fn closed(e: std::io::Error) -> Error {
 }
 
 impl Transport for TlsTransport {
-    fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>> {
+    fn send(&mut self, request: &[u8]) -> Result<()> {
         let t = Instant::now();
-        self.stream.write_all(request).map_err(closed)?;
-        self.stream.flush().map_err(closed)?;
+        let sent = self.write_raw(request);
+        self.waited += t.elapsed();
+        sent
+    }
+
+    fn receive(&mut self) -> Result<Vec<u8>> {
+        let t = Instant::now();
         let reply = self.read_frame();
         self.waited += t.elapsed();
         self.longest = self.longest.max(t.elapsed());

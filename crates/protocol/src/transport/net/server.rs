@@ -14,8 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -111,34 +112,50 @@ impl TlsServer {
 enum Next {
     /// A whole frame, length prefix included.
     Frame(Vec<u8>),
-    /// The connection must end (the reply, if any, was sent).
+    /// A length prefix refused before its body: send this reply, then end.
+    Refuse(Vec<u8>),
+    /// The connection's deadline passed before a frame began: expire it, then end.
+    Expired,
+    /// The peer vanished or stalled inside a frame: end without a reply.
     End,
 }
 
-/// Reads one frame of at most `max` bytes before `c`'s deadline; on a deadline, an
-/// oversized or malformed prefix or a stalled body it answers what is due and returns
-/// [`Next::End`].
-async fn next_frame(
-    tls: &mut TlsStream<TcpStream>,
-    c: &mut Connection,
+/// Waits for a length prefix until `deadline` (none while the connection computes a
+/// reply, so a request read ahead is never cut short); `None` when the deadline passed.
+async fn read_prefix<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    deadline: &mut watch::Receiver<Option<Instant>>,
+) -> Option<std::io::Result<[u8; 4]>> {
+    let mut prefix = [0u8; 4];
+    let outcome = {
+        let read = rd.read_exact(&mut prefix);
+        tokio::pin!(read);
+        loop {
+            let until = *deadline.borrow_and_update();
+            let expired = async move {
+                match until {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut read => break Some(r.map(|_| ())),
+                () = expired => break None,
+                // A new deadline (the connection answered a frame): wait again under it.
+                changed = deadline.changed() => if changed.is_err() { break None },
+            }
+        }
+    };
+    outcome.map(|r| r.map(|()| prefix))
+}
+
+/// Reads the rest of a frame of at most `max` bytes whose `prefix` arrived.
+async fn read_body<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    prefix: [u8; 4],
     max: usize,
     limits: &Limits,
 ) -> Next {
-    let wait = c.deadline().saturating_duration_since(Instant::now());
-    let read = async {
-        let mut prefix = [0u8; 4];
-        tls.read_exact(&mut prefix).await?;
-        Ok::<_, std::io::Error>(prefix)
-    };
-    let prefix = match tokio::time::timeout(wait, read).await {
-        Err(_) => {
-            let reply = c.expire();
-            let _ = tokio::time::timeout(limits.frame_timeout, tls.write_all(&reply.bytes)).await;
-            return Next::End;
-        }
-        Ok(Err(_)) => return Next::End, // the peer vanished: dropping `c` frees its session
-        Ok(Ok(p)) => p,
-    };
     let cap = Limits {
         max_message_bytes: max,
         ..limits.clone()
@@ -155,26 +172,75 @@ async fn next_frame(
                 request_id: 0,
                 message: Message::error(code, e),
             });
-            if let Ok(bytes) = frame {
-                let _ = tokio::time::timeout(limits.frame_timeout, tls.write_all(&bytes)).await;
-            }
-            return Next::End;
+            return frame.map_or(Next::End, Next::Refuse);
         }
     };
     let mut frame = vec![0u8; 4 + len];
     frame[..4].copy_from_slice(&prefix);
     // A peer that sends the prefix and then trickles (or withholds) the body is dropped
-    // after `frame_timeout`; dropping `c` frees its session.
-    match tokio::time::timeout(limits.frame_timeout, tls.read_exact(&mut frame[4..])).await {
+    // after `frame_timeout`; dropping the connection frees its session.
+    match tokio::time::timeout(limits.frame_timeout, rd.read_exact(&mut frame[4..])).await {
         Ok(Ok(_)) => Next::Frame(frame),
         _ => Next::End,
     }
 }
 
+/// Reads one frame of at most `max` bytes, waiting for it until `deadline`.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    deadline: &mut watch::Receiver<Option<Instant>>,
+    max: usize,
+    limits: &Limits,
+) -> Next {
+    match read_prefix(rd, deadline).await {
+        None => Next::Expired,
+        Some(Err(_)) => Next::End, // the peer vanished: dropping the connection frees its session
+        Some(Ok(prefix)) => read_body(rd, prefix, max, limits).await,
+    }
+}
+
+/// Sends what a non-frame [`Next`] owes the peer before the connection ends.
+async fn conclude<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    c: &mut Connection,
+    next: Next,
+    limits: &Limits,
+) {
+    let bytes = match next {
+        Next::Refuse(bytes) => bytes,
+        Next::Expired => c.expire().bytes,
+        Next::Frame(_) | Next::End => return,
+    };
+    let _ = tokio::time::timeout(limits.frame_timeout, wr.write_all(&bytes)).await;
+}
+
+/// Reads a session's frames ahead of the connection that answers them: one frame waits
+/// in `tx` while the one before is computed, so a client's next request uploads during
+/// that work (a permit is taken before reading, so no more than one waits). Ends after
+/// the first non-frame.
+async fn read_ahead<R: AsyncRead + Unpin>(
+    mut rd: R,
+    tx: mpsc::Sender<Next>,
+    mut deadline: watch::Receiver<Option<Instant>>,
+    limits: Limits,
+) {
+    loop {
+        let Ok(permit) = tx.reserve().await else {
+            return;
+        };
+        let next = read_frame(&mut rd, &mut deadline, limits.max_message_bytes, &limits).await;
+        let last = !matches!(next, Next::Frame(_));
+        permit.send(next);
+        if last {
+            return;
+        }
+    }
+}
+
 /// Answers `frame` on the blocking pool and sends the reply; returns the connection when
 /// it goes on.
-async fn answer(
-    tls: &mut TlsStream<TcpStream>,
+async fn answer<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     mut c: Connection,
     frame: Vec<u8>,
     limits: &Limits,
@@ -186,8 +252,8 @@ async fn answer(
     .await;
     let (c, reply) = handled.ok()?;
     let write = async {
-        tls.write_all(&reply.bytes).await?;
-        tls.flush().await
+        wr.write_all(&reply.bytes).await?;
+        wr.flush().await
     };
     match tokio::time::timeout(limits.frame_timeout, write).await {
         Ok(Ok(())) if !reply.close => Some(c),
@@ -218,10 +284,16 @@ async fn authenticate(
     };
     let mut c = sessions.connect_from(peer);
     loop {
-        let Next::Frame(frame) = next_frame(&mut tls, &mut c, limits.max_hello_bytes, limits).await
-        else {
-            let _ = tls.shutdown().await;
-            return None;
+        // The sender stays alive (a dropped one reads as an expired deadline).
+        let (_fixed, mut deadline) = watch::channel(Some(c.deadline()));
+        let frame = match read_frame(&mut tls, &mut deadline, limits.max_hello_bytes, limits).await
+        {
+            Next::Frame(frame) => frame,
+            next => {
+                conclude(&mut tls, &mut c, next, limits).await;
+                let _ = tls.shutdown().await;
+                return None;
+            }
         };
         let Some(next) = answer(&mut tls, c, frame, limits).await else {
             let _ = tls.shutdown().await;
@@ -234,18 +306,26 @@ async fn authenticate(
     }
 }
 
-/// The session phase: frames up to [`Limits::max_message_bytes`] until the session ends.
-async fn serve_session(mut tls: TlsStream<TcpStream>, mut c: Connection, limits: &Limits) {
-    loop {
-        let Next::Frame(frame) =
-            next_frame(&mut tls, &mut c, limits.max_message_bytes, limits).await
-        else {
+/// The session phase: frames up to [`Limits::max_message_bytes`] until the session ends,
+/// read one ahead of the one being answered ([`read_ahead`]).
+async fn serve_session(tls: TlsStream<TcpStream>, mut c: Connection, limits: &Limits) {
+    let (rd, mut wr) = tokio::io::split(tls);
+    let (tx, mut rx) = mpsc::channel(1);
+    let (deadline_tx, deadline) = watch::channel(Some(c.deadline()));
+    let reader = tokio::spawn(read_ahead(rd, tx, deadline, limits.clone()));
+    while let Some(next) = rx.recv().await {
+        let Next::Frame(frame) = next else {
+            conclude(&mut wr, &mut c, next, limits).await;
             break;
         };
-        match answer(&mut tls, c, frame, limits).await {
+        // No deadline while computing: a request read ahead waits for this one.
+        deadline_tx.send_replace(None);
+        match answer(&mut wr, c, frame, limits).await {
             Some(next) => c = next,
             None => break,
         }
+        deadline_tx.send_replace(Some(c.deadline()));
     }
-    let _ = tls.shutdown().await;
+    reader.abort();
+    let _ = wr.shutdown().await;
 }
