@@ -79,7 +79,7 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
     let ids = tok
         .encode("The patient, a 54-year-old teacher, was admitted on 3 March with chest pain")
         .unwrap();
-    let requests = ids.len() / PIPELINE_ROWS;
+    let requests = ids.len().div_ceil(PIPELINE_ROWS);
     assert!(requests >= 2, "{} tokens", ids.len());
     let c = w.config();
     let plain = forward(

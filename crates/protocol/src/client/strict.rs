@@ -29,8 +29,8 @@ use crate::transport::Transport;
 /// per product.
 pub const MAX_ROWS_PER_PRODUCT: usize = 32;
 
-/// Fewest rows per request of a long prompt's product when it is split: a 32-token
-/// prompt's product goes as four pipelined requests, so about a quarter of its bytes is
+/// Rows per request of a product over many rows (a prompt's pass, a drafted pass): a
+/// 32-token prompt's product goes as four pipelined requests, so about a quarter of its bytes is
 /// on the link while the server is idle instead of all of them (the rest crosses while
 /// it computes the other requests), at no extra compute: row-by-row and batched tilings
 /// cost the same per row in requests of any size that fills their ciphertexts.
@@ -586,20 +586,17 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         Ok(())
     }
 
-    /// Rows per request when `layer`'s `stage` runs over `n` rows: as many requests of
-    /// at least [`PIPELINE_ROWS`] rows as `n` allows (one for up to twice that, so a
-    /// drafted pass of 9 rows stays whole), evened out, rounded up to whole batched
-    /// ciphertexts and at most [`MAX_ROWS_PER_PRODUCT`].
-    fn pipeline_rows(&self, layer: usize, stage: LinearStage, n: usize) -> usize {
+    /// Rows per request of `layer`'s `stage` over many rows: [`PIPELINE_ROWS`], or one
+    /// batched ciphertext's when that holds more, at most [`MAX_ROWS_PER_PRODUCT`]. The
+    /// last request takes the rest: a drafted pass of 9 rows goes as 8 (two 4-row
+    /// ciphertexts) and 1 (the single-row tiling), cheaper than three 4-row ciphertexts
+    /// for 9 rows and overlapped.
+    fn pipeline_rows(&self, layer: usize, stage: LinearStage) -> usize {
         let per_ct = stage_index(stage)
             .ok()
             .and_then(|at| Some(self.batched.get(layer)?.get(at)?.tokens_per_ct()))
-            .unwrap_or(1)
-            .max(1);
-        let requests = (n / PIPELINE_ROWS).max(1);
-        n.div_ceil(requests)
-            .next_multiple_of(per_ct)
-            .clamp(1, MAX_ROWS_PER_PRODUCT)
+            .unwrap_or(1);
+        PIPELINE_ROWS.max(per_ct).min(MAX_ROWS_PER_PRODUCT)
     }
 
     /// `stage`'s product of `x` into `out`, in requests of at most `chunk` rows, each
@@ -841,8 +838,7 @@ impl<T: Transport> Linear for StrictLinear<'_, T> {
         // A long prompt goes as several requests of at most PIPELINE_ROWS rows (or one
         // batched ciphertext's), pipelined, so every message stays far below the server's
         // size limit and the link carries one request while the server computes another.
-        let n = x.len() / stage.dims(self.weights.config()).0.max(1);
-        let rows = self.pipeline_rows(layer, stage, n);
+        let rows = self.pipeline_rows(layer, stage);
         self.encrypted(layer, stage, x, out, rows)
             .map_err(|e| selene_model::Error::Linear {
                 layer,
