@@ -186,6 +186,13 @@ pub enum Error {
         /// Why not.
         why: &'static str,
     },
+    /// A fused session was asked for with something only the unfused pass carries
+    /// ([`crate::Terms::fusion_blocker`]).
+    #[error("a fused session cannot run with {by}")]
+    FusionBlocked {
+        /// What blocks it.
+        by: &'static str,
+    },
     /// A spot-check rate outside `[0, 1]`.
     #[error("verify rate {rate} must be within 0..=1")]
     InvalidVerifyRate {

@@ -360,6 +360,31 @@ impl Terms {
             pad_to: policy.pad_to.unwrap_or(1),
         }
     }
+
+    /// What keeps a session on these terms from fusing its stage pairs
+    /// (`selene_model::fused`), if anything, for a model of `n_layers`: a fused request
+    /// returns the next layer's q|k|v, so every layer must be encrypted; padded rows, a
+    /// public context's keys and values, and drafted passes run through the unfused
+    /// forward pass only. The one list `selene run`, `selene client` and the generator
+    /// check.
+    pub fn fusion_blocker(
+        &self,
+        n_layers: usize,
+        public_context: bool,
+        drafts: bool,
+    ) -> Option<&'static str> {
+        if self.k < n_layers {
+            Some("selective mode")
+        } else if self.pad_to > 1 {
+            Some("padding")
+        } else if public_context {
+            Some("a public context")
+        } else if drafts {
+            Some("drafts")
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +394,26 @@ mod tests {
     use super::*;
 
     const L: usize = 30;
+
+    #[test]
+    fn fusion_is_blocked_by_each_unfused_feature_alone() {
+        let strict = Terms::of(&Policy::strict(L));
+        assert_eq!(strict.fusion_blocker(L, false, false), None);
+        assert_eq!(
+            Terms::of(&Policy::selective(L, 4)).fusion_blocker(L, false, false),
+            Some("selective mode")
+        );
+        let padded = Terms {
+            pad_to: 8,
+            ..strict
+        };
+        assert_eq!(padded.fusion_blocker(L, false, false), Some("padding"));
+        assert_eq!(
+            strict.fusion_blocker(L, true, false),
+            Some("a public context")
+        );
+        assert_eq!(strict.fusion_blocker(L, false, true), Some("drafts"));
+    }
 
     #[test]
     fn strict_and_selective_constructors_validate() {

@@ -184,19 +184,11 @@ impl PolicyArgs {
             return;
         }
         let plan = selene_protocol::plan::fusion_plan(c, params, link);
-        let blocker = if policy.encrypted_layers < c.n_layers {
-            Some("selective mode")
-        } else if policy.pad_to.is_some_and(|n| n > 1) {
-            Some("padding")
-        } else if self.public_context.is_some() {
-            Some("a public context")
-        } else if drafts {
-            Some("drafts")
-        } else if !full_model {
-            Some("no layer matrices to pin the fused scales (--full-model)")
-        } else {
-            None
-        };
+        let blocker =
+            selene_protocol::Terms::of(policy)
+                .fusion_blocker(c.n_layers, self.public_context.is_some(), drafts)
+                .or((!full_model)
+                    .then_some("no layer matrices to pin the fused scales (--full-model)"));
         policy.fused = plan.pays() && blocker.is_none();
         let verdict = match (plan.pays(), blocker) {
             (false, _) => "not fusing: it does not pay",

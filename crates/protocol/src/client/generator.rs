@@ -260,10 +260,8 @@ fn generate_fused<T: Transport>(
     sampler: &mut Sampler,
     on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
 ) -> Result<(Vec<u32>, PrivateStats)> {
-    if prefix || draft || terms.pad_to > 1 {
-        return Err(Error::Fused {
-            why: "a fused session runs without a public context, drafts or padding",
-        });
+    if let Some(by) = terms.fusion_blocker(w.config().n_layers, prefix, draft) {
+        return Err(Error::FusionBlocked { by });
     }
     let mut cache = KvCache::new(w.config(), prompt.len() + max_tokens);
     let ids = generate_with(
