@@ -586,34 +586,47 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         Ok(())
     }
 
-    /// Rows per request of `layer`'s `stage` over many rows: [`PIPELINE_ROWS`], or one
-    /// batched ciphertext's when that holds more, at most [`MAX_ROWS_PER_PRODUCT`]. The
-    /// last request takes the rest: a drafted pass of 9 rows goes as 8 (two 4-row
-    /// ciphertexts) and 1 (the single-row tiling), cheaper than three 4-row ciphertexts
-    /// for 9 rows and overlapped.
-    fn pipeline_rows(&self, layer: usize, stage: LinearStage) -> usize {
+    /// How `layer`'s `stage` over `n` rows splits into requests (their row counts, in
+    /// order): [`PIPELINE_ROWS`] each, or one batched ciphertext's rows when that is more
+    /// (at most [`MAX_ROWS_PER_PRODUCT`]), the rest last; and rows beyond the last whole
+    /// batched ciphertext that would fill less than half of one go as their own request,
+    /// in the single-row tiling. A batched ciphertext costs the server about two single
+    /// rows (4 rows per ciphertext), so a drafted pass of 9 rows goes as 8 + 1 and one
+    /// of 5 as 4 + 1, not as three or two ciphertexts of 4.
+    fn request_rows(&self, layer: usize, stage: LinearStage, n: usize) -> Vec<usize> {
         let per_ct = stage_index(stage)
             .ok()
             .and_then(|at| Some(self.batched.get(layer)?.get(at)?.tokens_per_ct()))
-            .unwrap_or(1);
-        PIPELINE_ROWS.max(per_ct).min(MAX_ROWS_PER_PRODUCT)
+            .unwrap_or(1)
+            .max(1);
+        split_rows(n, per_ct)
     }
 
-    /// `stage`'s product of `x` into `out`, in requests of at most `chunk` rows, each
-    /// sent before the previous answer is read ([`ClientSession::send_product`]): the
-    /// server computes one request while the next uploads and the one before downloads,
-    /// and the client encrypts the next meanwhile.
+    /// `stage`'s product of `x` into `out`, in requests of `rows` rows each, each sent
+    /// before the previous answer is read ([`ClientSession::send_product`]): the server
+    /// computes one request while the next uploads and the one before downloads, and the
+    /// client encrypts the next meanwhile.
     fn encrypted(
         &mut self,
         layer: usize,
         stage: LinearStage,
         x: &[f32],
         out: &mut [f32],
-        chunk: usize,
+        rows: &[usize],
     ) -> Result<()> {
         let (d_in, d_out) = stage.dims(self.weights.config());
-        let xs: Vec<&[f32]> = x.chunks(chunk * d_in.max(1)).collect();
-        let mut outs: Vec<&mut [f32]> = out.chunks_mut(chunk * d_out.max(1)).collect();
+        let (mut xs, mut outs) = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        let (mut x_rest, mut out_rest) = (x, out);
+        for &r in rows {
+            let (xi, xr) = x_rest.split_at(r * d_in);
+            let (oi, or) = std::mem::take(&mut out_rest).split_at_mut(r * d_out);
+            xs.push(xi);
+            outs.push(oi);
+            (x_rest, out_rest) = (xr, or);
+        }
         let mut waiting: Option<Sent> = None;
         for i in 0..=xs.len() {
             let next = match xs.get(i) {
@@ -632,6 +645,22 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         }
         Ok(())
     }
+}
+
+/// [`StrictLinear::request_rows`] for `n` rows and batched ciphertexts of `per_ct` rows
+/// (1: none).
+fn split_rows(n: usize, per_ct: usize) -> Vec<usize> {
+    let per_ct = per_ct.max(1);
+    let chunk = PIPELINE_ROWS.max(per_ct).min(MAX_ROWS_PER_PRODUCT);
+    let mut rows = vec![chunk; n / chunk];
+    let last = n % chunk;
+    let tail = last % per_ct;
+    if last > tail && tail > 0 && 2 * tail < per_ct {
+        rows.extend([last - tail, tail]);
+    } else if last > 0 {
+        rows.push(last);
+    }
+    rows
 }
 
 /// What decrypting one request's answer needs.
@@ -838,8 +867,9 @@ impl<T: Transport> Linear for StrictLinear<'_, T> {
         // A long prompt goes as several requests of at most PIPELINE_ROWS rows (or one
         // batched ciphertext's), pipelined, so every message stays far below the server's
         // size limit and the link carries one request while the server computes another.
-        let rows = self.pipeline_rows(layer, stage);
-        self.encrypted(layer, stage, x, out, rows)
+        let n = x.len() / stage.dims(self.weights.config()).0.max(1);
+        let rows = self.request_rows(layer, stage, n);
+        self.encrypted(layer, stage, x, out, &rows)
             .map_err(|e| selene_model::Error::Linear {
                 layer,
                 stage,
@@ -849,5 +879,33 @@ impl<T: Transport> Linear for StrictLinear<'_, T> {
 
     fn gains_folded(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_products_split_into_whole_ciphertexts_and_a_single_row_rest() {
+        // Row by row: requests of 8, the rest last.
+        assert_eq!(split_rows(1, 1), [1]);
+        assert_eq!(split_rows(22, 1), [8, 8, 6]);
+        // 4 rows per ciphertext: a rest of one row goes alone (single-row tiling), one
+        // of two or three stays with the whole ciphertexts before it.
+        assert_eq!(split_rows(9, 4), [8, 1]);
+        assert_eq!(split_rows(5, 4), [4, 1]);
+        assert_eq!(split_rows(6, 4), [6]);
+        assert_eq!(split_rows(32, 4), [8, 8, 8, 8]);
+        assert_eq!(split_rows(153, 4), [vec![8; 19], vec![1]].concat());
+        // 16 rows per ciphertext: requests of 16; 9 rows fill more than half of one.
+        assert_eq!(split_rows(32, 16), [16, 16]);
+        assert_eq!(split_rows(9, 16), [9]);
+        assert_eq!(split_rows(17, 16), [16, 1]);
+        // 64 per ciphertext is capped at MAX_ROWS_PER_PRODUCT rows per request.
+        assert_eq!(split_rows(64, 64), [32, 32]);
+        for (n, per_ct) in [(0, 1), (7, 2), (100, 8), (33, 32)] {
+            assert_eq!(split_rows(n, per_ct).iter().sum::<usize>(), n);
+        }
     }
 }
