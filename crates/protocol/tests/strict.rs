@@ -13,6 +13,14 @@ use selene_linalg::LinalgPreset;
 use selene_model::{forward, generate, store, KvCache, Logits, QuantLinear, Tokenizer};
 use selene_protocol::{InProcess, ModelServer, PreparedModel, StrictLinear, PIPELINE_ROWS};
 
+/// Largest `|a_i - b_i|`.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 #[test]
 fn strict_mode_matches_plaintext_tokens_and_logits() {
     let w = store::load(None).expect("model store");
@@ -51,11 +59,7 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
         .unwrap();
         let mut cache = KvCache::new(c, ids.len());
         let secret = forward(&w, &ids, &mut cache, &mut enc, Logits::Last).unwrap();
-        let max_err = plain
-            .iter()
-            .zip(&secret)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let max_err = max_abs_diff(&plain, &secret);
         let spread = plain.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         eprintln!("{prompt:?}: max |logit error| {max_err:.2e} (max |logit| {spread:.1})");
         // CKKS noise at the Coeff12 preset (about 15 bits per product) keeps the logits
@@ -100,11 +104,7 @@ fn strict_mode_matches_plaintext_tokens_and_logits() {
     )
     .unwrap();
     let after = enc.stats();
-    let max_err = plain
-        .iter()
-        .zip(&secret)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let max_err = max_abs_diff(&plain, &secret);
     eprintln!(
         "{} tokens pipelined: max |logit error| {max_err:.2e}",
         ids.len()

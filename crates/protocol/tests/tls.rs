@@ -187,6 +187,26 @@ fn pipelined_requests_larger_than_the_buffers_are_answered_in_order() {
     assert_ne!(first, second);
     // The pipelined pair cost one round trip; the two single products one each.
     assert_eq!(session.round_trips(), trips + 2);
+
+    // A refused request ahead of a good one: its error, then the good one's answer is
+    // dropped, and the session goes on.
+    let mut bad = cts[0].clone();
+    bad[5] ^= 0x40; // the ciphertext format's kind byte
+    session.send_product(0, LinearStage::GateUp, bad).unwrap();
+    session
+        .send_product(0, LinearStage::GateUp, cts[1].clone())
+        .unwrap();
+    assert_eq!(
+        remote_code(session.receive_product().unwrap_err()),
+        ErrorCode::BadPayload
+    );
+    session.discard_outstanding();
+    assert_eq!(
+        second,
+        session
+            .product(0, LinearStage::GateUp, cts[1].clone())
+            .unwrap()
+    );
     session.close().unwrap();
     poll_open(&r, 0);
 }

@@ -345,6 +345,16 @@ impl<T: Transport> ClientSession<T> {
         }
     }
 
+    /// Reads and drops the replies of every outstanding request: after one of them
+    /// failed, so later requests (`Close` among them) are not answered by stale replies.
+    /// A reply that cannot be read ends the session.
+    pub fn discard_outstanding(&mut self) {
+        while !self.outstanding.is_empty() && !self.closed {
+            let _ = self.receive();
+        }
+        self.outstanding.clear();
+    }
+
     /// Sends several encrypted products in one request (a fused session's round trip)
     /// and returns their answers in order.
     ///

@@ -627,6 +627,21 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             outs.push(oi);
             (x_rest, out_rest) = (xr, or);
         }
+        let done = self.pipelined(layer, stage, &xs, &mut outs);
+        if done.is_err() {
+            self.session.discard_outstanding();
+        }
+        done
+    }
+
+    /// The requests of [`Self::encrypted`], one input and output slice each.
+    fn pipelined(
+        &mut self,
+        layer: usize,
+        stage: LinearStage,
+        xs: &[&[f32]],
+        outs: &mut [&mut [f32]],
+    ) -> Result<()> {
         let mut waiting: Option<Sent> = None;
         for i in 0..=xs.len() {
             let next = match xs.get(i) {
