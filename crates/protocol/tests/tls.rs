@@ -127,7 +127,7 @@ fn bad_peers_get_errors_and_the_server_keeps_serving() {
 }
 
 /// Two requests sent before either reply is read, each far larger than the socket
-/// buffers (a 32-row `GateUp` product at `coeff12wide`: about 9 MB up and 37 MB down):
+/// buffers (a 32-row `GateUp` product at `coeff12wide`: 18.0 MB up and 19.1 MB down):
 /// a server that did not read ahead would block writing the first answer while the
 /// client blocks writing the second request. Both answers come back, in order, equal to
 /// the same ciphertexts' answers one at a time; a third request ahead is refused.
@@ -171,6 +171,11 @@ fn pipelined_requests_larger_than_the_buffers_are_answered_in_order() {
         session.receive_product(),
         Err(Error::Pipeline { .. })
     ));
+    eprintln!(
+        "pipelined: {} B up and {} B down per request",
+        cts[0].len(),
+        first.len()
+    );
     assert!(first.len() > 16 << 20, "{} bytes", first.len());
     assert_eq!(
         first,
