@@ -15,12 +15,12 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use common::{
-    greedy, greedy_margin, open, over_tls, plain, poll_open, remote_code, shared, start, Running,
-    CONTEXT, TOKEN,
+    greedy, greedy_margin, open, over_tls, plain, poll_open, remote_code, shared, start,
+    start_with, Running, CONTEXT, TOKEN,
 };
 use selene_linalg::Client;
 use selene_model::{generate, LinearStage};
-use selene_protocol::net::{TlsTransport, Trust};
+use selene_protocol::net::{Identity, TlsTransport, Trust};
 use selene_protocol::wire::{self, ErrorCode, Message};
 use selene_protocol::{ClientSession, Error, Limits, Policy, StrictLinear};
 
@@ -214,6 +214,40 @@ fn pipelined_requests_larger_than_the_buffers_are_answered_in_order() {
     );
     session.close().unwrap();
     poll_open(&r, 0);
+}
+
+/// The server reads requests ahead under the session's idle deadline, renewed after each
+/// answer: requests closer together than the idle timeout keep the session, and a
+/// silent client's session is ended (with `SessionExpired`) without any request.
+#[test]
+fn the_idle_deadline_moves_with_each_answer_and_expires_a_silent_session() {
+    let idle = Duration::from_millis(1500);
+    let limits = Limits {
+        idle_timeout: idle,
+        ..Limits::default()
+    };
+    let id = Identity::self_signed(&["localhost".to_string()]).unwrap();
+    let r = start_with(1, limits, &id, "127.0.0.1:0");
+    let mut session = open(&r, 1, TOKEN).unwrap();
+    let layout = session.layouts()[0][0].clone();
+    let mut client = Client::new(r.model.params());
+    let x: Vec<f32> = (0..576).map(|i| (i as f32 * 0.3).cos()).collect();
+    let (input, _) = client.encode_encrypt(&x, 1, &layout).unwrap();
+    let ct = input.to_bytes(r.model.params());
+    // Four requests 0.9 s apart: 2.7 s in all, each within the timeout of the last.
+    for _ in 0..4 {
+        session.product(0, LinearStage::Qkv, ct.clone()).unwrap();
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    poll_open(&r, 1);
+    // Silent past the timeout: the server ends the session on its own.
+    std::thread::sleep(idle);
+    poll_open(&r, 0);
+    match session.product(0, LinearStage::Qkv, ct) {
+        Err(Error::Closed | Error::Io(_)) => {}
+        Err(e) => assert_eq!(remote_code(e), ErrorCode::SessionExpired),
+        Ok(_) => panic!("an expired session answered"),
+    }
 }
 
 #[test]
