@@ -28,8 +28,12 @@
 //! | 15 | `ProductResults` | server | |
 //!
 //! Kinds 14 and 15 (one round trip for the products of a fused pair) are new in wire
-//! version 2 and travel in version-2 frames; every other kind keeps its version-1 frame,
-//! so a version-1 peer serves every session that does not fuse ([`Kind::version`]).
+//! version 2 and travel in version-2 frames; every other kind keeps its version-1 frame
+//! ([`Kind::version`]). Version 3 adds no frame: a version-3 server reads the next
+//! request while it answers one, so its client may send a request before it reads the
+//! previous reply (at most [`crate::MAX_OUTSTANDING`] outstanding; replies come in
+//! request order). The version a client names in `Hello` is the session's: this client
+//! names 3, which an older server refuses rather than leave both sides writing.
 //!
 //! [`decode`] checks the length against [`Limits::max_message_bytes`], then magic,
 //! version and kind, and every inner length against the bytes left (and its own bound)
