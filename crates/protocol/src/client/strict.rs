@@ -615,6 +615,15 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         rows: &[usize],
     ) -> Result<()> {
         let (d_in, d_out) = stage.dims(self.weights.config());
+        let n: usize = rows.iter().sum();
+        if x.len() != n * d_in || out.len() != n * d_out {
+            return Err(selene_model::Error::Shape {
+                what: "encrypted product (the requests' rows of its input and output)",
+                found: x.len(),
+                expected: n * d_in,
+            }
+            .into());
+        }
         let (mut xs, mut outs) = (
             Vec::with_capacity(rows.len()),
             Vec::with_capacity(rows.len()),
