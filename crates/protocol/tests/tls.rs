@@ -24,6 +24,15 @@ use selene_protocol::net::{Identity, TlsTransport, Trust};
 use selene_protocol::wire::{self, ErrorCode, Message};
 use selene_protocol::{ClientSession, Error, Limits, Policy, StrictLinear};
 
+/// A fresh encryption of one row for layer 0's `Qkv` product in `session`.
+fn one_row_qkv(r: &Running, session: &ClientSession<TlsTransport>) -> Vec<u8> {
+    let layout = session.layouts()[0][0].clone();
+    let mut client = Client::new(r.model.params());
+    let x: Vec<f32> = (0..576).map(|i| (i as f32 * 0.3).cos()).collect();
+    let (input, _) = client.encode_encrypt(&x, 1, &layout).unwrap();
+    input.to_bytes(r.model.params())
+}
+
 /// Every layer prepared: these tests run strict mode too.
 fn start_all() -> Running {
     start(shared().w.config().n_layers)
@@ -88,11 +97,7 @@ fn bad_peers_get_errors_and_the_server_keeps_serving() {
 
     // A tampered ciphertext gets BadPayload; the session goes on.
     let mut session = open(&r, 1, TOKEN).unwrap();
-    let layout = session.layouts()[0][0].clone();
-    let mut client = Client::new(r.model.params());
-    let x: Vec<f32> = (0..576).map(|i| (i as f32 * 0.3).cos()).collect();
-    let (input, _) = client.encode_encrypt(&x, 1, &layout).unwrap();
-    let ct = input.to_bytes(r.model.params());
+    let ct = one_row_qkv(&r, &session);
     let mut bad = ct.clone();
     bad[5] ^= 0x40; // the ciphertext format's kind byte
     let e = session.product(0, LinearStage::Qkv, bad).unwrap_err();
@@ -229,11 +234,7 @@ fn the_idle_deadline_moves_with_each_answer_and_expires_a_silent_session() {
     let id = Identity::self_signed(&["localhost".to_string()]).unwrap();
     let r = start_with(1, limits, &id, "127.0.0.1:0");
     let mut session = open(&r, 1, TOKEN).unwrap();
-    let layout = session.layouts()[0][0].clone();
-    let mut client = Client::new(r.model.params());
-    let x: Vec<f32> = (0..576).map(|i| (i as f32 * 0.3).cos()).collect();
-    let (input, _) = client.encode_encrypt(&x, 1, &layout).unwrap();
-    let ct = input.to_bytes(r.model.params());
+    let ct = one_row_qkv(&r, &session);
     // Four requests 0.9 s apart: 2.7 s in all, each within the timeout of the last.
     for _ in 0..4 {
         session.product(0, LinearStage::Qkv, ct.clone()).unwrap();
