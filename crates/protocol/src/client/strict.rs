@@ -465,27 +465,17 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         self.session.transport().server_time()
     }
 
-    /// Encodes and encrypts `x` (rows of `stage`'s input) for `layer`: the request's
+    /// Encodes and encrypts `x` (`n` rows of `stage`'s input) for `layer`: the request's
     /// ciphertext bytes and what decrypting its answer needs.
     fn encrypt_rows(
         &mut self,
         layer: usize,
         stage: LinearStage,
         x: &[f32],
-        out_len: usize,
+        n: usize,
     ) -> Result<(Vec<u8>, Sent)> {
         if self.check_failed {
             return Err(Error::FailedCheckEarlier);
-        }
-        let (d_in, d_out) = stage.dims(self.weights.config());
-        let n = x.len() / d_in.max(1);
-        if x.len() != n * d_in || out_len != n * d_out {
-            return Err(selene_model::Error::Shape {
-                what: "encrypted product (n rows of its input and output)",
-                found: out_len,
-                expected: n * d_out,
-            }
-            .into());
         }
         let stage_at = stage_index(stage)?;
         let single = self.layouts.get(layer).and_then(|l| l.get(stage_at));
@@ -636,18 +626,20 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             outs.push(oi);
             (x_rest, out_rest) = (xr, or);
         }
-        let done = self.pipelined(layer, stage, &xs, &mut outs);
+        let done = self.pipelined(layer, stage, rows, &xs, &mut outs);
         if done.is_err() {
             self.session.discard_outstanding();
         }
         done
     }
 
-    /// The requests of [`Self::encrypted`], one input and output slice each.
+    /// The requests of [`Self::encrypted`], `rows[i]` rows each, one input and output
+    /// slice each.
     fn pipelined(
         &mut self,
         layer: usize,
         stage: LinearStage,
+        rows: &[usize],
         xs: &[&[f32]],
         outs: &mut [&mut [f32]],
     ) -> Result<()> {
@@ -655,7 +647,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         for i in 0..=xs.len() {
             let next = match xs.get(i) {
                 Some(xi) => {
-                    let (request, sent) = self.encrypt_rows(layer, stage, xi, outs[i].len())?;
+                    let (request, sent) = self.encrypt_rows(layer, stage, xi, rows[i])?;
                     self.session.send_product(layer, stage, request)?;
                     Some(sent)
                 }
