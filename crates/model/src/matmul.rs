@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::quant::{QuantMatrix, BLOCK};
+use crate::quant::QuantMatrix;
 use crate::simd;
 
 /// Token counts up to this use the direct quantized dot products.
@@ -94,12 +94,8 @@ fn products_t(mats: &[QuantMatrix<'_>], x: &[f32], n: usize, out_t: &mut [f32]) 
         }
     }
     let cols = mats.first().map_or(0, |m| m.cols());
-    let xsum = if dot_path {
-        let mut s = vec![0.0f32; n * cols / BLOCK];
-        for (xt, st) in x.chunks_exact(cols).zip(s.chunks_exact_mut(cols / BLOCK)) {
-            simd::block_sums(xt, st);
-        }
-        s
+    let acts: Vec<simd::Activation> = if dot_path {
+        x.chunks_exact(cols).map(simd::Activation::new).collect()
     } else {
         Vec::new()
     };
@@ -116,8 +112,7 @@ fn products_t(mats: &[QuantMatrix<'_>], x: &[f32], n: usize, out_t: &mut [f32]) 
                     let row = m.row_bytes(start + j);
                     for (t, v) in o.iter_mut().enumerate() {
                         let xt = &x[t * cols..(t + 1) * cols];
-                        let st = &xsum[t * cols / BLOCK..(t + 1) * cols / BLOCK];
-                        *v = simd::dot_row(m.format(), row, xt, st, &mut tile[..cols]);
+                        *v = simd::dot_row(m.format(), row, xt, &acts[t], &mut tile[..cols]);
                     }
                 }
             } else {

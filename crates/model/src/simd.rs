@@ -4,9 +4,15 @@
 //!
 //! The AVX2 dequantization computes `q * d + m` with a separate multiply and add, so it
 //! is bit-identical to the scalar one; the dot products use the same weights but sum in
-//! another order (f32 rounding differences only).
+//! another order (f32 rounding differences only). The K-quants' dot products multiply
+//! bytes: the activations go as three 8-bit limbs that carry them to f32 precision
+//! (see the `limbs` module).
 
 use crate::quant::{self, Format, BLOCK};
+
+mod limbs;
+
+pub use limbs::Activation;
 
 /// True when the CPU has AVX2, FMA and F16C (checked once).
 #[cfg(target_arch = "x86_64")]
@@ -63,21 +69,22 @@ pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Sums of `x` over consecutive blocks of 32 (the Q4_1 minimum's coefficient).
-pub fn block_sums(x: &[f32], out: &mut [f32]) {
-    for (o, c) in out.iter_mut().zip(x.chunks_exact(BLOCK)) {
-        *o = c.iter().sum();
-    }
-}
-
 /// Dot product of one quantized row with `x`, reading the blocks directly.
 ///
-/// `xsum` holds [`block_sums`] of `x` (used by Q4_1 and Q4_K); `scratch` has `x.len()`
-/// elements and serves formats without a direct kernel.
-pub fn dot_row(format: Format, row: &[u8], x: &[f32], xsum: &[f32], scratch: &mut [f32]) -> f32 {
+/// `act` is `x` prepared by [`Activation::new`] (block sums for Q4_1 and Q4_K, limbs for
+/// the K-quants); `scratch` has `x.len()` elements and serves formats without a direct
+/// kernel.
+pub fn dot_row(
+    format: Format,
+    row: &[u8],
+    x: &[f32],
+    act: &Activation,
+    scratch: &mut [f32],
+) -> f32 {
     debug_assert_eq!(row.len(), format.row_bytes(x.len()));
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
+        let xsum = &act.sums;
         match format {
             // SAFETY: avx2+fma+f16c checked; `row` holds x.len()/32 whole blocks and
             // `xsum` one sum per block (callers size both from the matrix shape).
@@ -86,16 +93,15 @@ pub fn dot_row(format: Format, row: &[u8], x: &[f32], xsum: &[f32], scratch: &mu
             Format::Q8_0 => return unsafe { avx2::dot_q8_0(row, x) },
             // SAFETY: as above, `row` holds x.len()/32 whole Q5_0 blocks.
             Format::Q5_0 => return unsafe { avx2::dot_q5_0(row, x) },
-            // SAFETY: as above, `row` holds x.len()/256 whole Q4_K super-blocks and
-            // `xsum` the x.len()/32 sums their minimums multiply.
-            Format::Q4K => return unsafe { avx2::dot_q4_k(row, x, xsum) },
+            // SAFETY: as above, `row` holds x.len()/256 whole Q4_K super-blocks, and
+            // `act` the limbs, scales and sums of as many.
+            Format::Q4K if act.has_limbs() => return unsafe { limbs::avx2::dot_q4_k(row, act) },
             // SAFETY: as above, `row` holds x.len()/256 whole Q6_K super-blocks.
-            Format::Q6K => return unsafe { avx2::dot_q6_k(row, x) },
+            Format::Q6K if act.has_limbs() => return unsafe { limbs::avx2::dot_q6_k(row, act) },
             // No direct kernel: dequantize into scratch, then dot.
-            Format::F32 | Format::F16 => {}
+            _ => {}
         }
     }
-    let _ = xsum;
     dequantize_row(format, row, scratch);
     dot(scratch, x)
 }
@@ -358,142 +364,6 @@ mod avx2 {
                 }
             }
         }
-    }
-
-    /// `(q_lo . x_lo, q_hi . x_hi)` for the 64 weights `64k .. 64k + 64` of the Q4_K
-    /// super-block at `p` (32 bytes of nibbles at `16 + 32k`): the low nibbles are
-    /// weights `64k + i`, the high ones `64k + 32 + i`. Four independent products
-    /// summed as a tree, so no FMA waits on another.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_k_pair(p: *const u8, px: *const f32, k: usize) -> (__m256, __m256) {
-        let mask = _mm256_set1_epi32(0x0f);
-        let (mut lo, mut hi) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
-        for c in 0..4 {
-            // SAFETY: the caller points `p` at a whole 144-byte block and `px` at its
-            // 256 floats; bytes 16 + 32k + 8c .. + 8 and floats 64k + 8c (+ 32) .. + 8
-            // lie inside them for k, c < 4.
-            unsafe {
-                let q = widen8(p.add(16 + 32 * k + 8 * c));
-                let ql = _mm256_cvtepi32_ps(_mm256_and_si256(q, mask));
-                let qh = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4));
-                lo[c] = _mm256_mul_ps(ql, _mm256_loadu_ps(px.add(64 * k + 8 * c)));
-                hi[c] = _mm256_mul_ps(qh, _mm256_loadu_ps(px.add(64 * k + 32 + 8 * c)));
-            }
-        }
-        let sum4 =
-            |v: [__m256; 4]| _mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3]));
-        (sum4(lo), sum4(hi))
-    }
-
-    /// Dot product of a Q4_K row with `x`, reading the super-blocks directly: each
-    /// 32-value sub-block contributes `d sc (q . x) - dmin m sum(x)`, the dequantized
-    /// `(d sc) q - dmin m` distributed over the sum (`xsum` holds the sums per 32).
-    /// Four accumulators, named (not indexed) so they stay in registers.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q4_k(row: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
-        let (mut a0, mut a1, mut a2, mut a3) = (
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-        );
-        let mut acc_m = 0.0f32;
-        for ((b, xs), sums) in row
-            .chunks_exact(quant::Q4_K_BYTES)
-            .zip(x.chunks_exact(quant::SUPER_BLOCK))
-            .zip(xsum.chunks_exact(quant::SUPER_BLOCK / BLOCK))
-        {
-            let d = quant::f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
-            let dmin = quant::f16_to_f32(u16::from_le_bytes([b[2], b[3]]));
-            let scales = &b[4..16];
-            let mut ds = [0.0f32; 8];
-            for (j, dj) in ds.iter_mut().enumerate() {
-                let (sc, m) = quant::q4_k_scale_min(j, scales);
-                *dj = d * f32::from(sc);
-                acc_m += dmin * f32::from(m) * sums[j];
-            }
-            let (p, px) = (b.as_ptr(), xs.as_ptr());
-            let s = |j: usize| _mm256_set1_ps(ds[j]);
-            // SAFETY: `b` is one whole super-block and `xs` its 256 floats
-            // (chunks_exact), as `q4_k_pair` requires.
-            unsafe {
-                let (l, h) = q4_k_pair(p, px, 0);
-                a0 = _mm256_fmadd_ps(s(0), l, a0);
-                a1 = _mm256_fmadd_ps(s(1), h, a1);
-                let (l, h) = q4_k_pair(p, px, 1);
-                a2 = _mm256_fmadd_ps(s(2), l, a2);
-                a3 = _mm256_fmadd_ps(s(3), h, a3);
-                let (l, h) = q4_k_pair(p, px, 2);
-                a0 = _mm256_fmadd_ps(s(4), l, a0);
-                a1 = _mm256_fmadd_ps(s(5), h, a1);
-                let (l, h) = q4_k_pair(p, px, 3);
-                a2 = _mm256_fmadd_ps(s(6), l, a2);
-                a3 = _mm256_fmadd_ps(s(7), h, a3);
-            }
-        }
-        let s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-        // SAFETY: avx2 enabled in this function.
-        unsafe { hsum(s) - acc_m }
-    }
-
-    /// Dot product of a Q6_K row with `x`, reading the super-blocks directly: each
-    /// 16-value group contributes `d sc ((q - 32) . x)`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q6_k(row: &[u8], x: &[f32]) -> f32 {
-        let (mask4, mask30) = (_mm256_set1_epi32(0x0f), _mm256_set1_epi32(0x30));
-        let thirty_two = _mm256_set1_epi32(32);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for (b, xs) in row
-            .chunks_exact(quant::Q6_K_BYTES)
-            .zip(x.chunks_exact(quant::SUPER_BLOCK))
-        {
-            let d = quant::f16_to_f32(u16::from_le_bytes([b[208], b[209]]));
-            let scales = &b[192..208];
-            let (p, px) = (b.as_ptr(), xs.as_ptr());
-            for half in 0..2 {
-                // Two 16-value groups per (half, g): c = 0, 1 and c = 2, 3.
-                for pair in 0..2 {
-                    let mut part = [_mm256_setzero_ps(); 4];
-                    for c in 2 * pair..2 * pair + 2 {
-                        let l = 8 * c;
-                        // SAFETY: ql bytes 64 half + l (+ 32) .. + 8 lie in 0..128, qh
-                        // bytes 128 + 32 half + l .. + 8 in 128..192; x offsets
-                        // 128 half + l + 32 g .. + 8 inside the 256 of `xs`.
-                        unsafe {
-                            let qa = widen8(p.add(64 * half + l));
-                            let qb = widen8(p.add(64 * half + l + 32));
-                            let h = widen8(p.add(128 + 32 * half + l));
-                            // Bits 2g, 2g + 1 of h moved to bits 4, 5: ((h >> 2g) & 3) << 4.
-                            let high = [
-                                _mm256_and_si256(_mm256_slli_epi32(h, 4), mask30),
-                                _mm256_and_si256(_mm256_slli_epi32(h, 2), mask30),
-                                _mm256_and_si256(h, mask30),
-                                _mm256_and_si256(_mm256_srli_epi32(h, 2), mask30),
-                            ];
-                            let q = [
-                                _mm256_or_si256(_mm256_and_si256(qa, mask4), high[0]),
-                                _mm256_or_si256(_mm256_and_si256(qb, mask4), high[1]),
-                                _mm256_or_si256(_mm256_srli_epi32(qa, 4), high[2]),
-                                _mm256_or_si256(_mm256_srli_epi32(qb, 4), high[3]),
-                            ];
-                            for (g, qg) in q.iter().enumerate() {
-                                let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(*qg, thirty_two));
-                                let xv = _mm256_loadu_ps(px.add(128 * half + l + 32 * g));
-                                part[g] = _mm256_fmadd_ps(v, xv, part[g]);
-                            }
-                        }
-                    }
-                    for (g, pg) in part.iter().enumerate() {
-                        let sc = f32::from(scales[8 * half + 2 * g + pair] as i8);
-                        acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc), *pg, acc[g]);
-                    }
-                }
-            }
-        }
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        // SAFETY: avx2 enabled in this function.
-        unsafe { hsum(s) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -778,10 +648,9 @@ mod tests {
                 .zip(&x)
                 .map(|(a, b)| f64::from(*a) * f64::from(*b))
                 .sum();
-            let mut xs = vec![0.0; cols / BLOCK];
-            block_sums(&x, &mut xs);
+            let act = Activation::new(&x);
             let mut scratch = vec![0.0; cols];
-            let got = dot_row(format, &row, &x, &xs, &mut scratch);
+            let got = dot_row(format, &row, &x, &act, &mut scratch);
             let scale: f64 = w
                 .iter()
                 .zip(&x)
@@ -802,8 +671,8 @@ mod tests {
         let x: Vec<f32> = (0..cols)
             .map(|i| ((i * 29 % 97) as f32 - 48.0) / 20.0)
             .collect();
-        let mut xs = vec![0.0; cols / BLOCK];
-        block_sums(&x, &mut xs);
+        let act = Activation::new(&x);
+        let xs = &act.sums;
         for format in [
             Format::Q4_1,
             Format::Q8_0,
@@ -820,10 +689,10 @@ mod tests {
                 // SAFETY: features checked; row and x hold cols/32 whole blocks.
                 got.push(unsafe {
                     match format {
-                        Format::Q4_1 => avx2::dot_q4_1(&row, &x, &xs),
+                        Format::Q4_1 => avx2::dot_q4_1(&row, &x, xs),
                         Format::Q5_0 => avx2::dot_q5_0(&row, &x),
-                        Format::Q4K => avx2::dot_q4_k(&row, &x, &xs),
-                        Format::Q6K => avx2::dot_q6_k(&row, &x),
+                        Format::Q4K => limbs::avx2::dot_q4_k(&row, &act),
+                        Format::Q6K => limbs::avx2::dot_q6_k(&row, &act),
                         _ => avx2::dot_q8_0(&row, &x),
                     }
                 });
