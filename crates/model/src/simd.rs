@@ -128,6 +128,12 @@ pub fn gemm_nt(x: &[f32], n: usize, w: &[f32], r: usize, k: usize, out_t: &mut [
     }
 }
 
+/// Columns per pass of the tile product: 48 rows of 1024 f32 are 192 KiB, so the tile's
+/// chunk stays in L2 while all tokens pass over it (the rows of a down projection are
+/// 8960 long).
+#[cfg(target_arch = "x86_64")]
+const GEMM_KC: usize = 1024;
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -515,49 +521,59 @@ mod avx2 {
         let (px, pw) = (x.as_ptr(), w.as_ptr());
         let tail =
             |t: usize, j: usize| -> f32 { (k8..k).map(|i| x[t * k + i] * w[j * k + i]).sum() };
-        let mut t = 0;
-        while t + 4 <= n {
-            let mut j = 0;
-            while j + 3 <= r {
-                let mut acc = [[_mm256_setzero_ps(); 3]; 4];
-                let mut i = 0;
-                while i < k8 {
-                    // SAFETY: rows t..t+4 of x and j..j+3 of w exist (loop bounds) and
-                    // i + 8 <= k, so every load stays inside its row.
-                    unsafe {
-                        let wv = [
-                            _mm256_loadu_ps(pw.add(j * k + i)),
-                            _mm256_loadu_ps(pw.add((j + 1) * k + i)),
-                            _mm256_loadu_ps(pw.add((j + 2) * k + i)),
-                        ];
-                        for (a, acc_a) in acc.iter_mut().enumerate() {
-                            let xv = _mm256_loadu_ps(px.add((t + a) * k + i));
-                            for (b, acc_ab) in acc_a.iter_mut().enumerate() {
-                                *acc_ab = _mm256_fmadd_ps(xv, wv[b], *acc_ab);
+        let (n4, r3) = (n - n % 4, r - r % 3);
+        for t in (0..n4).step_by(4) {
+            for j in (0..r3).step_by(3) {
+                for a in 0..4 {
+                    for b in 0..3 {
+                        out_t[(j + b) * n + t + a] = tail(t + a, j + b);
+                    }
+                }
+            }
+        }
+        // Columns in chunks of `GEMM_KC`, so the chunk of the tile's rows (and of the
+        // four tokens') stays in L2 while every 4 x 3 block passes over it.
+        for c0 in (0..k8).step_by(GEMM_KC) {
+            let c1 = (c0 + GEMM_KC).min(k8);
+            for t in (0..n4).step_by(4) {
+                for j in (0..r3).step_by(3) {
+                    let mut acc = [[_mm256_setzero_ps(); 3]; 4];
+                    for i in (c0..c1).step_by(8) {
+                        // SAFETY: rows t..t+4 of x and j..j+3 of w exist (loop bounds)
+                        // and i + 8 <= k8 <= k, so every load stays inside its row.
+                        unsafe {
+                            let wv = [
+                                _mm256_loadu_ps(pw.add(j * k + i)),
+                                _mm256_loadu_ps(pw.add((j + 1) * k + i)),
+                                _mm256_loadu_ps(pw.add((j + 2) * k + i)),
+                            ];
+                            for (a, acc_a) in acc.iter_mut().enumerate() {
+                                let xv = _mm256_loadu_ps(px.add((t + a) * k + i));
+                                for (b, acc_ab) in acc_a.iter_mut().enumerate() {
+                                    *acc_ab = _mm256_fmadd_ps(xv, wv[b], *acc_ab);
+                                }
                             }
                         }
                     }
-                    i += 8;
-                }
-                for (a, acc_a) in acc.iter().enumerate() {
-                    for (b, acc_ab) in acc_a.iter().enumerate() {
-                        // SAFETY: avx2 enabled in this function.
-                        let s = unsafe { hsum(*acc_ab) };
-                        out_t[(j + b) * n + t + a] = s + tail(t + a, j + b);
+                    for (a, acc_a) in acc.iter().enumerate() {
+                        for (b, acc_ab) in acc_a.iter().enumerate() {
+                            // SAFETY: avx2 enabled in this function.
+                            out_t[(j + b) * n + t + a] += unsafe { hsum(*acc_ab) };
+                        }
                     }
                 }
-                j += 3;
             }
-            for jj in j..r {
+        }
+        for t in (0..n4).step_by(4) {
+            for jj in r3..r {
                 for a in 0..4 {
                     // SAFETY: avx2+fma enabled here; rows are in bounds.
                     out_t[jj * n + t + a] =
                         unsafe { dot(&x[(t + a) * k..(t + a + 1) * k], &w[jj * k..(jj + 1) * k]) };
                 }
             }
-            t += 4;
         }
-        for tt in t..n {
+        for tt in n4..n {
             for jj in 0..r {
                 // SAFETY: avx2+fma enabled here; rows are in bounds.
                 out_t[jj * n + tt] =
@@ -708,7 +724,13 @@ mod tests {
 
     #[test]
     fn gemm_tile_matches_scalar_dots_with_remainders() {
-        for (n, r, k) in [(9, 7, 40), (4, 3, 8), (1, 1, 5), (13, 48, 576)] {
+        for (n, r, k) in [
+            (9, 7, 40),
+            (4, 3, 8),
+            (1, 1, 5),
+            (13, 48, 576),
+            (9, 7, 2100),
+        ] {
             let x: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 7 % 23) as f32 - 11.0) / 7.0)
                 .collect();
