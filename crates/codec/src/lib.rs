@@ -405,6 +405,45 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Bytes of `count` fields of `bits` bits packed by [`Writer::bits`].
+pub fn packed_len(count: usize, bits: u32) -> usize {
+    (count * bits as usize).div_ceil(8)
+}
+
+/// Reads `out.len()` fields of `bits` bits (`1 <= bits <= 64`) packed as
+/// [`Writer::bits`] packs them from the start of `bytes`; missing bytes read as zero (the
+/// caller takes exactly [`packed_len`] bytes first, so a short input is its error).
+pub fn unpack_bits(bytes: &[u8], bits: u32, out: &mut [u64]) {
+    debug_assert!((1..=64).contains(&bits));
+    let mask = if bits == 64 {
+        u128::from(u64::MAX)
+    } else {
+        (1u128 << bits) - 1
+    };
+    let (mut acc, mut have, mut at) = (0u128, 0u32, 0usize);
+    for x in out.iter_mut() {
+        if have < bits {
+            // A whole word where eight bytes remain (have < 64, so it fits), else bytes.
+            if let Some(word) = bytes.get(at..at + 8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(word);
+                acc |= u128::from(u64::from_le_bytes(w)) << have;
+                have += 64;
+                at += 8;
+            } else {
+                while have < bits {
+                    acc |= u128::from(bytes.get(at).copied().unwrap_or(0)) << have;
+                    have += 8;
+                    at += 1;
+                }
+            }
+        }
+        *x = (acc & mask) as u64;
+        acc >>= bits;
+        have -= bits;
+    }
+}
+
 /// Appends fields to a byte buffer: the mirror of [`Reader`].
 #[derive(Clone, Debug, Default)]
 pub struct Writer {
@@ -459,6 +498,30 @@ impl Writer {
     }
 
     write_num!(u8: u8, u16: u16, u32: u32, u64: u64, i64: i64, f32: f32, f64: f64);
+
+    /// Appends `values` as consecutive `bits`-bit fields, least significant bit first
+    /// and without gaps, the last byte padded with zeros: `packed_len(values.len(),
+    /// bits)` bytes, which [`unpack_bits`] reads back. Each value must be below
+    /// `2^bits` (`1 <= bits <= 64`); higher bits would spill into the next field.
+    pub fn bits(&mut self, values: &[u64], bits: u32) {
+        debug_assert!((1..=64).contains(&bits));
+        debug_assert!(values.iter().all(|&v| bits == 64 || v >> bits == 0));
+        self.buf.reserve(packed_len(values.len(), bits));
+        // Whole 64-bit words while they fill: the same bytes as one byte at a time,
+        // since both are little-endian.
+        let (mut acc, mut have) = (0u128, 0u32);
+        for &v in values {
+            acc |= u128::from(v) << have;
+            have += bits;
+            if have >= 64 {
+                self.buf.extend_from_slice(&(acc as u64).to_le_bytes());
+                acc >>= 64;
+                have -= 64;
+            }
+        }
+        let rest = have.div_ceil(8) as usize;
+        self.buf.extend_from_slice(&acc.to_le_bytes()[..rest]);
+    }
 
     /// Writes `n` as a prefix of width `P`, refusing it above `max` (or the width).
     fn prefix<P: Uint>(&mut self, what: &'static str, n: usize, max: usize) -> Result<()> {

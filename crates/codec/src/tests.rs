@@ -344,3 +344,63 @@ proptest! {
         let _ = read(&bytes, &fields);
     }
 }
+
+/// The bit packing one byte at a time, as the wire format defines it.
+fn pack_bytewise(values: &[u64], bits: u32) -> Vec<u8> {
+    let (mut out, mut acc, mut have) = (Vec::new(), 0u128, 0u32);
+    for &v in values {
+        acc |= u128::from(v) << have;
+        have += bits;
+        while have >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            have -= 8;
+        }
+    }
+    if have > 0 {
+        out.push(acc as u8);
+    }
+    out
+}
+
+#[test]
+fn bit_fields_have_a_fixed_layout() {
+    // 3-bit fields 1, 2, 7, 5: bits 001 010 111 101 -> bytes 0b11_010_001, 0b1011.
+    let mut w = Writer::new();
+    w.bits(&[1, 2, 7, 5], 3);
+    assert_eq!(w.as_bytes(), &[0b1101_0001, 0b0000_1011]);
+    assert_eq!(packed_len(4, 3), 2);
+    let mut out = [0u64; 4];
+    unpack_bits(w.as_bytes(), 3, &mut out);
+    assert_eq!(out, [1, 2, 7, 5]);
+    // Full-width fields and an empty list.
+    let mut w = Writer::new();
+    w.bits(&[u64::MAX, 1], 64);
+    w.bits(&[], 17);
+    assert_eq!(w.len(), 16);
+    let mut out = [0u64; 2];
+    unpack_bits(w.as_bytes(), 64, &mut out);
+    assert_eq!(out, [u64::MAX, 1]);
+}
+
+proptest! {
+    #[test]
+    fn bit_fields_match_the_bytewise_packing_and_round_trip(
+        bits in 1u32..=64,
+        raw in proptest::collection::vec(any::<u64>(), 0..300),
+    ) {
+        let values: Vec<u64> = raw
+            .iter()
+            .map(|v| if bits == 64 { *v } else { v & ((1u64 << bits) - 1) })
+            .collect();
+        let mut w = Writer::new();
+        w.u8(0xAB);
+        w.bits(&values, bits);
+        let bytes = w.into_bytes();
+        prop_assert_eq!(&bytes[1..], &pack_bytewise(&values, bits)[..]);
+        prop_assert_eq!(bytes.len() - 1, packed_len(values.len(), bits));
+        let mut out = vec![0u64; values.len()];
+        unpack_bits(&bytes[1..], bits, &mut out);
+        prop_assert_eq!(out, values);
+    }
+}

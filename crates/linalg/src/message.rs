@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use selene_ckks::{Ciphertext, Parameters};
-use selene_codec::{Reader, Writer};
+use selene_codec::{packed_len, Reader, Writer};
 
 use crate::coeff::CoeffLayout;
 use crate::error::{Error, Result};
@@ -199,43 +199,11 @@ fn min_input_ct_bytes(params: &Parameters) -> usize {
     4 + (params.n() * q_bits).div_ceil(8) + 32
 }
 
-/// Bytes of `count` values of `bits` bits, bit-packed.
-fn packed_len(count: usize, bits: u32) -> usize {
-    (count * bits as usize).div_ceil(8)
-}
-
-fn pack(values: &[u64], bits: u32, w: &mut Writer) {
-    let (mut acc, mut have) = (0u128, 0u32);
-    for &v in values {
-        acc |= u128::from(v) << have;
-        have += bits;
-        while have >= 8 {
-            w.u8(acc as u8);
-            acc >>= 8;
-            have -= 8;
-        }
-    }
-    if have > 0 {
-        w.u8(acc as u8);
-    }
-}
-
+/// `count` values of `bits` bits, bit-packed in `bytes`.
 fn unpack(bytes: &[u8], count: usize, bits: u32) -> Vec<u64> {
-    let mask = (1u128 << bits) - 1;
-    let (mut acc, mut have) = (0u128, 0u32);
-    let mut it = bytes.iter();
-    (0..count)
-        .map(|_| {
-            while have < bits {
-                acc |= u128::from(it.next().copied().unwrap_or(0)) << have;
-                have += 8;
-            }
-            let v = (acc & mask) as u64;
-            acc >>= bits;
-            have -= bits;
-            v
-        })
-        .collect()
+    let mut out = vec![0; count];
+    selene_codec::unpack_bits(bytes, bits, &mut out);
+    out
 }
 
 impl EncryptedOutput {
@@ -280,8 +248,8 @@ impl EncryptedOutput {
         for ct in &self.cts {
             put_u32(&mut w, ct.c0.len());
             put_u32(&mut w, ct.c1.len());
-            pack(&ct.c0, self.down_bits, &mut w);
-            pack(&ct.c1, self.down_bits, &mut w);
+            w.bits(&ct.c0, self.down_bits);
+            w.bits(&ct.c1, self.down_bits);
         }
         w.into_bytes()
     }
@@ -488,7 +456,7 @@ mod tests {
                 .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & mask)
                 .collect();
             let mut w = Writer::new();
-            pack(&v, bits, &mut w);
+            w.bits(&v, bits);
             let out = w.into_bytes();
             assert_eq!(out.len(), packed_len(v.len(), bits));
             assert_eq!(unpack(&out, v.len(), bits), v);

@@ -61,18 +61,8 @@ fn packed_len(params: &Parameters, q_rows: usize, p_rows: usize) -> usize {
 fn pack(params: &Parameters, p: &Poly<Ntt>, w: &mut Writer) {
     let ring = params.ring();
     for r in 0..p.rows() {
-        let bits = ring.moduli()[p.modulus_index(ring, r)].bits();
-        let (mut acc, mut filled) = (0u128, 0u32);
-        for &x in p.row(r) {
-            acc |= (x as u128) << filled;
-            filled += bits;
-            while filled >= 8 {
-                w.u8(acc as u8);
-                acc >>= 8;
-                filled -= 8;
-            }
-        }
-        // N * bits is a multiple of 8 (N >= 1024), so nothing is left over.
+        // N * bits is a multiple of 8 (N >= 1024), so rows need no padding.
+        w.bits(p.row(r), ring.moduli()[p.modulus_index(ring, r)].bits());
     }
 }
 
@@ -119,27 +109,15 @@ fn read_poly(
         let m = ring.moduli()[idx];
         let bits = m.bits();
         let src = r.take("residues", n * bits as usize / 8)?;
-        let mask = (1u128 << bits) - 1;
-        let (mut acc, mut filled, mut it) = (0u128, 0u32, src.iter());
-        for (k, x) in p.row_mut(row).iter_mut().enumerate() {
-            while filled < bits {
-                // The row length was taken above, so the bytes are there.
-                let b = it.next().copied().unwrap_or(0);
-                acc |= u128::from(b) << filled;
-                filled += 8;
-            }
-            let v = (acc & mask) as u64;
-            acc >>= bits;
-            filled -= bits;
-            if v >= m.value() {
-                return Err(Error::CoefficientOutOfRange {
-                    row: idx,
-                    index: k,
-                    value: v,
-                    modulus: m.value(),
-                });
-            }
-            *x = v;
+        let row_values = p.row_mut(row);
+        selene_codec::unpack_bits(src, bits, row_values);
+        if let Some((k, &v)) = row_values.iter().enumerate().find(|(_, &v)| v >= m.value()) {
+            return Err(Error::CoefficientOutOfRange {
+                row: idx,
+                index: k,
+                value: v,
+                modulus: m.value(),
+            });
         }
     }
     Ok(p)
