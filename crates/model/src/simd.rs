@@ -260,7 +260,7 @@ mod avx2 {
     /// The f16 at `p` as f32 (F16C).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn half(p: *const u8) -> f32 {
+    pub(super) unsafe fn half(p: *const u8) -> f32 {
         // SAFETY: the caller points at two readable bytes.
         let h = unsafe { p.cast::<u16>().read_unaligned() };
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))

@@ -130,25 +130,8 @@ impl Activation {
 pub(super) mod avx2 {
     use super::{Activation, RADIX};
     use crate::quant::{self, SUPER_BLOCK};
+    use crate::simd::avx2::{half, hsum};
     use std::arch::x86_64::*;
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
-
-    /// The f16 at `p` as f32 (F16C).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn half(p: *const u8) -> f32 {
-        // SAFETY: the caller points at two readable bytes.
-        let h = unsafe { p.cast::<u16>().read_unaligned() };
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
-    }
 
     /// `A + B / 254 + C / 254^2` of three integer accumulators, per lane.
     #[inline]
