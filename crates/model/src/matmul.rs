@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::quant::QuantMatrix;
+use crate::quant::{Format, QuantMatrix};
 use crate::simd;
 
 /// Token counts up to this use the direct quantized dot products.
@@ -95,7 +95,12 @@ fn products_t(mats: &[QuantMatrix<'_>], x: &[f32], n: usize, out_t: &mut [f32]) 
     }
     let cols = mats.first().map_or(0, |m| m.cols());
     let acts: Vec<simd::Activation> = if dot_path {
-        x.chunks_exact(cols).map(simd::Activation::new).collect()
+        let limbs = mats
+            .iter()
+            .any(|m| matches!(m.format(), Format::Q4K | Format::Q6K));
+        x.chunks_exact(cols)
+            .map(|xt| simd::Activation::with_limbs(xt, limbs))
+            .collect()
     } else {
         Vec::new()
     };
@@ -130,7 +135,6 @@ fn products_t(mats: &[QuantMatrix<'_>], x: &[f32], n: usize, out_t: &mut [f32]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::Format;
 
     #[test]
     fn both_paths_match_the_dequantized_product() {

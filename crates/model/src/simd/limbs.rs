@@ -55,19 +55,28 @@ pub struct Activation {
 impl Activation {
     /// Prepares `x` (any length; the limbs only when it is whole super-blocks).
     pub fn new(x: &[f32]) -> Self {
-        let mut a = Activation::default();
-        a.prepare(x);
+        Self::with_limbs(x, true)
+    }
+
+    /// Prepares `x`, with the limbs only when `limbs` is set (only the K-quants' kernels
+    /// read them) and `x` is whole super-blocks.
+    pub fn with_limbs(x: &[f32], limbs: bool) -> Self {
+        let mut a = Activation {
+            sums: x
+                .chunks_exact(BLOCK)
+                .map(|c| c.iter().sum::<f32>())
+                .collect(),
+            ..Activation::default()
+        };
+        if limbs {
+            a.split(x);
+        }
         a
     }
 
-    /// Prepares `x`, reusing this activation's buffers.
-    pub fn prepare(&mut self, x: &[f32]) {
-        self.sums.clear();
-        self.sums
-            .extend(x.chunks_exact(BLOCK).map(|c| c.iter().sum::<f32>()));
-        self.sums16.clear();
-        self.limbs.clear();
-        self.scales.clear();
+    /// Fills the sums per 16, the limbs and their scales (nothing unless `x` is whole
+    /// super-blocks).
+    fn split(&mut self, x: &[f32]) {
         if x.is_empty() || x.len() % SUPER_BLOCK != 0 {
             return;
         }
