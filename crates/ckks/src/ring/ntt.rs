@@ -40,6 +40,15 @@ impl NttPlan {
         self.plan.mul_accumulate(acc, a, b);
     }
 
+    /// `a <- INTT(a * b)`: the element-wise product (inputs `< q`, evaluations) taken back
+    /// to coefficients, with `N^-1` folded into the product's SIMD pass instead of a
+    /// separate normalisation.
+    #[inline]
+    pub fn mul_backward(&self, a: &mut [u64], b: &[u64]) {
+        self.plan.mul_assign_normalize(a, b);
+        self.plan.inv(a);
+    }
+
     /// In-place inverse NTT: evaluations (bit-reversed order) back to coefficients.
     #[inline]
     pub fn backward(&self, a: &mut [u64]) {
@@ -122,6 +131,13 @@ mod tests {
                 .collect();
             plan.mul_add(&mut acc, &a, &b);
             assert_eq!(acc, want, "mul_add n={n} q={q}");
+            let mut fused = fa.clone();
+            plan.mul_backward(&mut fused, &fb);
+            assert_eq!(
+                fused,
+                negacyclic_mul(&m, &a, &b),
+                "mul_backward n={n} q={q}"
+            );
         }
     }
 }

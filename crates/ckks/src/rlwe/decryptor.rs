@@ -56,6 +56,11 @@ impl Decryptor {
         self.sk.params()
     }
 
+    /// The secret key (crate-internal: the power-of-two decryption reads its NTT form).
+    pub(crate) fn secret_key(&self) -> &SecretKey {
+        &self.sk
+    }
+
     /// `c0 + c1 s` in NTT form.
     pub fn decrypt_ntt(&self, c0: &Poly<Ntt>, c1: &Poly<Ntt>) -> Poly<Ntt> {
         let ring = self.sk.params().ring();

@@ -61,11 +61,10 @@ fn secret_key_encrypt(
     let ring = params.ring();
     let seed = os_seed();
     let c1 = uniform_poly(ring, &seed, level, false);
-    let mut c0 = Poly::from_signed(ring, v, level, false).into_ntt(ring);
-    let mut as_ = c1.clone();
-    // Row r of s is row r of its QP form: multiply in place, no copy of s.
-    as_.mul_assign_prefix(ring, sk.ntt());
-    c0.sub_assign(ring, &as_);
+    let mut c0 = Poly::<Ntt>::zero(ring, level, false);
+    c0.assign_signed(ring, v);
+    // Row r of -s is row r of its QP form: c0 += a (-s), no copy of the key.
+    c0.mul_add_assign(ring, &c1, sk.neg_ntt());
     RlweCiphertext {
         c0,
         c1,

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::params::Parameters;
-use crate::ring::{Coeff, Modulus, Ntt, Poly};
+use crate::ring::{Modulus, Ntt, Poly};
 
 use super::decryptor::Decryptor;
 
@@ -109,15 +109,16 @@ impl Decryptor {
         check_pow2(params, c1.len(), modulus)?;
         let ring = params.ring();
         let q = ring.moduli()[0];
-        let c1: Vec<i64> = c1.iter().map(|&v| modulus.center(v)).collect();
-        let c1 = Poly::<Coeff>::from_signed(ring, &c1, 0, false).into_ntt(ring);
-        let zero = Poly::<Ntt>::zero(ring, 0, false);
-        Ok(self
-            .decrypt_poly(&zero, &c1)
-            .row(0)
-            .iter()
-            .map(|&v| q.center(v))
-            .collect())
+        let mut c1s: Vec<i64> = c1.iter().map(|&v| modulus.center(v)).collect();
+        let mut p = Poly::<Ntt>::zero(ring, 0, false);
+        p.assign_signed(ring, &c1s);
+        let row = p.row_mut(0);
+        ring.plan(0)
+            .mul_backward(row, self.secret_key().ntt().row(0));
+        for (out, &v) in c1s.iter_mut().zip(&*row) {
+            *out = q.center(v);
+        }
+        Ok(c1s)
     }
 
     /// `c0 + c1 s` centred mod `2^k` for a ciphertext switched to `2^k` with all `N`
@@ -160,6 +161,7 @@ mod tests {
 
     use super::*;
     use crate::params::{ParametersLiteral, Security};
+    use crate::ring::Coeff;
     use crate::rlwe::{Encryptor, SecretKey};
     use proptest::prelude::*;
 

@@ -17,6 +17,9 @@ pub struct SecretKey {
     coeffs: Vec<i64>,
     /// `s` over all of `Q P`, NTT form.
     ntt: Poly<Ntt>,
+    /// `-s` likewise: secret-key encryption accumulates `a (-s)` onto the message with
+    /// one SIMD multiply-add per row.
+    neg_ntt: Poly<Ntt>,
 }
 
 impl SecretKey {
@@ -34,11 +37,14 @@ impl SecretKey {
         let coeffs = ternary(&mut rng, params.n());
         let ring = params.ring();
         let ntt = Poly::from_signed(ring, &coeffs, params.max_level(), true).into_ntt(ring);
+        let mut neg_ntt = ntt.clone();
+        neg_ntt.neg_assign(ring);
         Self {
             params: params.clone(),
             seed: *seed,
             coeffs,
             ntt,
+            neg_ntt,
         }
     }
 
@@ -57,6 +63,11 @@ impl SecretKey {
         &self.ntt
     }
 
+    /// `-s` in NTT form over `Q P`.
+    pub(crate) fn neg_ntt(&self) -> &Poly<Ntt> {
+        &self.neg_ntt
+    }
+
     /// The ternary coefficients of `s`.
     #[cfg(test)]
     pub(crate) fn coeffs(&self) -> &[i64] {
@@ -69,6 +80,7 @@ impl Zeroize for SecretKey {
         self.seed.zeroize();
         self.coeffs.zeroize();
         self.ntt.zeroize();
+        self.neg_ntt.zeroize();
     }
 }
 
