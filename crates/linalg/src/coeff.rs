@@ -76,6 +76,25 @@ pub struct CoeffLayout {
 }
 
 impl CoeffLayout {
+    /// How many values of `Y` each downloaded ciphertext carries, in wire order: the
+    /// lengths of [`CoeffLayout::output_plan`]'s lists, without building them.
+    pub fn output_lens(&self, n: usize, d_out: usize) -> Vec<usize> {
+        let t = self.tiling;
+        let bo = t.out_blocks(d_out);
+        let per = 1usize << self.pack_levels;
+        let mut lens = Vec::new();
+        for g in 0..t.groups(n) {
+            let tokens = t.n_b.min(n - g * t.n_b);
+            for k in 0..bo.div_ceil(per) {
+                let outputs: usize = (0..per.min(bo - k * per))
+                    .map(|c| t.k_o.min(d_out - (k * per + c) * t.k_o))
+                    .sum();
+                lens.push(tokens * outputs);
+            }
+        }
+        lens
+    }
+
     /// Where the values of `Y` (`n x d_out`, row-major) travel: one list per downloaded
     /// ciphertext, in wire order, of `(index into Y, coefficient position)`.
     ///
@@ -637,34 +656,34 @@ pub(crate) fn decrypt_ints(
     let down = download_modulus(layout.down_bits)?;
     let modulus = 1i128 << down.bits();
     let plan = layout.output_plan(n, shape.d_out);
-    let blocks: Vec<Vec<(usize, i64)>> = cts
-        .par_iter()
-        .zip(plan)
-        .map(|(ct, cells)| {
-            let c1s = dec.c1_s_pow2(&ct.c1, down)?;
-            let flood = if flood_sigma > 0.0 {
-                wide_gaussian(&mut os_rng(), ct.c0.len(), flood_sigma)
-            } else {
-                Vec::new()
-            };
-            let mut used = ct.c0.iter().zip(flood.iter().chain(std::iter::repeat(&0)));
-            let vals = cells
-                .into_iter()
-                .map(|(at, pos)| {
-                    // Lengths were checked against the layout before decryption.
-                    let (c0, f) = used.next().map(|(&c, &f)| (c, f)).unwrap_or((0, 0));
-                    // f mod 2^k lies in [0, 2^k), so the sum stays far inside i64.
-                    let f = f.rem_euclid(modulus) as i64;
-                    let m = (c0 as i64).wrapping_add(c1s[pos]).wrapping_add(f);
-                    (at, down.center(m as u64))
-                })
-                .collect();
-            Ok(vals)
-        })
-        .collect::<Result<_>>()?;
+    // The ring products (two NTTs each) in parallel when there are several; the
+    // scatter into `Y` after.
+    let c1s: Vec<Vec<i64>> = if cts.len() > 1 {
+        cts.par_iter()
+            .map(|ct| dec.c1_s_pow2(&ct.c1, down))
+            .collect::<std::result::Result<_, _>>()?
+    } else {
+        cts.iter()
+            .map(|ct| dec.c1_s_pow2(&ct.c1, down))
+            .collect::<std::result::Result<_, _>>()?
+    };
     let mut y = vec![0; n * shape.d_out];
-    for (at, v) in blocks.into_iter().flatten() {
-        y[at] = v;
+    for ((ct, cells), c1s) in cts.iter().zip(plan).zip(c1s) {
+        let flood = if flood_sigma > 0.0 {
+            wide_gaussian(&mut os_rng(), ct.c0.len(), flood_sigma)
+        } else {
+            Vec::new()
+        };
+        let mut used = ct.c0.iter().zip(flood.iter().chain(std::iter::repeat(&0)));
+        for (at, pos) in cells {
+            // Lengths were checked against the layout before decryption.
+            let (c0, f) = used.next().map(|(&c, &f)| (c, f)).unwrap_or((0, 0));
+            // f mod 2^k (two's complement: the low k bits) lies in [0, 2^k), so the sum
+            // stays far inside i64.
+            let f = (f & (modulus - 1)) as i64;
+            let m = (c0 as i64).wrapping_add(c1s[pos]).wrapping_add(f);
+            y[at] = down.center(m as u64);
+        }
     }
     Ok(y)
 }
@@ -689,11 +708,40 @@ pub(crate) fn decrypt(
     // Packing doubled every value once per merge level.
     let unit = q.value() as f64 / f64::from(layout.down_bits + layout.pack_levels).exp2();
     let m = decrypt_ints(dec, layout, cts, n, shape, flood_sigma)?;
-    Ok(m.iter()
-        .enumerate()
-        .map(|(at, &v)| {
-            let (tok, col) = (at / shape.d_out, at % shape.d_out);
-            v as f64 * unit / (token_scales[tok] * layout.col_scale[col])
+    Ok(m.chunks_exact(shape.d_out)
+        .zip(token_scales)
+        .flat_map(|(row, &t)| {
+            row.iter()
+                .zip(&layout.col_scale)
+                .map(move |(&v, &c)| v as f64 * unit / (t * c))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_lens_are_the_lengths_of_the_output_plan() {
+        for (n_b, k_i, k_o, pack_levels, n, d_out) in [
+            (1, 2048, 2, 1, 1, 1536),
+            (1, 512, 8, 3, 1, 17920),
+            (4, 64, 16, 0, 7, 960),
+            (2, 256, 8, 4, 3, 1000),
+        ] {
+            let layout = CoeffLayout {
+                tiling: Tiling { n_b, k_i, k_o },
+                col_scale: vec![1.0; d_out],
+                x_bits: 20,
+                w_bits: 16,
+                down_bits: 24,
+                pack_levels,
+                hoist_levels: 0,
+            };
+            let plan: Vec<usize> = layout.output_plan(n, d_out).iter().map(Vec::len).collect();
+            assert_eq!(layout.output_lens(n, d_out), plan, "{:?}", layout.tiling);
+            assert_eq!(plan.iter().sum::<usize>(), n * d_out);
+        }
+    }
 }
