@@ -1,5 +1,6 @@
 //! The client's half of strict mode: a [`Linear`] whose products run encrypted.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -76,13 +77,13 @@ pub struct TrafficStats {
 pub struct StrictLinear<'w, T: Transport> {
     weights: &'w Weights,
     client: Client,
-    layouts: Vec<[Layout; 4]>,
+    layouts: Vec<[Arc<Layout>; 4]>,
     /// A fused session's layouts of the fused matrices, in `fused_order`.
-    fused_layouts: Vec<Layout>,
+    fused_layouts: Vec<Arc<Layout>>,
     /// Their balance factors (`selene_model::fused::Stacked::alpha`), in the same order.
     fused_alphas: Vec<f32>,
     /// The server's batched layouts (several rows per ciphertext), empty if none.
-    batched: Vec<[Layout; 4]>,
+    batched: Vec<[Arc<Layout>; 4]>,
     session: ClientSession<T>,
     stats: TrafficStats,
     flooding: Option<Flooding>,
@@ -297,13 +298,18 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             stats.galois_keygen = start.elapsed();
             session.upload_galois_keys(bytes)?;
         }
+        // Shared, not copied, by every request in flight (a layout holds its output
+        // width's column scales).
+        let share = |four: Vec<[Layout; 4]>| -> Vec<[Arc<Layout>; 4]> {
+            four.into_iter().map(|l| l.map(Arc::new)).collect()
+        };
         Ok(Self {
             weights,
             client,
-            layouts,
-            fused_layouts,
+            layouts: share(layouts),
+            fused_layouts: fused_layouts.into_iter().map(Arc::new).collect(),
             fused_alphas,
-            batched,
+            batched: share(batched),
             session,
             stats,
             flooding: None,
@@ -424,7 +430,12 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
     /// [`Self::flood_decryptions`] for a key that releases at most `releases_cap` rows.
     pub(crate) fn size_flooding(&mut self, releases_cap: u64) -> Result<()> {
         let params = self.client.params().clone();
-        let per_row: u64 = self.layouts.iter().flatten().map(released_per_row).sum();
+        let per_row: u64 = self
+            .layouts
+            .iter()
+            .flatten()
+            .map(|l| released_per_row(l))
+            .sum();
         let released = releases_cap.max(1).saturating_mul(per_row);
         let mut precision_bits = f64::INFINITY;
         let mut sigmas = Vec::with_capacity(self.layouts.len());
@@ -490,7 +501,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
             layer,
             layers: self.layouts.len(),
         })?
-        .clone();
+        .clone(); // an Arc
         let sigma = match &self.flooding {
             None => None,
             Some(f) => Some(
@@ -681,7 +692,7 @@ fn split_rows(n: usize, per_ct: usize) -> Vec<usize> {
 
 /// What decrypting one request's answer needs.
 struct Sent {
-    layout: Layout,
+    layout: Arc<Layout>,
     scales: selene_linalg::TokenScales,
     sigma: Option<f64>,
 }
