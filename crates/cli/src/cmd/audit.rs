@@ -45,7 +45,7 @@ pub struct AuditArgs {
 
 /// Runs `selene audit`.
 pub fn run(args: &AuditArgs) -> anyhow::Result<()> {
-    super::threads::init(args.threads)?;
+    super::threads::init_on_main(args.threads)?;
     let (w, tok) = super::args::load(args.model.model.as_deref())?;
     let mut prompts = match &args.prompts {
         Some(p) => prompts_from_lines(

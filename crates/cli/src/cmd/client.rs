@@ -56,7 +56,7 @@ pub struct ClientArgs {
 
 /// Runs `selene client`: the same generation as `selene run`, with the server remote.
 pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
-    super::threads::init(args.threads)?;
+    super::threads::init_on_main(args.threads)?;
     let token = token_from(args.token_env.as_deref(), args.token.as_deref())?;
     let trust = trust_from(args.fingerprint.as_deref(), args.ca.as_deref())?;
     let verify_rate = args.policy.verify_rate;

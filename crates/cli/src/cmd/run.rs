@@ -40,7 +40,7 @@ pub struct RunArgs {
 /// same wire bytes. Text goes to stdout; progress, per-token timing, traffic and the
 /// policy's measured leakage to stderr.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    super::threads::init(args.threads)?;
+    super::threads::init_on_main(args.threads)?;
     let (w, t) = load(args.gen.model.model.as_deref())?;
     let w = Arc::new(w);
     let mut policy = args.policy.policy(w.config().n_layers)?;

@@ -42,19 +42,19 @@ enum BenchWhat {
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match &args.what {
         BenchWhat::Ckks(opts) => {
-            super::threads::init(opts.common.threads)?;
+            super::threads::init_on_main(opts.common.threads)?;
             ckks::run(opts)
         }
         BenchWhat::Linalg(opts) => {
-            super::threads::init(opts.threads)?;
+            super::threads::init_on_main(opts.threads)?;
             linalg::run(opts)
         }
         BenchWhat::Model(opts) => {
-            super::threads::init(opts.threads)?;
+            super::threads::init_on_main(opts.threads)?;
             model::run(opts)
         }
         BenchWhat::E2e(opts) => {
-            super::threads::init(opts.common.threads)?;
+            super::threads::init_on_main(opts.common.threads)?;
             e2e::run(opts)
         }
         // The server and the client are processes of their own with their own threads.
