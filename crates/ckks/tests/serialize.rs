@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{bits, uniform, Kit};
+use selene_ckks::ring::sampler::Expansion;
 use selene_ckks::scheme::serialize::{HEADER_LEN, MAGIC};
 use selene_ckks::{
     Ciphertext, Encoding, Error, ExampleParams, GaloisKey, Parameters, ParametersLiteral,
@@ -47,6 +48,20 @@ fn round_trips_and_sizes() {
     let back = Ciphertext::decode(&sb, &params).unwrap();
     assert_eq!(back.seed(), seeded.seed());
     assert!(bits(&kit.decrypt(&back), &a) >= 9.5);
+    // Fresh ciphertexts name the ChaCha8 expansion (flag 2). The same seed under flag 1,
+    // ChaCha20 (what builds before wire version 4 wrote), reads back as another `c1`:
+    // the flag is what peers agree on, and it survives a round trip.
+    let flag = HEADER_LEN + 10;
+    assert_eq!(sb[flag], 2);
+    let mut old = sb.clone();
+    old[flag] = 1;
+    let other = Ciphertext::decode(&old, &params).unwrap();
+    assert_eq!(other.seed().map(|s| s.expansion), Some(Expansion::ChaCha20));
+    assert_ne!(other.components().1, back.components().1);
+    assert!(bits(&kit.decrypt(&other), &a) < 1.0);
+    assert_eq!(other.encode(&params), old);
+    old[flag] = 3;
+    assert!(Ciphertext::decode(&old, &params).is_err());
     // A mutated ciphertext loses its seed and ships both components.
     let sum = kit.eval.add(&seeded, &seeded).unwrap();
     assert!(sum.seed().is_none());

@@ -9,7 +9,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::params::Parameters;
 use crate::ring::basis::mod_down;
 use crate::ring::poly::{for_each_row, join};
-use crate::ring::sampler::{gaussian, os_rng, os_seed, ternary, uniform_poly};
+use crate::ring::sampler::{gaussian, os_rng, os_seed, ternary, uniform_poly_by, Expansion, Seed};
 use crate::ring::{Ntt, Poly};
 
 use super::public_key::PublicKey;
@@ -23,7 +23,7 @@ pub struct RlweCiphertext {
     /// Second component (uniform from `seed` while fresh).
     pub c1: Poly<Ntt>,
     /// Seed of `c1` for a fresh secret-key encryption.
-    pub seed: Option<[u8; 32]>,
+    pub seed: Option<Seed>,
 }
 
 enum Key {
@@ -59,8 +59,11 @@ fn secret_key_encrypt(
     level: usize,
 ) -> RlweCiphertext {
     let ring = params.ring();
-    let seed = os_seed();
-    let c1 = uniform_poly(ring, &seed, level, false);
+    let seed = Seed {
+        bytes: os_seed(),
+        expansion: Expansion::ChaCha8,
+    };
+    let c1 = uniform_poly_by(ring, &seed.bytes, level, false, seed.expansion);
     let mut c0 = Poly::<Ntt>::zero(ring, level, false);
     c0.assign_signed(ring, v);
     // Row r of -s is row r of its QP form: c0 += a (-s), no copy of the key.

@@ -3,6 +3,7 @@
 //! fhe.rs, so only fresh ciphertexts serialize compressed).
 
 use crate::error::Result;
+use crate::ring::sampler::Seed;
 use crate::ring::{Ntt, Poly};
 use crate::rlwe::{Decryptor, Encryptor, RlweCiphertext};
 
@@ -16,7 +17,7 @@ pub struct Ciphertext {
     pub(crate) c1: Poly<Ntt>,
     pub(crate) scale: Scale,
     pub(crate) encoding: Encoding,
-    pub(crate) seed: Option<[u8; 32]>,
+    pub(crate) seed: Option<Seed>,
 }
 
 impl Clone for Ciphertext {
@@ -56,8 +57,9 @@ impl Ciphertext {
         self.encoding
     }
 
-    /// Seed of `c1` while the ciphertext is fresh from secret-key encryption.
-    pub fn seed(&self) -> Option<&[u8; 32]> {
+    /// Seed of `c1` (and the stream it expands by) while the ciphertext is fresh from
+    /// secret-key encryption.
+    pub fn seed(&self) -> Option<&Seed> {
         self.seed.as_ref()
     }
 

@@ -3,7 +3,8 @@
 //! Every object: magic `b"SELN"`, format version (u16 LE), kind (u8), the 8-byte parameter
 //! fingerprint; then the object's header fields and its residues, bit-packed row by row at
 //! each prime's bit width (LSB first). A fresh (seeded) ciphertext or key ships the 32-byte
-//! seed instead of its uniform `a` component. Decoding takes the `Parameters`: every size
+//! seed instead of its uniform `a` component: keys expand it by ChaCha20, a ciphertext by
+//! the stream its flags name (ChaCha20 or ChaCha8, [`crate::ring::sampler::Expansion`]). Decoding takes the `Parameters`: every size
 //! comes from them, never from the stream, and is checked against the input length before
 //! anything is allocated; every residue is checked below its prime; trailing bytes are an
 //! error. Integrity against tampering is the transport's job (TLS); decoding guarantees
@@ -15,7 +16,7 @@ use selene_codec::{Reader, Writer};
 
 use crate::error::{Error, Result};
 use crate::params::Parameters;
-use crate::ring::sampler::uniform_poly;
+use crate::ring::sampler::{uniform_poly_by, Expansion, Seed};
 use crate::ring::{Ntt, Poly};
 use crate::rlwe::{GaloisKey, KeySwitchKey, PublicKey, RelinKey};
 
@@ -28,6 +29,13 @@ pub const MAGIC: [u8; 4] = *b"SELN";
 pub const VERSION: u16 = 1;
 /// Length of the common header.
 pub const HEADER_LEN: usize = 4 + 2 + 1 + 8;
+/// A ciphertext's flags: both components follow.
+const FLAG_FULL: u8 = 0;
+/// `c0` and the seed of `c1`, expanded by ChaCha20 (builds before wire version 4 write it).
+const FLAG_SEED_CHACHA20: u8 = 1;
+/// `c0` and the seed of `c1`, expanded by ChaCha8 (fresh ciphertexts since wire version
+/// 4). A reader without this flag refuses it as an invalid header.
+const FLAG_SEED_CHACHA8: u8 = 2;
 
 /// Object kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,10 +145,14 @@ impl Ciphertext {
             Encoding::Slots => 0,
             Encoding::Coefficients => 1,
         });
-        w.u8(u8::from(self.seed.is_some()));
+        w.u8(match self.seed.map(|s| s.expansion) {
+            None => FLAG_FULL,
+            Some(Expansion::ChaCha20) => FLAG_SEED_CHACHA20,
+            Some(Expansion::ChaCha8) => FLAG_SEED_CHACHA8,
+        });
         pack(params, &self.c0, &mut w);
         match &self.seed {
-            Some(seed) => w.raw(seed),
+            Some(seed) => w.raw(&seed.bytes),
             None => pack(params, &self.c1, &mut w),
         }
         w.into_bytes()
@@ -176,8 +188,9 @@ impl Ciphertext {
             }
         };
         let seeded = match rd.u8("flags")? {
-            0 => false,
-            1 => true,
+            FLAG_FULL => None,
+            FLAG_SEED_CHACHA20 => Some(Expansion::ChaCha20),
+            FLAG_SEED_CHACHA8 => Some(Expansion::ChaCha8),
             f => {
                 return Err(Error::InvalidHeader {
                     field: "flags",
@@ -186,13 +199,20 @@ impl Ciphertext {
             }
         };
         let body = packed_len(params, level + 1, 0);
-        let mut rd = exact_body(&mut rd, if seeded { body + 32 } else { 2 * body })?;
-        let c0 = read_poly(&mut rd, params, level, false)?;
-        let (c1, seed) = if seeded {
-            let seed = rd.array("seed")?;
-            (uniform_poly(params.ring(), &seed, level, false), Some(seed))
+        let len = if seeded.is_some() {
+            body + 32
         } else {
-            (read_poly(&mut rd, params, level, false)?, None)
+            2 * body
+        };
+        let mut rd = exact_body(&mut rd, len)?;
+        let c0 = read_poly(&mut rd, params, level, false)?;
+        let (c1, seed) = match seeded {
+            Some(expansion) => {
+                let bytes = rd.array("seed")?;
+                let c1 = uniform_poly_by(params.ring(), &bytes, level, false, expansion);
+                (c1, Some(Seed { bytes, expansion }))
+            }
+            None => (read_poly(&mut rd, params, level, false)?, None),
         };
         Ok(Self {
             c0,

@@ -52,9 +52,13 @@ pub const MAGIC: [u8; 4] = *b"SELW";
 /// Version of the session protocol this build speaks. Version 2 added `Products` (fused
 /// sessions); version 3 changes no frame: its server reads the next request while it
 /// answers one, so its client may send a request before reading the previous reply
-/// ([`crate::ClientSession::send_product`]). A server refuses a `Hello` above its own
-/// version, so a version-3 client never pipelines into an older server.
-pub const WIRE_VERSION: u16 = 3;
+/// ([`crate::ClientSession::send_product`]). Version 4 changes no frame either: its
+/// client's fresh ciphertexts expand their `c1` seeds by ChaCha8 (the ciphertext
+/// format's flag 2, `selene_ckks::ring::sampler::Expansion`), which an older server
+/// cannot read. A server refuses a `Hello` above its own version, so a newer client
+/// never sends what an older server misreads; a version-4 server still reads the
+/// ChaCha20 seeds of older clients.
+pub const WIRE_VERSION: u16 = 4;
 /// The version `Products` and `ProductResults` frames travel under.
 pub const FUSED_WIRE_VERSION: u16 = 2;
 /// Oldest wire version this build decodes (kinds 1-13 unchanged since).
