@@ -246,7 +246,10 @@ async fn answer<W: AsyncWrite + Unpin>(
     limits: &Limits,
 ) -> Option<Connection> {
     let handled = tokio::task::spawn_blocking(move || {
-        let reply = c.handle(&frame);
+        // The frame runs as one job in rayon's pool: its parallel loops (a product has
+        // dozens) then split among the workers in place, where from this blocking thread
+        // each would be handed to the pool and waited for.
+        let reply = rayon::scope(|_| c.handle(&frame));
         (c, reply)
     })
     .await;
