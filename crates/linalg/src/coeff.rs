@@ -34,6 +34,7 @@ use selene_ckks::rlwe::{Decryptor, Encryptor};
 use selene_ckks::{Ciphertext, Encoding, Evaluator, GaloisKeys, Parameters, Scale};
 
 use crate::error::{Error, Result};
+use crate::lazy::{SplitAcc, SPLIT_MAX_Q_BITS};
 use crate::modswitch::{download_modulus, SwitchedCt};
 use crate::tiling::Tiling;
 use crate::MatrixShape;
@@ -502,29 +503,48 @@ pub(crate) fn apply(
     // so a weight block (N words) is read once per chunk instead of once per group.
     let groups = t.groups(n);
     let chunks = groups.div_ceil(GROUP_CHUNK);
+    let split = q.bits() <= SPLIT_MAX_Q_BITS;
     let mut out: Vec<(usize, Ciphertext)> = (0..chunks * bo)
         .into_par_iter()
-        .map_init(Vec::new, |acc: &mut Vec<u128>, idx| {
-            let (ch, o) = (idx / bo, idx % bo);
-            let gs = ch * GROUP_CHUNK..(ch * GROUP_CHUNK + GROUP_CHUNK).min(groups);
-            acc.clear();
-            acc.resize(gs.len() * 2 * rn, 0);
-            for b in 0..bi {
-                let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
-                for (a, g) in acc.chunks_exact_mut(2 * rn).zip(gs.clone()) {
-                    mul_acc(a, &cts[g * bi + b], w);
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(acc, limbs): &mut (Vec<u128>, Vec<SplitAcc>), idx| {
+                let (ch, o) = (idx / bo, idx % bo);
+                let gs = ch * GROUP_CHUNK..(ch * GROUP_CHUNK + GROUP_CHUNK).min(groups);
+                if split {
+                    limbs.resize_with(gs.len(), SplitAcc::default);
+                    limbs.iter_mut().for_each(|l| l.reset(rn));
+                    for b in 0..bi {
+                        let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
+                        for (l, g) in limbs.iter_mut().zip(gs.clone()) {
+                            l.mul_acc(&q, &cts[g * bi + b], w);
+                        }
+                    }
+                    return gs
+                        .clone()
+                        .zip(limbs.iter())
+                        .map(|(g, l)| (g * bo + o, l.ciphertext(&q)))
+                        .collect::<Vec<_>>();
                 }
-                if (b + 1) % lazy == 0 {
-                    for a in acc.iter_mut() {
-                        *a = u128::from(q.reduce_u128(*a));
+                acc.clear();
+                acc.resize(gs.len() * 2 * rn, 0);
+                for b in 0..bi {
+                    let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
+                    for (a, g) in acc.chunks_exact_mut(2 * rn).zip(gs.clone()) {
+                        mul_acc(a, &cts[g * bi + b], w);
+                    }
+                    if (b + 1) % lazy == 0 {
+                        for a in acc.iter_mut() {
+                            *a = u128::from(q.reduce_u128(*a));
+                        }
                     }
                 }
-            }
-            gs.clone()
-                .zip(acc.chunks_exact(2 * rn))
-                .map(|(g, a)| (g * bo + o, reduced_ct(&q, a, rn)))
-                .collect::<Vec<_>>()
-        })
+                gs.clone()
+                    .zip(acc.chunks_exact(2 * rn))
+                    .map(|(g, a)| (g * bo + o, reduced_ct(&q, a, rn)))
+                    .collect::<Vec<_>>()
+            },
+        )
         .flatten_iter()
         .collect();
     out.sort_unstable_by_key(|(idx, _)| *idx);
@@ -609,27 +629,41 @@ fn apply_hoisted(
             })
             .collect::<std::result::Result<_, _>>()?;
         // One accumulator per worker, reused: a fresh 128 KiB one per item went through
-        // mmap and page faults, several percent of the server's time.
+        // mmap and page faults, several percent of the server's time. Primes of at most
+        // 54 bits (the packed preset's) accumulate on 27-bit limbs ([`crate::lazy`]).
+        let split = q.bits() <= SPLIT_MAX_Q_BITS;
         let items: Vec<Option<Ciphertext>> = m
             .items
             .par_iter()
-            .map_init(Vec::new, |acc: &mut Vec<u128>, item| {
-                let u = item.as_ref()?;
-                acc.clear();
-                acc.resize(2 * rn, 0);
-                let mut count = 0;
-                for (s, b) in (0..images_per).flat_map(|s| (0..bi).map(move |b| (s, b))) {
-                    let w = &u[(s * bi + b) * rn..(s * bi + b + 1) * rn];
-                    mul_acc(acc, &images[b][s], w);
-                    count += 1;
-                    if count % lazy == 0 {
-                        for a in acc.iter_mut() {
-                            *a = u128::from(q.reduce_u128(*a));
+            .map_init(
+                || (Vec::new(), SplitAcc::default()),
+                |(acc, limbs): &mut (Vec<u128>, SplitAcc), item| {
+                    let u = item.as_ref()?;
+                    let terms = (0..images_per).flat_map(|s| (0..bi).map(move |b| (s, b)));
+                    if split {
+                        limbs.reset(rn);
+                        for (s, b) in terms {
+                            let w = &u[(s * bi + b) * rn..(s * bi + b + 1) * rn];
+                            limbs.mul_acc(&q, &images[b][s], w);
+                        }
+                        return Some(limbs.ciphertext(&q));
+                    }
+                    acc.clear();
+                    acc.resize(2 * rn, 0);
+                    let mut count = 0;
+                    for (s, b) in terms {
+                        let w = &u[(s * bi + b) * rn..(s * bi + b + 1) * rn];
+                        mul_acc(acc, &images[b][s], w);
+                        count += 1;
+                        if count % lazy == 0 {
+                            for a in acc.iter_mut() {
+                                *a = u128::from(q.reduce_u128(*a));
+                            }
                         }
                     }
-                }
-                Some(reduced_ct(&q, acc, rn))
-            })
+                    Some(reduced_ct(&q, acc, rn))
+                },
+            )
             .collect();
         let mut ev = evaluator();
         let mut it = items.into_iter();

@@ -65,6 +65,7 @@ pub mod slots;
 pub mod tiling;
 
 mod client;
+mod lazy;
 mod matrix;
 mod message;
 mod modswitch;
