@@ -49,7 +49,8 @@ pub struct Seed {
 }
 
 /// Fills `words` with the generator's next 64-bit words (little-endian, as
-/// `next_u64` would return them one by one), drawn in bulk.
+/// `next_u64` would return them one by one), drawn in bulk. The staging bytes are wiped:
+/// they may be a secret error's randomness.
 fn fill_words<R: RngCore>(rng: &mut R, words: &mut [u64]) {
     const CHUNK: usize = 256;
     let mut bytes = [0u8; 8 * CHUNK];
@@ -58,6 +59,7 @@ fn fill_words<R: RngCore>(rng: &mut R, words: &mut [u64]) {
         rng.fill_bytes(bytes);
         rand_core::le::read_u64_into(bytes, chunk);
     }
+    bytes.zeroize();
 }
 
 /// Fills `row` with uniform residues mod `q` by rejection sampling on `bits(q)`-bit
