@@ -76,18 +76,18 @@ impl Evaluator {
             let odds = cur.split_off(half);
             let pairs: Vec<_> = cur.into_iter().zip(odds).collect();
             let (params, gks) = (self.params.clone(), self.gks.clone());
-            // x^(m/2) in NTT form, shared by every merge of this level.
+            // x^(m/2) in NTT form, one plaintext shared by every merge of this level.
             let x = {
                 let ring = params.ring();
-                let level = pairs
-                    .iter()
-                    .flat_map(|(e, o)| e.iter().chain(o))
-                    .map(Ciphertext::level)
-                    .next()
-                    .unwrap_or(0);
+                let first = pairs.iter().flat_map(|(e, o)| e.iter().chain(o)).next();
+                let (level, encoding) = first
+                    .map_or((0, crate::scheme::Encoding::Coefficients), |c| {
+                        (c.level(), c.encoding())
+                    });
                 let mut mono = vec![0i64; params.n()];
                 mono[1usize << (log_m - 1)] = 1;
-                Poly::from_signed(ring, &mono, level, false).into_ntt(ring)
+                let poly = Poly::from_signed(ring, &mono, level, false).into_ntt(ring);
+                Plaintext::from_poly(poly, crate::scheme::Scale(1.0), encoding)
             };
             cur = pairs
                 .into_par_iter()
@@ -110,27 +110,33 @@ impl Evaluator {
     }
 
     /// One merge step with `x = x^(m/2)` (NTT form) and `g = 2N/m + 1` (see the module
-    /// docs).
+    /// docs), in the buffers of its inputs: `Y = x O` goes into a fresh one, `B = E - Y`
+    /// into `O`'s, `A = E + Y` into `E`'s, and `tau(B)` into `Y`'s (every output overwrites
+    /// its buffer whole), so a merge allocates one ciphertext where it allocated five and
+    /// copied the monomial.
     fn merge(
         &mut self,
         e: Option<Ciphertext>,
         o: Option<Ciphertext>,
-        x: &Poly<crate::ring::Ntt>,
+        x: &Plaintext,
         g: u64,
     ) -> Result<Option<Ciphertext>> {
-        let Some(o) = o else {
+        let Some(mut o) = o else {
             return e.map(|e| self.add(&e, &e)).transpose();
         };
-        let x = Plaintext::from_poly(x.clone(), crate::scheme::Scale(1.0), o.encoding());
-        let mut y = self.mul_plain(&o, &x)?;
+        let mut y = self.mul_plain(&o, x)?;
         y.set_scale(o.scale());
-        let (a, b) = match e {
-            Some(e) => (self.add(&e, &y)?, self.sub(&e, &y)?),
+        let (mut a, b) = match e {
+            Some(mut e) => {
+                self.sub_into(&e, &y, &mut o)?;
+                self.add_assign(&mut e, &y)?;
+                (e, o)
+            }
             None => (y.clone(), self.neg(&y)),
         };
-        let mut t = self.blank(b.level());
-        self.apply_galois_into(&b, g, &mut t)?;
-        Ok(Some(self.add(&a, &t)?))
+        self.apply_galois_into(&b, g, &mut y)?;
+        self.add_assign(&mut a, &y)?;
+        Ok(Some(a))
     }
 }
 
