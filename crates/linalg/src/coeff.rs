@@ -29,12 +29,12 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use selene_ckks::ring::sampler::{os_rng, wide_gaussian};
-use selene_ckks::ring::{Coeff, Modulus, Ntt, Poly};
+use selene_ckks::ring::{Coeff, Modulus, Poly};
 use selene_ckks::rlwe::{Decryptor, Encryptor};
 use selene_ckks::{Ciphertext, Encoding, Evaluator, GaloisKeys, Parameters, Scale};
 
 use crate::error::{Error, Result};
-use crate::lazy::{SplitAcc, SPLIT_MAX_Q_BITS};
+use crate::lazy::LazyAcc;
 use crate::modswitch::{download_modulus, SwitchedCt};
 use crate::tiling::Tiling;
 use crate::MatrixShape;
@@ -439,45 +439,6 @@ pub(crate) fn encrypt(
     Ok((cts, scales))
 }
 
-/// `acc += ct * w` over both components (`acc` holds `c0` then `c1`, `N` each): the lazy
-/// NTT-domain multiply-accumulate of every coefficient product, reduced by the caller
-/// every [`lazy_products`] calls.
-#[inline]
-fn mul_acc(acc: &mut [u128], ct: &Ciphertext, w: &[u64]) {
-    let (c0, c1) = ct.components();
-    let (x0, x1) = (c0.row(0), c1.row(0));
-    let (a0, a1) = acc.split_at_mut(w.len());
-    for s in 0..w.len() {
-        a0[s] += u128::from(x0[s]) * u128::from(w[s]);
-        a1[s] += u128::from(x1[s]) * u128::from(w[s]);
-    }
-}
-
-/// The ciphertext an accumulator holds (`c0` then `c1`, `N` each), reduced mod `q`.
-fn reduced_ct(q: &Modulus, acc: &[u128], rn: usize) -> Ciphertext {
-    let poly = |acc: &[u128]| {
-        let data = acc.iter().map(|&a| q.reduce_u128(a)).collect();
-        Poly::<Ntt>::from_raw(data, rn, 1, 0)
-    };
-    Ciphertext::from_components(
-        poly(&acc[..rn]),
-        poly(&acc[rn..]),
-        Scale(1.0),
-        Encoding::Coefficients,
-    )
-}
-
-/// Products a `u128` accumulator takes between reductions for a prime of `q_bits` bits:
-/// after a reduction it holds less than `q < 2^q_bits`, and each product adds less than
-/// `2^(2 q_bits)`, so `2^(128 - 2 q_bits) - 1` of them stay below
-/// `2^128 - 2^(2 q_bits) + 2^q_bits < 2^128` (63 at the wide preset's 61-bit prime,
-/// capped at `2^20 - 1` for narrow ones, where the cap never binds: no SmolLM2 product
-/// has that many input blocks).
-fn lazy_products(q_bits: u32) -> usize {
-    // Modulus keeps q below 2^61, so 128 - 2 q_bits >= 6.
-    (1usize << (128 - 2 * q_bits.min(61)).min(20)) - 1
-}
-
 /// Server side: `out[g, o] = sum_b in[g, b] * W[b, o]`, lazily reduced, packed when the
 /// layout says so (with the client's Galois keys), then switched.
 pub(crate) fn apply(
@@ -498,53 +459,28 @@ pub(crate) fn apply(
     let rn = params.n();
     let q = ring_prime(params);
     let (bi, bo) = (t.in_blocks(shape.d_in), t.out_blocks(shape.d_out));
-    let lazy = lazy_products(q.bits());
     // Cache blocking: each task owns one output block and up to GROUP_CHUNK token groups,
     // so a weight block (N words) is read once per chunk instead of once per group.
     let groups = t.groups(n);
     let chunks = groups.div_ceil(GROUP_CHUNK);
-    let split = q.bits() <= SPLIT_MAX_Q_BITS;
     let mut out: Vec<(usize, Ciphertext)> = (0..chunks * bo)
         .into_par_iter()
-        .map_init(
-            || (Vec::new(), Vec::new()),
-            |(acc, limbs): &mut (Vec<u128>, Vec<SplitAcc>), idx| {
-                let (ch, o) = (idx / bo, idx % bo);
-                let gs = ch * GROUP_CHUNK..(ch * GROUP_CHUNK + GROUP_CHUNK).min(groups);
-                if split {
-                    limbs.resize_with(gs.len(), SplitAcc::default);
-                    limbs.iter_mut().for_each(|l| l.reset(rn));
-                    for b in 0..bi {
-                        let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
-                        for (l, g) in limbs.iter_mut().zip(gs.clone()) {
-                            l.mul_acc(&q, &cts[g * bi + b], w);
-                        }
-                    }
-                    return gs
-                        .clone()
-                        .zip(limbs.iter())
-                        .map(|(g, l)| (g * bo + o, l.ciphertext(&q)))
-                        .collect::<Vec<_>>();
+        .map_init(Vec::new, |accs: &mut Vec<LazyAcc>, idx| {
+            let (ch, o) = (idx / bo, idx % bo);
+            let gs = ch * GROUP_CHUNK..(ch * GROUP_CHUNK + GROUP_CHUNK).min(groups);
+            accs.resize_with(gs.len(), || LazyAcc::new(&q));
+            accs.iter_mut().for_each(|a| a.reset(rn));
+            for b in 0..bi {
+                let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
+                for (a, g) in accs.iter_mut().zip(gs.clone()) {
+                    a.mul_acc(&q, &cts[g * bi + b], w);
                 }
-                acc.clear();
-                acc.resize(gs.len() * 2 * rn, 0);
-                for b in 0..bi {
-                    let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
-                    for (a, g) in acc.chunks_exact_mut(2 * rn).zip(gs.clone()) {
-                        mul_acc(a, &cts[g * bi + b], w);
-                    }
-                    if (b + 1) % lazy == 0 {
-                        for a in acc.iter_mut() {
-                            *a = u128::from(q.reduce_u128(*a));
-                        }
-                    }
-                }
-                gs.clone()
-                    .zip(acc.chunks_exact(2 * rn))
-                    .map(|(g, a)| (g * bo + o, reduced_ct(&q, a, rn)))
-                    .collect::<Vec<_>>()
-            },
-        )
+            }
+            gs.clone()
+                .zip(accs.iter())
+                .map(|(g, a)| (g * bo + o, a.ciphertext(&q)))
+                .collect::<Vec<_>>()
+        })
         .flatten_iter()
         .collect();
     out.sort_unstable_by_key(|(idx, _)| *idx);
@@ -617,7 +553,6 @@ fn apply_hoisted(
     let (images_per, items_per) = (1usize << l, 1usize << (r - l));
     let log_gap = t.k_i.trailing_zeros();
     let elements = crate::hoist::image_elements(params.log_n(), log_gap, l);
-    let lazy = lazy_products(q.bits());
     let packed_per_group = bo.div_ceil(1 << r);
     let evaluator = || Evaluator::new(params).with_galois_keys(gks.clone());
     let mut out = Vec::with_capacity(t.groups(n) * packed_per_group);
@@ -629,39 +564,20 @@ fn apply_hoisted(
             })
             .collect::<std::result::Result<_, _>>()?;
         // One accumulator per worker, reused: a fresh 128 KiB one per item went through
-        // mmap and page faults, several percent of the server's time. Primes of at most
-        // 54 bits (the packed preset's) accumulate on 27-bit limbs ([`crate::lazy`]).
-        let split = q.bits() <= SPLIT_MAX_Q_BITS;
+        // mmap and page faults, several percent of the server's time.
         let items: Vec<Option<Ciphertext>> = m
             .items
             .par_iter()
             .map_init(
-                || (Vec::new(), SplitAcc::default()),
-                |(acc, limbs): &mut (Vec<u128>, SplitAcc), item| {
+                || LazyAcc::new(&q),
+                |acc, item| {
                     let u = item.as_ref()?;
-                    let terms = (0..images_per).flat_map(|s| (0..bi).map(move |b| (s, b)));
-                    if split {
-                        limbs.reset(rn);
-                        for (s, b) in terms {
-                            let w = &u[(s * bi + b) * rn..(s * bi + b + 1) * rn];
-                            limbs.mul_acc(&q, &images[b][s], w);
-                        }
-                        return Some(limbs.ciphertext(&q));
-                    }
-                    acc.clear();
-                    acc.resize(2 * rn, 0);
-                    let mut count = 0;
-                    for (s, b) in terms {
+                    acc.reset(rn);
+                    for (s, b) in (0..images_per).flat_map(|s| (0..bi).map(move |b| (s, b))) {
                         let w = &u[(s * bi + b) * rn..(s * bi + b + 1) * rn];
-                        mul_acc(acc, &images[b][s], w);
-                        count += 1;
-                        if count % lazy == 0 {
-                            for a in acc.iter_mut() {
-                                *a = u128::from(q.reduce_u128(*a));
-                            }
-                        }
+                        acc.mul_acc(&q, &images[b][s], w);
                     }
-                    Some(reduced_ct(&q, acc, rn))
+                    Some(acc.ciphertext(&q))
                 },
             )
             .collect();
@@ -690,17 +606,12 @@ pub(crate) fn decrypt_ints(
     let down = download_modulus(layout.down_bits)?;
     let modulus = 1i128 << down.bits();
     let plan = layout.output_plan(n, shape.d_out);
-    // The ring products (two NTTs each) in parallel when there are several; the
-    // scatter into `Y` after.
-    let c1s: Vec<Vec<i64>> = if cts.len() > 1 {
-        cts.par_iter()
-            .map(|ct| dec.c1_s_pow2(&ct.c1, down))
-            .collect::<std::result::Result<_, _>>()?
-    } else {
-        cts.iter()
-            .map(|ct| dec.c1_s_pow2(&ct.c1, down))
-            .collect::<std::result::Result<_, _>>()?
-    };
+    // The ring products (two NTTs each) in parallel (a single one runs inline: rayon
+    // does not split one item); the scatter into `Y` after.
+    let c1s: Vec<Vec<i64>> = cts
+        .par_iter()
+        .map(|ct| dec.c1_s_pow2(&ct.c1, down))
+        .collect::<std::result::Result<_, _>>()?;
     let mut y = vec![0; n * shape.d_out];
     for ((ct, cells), c1s) in cts.iter().zip(plan).zip(c1s) {
         let flood = if flood_sigma > 0.0 {

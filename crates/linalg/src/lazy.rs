@@ -1,7 +1,8 @@
-//! Lazy NTT-domain multiply-accumulate on 27- and 28-bit limbs, for primes below `2^55`:
-//! the server's hot loop (a packed product's folded items, `sum ct_i * w_i` over both
-//! components), reduced mod `q` only every [`SPLIT_LAZY`] products.
+//! Lazy NTT-domain multiply-accumulate: the server's hot loop (`sum ct_i * w_i` over both
+//! components of every output block or folded item), reduced mod `q` only every so many
+//! products. [`LazyAcc`] picks the representation from the prime.
 //!
+//! # On 27- and 28-bit limbs, for primes below `2^55`
 //! With `x = x1 2^27 + x0` and `w = w1 2^27 + w0` (`x0, w0 < 2^27` and `x1, w1 < 2^28`
 //! because `x, w < q < 2^55`), `x w = x1 w1 2^54 + (x0 w1 + x1 w0) 2^27 + x0 w0`, and each
 //! limb product fits 56 bits: three `u64` sums per coefficient (`lo`, `mid`, `hi`) take
@@ -12,6 +13,11 @@
 //! `2^54` to `lo` and less than `2^56` to `mid` and `hi`, so [`SPLIT_LAZY`] `= 255`
 //! products keep each below `2^64`; the combined value `hi 2^54 + mid 2^27 + lo` stays
 //! below `2^119`, which a `u128` reduction takes.
+//!
+//! # On `u128`, for wider primes
+//! After a reduction a sum holds less than `q < 2^q_bits`, and each product adds less than
+//! `2^(2 q_bits)`, so `2^(128 - 2 q_bits) - 1` of them stay below
+//! `2^128 - 2^(2 q_bits) + 2^q_bits < 2^128` (63 at the wide preset's 61-bit prime).
 
 use selene_ckks::ring::{Modulus, Ntt, Poly};
 use selene_ckks::{Ciphertext, Encoding, Scale};
@@ -23,9 +29,96 @@ const LIMB: u64 = (1 << LIMB_BITS) - 1;
 /// The mask of the high limb (one bit wider: `q` may pass `2^54`).
 const HIGH: u64 = (1 << (LIMB_BITS + 1)) - 1;
 /// Widest prime the limbs carry, in bits (`q < 2^55`).
-pub(crate) const SPLIT_MAX_Q_BITS: u32 = 2 * LIMB_BITS + 1;
-/// Products between reductions (module docs).
-pub(crate) const SPLIT_LAZY: usize = 255;
+const SPLIT_MAX_Q_BITS: u32 = 2 * LIMB_BITS + 1;
+/// Products between reductions on limbs (module docs).
+const SPLIT_LAZY: usize = 255;
+
+/// `sum ct_i * w_i` over both components of `N` coefficients, lazily reduced mod `q`:
+/// on limbs when `q` has at most [`SPLIT_MAX_Q_BITS`] bits, on `u128` otherwise.
+#[derive(Debug)]
+pub(crate) enum LazyAcc {
+    /// Three limb sums.
+    Limbs(SplitAcc),
+    /// One `u128` per coefficient (`c0` then `c1`) and the products since a reduction.
+    Wide { acc: Vec<u128>, count: usize },
+}
+
+impl LazyAcc {
+    /// An empty accumulator for the prime `q`.
+    pub(crate) fn new(q: &Modulus) -> Self {
+        if q.bits() <= SPLIT_MAX_Q_BITS {
+            LazyAcc::Limbs(SplitAcc::default())
+        } else {
+            LazyAcc::Wide {
+                acc: Vec::new(),
+                count: 0,
+            }
+        }
+    }
+
+    /// Zero for ciphertexts of `rn` coefficients per component.
+    pub(crate) fn reset(&mut self, rn: usize) {
+        match self {
+            LazyAcc::Limbs(l) => l.reset(rn),
+            LazyAcc::Wide { acc, count } => {
+                acc.clear();
+                acc.resize(2 * rn, 0);
+                *count = 0;
+            }
+        }
+    }
+
+    /// `self += ct * w` over both components (`w` one NTT-form row; every value below
+    /// `q`, the prime this accumulator was made for), reduced when the sums are full.
+    pub(crate) fn mul_acc(&mut self, q: &Modulus, ct: &Ciphertext, w: &[u64]) {
+        match self {
+            LazyAcc::Limbs(l) => l.mul_acc(q, ct, w),
+            LazyAcc::Wide { acc, count } => {
+                if *count == wide_lazy(q.bits()) {
+                    for a in acc.iter_mut() {
+                        *a = u128::from(q.reduce_u128(*a));
+                    }
+                    *count = 0;
+                }
+                let (c0, c1) = ct.components();
+                let (x0, x1) = (c0.row(0), c1.row(0));
+                let (a0, a1) = acc.split_at_mut(w.len());
+                for s in 0..w.len() {
+                    a0[s] += u128::from(x0[s]) * u128::from(w[s]);
+                    a1[s] += u128::from(x1[s]) * u128::from(w[s]);
+                }
+                *count += 1;
+            }
+        }
+    }
+
+    /// The ciphertext the sums stand for, reduced mod `q`.
+    pub(crate) fn ciphertext(&self, q: &Modulus) -> Ciphertext {
+        match self {
+            LazyAcc::Limbs(l) => l.ciphertext(q),
+            LazyAcc::Wide { acc, .. } => {
+                let rn = acc.len() / 2;
+                let poly = |acc: &[u128]| {
+                    let data = acc.iter().map(|&a| q.reduce_u128(a)).collect();
+                    Poly::<Ntt>::from_raw(data, rn, 1, 0)
+                };
+                Ciphertext::from_components(
+                    poly(&acc[..rn]),
+                    poly(&acc[rn..]),
+                    Scale(1.0),
+                    Encoding::Coefficients,
+                )
+            }
+        }
+    }
+}
+
+/// Products a `u128` sum takes between reductions for a prime of `q_bits` bits (module
+/// docs), capped at `2^20 - 1` for narrow primes, where the cap never binds.
+fn wide_lazy(q_bits: u32) -> usize {
+    // Modulus keeps q below 2^61, so 128 - 2 q_bits >= 6.
+    (1usize << (128 - 2 * q_bits.min(61)).min(20)) - 1
+}
 
 /// `sum ct_i * w_i` over both components of `N` coefficients, as three limb sums.
 #[derive(Debug, Default)]
@@ -40,7 +133,7 @@ pub(crate) struct SplitAcc {
 
 impl SplitAcc {
     /// Zero for ciphertexts of `rn` coefficients per component.
-    pub(crate) fn reset(&mut self, rn: usize) {
+    fn reset(&mut self, rn: usize) {
         for v in [&mut self.lo, &mut self.mid, &mut self.hi] {
             v.clear();
             v.resize(2 * rn, 0);
@@ -51,7 +144,7 @@ impl SplitAcc {
     /// `self += ct * w` over both components (`w`: one NTT-form row, `N` values below
     /// `q`; `ct`'s rows below `q`; `q` of at most [`SPLIT_MAX_Q_BITS`] bits), reduced mod
     /// `q` when [`SPLIT_LAZY`] products have accumulated.
-    pub(crate) fn mul_acc(&mut self, q: &Modulus, ct: &Ciphertext, w: &[u64]) {
+    fn mul_acc(&mut self, q: &Modulus, ct: &Ciphertext, w: &[u64]) {
         debug_assert!(q.bits() <= SPLIT_MAX_Q_BITS);
         if self.count == SPLIT_LAZY {
             self.reduce(q);
@@ -89,7 +182,7 @@ impl SplitAcc {
     }
 
     /// The ciphertext the sums stand for, reduced mod `q`.
-    pub(crate) fn ciphertext(&self, q: &Modulus) -> Ciphertext {
+    fn ciphertext(&self, q: &Modulus) -> Ciphertext {
         let rn = self.lo.len() / 2;
         let poly = |range: std::ops::Range<usize>| {
             let data = range.map(|i| q.reduce_u128(self.value(i))).collect();
@@ -165,16 +258,17 @@ mod tests {
     }
 
     #[test]
-    fn limb_sums_equal_the_u128_sums_mod_q_across_reductions() {
-        // The packed preset's prime (just above 2^54, the widest the limbs carry), values
-        // up to q - 1 (the worst case for every limb), and more products than one lazy
-        // run so reductions happen inside.
+    fn lazy_sums_equal_the_sums_mod_q_across_reductions() {
+        // The packed preset's prime (just above 2^54, the widest the limbs carry) and a
+        // 41-bit one on limbs, the wide preset's 61-bit one on u128; values up to q - 1
+        // (the worst case for every limb), and more products than one lazy run of either
+        // representation so reductions happen inside.
         let mut rng = Mix(17);
         let rn = 16;
-        for bits in [54, 41] {
+        for (bits, limbs) in [(54, true), (41, true), (60, false)] {
             let q = Modulus::new(generate_ntt_primes(4, &[bits]).unwrap()[0]);
-            assert!(q.bits() <= SPLIT_MAX_Q_BITS, "{}", q.value());
-            let mut acc = SplitAcc::default();
+            let mut acc = LazyAcc::new(&q);
+            assert_eq!(matches!(acc, LazyAcc::Limbs(_)), limbs, "{}", q.value());
             acc.reset(rn);
             let mut want = vec![0u64; 2 * rn];
             for k in 0..(2 * SPLIT_LAZY + 7) {
