@@ -199,7 +199,7 @@ fn recover_key(eqs: &[Equation], n: usize) -> Option<Vec<i64>> {
     for e in eqs {
         let dot: u32 = e.a.iter().zip(&s0).map(|(&x, &y)| u32::from(x * y)).sum();
         let r = (u32::from(e.b) + 4 - dot % 4) % 4;
-        if r % 2 != 0 {
+        if !r.is_multiple_of(2) {
             return None;
         }
         rhs.push((r / 2) as u8);

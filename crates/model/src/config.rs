@@ -180,7 +180,7 @@ impl Config {
             value: value as f64,
             reason,
         };
-        if d_model % n_heads != 0 || cfg.head_dim % 2 != 0 {
+        if d_model % n_heads != 0 || !cfg.head_dim.is_multiple_of(2) {
             return Err(bad(
                 k.head_count,
                 n_heads,
@@ -190,7 +190,7 @@ impl Config {
         if n_heads % n_kv_heads != 0 {
             return Err(bad(k.head_count_kv, n_kv_heads, "must divide head_count"));
         }
-        if d_model % 32 != 0 || cfg.d_ff % 32 != 0 {
+        if d_model % 32 != 0 || !cfg.d_ff.is_multiple_of(32) {
             return Err(bad(
                 k.embedding_length,
                 d_model,

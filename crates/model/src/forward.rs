@@ -246,7 +246,7 @@ pub fn forward_layers(
     observer: &mut dyn FnMut(usize, &[f32]),
 ) -> Result<()> {
     let c = w.config();
-    if x.len() % c.d_model != 0 {
+    if !x.len().is_multiple_of(c.d_model) {
         return Err(Error::Shape {
             what: "residual stream (n x d_model)",
             found: x.len(),

@@ -194,7 +194,11 @@ pub fn stacked_weight(w: &Weights, layer: usize, pair: FusedPair) -> Result<Stac
 /// `db`), the input of a stacked product ([`stacked_weight`]); `None` when the row
 /// counts differ.
 pub fn stack_rows(a: &[f32], da: usize, b: &[f32], db: usize, alpha: f32) -> Option<Vec<f32>> {
-    if da == 0 || db == 0 || a.len() % da != 0 || b.len() % db != 0 || a.len() / da != b.len() / db
+    if da == 0
+        || db == 0
+        || !a.len().is_multiple_of(da)
+        || !b.len().is_multiple_of(db)
+        || a.len() / da != b.len() / db
     {
         return None;
     }

@@ -70,7 +70,7 @@ impl KvCache {
             (Some(k), Some(v)) => (k, v),
             _ => return Err(Error::LayerOutOfRange { layer, n_layers }),
         };
-        if keys.len() != values.len() || keys.len() % self.kv_dim != 0 {
+        if keys.len() != values.len() || !keys.len().is_multiple_of(self.kv_dim) {
             return Err(Error::Shape {
                 what: "cached keys and values (n x kv_dim)",
                 found: values.len(),

@@ -53,7 +53,7 @@ impl LinearStage {
     /// [`Error::Shape`] naming the mismatched argument.
     pub fn check(self, c: &Config, x: &[f32], out: &[f32]) -> Result<usize> {
         let (d_in, d_out) = self.dims(c);
-        if x.len() % d_in != 0 {
+        if !x.len().is_multiple_of(d_in) {
             return Err(Error::Shape {
                 what: "linear stage input (n x d_in)",
                 found: x.len(),

@@ -40,7 +40,7 @@ pub fn matmul(mats: &[QuantMatrix<'_>], x: &[f32], out: &mut [f32]) -> Result<()
         });
     }
     let rows: usize = mats.iter().map(|m| m.rows()).sum();
-    if cols == 0 || x.len() % cols != 0 {
+    if cols == 0 || !x.len().is_multiple_of(cols) {
         return Err(Error::Shape {
             what: "matmul input (n x cols)",
             found: x.len(),

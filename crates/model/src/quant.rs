@@ -280,7 +280,7 @@ impl<'a> QuantMatrix<'a> {
     /// # Errors
     /// [`Error::Shape`] when the byte length or column count does not fit the format.
     pub fn new(format: Format, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self> {
-        if cols % format.block_len() != 0 {
+        if !cols.is_multiple_of(format.block_len()) {
             return Err(Error::Shape {
                 what: "quantized matrix columns (multiple of the block length)",
                 found: cols,

@@ -77,7 +77,7 @@ impl Activation {
     /// Fills the sums per 16, the limbs and their scales (nothing unless `x` is whole
     /// super-blocks).
     fn split(&mut self, x: &[f32]) {
-        if x.is_empty() || x.len() % SUPER_BLOCK != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(SUPER_BLOCK) {
             return;
         }
         self.sums16
