@@ -6,7 +6,8 @@
 //! - few tokens (decode): each weight row is read once, straight from its quantized
 //!   blocks, and dotted with every token; memory-bound, so rows go to rayon in chunks.
 //! - many tokens (prefill): a tile of 48 weight rows is dequantized to f32 scratch once
-//!   and multiplied with all `n` tokens by the register-blocked [`simd::gemm_nt`].
+//!   and multiplied with all `n` tokens by the register-blocked [`simd::gemm`] (the tokens
+//!   laid out for its kernel once per product, [`simd::TileInput`]).
 
 use std::cell::RefCell;
 
@@ -18,7 +19,7 @@ use crate::simd;
 
 /// Token counts up to this use the direct quantized dot products.
 const DOT_MAX_TOKENS: usize = 2;
-/// Weight rows per prefill tile (a multiple of the kernel's 3 rows).
+/// Weight rows per prefill tile (a multiple of the kernels' 3 and 12 rows).
 const TILE_ROWS: usize = 48;
 
 thread_local! {
@@ -64,13 +65,16 @@ pub fn matmul(mats: &[QuantMatrix<'_>], x: &[f32], out: &mut [f32]) -> Result<()
     }
     let mut out_t = vec![0.0f32; rows * n];
     products_t(mats, x, n, &mut out_t);
-    // Transpose rows x n into n x rows, one token row per task.
-    out.par_chunks_mut(rows).enumerate().for_each(|(t, o)| {
-        for (j, v) in o.iter_mut().enumerate() {
-            *v = out_t[j * n + t];
-        }
-    });
+    simd::transpose_par(&out_t, rows, n, out);
     Ok(())
+}
+
+/// The tokens of one product, prepared for its path.
+enum Tokens<'a> {
+    /// Decode: each token's activation for the quantized dot products.
+    Dot(Vec<simd::Activation>),
+    /// Prefill: all tokens laid out for the tile kernel.
+    Tile(simd::TileInput<'a>),
 }
 
 /// Computes `out_t (R x n)`, each matrix's rows in order, in parallel tasks.
@@ -94,15 +98,17 @@ fn products_t(mats: &[QuantMatrix<'_>], x: &[f32], n: usize, out_t: &mut [f32]) 
         }
     }
     let cols = mats.first().map_or(0, |m| m.cols());
-    let acts: Vec<simd::Activation> = if dot_path {
+    let tokens = if dot_path {
         let limbs = mats
             .iter()
             .any(|m| matches!(m.format(), Format::Q4K | Format::Q6K));
-        x.chunks_exact(cols)
-            .map(|xt| simd::Activation::with_limbs(xt, limbs))
-            .collect()
+        Tokens::Dot(
+            x.chunks_exact(cols)
+                .map(|xt| simd::Activation::with_limbs(xt, limbs))
+                .collect(),
+        )
     } else {
-        Vec::new()
+        Tokens::Tile(simd::TileInput::new(x, n, cols))
     };
     tasks.into_par_iter().for_each(|(m, start, chunk)| {
         let r = chunk.len() / n;
@@ -112,21 +118,24 @@ fn products_t(mats: &[QuantMatrix<'_>], x: &[f32], n: usize, out_t: &mut [f32]) 
             if tile.len() < need {
                 tile.resize(need, 0.0);
             }
-            if dot_path {
-                for (j, o) in chunk.chunks_exact_mut(n).enumerate() {
-                    let row = m.row_bytes(start + j);
-                    for (t, v) in o.iter_mut().enumerate() {
-                        let xt = &x[t * cols..(t + 1) * cols];
-                        *v = simd::dot_row(m.format(), row, xt, &acts[t], &mut tile[..cols]);
+            match &tokens {
+                Tokens::Dot(acts) => {
+                    for (j, o) in chunk.chunks_exact_mut(n).enumerate() {
+                        let row = m.row_bytes(start + j);
+                        for (t, v) in o.iter_mut().enumerate() {
+                            let xt = &x[t * cols..(t + 1) * cols];
+                            *v = simd::dot_row(m.format(), row, xt, &acts[t], &mut tile[..cols]);
+                        }
                     }
                 }
-            } else {
-                let w = &mut tile[..r * cols];
-                // `chunk` covers rows start..start + r of `m` by construction.
-                for (j, row) in w.chunks_exact_mut(cols).enumerate() {
-                    simd::dequantize_row(m.format(), m.row_bytes(start + j), row);
+                Tokens::Tile(tile_x) => {
+                    let w = &mut tile[..r * cols];
+                    // `chunk` covers rows start..start + r of `m` by construction.
+                    for (j, row) in w.chunks_exact_mut(cols).enumerate() {
+                        simd::dequantize_row(m.format(), m.row_bytes(start + j), row);
+                    }
+                    simd::gemm(tile_x, w, r, chunk);
                 }
-                simd::gemm_nt(x, n, w, r, cols, chunk);
             }
         });
     });

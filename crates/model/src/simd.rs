@@ -1,6 +1,6 @@
 //! Inner kernels: dequantization, quantized x f32 dot products and an f32 "A times B
-//! transposed" tile product, with AVX2+FMA versions picked at run time and scalar
-//! versions everywhere else (and as the tests' oracle).
+//! transposed" tile product, with AVX2+FMA versions (and an AVX-512 tile product) picked
+//! at run time and scalar versions everywhere else (and as the tests' oracle).
 //!
 //! The AVX2 dequantization computes `q * d + m` with a separate multiply and add, so it
 //! is bit-identical to the scalar one; the dot products use the same weights but sum in
@@ -117,19 +117,14 @@ pub fn dot_row(
 }
 
 /// Tile product `out_t[j * n + t] = dot(x[t], w[j])` for `n` rows of `x` and `r` rows of
-/// `w`, all of length `k` (row-major): `out_t` is `r x n`.
+/// `w`, all of length `k` (row-major): `out_t` is `r x n`. The row-major kernel (AVX2 or
+/// scalar); [`gemm`] picks the fastest layout for the CPU.
 ///
 /// # Panics
 /// When the slices are shorter than those shapes (the scalar path indexes them).
 pub fn gemm_nt(x: &[f32], n: usize, w: &[f32], r: usize, k: usize, out_t: &mut [f32]) {
     let fits = x.len() == n * k && w.len() == r * k && out_t.len() == r * n;
     debug_assert!(fits);
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() && fits {
-        // SAFETY: avx512f+vl, avx2 and fma checked; lengths as below.
-        unsafe { avx512::gemm_nt(x, n, w, r, k, out_t) };
-        return;
-    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && fits {
         // SAFETY: avx2+fma checked; the slice lengths are exactly n*k, r*k and r*n
@@ -144,15 +139,120 @@ pub fn gemm_nt(x: &[f32], n: usize, w: &[f32], r: usize, k: usize, out_t: &mut [
     }
 }
 
-/// Columns per pass of the tile product: 48 rows of 1024 f32 are 192 KiB, so the tile's
+/// The activations of a tile product (`n` tokens of `k` values), laid out once per
+/// product for the CPU's kernel: transposed to `k x n` where AVX-512 runs the broadcast
+/// kernel ([`gemm`]), as given elsewhere.
+pub struct TileInput<'a> {
+    data: std::borrow::Cow<'a, [f32]>,
+    n: usize,
+    k: usize,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    transposed: bool,
+}
+
+impl<'a> TileInput<'a> {
+    /// Lays out `x` (`n x k`, row-major) for [`gemm`].
+    ///
+    /// # Panics
+    /// When `x.len() != n * k`.
+    pub fn new(x: &'a [f32], n: usize, k: usize) -> Self {
+        assert_eq!(x.len(), n * k, "tile input is not n x k");
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            let mut xt = vec![0.0f32; n * k];
+            transpose_par(x, n, k, &mut xt);
+            return Self {
+                data: xt.into(),
+                n,
+                k,
+                transposed: true,
+            };
+        }
+        Self {
+            data: x.into(),
+            n,
+            k,
+            transposed: false,
+        }
+    }
+}
+
+/// Columns of `src` per parallel task of [`transpose_par`].
+const TRANSPOSE_BAND: usize = 64;
+
+/// `dst[c * rows + r] = src[r * cols + c]`: `src` (`rows x cols`, row-major) transposed,
+/// in parallel bands of columns.
+///
+/// # Panics
+/// When either slice is not `rows x cols`.
+pub fn transpose_par(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    use rayon::prelude::*;
+    assert!(
+        src.len() == rows * cols && dst.len() == rows * cols,
+        "transpose shapes"
+    );
+    if rows == 0 {
+        return;
+    }
+    dst.par_chunks_mut(TRANSPOSE_BAND * rows)
+        .enumerate()
+        .for_each(|(b, band)| transpose_band(src, rows, cols, b * TRANSPOSE_BAND, band));
+}
+
+/// Rows `c0..c0 + band.len() / rows` of `src` transposed into `band`.
+fn transpose_band(src: &[f32], rows: usize, cols: usize, c0: usize, band: &mut [f32]) {
+    let width = band.len() / rows;
+    let (mut r8, mut w8) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        (r8, w8) = (rows - rows % 8, width - width % 8);
+        for r in (0..r8).step_by(8) {
+            for c in (0..w8).step_by(8) {
+                // SAFETY: avx2 checked; rows r..r+8 < rows and columns c0+c..c0+c+8 <=
+                // cols of src, and band rows c..c+8 < width, columns r..r+8 < rows.
+                unsafe { avx2::transpose8(src, cols, r, c0 + c, band, rows, c, r) };
+            }
+        }
+    }
+    // Edges (everything without AVX2): rows past r8 for all columns, and columns past w8.
+    for c in 0..width {
+        let from = if c < w8 { r8 } else { 0 };
+        for r in from..rows {
+            band[c * rows + r] = src[r * cols + c0 + c];
+        }
+    }
+}
+
+/// Tile product `out_t[j * n + t] = dot(x[t], w[j])` for the `n` tokens of `x` and `r`
+/// rows of `w` (row-major, `r x k`): `out_t` is `r x n`.
+///
+/// # Panics
+/// When `w` or `out_t` do not have those shapes.
+pub fn gemm(x: &TileInput<'_>, w: &[f32], r: usize, out_t: &mut [f32]) {
+    let (n, k) = (x.n, x.k);
+    assert!(
+        w.len() == r * k && out_t.len() == r * n,
+        "tile product shapes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if x.transposed {
+        // SAFETY: `transposed` is only set where avx512f+vl, avx2 and fma were detected;
+        // `x.data` is `k x n`, `w` is `r x k` and `out_t` is `r x n` (asserted above).
+        unsafe { avx512::gemm_xt(&x.data, n, w, r, k, out_t) };
+        return;
+    }
+    gemm_nt(&x.data, n, w, r, k, out_t);
+}
+
+/// Columns per pass of the tile products: 48 rows of 1024 f32 are 192 KiB, so the tile's
 /// chunk stays in L2 while all tokens pass over it (the rows of a down projection are
-/// 8960 long).
+/// 8960 long), and so do the transposed tokens' 1024 columns in the AVX-512 kernel.
 #[cfg(target_arch = "x86_64")]
 const GEMM_KC: usize = 1024;
 
 /// The register-blocked tile product's body, `$t` rows of `x` against `$r` rows of `w`
-/// per step (`$t * $r` accumulators of 8 lanes), for the target-feature functions that
-/// expand it (their registers decide the block: 16 with AVX2, 32 with AVX-512VL).
+/// per step (`$t * $r` accumulators of 8 lanes), for the target-feature function that
+/// expands it (its 16 registers decide the block).
 /// Columns go in chunks of [`GEMM_KC`]; blocks' tails past a multiple of 8 columns, and
 /// rows or tokens outside the blocks, go through [`dot`](avx2::dot).
 #[cfg(target_arch = "x86_64")]
@@ -222,23 +322,145 @@ macro_rules! tile_product {
     }};
 }
 
-/// The tile product where the CPU has AVX-512VL: its 32 registers hold 8 x 3
-/// accumulators of 8 lanes, so each weight vector loaded feeds 8 FMAs instead of 4
-/// (11 loads per 24 FMAs against 7 per 12).
+/// The tile product where the CPU has AVX-512: activations transposed (`k x n`), so the
+/// accumulators run along the tokens. Each step loads two 16-token vectors and
+/// broadcasts one weight per row to 12 rows: 24 FMAs of 16 lanes for 14 loads, no
+/// horizontal sums, and whole-vector stores into `out_t`'s rows (the row-major kernel
+/// pays a horizontal sum per accumulator and loads two operands per FMA pair;
+/// docs/benchmarks.md compares them).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{avx2, GEMM_KC};
+    use super::GEMM_KC;
+    use std::arch::x86_64::*;
 
+    /// Weight rows per block (24 accumulators of the 32 registers).
+    const ROWS: usize = 12;
+    /// Tokens per block: two vectors of 16.
+    const TOKENS: usize = 32;
+
+    /// The lanes of a 16-token vector that hold one of the `left` tokens still to go.
+    fn lanes(left: usize) -> __mmask16 {
+        if left >= 16 {
+            0xffff
+        } else {
+            ((1u32 << left) - 1) as __mmask16
+        }
+    }
+
+    /// `out_t[j * n + t] = sum_i w[j * k + i] xt[i * n + t]` (`xt` is `k x n`, `w`
+    /// `r x k`, `out_t` `r x n`), columns in chunks of [`GEMM_KC`].
+    ///
+    /// # Safety
+    /// The CPU has avx512f+vl, avx2 and fma, and the slices have exactly those lengths.
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-    pub(super) unsafe fn gemm_nt(
-        x: &[f32],
+    pub(super) unsafe fn gemm_xt(
+        xt: &[f32],
         n: usize,
         w: &[f32],
         r: usize,
         k: usize,
         out_t: &mut [f32],
     ) {
-        tile_product!(x, n, w, r, k, out_t, 8, 3)
+        debug_assert!(xt.len() == n * k && w.len() == r * k && out_t.len() == r * n);
+        out_t.fill(0.0);
+        for c0 in (0..k).step_by(GEMM_KC) {
+            let c1 = (c0 + GEMM_KC).min(k);
+            for j in (0..r).step_by(ROWS) {
+                let rows = (r - j).min(ROWS);
+                for t in (0..n).step_by(TOKENS) {
+                    let left = n - t;
+                    let (m0, m1) = (lanes(left), lanes(left.saturating_sub(16)));
+                    let at = Block {
+                        xt,
+                        n,
+                        w,
+                        k,
+                        j,
+                        t,
+                        c0,
+                        c1,
+                        m0,
+                        m1,
+                    };
+                    macro_rules! rows {
+                        ($($b:literal)*) => {
+                            match (rows, left > 16) {
+                                // SAFETY: the features are this function's; rows j..j+b
+                                // of w and of out_t exist, and columns c0..c1 of xt.
+                                $(($b, true) => unsafe { at.run::<$b, 2>(out_t) },
+                                ($b, false) => unsafe { at.run::<$b, 1>(out_t) },)*
+                                _ => unreachable!("rows is 1..=ROWS"),
+                            }
+                        };
+                    }
+                    rows!(1 2 3 4 5 6 7 8 9 10 11 12);
+                }
+            }
+        }
+    }
+
+    /// One block of [`gemm_xt`]: rows `j..j + B` of `w`, tokens `t..t + 16 A` (lanes
+    /// past `n` masked), columns `c0..c1`, added into `out_t`.
+    #[derive(Clone, Copy)]
+    struct Block<'s> {
+        xt: &'s [f32],
+        n: usize,
+        w: &'s [f32],
+        k: usize,
+        j: usize,
+        t: usize,
+        c0: usize,
+        c1: usize,
+        m0: __mmask16,
+        m1: __mmask16,
+    }
+
+    impl Block<'_> {
+        /// # Safety
+        /// As [`gemm_xt`], and `j + B <= r`, `t < n`, `c1 <= k`.
+        #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+        unsafe fn run<const B: usize, const A: usize>(&self, out_t: &mut [f32]) {
+            let Block {
+                xt,
+                n,
+                w,
+                k,
+                j,
+                t,
+                c0,
+                c1,
+                m0,
+                m1,
+            } = *self;
+            let masks = [m0, m1];
+            let (px, pw) = (xt.as_ptr(), w.as_ptr());
+            let mut acc = [[_mm512_setzero_ps(); A]; B];
+            for i in c0..c1 {
+                // `wrapping_add`: a masked lane may point past the slice; it is never read.
+                let xv: [__m512; A] = std::array::from_fn(|a| {
+                    // SAFETY: the unmasked lanes are tokens t + 16a + l < n of row i < k.
+                    unsafe { _mm512_maskz_loadu_ps(masks[a], px.wrapping_add(i * n + t + 16 * a)) }
+                });
+                for (b, acc_b) in acc.iter_mut().enumerate() {
+                    // SAFETY: row j + b < r and column i < k of w.
+                    let wb = _mm512_set1_ps(unsafe { *pw.add((j + b) * k + i) });
+                    for (acc_ba, x) in acc_b.iter_mut().zip(xv) {
+                        *acc_ba = _mm512_fmadd_ps(wb, x, *acc_ba);
+                    }
+                }
+            }
+            let po = out_t.as_mut_ptr();
+            for (b, acc_b) in acc.iter().enumerate() {
+                for (a, acc_ba) in acc_b.iter().enumerate() {
+                    let p = po.wrapping_add((j + b) * n + t + 16 * a);
+                    // SAFETY: the unmasked lanes are tokens < n of row j + b < r.
+                    unsafe {
+                        let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(masks[a], p), *acc_ba);
+                        _mm512_mask_storeu_ps(p, masks[a], sum);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -247,6 +469,63 @@ mod avx2 {
     use super::*;
     use crate::quant::{Q4_1_BYTES, Q8_0_BYTES};
     use std::arch::x86_64::*;
+
+    /// The 8 x 8 block of `src` (row stride `s_stride`) at `(sr, sc)`, transposed into
+    /// `dst` (row stride `d_stride`) at `(dr, dc)`: three rounds of unpacks, shuffles
+    /// and lane swaps.
+    ///
+    /// # Safety
+    /// AVX2 is present; both blocks lie inside their slices.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn transpose8(
+        src: &[f32],
+        s_stride: usize,
+        sr: usize,
+        sc: usize,
+        dst: &mut [f32],
+        d_stride: usize,
+        dr: usize,
+        dc: usize,
+    ) {
+        debug_assert!((sr + 7) * s_stride + sc + 8 <= src.len());
+        debug_assert!((dr + 7) * d_stride + dc + 8 <= dst.len());
+        let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+        // SAFETY: the caller keeps all eight rows of both blocks inside the slices.
+        let r: [__m256; 8] =
+            std::array::from_fn(|i| unsafe { _mm256_loadu_ps(ps.add((sr + i) * s_stride + sc)) });
+        let t: [__m256; 8] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm256_unpacklo_ps(a, b)
+            } else {
+                _mm256_unpackhi_ps(a, b)
+            }
+        });
+        // u[4h + 2q + p]: from t[4h + q] and t[4h + q + 2], low (p = 0) or high pairs.
+        let u: [__m256; 8] = std::array::from_fn(|i| {
+            let (h, q, p) = (i / 4, (i / 2) % 2, i % 2);
+            let (a, b) = (t[4 * h + q], t[4 * h + q + 2]);
+            if p == 0 {
+                _mm256_shuffle_ps::<0x44>(a, b)
+            } else {
+                _mm256_shuffle_ps::<0xee>(a, b)
+            }
+        });
+        for i in 0..8 {
+            // u[j] holds column j (low lane) and j + 4 (high lane) of rows 0..4, u[4 + j]
+            // the same of rows 4..8: output row i joins their lanes.
+            let j = i % 4;
+            let v = if i < 4 {
+                _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j])
+            } else {
+                _mm256_permute2f128_ps::<0x31>(u[j], u[4 + j])
+            };
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_ps(pd.add((dr + i) * d_stride + dc), v) };
+        }
+    }
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -769,26 +1048,43 @@ mod tests {
     }
 
     #[test]
-    fn gemm_tile_matches_scalar_dots_with_remainders() {
-        // Every kernel this CPU has, through the dispatcher and directly.
-        #[allow(clippy::type_complexity)]
-        let mut kernels: Vec<(&str, fn(&[f32], usize, &[f32], usize, usize, &mut [f32]))> =
-            vec![("dispatch", gemm_nt)];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if has_avx2() {
-                // SAFETY: avx2+fma checked; the test passes exact slice lengths.
-                kernels.push(("avx2", |x, n, w, r, k, o| unsafe {
-                    avx2::gemm_nt(x, n, w, r, k, o)
-                }));
-            }
-            if has_avx512() {
-                // SAFETY: avx512f+vl, avx2, fma checked; exact slice lengths.
-                kernels.push(("avx512", |x, n, w, r, k, o| unsafe {
-                    avx512::gemm_nt(x, n, w, r, k, o)
-                }));
+    fn transpose_moves_every_value_once() {
+        // Full 8 x 8 blocks, edges of every width, bands past TRANSPOSE_BAND columns.
+        for (rows, cols) in [
+            (1, 1),
+            (7, 9),
+            (8, 8),
+            (13, 70),
+            (64, 130),
+            (129, 17),
+            (3, 0),
+        ] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose_par(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        dst[c * rows + r],
+                        src[r * cols + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn gemm_tile_matches_scalar_dots_with_remainders() {
+        // Every kernel this CPU has: the dispatcher (the transposed AVX-512 kernel where
+        // the CPU has it) and the row-major one.
+        #[allow(clippy::type_complexity)]
+        let kernels: Vec<(&str, fn(&[f32], usize, &[f32], usize, usize, &mut [f32]))> = vec![
+            ("dispatch", |x, n, w, r, k, o| {
+                gemm(&TileInput::new(x, n, k), w, r, o)
+            }),
+            ("row-major", gemm_nt),
+        ];
         for (name, kernel) in kernels {
             for (n, r, k) in [
                 (9, 7, 40),
@@ -796,6 +1092,10 @@ mod tests {
                 (1, 1, 5),
                 (13, 48, 576),
                 (17, 7, 2100),
+                (33, 25, 1030),
+                (32, 12, 3),
+                (70, 13, 64),
+                (16, 24, 1),
             ] {
                 let x: Vec<f32> = (0..n * k)
                     .map(|i| ((i * 7 % 23) as f32 - 11.0) / 7.0)
