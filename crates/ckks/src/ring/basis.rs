@@ -64,6 +64,7 @@ fn mod_up_with(
         let j = group.start;
         let qj = ctx.moduli()[j].value();
         let half = qj / 2;
+        let arch = pulp::Arch::new();
         for_each_row(out.data_mut(), n, |r, row| {
             let idx = ctx.modulus_index(q_rows, r);
             if idx == j {
@@ -72,19 +73,13 @@ fn mod_up_with(
             }
             let m = ctx.moduli()[idx];
             let qt = m.value();
-            if qj < qt {
-                let shift = qt - qj;
-                for (o, &x) in row.iter_mut().zip(coeffs.iter()) {
-                    *o = x + (shift & 0u64.wrapping_sub(u64::from(x > half)));
-                }
-            } else if qj < 2 * qt {
-                // x < q_j < 2 q_t: one conditional subtraction reduces (vectorizes).
-                let qj_mod = qj - qt;
-                for (o, &x) in row.iter_mut().zip(coeffs.iter()) {
-                    let mask = 0u64.wrapping_sub(u64::from(x > half));
-                    let y = x.min(x.wrapping_sub(qt));
-                    *o = m.sub(y, qj_mod & mask);
-                }
+            if qj < 2 * qt {
+                // Both cases below vectorize where the CPU has 64-bit lane minimum and
+                // compare (AVX-512); `pulp` compiles them for it.
+                arch.dispatch(
+                    #[inline(always)]
+                    || lift_small(m, qj, half, coeffs, row),
+                );
             } else {
                 let qj_mod = m.reduce(qj);
                 for (o, &x) in row.iter_mut().zip(coeffs.iter()) {
@@ -96,6 +91,40 @@ fn mod_up_with(
         });
         return;
     }
+    mod_up_general(ctx, c, group, out, coeffs);
+}
+
+/// The centered lift of `coeffs` (residues mod `q_j < 2 q_t`, `half = q_j / 2`) reduced
+/// mod `q_t` (`m`) into `row`, branch-free.
+#[inline(always)]
+fn lift_small(m: Modulus, qj: u64, half: u64, coeffs: &[u64], row: &mut [u64]) {
+    let qt = m.value();
+    if qj < qt {
+        let shift = qt - qj;
+        for (o, &x) in row.iter_mut().zip(coeffs) {
+            *o = x + (shift & 0u64.wrapping_sub(u64::from(x > half)));
+        }
+    } else {
+        // x < q_j < 2 q_t: one conditional subtraction reduces.
+        let qj_mod = qj - qt;
+        for (o, &x) in row.iter_mut().zip(coeffs) {
+            let mask = 0u64.wrapping_sub(u64::from(x > half));
+            let y = x.min(x.wrapping_sub(qt));
+            *o = m.sub(y, qj_mod & mask);
+        }
+    }
+}
+
+/// [`mod_up_with`] for a digit of several primes (fast base conversion).
+fn mod_up_general(
+    ctx: &RnsContext,
+    c: &Poly<Ntt>,
+    group: Range<usize>,
+    out: &mut Poly<Ntt>,
+    coeffs: &mut [u64],
+) {
+    let n = ctx.n();
+    let q_rows = out.q_rows();
     // General digit: y_i = x_i (Q_j/q_i)^-1 mod q_i, then sum_i y_i (Q_j/q_i) mod t.
     let gm: Vec<Modulus> = group.clone().map(|i| ctx.moduli()[i]).collect();
     for (k, row) in coeffs.chunks_exact_mut(n).enumerate() {
@@ -137,11 +166,12 @@ fn mod_up_with(
 }
 
 /// For every `Q` row `i` of `data` (NTT form):
-/// `row_i = (row_i - [v]_{q_i}) inv_i`, where `v` is the integer whose residues (coefficient form) modulo `divisor`
+/// `row_i = (x_i - [v]_{q_i}) inv_i` with `x_i` row `i` of `src` (or of `data` itself), where `v` is the integer whose residues (coefficient form) modulo `divisor`
 /// are `rem` (one row per divisor prime; lifted by fast base conversion, centered when
 /// there is one divisor prime so the division rounds to nearest).
 fn subtract_and_divide(
     ctx: &RnsContext,
+    src: Option<&[u64]>,
     data: &mut [u64],
     rem: &[u64],
     divisor: &[Modulus],
@@ -167,6 +197,9 @@ fn subtract_and_divide(
     } else {
         rem
     };
+    // The element-wise loops below are compiled for the CPU's SIMD level (64-bit lane
+    // minimum and compare need AVX-512; without it they run as scalar `cmov`s).
+    let arch = pulp::Arch::new();
     for_each_row(data, n, |i, row| {
         with_scratch(n, |t| {
             let m = ctx.moduli()[i];
@@ -176,11 +209,16 @@ fn subtract_and_divide(
                 let d_mod = m.reduce(d.value());
                 let qi = m.value();
                 if d.value() < 2 * qi {
-                    // x < d < 2 q_i: one conditional subtraction reduces (vectorizes).
-                    for (o, &x) in t.iter_mut().zip(rem) {
-                        let mask = 0u64.wrapping_sub(u64::from(x > half));
-                        *o = m.sub(x.min(x.wrapping_sub(qi)), d_mod & mask);
-                    }
+                    // x < d < 2 q_i: one conditional subtraction reduces.
+                    arch.dispatch(
+                        #[inline(always)]
+                        || {
+                            for (o, &x) in t.iter_mut().zip(rem) {
+                                let mask = 0u64.wrapping_sub(u64::from(x > half));
+                                *o = m.sub(x.min(x.wrapping_sub(qi)), d_mod & mask);
+                            }
+                        },
+                    );
                 } else {
                     for (o, &x) in t.iter_mut().zip(rem) {
                         let mask = 0u64.wrapping_sub(u64::from(x > half));
@@ -205,11 +243,33 @@ fn subtract_and_divide(
                     *o = m.reduce_u128(acc);
                 }
             }
-            ctx.plan(i).forward(t);
-            let (w, ws) = inv[i];
-            for (x, &y) in row.iter_mut().zip(t.iter()) {
-                *x = m.mul_shoup(m.sub(*x, y), w, ws);
+            let plan = ctx.plan(i);
+            plan.forward(t);
+            match src {
+                Some(src) => arch.dispatch(
+                    #[inline(always)]
+                    || {
+                        let x = &src[i * n..(i + 1) * n];
+                        for ((o, &x), &y) in row.iter_mut().zip(x).zip(t.iter()) {
+                            *o = m.sub(x, y);
+                        }
+                    },
+                ),
+                None => arch.dispatch(
+                    #[inline(always)]
+                    || {
+                        for (x, &y) in row.iter_mut().zip(t.iter()) {
+                            *x = m.sub(*x, y);
+                        }
+                    },
+                ),
             }
+            // Times `inv`: the plan's SIMD product with the constant `inv N`, whose
+            // `N^-1` normalisation leaves `inv` (one vector pass instead of a scalar
+            // Shoup multiplication per value).
+            let (w, _) = inv[i];
+            t.fill(m.mul(w, m.reduce(n as u64)));
+            plan.mul_normalize(row, t);
         })
     });
 }
@@ -222,8 +282,8 @@ pub fn mod_down(ctx: &RnsContext, a: &Poly<Ntt>, inv_p: &[(u64, u64)], out: &mut
     with_scratch(a.data().len() - qr * n, |rem| {
         rem.copy_from_slice(&a.data()[qr * n..]);
         for_each_row(rem, n, |k, row| ctx.plan(ctx.nq() + k).backward(row));
-        out.data_mut().copy_from_slice(&a.data()[..qr * n]);
-        subtract_and_divide(ctx, out.data_mut(), rem, ctx.p(), inv_p);
+        let q_part = &a.data()[..qr * n];
+        subtract_and_divide(ctx, Some(q_part), out.data_mut(), rem, ctx.p(), inv_p);
     });
 }
 
@@ -236,7 +296,14 @@ pub fn rescale(ctx: &RnsContext, a: &mut Poly<Ntt>) {
         rem.copy_from_slice(a.row(l));
         ctx.plan(l).backward(rem);
         a.drop_to_level(l - 1);
-        subtract_and_divide(ctx, a.data_mut(), rem, &ctx.q()[l..=l], ctx.inv_last_q(l));
+        subtract_and_divide(
+            ctx,
+            None,
+            a.data_mut(),
+            rem,
+            &ctx.q()[l..=l],
+            ctx.inv_last_q(l),
+        );
     });
     debug_assert_eq!(a.data().len(), l * n);
 }

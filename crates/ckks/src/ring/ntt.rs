@@ -49,6 +49,13 @@ impl NttPlan {
         self.plan.inv(a);
     }
 
+    /// `a <- a * b * N^-1` element-wise (inputs `< q`), in one SIMD pass: with `b` a
+    /// constant `c N` it multiplies by `c`.
+    #[inline]
+    pub fn mul_normalize(&self, a: &mut [u64], b: &[u64]) {
+        self.plan.mul_assign_normalize(a, b);
+    }
+
     /// In-place inverse NTT: evaluations (bit-reversed order) back to coefficients.
     #[inline]
     pub fn backward(&self, a: &mut [u64]) {

@@ -130,13 +130,14 @@ where
     }
 }
 
-/// Runs `f` on a zeroed per-thread scratch buffer of `len` words, reused across calls so
-/// hot paths do not fault in fresh pages for every temporary. Re-entrant: buffers form a
-/// per-thread stack, so nested calls (or work stolen by this thread) get their own.
+/// Runs `f` on a per-thread scratch buffer of `len` words, reused across calls so hot
+/// paths do not fault in fresh pages (or clear them) for every temporary. Its contents are
+/// whatever an earlier user left: every caller writes the whole buffer before reading it.
+/// Re-entrant: buffers form a per-thread stack, so nested calls (or work stolen by this
+/// thread) get their own.
 pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u64]) -> R) -> R {
     thread_local!(static POOL: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) });
     let mut v = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
-    v.clear();
     v.resize(len, 0);
     let r = f(&mut v);
     POOL.with(|p| p.borrow_mut().push(v));

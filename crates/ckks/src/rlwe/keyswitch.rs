@@ -196,22 +196,26 @@ pub fn apply_into(
         // SIMD multiply-accumulate per digit (tfhe-ntt's `mul_accumulate`, IFMA below
         // 2^50), sequential reads only.
         let plan = ring.plan(idx);
-        o0.fill(0);
-        o1.fill(0);
-        for (j, d) in dec.digits.iter().enumerate() {
-            plan.mul_add(o0, d.row(r), key.b[j].row(idx));
-            plan.mul_add(o1, d.row(r), key.a[j].row(idx));
-        }
-        if let Some(auto) = auto {
+        let mac = |o: &mut [u64], key: &[Poly<Ntt>]| {
+            o.fill(0);
+            for (d, k) in dec.digits.iter().zip(key) {
+                plan.mul_add(o, d.row(r), k.row(idx));
+            }
+        };
+        match auto {
+            None => {
+                mac(o0, &key.b);
+                mac(o1, &key.a);
+            }
             // The key is stored in Galois order (`key'[perm[k]] = key[k]`), so
             // `sum_j d_j[perm[k]] key_j[k] = (sum_j d_j key'_j)[perm[k]]`: one gather per
-            // output row instead of one per digit.
-            for o in [o0, o1] {
-                with_scratch(n, |t| {
-                    t.copy_from_slice(o);
+            // output row instead of one per digit, from the sum in scratch.
+            Some(auto) => with_scratch(n, |t| {
+                for (o, key) in [(o0, &key.b), (o1, &key.a)] {
+                    mac(t, key);
                     auto.apply_ntt(t, o);
-                });
-            }
+                }
+            }),
         }
     };
     if parallel() {
