@@ -244,6 +244,37 @@ pub(crate) fn prepare(
     prepare_tiled(params, w_rows, shape, tiling)
 }
 
+/// Words [`prepare`] would hold for a `shape` matrix (`n_b` tokens per ciphertext, the
+/// tiling chosen for `link`), without encoding it: `in_blocks` weight polynomials per
+/// output block, or per padded merge group's folded image when the first merge levels
+/// are folded into the weights ([`Tiling::packed_work`]).
+///
+/// # Errors
+/// As [`prepare`], before any encoding.
+pub(crate) fn encoded_words(
+    params: &Parameters,
+    shape: MatrixShape,
+    n_b: usize,
+    link: &crate::Link,
+) -> Result<usize> {
+    let n = params.n();
+    if n_b == 0 || n_b > n {
+        return Err(Error::TokensPerCiphertext { n_b, max: n });
+    }
+    let q_bits = ring_prime(params).bits();
+    let down_bits = down_bits(params);
+    let blocks = if packs(params) {
+        let t = Tiling::choose_packed(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits, link);
+        x_bits(params, t.pack_levels(shape.d_out))?;
+        t.in_blocks(shape.d_in) * t.packed_work(shape.d_in, shape.d_out).1
+    } else {
+        let t = Tiling::choose(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits);
+        x_bits(params, 0)?;
+        t.in_blocks(shape.d_in) * t.out_blocks(shape.d_out)
+    };
+    Ok(blocks * n)
+}
+
 /// [`prepare`] with a given tiling of a packing preset (measuring tilings the plan would
 /// not choose, as the cost model's fit does).
 ///

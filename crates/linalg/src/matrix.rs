@@ -211,6 +211,23 @@ impl PreparedMatrix {
         )
     }
 
+    /// Bytes [`PreparedMatrix::for_link`] would hold for a `shape` matrix of the
+    /// coefficient method ([`PreparedMatrix::memory_bytes`]), from the tiling alone:
+    /// what a server checks against its memory before it encodes a model.
+    ///
+    /// # Errors
+    /// An empty shape, `tokens_per_ct` of 0 or above the ring degree, parameters too
+    /// small for the method (as [`PreparedMatrix::new`]).
+    pub fn estimated_bytes(
+        params: &Arc<Parameters>,
+        shape: MatrixShape,
+        tokens_per_ct: usize,
+        link: &crate::Link,
+    ) -> Result<usize> {
+        shape.check()?;
+        Ok(coeff::encoded_words(params, shape, tokens_per_ct, link)? * std::mem::size_of::<u64>())
+    }
+
     /// Like [`PreparedMatrix::new`], choosing the tiling of a packing preset
     /// ([`crate::LinalgPreset::packs`]) for `link` (other presets ignore it).
     ///

@@ -77,7 +77,7 @@ pub use limits::Limits;
 pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest, Terms};
 pub use quality::{compare_logits, Flip, LogitComparison};
 pub use server::{
-    check_token_strength, new_token, Connection, Counters, ModelServer, PlainTail, PreparedModel,
-    PublicPrefix, SessionEvent, SessionServer, MIN_TOKEN_BYTES,
+    check_token_strength, new_token, Connection, Counters, EncodedBytes, ModelServer, PlainTail,
+    PreparedModel, PublicPrefix, SessionEvent, SessionServer, MIN_TOKEN_BYTES,
 };
 pub use transport::{net, InProcess, Transport};

@@ -27,6 +27,10 @@ fn a_batched_prompt_pass_gives_the_plaintext_tokens_in_fewer_bytes() {
         .unwrap()
         .with_batched(&w, rows, &mut || {})
         .unwrap();
+    let estimate = PreparedModel::estimate(&params, c, layers, &Link::WAN, rows, false).unwrap();
+    assert_eq!(estimate.stages, single.memory_bytes());
+    assert_eq!(estimate.total(), batched.memory_bytes());
+    assert!(estimate.batched > estimate.stages, "{estimate:?}");
     for (l, four) in batched.batched_layouts().iter().enumerate() {
         for layout in four {
             assert_eq!(layout.tokens_per_ct(), rows, "layer {l}");

@@ -49,6 +49,11 @@ fn fused_strict_mode_matches_plaintext_greedy_in_two_round_trips_per_layer() {
     let unfused = PreparedModel::new(&params, &w, layers, &mut || {}).unwrap();
     let stage_bytes = unfused.memory_bytes();
     let model = unfused.with_fused(&w, &mut || {}).unwrap();
+    // What a server checks against its memory before encoding is what it then holds.
+    let estimate = PreparedModel::estimate(&params, c, layers, &Link::LAN, 0, true).unwrap();
+    assert_eq!(estimate.stages, stage_bytes);
+    assert_eq!(estimate.fused, model.fused_memory_bytes());
+    assert_eq!(estimate.total(), model.memory_bytes());
     eprintln!(
         "server memory at coeff12: stages {:.1} MiB, fused matrices {:.1} MiB more",
         stage_bytes as f64 / (1 << 20) as f64,
@@ -121,6 +126,10 @@ fn fused_packed_mode_matches_plaintext_greedy() {
         .unwrap()
         .with_fused(&w, &mut || {})
         .unwrap();
+    // Packed and hoisted: the folded images pad merge groups; the estimate counts them.
+    let estimate = PreparedModel::estimate(&params, c, layers, &Link::WAN, 0, true).unwrap();
+    assert_eq!(estimate.fused, model.fused_memory_bytes());
+    assert_eq!(estimate.total(), model.memory_bytes());
     let model = Arc::new(model);
     let mut enc = StrictLinear::new_fused(
         &w,

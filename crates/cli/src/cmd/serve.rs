@@ -7,12 +7,11 @@ use anyhow::Context;
 use clap::Args;
 use selene_linalg::LinalgPreset;
 use selene_protocol::net::{to_hex, Identity, TlsServer};
-use selene_protocol::policy::SELECTIVE_PRESET;
-use selene_protocol::{check_token_strength, new_token, Limits, SessionServer};
+use selene_protocol::{check_token_strength, new_token, Limits};
 use sha2::{Digest, Sha256};
 
 use super::args::{load, preset_parser, token_from, ModelArg};
-use super::serving::{prepare, Extras};
+use super::serving::{session_server, Extras};
 
 /// Arguments of `selene serve`.
 #[derive(Debug, Args)]
@@ -143,23 +142,20 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         fused: args.fuse,
         prefill_rows: args.prefill_rows,
     };
-    let model = prepare(&params, &w, layers, &args.link, extras)?;
     let limits = Limits {
         max_sessions: args.max_sessions,
         max_message_bytes: args.max_message_mib.saturating_mul(1 << 20),
         ..Limits::default()
     };
-    let mut sessions = SessionServer::new(model, w.clone(), limits);
-    if args.selective_layers > 0 && args.preset != SELECTIVE_PRESET {
-        let wide_params = SELECTIVE_PRESET.build()?;
-        sessions = sessions.with_model(prepare(
-            &wide_params,
-            &w,
-            args.selective_layers,
-            &args.link,
-            Extras::default(),
-        )?);
-    }
+    let sessions = session_server(
+        &params,
+        &w,
+        layers,
+        args.selective_layers,
+        &args.link,
+        extras,
+        limits,
+    )?;
     let sessions = sessions
         .with_token_hash(hash)
         .with_events(|e| eprintln!("[{e}]"));

@@ -10,7 +10,7 @@ use selene_ckks::Parameters;
 use selene_linalg::{LayoutKind, LinalgPreset, Link};
 use selene_model::Weights;
 use selene_protocol::policy::SELECTIVE_PRESET;
-use selene_protocol::{Limits, PreparedModel, SessionServer, ENCRYPTED_STAGES};
+use selene_protocol::{EncodedBytes, Limits, PreparedModel, SessionServer, ENCRYPTED_STAGES};
 
 /// What a server holds beyond the stages' matrices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub fn embedded_server(
     link: &Link,
     extras: Extras,
 ) -> anyhow::Result<(Arc<SessionServer>, Vec<u8>)> {
-    let server = session_server(params, w, layers, 0, link, extras)?;
+    let server = session_server(params, w, layers, 0, link, extras, Limits::default())?;
     let mut token = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut token);
     Ok((Arc::new(server.with_token(&token)), token))
@@ -54,11 +54,24 @@ pub fn session_server(
     selective_layers: usize,
     link: &Link,
     extras: Extras,
+    limits: Limits,
 ) -> anyhow::Result<SessionServer> {
+    let wide = selective_layers > 0 && LinalgPreset::of(params) != Some(SELECTIVE_PRESET);
+    let wide_params = if wide {
+        Some(SELECTIVE_PRESET.build()?)
+    } else {
+        None
+    };
+    let c = w.config();
+    let main = PreparedModel::estimate(params, c, layers, link, extras.prefill_rows, extras.fused)?;
+    let selective = match &wide_params {
+        Some(p) => PreparedModel::estimate(p, c, selective_layers, link, 0, false)?.stages,
+        None => 0,
+    };
+    check_memory(&main, selective, available_memory_bytes())?;
     let model = prepare(params, w, layers, link, extras)?;
-    let mut server = SessionServer::new(model, Arc::clone(w), Limits::default());
-    if selective_layers > 0 && LinalgPreset::of(params) != Some(SELECTIVE_PRESET) {
-        let wide_params = SELECTIVE_PRESET.build()?;
+    let mut server = SessionServer::new(model, Arc::clone(w), limits);
+    if let Some(wide_params) = wide_params {
         server = server.with_model(prepare(
             &wide_params,
             w,
@@ -68,6 +81,72 @@ pub fn session_server(
         )?);
     }
     Ok(server)
+}
+
+/// Bytes this machine can still give a new allocation: `MemAvailable` plus `SwapFree`
+/// from `/proc/meminfo`, or `None` where that file does not say (then nothing is checked).
+pub fn available_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    };
+    Some(field("MemAvailable:")? + field("SwapFree:").unwrap_or(0))
+}
+
+/// Refuses, before any encoding, a server whose encoded weights (`main`, plus `selective`
+/// bytes of selective mode's own layers) would not fit in `available` bytes: a clear
+/// error naming what to drop, instead of minutes of encoding and then the kernel's OOM
+/// killer.
+///
+/// # Errors
+/// The estimate above `available`.
+pub fn check_memory(
+    main: &EncodedBytes,
+    selective: usize,
+    available: Option<u64>,
+) -> anyhow::Result<()> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let need = main.total() + selective;
+    if need as u64 <= available {
+        return Ok(());
+    }
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    let mut parts = vec![format!("stages {:.1} GiB", gib(main.stages))];
+    let mut drop = Vec::new();
+    if main.fused > 0 {
+        parts.push(format!("fused matrices {:.1} GiB", gib(main.fused)));
+        drop.push(format!("--fuse ({:.1} GiB)", gib(main.fused)));
+    }
+    if main.batched > 0 {
+        parts.push(format!("batched stages {:.1} GiB", gib(main.batched)));
+        drop.push(format!("--prefill-rows ({:.1} GiB)", gib(main.batched)));
+    }
+    if selective > 0 {
+        parts.push(format!("selective layers {:.1} GiB", gib(selective)));
+        drop.push(format!("--selective-layers ({:.1} GiB)", gib(selective)));
+    }
+    let drop = if drop.is_empty() {
+        String::new()
+    } else {
+        format!("drop {}, or ", drop.join(" or "))
+    };
+    anyhow::bail!(
+        "the encoded weights need about {:.1} GiB ({}) but this machine has {:.1} GiB \
+         available (memory and swap): {drop}choose a smaller model or run the server on a \
+         machine with more memory",
+        gib(need),
+        parts.join(", "),
+        available as f64 / (1u64 << 30) as f64,
+    )
 }
 
 /// Encodes layers `0..layers` of `w` for `params` (a packing preset's tilings chosen for
@@ -159,4 +238,51 @@ fn plan_line(model: &PreparedModel, link: &Link) -> Option<String> {
             parts.join("; ")
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_check_names_what_to_drop() {
+        const GIB: usize = 1 << 30;
+        let main = EncodedBytes {
+            stages: 12 * GIB,
+            batched: 0,
+            fused: 3 * GIB,
+        };
+        // Fits, or nothing known about the machine: no error.
+        assert!(check_memory(&main, GIB, Some(16 * GIB as u64)).is_ok());
+        assert!(check_memory(&main, 100 * GIB, None).is_ok());
+        let e = check_memory(&main, GIB, Some(10 * GIB as u64))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "the encoded weights need about 16.0 GiB (stages 12.0 GiB, fused matrices 3.0 GiB, \
+             selective layers 1.0 GiB) but this machine has 10.0 GiB available (memory and \
+             swap): drop --fuse (3.0 GiB) or --selective-layers (1.0 GiB), or choose a smaller \
+             model or run the server on a machine with more memory"
+        );
+        let bare = EncodedBytes {
+            stages: 12 * GIB,
+            ..EncodedBytes::default()
+        };
+        let e = check_memory(&bare, 0, Some(GIB as u64))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("(stages 12.0 GiB) but") && e.contains(": choose a smaller"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn available_memory_is_read_where_linux_says_it() {
+        if std::path::Path::new("/proc/meminfo").exists() {
+            let b = available_memory_bytes().expect("MemAvailable in /proc/meminfo");
+            assert!(b > 1 << 20, "{b}");
+        }
+    }
 }

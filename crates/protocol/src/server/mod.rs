@@ -18,7 +18,7 @@ mod token;
 
 pub use connection::{Connection, Reply};
 pub use prefix::PublicPrefix;
-pub use prepared::PreparedModel;
+pub use prepared::{EncodedBytes, PreparedModel};
 pub use products::ModelServer;
 pub use session_server::{Counters, SessionEvent, SessionServer};
 pub use tail::PlainTail;

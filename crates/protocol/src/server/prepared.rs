@@ -5,7 +5,7 @@ use std::sync::Arc;
 use selene_ckks::Parameters;
 use selene_linalg::{Layout, Link, MatrixShape, Method, PreparedMatrix};
 use selene_model::fused::{fused_order, stacked_weight};
-use selene_model::{FusedPair, LinearStage, Weights};
+use selene_model::{Config, FusedPair, LinearStage, Weights};
 
 use crate::codec::stage::stage_index;
 use crate::error::{Error, Result};
@@ -229,6 +229,76 @@ impl PreparedModel {
             .map(PreparedMatrix::memory_bytes)
             .sum::<usize>()
             + self.fused_memory_bytes()
+    }
+}
+
+/// Bytes a [`PreparedModel`] will hold, by part, computed from the tilings before any
+/// encoding ([`PreparedModel::estimate`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncodedBytes {
+    /// The stages of every prepared layer.
+    pub stages: usize,
+    /// The stages again for several rows per ciphertext ([`PreparedModel::with_batched`]).
+    pub batched: usize,
+    /// The stacked fused matrices ([`PreparedModel::with_fused`]).
+    pub fused: usize,
+}
+
+impl EncodedBytes {
+    /// All parts.
+    pub fn total(&self) -> usize {
+        self.stages + self.batched + self.fused
+    }
+}
+
+impl PreparedModel {
+    /// What [`PreparedModel::for_link`] with `layers` layers, then
+    /// [`PreparedModel::with_batched`] with `rows` (0 or 1: none) and, when `fused`,
+    /// [`PreparedModel::with_fused`], will hold ([`PreparedModel::memory_bytes`]), from
+    /// the model's shapes and the tilings alone: a server checks it against its memory
+    /// before spending minutes on an encoding that cannot fit.
+    ///
+    /// # Errors
+    /// As [`PreparedModel::for_link`] for a layer count or parameters that cannot work.
+    pub fn estimate(
+        params: &Arc<Parameters>,
+        c: &Config,
+        layers: usize,
+        link: &Link,
+        rows: usize,
+        fused: bool,
+    ) -> Result<EncodedBytes> {
+        if layers > c.n_layers {
+            return Err(Error::LayerOutOfRange {
+                layer: layers,
+                layers: c.n_layers,
+            });
+        }
+        let bytes = |(d_in, d_out): (usize, usize), n_b: usize| {
+            PreparedMatrix::estimated_bytes(params, MatrixShape::new(d_in, d_out), n_b, link)
+        };
+        let layer = |n_b: usize| -> Result<usize> {
+            let stages = [
+                LinearStage::Qkv,
+                LinearStage::AttnOut,
+                LinearStage::GateUp,
+                LinearStage::Down,
+            ];
+            stages.iter().map(|s| Ok(bytes(s.dims(c), n_b)?)).sum()
+        };
+        let batched = if rows > 1 { layers * layer(rows)? } else { 0 };
+        let fused = if fused {
+            fused_order(c.n_layers)
+                .map(|(_, pair)| Ok(bytes(pair.stacked_dims(c), 1)?))
+                .sum::<Result<usize>>()?
+        } else {
+            0
+        };
+        Ok(EncodedBytes {
+            stages: layers * layer(1)?,
+            batched,
+            fused,
+        })
     }
 }
 

@@ -145,6 +145,7 @@ impl Embedding {
             selective.min(layers - 1),
             &selene_linalg::Link::LAN,
             super::serving::Extras::default(),
+            selene_protocol::Limits::default(),
         )?;
         let mut token = vec![0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token);
