@@ -230,18 +230,32 @@ pub(crate) fn prepare(
     n_b: usize,
     link: &crate::Link,
 ) -> Result<(CoeffLayout, CoeffMatrix)> {
+    prepare_tiled(
+        params,
+        w_rows,
+        shape,
+        chosen_tiling(params, shape, n_b, link)?,
+    )
+}
+
+/// The tiling [`prepare`] uses: the packed plan for `link` when the preset packs.
+fn chosen_tiling(
+    params: &Parameters,
+    shape: MatrixShape,
+    n_b: usize,
+    link: &crate::Link,
+) -> Result<Tiling> {
     let n = params.n();
     if n_b == 0 || n_b > n {
         return Err(Error::TokensPerCiphertext { n_b, max: n });
     }
     let q_bits = ring_prime(params).bits();
     let down_bits = down_bits(params);
-    let tiling = if packs(params) {
+    Ok(if packs(params) {
         Tiling::choose_packed(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits, link)
     } else {
         Tiling::choose(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits)
-    };
-    prepare_tiled(params, w_rows, shape, tiling)
+    })
 }
 
 /// Words [`prepare`] would hold for a `shape` matrix (`n_b` tokens per ciphertext, the
@@ -257,22 +271,15 @@ pub(crate) fn encoded_words(
     n_b: usize,
     link: &crate::Link,
 ) -> Result<usize> {
-    let n = params.n();
-    if n_b == 0 || n_b > n {
-        return Err(Error::TokensPerCiphertext { n_b, max: n });
-    }
-    let q_bits = ring_prime(params).bits();
-    let down_bits = down_bits(params);
+    let t = chosen_tiling(params, shape, n_b, link)?;
     let blocks = if packs(params) {
-        let t = Tiling::choose_packed(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits, link);
         x_bits(params, t.pack_levels(shape.d_out))?;
         t.in_blocks(shape.d_in) * t.packed_work(shape.d_in, shape.d_out).1
     } else {
-        let t = Tiling::choose(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits);
         x_bits(params, 0)?;
         t.in_blocks(shape.d_in) * t.out_blocks(shape.d_out)
     };
-    Ok(blocks * n)
+    Ok(blocks * params.n())
 }
 
 /// [`prepare`] with a given tiling of a packing preset (measuring tilings the plan would

@@ -91,40 +91,6 @@ fn mod_up_with(
         });
         return;
     }
-    mod_up_general(ctx, c, group, out, coeffs);
-}
-
-/// The centered lift of `coeffs` (residues mod `q_j < 2 q_t`, `half = q_j / 2`) reduced
-/// mod `q_t` (`m`) into `row`, branch-free.
-#[inline(always)]
-fn lift_small(m: Modulus, qj: u64, half: u64, coeffs: &[u64], row: &mut [u64]) {
-    let qt = m.value();
-    if qj < qt {
-        let shift = qt - qj;
-        for (o, &x) in row.iter_mut().zip(coeffs) {
-            *o = x + (shift & 0u64.wrapping_sub(u64::from(x > half)));
-        }
-    } else {
-        // x < q_j < 2 q_t: one conditional subtraction reduces.
-        let qj_mod = qj - qt;
-        for (o, &x) in row.iter_mut().zip(coeffs) {
-            let mask = 0u64.wrapping_sub(u64::from(x > half));
-            let y = x.min(x.wrapping_sub(qt));
-            *o = m.sub(y, qj_mod & mask);
-        }
-    }
-}
-
-/// [`mod_up_with`] for a digit of several primes (fast base conversion).
-fn mod_up_general(
-    ctx: &RnsContext,
-    c: &Poly<Ntt>,
-    group: Range<usize>,
-    out: &mut Poly<Ntt>,
-    coeffs: &mut [u64],
-) {
-    let n = ctx.n();
-    let q_rows = out.q_rows();
     // General digit: y_i = x_i (Q_j/q_i)^-1 mod q_i, then sum_i y_i (Q_j/q_i) mod t.
     let gm: Vec<Modulus> = group.clone().map(|i| ctx.moduli()[i]).collect();
     for (k, row) in coeffs.chunks_exact_mut(n).enumerate() {
@@ -163,6 +129,27 @@ fn mod_up_general(
         }
         ctx.plan(idx).forward(row);
     });
+}
+
+/// The centered lift of `coeffs` (residues mod `q_j < 2 q_t`, `half = q_j / 2`) reduced
+/// mod `q_t` (`m`) into `row`, branch-free.
+#[inline(always)]
+fn lift_small(m: Modulus, qj: u64, half: u64, coeffs: &[u64], row: &mut [u64]) {
+    let qt = m.value();
+    if qj < qt {
+        let shift = qt - qj;
+        for (o, &x) in row.iter_mut().zip(coeffs) {
+            *o = x + (shift & 0u64.wrapping_sub(u64::from(x > half)));
+        }
+    } else {
+        // x < q_j < 2 q_t: one conditional subtraction reduces.
+        let qj_mod = qj - qt;
+        for (o, &x) in row.iter_mut().zip(coeffs) {
+            let mask = 0u64.wrapping_sub(u64::from(x > half));
+            let y = x.min(x.wrapping_sub(qt));
+            *o = m.sub(y, qj_mod & mask);
+        }
+    }
 }
 
 /// For every `Q` row `i` of `data` (NTT form):
