@@ -119,8 +119,8 @@ pub struct Parameters {
     ring: RnsContext,
     log_qp: f64,
     fingerprint: [u8; 8],
-    /// `P^-1 mod q_i` with Shoup quotient.
-    inv_p: Vec<(u64, u64)>,
+    /// `P^-1 mod q_i`.
+    inv_p: Vec<u64>,
     /// `P mod q_i` (the gadget's nonzero entry).
     p_mod_q: Vec<u64>,
 }
@@ -221,7 +221,7 @@ impl Parameters {
             let pm = p.iter().fold(1u64, |acc, &x| m.mul(acc, m.reduce(x)));
             // p_j and q_i are distinct primes, so P is invertible mod q_i.
             let inv = m.inv(pm).unwrap_or(0);
-            inv_p.push((inv, m.shoup(inv)));
+            inv_p.push(inv);
             p_mod_q.push(pm);
         }
         let mut h = Sha256::new();
@@ -331,8 +331,8 @@ impl Parameters {
         &self.ring
     }
 
-    /// `P^-1 mod q_i` with Shoup quotients, for `mod_down`.
-    pub fn inv_p(&self) -> &[(u64, u64)] {
+    /// `P^-1 mod q_i`, for `mod_down`.
+    pub fn inv_p(&self) -> &[u64] {
         &self.inv_p
     }
 

@@ -152,17 +152,18 @@ fn lift_small(m: Modulus, qj: u64, half: u64, coeffs: &[u64], row: &mut [u64]) {
     }
 }
 
-/// For every `Q` row `i` of `data` (NTT form):
-/// `row_i = (x_i - [v]_{q_i}) inv_i` with `x_i` row `i` of `src` (or of `data` itself), where `v` is the integer whose residues (coefficient form) modulo `divisor`
-/// are `rem` (one row per divisor prime; lifted by fast base conversion, centered when
-/// there is one divisor prime so the division rounds to nearest).
+/// For every `Q` row `i` of `data` (NTT form): `row_i = (x_i - [v]_{q_i}) inv_i` with
+/// `x_i` row `i` of `src` (or of `data` itself), where `v` is the integer whose residues
+/// (coefficient form) modulo `divisor` are `rem` (one row per divisor prime; lifted by
+/// fast base conversion, centered when there is one divisor prime so the division
+/// rounds to nearest).
 fn subtract_and_divide(
     ctx: &RnsContext,
     src: Option<&[u64]>,
     data: &mut [u64],
     rem: &[u64],
     divisor: &[Modulus],
-    inv: &[(u64, u64)],
+    inv: &[u64],
 ) {
     let n = ctx.n();
     // Multi-prime divisor: y_k = x_k (D/d_k)^-1 mod d_k (HPS fast base conversion).
@@ -254,15 +255,14 @@ fn subtract_and_divide(
             // Times `inv`: the plan's SIMD product with the constant `inv N`, whose
             // `N^-1` normalisation leaves `inv` (one vector pass instead of a scalar
             // Shoup multiplication per value).
-            let (w, _) = inv[i];
-            t.fill(m.mul(w, m.reduce(n as u64)));
+            t.fill(m.mul(inv[i], m.reduce(n as u64)));
             plan.mul_normalize(row, t);
         })
     });
 }
 
 /// `round(a / P)`: from `Q_l P` (NTT) to `out` over `Q_l` (NTT).
-pub fn mod_down(ctx: &RnsContext, a: &Poly<Ntt>, inv_p: &[(u64, u64)], out: &mut Poly<Ntt>) {
+pub fn mod_down(ctx: &RnsContext, a: &Poly<Ntt>, inv_p: &[u64], out: &mut Poly<Ntt>) {
     let n = ctx.n();
     let qr = a.q_rows();
     debug_assert!(out.q_rows() == qr && out.p_rows() == 0);
@@ -342,7 +342,7 @@ mod tests {
             for m in ctx.p() {
                 p_val *= m.value() as i128;
             }
-            let inv_p: Vec<(u64, u64)> = ctx
+            let inv_p: Vec<u64> = ctx
                 .q()
                 .iter()
                 .map(|m| {
@@ -350,8 +350,7 @@ mod tests {
                         .p()
                         .iter()
                         .fold(1u64, |a, o| m.mul(a, m.reduce(o.value())));
-                    let i = m.inv(pi).unwrap();
-                    (i, m.shoup(i))
+                    m.inv(pi).unwrap()
                 })
                 .collect();
             for g in groups {

@@ -22,8 +22,8 @@ pub struct RnsContext {
     moduli: Vec<Modulus>,
     plans: Vec<NttPlan>,
     nq: usize,
-    /// `q_l^-1 mod q_i` and its Shoup quotient for every `i < l`, indexed `[l][i]`.
-    inv_last_q: Vec<Vec<(u64, u64)>>,
+    /// `q_l^-1 mod q_i` for every `i < l`, indexed `[l][i]`.
+    inv_last_q: Vec<Vec<u64>>,
 }
 
 impl RnsContext {
@@ -37,15 +37,7 @@ impl RnsContext {
             .map(|&x| NttPlan::new(n, x))
             .collect::<Option<Vec<_>>>()?;
         let inv_last_q = (0..q.len())
-            .map(|l| {
-                (0..l)
-                    .map(|i| {
-                        let m = &moduli[i];
-                        let inv = m.inv(q[l]).unwrap_or(0);
-                        (inv, m.shoup(inv))
-                    })
-                    .collect()
-            })
+            .map(|l| (0..l).map(|i| moduli[i].inv(q[l]).unwrap_or(0)).collect())
             .collect();
         Some(Self {
             log_n,
@@ -112,8 +104,8 @@ impl RnsContext {
         &self.plans[i]
     }
 
-    /// `(q_l^-1 mod q_i, shoup)` for `i < l`.
-    pub fn inv_last_q(&self, l: usize) -> &[(u64, u64)] {
+    /// `q_l^-1 mod q_i` for `i < l`.
+    pub fn inv_last_q(&self, l: usize) -> &[u64] {
         &self.inv_last_q[l]
     }
 }
