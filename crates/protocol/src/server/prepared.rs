@@ -7,7 +7,7 @@ use selene_linalg::{Layout, Link, MatrixShape, Method, PreparedMatrix};
 use selene_model::fused::{fused_order, stacked_weight};
 use selene_model::{Config, FusedPair, LinearStage, Weights};
 
-use crate::codec::stage::stage_index;
+use crate::codec::stage::{stage_index, ENCRYPTED_STAGES};
 use crate::error::{Error, Result};
 
 /// Every layer's four matrices with the RMSNorm gains folded in (the client sends
@@ -278,13 +278,10 @@ impl PreparedModel {
             PreparedMatrix::estimated_bytes(params, MatrixShape::new(d_in, d_out), n_b, link)
         };
         let layer = |n_b: usize| -> Result<usize> {
-            let stages = [
-                LinearStage::Qkv,
-                LinearStage::AttnOut,
-                LinearStage::GateUp,
-                LinearStage::Down,
-            ];
-            stages.iter().map(|s| Ok(bytes(s.dims(c), n_b)?)).sum()
+            ENCRYPTED_STAGES
+                .iter()
+                .map(|s| Ok(bytes(s.dims(c), n_b)?))
+                .sum()
         };
         let batched = if rows > 1 { layers * layer(rows)? } else { 0 };
         let fused = if fused {
