@@ -17,6 +17,14 @@ use anyhow::Context;
 use selene_protocol::Transport;
 use serde::{Deserialize, Serialize};
 
+/// The `NAME: N kB` field `name` (with its colon) of a Linux `/proc` file, in KiB;
+/// `None` where the file or the field is missing.
+pub fn proc_kib(path: &str, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
 /// Process CPU time in seconds (every thread, user and system).
 pub fn process_cpu_s() -> f64 {
     let mut ts = libc::timespec {

@@ -86,18 +86,8 @@ pub fn session_server(
 /// Bytes this machine can still give a new allocation: `MemAvailable` plus `SwapFree`
 /// from `/proc/meminfo`, or `None` where that file does not say (then nothing is checked).
 pub fn available_memory_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = info.lines().find(|l| l.starts_with(name))?;
-        let kib: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
-    };
-    Some(field("MemAvailable:")? + field("SwapFree:").unwrap_or(0))
+    let field = |name| super::report::proc_kib("/proc/meminfo", name);
+    Some((field("MemAvailable:")? + field("SwapFree:").unwrap_or(0)) * 1024)
 }
 
 /// Refuses, before any encoding, a server whose encoded weights (`main`, plus `selective`

@@ -13,13 +13,8 @@ pub use crate::cmd::report::process_cpu_s;
 
 /// Peak resident memory of this process in MiB since the last reset.
 pub fn peak_rss_mb() -> f64 {
-    let read = || -> Option<f64> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
-    };
-    read().unwrap_or(f64::NAN)
+    crate::cmd::report::proc_kib("/proc/self/status", "VmHWM:")
+        .map_or(f64::NAN, |kib| kib as f64 / 1024.0)
 }
 
 /// Resets the peak resident memory to the current one (Linux >= 4.0).

@@ -21,14 +21,6 @@ const PROMPT: &str = include_str!("../../../../../scripts/model_fixtures/prompt1
 /// Prefill repetitions (the median is reported).
 const REPS: usize = 3;
 
-/// Peak resident memory of this process in MiB (`VmHWM` in /proc/self/status).
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 /// Runs the plaintext model benchmark.
 pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
@@ -65,7 +57,7 @@ pub fn run(opts: &BenchOpts) -> anyhow::Result<()> {
     let decode_s = s.elapsed().as_secs_f64();
     let prefill_tok_s = PREFILL_TOKENS as f64 / prefill_s;
     let decode_tok_s = DECODE_TOKENS as f64 / decode_s;
-    let rss_mb = peak_rss_mb().unwrap_or(f64::NAN);
+    let rss_mb = super::meter::peak_rss_mb();
     let name = selene_model::store::ModelSource::from_arg(opts.model.as_deref())?.id();
     println!("{:<28} {:>12}", "model", name);
     println!("{:<28} {:>12}", "threads", threads);
