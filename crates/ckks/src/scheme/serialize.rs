@@ -5,11 +5,11 @@
 //! each prime's bit width (LSB first). A fresh (seeded) ciphertext or key ships the 32-byte
 //! seed instead of its uniform `a` component: keys expand it by ChaCha20, a ciphertext by
 //! the stream its flags name (ChaCha20 or ChaCha8, [`crate::ring::sampler::Expansion`]).
-//! Decoding takes the `Parameters`: every size
-//! comes from them, never from the stream, and is checked against the input length before
-//! anything is allocated; every residue is checked below its prime; trailing bytes are an
-//! error. Integrity against tampering is the transport's job (TLS); decoding guarantees
-//! only that malformed input yields `Err`, never a panic.
+//! Decoding takes the `Parameters`: every size comes from them, never from the stream, and
+//! is checked against the input length before anything is allocated; every residue is
+//! checked below its prime; trailing bytes are an error. Integrity against tampering is
+//! the transport's job (TLS); decoding guarantees only that malformed input yields `Err`,
+//! never a panic.
 
 use std::sync::Arc;
 
