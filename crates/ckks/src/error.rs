@@ -62,6 +62,19 @@ pub enum Error {
         /// Number of Q primes.
         q_primes: usize,
     },
+    /// A gadget base needs one prime per key-switching digit and `8 <= w <= 61` bits.
+    #[error(
+        "gadget base 2^{log_base} needs one Q prime per key-switching digit (dnum = {dnum}, \
+         {q_primes} Q primes) and 8 <= log_base <= 61"
+    )]
+    InvalidGadgetBase {
+        /// Requested bits of the base.
+        log_base: u32,
+        /// Key-switching digits.
+        dnum: usize,
+        /// Number of Q primes.
+        q_primes: usize,
+    },
     /// Scale outside `(0, 2^62)` or not representable.
     #[error("log scale {log_scale} must be in 1..=61")]
     InvalidLogScale {

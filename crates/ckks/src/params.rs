@@ -61,6 +61,13 @@ pub struct ParametersLiteral {
     pub log_scale: u32,
     /// Number of key-switching digits; `None` = one per `Q` prime.
     pub dnum: Option<usize>,
+    /// Bits `w` of a gadget base `2^w` inside each one-prime key-switching digit: the
+    /// digit splits into `ceil(bits(q) / w)` balanced base-`2^w` parts, each with its own
+    /// key row, so the key's noise term scales with `2^w` instead of `q`. A one-prime
+    /// ring whose `P` must stay below `q` (the security bound) needs it for a key switch
+    /// whose noise is the rounding alone. `None`: RNS digits only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gadget_log_base: Option<u32>,
     /// Security check.
     #[serde(default)]
     pub security: Security,
@@ -98,6 +105,7 @@ impl ExampleParams {
             log_p: vec![log_p],
             log_scale,
             dnum: None,
+            gadget_log_base: None,
             security: Security::Hes128,
         }
     }
@@ -116,6 +124,8 @@ pub struct Parameters {
     p: Vec<u64>,
     dnum: usize,
     groups: Vec<Range<usize>>,
+    /// Key rows per digit group: 1, or the gadget's parts.
+    parts: Vec<usize>,
     ring: RnsContext,
     log_qp: f64,
     fingerprint: [u8; 8],
@@ -182,6 +192,15 @@ impl Parameters {
         if !(1..=nq).contains(&dnum) {
             return Err(Error::InvalidDnum { dnum, q_primes: nq });
         }
+        if let Some(w) = lit.gadget_log_base {
+            if dnum != nq || !(8..=MAX_MODULUS_BITS).contains(&w) {
+                return Err(Error::InvalidGadgetBase {
+                    log_base: w,
+                    dnum,
+                    q_primes: nq,
+                });
+            }
+        }
         let bits: Vec<u32> = lit.log_q.iter().chain(&lit.log_p).copied().collect();
         let primes = generate_ntt_primes(log_n, &bits).ok_or_else(|| {
             // Find the size that ran out, for the message.
@@ -233,15 +252,30 @@ impl Parameters {
         }
         h.update((dnum as u32).to_le_bytes());
         h.update(lit.log_scale.to_le_bytes());
+        // Only sets with a gadget hash it, so every other fingerprint stays as it was.
+        if let Some(w) = lit.gadget_log_base {
+            h.update(b"gadget");
+            h.update(w.to_le_bytes());
+        }
         let digest = h.finalize();
         let mut fingerprint = [0u8; 8];
         fingerprint.copy_from_slice(&digest[..8]);
+        let groups = digit_groups(nq, dnum);
+        let parts = groups
+            .iter()
+            .map(|g| match lit.gadget_log_base {
+                // One prime per group (checked above).
+                Some(w) => ring.q()[g.start].bits().div_ceil(w) as usize,
+                None => 1,
+            })
+            .collect();
         Ok(Arc::new(Self {
             literal: lit.clone(),
             q: q.to_vec(),
             p: p.to_vec(),
             dnum,
-            groups: digit_groups(nq, dnum),
+            groups,
+            parts,
             ring,
             log_qp,
             fingerprint,
@@ -308,6 +342,33 @@ impl Parameters {
     /// `Q` prime indices of each digit.
     pub fn digit_groups(&self) -> &[Range<usize>] {
         &self.groups
+    }
+
+    /// Key rows of each digit group: 1, or the number of gadget parts
+    /// ([`ParametersLiteral::gadget_log_base`]).
+    pub fn digit_parts(&self) -> &[usize] {
+        &self.parts
+    }
+
+    /// Bits of the gadget base inside each one-prime digit, if the set has one.
+    pub fn gadget_log_base(&self) -> Option<u32> {
+        self.literal.gadget_log_base
+    }
+
+    /// Rows of a key-switching key (`b` and `a` each): one per digit part.
+    pub fn key_digits(&self) -> usize {
+        self.parts.iter().sum()
+    }
+
+    /// Key rows a polynomial at `level` decomposes into: the parts of every digit
+    /// group that starts at or below `level`.
+    pub fn key_digits_at_level(&self, level: usize) -> usize {
+        self.groups
+            .iter()
+            .zip(&self.parts)
+            .take_while(|(g, _)| g.start <= level)
+            .map(|(_, &k)| k)
+            .sum()
     }
 
     /// The default scale `2^log_scale`.
@@ -398,6 +459,7 @@ mod tests {
             log_p: vec![60],
             log_scale: 30,
             dnum: None,
+            gadget_log_base: None,
             security: Security::Hes128,
         };
         match Parameters::new(&lit) {

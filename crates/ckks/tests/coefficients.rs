@@ -111,6 +111,7 @@ fn grouped_digits_and_two_special_primes() {
         log_p: vec![40, 40],
         log_scale: 30,
         dnum: Some(2),
+        gadget_log_base: None,
         security: Security::DangerousNoSecurityCheck,
     };
     let mut kit = Kit::new(Parameters::new(&lit).unwrap(), &[1, 3]);

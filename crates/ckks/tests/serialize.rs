@@ -20,6 +20,7 @@ fn tiny() -> Arc<Parameters> {
         log_p: vec![30],
         log_scale: 25,
         dnum: None,
+        gadget_log_base: None,
         security: Security::DangerousNoSecurityCheck,
     })
     .unwrap()
@@ -80,6 +81,48 @@ fn round_trips_and_sizes() {
     ));
     let ct2 = enc.encrypt(&kit.encode(&a, top, Encoding::Slots));
     assert!(bits(&kit.decrypt(&ct2), &a) >= 9.5);
+}
+
+/// A gadget base adds key rows: the Galois key holds one `b` per part, round-trips, and
+/// a key for the same primes without the gadget is refused (other fingerprint).
+#[test]
+fn gadget_keys_hold_one_row_per_part_and_round_trip() {
+    let lit = |gadget_log_base| ParametersLiteral {
+        log_n: 12,
+        log_q: vec![60],
+        log_p: vec![47],
+        log_scale: 20,
+        dnum: None,
+        gadget_log_base,
+        security: Security::Hes128,
+    };
+    let params = Parameters::new(&lit(Some(31))).unwrap();
+    let plain = Parameters::new(&lit(None)).unwrap();
+    assert_eq!((params.key_digits(), plain.key_digits()), (2, 1));
+    assert_ne!(params.fingerprint(), plain.fingerprint());
+    let sk = selene_ckks::SecretKey::generate(&params);
+    let gk = GaloisKey::new(&sk, 5);
+    let bytes = gk.encode();
+    assert_eq!(GaloisKey::decode(&bytes, &params).unwrap(), gk);
+    let plain_key = GaloisKey::new(&selene_ckks::SecretKey::generate(&plain), 5).encode();
+    assert!(
+        bytes.len() > plain_key.len() * 3 / 2,
+        "{} vs {}",
+        bytes.len(),
+        plain_key.len()
+    );
+    assert!(GaloisKey::decode(&bytes, &plain).is_err());
+    // The gadget needs one prime per digit and a sane base.
+    for (log_q, dnum, w) in [(vec![30, 30], Some(1), 20), (vec![60], None, 4)] {
+        let mut l = lit(Some(w));
+        l.log_q = log_q;
+        l.log_p = vec![30];
+        l.dnum = dnum;
+        assert!(
+            matches!(Parameters::new(&l), Err(Error::InvalidGadgetBase { .. })),
+            "{l:?}"
+        );
+    }
 }
 
 #[test]

@@ -197,6 +197,7 @@ impl LinalgPreset {
             log_p: vec![p],
             log_scale: 20,
             dnum: None,
+            gadget_log_base: None,
             security: Security::Hes128,
         }
     }

@@ -131,6 +131,48 @@ fn mod_up_with(
     });
 }
 
+/// Writes into `outs` (each over `Q_l P`, NTT form) the balanced base-`2^w` parts of
+/// the one-prime digit `j` of `c` (over `Q_l`, NTT form): with `x` the centered residue
+/// of a coefficient mod `q_j`, parts `d_k` in `[-2^(w-1), 2^(w-1))` (the last one takes
+/// the rest) with `x = sum_k d_k 2^(w k)`, each reduced into every row. Each part is
+/// below every prime, so the extension is exact and the key's noise term is
+/// `sum_k d_k e_k`, about `2^w sqrt(N)` instead of `q_j sqrt(N)` (the gadget
+/// decomposition of BGV/GSW key switching, Brakerski, Gentry, Vaikuntanathan, ITCS 2012,
+/// Sec. 3.2, inside one RNS digit).
+pub fn gadget_mod_up(ctx: &RnsContext, c: &Poly<Ntt>, j: usize, w: u32, outs: &mut [Poly<Ntt>]) {
+    let n = ctx.n();
+    let qj = ctx.moduli()[j];
+    with_scratch(n, |x| {
+        x.copy_from_slice(c.row(j));
+        ctx.plan(j).backward(x);
+        let mut rest: Vec<i64> = x.iter().map(|&v| qj.center(v)).collect();
+        let last = outs.len() - 1;
+        for (k, out) in outs.iter_mut().enumerate() {
+            let part: Vec<i64> = if k == last {
+                std::mem::take(&mut rest)
+            } else {
+                rest.iter_mut()
+                    .map(|r| {
+                        // Sign-extended low w bits: the balanced part.
+                        let d = (*r << (64 - w)) >> (64 - w);
+                        *r = (*r - d) >> w;
+                        d
+                    })
+                    .collect()
+            };
+            let q_rows = out.q_rows();
+            for_each_row(out.data_mut(), n, |r, row| {
+                let idx = ctx.modulus_index(q_rows, r);
+                let m = ctx.moduli()[idx];
+                for (o, &d) in row.iter_mut().zip(&part) {
+                    *o = m.reduce_i64(d);
+                }
+                ctx.plan(idx).forward(row);
+            });
+        }
+    });
+}
+
 /// The centered lift of `coeffs` (residues mod `q_j < 2 q_t`, `half = q_j / 2`) reduced
 /// mod `q_t` (`m`) into `row`, branch-free.
 #[inline(always)]

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::params::Parameters;
 use crate::ring::automorphism::Automorphism;
-use crate::ring::basis::{digits_at_level, mod_down, mod_up};
+use crate::ring::basis::{digits_at_level, gadget_mod_up, mod_down, mod_up};
 use crate::ring::poly::{for_each_indexed, for_each_row, join, parallel, with_scratch};
 use crate::ring::sampler::{gaussian, os_rng, os_seed, uniform_poly};
 use crate::ring::{Ntt, Poly};
@@ -45,11 +45,21 @@ impl KeySwitchKey {
         let mut rng = os_rng();
         let n = params.n();
         let a: Vec<Poly<Ntt>> = Self::expand_a(&params, &seed);
-        let b = params
+        // Key row `(j, k)`: group `j`'s gadget entry `P`, times `2^(w k)` for part `k` of a
+        // gadget base `2^w` (1 without one).
+        let rows: Vec<(std::ops::Range<usize>, u32)> = params
             .digit_groups()
             .iter()
+            .zip(params.digit_parts())
+            .flat_map(|(group, &parts)| {
+                let w = params.gadget_log_base().unwrap_or(0);
+                (0..parts as u32).map(move |k| (group.clone(), w * k))
+            })
+            .collect();
+        let b = rows
+            .iter()
             .zip(&a)
-            .map(|(group, aj)| {
+            .map(|((group, shift), aj)| {
                 let e = gaussian(&mut rng, n);
                 let mut bj = Poly::from_signed(ring, &e, level, true).into_ntt(ring);
                 let mut as_ = aj.clone();
@@ -57,10 +67,10 @@ impl KeySwitchKey {
                 bj.sub_assign(ring, &as_);
                 for i in group.clone() {
                     let m = ring.moduli()[i];
-                    let pm = params.p_mod_q()[i];
+                    let g = m.mul(params.p_mod_q()[i], m.reduce_i128(1i128 << shift));
                     let src = s_from.row(i);
                     for (x, &s) in bj.row_mut(i).iter_mut().zip(src) {
-                        *x = m.add(*x, m.mul(pm, s));
+                        *x = m.add(*x, m.mul(g, s));
                     }
                 }
                 bj
@@ -70,7 +80,7 @@ impl KeySwitchKey {
     }
 
     fn expand_a(params: &Parameters, seed: &[u8; 32]) -> Vec<Poly<Ntt>> {
-        (0..params.dnum())
+        (0..params.key_digits())
             .into_par_iter()
             .map(|j| {
                 let sj = derive_seed(seed, KSK_LABEL, j as u64);
@@ -152,18 +162,35 @@ impl Decomposition {
     }
 }
 
-/// ModUp of every digit of `c` (NTT form over `Q_l`) into `out` (parallel across digits).
+/// ModUp of every digit of `c` (NTT form over `Q_l`) into `out` (parallel across digits);
+/// with a gadget base, each one-prime digit becomes its balanced base-`2^w` parts.
 pub fn decompose_into(params: &Parameters, c: &Poly<Ntt>, out: &mut Decomposition) {
     let ring = params.ring();
     let level = c.level();
-    let count = digits_at_level(params.digit_groups(), level);
+    let count = params.key_digits_at_level(level);
     if out.digits.len() != count || out.level() != Some(level) {
         out.digits = (0..count).map(|_| Poly::zero(ring, level, true)).collect();
     }
     let groups = params.digit_groups();
-    for_each_indexed(&mut out.digits, |j, d| {
-        mod_up(ring, c, groups[j].clone(), d)
-    });
+    match params.gadget_log_base() {
+        None => for_each_indexed(&mut out.digits, |j, d| {
+            mod_up(ring, c, groups[j].clone(), d)
+        }),
+        Some(w) => {
+            // One prime per group; the digit polynomials of group `j` are consecutive.
+            let parts = params.digit_parts();
+            let mut chunks: Vec<&mut [Poly<Ntt>]> = Vec::with_capacity(groups.len());
+            let mut rest = &mut out.digits[..];
+            for &k in parts.iter().take(digits_at_level(groups, level)) {
+                let (head, tail) = rest.split_at_mut(k);
+                chunks.push(head);
+                rest = tail;
+            }
+            for_each_indexed(&mut chunks, |j, d| {
+                gadget_mod_up(ring, c, groups[j].start, w, d)
+            });
+        }
+    }
 }
 
 /// `(out0, out1) = ModDown(sum_j auto(d_j) * (b_j, a_j))` over `Q_l`: the key-switched

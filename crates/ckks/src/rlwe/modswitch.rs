@@ -179,6 +179,7 @@ mod tests {
             log_p: vec![p],
             log_scale: 20,
             dnum: None,
+            gadget_log_base: None,
             security: Security::Hes128,
         })
         .unwrap()

@@ -265,9 +265,9 @@ fn decode_ksk(bytes: &[u8], params: &Arc<Parameters>, kind: Kind) -> Result<(u64
     read_header(&mut rd, kind, params)?;
     let extra = rd.u64("key header")?;
     let one = packed_len(params, params.max_level() + 1, params.p().len());
-    let mut rd = exact_body(&mut rd, 32 + params.dnum() * one)?;
+    let mut rd = exact_body(&mut rd, 32 + params.key_digits() * one)?;
     let seed = rd.array("seed")?;
-    let b = (0..params.dnum())
+    let b = (0..params.key_digits())
         .map(|_| read_poly(&mut rd, params, params.max_level(), true))
         .collect::<Result<Vec<_>>>()?;
     Ok((extra, KeySwitchKey::from_parts(params.clone(), b, seed)))

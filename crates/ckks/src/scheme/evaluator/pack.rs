@@ -160,6 +160,7 @@ mod tests {
             log_p: vec![54],
             log_scale: 20,
             dnum: None,
+            gadget_log_base: None,
             security: Security::Hes128,
         })
         .unwrap()
@@ -237,6 +238,58 @@ mod tests {
                 "gap 2^{log_gap}, 2^{r} inputs: error {worst}"
             );
         }
+    }
+
+    /// The worst packing error at a one-prime `q ~ 2^60` with `P ~ 2^47` (what the security
+    /// bound leaves at `N = 2^12`), for 16 inputs of zeros at grid `2^6`.
+    fn wide_pack_error(gadget_log_base: Option<u32>) -> i64 {
+        let p = Parameters::new(&ParametersLiteral {
+            log_n: 12,
+            log_q: vec![60],
+            log_p: vec![47],
+            log_scale: 20,
+            dnum: None,
+            gadget_log_base,
+            security: Security::Hes128,
+        })
+        .unwrap();
+        let sk = Arc::new(SecretKey::generate(&p));
+        let (log_gap, log_count) = (6u32, 4u32);
+        let mut gks = GaloisKeys::default();
+        for g in pack_galois_elements(p.log_n(), log_gap, log_count) {
+            gks.insert(GaloisKey::new(&sk, g));
+        }
+        let mut ev = Evaluator::new(&p).with_galois_keys(Arc::new(gks));
+        let mut enc = Encryptor::with_secret_key(sk.clone());
+        let zero = Plaintext::from_poly(
+            Poly::<Coeff>::from_signed(p.ring(), &vec![0; p.n()], 0, false).into_ntt(p.ring()),
+            Scale(1.0),
+            Encoding::Coefficients,
+        );
+        let cts = (0..1 << log_count)
+            .map(|_| Some(enc.encrypt(&zero)))
+            .collect();
+        let packed = ev.pack(cts, log_gap).unwrap();
+        let (c0, c1) = packed.components();
+        let m = Decryptor::new(sk).decrypt_poly(c0, c1);
+        let q = p.ring().moduli()[0];
+        (0..p.n())
+            .step_by(1 << (log_gap - log_count))
+            .map(|at| q.center(m.row(0)[at]).abs())
+            .max()
+            .unwrap()
+    }
+
+    /// With one 61-bit prime and `P ~ 2^47` a whole-prime digit leaves key-switch noise
+    /// near `q sqrt(N) / P ~ 2^20` per merge; the base-`2^31` gadget leaves the rounding
+    /// (`~sqrt(N)`), doubled by each later level.
+    #[test]
+    fn a_gadget_base_keeps_key_switch_noise_at_the_rounding_when_p_is_below_q() {
+        let gadget = wide_pack_error(Some(31));
+        let plain = wide_pack_error(None);
+        println!("worst packing error: gadget {gadget}, one digit {plain}");
+        assert!(gadget < 1 << 12, "gadget: {gadget}");
+        assert!(plain > 1 << 16, "one digit: {plain}");
     }
 
     #[test]
