@@ -105,7 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (up, down) = (input.wire_bytes(&params), out.wire_bytes());
             }
             let (bi, packed) = (t.in_blocks(d_in), t.packed_cts(d_out));
-            let (ks, blocks) = t.packed_work(d_in, d_out);
+            let (ks, blocks) = t.packed_work(d_in, d_out, selene_linalg::coeff::packing(&params));
             let (s, e, d) = (median(s), median(e), median(d));
             println!(
                 "{d_in} {d_out} {} | {bi} {blocks} {ks} | {s:.3} {e:.3} {d:.3} | {up} {down}",

@@ -268,7 +268,7 @@ impl Client {
                 (
                     flooding::product_noise_bound(&self.params, layout)?
                         + BOUND_FLOOD_SIGMAS * sigma,
-                    q / f64::from(l.down_bits + l.pack_levels).exp2(),
+                    l.unit(q),
                 )
             }
             // Unflooded, with noise far below the slack.

@@ -36,7 +36,7 @@ use selene_ckks::{Ciphertext, Encoding, Evaluator, GaloisKeys, Parameters, Scale
 use crate::error::{Error, Result};
 use crate::lazy::LazyAcc;
 use crate::modswitch::{download_modulus, SwitchedCt};
-use crate::tiling::Tiling;
+use crate::tiling::{Packing, Tiling};
 use crate::MatrixShape;
 
 /// Bits of an encoded weight (`|round(w_ij s_j)| <= 2^W_BITS`) at the narrow-prime
@@ -74,6 +74,18 @@ pub struct CoeffLayout {
     /// Of those, the first levels folded into the weights ([`crate::hoist`]): the server
     /// needs `2^hoist_levels - 1` images of each input. Derived, never sent.
     pub hoist_levels: u32,
+    /// Bits by which the merges scale every output: `pack_levels`, or 0 where the weights
+    /// were multiplied by `2^-r mod q` so the merges' doubling restores the product itself
+    /// ([`exact_merges`]). Derived, never sent.
+    pub merge_gain_bits: u32,
+}
+
+impl CoeffLayout {
+    /// `q / 2^(down_bits + merge_gain_bits)`: one unit of a decrypted output integer in
+    /// the scale of `||x_t|| ||w_j||` times the token and column scales.
+    pub fn unit(&self, q: f64) -> f64 {
+        q / f64::from(self.down_bits + self.merge_gain_bits).exp2()
+    }
 }
 
 impl CoeffLayout {
@@ -182,11 +194,33 @@ pub fn packs(params: &Parameters) -> bool {
     crate::LinalgPreset::of(params).is_some_and(|p| p.packs())
 }
 
-/// `x_bits` for `params` with `pack_levels` merges (each doubles the values), or an error
-/// if its prime cannot hold the products and the centred lift of `c1 s` at decryption.
+/// How `params`' preset merges packed outputs ([`Packing`]): presets that flood their
+/// decryptions fold no merge level into the weights (the images' key-switch rounding
+/// would be multiplied by the weights, [`crate::flooding`]).
+pub fn packing(params: &Parameters) -> Packing {
+    Packing {
+        fold: !crate::LinalgPreset::of(params).is_some_and(|p| p.floods()),
+        key_rows: params.key_digits(),
+    }
+}
+
+/// True when `params` pack outputs without folding: every merge level is a real one, so
+/// the blocks can be pre-multiplied by `2^-r mod q` and the `r` doublings give back
+/// `X W` exactly (every step is `Z_q`-linear in the plaintext), keeping `x_bits` at its
+/// unpacked value. The merges' own key-switch noise is not pre-divided; it is the
+/// rounding of each switch, doubled by every later level (Chen, Dai, Kim, Song,
+/// ACNS 2021, Sec. 3, multiply by `N^-1` the same way).
+pub(crate) fn exact_merges(params: &Parameters) -> bool {
+    packs(params) && !packing(params).fold
+}
+
+/// `x_bits` for `params` with `pack_levels` merges (each doubles the values unless the
+/// merges are exact), or an error if its prime cannot hold the products and the
+/// centred lift of `c1 s` at decryption.
 pub(crate) fn x_bits(params: &Parameters, pack_levels: u32) -> Result<u32> {
     let q_bits = ring_prime(params).bits();
-    let (down, w) = (down_bits(params), w_bits(params) + pack_levels);
+    let gain = if exact_merges(params) { 0 } else { pack_levels };
+    let (down, w) = (down_bits(params), w_bits(params) + gain);
     let min_bits = (MIN_X_BITS + w + HEADROOM_BITS).max(down + params.log_n() + 2);
     let fits = download_modulus(down).is_ok_and(|m| m.lift_fits(params));
     if q_bits < min_bits || !fits {
@@ -204,14 +238,9 @@ pub fn modelled_row_ns(params: &Parameters, shape: MatrixShape, link: &crate::Li
     let q_bits = ring_prime(params).bits();
     let down = down_bits(params);
     if packs(params) {
-        Tiling::choose_packed(n, shape.d_in, shape.d_out, 1, q_bits, down, link).packed_model_ns(
-            n,
-            shape.d_in,
-            shape.d_out,
-            q_bits,
-            down,
-            link,
-        )
+        let packing = packing(params);
+        Tiling::choose_packed(n, shape.d_in, shape.d_out, 1, q_bits, down, link, packing)
+            .packed_model_ns(n, shape.d_in, shape.d_out, q_bits, down, link, packing)
     } else {
         let t = Tiling::choose(n, shape.d_in, shape.d_out, 1, q_bits, down);
         // `model_ns` charges the wire at 1 bit/ns both ways; move it to the link's rates.
@@ -252,7 +281,16 @@ fn chosen_tiling(
     let q_bits = ring_prime(params).bits();
     let down_bits = down_bits(params);
     Ok(if packs(params) {
-        Tiling::choose_packed(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits, link)
+        Tiling::choose_packed(
+            n,
+            shape.d_in,
+            shape.d_out,
+            n_b,
+            q_bits,
+            down_bits,
+            link,
+            packing(params),
+        )
     } else {
         Tiling::choose(n, shape.d_in, shape.d_out, n_b, q_bits, down_bits)
     })
@@ -274,7 +312,7 @@ pub(crate) fn encoded_words(
     let t = chosen_tiling(params, shape, n_b, link)?;
     let blocks = if packs(params) {
         x_bits(params, t.pack_levels(shape.d_out))?;
-        t.in_blocks(shape.d_in) * t.packed_work(shape.d_in, shape.d_out).1
+        t.in_blocks(shape.d_in) * t.packed_work(shape.d_in, shape.d_out, packing(params)).1
     } else {
         x_bits(params, 0)?;
         t.in_blocks(shape.d_in) * t.out_blocks(shape.d_out)
@@ -316,7 +354,13 @@ fn prepare_tiled(
         0
     };
     let x_bits = x_bits(params, pack_levels)?;
-    let hoist_levels = tiling.hoist_levels(shape.d_in, shape.d_out, pack_levels);
+    let hoist_levels = tiling.hoist_levels(shape.d_in, shape.d_out, pack_levels, packing(params));
+    let merge_gain_bits = if exact_merges(params) { 0 } else { pack_levels };
+    // 2^-r mod q (q odd), folded into every block when the merges are exact.
+    let q = ring_prime(params);
+    let pre_divide = (merge_gain_bits < pack_levels)
+        .then(|| q.inv(q.reduce_i128(1i128 << pack_levels)))
+        .flatten();
     let col_scale: Vec<f64> = w_rows
         .chunks_exact(shape.d_in)
         .map(|row| {
@@ -365,7 +409,10 @@ fn prepare_tiled(
                     }
                 }
             }
-            let poly = Poly::<Coeff>::from_signed(ring, &coeffs, 0, false).into_ntt(ring);
+            let mut poly = Poly::<Coeff>::from_signed(ring, &coeffs, 0, false).into_ntt(ring);
+            if let Some(c) = pre_divide {
+                poly.mul_scalar_assign(ring, &[c]);
+            }
             out.copy_from_slice(poly.row(0));
         });
     let layout = CoeffLayout {
@@ -376,6 +423,7 @@ fn prepare_tiled(
         down_bits,
         pack_levels,
         hoist_levels,
+        merge_gain_bits,
     };
     let items = if hoist_levels > 0 {
         fold_blocks(params, &layout, shape, std::mem::take(&mut blocks))
@@ -687,9 +735,8 @@ pub(crate) fn decrypt(
     token_scales: &[f64],
     flood_sigma: f64,
 ) -> Result<Vec<f64>> {
-    let q = ring_prime(params);
-    // Packing doubled every value once per merge level.
-    let unit = q.value() as f64 / f64::from(layout.down_bits + layout.pack_levels).exp2();
+    // Packing doubled every value once per merge level, unless pre-divided.
+    let unit = layout.unit(ring_prime(params).value() as f64);
     let m = decrypt_ints(dec, layout, cts, n, shape, flood_sigma)?;
     Ok(m.chunks_exact(shape.d_out)
         .zip(token_scales)
@@ -721,6 +768,7 @@ mod tests {
                 down_bits: 24,
                 pack_levels,
                 hoist_levels: 0,
+                merge_gain_bits: pack_levels,
             };
             let plan: Vec<usize> = layout.output_plan(n, d_out).iter().map(Vec::len).collect();
             assert_eq!(layout.output_lens(n, d_out), plan, "{:?}", layout.tiling);

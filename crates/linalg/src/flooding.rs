@@ -103,8 +103,38 @@ pub fn product_noise_bound(params: &Parameters, layout: &Layout) -> Result<f64> 
     let switch = f64::from(l.down_bits).exp2() / q;
     let column = f64::from(l.w_bits).exp2() + (layout.shape.d_in as f64).sqrt() / 2.0;
     let k_o = l.tiling.k_o.min(layout.shape.d_out) as f64;
-    let v = (switch * ERROR_SIGMA * column).powi(2) * k_o + (params.n() as f64 + 1.0) / 4.0;
+    let gain = f64::from(l.merge_gain_bits).exp2();
+    let ks = key_switch_variance(params);
+    // Packed outputs: every weighted term scaled by the merges' gain; hoisted images
+    // carry a key switch's noise times the folded weights (whose squared norms the
+    // parallelogram law keeps at `4^L` times the blocks'); each real merge level's key
+    // switch is doubled by every later level.
+    let images = if l.hoist_levels > 0 { ks } else { 0.0 };
+    let real = l.pack_levels - l.hoist_levels;
+    let merges = ks * (4f64.powi(real as i32) - 1.0) / 3.0;
+    let v = switch.powi(2)
+        * ((gain * column).powi(2) * k_o * (ERROR_SIGMA.powi(2) + images) + merges)
+        + (params.n() as f64 + 1.0) / 4.0;
     Ok((2.0 * v * f64::from(TAIL_BITS + 1) * std::f64::consts::LN_2).sqrt())
+}
+
+/// Variance proxy of one key switch's noise per coefficient, in units of `q`: the
+/// ModDown rounding `r0 + r1 s` (`N + 1` terms in `[-1/2, 1/2]`) plus the key's
+/// `sum_k d_k e_k / P` (`N` terms per key row, the digit part bounded by half its
+/// range: `q/2` for a whole-prime digit, `2^(w-1)` for a gadget part).
+fn key_switch_variance(params: &Parameters) -> f64 {
+    let n = params.n() as f64;
+    let p: f64 = params.p().iter().map(|&x| x as f64).product();
+    let q = params.ring().moduli()[0];
+    let parts = params.key_digits();
+    let halves: f64 = match params.gadget_log_base() {
+        None => (q.value() as f64 / 2.0).powi(2),
+        Some(w) => {
+            let last = f64::from(q.bits() - w * (parts as u32 - 1)).exp2() / 2.0 + 1.0;
+            (parts - 1) as f64 * f64::from(w - 1).exp2().powi(2) + last.powi(2)
+        }
+    };
+    (n + 1.0) / 4.0 + n * ERROR_SIGMA.powi(2) * halves / (p * p)
 }
 
 /// Decrypted coefficients one token row releases through a product of `layout`: its
@@ -144,7 +174,7 @@ pub fn flooded_precision_bits(params: &Parameters, layout: &Layout, sigma: f64) 
     layout.check_params(params)?;
     let l = coeff_layout(layout)?;
     let q_bits = (params.ring().moduli()[0].value() as f64).log2();
-    let full_scale = f64::from(l.x_bits + l.w_bits + l.down_bits) - q_bits;
+    let full_scale = f64::from(l.x_bits + l.w_bits + l.merge_gain_bits + l.down_bits) - q_bits;
     Ok(full_scale - sigma.max(1.0).log2())
 }
 
@@ -165,29 +195,46 @@ mod tests {
             .collect()
     }
 
-    /// Measures `E` exactly: the client's decrypted integers against `(2^k/q) M` for the
-    /// exact integer product `M` of the rounded encodings.
+    /// Measures `E` exactly: the client's decrypted integers against `(2^k/q) M` (times
+    /// the merges' gain) for the exact integer product `M` of the rounded encodings, at
+    /// every coefficient preset: unpacked, packed with folded levels, and packed flat
+    /// with exact merges.
     #[test]
-    fn measured_product_noise_stays_under_the_bound_coeff11_coeff12_coeff12wide() {
-        for preset in [
+    fn measured_product_noise_stays_under_the_bound_at_every_coefficient_preset() {
+        for (preset, shape) in [
             LinalgPreset::Coeff11,
             LinalgPreset::Coeff12,
             LinalgPreset::Coeff12Wide,
-        ] {
+            LinalgPreset::Coeff12Pack,
+            LinalgPreset::Coeff12WidePack,
+        ]
+        .into_iter()
+        .flat_map(|p| {
+            // Packed presets also at SmolLM2's widest output (more merge levels).
+            let wide = p.packs().then_some((p, MatrixShape::new(576, 3072)));
+            [(p, MatrixShape::new(576, 192))].into_iter().chain(wide)
+        }) {
             let params = preset.build().unwrap();
-            let (shape, n) = (MatrixShape::new(576, 192), 3);
+            let n = 3;
             let w = values(1, shape.d_in * shape.d_out);
             let mut x = values(2, n * shape.d_in);
             x[5] *= 40.0;
             let m = PreparedMatrix::new(&params, &w, shape, Method::Coefficients, 1).unwrap();
             let l = coeff_layout(m.layout()).unwrap().clone();
+            assert_eq!(preset.packs(), l.pack_levels > 0, "{preset:?}");
             let mut client = Client::new(&params);
             let (input, scales) = client.encode_encrypt(&x, n, m.layout()).unwrap();
-            let out = Server::new(&params).apply(&m, &input).unwrap();
+            let server = if preset.packs() {
+                let keys = client.galois_keys(&[m.layout()]);
+                Server::new(&params).with_galois_keys(std::sync::Arc::new(keys))
+            } else {
+                Server::new(&params)
+            };
+            let out = server.apply(&m, &input).unwrap();
             let raw = client.decrypt_raw(&out, m.layout()).unwrap();
 
             let q = params.ring().moduli()[0].value() as f64;
-            let switch = f64::from(l.down_bits).exp2() / q;
+            let switch = f64::from(l.down_bits).exp2() / q * f64::from(l.merge_gain_bits).exp2();
             let (mut worst, mut sum_sq, mut count) = (0f64, 0f64, 0f64);
             for t in 0..n {
                 let delta = scales.scales[t];
@@ -209,7 +256,13 @@ mod tests {
             }
             let bound = product_noise_bound(&params, m.layout()).unwrap();
             let sd = (sum_sq / count).sqrt();
-            println!("{preset:?}: noise sd {sd:.1}, max {worst:.1}, bound {bound:.1}");
+            println!(
+                "{preset:?}: tiling {:?}, {} merge levels ({} folded): noise sd {sd:.1}, max \
+                 {worst:.1}, bound {bound:.1}",
+                l.tiling.as_tuple(),
+                l.pack_levels,
+                l.hoist_levels
+            );
             assert!(worst <= bound, "{preset:?}: {worst} > {bound}");
             // Not vacuous: the bound sits within ~20 standard deviations of the noise. The
             // noise is fresh each run: at Coeff12 13 runs gave sd 15.6-18.3 against the

@@ -114,7 +114,7 @@ pub(crate) fn fold(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tiling::Tiling;
+    use crate::tiling::{Packing, Tiling};
 
     #[test]
     fn image_elements_are_distinct_odd_and_start_with_the_identity() {
@@ -141,13 +141,20 @@ mod tests {
             k_o: 4,
         };
         assert_eq!(t.pack_levels(3072), 10);
-        assert_eq!(t.hoist_levels(576, 3072, 10), 5);
+        assert_eq!(t.hoist_levels(576, 3072, 10, Packing::FOLDED), 5);
+        // A flooded preset folds nothing.
+        let flat = Packing {
+            fold: false,
+            key_rows: 2,
+        };
+        assert_eq!(t.hoist_levels(576, 3072, 10, flat), 0);
+        assert_eq!(t.packed_work(576, 3072, flat), (767, 768));
         // Many input blocks make images dear: fewer levels move.
         let wide = Tiling {
             n_b: 1,
             k_i: 32,
             k_o: 128,
         };
-        assert!(wide.hoist_levels(576, 3072, wide.pack_levels(3072)) <= 2);
+        assert!(wide.hoist_levels(576, 3072, wide.pack_levels(3072), Packing::FOLDED) <= 2);
     }
 }

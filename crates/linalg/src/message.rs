@@ -412,7 +412,17 @@ impl Layout {
                     w_bits: crate::coeff::w_bits(params),
                     down_bits,
                     pack_levels,
-                    hoist_levels: tiling.hoist_levels(d_in, d_out, pack_levels),
+                    hoist_levels: tiling.hoist_levels(
+                        d_in,
+                        d_out,
+                        pack_levels,
+                        crate::coeff::packing(params),
+                    ),
+                    merge_gain_bits: if crate::coeff::exact_merges(params) {
+                        0
+                    } else {
+                        pack_levels
+                    },
                 })
             }
             Method::Slots => {

@@ -47,6 +47,15 @@ pub enum LinalgPreset {
     /// keeps each merge's key-switch noise near `2^6`, and the prime leaves room for the
     /// merges' doubling of the values. Strict mode only (no flooding).
     Coeff12Pack,
+    /// Coefficient method with packed outputs under decryption flooding: `Coeff12Wide`'s
+    /// 61-bit prime, `2^47` download modulus and 12-bit weights, a `P` near `2^47`
+    /// (`log QP` about 108 <= 109) and a base-`2^31` gadget inside the prime's digit, so
+    /// a merge's key-switch noise is its rounding (`~sqrt(N)`) instead of
+    /// `q sqrt(N) / P ~ 2^20`. No merge level is folded into the weights (the images'
+    /// rounding would be multiplied by them) and the blocks are pre-divided by `2^r`
+    /// ([`crate::coeff::packing`]), so the flooded precision stays near `Coeff12Wide`'s
+    /// with a few ciphertexts per product each way. Selective mode on slow links.
+    Coeff12WidePack,
     /// Slot (diagonal) method, `N = 2^13` (4096 slots, enough for `d_in + d_out - 1 = 3647`
     /// of the 576 -> 3072 projection), one 55-bit prime and a 60-bit `P` (`log QP` 115
     /// <= 218); rotation keys with one digit, whose noise `P` divides by `2^60`.
@@ -54,7 +63,7 @@ pub enum LinalgPreset {
 }
 
 impl LinalgPreset {
-    /// The preset's name: `"coeff11"`, `"coeff12"`, `"coeff12wide"` or `"slots13"`. What
+    /// The preset's name (`"coeff11"`, `"coeff12"`, `"coeff12wide"`, ...). What
     /// [`Display`](fmt::Display) writes, [`FromStr`] and serde read, and a policy file
     /// names.
     pub fn name(self) -> &'static str {
@@ -63,6 +72,7 @@ impl LinalgPreset {
             LinalgPreset::Coeff12 => "coeff12",
             LinalgPreset::Coeff12Wide => "coeff12wide",
             LinalgPreset::Coeff12Pack => "coeff12pack",
+            LinalgPreset::Coeff12WidePack => "coeff12widepack",
             LinalgPreset::Slots13 => "slots13",
         }
     }
@@ -86,6 +96,11 @@ impl LinalgPreset {
                 "N = 2^12, one 54-bit prime, outputs packed by the server with Galois keys: a \
                  few ciphertexts down per product (strict mode only)"
             }
+            LinalgPreset::Coeff12WidePack => {
+                "N = 2^12, coeff12wide's 61-bit prime with packed outputs (Galois keys with a \
+                 2^31 gadget): the flooded selective preset for slow links, a few \
+                 ciphertexts per product"
+            }
             LinalgPreset::Slots13 => {
                 "N = 2^13, one 55-bit prime, slot method with rotation keys: about 15 bits \
                  (benchmarks; no session serves it)"
@@ -102,6 +117,7 @@ impl LinalgPreset {
             LinalgPreset::Slots13 => 3,
             LinalgPreset::Coeff12Wide => 4,
             LinalgPreset::Coeff12Pack => 5,
+            LinalgPreset::Coeff12WidePack => 6,
         }
     }
 
@@ -112,10 +128,13 @@ impl LinalgPreset {
 
     /// True when decryptions at this preset keep precision under the noise flooding a
     /// released decryption needs (Li, Micciancio, Schultz, Sorrell, CRYPTO 2022;
-    /// [`crate::flooding`]): only [`LinalgPreset::Coeff12Wide`], whose `2^47` download
-    /// modulus leaves about 11 bits under a sigma near `2^34`.
+    /// [`crate::flooding`]): [`LinalgPreset::Coeff12Wide`] and its packed twin, whose
+    /// `2^47` download modulus leaves about 11 bits under a sigma near `2^34`.
     pub fn floods(self) -> bool {
-        matches!(self, LinalgPreset::Coeff12Wide)
+        matches!(
+            self,
+            LinalgPreset::Coeff12Wide | LinalgPreset::Coeff12WidePack
+        )
     }
 
     /// The method this preset is built for.
@@ -124,24 +143,30 @@ impl LinalgPreset {
             LinalgPreset::Coeff11
             | LinalgPreset::Coeff12
             | LinalgPreset::Coeff12Wide
-            | LinalgPreset::Coeff12Pack => Method::Coefficients,
+            | LinalgPreset::Coeff12Pack
+            | LinalgPreset::Coeff12WidePack => Method::Coefficients,
             LinalgPreset::Slots13 => Method::Slots,
         }
     }
 
     /// Every preset, for lookups and tests.
-    pub const ALL: [LinalgPreset; 5] = [
+    pub const ALL: [LinalgPreset; 6] = [
         LinalgPreset::Coeff11,
         LinalgPreset::Coeff12,
         LinalgPreset::Coeff12Wide,
         LinalgPreset::Coeff12Pack,
+        LinalgPreset::Coeff12WidePack,
         LinalgPreset::Slots13,
     ];
 
     /// True when the server packs this preset's product outputs before the download
-    /// (needs the client's Galois keys): only [`LinalgPreset::Coeff12Pack`].
+    /// (needs the client's Galois keys): [`LinalgPreset::Coeff12Pack`] and
+    /// [`LinalgPreset::Coeff12WidePack`].
     pub fn packs(self) -> bool {
-        matches!(self, LinalgPreset::Coeff12Pack)
+        matches!(
+            self,
+            LinalgPreset::Coeff12Pack | LinalgPreset::Coeff12WidePack
+        )
     }
 
     /// The preset `params` were built from, if they are one.
@@ -160,7 +185,7 @@ impl LinalgPreset {
     /// keep it under the rounding term at `2^47` (docs/hardening.md, issue 20 item 1).
     pub fn weight_bits(self) -> u32 {
         match self {
-            LinalgPreset::Coeff12Wide => 12,
+            LinalgPreset::Coeff12Wide | LinalgPreset::Coeff12WidePack => 12,
             _ => crate::coeff::W_BITS,
         }
     }
@@ -176,7 +201,7 @@ impl LinalgPreset {
             LinalgPreset::Coeff11 | LinalgPreset::Coeff12 | LinalgPreset::Coeff12Pack => {
                 crate::coeff::DEFAULT_DOWN_BITS
             }
-            LinalgPreset::Coeff12Wide => 47,
+            LinalgPreset::Coeff12Wide | LinalgPreset::Coeff12WidePack => 47,
             LinalgPreset::Slots13 => crate::slots::DOWN_BITS,
         }
     }
@@ -189,6 +214,7 @@ impl LinalgPreset {
             // 60 is the engine's widest prime size (the prime lands just above 2^60).
             LinalgPreset::Coeff12Wide => (12, 60, 20),
             LinalgPreset::Coeff12Pack => (12, 54, 54),
+            LinalgPreset::Coeff12WidePack => (12, 60, 47),
             LinalgPreset::Slots13 => (13, 55, 60),
         };
         ParametersLiteral {
@@ -197,7 +223,8 @@ impl LinalgPreset {
             log_p: vec![p],
             log_scale: 20,
             dnum: None,
-            gadget_log_base: None,
+            // Two parts of at most 2^30 each: key noise ~2^-11 after dividing by P.
+            gadget_log_base: (self == LinalgPreset::Coeff12WidePack).then_some(31),
             security: Security::Hes128,
         }
     }
@@ -299,9 +326,9 @@ mod tests {
         }
         // The codes are stored in keystores: they never change.
         let codes = LinalgPreset::ALL.map(LinalgPreset::code);
-        assert_eq!(codes, [1, 2, 4, 5, 3]);
+        assert_eq!(codes, [1, 2, 4, 5, 6, 3]);
         assert_eq!(LinalgPreset::from_code(0), None);
-        assert_eq!(LinalgPreset::from_code(6), None);
+        assert_eq!(LinalgPreset::from_code(7), None);
         let names = LinalgPreset::ALL.map(LinalgPreset::name);
         assert_eq!(
             names,
@@ -310,6 +337,7 @@ mod tests {
                 "coeff12",
                 "coeff12wide",
                 "coeff12pack",
+                "coeff12widepack",
                 "slots13"
             ]
         );
@@ -318,7 +346,7 @@ mod tests {
                 .into_iter()
                 .filter(|p| p.floods())
                 .collect::<Vec<_>>(),
-            [LinalgPreset::Coeff12Wide]
+            [LinalgPreset::Coeff12Wide, LinalgPreset::Coeff12WidePack]
         );
     }
 
@@ -331,7 +359,7 @@ mod tests {
                 e.to_string(),
                 format!(
                     "unknown preset {bad:?}; expected one of coeff11, coeff12, coeff12wide, \
-                     coeff12pack, slots13"
+                     coeff12pack, coeff12widepack, slots13"
                 )
             );
             assert!(serde_json::from_str::<LinalgPreset>(&format!("{bad:?}")).is_err());

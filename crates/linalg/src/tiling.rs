@@ -71,6 +71,34 @@ const CLIENT_ENC_NS_PER_COEFF: f64 = 42.0;
 /// The client's decryption and decoding of one packed download, per coefficient.
 const CLIENT_DEC_NS_PER_COEFF: f64 = 26.0;
 
+/// How a packing preset merges its output blocks: what the tiling's choice and the
+/// server's work depend on beyond the shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packing {
+    /// Whether the first merge levels may fold into the weights ([`crate::hoist`]). Not
+    /// under decryption flooding: the images' key-switch rounding would be multiplied by
+    /// the weights ([`crate::flooding`]).
+    pub fold: bool,
+    /// Key rows per key switch (the parts of a gadget base, 1 without one): each adds
+    /// a decomposition's NTTs and a row of the key product.
+    pub key_rows: usize,
+}
+
+impl Packing {
+    /// The strict packed preset's merges: folded levels, whole-prime digits.
+    pub const FOLDED: Packing = Packing {
+        fold: true,
+        key_rows: 1,
+    };
+
+    /// Modelled cost of one key switch per coefficient: the decomposition and key product
+    /// grow with the key rows, the ModDown and automorphism do not (about half of a
+    /// one-row switch each).
+    fn ks_ns_per_coeff(&self) -> f64 {
+        KS_NS_PER_COEFF * (0.5 + 0.5 * self.key_rows as f64)
+    }
+}
+
 impl Tiling {
     /// The tuple `(n_b, k_i, k_o)`, for error messages.
     pub fn as_tuple(&self) -> (usize, usize, usize) {
@@ -156,6 +184,10 @@ impl Tiling {
     /// client's encryptions and decryptions, and the bytes each way at the link's rates.
     /// Packing merges `2^r` output blocks (`r = min(log2 k_i, ceil(log2 blocks))`) into
     /// one download; see [`Tiling::packed_model_ns`] for the key switches it costs.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the shape, both widths, the link and the preset's packing"
+    )]
     pub fn choose_packed(
         ring_n: usize,
         d_in: usize,
@@ -164,6 +196,7 @@ impl Tiling {
         up_bits: u32,
         down_bits: u32,
         link: &crate::Link,
+        packing: Packing,
     ) -> Tiling {
         let per_ct = ring_n / n_b.max(1);
         let mut best = Tiling {
@@ -176,7 +209,7 @@ impl Tiling {
         while k_i <= per_ct && k_i < 2 * d_in {
             let k_o = (per_ct / k_i).min(d_out);
             let t = Tiling { n_b, k_i, k_o };
-            let cost = t.packed_model_ns(ring_n, d_in, d_out, up_bits, down_bits, link);
+            let cost = t.packed_model_ns(ring_n, d_in, d_out, up_bits, down_bits, link, packing);
             if cost < best_cost {
                 best_cost = cost;
                 best = t;
@@ -209,8 +242,18 @@ impl Tiling {
     /// Merge levels moved to the weights ([`crate::hoist`]): the `L` in `0..=r` that
     /// minimises the key switches of one token group, `in_blocks (2^L - 1)` hoisted
     /// images plus `packed (2^(r-L) - 1)` real merges (the smaller `L` on a tie). A
-    /// function of the tiling and shape, so client and server agree without sending it.
-    pub fn hoist_levels(&self, d_in: usize, d_out: usize, pack_levels: u32) -> u32 {
+    /// function of the tiling, shape and preset, so client and server agree without
+    /// sending it. 0 when `packing` does not fold.
+    pub fn hoist_levels(
+        &self,
+        d_in: usize,
+        d_out: usize,
+        pack_levels: u32,
+        packing: Packing,
+    ) -> u32 {
+        if !packing.fold {
+            return 0;
+        }
         let (bi, packed) = (self.in_blocks(d_in), self.packed_cts(d_out));
         (0..=pack_levels)
             .min_by_key(|&l| bi * ((1 << l) - 1) + packed * ((1 << (pack_levels - l)) - 1))
@@ -228,14 +271,14 @@ impl Tiling {
     /// levels folded into the weights ([`crate::hoist`]) that is `in_blocks (2^L - 1)`
     /// images plus `packed (2^(r-L) - 1)` real merges, and the folded items pad to `2^r`
     /// blocks; with none, one merge per block beyond the packed ones.
-    pub fn packed_work(&self, d_in: usize, d_out: usize) -> (usize, usize) {
+    pub fn packed_work(&self, d_in: usize, d_out: usize, packing: Packing) -> (usize, usize) {
         let (bi, bo, packed) = (
             self.in_blocks(d_in),
             self.out_blocks(d_out),
             self.packed_cts(d_out),
         );
         let r = self.pack_levels(d_out);
-        match self.hoist_levels(d_in, d_out, r) {
+        match self.hoist_levels(d_in, d_out, r, packing) {
             0 => (bo - packed, bo),
             l => {
                 let (s, j) = (1usize << l, 1usize << (r - l));
@@ -246,6 +289,10 @@ impl Tiling {
 
     /// Modelled time (ns) of one token group with packed outputs over `link`; see
     /// [`Tiling::choose_packed`].
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the shape, both widths, the link and the preset's packing"
+    )]
     pub fn packed_model_ns(
         &self,
         ring_n: usize,
@@ -254,13 +301,14 @@ impl Tiling {
         up_bits: u32,
         down_bits: u32,
         link: &crate::Link,
+        packing: Packing,
     ) -> f64 {
         let (bi, packed) = (self.in_blocks(d_in) as f64, self.packed_cts(d_out) as f64);
         let nf = ring_n as f64;
-        let (key_switches, blocks) = self.packed_work(d_in, d_out);
+        let (key_switches, blocks) = self.packed_work(d_in, d_out, packing);
         let (key_switches, blocks) = (key_switches as f64, blocks as f64);
         let server = bi * blocks * nf * MAC_NS
-            + key_switches * nf * KS_NS_PER_COEFF
+            + key_switches * nf * packing.ks_ns_per_coeff()
             + bi * nf * PACKED_INPUT_NS
             + 2.0 * packed * nf * NTT_NS_PER_COEFF;
         let client = nf * (bi * CLIENT_ENC_NS_PER_COEFF + packed * CLIENT_DEC_NS_PER_COEFF);

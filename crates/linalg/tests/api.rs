@@ -24,6 +24,7 @@ fn coefficient_method_matches_f64_for_ragged_shapes_and_many_tokens() {
         LinalgPreset::Coeff12,
         LinalgPreset::Coeff12Wide,
         LinalgPreset::Coeff12Pack,
+        LinalgPreset::Coeff12WidePack,
     ] {
         let params = preset.build().unwrap();
         for (d_in, d_out, n) in [(100, 37, 1), (64, 200, 5), (300, 90, 3)] {
