@@ -3,9 +3,10 @@
 //! model's server constants (`crates/linalg/src/tiling.rs`) by least squares:
 //! `server = a (in_blocks x blocks) + b key_switches + c in_blocks + d`, in ms.
 //!
-//! `cargo run --release -p selene-linalg --example sweep` (2 threads, as the reference
-//! machine's server; `RAYON_NUM_THREADS` to change). Weights and inputs are synthetic:
-//! the time of a product does not depend on the values.
+//! `cargo run --release -p selene-linalg --example sweep [PRESET]` (2 threads, as the
+//! reference machine's server; `RAYON_NUM_THREADS` to change; `PRESET` another packing
+//! preset, e.g. `coeff12widepack`). Weights and inputs are synthetic: the time of a
+//! product does not depend on the values.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,7 +68,11 @@ fn least_squares(rows: &[[f64; 4]], y: &[f64]) -> [f64; 4] {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let params = LinalgPreset::Coeff12Pack.build()?;
+    let preset: LinalgPreset = match std::env::args().nth(1) {
+        Some(name) => name.parse()?,
+        None => LinalgPreset::Coeff12Pack,
+    };
+    let params = preset.build()?;
     let n = params.n();
     let (mut features, mut server_ms, mut enc, mut dec) = (vec![], vec![], vec![], vec![]);
     println!("d_in d_out k_i | in_blocks blocks key_switches | server_ms enc_ms dec_ms | up_bytes down_bytes");

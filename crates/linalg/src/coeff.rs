@@ -200,7 +200,6 @@ pub fn packs(params: &Parameters) -> bool {
 pub fn packing(params: &Parameters) -> Packing {
     Packing {
         fold: !crate::LinalgPreset::of(params).is_some_and(|p| p.floods()),
-        key_rows: params.key_digits(),
     }
 }
 

@@ -143,10 +143,7 @@ mod tests {
         assert_eq!(t.pack_levels(3072), 10);
         assert_eq!(t.hoist_levels(576, 3072, 10, Packing::FOLDED), 5);
         // A flooded preset folds nothing.
-        let flat = Packing {
-            fold: false,
-            key_rows: 2,
-        };
+        let flat = Packing { fold: false };
         assert_eq!(t.hoist_levels(576, 3072, 10, flat), 0);
         assert_eq!(t.packed_work(576, 3072, flat), (767, 768));
         // Many input blocks make images dear: fewer levels move.

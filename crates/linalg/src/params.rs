@@ -89,8 +89,8 @@ impl LinalgPreset {
             }
             LinalgPreset::Coeff12Wide => {
                 "N = 2^12, one 61-bit prime: room for the decryption flooding every release \
-                 needs (selective mode's preset, and the only one it accepts); ~1.7x the \
-                 traffic"
+                 needs (selective mode; it and coeff12widepack are the presets that flood); \
+                 ~1.7x the traffic"
             }
             LinalgPreset::Coeff12Pack => {
                 "N = 2^12, one 54-bit prime, outputs packed by the server with Galois keys: a \

@@ -60,7 +60,10 @@ const WIRE_NS_PER_BIT: f64 = 1.0;
 ///
 /// One key switch (a packing merge or a hoisted image: an automorphism with a hybrid key
 /// switch over `q` and `P`, about seven NTTs and the element-wise work around them), per
-/// coefficient.
+/// coefficient. The same at `Coeff12WidePack`, whose base-`2^31` gadget doubles the
+/// decomposition: its two parts run on the two threads, and the sweep fit 31.5 there
+/// against 33.6 at `Coeff12Pack` (`cargo run --release -p selene-linalg --example sweep
+/// coeff12widepack`, 2026-12-05, EPYC).
 const KS_NS_PER_COEFF: f64 = 37.0;
 /// The server's work per uploaded ciphertext (reading it, expanding `c1` from its seed),
 /// per coefficient.
@@ -79,24 +82,11 @@ pub struct Packing {
     /// under decryption flooding: the images' key-switch rounding would be multiplied by
     /// the weights ([`crate::flooding`]).
     pub fold: bool,
-    /// Key rows per key switch (the parts of a gadget base, 1 without one): each adds
-    /// a decomposition's NTTs and a row of the key product.
-    pub key_rows: usize,
 }
 
 impl Packing {
-    /// The strict packed preset's merges: folded levels, whole-prime digits.
-    pub const FOLDED: Packing = Packing {
-        fold: true,
-        key_rows: 1,
-    };
-
-    /// Modelled cost of one key switch per coefficient: the decomposition and key product
-    /// grow with the key rows, the ModDown and automorphism do not (about half of a
-    /// one-row switch each).
-    fn ks_ns_per_coeff(&self) -> f64 {
-        KS_NS_PER_COEFF * (0.5 + 0.5 * self.key_rows as f64)
-    }
+    /// The strict packed preset's merges: folded levels.
+    pub const FOLDED: Packing = Packing { fold: true };
 }
 
 impl Tiling {
@@ -308,7 +298,7 @@ impl Tiling {
         let (key_switches, blocks) = self.packed_work(d_in, d_out, packing);
         let (key_switches, blocks) = (key_switches as f64, blocks as f64);
         let server = bi * blocks * nf * MAC_NS
-            + key_switches * nf * packing.ks_ns_per_coeff()
+            + key_switches * nf * KS_NS_PER_COEFF
             + bi * nf * PACKED_INPUT_NS
             + 2.0 * packed * nf * NTT_NS_PER_COEFF;
         let client = nf * (bi * CLIENT_ENC_NS_PER_COEFF + packed * CLIENT_DEC_NS_PER_COEFF);

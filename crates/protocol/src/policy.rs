@@ -148,11 +148,12 @@ pub struct Policy {
 
 /// Presets a policy may name: those of the coefficient method, the one a session's
 /// products use ([`crate::PreparedModel`]), the strict default first.
-pub const POLICY_PRESETS: [LinalgPreset; 4] = [
+pub const POLICY_PRESETS: [LinalgPreset; 5] = [
     STRICT_PRESET,
     LinalgPreset::Coeff11,
     SELECTIVE_PRESET,
     LinalgPreset::Coeff12Pack,
+    SELECTIVE_PACKED_PRESET,
 ];
 
 /// The preset strict mode runs on unless told otherwise.
@@ -164,6 +165,11 @@ pub const STRICT_PRESET: LinalgPreset = LinalgPreset::Coeff12;
 /// docs/hardening.md, section 3). Strict mode releases nothing decrypted, so it keeps
 /// the cheaper [`STRICT_PRESET`].
 pub const SELECTIVE_PRESET: LinalgPreset = LinalgPreset::Coeff12Wide;
+
+/// Selective mode with packed outputs: [`SELECTIVE_PRESET`]'s precision under flooding
+/// with a few ciphertexts per product each way (Galois keys uploaded once per session),
+/// for links where bytes cost more than the server's key switches.
+pub const SELECTIVE_PACKED_PRESET: LinalgPreset = LinalgPreset::Coeff12WidePack;
 
 /// Largest `pad_to` accepted: padding beyond one context window is a mistake.
 pub const MAX_PAD_TO: usize = 2048;
@@ -297,10 +303,11 @@ impl Policy {
                 if !self.preset.floods() {
                     return bad(format!(
                         "preset {:?} with a [release]: released values are functions of \
-                         decryptions, which must be noise-flooded, and only preset {:?} keeps \
-                         precision under the flooding (docs/hardening.md, section 3)",
+                         decryptions, which must be noise-flooded, and only presets {:?} and \
+                         {:?} keep precision under the flooding (docs/hardening.md, section 3)",
                         self.preset.name(),
-                        SELECTIVE_PRESET.name()
+                        SELECTIVE_PRESET.name(),
+                        SELECTIVE_PACKED_PRESET.name()
                     ));
                 }
                 if let FloodSigma::Fixed(s) = r.flood_sigma {
@@ -422,12 +429,16 @@ mod tests {
             Policy::selective(L, k).validate(L).unwrap();
             assert_eq!(Policy::selective(L, k).preset, SELECTIVE_PRESET);
         }
-        // A policy names exactly the coefficient presets, and of them only the selective
-        // one floods.
+        // A policy names exactly the coefficient presets, and of them only the two
+        // selective ones flood.
         for p in LinalgPreset::ALL {
             let named = POLICY_PRESETS.contains(&p);
             assert_eq!(named, p.method() == Method::Coefficients, "{p}");
-            assert_eq!(named && p.floods(), p == SELECTIVE_PRESET, "{p}");
+            assert_eq!(
+                named && p.floods(),
+                [SELECTIVE_PRESET, SELECTIVE_PACKED_PRESET].contains(&p),
+                "{p}"
+            );
         }
         assert!(Policy::strict(L).is_strict(L));
         assert!(!Policy::selective(L, 4).is_strict(L));
@@ -505,7 +516,7 @@ mod tests {
             (
                 "version = 1\npreset = \"slots13\"\nencrypted_layers = 30\n",
                 "preset \"slots13\" is not for sessions; expected one of [\"coeff12\", \
-                 \"coeff11\", \"coeff12wide\", \"coeff12pack\"]",
+                 \"coeff11\", \"coeff12wide\", \"coeff12pack\", \"coeff12widepack\"]",
             ),
             (
                 "version = 1\npreset = \"coeff12\"\nencrypted_layers = 31\n",

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use selene_ckks::Parameters;
-use selene_linalg::{EncryptedInput, LinalgPreset};
+use selene_linalg::{EncryptedInput, LinalgPreset, Link};
 use selene_model::{
     forward, generate, store, KvCache, LinearStage, Logits, QuantLinear, Sampler, SamplingParams,
     Tokenizer, Weights,
@@ -35,6 +35,8 @@ struct Fixture {
     model: Arc<PreparedModel>,
     /// The first [`WIDE_LAYERS`] layers at `coeff12wide`, for selective clients.
     wide: Arc<PreparedModel>,
+    /// The same at `coeff12widepack`, planned for `wan`.
+    wide_pack: Arc<PreparedModel>,
 }
 
 /// Layers prepared at `coeff12wide` (the largest K the selective tests use).
@@ -50,6 +52,10 @@ fn fixture() -> &'static Fixture {
         let model = Arc::new(PreparedModel::new(&params, &w, layers, &mut || {}).unwrap());
         let wide_params = LinalgPreset::Coeff12Wide.build().unwrap();
         let wide = Arc::new(PreparedModel::new(&wide_params, &w, WIDE_LAYERS, &mut || {}).unwrap());
+        let pack_params = LinalgPreset::Coeff12WidePack.build().unwrap();
+        let wide_pack = Arc::new(
+            PreparedModel::for_link(&pack_params, &w, WIDE_LAYERS, &Link::WAN, &mut || {}).unwrap(),
+        );
         let client = w.client_bundle().unwrap();
         Fixture {
             w,
@@ -58,6 +64,7 @@ fn fixture() -> &'static Fixture {
             params,
             model,
             wide,
+            wide_pack,
         }
     })
 }
@@ -124,11 +131,21 @@ fn strict(f: &Fixture) -> StrictLinear<'_, InProcess> {
 /// A selective client for layers `0..k` at `coeff12wide`, its decryptions flooded for
 /// `capacity` released rows.
 fn selective(f: &Fixture, k: usize, capacity: usize) -> SelectiveClient<'_, InProcess> {
+    selective_on(f, &f.wide, k, capacity)
+}
+
+/// [`selective`] against the layers of `model` (a preset that floods).
+fn selective_on<'f>(
+    f: &'f Fixture,
+    model: &Arc<PreparedModel>,
+    k: usize,
+    capacity: usize,
+) -> SelectiveClient<'f, InProcess> {
     let strict = StrictLinear::new(
         &f.client,
-        f.wide.params(),
-        f.wide.layouts()[..k].to_vec(),
-        InProcess::new(ModelServer::new(f.wide.clone())),
+        model.params(),
+        model.layouts()[..k].to_vec(),
+        InProcess::new(ModelServer::new(model.clone())),
     )
     .unwrap();
     SelectiveClient::new(&f.client, k, strict, SIGMA, capacity).unwrap()
@@ -368,7 +385,16 @@ fn quality_on_a_text_slice_strict_and_k4() {
     let mut client = selective(f, k, m);
     let mut tail = PlainTail::new(&f.w, k, m);
     let sel_logits = tail.handle_all(&client.step(&ids[..m]).unwrap()).unwrap();
-    for (mode, logits, rows) in [("strict", &strict_logits, n), ("K = 4", &sel_logits, m)] {
+    // The same at coeff12widepack: packed outputs (Galois keys, exact merges) under the
+    // same flooding.
+    let mut client = selective_on(f, &f.wide_pack, k, m);
+    let mut tail = PlainTail::new(&f.w, k, m);
+    let pack_logits = tail.handle_all(&client.step(&ids[..m]).unwrap()).unwrap();
+    for (mode, logits, rows) in [
+        ("strict", &strict_logits, n),
+        ("K = 4", &sel_logits, m),
+        ("K = 4 packed", &pack_logits, m),
+    ] {
         let q = compare_logits(
             &plain[..rows * c.vocab_size],
             logits,

@@ -117,8 +117,8 @@ pub fn link_parser(s: &str) -> Result<selene_linalg::Link, String> {
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
     /// CKKS parameter set of the encrypted products (all 128-bit secure); default coeff12
-    /// in strict mode and coeff12wide, the only one that floods, in selective mode. A
-    /// `--policy` file's preset takes precedence.
+    /// in strict mode and coeff12wide in selective mode, which needs one of the two that
+    /// flood (coeff12wide, coeff12widepack). A `--policy` file's preset takes precedence.
     #[arg(long, value_parser = preset_parser())]
     preset: Option<LinalgPreset>,
     /// Layers run under encryption before the hidden state would be released to the
@@ -305,7 +305,16 @@ mod tests {
             .flatten()
             .map(|v| v.get_name().to_owned())
             .collect();
-        assert_eq!(names, ["coeff12", "coeff11", "coeff12wide", "coeff12pack"]);
+        assert_eq!(
+            names,
+            [
+                "coeff12",
+                "coeff11",
+                "coeff12wide",
+                "coeff12pack",
+                "coeff12widepack"
+            ]
+        );
         for p in POLICY_PRESETS {
             let f = Flags::try_parse_from(["selene", "--preset", p.name()]).unwrap();
             assert_eq!(f.policy.preset, Some(p));

@@ -54,8 +54,9 @@ pub struct ServeArgs {
     /// CKKS parameter set the server prepares every layer for (strict sessions).
     #[arg(long, value_parser = preset_parser(), default_value = "coeff12")]
     preset: LinalgPreset,
-    /// Layers also prepared at coeff12wide for selective sessions (which encrypt at most
-    /// this many layers; 0: strict sessions only).
+    /// Layers also prepared at coeff12wide and coeff12widepack (its plan made for
+    /// `--link`) for selective sessions, which encrypt at most this many layers (0:
+    /// strict sessions only).
     #[arg(long, value_name = "K", default_value_t = 4)]
     selective_layers: usize,
     /// Sessions open at once, at most.

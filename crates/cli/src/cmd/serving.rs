@@ -9,7 +9,7 @@ use rand::RngCore;
 use selene_ckks::Parameters;
 use selene_linalg::{LayoutKind, LinalgPreset, Link};
 use selene_model::Weights;
-use selene_protocol::policy::SELECTIVE_PRESET;
+use selene_protocol::policy::{SELECTIVE_PACKED_PRESET, SELECTIVE_PRESET};
 use selene_protocol::{EncodedBytes, Limits, PreparedModel, SessionServer, ENCRYPTED_STAGES};
 
 /// What a server holds beyond the stages' matrices.
@@ -41,9 +41,10 @@ pub fn embedded_server(
 }
 
 /// A session server with layers `0..layers` prepared for `params` and, when
-/// `selective_layers > 0`, also the first `selective_layers` layers at `coeff12wide`
-/// for selective sessions (which only need the layers they encrypt, so the full depth
-/// is not prepared twice), with the `extras` of the main preset.
+/// `selective_layers > 0`, also the first `selective_layers` layers at each preset that
+/// floods (`coeff12wide`, and `coeff12widepack` with its plan for `link`) for selective
+/// sessions (which only need the layers they encrypt, so the full depth is not prepared
+/// twice), with the `extras` of the main preset.
 ///
 /// # Errors
 /// Encoding failures.
@@ -56,29 +57,23 @@ pub fn session_server(
     extras: Extras,
     limits: Limits,
 ) -> anyhow::Result<SessionServer> {
-    let wide = selective_layers > 0 && LinalgPreset::of(params) != Some(SELECTIVE_PRESET);
-    let wide_params = if wide {
-        Some(SELECTIVE_PRESET.build()?)
-    } else {
-        None
-    };
+    let main_preset = LinalgPreset::of(params);
+    let selective_params = [SELECTIVE_PRESET, SELECTIVE_PACKED_PRESET]
+        .into_iter()
+        .filter(|&p| selective_layers > 0 && main_preset != Some(p))
+        .map(LinalgPreset::build)
+        .collect::<Result<Vec<_>, _>>()?;
     let c = w.config();
     let main = PreparedModel::estimate(params, c, layers, link, extras.prefill_rows, extras.fused)?;
-    let selective = match &wide_params {
-        Some(p) => PreparedModel::estimate(p, c, selective_layers, link, 0, false)?.stages,
-        None => 0,
-    };
+    let selective = selective_params
+        .iter()
+        .map(|p| Ok(PreparedModel::estimate(p, c, selective_layers, link, 0, false)?.stages))
+        .sum::<anyhow::Result<usize>>()?;
     check_memory(&main, selective, available_memory_bytes())?;
     let model = prepare(params, w, layers, link, extras)?;
     let mut server = SessionServer::new(model, Arc::clone(w), limits);
-    if let Some(wide_params) = wide_params {
-        server = server.with_model(prepare(
-            &wide_params,
-            w,
-            selective_layers,
-            link,
-            Extras::default(),
-        )?);
+    for p in &selective_params {
+        server = server.with_model(prepare(p, w, selective_layers, link, Extras::default())?);
     }
     Ok(server)
 }

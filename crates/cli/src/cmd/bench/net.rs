@@ -94,6 +94,9 @@ enum Mode {
     Packed,
     /// Selective mode, the first 4 layers encrypted (coeff12wide, flooded releases).
     K4,
+    /// Selective mode, the first 4 layers encrypted with packed outputs
+    /// (coeff12widepack, flooded releases, the plan made for the link).
+    K4Packed,
     /// Strict mode at coeff12 with fused stage pairs: two round trips per layer (the
     /// client reads the full model to pin the fused matrices' scales).
     Fused,
@@ -108,6 +111,7 @@ impl Mode {
             Mode::Strict => "strict",
             Mode::Packed => "packed",
             Mode::K4 => "k4",
+            Mode::K4Packed => "k4-packed",
             Mode::Fused => "fused",
             Mode::PackedFused => "packed-fused",
         }
@@ -117,8 +121,18 @@ impl Mode {
     fn server_preset(self) -> LinalgPreset {
         match self {
             Mode::Packed | Mode::PackedFused => LinalgPreset::Coeff12Pack,
-            Mode::Strict | Mode::K4 | Mode::Fused => LinalgPreset::Coeff12,
+            Mode::Strict | Mode::K4 | Mode::K4Packed | Mode::Fused => LinalgPreset::Coeff12,
         }
+    }
+
+    /// Whether the server's plan depends on the link (packed outputs).
+    fn per_link(self) -> bool {
+        matches!(self, Mode::Packed | Mode::PackedFused | Mode::K4Packed)
+    }
+
+    /// Selective mode: the server prepares its layers at the flooding presets.
+    fn selective(self) -> bool {
+        matches!(self, Mode::K4 | Mode::K4Packed)
     }
 
     /// The client's policy flags.
@@ -127,6 +141,12 @@ impl Mode {
             Mode::Strict => vec![],
             Mode::Packed => vec!["--preset".into(), "coeff12pack".into()],
             Mode::K4 => vec!["--encrypted-layers".into(), "4".into()],
+            Mode::K4Packed => vec![
+                "--encrypted-layers".into(),
+                "4".into(),
+                "--preset".into(),
+                "coeff12widepack".into(),
+            ],
             Mode::Fused => vec!["--fuse".into(), "--full-model".into()],
             Mode::PackedFused => vec![
                 "--preset".into(),
@@ -191,8 +211,7 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
         // One server per preset, and per link where the plan depends on it.
         let mut server: Option<(Link, Server)> = None;
         for &link in &opts.links {
-            let per_link = mode.server_preset() == LinalgPreset::Coeff12Pack;
-            let reuse = matches!(&server, Some((l, _)) if *l == link || !per_link);
+            let reuse = matches!(&server, Some((l, _)) if *l == link || !mode.per_link());
             if !reuse {
                 drop(server.take()); // stop the previous one first: 2 cores
                 server = Some((link, bench.server(mode, link)?));
@@ -206,7 +225,7 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
                 Ok(row) => row,
                 // Selective mode's flooding refuses a context it cannot carry at
                 // its preset's precision: a finding to report, not a failed bench.
-                Err(e) if mode == Mode::K4 => {
+                Err(e) if mode.selective() => {
                     let why = format!("{e:#}");
                     let why = why.lines().last().unwrap_or_default().to_string();
                     eprintln!("[bench net: {} on {link}: refused: {why}]", mode.name());
@@ -343,7 +362,7 @@ impl<'a> Bench<'a> {
                 File::create(&log)
                     .with_context(|| format!("could not create {}", log.display()))?,
             );
-        if mode != Mode::K4 {
+        if !mode.selective() {
             cmd.args(["--selective-layers", "0"]);
         }
         if matches!(mode, Mode::Fused | Mode::PackedFused) {
