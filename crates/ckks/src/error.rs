@@ -186,14 +186,15 @@ pub enum Error {
         /// Largest supported.
         max: u32,
     },
-    /// `c1 s` of a ciphertext switched to `2^bits` does not lift exactly through `q`.
-    #[error("2^{bits} ciphertexts at log N = {log_n} need a prime of at least {} bits, q has {q_bits}", bits + log_n + 2)]
+    /// `c1 s` of a ciphertext switched to `2^bits` does not lift exactly through `q` (or
+    /// `q p`).
+    #[error("2^{bits} ciphertexts at log N = {log_n} need a lift modulus of at least {} bits, q (times the first P prime) gives {q_bits}", bits + log_n + 2)]
     Pow2LiftTooWide {
         /// Bits of the power-of-two modulus.
         bits: u32,
         /// Ring degree.
         log_n: u32,
-        /// Bits of the first prime.
+        /// Bits the lift is computed in: `q`'s, or `q p`'s less one.
         q_bits: u32,
     },
     /// A switched component with other than `N` values.

@@ -220,10 +220,16 @@ pub(crate) fn x_bits(params: &Parameters, pack_levels: u32) -> Result<u32> {
     let q_bits = ring_prime(params).bits();
     let gain = if exact_merges(params) { 0 } else { pack_levels };
     let (down, w) = (down_bits(params), w_bits(params) + gain);
-    let min_bits = (MIN_X_BITS + w + HEADROOM_BITS).max(down + params.log_n() + 2);
-    let fits = download_modulus(down).is_ok_and(|m| m.lift_fits(params));
-    if q_bits < min_bits || !fits {
+    let min_bits = MIN_X_BITS + w + HEADROOM_BITS;
+    if q_bits < min_bits {
         return Err(Error::ModulusTooSmall { q_bits, min_bits });
+    }
+    // The client's exact lift of `c1 s` (through `q`, or `q p`).
+    if !download_modulus(down).is_ok_and(|m| m.lift_fits(params)) {
+        return Err(Error::ModulusTooSmall {
+            q_bits,
+            min_bits: down + params.log_n() + 2,
+        });
     }
     Ok(q_bits - w - HEADROOM_BITS)
 }

@@ -353,6 +353,39 @@ mod tests {
         );
     }
 
+    /// The packed flooding preset's `2^50` download modulus (its lift runs through
+    /// `q p`) keeps more precision than `coeff12wide`'s `2^47` under the same flooding,
+    /// with every plan's tilings of SmolLM2's four stages: 38 rows (a 32-token prompt and
+    /// 6 tokens) through 4 layers, and 200 rows above the floor.
+    #[test]
+    fn packed_flooding_preset_keeps_more_bits_than_coeff12wide() {
+        let shapes = [(576, 960), (576, 576), (576, 3072), (1536, 576)];
+        let worst = |preset: LinalgPreset, link: &crate::Link, rows: u64| {
+            let params = preset.build().unwrap();
+            shapes
+                .iter()
+                .map(|&(d_in, d_out)| {
+                    let shape = MatrixShape::new(d_in, d_out);
+                    let w = values(9, d_in * d_out);
+                    let m =
+                        PreparedMatrix::for_link(&params, &w, shape, Method::Coefficients, 1, link)
+                            .unwrap();
+                    let sigma = decryption_flooding_sigma(&params, m.layout(), rows * 4 * 5184, 30)
+                        .unwrap();
+                    flooded_precision_bits(&params, m.layout(), sigma).unwrap()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        for (name, link) in crate::Link::PROFILES {
+            let wide = worst(LinalgPreset::Coeff12Wide, &link, 38);
+            let packed = worst(LinalgPreset::Coeff12WidePack, &link, 38);
+            let long = worst(LinalgPreset::Coeff12WidePack, &link, 200);
+            println!("{name}: 38 rows {wide:.2} bits wide, {packed:.2} packed; 200 rows {long:.2}");
+            assert!(packed >= wide + 1.3, "{name}: {packed} vs {wide}");
+            assert!(long > 10.0, "{name}: {long} at 200 rows");
+        }
+    }
+
     #[test]
     fn sigma_grows_with_releases_and_refuses_slots() {
         let params = LinalgPreset::Coeff12.build().unwrap();

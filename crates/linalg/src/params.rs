@@ -201,7 +201,11 @@ impl LinalgPreset {
             LinalgPreset::Coeff11 | LinalgPreset::Coeff12 | LinalgPreset::Coeff12Pack => {
                 crate::coeff::DEFAULT_DOWN_BITS
             }
-            LinalgPreset::Coeff12Wide | LinalgPreset::Coeff12WidePack => 47,
+            LinalgPreset::Coeff12Wide => 47,
+            // Past q's own lift (k + log N + 2 <= bits(q p)): where the encryption noise
+            // times the weights meets the switch's rounding, about 1.5-2 bits more under
+            // flooding than 47 (flooding.rs, packed_flooding_preset_keeps_more_bits).
+            LinalgPreset::Coeff12WidePack => 50,
             LinalgPreset::Slots13 => crate::slots::DOWN_BITS,
         }
     }

@@ -19,9 +19,9 @@ pub struct Pow2Modulus {
 }
 
 impl Pow2Modulus {
-    /// Largest `k`: [`Pow2Modulus::switch`] needs `x 2^k` to fit a `u128` and its f64
-    /// estimate to be off by less than one (`k <= 64 - 17`).
-    pub const MAX_BITS: u32 = 47;
+    /// Largest `k`: [`Pow2Modulus::switch`] needs `x 2^k` to fit a `u128` (`x < 2^61`)
+    /// and its f64 estimate to be off by a few units at most (`2^(k - 50) + 1/2`).
+    pub const MAX_BITS: u32 = 52;
 
     /// The modulus `2^bits`.
     ///
@@ -58,12 +58,13 @@ impl Pow2Modulus {
     /// `round(x 2^k / q) mod 2^k` for every residue `x < q` of `v` (ties round up), exactly.
     ///
     /// The quotient is estimated in f64 and then corrected in integer arithmetic: with
-    /// `x < q < 2^61` and `k <= 47` the numerator `x 2^k + floor(q/2)` fits a `u128`, and
-    /// the estimate `x * (2^k / q)` is off by less than `2^(k - 50) + 1/2 < 1` (two f64
-    /// roundings of relative error `2^-53` on a value below `2^k`), so at most one step in
-    /// either direction lands on `floor((x 2^k + floor(q/2)) / q)`. The loops keep it exact
-    /// whatever the estimate (a `u128` division per residue would cost about as much as
-    /// the matrix product whose result is switched).
+    /// `x < q < 2^61` and `k <= 52` the numerator `x 2^k + floor(q/2)` fits a `u128`, and
+    /// the estimate `x * (2^k / q)` is off by less than `2^(k - 50) + 1/2` (two f64
+    /// roundings of relative error `2^-53` on a value below `2^k`): one step in either
+    /// direction for `k <= 50`, at most five at 52, lands on
+    /// `floor((x 2^k + floor(q/2)) / q)`. The loops keep it exact whatever the estimate
+    /// (a `u128` division per residue would cost about as much as the matrix product
+    /// whose result is switched).
     pub fn switch(self, q: &Modulus, v: &[u64]) -> Vec<u64> {
         let k = self.bits;
         let qv = q.value();
@@ -88,18 +89,27 @@ impl Pow2Modulus {
 
     /// Whether ciphertexts of `params` switched to `2^k` decrypt exactly (see
     /// [`Decryptor::c1_s_pow2`]): `|c1 s| <= N 2^(k-1) = 2^(k + log N - 1)` must stay below
-    /// `q/2 >= 2^(bits(q) - 2)` for the first prime `q`.
+    /// half the modulus the product is computed in: the first prime `q`
+    /// (`q/2 >= 2^(bits(q) - 2)`), or `q p` with the first special prime `p` when `q`
+    /// alone is too narrow (`q p / 2 >= 2^(bits(q) + bits(p) - 3)`).
     pub fn lift_fits(self, params: &Parameters) -> bool {
+        self.bits + params.log_n() + 2 <= lift_bits(params)
+    }
+
+    /// Whether `q` alone holds the lift (one NTT product instead of two).
+    fn lift_fits_q(self, params: &Parameters) -> bool {
         self.bits + params.log_n() + 2 <= params.ring().moduli()[0].bits()
     }
 }
 
 impl Decryptor {
     /// `c1 s` over the integers for a `c1` switched to `2^k` (values mod `2^k`, `N` of
-    /// them): `|c1| <= 2^(k-1)` and `s` is ternary, so `|c1 s| <= N 2^(k-1)`, which
-    /// [`Pow2Modulus::lift_fits`] keeps below `q/2`; the product computed mod `q` then
-    /// centres to the exact integer. Adding `c0` and centring mod `2^k`
-    /// ([`Pow2Modulus::center`]) decrypts any subset of the coefficients.
+    /// them), modulo `2^64` (two's complement) where it is wider: `|c1| <= 2^(k-1)` and
+    /// `s` is ternary, so `|c1 s| <= N 2^(k-1)`, which [`Pow2Modulus::lift_fits`] keeps
+    /// below `q/2`, or below `q p / 2` (then the product is also computed mod the first
+    /// special prime `p` and lifted by the CRT); the result centres to the exact integer.
+    /// Adding `c0` and centring mod `2^k` ([`Pow2Modulus::center`]) decrypts any subset
+    /// of the coefficients.
     ///
     /// # Errors
     /// [`Error::Pow2LiftTooWide`] unless `modulus.lift_fits(params)`;
@@ -113,10 +123,35 @@ impl Decryptor {
         let mut p = Poly::<Ntt>::zero(ring, 0, false);
         p.assign_signed(ring, &c1s);
         let row = p.row_mut(0);
-        ring.plan(0)
-            .mul_backward(row, self.secret_key().ntt().row(0));
-        for (out, &v) in c1s.iter_mut().zip(&*row) {
-            *out = q.center(v);
+        let s = self.secret_key().ntt();
+        ring.plan(0).mul_backward(row, s.row(0));
+        if modulus.lift_fits_q(params) {
+            for (out, &v) in c1s.iter_mut().zip(&*row) {
+                *out = q.center(v);
+            }
+            return Ok(c1s);
+        }
+        // The same product mod the first special prime `p`, then the CRT lift to the
+        // centred integer mod `q p` (exact: `|c1 s| < q p / 2` by `lift_fits`), of which
+        // only the value mod `2^k` is kept.
+        let at = ring.nq();
+        let pm = ring.moduli()[at];
+        let mut rp: Vec<u64> = c1s.iter().map(|&v| pm.reduce_i64(v)).collect();
+        let plan = ring.plan(at);
+        plan.forward(&mut rp);
+        plan.mul_backward(&mut rp, s.row(s.q_rows()));
+        let q_inv = pm.inv(pm.reduce(q.value())).unwrap_or(0);
+        let (qv, pv) = (i128::from(q.value()), i128::from(pm.value()));
+        let qp = qv * pv;
+        for ((out, &a), &b) in c1s.iter_mut().zip(&*row).zip(&rp) {
+            // v = a + q t with t = (b - a) q^-1 mod p, in [0, q p); centred.
+            let t = pm.mul(pm.sub(b, pm.reduce(a)), q_inv);
+            let mut v = i128::from(a) + qv * i128::from(t);
+            if v > qp / 2 {
+                v -= qp;
+            }
+            // Two's complement keeps the low 64 bits, hence the value mod 2^k.
+            *out = v as i64;
         }
         Ok(c1s)
     }
@@ -137,13 +172,24 @@ impl Decryptor {
     }
 }
 
+/// Bits of the modulus [`Decryptor::c1_s_pow2`] can compute `c1 s` in: the first prime
+/// `q`'s, plus the first special prime's less one (their product) when there is one.
+fn lift_bits(params: &Parameters) -> u32 {
+    let m = params.ring().moduli();
+    let q = m[0].bits();
+    match params.p().first() {
+        Some(_) => q + m[params.ring().nq()].bits() - 1,
+        None => q,
+    }
+}
+
 /// Errors unless a component of `len` values mod `modulus` decrypts exactly under `params`.
 fn check_pow2(params: &Parameters, len: usize, modulus: Pow2Modulus) -> Result<()> {
     if !modulus.lift_fits(params) {
         return Err(Error::Pow2LiftTooWide {
             bits: modulus.bits(),
             log_n: params.log_n(),
-            q_bits: params.ring().moduli()[0].bits(),
+            q_bits: lift_bits(params),
         });
     }
     if len != params.n() {
@@ -193,6 +239,9 @@ mod tests {
             (12, 41, 20, 24),
             (12, 60, 20, 46),
             (13, 55, 60, 36),
+            // Past q alone: the lift through q p (coeff12widepack's primes).
+            (12, 60, 47, 49),
+            (12, 60, 47, 52),
         ]
         .into_iter()
         .map(|(log_n, q, p, k)| (params(log_n, q, p), Pow2Modulus::new(k).unwrap()))
@@ -201,7 +250,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn switch_is_the_exact_rounded_quotient(seed in any::<u64>(), k in 1u32..=47) {
+        fn switch_is_the_exact_rounded_quotient(seed in any::<u64>(), k in 1u32..=52) {
             for (params, preset_k) in cases() {
                 let q = params.ring().moduli()[0];
                 let x = seed % q.value();
@@ -306,15 +355,18 @@ mod tests {
                 expected: n
             })
         );
-        let q_bits = params.ring().moduli()[0].bits();
-        let wide = Pow2Modulus::new(q_bits - 13).unwrap();
+        // The lift runs through q p: its bits are both primes' less one.
+        let lift = lift_bits(&params);
+        let m = params.ring().moduli();
+        assert_eq!(lift, m[0].bits() + m[1].bits() - 1);
+        let wide = Pow2Modulus::new(lift - 13).unwrap();
         assert!(k.lift_fits(&params) && !wide.lift_fits(&params));
         assert_eq!(
             dec.c1_s_pow2(&vec![0; n], wide),
             Err(Error::Pow2LiftTooWide {
-                bits: q_bits - 13,
+                bits: lift - 13,
                 log_n: 12,
-                q_bits
+                q_bits: lift
             })
         );
     }
