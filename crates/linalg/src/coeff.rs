@@ -86,9 +86,7 @@ impl CoeffLayout {
     pub fn unit(&self, q: f64) -> f64 {
         q / f64::from(self.down_bits + self.merge_gain_bits).exp2()
     }
-}
 
-impl CoeffLayout {
     /// How many values of `Y` each downloaded ciphertext carries, in wire order: the
     /// lengths of [`CoeffLayout::output_plan`]'s lists, without building them.
     pub fn output_lens(&self, n: usize, d_out: usize) -> Vec<usize> {
@@ -206,9 +204,9 @@ pub fn packing(params: &Parameters) -> Packing {
 /// True when `params` pack outputs without folding: every merge level is a real one, so
 /// the blocks can be pre-multiplied by `2^-r mod q` and the `r` doublings give back
 /// `X W` exactly (every step is `Z_q`-linear in the plaintext), keeping `x_bits` at its
-/// unpacked value. The merges' own key-switch noise is not pre-divided; it is the
-/// rounding of each switch, doubled by every later level (Chen, Dai, Kim, Song,
-/// ACNS 2021, Sec. 3, multiply by `N^-1` the same way).
+/// unpacked value (the trick of multiplying by `N^-1 mod q` before a field trace). The
+/// merges' own key-switch noise is not pre-divided; it is the rounding of each switch,
+/// doubled by every later level.
 pub(crate) fn exact_merges(params: &Parameters) -> bool {
     packs(params) && !packing(params).fold
 }

@@ -11,7 +11,7 @@ use selene_linalg::LinalgPreset;
 use selene_model::store::{self, ModelSource};
 use selene_model::{Tokenizer, Weights};
 use selene_protocol::net::{parse_fingerprint, Trust};
-use selene_protocol::policy::POLICY_PRESETS;
+use selene_protocol::policy::{POLICY_PRESETS, SELECTIVE_PACKED_PRESET};
 use selene_protocol::Policy;
 
 /// Where the model comes from: the store (default) or a GGUF file.
@@ -117,8 +117,10 @@ pub fn link_parser(s: &str) -> Result<selene_linalg::Link, String> {
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
     /// CKKS parameter set of the encrypted products (all 128-bit secure); default coeff12
-    /// in strict mode and coeff12wide in selective mode, which needs one of the two that
-    /// flood (coeff12wide, coeff12widepack). A `--policy` file's preset takes precedence.
+    /// in strict mode and coeff12widepack in selective mode, which needs one of the two
+    /// that flood (coeff12widepack: packed outputs, faster on every link profile and
+    /// about 1.5-2 bits more precision under the flooding; coeff12wide: no Galois keys).
+    /// A `--policy` file's preset takes precedence.
     #[arg(long, value_parser = preset_parser())]
     preset: Option<LinalgPreset>,
     /// Layers run under encryption before the hidden state would be released to the
@@ -247,6 +249,8 @@ impl PolicyArgs {
         let mut p = Policy::selective(layers, k);
         if let Some(preset) = self.preset {
             p.preset = preset;
+        } else if k < layers {
+            p.preset = SELECTIVE_PACKED_PRESET;
         }
         p.pad_to = self.pad_to;
         p.fused = self.fuse == Some(Fuse::On);
@@ -321,7 +325,18 @@ mod tests {
             assert_eq!(f.policy.policy(30).unwrap().preset, p);
         }
         let f = Flags::try_parse_from(["selene", "--encrypted-layers", "4"]).unwrap();
+        assert_eq!(f.policy.policy(30).unwrap().preset, SELECTIVE_PACKED_PRESET);
+        let f = Flags::try_parse_from([
+            "selene",
+            "--encrypted-layers",
+            "4",
+            "--preset",
+            "coeff12wide",
+        ])
+        .unwrap();
         assert_eq!(f.policy.policy(30).unwrap().preset, SELECTIVE_PRESET);
+        let f = Flags::try_parse_from(["selene"]).unwrap();
+        assert!(f.policy.policy(30).unwrap().is_strict(30));
         for bad in ["slots13", "Coeff12", "coeff99"] {
             let e = Flags::try_parse_from(["selene", "--preset", bad]).unwrap_err();
             assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{bad}");

@@ -134,8 +134,9 @@ pub(super) fn public_prefix(
     };
     // Only the session's first request may be a prefix: it fills positions 0..P of every
     // cache, so nothing private may have run before it. (`requests` counts Hello too, so
-    // the prefix is request 2.)
-    if s.requests != 2 {
+    // the prefix is request 2, or 3 after a packed session's Galois keys, which run
+    // nothing.)
+    if s.requests != 2 + u64::from(s.galois.is_some()) {
         return Err(reject(
             ErrorCode::NotAllowed,
             "a public prefix must be the session's first request after Hello",

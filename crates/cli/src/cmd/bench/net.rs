@@ -140,7 +140,12 @@ impl Mode {
         match self {
             Mode::Strict => vec![],
             Mode::Packed => vec!["--preset".into(), "coeff12pack".into()],
-            Mode::K4 => vec!["--encrypted-layers".into(), "4".into()],
+            Mode::K4 => vec![
+                "--encrypted-layers".into(),
+                "4".into(),
+                "--preset".into(),
+                "coeff12wide".into(),
+            ],
             Mode::K4Packed => vec![
                 "--encrypted-layers".into(),
                 "4".into(),

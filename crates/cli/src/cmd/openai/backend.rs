@@ -11,7 +11,7 @@ use selene_linalg::LinalgPreset;
 use selene_model::store::{self, KnownModel};
 use selene_model::{Sampler, SamplingParams, Tokenizer, Weights};
 use selene_protocol::net::{TlsTransport, Trust};
-use selene_protocol::policy::SELECTIVE_PRESET;
+use selene_protocol::policy::SELECTIVE_PACKED_PRESET;
 use selene_protocol::{InProcess, Policy, SessionServer, Transport};
 
 use super::super::generation;
@@ -128,7 +128,7 @@ pub struct SessionBackend {
     weights: Arc<Weights>,
     tokenizer: Tokenizer,
     params: Arc<Parameters>,
-    /// `coeff12wide`'s parameters, for selective requests.
+    /// `coeff12widepack`'s parameters, for selective requests.
     wide_params: Arc<Parameters>,
     preset: LinalgPreset,
     connector: Connector,
@@ -173,7 +173,7 @@ impl SessionBackend {
         Ok(Self {
             info,
             params: preset.build()?,
-            wide_params: SELECTIVE_PRESET.build()?,
+            wide_params: SELECTIVE_PACKED_PRESET.build()?,
             weights,
             tokenizer,
             preset,
@@ -243,9 +243,12 @@ impl ChatBackend for SessionBackend {
     ) -> Result<(), BackendError> {
         let layers = self.info.n_layers;
         let mut policy = Policy::selective(layers, job.encrypted_layers);
-        if policy.release.is_none() {
-            policy.preset = self.preset;
-        }
+        // Selective requests run on the packed flooding preset, as `selene run` does.
+        policy.preset = if policy.release.is_none() {
+            self.preset
+        } else {
+            SELECTIVE_PACKED_PRESET
+        };
         policy.validate(layers).map_err(anyhow::Error::from)?;
         match &self.connector {
             Connector::Embedded { server, token } => {
