@@ -62,10 +62,11 @@ pub enum Error {
         /// Number of Q primes.
         q_primes: usize,
     },
-    /// A gadget base needs one prime per key-switching digit and `8 <= w <= 61` bits.
+    /// A gadget base needs one prime per key-switching digit, `8 <= w <= 61` bits, and
+    /// every prime wider than `w` bits.
     #[error(
         "gadget base 2^{log_base} needs one Q prime per key-switching digit (dnum = {dnum}, \
-         {q_primes} Q primes) and 8 <= log_base <= 61"
+         {q_primes} Q primes), 8 <= log_base <= 61, and every prime wider than it"
     )]
     InvalidGadgetBase {
         /// Requested bits of the base.

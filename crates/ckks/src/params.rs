@@ -229,6 +229,17 @@ impl Parameters {
             }
             _ => {}
         }
+        // Every gadget part must stay below every prime in magnitude (the extension of a
+        // part is then a plain reduction): `2^(w-1) + 1 < p` for the smallest prime.
+        if let Some(w) = lit.gadget_log_base {
+            if primes.iter().any(|&p| (p as f64).log2() <= f64::from(w)) {
+                return Err(Error::InvalidGadgetBase {
+                    log_base: w,
+                    dnum,
+                    q_primes: nq,
+                });
+            }
+        }
         let (q, p) = primes.split_at(nq);
         let ring = RnsContext::new(log_n, q, p).ok_or(Error::NotEnoughPrimes {
             bits: bits[0],

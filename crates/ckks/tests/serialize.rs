@@ -113,7 +113,12 @@ fn gadget_keys_hold_one_row_per_part_and_round_trip() {
     );
     assert!(GaloisKey::decode(&bytes, &plain).is_err());
     // The gadget needs one prime per digit and a sane base.
-    for (log_q, dnum, w) in [(vec![30, 30], Some(1), 20), (vec![60], None, 4)] {
+    // (two primes in one digit; too narrow a base; a base as wide as the 30-bit P)
+    for (log_q, dnum, w) in [
+        (vec![30, 30], Some(1), 20),
+        (vec![60], None, 4),
+        (vec![60], None, 31),
+    ] {
         let mut l = lit(Some(w));
         l.log_q = log_q;
         l.log_p = vec![30];

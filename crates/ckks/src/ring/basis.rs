@@ -135,41 +135,82 @@ fn mod_up_with(
 /// the one-prime digit `j` of `c` (over `Q_l`, NTT form): with `x` the centered residue
 /// of a coefficient mod `q_j`, parts `d_k` in `[-2^(w-1), 2^(w-1))` (the last one takes
 /// the rest) with `x = sum_k d_k 2^(w k)`, each reduced into every row. Each part is
-/// below every prime, so the extension is exact and the key's noise term is
-/// `sum_k d_k e_k`, about `2^w sqrt(N)` instead of `q_j sqrt(N)` (the gadget
-/// decomposition of BGV/GSW key switching, Brakerski, Gentry, Vaikuntanathan, ITCS 2012,
-/// Sec. 3.2, inside one RNS digit).
+/// below every prime (`Parameters` checks `w` against them), so the extension is exact
+/// and the key's noise term is `sum_k d_k e_k`, about `2^w sqrt(N)` instead of
+/// `q_j sqrt(N)` (the gadget decomposition of BGV/GSW key switching, Brakerski, Gentry,
+/// Vaikuntanathan, ITCS 2012, Sec. 3.2, inside one RNS digit). The last part's row of
+/// `q_j` needs no NTT: it is `(c - sum_(k<last) 2^(w k) d_k) 2^(-w last)` in NTT form.
 pub fn gadget_mod_up(ctx: &RnsContext, c: &Poly<Ntt>, j: usize, w: u32, outs: &mut [Poly<Ntt>]) {
     let n = ctx.n();
     let qj = ctx.moduli()[j];
-    with_scratch(n, |x| {
-        x.copy_from_slice(c.row(j));
-        ctx.plan(j).backward(x);
-        let mut rest: Vec<i64> = x.iter().map(|&v| qj.center(v)).collect();
-        let last = outs.len() - 1;
-        for (k, out) in outs.iter_mut().enumerate() {
-            let part: Vec<i64> = if k == last {
-                std::mem::take(&mut rest)
-            } else {
-                rest.iter_mut()
-                    .map(|r| {
-                        // Sign-extended low w bits: the balanced part.
-                        let d = (*r << (64 - w)) >> (64 - w);
-                        *r = (*r - d) >> w;
-                        d
-                    })
-                    .collect()
-            };
-            let q_rows = out.q_rows();
-            for_each_row(out.data_mut(), n, |r, row| {
-                let idx = ctx.modulus_index(q_rows, r);
-                let m = ctx.moduli()[idx];
-                for (o, &d) in row.iter_mut().zip(&part) {
-                    *o = m.reduce_i64(d);
-                }
-                ctx.plan(idx).forward(row);
-            });
+    let Some((last, init)) = outs.split_last_mut() else {
+        return;
+    };
+    with_scratch(2 * n, |buf| {
+        let (rest, part) = buf.split_at_mut(n);
+        rest.copy_from_slice(c.row(j));
+        ctx.plan(j).backward(rest);
+        // Centred residues, as the bits of i64s.
+        for v in rest.iter_mut() {
+            *v = qj.center(*v) as u64;
         }
+        for out in init.iter_mut() {
+            for (r, p) in rest.iter_mut().zip(part.iter_mut()) {
+                // Sign-extended low w bits: the balanced part.
+                let x = *r as i64;
+                let d = (x << (64 - w)) >> (64 - w);
+                *r = ((x - d) >> w) as u64;
+                *p = d as u64;
+            }
+            extend_small(ctx, part, out, None);
+        }
+        // The rest is the last part; its q_j row from the digit's own NTT.
+        extend_small(ctx, rest, last, Some((j, c.row(j), &*init, w)));
+    });
+}
+
+/// Reduces the small signed values `part` (bits of i64s, each below every prime in
+/// magnitude) into every row of `out` and takes each row to NTT form; with
+/// `from = (j, c_j, init, w)`, the row of prime `j` is instead
+/// `(c_j - sum_k 2^(w k) init_k) 2^(-w len(init))` from the NTT forms at hand (valid
+/// there only: the parts sum to `c` mod `q_j`, not mod the other primes).
+fn extend_small(
+    ctx: &RnsContext,
+    part: &[u64],
+    out: &mut Poly<Ntt>,
+    from: Option<(usize, &[u64], &[Poly<Ntt>], u32)>,
+) {
+    let n = ctx.n();
+    let q_rows = out.q_rows();
+    let arch = pulp::Arch::new();
+    for_each_row(out.data_mut(), n, |r, row| {
+        let idx = ctx.modulus_index(q_rows, r);
+        let m = ctx.moduli()[idx];
+        if let Some((_, c_row, init, w)) = from.filter(|f| f.0 == idx) {
+            row.copy_from_slice(c_row);
+            for (k, d) in init.iter().enumerate() {
+                let f = m.reduce_i128(1i128 << (w * k as u32));
+                let f_s = m.shoup(f);
+                for (o, &v) in row.iter_mut().zip(d.row(r)) {
+                    *o = m.sub(*o, m.mul_shoup(v, f, f_s));
+                }
+            }
+            let inv = m.inv(m.reduce_i128(1i128 << (w * init.len() as u32))).unwrap_or(0);
+            let inv_s = m.shoup(inv);
+            row.iter_mut().for_each(|o| *o = m.mul_shoup(*o, inv, inv_s));
+            return;
+        }
+        let mv = m.value();
+        arch.dispatch(
+            #[inline(always)]
+            || {
+                for (o, &d) in row.iter_mut().zip(part) {
+                    // |d| < m: a negative value only needs m added.
+                    *o = d.wrapping_add(mv & (((d as i64) >> 63) as u64));
+                }
+            },
+        );
+        ctx.plan(idx).forward(row);
     });
 }
 
