@@ -61,9 +61,11 @@ const WIRE_NS_PER_BIT: f64 = 1.0;
 /// One key switch (a packing merge or a hoisted image: an automorphism with a hybrid key
 /// switch over `q` and `P`, about seven NTTs and the element-wise work around them), per
 /// coefficient. The same at `Coeff12WidePack`, whose base-`2^31` gadget doubles the
-/// decomposition: its two parts run on the two threads, and the sweep fit 31.5 there
+/// decomposition: its two parts run on the two threads, and the sweep fit 24.4 there
 /// against 33.6 at `Coeff12Pack` (`cargo run --release -p selene-linalg --example sweep
-/// coeff12widepack`, 2026-12-05, EPYC).
+/// coeff12widepack`, EPYC). Hosts differ (an Intel Xeon one fit 27 and 38-50): the plan's
+/// modelled cost is flat enough near its optimum that constants off by 1.4x move it by
+/// about 2%, so one constant serves both presets and every host.
 const KS_NS_PER_COEFF: f64 = 37.0;
 /// The server's work per uploaded ciphertext (reading it, expanding `c1` from its seed),
 /// per coefficient.

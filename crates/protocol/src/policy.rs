@@ -11,8 +11,9 @@
 //!
 //! ```toml
 //! version = 1
-//! preset = "coeff12wide"    # CKKS parameters: "coeff12" (strict default), "coeff11",
-//!                           # "coeff12wide" (required with a [release]: it floods)
+//! preset = "coeff12widepack" # CKKS parameters: "coeff12" (strict default), "coeff11",
+//!                           # "coeff12pack"; with a [release] one that floods:
+//!                           # "coeff12wide" or "coeff12widepack" (packed outputs)
 //! encrypted_layers = 4      # layers 0..3 encrypted; 30 (all) is strict mode
 //! lm_head = "server"        # "client" (default) or "server"
 //! # pad_to = 16             # strict mode only: pad the prompt to a multiple of 16 tokens
@@ -27,8 +28,8 @@
 //! everything downstream of it, so encrypting a later product hides nothing); a release
 //! exists exactly when some layer runs in plaintext; the LM head runs on the server only
 //! after a release; `pad_to` only without a release (a release shows the length anyway);
-//! a release only under [`SELECTIVE_PRESET`], the preset with room for decryption
-//! flooding.
+//! a release only under [`SELECTIVE_PRESET`] or [`SELECTIVE_PACKED_PRESET`], the presets
+//! with room for decryption flooding.
 
 use selene_linalg::LinalgPreset;
 use serde::{Deserialize, Serialize};
@@ -123,8 +124,8 @@ pub struct Policy {
     /// Format version, [`POLICY_VERSION`].
     pub version: u32,
     /// CKKS preset of the encrypted products, written by name (`"coeff12"` or `"coeff11"`
-    /// in strict mode; [`SELECTIVE_PRESET`] whenever the policy releases anything; one of
-    /// [`POLICY_PRESETS`]).
+    /// in strict mode; [`SELECTIVE_PRESET`] or [`SELECTIVE_PACKED_PRESET`] whenever the
+    /// policy releases anything; one of [`POLICY_PRESETS`]).
     pub preset: LinalgPreset,
     /// Layers `0..encrypted_layers` run encrypted; the model's depth means strict mode.
     pub encrypted_layers: usize,

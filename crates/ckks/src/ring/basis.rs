@@ -165,28 +165,46 @@ pub fn gadget_mod_up(ctx: &RnsContext, c: &Poly<Ntt>, j: usize, w: u32, outs: &m
             extend_small(ctx, part, out, None);
         }
         // The rest is the last part; its q_j row from the digit's own NTT.
-        extend_small(ctx, rest, last, Some((j, c.row(j), &*init, w)));
+        extend_small(
+            ctx,
+            rest,
+            last,
+            Some(LastPart {
+                j,
+                c_row: c.row(j),
+                init,
+                w,
+            }),
+        );
     });
 }
 
+/// The gadget's last part of digit `j`, as [`extend_small`] derives its row of `q_j`.
+#[derive(Clone, Copy)]
+struct LastPart<'a> {
+    /// The digit's prime index.
+    j: usize,
+    /// The digit's row of `c`, NTT form.
+    c_row: &'a [u64],
+    /// The parts before the last, extended and in NTT form.
+    init: &'a [Poly<Ntt>],
+    /// Bits of the gadget base.
+    w: u32,
+}
+
 /// Reduces the small signed values `part` (bits of i64s, each below every prime in
-/// magnitude) into every row of `out` and takes each row to NTT form; with
-/// `from = (j, c_j, init, w)`, the row of prime `j` is instead
-/// `(c_j - sum_k 2^(w k) init_k) 2^(-w len(init))` from the NTT forms at hand (valid
-/// there only: the parts sum to `c` mod `q_j`, not mod the other primes).
-fn extend_small(
-    ctx: &RnsContext,
-    part: &[u64],
-    out: &mut Poly<Ntt>,
-    from: Option<(usize, &[u64], &[Poly<Ntt>], u32)>,
-) {
+/// magnitude) into every row of `out` and takes each row to NTT form; with `last`, the
+/// row of prime `j` is instead `(c_j - sum_k 2^(w k) init_k) 2^(-w len(init))` from the
+/// NTT forms at hand (valid there only: the parts sum to `c` mod `q_j`, not mod the other
+/// primes).
+fn extend_small(ctx: &RnsContext, part: &[u64], out: &mut Poly<Ntt>, last: Option<LastPart<'_>>) {
     let n = ctx.n();
     let q_rows = out.q_rows();
     let arch = pulp::Arch::new();
     for_each_row(out.data_mut(), n, |r, row| {
         let idx = ctx.modulus_index(q_rows, r);
         let m = ctx.moduli()[idx];
-        if let Some((_, c_row, init, w)) = from.filter(|f| f.0 == idx) {
+        if let Some(LastPart { c_row, init, w, .. }) = last.filter(|f| f.j == idx) {
             row.copy_from_slice(c_row);
             for (k, d) in init.iter().enumerate() {
                 let f = m.reduce_i128(1i128 << (w * k as u32));
@@ -195,9 +213,12 @@ fn extend_small(
                     *o = m.sub(*o, m.mul_shoup(v, f, f_s));
                 }
             }
-            let inv = m.inv(m.reduce_i128(1i128 << (w * init.len() as u32))).unwrap_or(0);
+            let inv = m
+                .inv(m.reduce_i128(1i128 << (w * init.len() as u32)))
+                .unwrap_or(0);
             let inv_s = m.shoup(inv);
-            row.iter_mut().for_each(|o| *o = m.mul_shoup(*o, inv, inv_s));
+            row.iter_mut()
+                .for_each(|o| *o = m.mul_shoup(*o, inv, inv_s));
             return;
         }
         let mv = m.value();

@@ -13,10 +13,12 @@
 //! decrypts to `c s`): the client pins the decoding scales, bounds every output by
 //! `||x|| ||w_j||` and releases nothing after a failed check, and spot checks
 //! ([`StrictLinear::with_verify_rate`]) catch answers within the bound with the
-//! probability they are drawn with (docs/hardening.md, item 6). Selective mode therefore runs on the `coeff12wide` preset
-//! ([`crate::policy::SELECTIVE_PRESET`]: a 61-bit prime and a `2^47` download modulus),
-//! the one with room for the flooding the LMSS22 bound asks for (sigma about `2^34-2^37`
-//! download units): [`SelectiveClient::new`] always floods, and refuses
+//! probability they are drawn with (docs/hardening.md, item 6). Selective mode therefore
+//! runs on a preset with room for the flooding the LMSS22 bound asks for (sigma about
+//! `2^34-2^37` download units): `coeff12wide` ([`crate::policy::SELECTIVE_PRESET`], a
+//! 61-bit prime and a `2^47` download modulus) or its packed sibling `coeff12widepack`
+//! ([`crate::policy::SELECTIVE_PACKED_PRESET`], downloads at `2^50`, what `selene`
+//! defaults to). [`SelectiveClient::new`] always floods, and refuses
 //! ([`Error::FloodingTooWide`]) a preset or a release cap that would leave fewer than
 //! [`MIN_FLOODED_PRECISION_BITS`] bits (docs/hardening.md, section 3, has the numbers).
 //! There is no unflooded selective client.
@@ -100,7 +102,7 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// # Errors
     /// [`Error::InvalidSigma`] for a negative or non-finite sigma; `k` past the model;
     /// [`Error::FloodingTooWide`] when the flooding leaves fewer than
-    /// [`MIN_FLOODED_PRECISION_BITS`] bits (any preset but `coeff12wide`, or a capacity
+    /// [`MIN_FLOODED_PRECISION_BITS`] bits (a preset that does not flood, or a capacity
     /// too large for it: docs/hardening.md); `selene_linalg::Error::FloodingUnsupported`
     /// for slot-method layouts.
     pub fn new(
