@@ -1,13 +1,14 @@
 //! `Parameters::new` on a literal read from the bytes (user or peer parameters): any
 //! literal builds or fails with an error, never a panic; what builds rebuilds from its
 //! own literal to the same fingerprint. Byte layout: log N, log scale, dnum (0 = none),
-//! security flag, then the prime sizes, Q first, up to a zero byte, then P.
+//! flags (bit 0: no security check; bits 1-7: the gadget's log base, 0 = none), then the
+//! prime sizes, Q first, up to a zero byte, then P.
 #![no_main]
 
 use selene_ckks::{Parameters, ParametersLiteral, Security};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let [log_n, log_scale, dnum, security, rest @ ..] = data else {
+    let [log_n, log_scale, dnum, flags, rest @ ..] = data else {
         return;
     };
     // Prime generation and NTT tables cost grow with N and the prime count: keep each run
@@ -36,7 +37,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         log_p,
         log_scale: u32::from(*log_scale),
         dnum: (*dnum != 0).then_some(usize::from(*dnum)),
-        security: if security & 1 == 0 {
+        gadget_log_base: (flags >> 1 != 0).then_some(u32::from(flags >> 1)),
+        security: if flags & 1 == 0 {
             Security::Hes128
         } else {
             Security::DangerousNoSecurityCheck
