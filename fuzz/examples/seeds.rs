@@ -55,6 +55,15 @@ fn ckks(dir: &Path, selector: u8, params: &Arc<Parameters>) -> Res<()> {
             &format!("{tag}_seeded"),
             &with_selector(selector, &ct.encode(params)),
         )?;
+        // A fresh one-prime ciphertext may ship `c0` rounded (flag 3).
+        if level == 0 {
+            write(
+                dir,
+                "ckks_ciphertext",
+                &format!("{tag}_rounded"),
+                &with_selector(selector, &ct.encode_rounded(params, 8)?),
+            )?;
+        }
         // A sum drops the seed: both components ship in full.
         let sum = Evaluator::new(params).add(&ct, &ct)?;
         write(

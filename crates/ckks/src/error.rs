@@ -187,6 +187,20 @@ pub enum Error {
         /// Largest supported.
         max: u32,
     },
+    /// A rounded encoding ([`crate::Ciphertext::encode_rounded`]) of a ciphertext that is
+    /// not fresh at level 0, or dropping more bits than it allows.
+    #[error(
+        "a rounded ciphertext drops 1..={max} low bits of c0 of a fresh (ChaCha8-seeded) \
+         ciphertext at level 0; got {drop_bits} bits at level {level}"
+    )]
+    InvalidRounding {
+        /// Bits asked to drop.
+        drop_bits: u32,
+        /// Largest allowed for this prime.
+        max: u32,
+        /// The ciphertext's level.
+        level: usize,
+    },
     /// `c1 s` of a ciphertext switched to `2^bits` does not lift exactly through `q` (or
     /// `q p`).
     #[error("2^{bits} ciphertexts at log N = {log_n} need a lift modulus of at least {} bits, q (times the first P prime) gives {q_bits}", bits + log_n + 2)]

@@ -61,7 +61,7 @@ fn round_trips_and_sizes() {
     assert_ne!(other.components().1, back.components().1);
     assert!(bits(&kit.decrypt(&other), &a) < 1.0);
     assert_eq!(other.encode(&params), old);
-    old[flag] = 3;
+    old[flag] = 4;
     assert!(Ciphertext::decode(&old, &params).is_err());
     // A mutated ciphertext loses its seed and ships both components.
     let sum = kit.eval.add(&seeded, &seeded).unwrap();
@@ -206,10 +206,18 @@ fn header_corruptions_give_their_exact_errors() {
         })
     );
     assert_eq!(
-        with(25, 3),
+        with(25, 4),
         Err(Error::InvalidHeader {
             field: "flags",
-            value: 3
+            value: 4
+        })
+    );
+    // The rounded form (3) exists only at level 0.
+    assert_eq!(
+        with(25, 3),
+        Err(Error::InvalidHeader {
+            field: "level",
+            value: 1
         })
     );
     // First residue set to all ones (>= q_0).
@@ -280,4 +288,96 @@ fn every_single_bit_flip_is_handled_without_panic() {
         errors >= (HEADER_LEN + 4) * 8,
         "{errors} errors, {accepted} accepted"
     );
+}
+
+/// A rounded `c0` drops `d` bits per coefficient and moves each coefficient of the
+/// decryption by at most `2^(d-1)`; anything but a fresh one-prime ciphertext, or a `d`
+/// past the limit, is refused both ways.
+#[test]
+fn rounded_c0_costs_at_most_half_a_dropped_unit_per_coefficient() {
+    let params = Parameters::new(&ParametersLiteral {
+        log_n: 12,
+        log_q: vec![54],
+        log_p: vec![54],
+        log_scale: 20,
+        dnum: None,
+        gadget_log_base: None,
+        security: Security::Hes128,
+    })
+    .unwrap();
+    let sk = Arc::new(selene_ckks::SecretKey::generate(&params));
+    let mut enc = selene_ckks::rlwe::Encryptor::with_secret_key(sk.clone());
+    let dec = selene_ckks::rlwe::Decryptor::new(sk);
+    let q = params.ring().moduli()[0];
+    let m: Vec<i64> = (0..params.n() as i64)
+        .map(|i| (i * 7919) % 40_000 - 20_000)
+        .collect();
+    let ct = enc.encrypt_coefficients(&m, 0, selene_ckks::Scale(1.0), Encoding::Coefficients);
+    let exact = dec.decrypt_poly(ct.components().0, ct.components().1);
+    let full = ct.encode(&params).len();
+    for d in [1u32, 12, 32] {
+        let bytes = ct.encode_rounded(&params, d).unwrap();
+        assert_eq!(
+            full - bytes.len(),
+            params.n() * d as usize / 8 - 1,
+            "d = {d}"
+        );
+        let back = Ciphertext::decode(&bytes, &params).unwrap();
+        assert_eq!(back.seed(), ct.seed());
+        let got = dec.decrypt_poly(back.components().0, back.components().1);
+        let worst = got
+            .row(0)
+            .iter()
+            .zip(exact.row(0))
+            .map(|(&a, &b)| q.center(q.sub(a, b)).unsigned_abs())
+            .max()
+            .unwrap();
+        assert!(worst <= 1 << (d - 1), "d = {d}: {worst}");
+        // The error is spread over the interval, not a constant offset.
+        assert!(d == 1 || worst >= 1 << (d - 2), "d = {d}: {worst}");
+    }
+    assert_eq!(ct.encode_rounded(&params, 0).unwrap(), ct.encode(&params));
+    for d in [33, 47] {
+        assert!(matches!(
+            ct.encode_rounded(&params, d),
+            Err(Error::InvalidRounding { max: 32, .. })
+        ));
+    }
+    // Not fresh: a sum ships both components and cannot be rounded.
+    let eval = selene_ckks::Evaluator::new(&params);
+    let sum = eval.add(&ct, &ct).unwrap();
+    assert!(matches!(
+        sum.encode_rounded(&params, 8),
+        Err(Error::InvalidRounding { .. })
+    ));
+    // On the wire: the dropped bits and the truncated values are checked.
+    let bytes = ct.encode_rounded(&params, 12).unwrap();
+    let at = HEADER_LEN + 11;
+    for bad in [0u8, 33, 200] {
+        let mut b = bytes.clone();
+        b[at] = bad;
+        assert!(matches!(
+            Ciphertext::decode(&b, &params),
+            Err(Error::InvalidHeader {
+                field: "dropped bits",
+                ..
+            })
+        ));
+    }
+    let mut b = bytes.clone();
+    // The first value all ones: above (q - 1) / 2^12 for this prime just above 2^54.
+    let width = (q.bits() - 12) as usize;
+    for bit in 0..width {
+        b[at + 1 + bit / 8] |= 1 << (bit % 8);
+    }
+    assert!(matches!(
+        Ciphertext::decode(&b, &params),
+        Err(Error::CoefficientOutOfRange { index: 0, .. })
+    ));
+    let mut short = bytes.clone();
+    short.pop();
+    assert!(Ciphertext::decode(&short, &params).is_err());
+    let mut long = bytes;
+    long.push(0);
+    assert!(Ciphertext::decode(&long, &params).is_err());
 }

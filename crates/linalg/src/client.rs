@@ -147,8 +147,16 @@ impl Client {
             tag: layout.tag(),
             n,
         };
+        let drop_bits = match &layout.kind {
+            LayoutKind::Coefficients(l) => l.upload_drop_bits(&self.params),
+            LayoutKind::Slots(_) => 0,
+        };
         Ok((
-            EncryptedInput { header, cts },
+            EncryptedInput {
+                header,
+                cts,
+                drop_bits,
+            },
             TokenScales { scales, norms },
         ))
     }

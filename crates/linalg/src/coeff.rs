@@ -81,6 +81,20 @@ pub struct CoeffLayout {
 }
 
 impl CoeffLayout {
+    /// Low bits of each uploaded `c0` coefficient the client drops
+    /// ([`selene_ckks::Ciphertext::encode_rounded`]): the most that keep the rounding's
+    /// error a quarter of the download switch's, so the product loses no measurable
+    /// precision. Relative to `||x_t|| ||w_j||`, dropping `d` bits adds noise of standard
+    /// deviation `2^d / sqrt(12)` per coefficient, which the weights carry to an output
+    /// as `2^(d - x_bits) sqrt(k_o / 12)` (as the encryption noise, module docs), against
+    /// the switch's `sqrt(N / 18) 2^(3 - down_bits)`: so
+    /// `d = floor(x_bits - down_bits + 3 + log2(sqrt(12 / 18) / 4) + log2(N / k_o) / 2)`.
+    /// 0 under decryption flooding: the rounding would join the noise the flooding must
+    /// cover (its bound grows with it, [`crate::flooding`]).
+    pub fn upload_drop_bits(&self, params: &Parameters) -> u32 {
+        drop_bits(params, self.x_bits, self.down_bits, self.tiling.k_o)
+    }
+
     /// `q / 2^(down_bits + merge_gain_bits)`: one unit of a decrypted output integer in
     /// the scale of `||x_t|| ||w_j||` times the token and column scales.
     pub fn unit(&self, q: f64) -> f64 {
@@ -232,6 +246,32 @@ pub(crate) fn x_bits(params: &Parameters, pack_levels: u32) -> Result<u32> {
     Ok(q_bits - w - HEADROOM_BITS)
 }
 
+/// [`CoeffLayout::upload_drop_bits`] from the layout's parts.
+fn drop_bits(params: &Parameters, x_bits: u32, down_bits: u32, k_o: usize) -> u32 {
+    if crate::LinalgPreset::of(params).is_some_and(|p| p.floods()) {
+        return 0;
+    }
+    let ratio = params.n() as f64 / k_o.max(1) as f64;
+    let d = f64::from(x_bits) - f64::from(down_bits)
+        + 3.0
+        + ((12.0f64 / 18.0).sqrt() / 4.0).log2()
+        + 0.5 * ratio.log2();
+    let max = selene_ckks::scheme::serialize::max_drop_bits(ring_prime(params).bits());
+    // Saturating float-to-int: negative is 0.
+    (d.floor() as u32).min(max)
+}
+
+/// Bits per coefficient a packed `tiling` of a `d_out`-wide product uploads under
+/// `params`: the prime's, less what the rounded `c0` drops (the full width where the
+/// tiling cannot be prepared; [`prepare`] refuses it then).
+fn packed_up_bits(params: &Parameters, tiling: &Tiling, d_out: usize) -> u32 {
+    let q_bits = ring_prime(params).bits();
+    match x_bits(params, tiling.pack_levels(d_out)) {
+        Ok(x) => q_bits - drop_bits(params, x, down_bits(params), tiling.k_o),
+        Err(_) => q_bits,
+    }
+}
+
 /// The cost model's time (ns: server, client and the bytes at `link`'s rates) of one row
 /// through a `shape` product under `params`, with the tiling [`prepare`] would choose
 /// for `link`: what a client weighs before it asks for a plan (fusion, say) whose
@@ -242,8 +282,9 @@ pub fn modelled_row_ns(params: &Parameters, shape: MatrixShape, link: &crate::Li
     let down = down_bits(params);
     if packs(params) {
         let packing = packing(params);
-        Tiling::choose_packed(n, shape.d_in, shape.d_out, 1, q_bits, down, link, packing)
-            .packed_model_ns(n, shape.d_in, shape.d_out, q_bits, down, link, packing)
+        let up = |t: &Tiling| packed_up_bits(params, t, shape.d_out);
+        let t = Tiling::choose_packed(n, shape.d_in, shape.d_out, 1, &up, down, link, packing);
+        t.packed_model_ns(n, shape.d_in, shape.d_out, up(&t), down, link, packing)
     } else {
         let t = Tiling::choose(n, shape.d_in, shape.d_out, 1, q_bits, down);
         // `model_ns` charges the wire at 1 bit/ns both ways; move it to the link's rates.
@@ -289,7 +330,7 @@ fn chosen_tiling(
             shape.d_in,
             shape.d_out,
             n_b,
-            q_bits,
+            &|t: &Tiling| packed_up_bits(params, t, shape.d_out),
             down_bits,
             link,
             packing(params),

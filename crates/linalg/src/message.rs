@@ -5,7 +5,8 @@
 //! 2 output), the 8-byte parameter fingerprint, the method byte, `d_in`, `d_out`, the
 //! three-number tiling tag, the token count and the ciphertext count (u32 LE each).
 //! - An input then holds, per ciphertext, a u32 length and the engine's serialization
-//!   (seed-compressed: `c0` bit-packed at the prime's width plus the 32-byte seed of `c1`).
+//!   (seed-compressed: `c0` bit-packed at the prime's width, or rounded to fewer bits
+//!   where the layout has precision to spare, plus the 32-byte seed of `c1`).
 //! - An output holds `down_bits` (u8), then per ciphertext the lengths of `c0` and `c1`
 //!   (u32 each) and their residues mod `2^down_bits`, bit-packed LSB first.
 //!
@@ -20,6 +21,7 @@
 
 use std::sync::Arc;
 
+use selene_ckks::scheme::serialize::max_drop_bits;
 use selene_ckks::{Ciphertext, Parameters};
 use selene_codec::{packed_len, Reader, Writer};
 
@@ -52,6 +54,9 @@ pub(crate) struct Header {
 pub struct EncryptedInput {
     pub(crate) header: Header,
     pub(crate) cts: Vec<Ciphertext>,
+    /// Low bits of each `c0` coefficient [`EncryptedInput::to_bytes`] drops
+    /// ([`Ciphertext::encode_rounded`]); 0 on a parsed message.
+    pub(crate) drop_bits: u32,
 }
 
 /// The server's encrypted `Y` (`n x d_out`), switched to the small download modulus.
@@ -152,12 +157,29 @@ impl EncryptedInput {
         self.cts.get(i)
     }
 
-    /// Serializes the message (seed-compressed ciphertexts).
+    /// Low bits of `c0` the serialization drops (chosen by the layout,
+    /// [`crate::CoeffLayout::upload_drop_bits`]).
+    pub fn drop_bits(&self) -> u32 {
+        self.drop_bits
+    }
+
+    /// The same message serialized with `d` dropped bits instead (0: whole `c0`): for
+    /// measuring what the rounding costs. A `d` the engine refuses keeps `c0` whole.
+    pub fn with_drop_bits(mut self, d: u32) -> Self {
+        self.drop_bits = d;
+        self
+    }
+
+    /// Serializes the message (seed-compressed ciphertexts, `c0` rounded when
+    /// [`EncryptedInput::drop_bits`] is not 0).
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
         let mut w = Writer::new();
         put_header(&mut w, KIND_INPUT, &self.header, self.cts.len());
         for ct in &self.cts {
-            let b = ct.encode(params);
+            // Only a fresh one-prime ciphertext rounds; anything else ships whole.
+            let b = ct
+                .encode_rounded(params, self.drop_bits)
+                .unwrap_or_else(|_| ct.encode(params));
             put_u32(&mut w, b.len());
             w.raw(&b);
         }
@@ -188,15 +210,21 @@ impl EncryptedInput {
             cts.push(Ciphertext::decode(ct, params)?);
         }
         rd.expect_end()?;
-        Ok(Self { header, cts })
+        Ok(Self {
+            header,
+            cts,
+            drop_bits: 0,
+        })
     }
 }
 
 /// The fewest bytes an encrypted input's ciphertext takes on the wire: its length prefix,
-/// a seeded body of `N` coefficients of the first prime (`c0`) and the 32-byte seed.
+/// a seeded body of `N` coefficients of the first prime (`c0`, rounded as far as the
+/// engine allows) and the 32-byte seed.
 fn min_input_ct_bytes(params: &Parameters) -> usize {
-    let q_bits = params.ring().moduli()[0].bits() as usize;
-    4 + (params.n() * q_bits).div_ceil(8) + 32
+    let q_bits = params.ring().moduli()[0].bits();
+    let kept = (q_bits - max_drop_bits(q_bits)) as usize;
+    4 + (params.n() * kept).div_ceil(8) + 32
 }
 
 /// `count` values of `bits` bits, bit-packed in `bytes`.

@@ -176,6 +176,9 @@ impl Tiling {
     /// client's encryptions and decryptions, and the bytes each way at the link's rates.
     /// Packing merges `2^r` output blocks (`r = min(log2 k_i, ceil(log2 blocks))`) into
     /// one download; see [`Tiling::packed_model_ns`] for the key switches it costs.
+    /// `up_bits` gives each candidate's uploaded bits per coefficient (the rounded `c0`
+    /// keeps more or fewer bits with the tiling's precision,
+    /// [`crate::CoeffLayout::upload_drop_bits`]).
     #[allow(
         clippy::too_many_arguments,
         reason = "the shape, both widths, the link and the preset's packing"
@@ -185,7 +188,7 @@ impl Tiling {
         d_in: usize,
         d_out: usize,
         n_b: usize,
-        up_bits: u32,
+        up_bits: &dyn Fn(&Tiling) -> u32,
         down_bits: u32,
         link: &crate::Link,
         packing: Packing,
@@ -201,7 +204,8 @@ impl Tiling {
         while k_i <= per_ct && k_i < 2 * d_in {
             let k_o = (per_ct / k_i).min(d_out);
             let t = Tiling { n_b, k_i, k_o };
-            let cost = t.packed_model_ns(ring_n, d_in, d_out, up_bits, down_bits, link, packing);
+            let cost =
+                t.packed_model_ns(ring_n, d_in, d_out, up_bits(&t), down_bits, link, packing);
             if cost < best_cost {
                 best_cost = cost;
                 best = t;

@@ -37,6 +37,15 @@ const FLAG_SEED_CHACHA20: u8 = 1;
 /// `c0` and the seed of `c1`, expanded by ChaCha8 (fresh ciphertexts since wire version
 /// 4). A reader without this flag refuses it as an invalid header.
 const FLAG_SEED_CHACHA8: u8 = 2;
+/// A fresh ChaCha8-seeded ciphertext at level 0 whose `c0` ships in coefficient form
+/// without its low `d` bits (a u8 after the flags), then the seed of `c1`
+/// ([`Ciphertext::encode_rounded`]).
+const FLAG_ROUNDED_CHACHA8: u8 = 3;
+/// Most low bits a rounded `c0` may drop for a first prime of `q_bits` bits
+/// ([`Ciphertext::encode_rounded`]): at most 32, and at least 8 bits stay.
+pub fn max_drop_bits(q_bits: u32) -> u32 {
+    q_bits.saturating_sub(8).min(32)
+}
 
 /// Object kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +168,57 @@ impl Ciphertext {
         w.into_bytes()
     }
 
+    /// Serializes a fresh (ChaCha8-seeded) ciphertext at level 0 with `c0` rounded: in
+    /// coefficient form, each coefficient `x` sent as `floor(x / 2^d)` in `bits(q) - d`
+    /// bits and read back as the midpoint `floor(x / 2^d) 2^d + 2^(d-1)`. That adds an
+    /// error of at most `2^(d-1)` to every coefficient of the decryption, uniform and
+    /// independent of the message's scale, so a caller whose message sits far above its
+    /// encryption noise trades precision it does not use for `d N` bits of upload (the
+    /// compression of `c0` by dropping low bits, as Kyber's `Compress_q` does: Bos et
+    /// al., EuroS&P 2018). What the reader sees is a function of
+    /// the ciphertext, so IND-CPA security is unchanged. `d = 0` is [`Self::encode`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidRounding`] for a ciphertext that is not fresh with a ChaCha8 seed
+    /// at level 0, or `d` above `min(32, bits(q) - 8)`.
+    pub fn encode_rounded(&self, params: &Parameters, d: u32) -> Result<Vec<u8>> {
+        if d == 0 {
+            return Ok(self.encode(params));
+        }
+        let ring = params.ring();
+        let q = ring.moduli()[0];
+        let max = max_drop_bits(q.bits());
+        let fresh = self.seed.is_some_and(|s| s.expansion == Expansion::ChaCha8);
+        if self.level() != 0 || !fresh || d > max {
+            return Err(Error::InvalidRounding {
+                drop_bits: d,
+                max,
+                level: self.level(),
+            });
+        }
+        let mut x = self.c0.row(0).to_vec();
+        ring.plan(0).backward(&mut x);
+        for v in &mut x {
+            *v >>= d;
+        }
+        let mut w = Writer::with_capacity(HEADER_LEN + 13 + rounded_len(params, d) + 32);
+        header(&mut w, Kind::Ciphertext, params);
+        w.u8(0);
+        w.f64(self.scale.0);
+        w.u8(match self.encoding {
+            Encoding::Slots => 0,
+            Encoding::Coefficients => 1,
+        });
+        w.u8(FLAG_ROUNDED_CHACHA8);
+        // d <= 32.
+        w.u8(d as u8);
+        w.bits(&x, q.bits() - d);
+        if let Some(seed) = &self.seed {
+            w.raw(&seed.bytes);
+        }
+        Ok(w.into_bytes())
+    }
+
     /// Parses a ciphertext for `params`.
     pub fn decode(bytes: &[u8], params: &Arc<Parameters>) -> Result<Self> {
         let mut rd = Reader::new(bytes);
@@ -192,6 +252,19 @@ impl Ciphertext {
             FLAG_FULL => None,
             FLAG_SEED_CHACHA20 => Some(Expansion::ChaCha20),
             FLAG_SEED_CHACHA8 => Some(Expansion::ChaCha8),
+            FLAG_ROUNDED_CHACHA8 => {
+                let c0 = read_rounded_c0(&mut rd, params, level)?;
+                let bytes = rd.array("seed")?;
+                rd.expect_end()?;
+                let expansion = Expansion::ChaCha8;
+                return Ok(Self {
+                    c0,
+                    c1: uniform_poly_by(params.ring(), &bytes, 0, false, expansion),
+                    scale: Scale(scale),
+                    encoding,
+                    seed: Some(Seed { bytes, expansion }),
+                });
+            }
             f => {
                 return Err(Error::InvalidHeader {
                     field: "flags",
@@ -223,6 +296,48 @@ impl Ciphertext {
             seed,
         })
     }
+}
+
+/// Bytes of a rounded `c0` that dropped `d` bits.
+fn rounded_len(params: &Parameters, d: u32) -> usize {
+    // N * bits is a multiple of 8 (N >= 1024).
+    params.n() * (params.ring().moduli()[0].bits() - d) as usize / 8
+}
+
+/// Reads a rounded `c0` ([`Ciphertext::encode_rounded`]): the dropped bits `d`, then the
+/// truncated coefficients, each at most `(q - 1) / 2^d`; returns `c0` in NTT form with
+/// every coefficient at the midpoint of its interval.
+fn read_rounded_c0(rd: &mut Reader<'_>, params: &Parameters, level: usize) -> Result<Poly<Ntt>> {
+    let ring = params.ring();
+    let q = ring.moduli()[0];
+    let d = u32::from(rd.u8("dropped bits")?);
+    if level != 0 || d == 0 || d > max_drop_bits(q.bits()) {
+        return Err(Error::InvalidHeader {
+            field: if level != 0 { "level" } else { "dropped bits" },
+            value: if level != 0 { level as u64 } else { d.into() },
+        });
+    }
+    let src = rd.take("rounded residues", rounded_len(params, d))?;
+    let mut c0 = Poly::<Ntt>::zero(ring, 0, false);
+    let row = c0.row_mut(0);
+    selene_codec::unpack_bits(src, q.bits() - d, row);
+    let top = (q.value() - 1) >> d;
+    if let Some((k, &v)) = row.iter().enumerate().find(|(_, &v)| v > top) {
+        return Err(Error::CoefficientOutOfRange {
+            row: 0,
+            index: k,
+            value: v << d,
+            modulus: q.value(),
+        });
+    }
+    let half = 1u64 << (d - 1);
+    for v in row.iter_mut() {
+        // Below q + 2^(d-1) < 2q.
+        let x = (*v << d) + half;
+        *v = if x >= q.value() { x - q.value() } else { x };
+    }
+    ring.plan(0).forward(row);
+    Ok(c0)
 }
 
 impl PublicKey {

@@ -55,10 +55,12 @@ pub const MAGIC: [u8; 4] = *b"SELW";
 /// ([`crate::ClientSession::send_product`]). Version 4 changes no frame either: its
 /// client's fresh ciphertexts expand their `c1` seeds by ChaCha8 (the ciphertext
 /// format's flag 2, `selene_ckks::ring::sampler::Expansion`), which an older server
-/// cannot read. A server refuses a `Hello` above its own version, so a newer client
-/// never sends what an older server misreads; a version-4 server still reads the
-/// ChaCha20 seeds of older clients.
-pub const WIRE_VERSION: u16 = 4;
+/// cannot read. Version 5 changes no frame: its client's uploads may round `c0` (the
+/// ciphertext format's flag 3, `selene_ckks::Ciphertext::encode_rounded`; docs/packing.md,
+/// "Rounded uploads"). A server refuses a `Hello` above its own version, so a newer
+/// client never sends what an older server misreads; a version-5 server still reads the
+/// whole `c0`s and ChaCha20 seeds of older clients.
+pub const WIRE_VERSION: u16 = 5;
 /// The version `Products` and `ProductResults` frames travel under.
 pub const FUSED_WIRE_VERSION: u16 = 2;
 /// Oldest wire version this build decodes (kinds 1-13 unchanged since).
