@@ -324,6 +324,8 @@ fn rounded_c0_costs_at_most_half_a_dropped_unit_per_coefficient() {
         );
         let back = Ciphertext::decode(&bytes, &params).unwrap();
         assert_eq!(back.seed(), ct.seed());
+        // Canonical: a rounded ciphertext re-encodes to its own bytes.
+        assert_eq!(back.encode(&params), bytes, "d = {d}");
         let got = dec.decrypt_poly(back.components().0, back.components().1);
         let worst = got
             .row(0)
@@ -364,9 +366,22 @@ fn rounded_c0_costs_at_most_half_a_dropped_unit_per_coefficient() {
             })
         ));
     }
+    // The last interval, [top 2^12, q), reads back inside itself: the same bytes again.
+    let width = (q.bits() - 12) as usize;
+    let top = (q.value() - 1) >> 12;
+    let mut b = bytes.clone();
+    for bit in 0..width {
+        let mask = 1u8 << (bit % 8);
+        if top >> bit & 1 == 1 {
+            b[at + 1 + bit / 8] |= mask;
+        } else {
+            b[at + 1 + bit / 8] &= !mask;
+        }
+    }
+    let edge = Ciphertext::decode(&b, &params).unwrap();
+    assert_eq!(edge.encode(&params), b);
     let mut b = bytes.clone();
     // The first value all ones: above (q - 1) / 2^12 for this prime just above 2^54.
-    let width = (q.bits() - 12) as usize;
     for bit in 0..width {
         b[at + 1 + bit / 8] |= 1 << (bit % 8);
     }

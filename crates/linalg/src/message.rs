@@ -163,8 +163,9 @@ impl EncryptedInput {
         self.drop_bits
     }
 
-    /// The same message serialized with `d` dropped bits instead (0: whole `c0`): for
-    /// measuring what the rounding costs. A `d` the engine refuses keeps `c0` whole.
+    /// The same message serialized with `d` dropped bits instead (0: `c0` as encrypted,
+    /// whole): for measuring what the rounding costs. A `d` the engine refuses keeps `c0`
+    /// whole.
     pub fn with_drop_bits(mut self, d: u32) -> Self {
         self.drop_bits = d;
         self
@@ -176,10 +177,14 @@ impl EncryptedInput {
         let mut w = Writer::new();
         put_header(&mut w, KIND_INPUT, &self.header, self.cts.len());
         for ct in &self.cts {
-            // Only a fresh one-prime ciphertext rounds; anything else ships whole.
-            let b = ct
-                .encode_rounded(params, self.drop_bits)
-                .unwrap_or_else(|_| ct.encode(params));
+            // Only a fresh one-prime ciphertext rounds; anything else ships whole. A parsed
+            // message (0) re-encodes each ciphertext as it arrived.
+            let b = match self.drop_bits {
+                0 => ct.encode(params),
+                d => ct
+                    .encode_rounded(params, d)
+                    .unwrap_or_else(|_| ct.encode(params)),
+            };
             put_u32(&mut w, b.len());
             w.raw(&b);
         }

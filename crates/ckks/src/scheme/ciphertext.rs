@@ -18,6 +18,10 @@ pub struct Ciphertext {
     pub(crate) scale: Scale,
     pub(crate) encoding: Encoding,
     pub(crate) seed: Option<Seed>,
+    /// Low bits of `c0` the wire form dropped ([`Ciphertext::encode_rounded`]; 0: whole),
+    /// so that a decoded ciphertext re-encodes to the same bytes. Meaningful only while
+    /// `seed` is set: a mutation drops the seed, and the ciphertext then ships whole.
+    pub(crate) dropped_bits: u32,
 }
 
 impl Clone for Ciphertext {
@@ -28,6 +32,7 @@ impl Clone for Ciphertext {
             scale: self.scale,
             encoding: self.encoding,
             seed: self.seed,
+            dropped_bits: self.dropped_bits,
         }
     }
 
@@ -38,6 +43,7 @@ impl Clone for Ciphertext {
         self.scale = source.scale;
         self.encoding = source.encoding;
         self.seed = source.seed;
+        self.dropped_bits = source.dropped_bits;
     }
 }
 
@@ -83,6 +89,7 @@ impl Ciphertext {
             scale,
             encoding,
             seed: None,
+            dropped_bits: 0,
         }
     }
 
@@ -98,6 +105,7 @@ impl Ciphertext {
             scale,
             encoding,
             seed: ct.seed,
+            dropped_bits: 0,
         }
     }
 
@@ -110,6 +118,7 @@ impl Ciphertext {
             scale: Scale(1.0),
             encoding: Encoding::Slots,
             seed: None,
+            dropped_bits: 0,
         }
     }
 }

@@ -142,8 +142,19 @@ fn read_poly(
 }
 
 impl Ciphertext {
-    /// Serializes the ciphertext (compressed to its seed while fresh).
+    /// Serializes the ciphertext (compressed to its seed while fresh; with `c0` rounded
+    /// as it arrived, when it was decoded from a rounded form).
     pub fn encode(&self, params: &Parameters) -> Vec<u8> {
+        if self.dropped_bits > 0 {
+            if let Ok(bytes) = self.encode_rounded(params, self.dropped_bits) {
+                return bytes;
+            }
+        }
+        self.encode_whole(params)
+    }
+
+    /// [`Self::encode`] with `c0` whole.
+    fn encode_whole(&self, params: &Parameters) -> Vec<u8> {
         let level = self.level();
         let body = packed_len(params, level + 1, 0);
         let mut w = Writer::with_capacity(HEADER_LEN + 12 + 2 * body);
@@ -176,14 +187,15 @@ impl Ciphertext {
     /// encryption noise trades precision it does not use for `d N` bits of upload (the
     /// compression of `c0` by dropping low bits, as Kyber's `Compress_q` does: Bos et
     /// al., EuroS&P 2018). What the reader sees is a function of
-    /// the ciphertext, so IND-CPA security is unchanged. `d = 0` is [`Self::encode`].
+    /// the ciphertext, so IND-CPA security is unchanged. `d = 0` ships `c0` whole.
+    /// (The last interval below `q` may be shorter than `2^d`; its midpoint is its own.)
     ///
     /// # Errors
     /// [`Error::InvalidRounding`] for a ciphertext that is not fresh with a ChaCha8 seed
     /// at level 0, or `d` above `min(32, bits(q) - 8)`.
     pub fn encode_rounded(&self, params: &Parameters, d: u32) -> Result<Vec<u8>> {
         if d == 0 {
-            return Ok(self.encode(params));
+            return Ok(self.encode_whole(params));
         }
         let ring = params.ring();
         let q = ring.moduli()[0];
@@ -253,7 +265,7 @@ impl Ciphertext {
             FLAG_SEED_CHACHA20 => Some(Expansion::ChaCha20),
             FLAG_SEED_CHACHA8 => Some(Expansion::ChaCha8),
             FLAG_ROUNDED_CHACHA8 => {
-                let c0 = read_rounded_c0(&mut rd, params, level)?;
+                let (c0, dropped_bits) = read_rounded_c0(&mut rd, params, level)?;
                 let bytes = rd.array("seed")?;
                 rd.expect_end()?;
                 let expansion = Expansion::ChaCha8;
@@ -263,6 +275,7 @@ impl Ciphertext {
                     scale: Scale(scale),
                     encoding,
                     seed: Some(Seed { bytes, expansion }),
+                    dropped_bits,
                 });
             }
             f => {
@@ -294,6 +307,7 @@ impl Ciphertext {
             scale: Scale(scale),
             encoding,
             seed,
+            dropped_bits: 0,
         })
     }
 }
@@ -306,8 +320,13 @@ fn rounded_len(params: &Parameters, d: u32) -> usize {
 
 /// Reads a rounded `c0` ([`Ciphertext::encode_rounded`]): the dropped bits `d`, then the
 /// truncated coefficients, each at most `(q - 1) / 2^d`; returns `c0` in NTT form with
-/// every coefficient at the midpoint of its interval.
-fn read_rounded_c0(rd: &mut Reader<'_>, params: &Parameters, level: usize) -> Result<Poly<Ntt>> {
+/// every coefficient at the midpoint of its interval (the last, `[m 2^d, q)`, may be
+/// shorter), and `d`.
+fn read_rounded_c0(
+    rd: &mut Reader<'_>,
+    params: &Parameters,
+    level: usize,
+) -> Result<(Poly<Ntt>, u32)> {
     let ring = params.ring();
     let q = ring.moduli()[0];
     let d = u32::from(rd.u8("dropped bits")?);
@@ -330,14 +349,14 @@ fn read_rounded_c0(rd: &mut Reader<'_>, params: &Parameters, level: usize) -> Re
             modulus: q.value(),
         });
     }
+    // Every midpoint stays below q, so re-encoding finds the same interval.
     let half = 1u64 << (d - 1);
+    let last_half = (q.value() - (top << d)) / 2;
     for v in row.iter_mut() {
-        // Below q + 2^(d-1) < 2q.
-        let x = (*v << d) + half;
-        *v = if x >= q.value() { x - q.value() } else { x };
+        *v = (*v << d) + if *v == top { last_half } else { half };
     }
     ring.plan(0).forward(row);
-    Ok(c0)
+    Ok((c0, d))
 }
 
 impl PublicKey {
