@@ -83,19 +83,24 @@ fn round_trips_and_sizes() {
     assert!(bits(&kit.decrypt(&ct2), &a) >= 9.5);
 }
 
-/// A gadget base adds key rows: the Galois key holds one `b` per part, round-trips, and
-/// a key for the same primes without the gadget is refused (other fingerprint).
-#[test]
-fn gadget_keys_hold_one_row_per_part_and_round_trip() {
-    let lit = |gadget_log_base| ParametersLiteral {
+/// A 128-bit-secure `N = 2^12` literal with one Q and one P prime.
+fn one_prime(log_q: u32, log_p: u32, gadget_log_base: Option<u32>) -> ParametersLiteral {
+    ParametersLiteral {
         log_n: 12,
-        log_q: vec![60],
-        log_p: vec![47],
+        log_q: vec![log_q],
+        log_p: vec![log_p],
         log_scale: 20,
         dnum: None,
         gadget_log_base,
         security: Security::Hes128,
-    };
+    }
+}
+
+/// A gadget base adds key rows: the Galois key holds one `b` per part, round-trips, and
+/// a key for the same primes without the gadget is refused (other fingerprint).
+#[test]
+fn gadget_keys_hold_one_row_per_part_and_round_trip() {
+    let lit = |gadget_log_base| one_prime(60, 47, gadget_log_base);
     let params = Parameters::new(&lit(Some(31))).unwrap();
     let plain = Parameters::new(&lit(None)).unwrap();
     assert_eq!((params.key_digits(), plain.key_digits()), (2, 1));
@@ -295,16 +300,7 @@ fn every_single_bit_flip_is_handled_without_panic() {
 /// past the limit, is refused both ways.
 #[test]
 fn rounded_c0_costs_at_most_half_a_dropped_unit_per_coefficient() {
-    let params = Parameters::new(&ParametersLiteral {
-        log_n: 12,
-        log_q: vec![54],
-        log_p: vec![54],
-        log_scale: 20,
-        dnum: None,
-        gadget_log_base: None,
-        security: Security::Hes128,
-    })
-    .unwrap();
+    let params = Parameters::new(&one_prime(54, 54, None)).unwrap();
     let sk = Arc::new(selene_ckks::SecretKey::generate(&params));
     let mut enc = selene_ckks::rlwe::Encryptor::with_secret_key(sk.clone());
     let dec = selene_ckks::rlwe::Decryptor::new(sk);

@@ -16,13 +16,10 @@ use selene_linalg::{
 fn rounded_uploads_save_bytes_without_losing_precision() {
     let shape = MatrixShape::new(576, 960);
     let w: Vec<f32> = values(3, 576 * 960).iter().map(|v| v * 0.05).collect();
-    for preset in [
-        LinalgPreset::Coeff11,
-        LinalgPreset::Coeff12,
-        LinalgPreset::Coeff12Wide,
-        LinalgPreset::Coeff12Pack,
-        LinalgPreset::Coeff12WidePack,
-    ] {
+    let coefficient_presets = LinalgPreset::ALL
+        .into_iter()
+        .filter(|p| p.method() == Method::Coefficients);
+    for preset in coefficient_presets {
         let params = preset.build().unwrap();
         let m = PreparedMatrix::for_link(&params, &w, shape, Method::Coefficients, 1, &Link::WAN)
             .unwrap();
