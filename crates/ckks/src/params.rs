@@ -192,15 +192,6 @@ impl Parameters {
         if !(1..=nq).contains(&dnum) {
             return Err(Error::InvalidDnum { dnum, q_primes: nq });
         }
-        if let Some(w) = lit.gadget_log_base {
-            if dnum != nq || !(8..=MAX_MODULUS_BITS).contains(&w) {
-                return Err(Error::InvalidGadgetBase {
-                    log_base: w,
-                    dnum,
-                    q_primes: nq,
-                });
-            }
-        }
         let bits: Vec<u32> = lit.log_q.iter().chain(&lit.log_p).copied().collect();
         let primes = generate_ntt_primes(log_n, &bits).ok_or_else(|| {
             // Find the size that ran out, for the message.
@@ -209,6 +200,19 @@ impl Parameters {
                 .map_or(bits[0], |k| bits[k - 1]);
             Error::NotEnoughPrimes { bits: bad, log_n }
         })?;
+        // A gadget base needs one prime per digit, a sane width, and every part below
+        // every prime in magnitude (the extension of a part is then a plain reduction):
+        // `2^(w-1) + 1 < p` for the smallest prime.
+        if let Some(w) = lit.gadget_log_base {
+            let narrow = primes.iter().any(|&p| (p as f64).log2() <= f64::from(w));
+            if dnum != nq || !(8..=MAX_MODULUS_BITS).contains(&w) || narrow {
+                return Err(Error::InvalidGadgetBase {
+                    log_base: w,
+                    dnum,
+                    q_primes: nq,
+                });
+            }
+        }
         let log_qp: f64 = primes.iter().map(|&x| (x as f64).log2()).sum();
         let bound = max_log_qp_128(log_n).unwrap_or(0);
         match lit.security {
@@ -228,17 +232,6 @@ impl Parameters {
                 );
             }
             _ => {}
-        }
-        // Every gadget part must stay below every prime in magnitude (the extension of a
-        // part is then a plain reduction): `2^(w-1) + 1 < p` for the smallest prime.
-        if let Some(w) = lit.gadget_log_base {
-            if primes.iter().any(|&p| (p as f64).log2() <= f64::from(w)) {
-                return Err(Error::InvalidGadgetBase {
-                    log_base: w,
-                    dnum,
-                    q_primes: nq,
-                });
-            }
         }
         let (q, p) = primes.split_at(nq);
         let ring = RnsContext::new(log_n, q, p).ok_or(Error::NotEnoughPrimes {

@@ -225,13 +225,25 @@ pub(crate) fn exact_merges(params: &Parameters) -> bool {
     packs(params) && !packing(params).fold
 }
 
+/// Bits by which `pack_levels` merges scale every output under `params`: each doubles
+/// the values, unless the merges are exact ([`exact_merges`]).
+fn merge_gain_bits(params: &Parameters, pack_levels: u32) -> u32 {
+    if exact_merges(params) {
+        0
+    } else {
+        pack_levels
+    }
+}
+
 /// `x_bits` for `params` with `pack_levels` merges (each doubles the values unless the
 /// merges are exact), or an error if its prime cannot hold the products and the
 /// centred lift of `c1 s` at decryption.
 pub(crate) fn x_bits(params: &Parameters, pack_levels: u32) -> Result<u32> {
     let q_bits = ring_prime(params).bits();
-    let gain = if exact_merges(params) { 0 } else { pack_levels };
-    let (down, w) = (down_bits(params), w_bits(params) + gain);
+    let (down, w) = (
+        down_bits(params),
+        w_bits(params) + merge_gain_bits(params, pack_levels),
+    );
     let min_bits = MIN_X_BITS + w + HEADROOM_BITS;
     if q_bits < min_bits {
         return Err(Error::ModulusTooSmall { q_bits, min_bits });
@@ -399,7 +411,7 @@ fn prepare_tiled(
     };
     let x_bits = x_bits(params, pack_levels)?;
     let hoist_levels = tiling.hoist_levels(shape.d_in, shape.d_out, pack_levels, packing(params));
-    let merge_gain_bits = if exact_merges(params) { 0 } else { pack_levels };
+    let merge_gain_bits = merge_gain_bits(params, pack_levels);
     // 2^-r mod q (q odd), folded into every block when the merges are exact.
     let q = ring_prime(params);
     let pre_divide = (merge_gain_bits < pack_levels)

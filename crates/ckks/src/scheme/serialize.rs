@@ -153,24 +153,31 @@ impl Ciphertext {
         self.encode_whole(params)
     }
 
-    /// [`Self::encode`] with `c0` whole.
-    fn encode_whole(&self, params: &Parameters) -> Vec<u8> {
-        let level = self.level();
-        let body = packed_len(params, level + 1, 0);
-        let mut w = Writer::with_capacity(HEADER_LEN + 12 + 2 * body);
+    /// The common header, level, scale, encoding and `flag` of a ciphertext, in a writer
+    /// with room for `body` more bytes.
+    fn writer_with_header(&self, params: &Parameters, flag: u8, body: usize) -> Writer {
+        let mut w = Writer::with_capacity(HEADER_LEN + 12 + body);
         header(&mut w, Kind::Ciphertext, params);
         // Levels are below the prime count, which is far below 256.
-        w.u8(level as u8);
+        w.u8(self.level() as u8);
         w.f64(self.scale.0);
         w.u8(match self.encoding {
             Encoding::Slots => 0,
             Encoding::Coefficients => 1,
         });
-        w.u8(match self.seed.map(|s| s.expansion) {
+        w.u8(flag);
+        w
+    }
+
+    /// [`Self::encode`] with `c0` whole.
+    fn encode_whole(&self, params: &Parameters) -> Vec<u8> {
+        let body = packed_len(params, self.level() + 1, 0);
+        let flag = match self.seed.map(|s| s.expansion) {
             None => FLAG_FULL,
             Some(Expansion::ChaCha20) => FLAG_SEED_CHACHA20,
             Some(Expansion::ChaCha8) => FLAG_SEED_CHACHA8,
-        });
+        };
+        let mut w = self.writer_with_header(params, flag, 2 * body);
         pack(params, &self.c0, &mut w);
         match &self.seed {
             Some(seed) => w.raw(&seed.bytes),
@@ -213,15 +220,8 @@ impl Ciphertext {
         for v in &mut x {
             *v >>= d;
         }
-        let mut w = Writer::with_capacity(HEADER_LEN + 13 + rounded_len(params, d) + 32);
-        header(&mut w, Kind::Ciphertext, params);
-        w.u8(0);
-        w.f64(self.scale.0);
-        w.u8(match self.encoding {
-            Encoding::Slots => 0,
-            Encoding::Coefficients => 1,
-        });
-        w.u8(FLAG_ROUNDED_CHACHA8);
+        let body = 1 + rounded_len(params, d) + 32;
+        let mut w = self.writer_with_header(params, FLAG_ROUNDED_CHACHA8, body);
         // d <= 32.
         w.u8(d as u8);
         w.bits(&x, q.bits() - d);
@@ -329,11 +329,17 @@ fn read_rounded_c0(
 ) -> Result<(Poly<Ntt>, u32)> {
     let ring = params.ring();
     let q = ring.moduli()[0];
-    let d = u32::from(rd.u8("dropped bits")?);
-    if level != 0 || d == 0 || d > max_drop_bits(q.bits()) {
+    if level != 0 {
         return Err(Error::InvalidHeader {
-            field: if level != 0 { "level" } else { "dropped bits" },
-            value: if level != 0 { level as u64 } else { d.into() },
+            field: "level",
+            value: level as u64,
+        });
+    }
+    let d = u32::from(rd.u8("dropped bits")?);
+    if d == 0 || d > max_drop_bits(q.bits()) {
+        return Err(Error::InvalidHeader {
+            field: "dropped bits",
+            value: d.into(),
         });
     }
     let src = rd.take("rounded residues", rounded_len(params, d))?;
