@@ -18,8 +18,8 @@ use selene_linalg::{Client, LinalgPreset, MatrixShape, Method, PreparedMatrix, S
 use selene_model::{FusedPair, LinearStage};
 use selene_protocol::policy::Tensor;
 use selene_protocol::wire::{
-    self, ErrorCode, EvalKey, Frame, Hello, Message, ModelFacts, ProductRequest, SessionLimits,
-    Welcome, WIRE_VERSION,
+    self, Ahead, ErrorCode, EvalKey, Frame, Hello, Message, ModelFacts, ProductRequest,
+    SessionLimits, Welcome, WIRE_VERSION,
 };
 use selene_protocol::{encode_release, Policy, PrefixKv, PrefixLimits, Product};
 
@@ -324,6 +324,21 @@ fn wire_frames(dir: &Path, layout: &[u8], input: &[u8], output: &[u8]) -> Res<()
         },
         Message::ProductResults {
             ciphertexts: vec![vec![6; 20], Vec::new(), vec![7; 5]],
+        },
+        // A version-6 session's answers to a release (version-6 frames).
+        Message::LogitsAhead {
+            values: vec![0.1, -3.5, 7.25],
+            ahead: Ahead {
+                token: 9690,
+                qkv: vec![0.5, -0.25, 1.0, 2.0],
+            },
+        },
+        Message::HiddenAhead {
+            values: vec![1.0, 0.0, -0.0, 1e-3],
+            ahead: Ahead {
+                token: 2,
+                qkv: vec![0.125, -1.0],
+            },
         },
     ];
     for (i, message) in frames.into_iter().enumerate() {

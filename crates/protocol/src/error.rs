@@ -155,6 +155,15 @@ pub enum Error {
         #[source]
         source: selene_linalg::Error,
     },
+    /// The next token's q|k|v a server sent ahead of a release's answer has the wrong
+    /// number of values.
+    #[error("the server sent {found} values of the next token's q|k|v, not {expected}")]
+    AheadShape {
+        /// Values sent.
+        found: usize,
+        /// The model's q|k|v width.
+        expected: usize,
+    },
     /// A spot check (`--verify-rate`) recomputed a product in plaintext and the server's
     /// answer differs by more than the tolerance.
     #[error(

@@ -16,7 +16,7 @@ use selene_model::{store, LinearStage, Tokenizer, Weights};
 use selene_protocol::wire::{self, Message};
 use selene_protocol::{
     ClientSession, Error, InProcess, Limits, ModelServer, PlainTail, Policy, PreparedModel,
-    SelectiveClient, StrictLinear, Transport,
+    SelectiveClient, SessionServer, StrictLinear, Transport,
 };
 
 const K: usize = 1;
@@ -56,6 +56,8 @@ enum Forge {
     /// Answers the next product with `c0 = 0, c1 = value` (the constant polynomial, so
     /// the client decrypts `value * s`, its secret key, at every used position).
     KeyProbe(u64),
+    /// Multiplies the next token's q|k|v sent ahead with a release's answer by this.
+    Ahead(f32),
 }
 
 /// A transport that forges the server's answers once, as a network peer could.
@@ -92,6 +94,16 @@ impl Transport for Dishonest {
                     c1[0] = value;
                 }
                 *ciphertext = out.to_bytes();
+                *self.forged.lock().unwrap() += 1;
+                self.forge = Forge::Honest;
+            }
+            (
+                Message::LogitsAhead { ahead, .. } | Message::HiddenAhead { ahead, .. },
+                Forge::Ahead(factor),
+            ) => {
+                for v in &mut ahead.qkv {
+                    *v *= factor;
+                }
                 *self.forged.lock().unwrap() += 1;
                 self.forge = Forge::Honest;
             }
@@ -296,4 +308,63 @@ fn spot_checks_need_the_layer_matrices_and_bundles_carry_the_norms() {
     let thin = thin.with_column_norms(streamed).unwrap();
     let (s, _) = session(Forge::Honest);
     StrictLinear::from_session(&thin, Client::new(&f.params), s).unwrap();
+}
+
+/// A selective client against a session server (the plaintext tail answers releases,
+/// with the next token ahead) behind the forging transport.
+fn with_tail(forge: Forge) -> (SelectiveClient<'static, Dishonest>, Arc<Mutex<usize>>) {
+    static SERVER: OnceLock<Arc<SessionServer>> = OnceLock::new();
+    let f = fixture();
+    let server = SERVER.get_or_init(|| {
+        let w = Arc::new(store::load(None).unwrap());
+        Arc::new(SessionServer::new(f.model.clone(), w, Limits::default()).with_token(b"t"))
+    });
+    let forged = Arc::new(Mutex::new(0));
+    let t = Dishonest {
+        inner: InProcess::connect(server, b"t"),
+        params: f.params.clone(),
+        forge,
+        forged: forged.clone(),
+    };
+    let policy = Policy::selective(f.w.config().n_layers, K);
+    let s = ClientSession::open(t, &f.params, policy, CONTEXT).unwrap();
+    let strict = StrictLinear::from_session(&f.w, Client::new(&f.params), s).unwrap();
+    (
+        SelectiveClient::new(&f.w, K, strict, SIGMA, 32).unwrap(),
+        forged,
+    )
+}
+
+#[test]
+fn a_next_token_q_k_v_above_its_bound_fails_the_session() {
+    let ids = prompt();
+    for (factor, honest) in [(1.0, true), (1e3, false)] {
+        let (mut client, forged) = with_tail(Forge::Ahead(factor));
+        let logits = client.next_logits(&ids).unwrap();
+        assert_eq!(*forged.lock().unwrap(), 1);
+        let next = [selene_model::sampling::argmax(&logits)];
+        match client.next_logits(&next) {
+            Ok(_) => {
+                assert!(honest, "a q|k|v 1000 times the server's was used");
+                assert_eq!(client.ahead_used(), 1);
+                assert_eq!(client.releases(), ids.len() + 1);
+            }
+            Err(e) => {
+                assert!(!honest, "the honest q|k|v was refused: {e}");
+                match cause(&e) {
+                    Some(Error::ProductCheck {
+                        layer: 0,
+                        stage: LinearStage::Qkv,
+                        source: selene_linalg::Error::OutputOutOfBound { .. },
+                    }) => {}
+                    other => panic!("expected the bound to fail, got {other:?} ({e})"),
+                }
+                assert_eq!(client.releases(), ids.len(), "nothing more was released");
+                assert!(matches!(
+                    client.next_logits(&next),
+                    Err(Error::FailedCheckEarlier)
+                ));
+            }
+        }
+    }
 }

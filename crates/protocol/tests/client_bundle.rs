@@ -1,7 +1,8 @@
 //! The thin client: private generation whose client holds only the client bundle
 //! (`selene_model::store::load_client`, no layer matrix read) against a session server
 //! holding the full model. Tokens equal the plaintext model's in strict mode, strict
-//! with padding, and selective mode (K = 1, LM head on the client and on the server).
+//! with padding, and selective mode (K = 1, LM head on the client and on the server,
+//! every generated token's layer-0 q|k|v taken from the server's answer ahead).
 
 #![allow(clippy::unwrap_used, reason = "test helpers may panic")]
 
@@ -66,13 +67,14 @@ fn bundle_client_generates_the_plaintext_tokens() {
 
     let mut padded = Policy::strict(layers);
     padded.pad_to = Some(8);
-    let mut head_on_client = Policy::selective(layers, 1);
-    head_on_client.lm_head = HeadSide::Client;
+    let mut head_on_server = Policy::selective(layers, 1);
+    head_on_server.lm_head = HeadSide::Server;
+    assert_eq!(Policy::selective(layers, 1).lm_head, HeadSide::Client);
     let cases = [
         ("strict", Policy::strict(layers)),
         ("strict, padded to 8", padded),
+        ("selective K = 1, head on the server", head_on_server),
         ("selective K = 1", Policy::selective(layers, 1)),
-        ("selective K = 1, head on the client", head_on_client),
     ];
     for (what, policy) in cases {
         let params = policy.preset.build().unwrap();
@@ -96,5 +98,11 @@ fn bundle_client_generates_the_plaintext_tokens() {
             got, want,
             "{what}: tokens differ from the plaintext model's"
         );
+        if what.starts_with("selective") {
+            // Greedy tokens are the server's own: every token fed back takes layer 0's
+            // q|k|v ahead, so its pass runs 3 of the layer's 4 products.
+            assert_eq!(stats.ahead, max - 1, "{what}");
+            assert_eq!(stats.traffic.products, 4 + 3 * (max - 1), "{what}");
+        }
     }
 }

@@ -124,7 +124,10 @@ pub fn drive<T: Transport>(
     if releases > 0 {
         eprintln!(
             "[released {releases} hidden-state rows after layer {k}, flooded with sigma \
-             {sigma}]"
+             {sigma}; {} of the {} generated tokens fed back took layer 0's q|k|v from the \
+             server's answer (its greedy token), one round trip fewer each]",
+            stats.ahead,
+            gen_run.generated.saturating_sub(1)
         );
     }
     if verify_rate > 0.0 {

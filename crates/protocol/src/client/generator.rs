@@ -39,6 +39,9 @@ pub struct PrivateStats {
     pub server_s: f64,
     /// Hidden-state rows released to the server (selective mode; 0 in strict mode).
     pub releases: usize,
+    /// Positions whose layer-0 q|k|v the server sent ahead with a release (selective
+    /// mode, [`crate::wire::Ahead`]): one round trip saved each.
+    pub ahead: usize,
     /// What prompt-lookup drafts achieved (all zero without drafts).
     pub draft: DraftStats,
 }
@@ -208,6 +211,7 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
                 traffic: linear.stats(),
                 server_s: linear.server_time().as_secs_f64(),
                 releases: 0,
+                ahead: 0,
                 draft,
             };
             return Ok((ids, stats));
@@ -236,6 +240,7 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
             traffic: client.strict().stats(),
             server_s: client.strict().server_time().as_secs_f64(),
             releases: client.releases(),
+            ahead: client.ahead_used(),
             draft: DraftStats::default(),
         };
         Ok((ids, stats))
@@ -287,6 +292,7 @@ fn generate_fused<T: Transport>(
         traffic: strict.stats(),
         server_s: strict.server_time().as_secs_f64(),
         releases: 0,
+        ahead: 0,
         draft: DraftStats::default(),
     };
     Ok((ids, stats))

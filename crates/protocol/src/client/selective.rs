@@ -28,7 +28,9 @@ use std::ops::ControlFlow;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use selene_model::forward::forward_layers;
-use selene_model::{generate_with, head, KvCache, QuantLinear, Sampler, Weights};
+use selene_model::{
+    generate_with, head, KvCache, Linear, LinearStage, ProductAt, QuantLinear, Sampler, Weights,
+};
 
 use sha2::{Digest, Sha256};
 
@@ -36,6 +38,7 @@ use super::session::Released;
 use super::strict::StrictLinear;
 use crate::codec::prefix_kv::PrefixKv;
 use crate::codec::release::encode_release;
+use crate::codec::wire::Ahead;
 use crate::error::{Error, Result};
 use crate::policy::{PolicyGuard, ReleaseAuthorized, ReleaseGuard, ReleaseRequest, Tensor};
 use crate::transport::Transport;
@@ -80,6 +83,10 @@ pub struct SelectiveClient<'w, T: Transport> {
     rng: ChaCha20Rng,
     releases: usize,
     guard: Box<dyn ReleaseGuard + Send>,
+    /// The server's greedy next token and its layer-0 q|k|v, from the last release.
+    ahead: Option<Ahead>,
+    /// Positions whose layer-0 q|k|v came ahead (each one round trip saved).
+    ahead_used: usize,
 }
 
 impl<T: Transport> std::fmt::Debug for SelectiveClient<'_, T> {
@@ -163,6 +170,8 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
             rng: ChaCha20Rng::from_entropy(),
             releases: 0,
             guard: Box::new(PolicyGuard::new(k, flood_sigma, u64::MAX)),
+            ahead: None,
+            ahead_used: 0,
         })
     }
 
@@ -197,14 +206,27 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
         let d = self.w.config().d_model;
         let mut x = vec![0.0; tokens.len() * d];
         self.w.embed(tokens, &mut x)?;
+        // The server's next token ahead stands in for layer 0's q|k|v when this is that
+        // token (one round trip fewer); any other step discards it.
+        let ahead = self
+            .ahead
+            .take()
+            .filter(|a| self.k > 0 && tokens == [a.token]);
+        let used = ahead.is_some();
+        let mut linear = AheadQkv {
+            w: self.w,
+            inner: &mut self.strict,
+            qkv: ahead.map(|a| a.qkv),
+        };
         forward_layers(
             self.w,
             0..self.k,
             &mut x,
             &mut self.cache,
-            &mut self.strict,
+            &mut linear,
             &mut |_, _| {},
         )?;
+        self.ahead_used += usize::from(used);
         // A product that failed a check aborted the layers above; should a caller have
         // swallowed that error, the release is still refused.
         if self.strict.check_failed() {
@@ -235,7 +257,9 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// As [`SelectiveClient::step`], the server's refusal, channel and model errors.
     pub fn next_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let (bytes, authorized) = self.authorized_step(tokens)?;
-        match self.strict.session_mut().release(bytes, authorized)? {
+        let (released, ahead) = self.strict.session_mut().release(bytes, authorized)?;
+        self.ahead = ahead;
+        match released {
             Released::Logits(logits) => Ok(logits),
             Released::Hidden(hidden) => {
                 let mut logits = vec![0.0; self.w.config().vocab_size];
@@ -285,6 +309,12 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
         check_flooding(&self.strict)
     }
 
+    /// Positions whose layer-0 q|k|v the server sent ahead with the previous release
+    /// (the greedy token it predicted was the one sampled): one round trip saved each.
+    pub fn ahead_used(&self) -> usize {
+        self.ahead_used
+    }
+
     /// Hidden-state rows released so far (one per position).
     pub fn releases(&self) -> usize {
         self.releases
@@ -293,6 +323,75 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
     /// The strict half (traffic statistics).
     pub fn strict(&self) -> &StrictLinear<'w, T> {
         &self.strict
+    }
+}
+
+/// The encrypted products of the first `k` layers, except layer 0's q|k|v when the server
+/// sent it ahead: that one is checked against the bound every decrypted output meets
+/// (`(1 + OUTPUT_BOUND_SLACK) ||x|| ||w_j||`, the folded column norms the client pins)
+/// and used as it is. A value past the bound fails the session's checks, as a decrypted
+/// one would.
+struct AheadQkv<'a, 'w, T: Transport> {
+    w: &'w Weights,
+    inner: &'a mut StrictLinear<'w, T>,
+    qkv: Option<Vec<f32>>,
+}
+
+impl<T: Transport> AheadQkv<'_, '_, T> {
+    /// Checks the q|k|v sent ahead for the un-gained norm `x` (one row).
+    fn check(&mut self, x: &[f32], qkv: &[f32]) -> Result<()> {
+        let at = ProductAt::new(0, LinearStage::Qkv);
+        let norms = self.w.column_norms().map_err(Error::NoColumnNorms)?;
+        let w_norms = norms.get(at.layer, at.stage)?;
+        let x_norm = x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+        if w_norms.len() != qkv.len() {
+            return Err(Error::AheadShape {
+                found: qkv.len(),
+                expected: w_norms.len(),
+            });
+        }
+        for (column, (&v, &w_norm)) in qkv.iter().zip(w_norms).enumerate() {
+            let bound = (1.0 + selene_linalg::OUTPUT_BOUND_SLACK) * x_norm * w_norm;
+            let value = f64::from(v);
+            if value.abs() > bound || value.is_nan() {
+                self.inner.fail_check();
+                return Err(Error::ProductCheck {
+                    layer: at.layer,
+                    stage: at.stage,
+                    source: selene_linalg::Error::OutputOutOfBound {
+                        token: 0,
+                        column,
+                        value,
+                        bound,
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: Transport> Linear for AheadQkv<'_, '_, T> {
+    fn apply(&mut self, at: ProductAt, x: &[f32], out: &mut [f32]) -> selene_model::Result<()> {
+        if at == ProductAt::new(0, LinearStage::Qkv) {
+            if let Some(qkv) = self.qkv.take() {
+                self.check(x, &qkv)
+                    .map_err(|e| selene_model::Error::Linear {
+                        layer: at.layer,
+                        stage: at.stage,
+                        source: Box::new(e),
+                    })?;
+                if out.len() == qkv.len() {
+                    out.copy_from_slice(&qkv);
+                    return Ok(());
+                }
+            }
+        }
+        self.inner.apply(at, x, out)
+    }
+
+    fn gains_folded(&self) -> bool {
+        self.inner.gains_folded()
     }
 }
 

@@ -10,7 +10,7 @@ use selene_model::{Config, LinearStage};
 
 use crate::codec::prefix_kv::{PrefixKv, PrefixLimits};
 use crate::codec::wire::{
-    self, Frame, Hello, Kind, Message, ProductRequest, Welcome, WIRE_VERSION,
+    self, Ahead, Frame, Hello, Kind, Message, ProductRequest, Welcome, WIRE_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::limits::Limits;
@@ -61,10 +61,14 @@ fn reply_bound(message: &Message, welcome: &Welcome) -> usize {
             .sum::<usize>()
             .saturating_mul(PRODUCT_REPLY_FACTOR)
             .saturating_add(SMALL_REPLY),
-        // Logits or a hidden state of the last position.
-        Message::Release { .. } => {
-            floats((m.vocab as usize).max(m.d_model as usize)).saturating_add(SMALL_REPLY)
-        }
+        // Logits or a hidden state of the last position, and the next token's q|k|v
+        // (at most `3 d_model` wide).
+        Message::Release { .. } => floats(
+            (m.vocab as usize)
+                .max(m.d_model as usize)
+                .saturating_add(3 * m.d_model as usize),
+        )
+        .saturating_add(SMALL_REPLY),
         // Keys and values (each at most `d_model` wide) of every layer, per token.
         Message::PublicPrefix { tokens } => floats(
             tokens
@@ -385,16 +389,23 @@ impl<T: Transport> ClientSession<T> {
         }
     }
 
-    /// Sends a release (`SELR` bytes) and returns the server's answer. It takes the
-    /// guard's proof that this release was authorized (and, under a keystore, logged),
-    /// so a release without one does not compile.
+    /// Sends a release (`SELR` bytes) and returns the server's answer, with the next
+    /// token ahead when the server sends one ([`Ahead`]: version-6 sessions). It takes
+    /// the guard's proof that this release was authorized (and, under a keystore,
+    /// logged), so a release without one does not compile.
     ///
     /// # Errors
     /// [`Error::Remote`] (policy without release, cap reached), channel errors.
-    pub fn release(&mut self, bytes: Vec<u8>, _authorized: ReleaseAuthorized) -> Result<Released> {
+    pub fn release(
+        &mut self,
+        bytes: Vec<u8>,
+        _authorized: ReleaseAuthorized,
+    ) -> Result<(Released, Option<Ahead>)> {
         match self.request(Message::Release { bytes })? {
-            Message::Logits { values } => Ok(Released::Logits(values)),
-            Message::HiddenState { values } => Ok(Released::Hidden(values)),
+            Message::Logits { values } => Ok((Released::Logits(values), None)),
+            Message::HiddenState { values } => Ok((Released::Hidden(values), None)),
+            Message::LogitsAhead { values, ahead } => Ok((Released::Logits(values), Some(ahead))),
+            Message::HiddenAhead { values, ahead } => Ok((Released::Hidden(values), Some(ahead))),
             m => Err(unexpected(m, Kind::Release)),
         }
     }

@@ -357,6 +357,12 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         self.check_failed
     }
 
+    /// Marks a check on the server's answers failed (one made outside this type: the
+    /// next token's q|k|v a selective server sends ahead), so every later product fails.
+    pub(crate) fn fail_check(&mut self) {
+        self.check_failed = true;
+    }
+
     /// Recomputes `x`'s product in plaintext and errors unless the decrypted `y` is
     /// within [`VERIFY_TOLERANCE`] of it, relative to `||x_t|| ||w_j||`; returns the
     /// largest deviation.

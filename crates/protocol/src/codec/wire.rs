@@ -26,6 +26,8 @@
 //! | 13 | `KeysAccepted` | server | |
 //! | 14 | `Products` | client, fused sessions | `ProductResults` |
 //! | 15 | `ProductResults` | server | |
+//! | 16 | `LogitsAhead` | server, version-6 sessions | |
+//! | 17 | `HiddenAhead` | server, version-6 sessions | |
 //!
 //! Kinds 14 and 15 (one round trip for the products of a fused pair) are new in wire
 //! version 2 and travel in version-2 frames; every other kind keeps its version-1 frame
@@ -34,6 +36,9 @@
 //! previous reply (at most [`crate::MAX_OUTSTANDING`] outstanding; replies come in
 //! request order). The version a client names in `Hello` is the session's: this client
 //! names 3, which an older server refuses rather than leave both sides writing.
+//! Kinds 16 and 17 are new in version 6 and travel in version-6 frames: a version-6
+//! session's server answers a `Release` with them, adding to the logits or the hidden
+//! state its greedy next token and that token's first-layer q|k|v ([`Ahead`]).
 //!
 //! [`decode`] checks the length against [`Limits::max_message_bytes`], then magic,
 //! version and kind, and every inner length against the bytes left (and its own bound)
@@ -59,10 +64,14 @@ pub const MAGIC: [u8; 4] = *b"SELW";
 /// ciphertext format's flag 3, `selene_ckks::Ciphertext::encode_rounded`; docs/packing.md,
 /// "Rounded uploads"). A server refuses a `Hello` above its own version, so a newer
 /// client never sends what an older server misreads; a version-5 server still reads the
-/// whole `c0`s and ChaCha20 seeds of older clients.
-pub const WIRE_VERSION: u16 = 5;
+/// whole `c0`s and ChaCha20 seeds of older clients. Version 6 adds `LogitsAhead` and
+/// `HiddenAhead` ([`AHEAD_WIRE_VERSION`]), the answers to a version-6 session's `Release`.
+pub const WIRE_VERSION: u16 = 6;
 /// The version `Products` and `ProductResults` frames travel under.
 pub const FUSED_WIRE_VERSION: u16 = 2;
+/// The version `LogitsAhead` and `HiddenAhead` frames travel under, and the least session
+/// version whose `Release` they answer.
+pub const AHEAD_WIRE_VERSION: u16 = 6;
 /// Oldest wire version this build decodes (kinds 1-13 unchanged since).
 pub const MIN_WIRE_VERSION: u16 = 1;
 /// Most products in one `Products` request (a fused pair needs three).
@@ -119,15 +128,20 @@ pub enum Kind {
     Products = 14,
     /// Their answers, in request order, version 2.
     ProductResults = 15,
+    /// `Logits` with the server's greedy next token ahead, version 6.
+    LogitsAhead = 16,
+    /// `HiddenState` with the server's greedy next token ahead, version 6.
+    HiddenAhead = 17,
 }
 
 impl Kind {
     /// The frame version this kind travels under: 2 for `Products` and
-    /// `ProductResults`, 1 for the rest, so a version-1 peer reads every session that
-    /// does not fuse.
+    /// `ProductResults`, 6 for `LogitsAhead` and `HiddenAhead`, 1 for the rest, so a
+    /// version-1 peer reads every session that does not fuse.
     pub fn version(self) -> u16 {
         match self {
             Kind::Products | Kind::ProductResults => FUSED_WIRE_VERSION,
+            Kind::LogitsAhead | Kind::HiddenAhead => AHEAD_WIRE_VERSION,
             _ => MIN_WIRE_VERSION,
         }
     }
@@ -150,6 +164,8 @@ impl Kind {
             KeysAccepted,
             Products,
             ProductResults,
+            LogitsAhead,
+            HiddenAhead,
         ]
         .into_iter()
         .find(|k| *k as u8 == v)
@@ -263,6 +279,19 @@ impl std::fmt::Debug for Hello {
     }
 }
 
+/// What a version-6 server adds to its answer to a `Release`: the token the plaintext
+/// tail's logits rank first for the next position, and that token's first-layer q|k|v
+/// (`rms_norm(embed(token)) W_qkv^T` with the gain, without the bias), which the client
+/// uses instead of the first encrypted product of the next position when it samples
+/// that token. The server computed the logits, so it knows the token either way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ahead {
+    /// The greedy next token.
+    pub token: u32,
+    /// Its layer-0 q|k|v (`qkv_dim` values).
+    pub qkv: Vec<f32>,
+}
+
 /// One product of a `Products` request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProductRequest {
@@ -352,6 +381,21 @@ pub enum Message {
         /// `d_model` values.
         values: Vec<f32>,
     },
+    /// `Logits`, and the next token ahead (a version-6 session's answer to `Release`).
+    LogitsAhead {
+        /// One per vocabulary entry.
+        values: Vec<f32>,
+        /// The greedy next token and its first-layer q|k|v.
+        ahead: Ahead,
+    },
+    /// `HiddenState`, and the next token ahead (a version-6 session's answer to
+    /// `Release`, head on the client).
+    HiddenAhead {
+        /// `d_model` values.
+        values: Vec<f32>,
+        /// The greedy next token and its first-layer q|k|v.
+        ahead: Ahead,
+    },
     /// A public prefix (system prompt, public document) for the server to run in
     /// plaintext before any private token.
     PublicPrefix {
@@ -402,6 +446,8 @@ impl Message {
             Message::Release { .. } => Kind::Release,
             Message::Logits { .. } => Kind::Logits,
             Message::HiddenState { .. } => Kind::HiddenState,
+            Message::LogitsAhead { .. } => Kind::LogitsAhead,
+            Message::HiddenAhead { .. } => Kind::HiddenAhead,
             Message::PublicPrefix { .. } => Kind::PublicPrefix,
             Message::PrefixKv { .. } => Kind::PrefixKv,
             Message::GaloisKeys { .. } => Kind::GaloisKeys,
@@ -528,10 +574,12 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>> {
             }
         }
         Message::Logits { values } | Message::HiddenState { values } => {
-            w.count_u32("value count", values.len(), usize::MAX)?;
-            for &x in values {
-                w.f32(x);
-            }
+            write_floats(&mut w, values)?;
+        }
+        Message::LogitsAhead { values, ahead } | Message::HiddenAhead { values, ahead } => {
+            write_floats(&mut w, values)?;
+            w.u32(ahead.token);
+            write_floats(&mut w, &ahead.qkv)?;
         }
         Message::Close | Message::KeysAccepted => {}
         Message::Error { code, message } => {
@@ -558,6 +606,9 @@ fn payload_hint(m: &Message) -> usize {
         | Message::GaloisKeys { bytes } => bytes.len() + 8,
         Message::PublicPrefix { tokens } => 4 * tokens.len() + 8,
         Message::Logits { values } | Message::HiddenState { values } => 4 * values.len() + 8,
+        Message::LogitsAhead { values, ahead } | Message::HiddenAhead { values, ahead } => {
+            4 * (values.len() + ahead.qkv.len()) + 20
+        }
         _ => 64,
     }
 }
@@ -587,6 +638,14 @@ pub fn body_len(prefix: [u8; 4], limits: &Limits) -> Result<usize> {
 }
 
 /// `n` finite f32 values behind a u32 count.
+fn write_floats(w: &mut Writer, values: &[f32]) -> Result<()> {
+    w.count_u32("value count", values.len(), usize::MAX)?;
+    for &x in values {
+        w.f32(x);
+    }
+    Ok(())
+}
+
 fn floats(rd: &mut Reader<'_>, what: &'static str) -> Result<Vec<f32>> {
     let n = rd.count_u32(what, usize::MAX, 4)?;
     let v = (0..n)
@@ -599,6 +658,13 @@ fn floats(rd: &mut Reader<'_>, what: &'static str) -> Result<Vec<f32>> {
         });
     }
     Ok(v)
+}
+
+fn ahead(rd: &mut Reader<'_>) -> Result<Ahead> {
+    Ok(Ahead {
+        token: rd.u32("next token")?,
+        qkv: floats(rd, "next token's q|k|v")?,
+    })
 }
 
 /// Decodes one frame (length prefix included), checking every length against `limits`
@@ -616,7 +682,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
             offset: rd.offset(),
         });
     }
-    let version = rd.header(&MAGIC, MIN_WIRE_VERSION..=FUSED_WIRE_VERSION)?;
+    let version = rd.header(&MAGIC, MIN_WIRE_VERSION..=AHEAD_WIRE_VERSION)?;
     let at = rd.offset();
     // Each kind travels under exactly one version (so every frame has one encoding).
     let kind = Kind::from_u8(rd.u8("kind")?)
@@ -731,6 +797,14 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
         },
         Kind::HiddenState => Message::HiddenState {
             values: floats(&mut rd, "hidden state")?,
+        },
+        Kind::LogitsAhead => Message::LogitsAhead {
+            values: floats(&mut rd, "logits")?,
+            ahead: ahead(&mut rd)?,
+        },
+        Kind::HiddenAhead => Message::HiddenAhead {
+            values: floats(&mut rd, "hidden state")?,
+            ahead: ahead(&mut rd)?,
         },
         Kind::Close => Message::Close,
         Kind::Error => {

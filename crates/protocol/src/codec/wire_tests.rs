@@ -79,6 +79,20 @@ fn samples() -> Vec<Frame> {
         Message::ProductResults {
             ciphertexts: vec![vec![1; 4], vec![], vec![2; 7]],
         },
+        Message::LogitsAhead {
+            values: vec![1.5, -2.0, 0.0],
+            ahead: Ahead {
+                token: 1,
+                qkv: vec![0.5; 5],
+            },
+        },
+        Message::HiddenAhead {
+            values: vec![0.25],
+            ahead: Ahead {
+                token: 49151,
+                qkv: vec![],
+            },
+        },
     ]
     .into_iter()
     .enumerate()
@@ -98,21 +112,26 @@ fn every_kind_round_trips() {
 }
 
 #[test]
-fn only_the_batched_kinds_use_version_two() {
+fn each_kind_travels_under_its_one_version() {
     for f in samples() {
         let bytes = encode(&f).unwrap();
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        let batched = matches!(f.message.kind(), Kind::Products | Kind::ProductResults);
-        assert_eq!(
-            version,
-            if batched { 2 } else { 1 },
-            "{:?}",
-            f.message.kind()
-        );
-        // Under the other version the frame does not decode (one encoding per frame).
-        let mut other = bytes.clone();
-        other[8..10].copy_from_slice(&(3 - version).to_le_bytes());
-        assert!(decode(&other, &limits()).is_err());
+        let expected = match f.message.kind() {
+            Kind::Products | Kind::ProductResults => FUSED_WIRE_VERSION,
+            Kind::LogitsAhead | Kind::HiddenAhead => AHEAD_WIRE_VERSION,
+            _ => MIN_WIRE_VERSION,
+        };
+        assert_eq!(version, expected, "{:?}", f.message.kind());
+        // Under any other version the frame does not decode (one encoding per frame).
+        for v in MIN_WIRE_VERSION..=WIRE_VERSION + 1 {
+            let mut other = bytes.clone();
+            other[8..10].copy_from_slice(&v.to_le_bytes());
+            assert_eq!(
+                decode(&other, &limits()).is_ok(),
+                v == version,
+                "version {v}"
+            );
+        }
     }
     let too_many = Message::Products {
         items: vec![
@@ -205,6 +224,10 @@ proptest! {
             Message::Product { layer, stage: ENCRYPTED_STAGES[stage], ciphertext: ct.clone() },
             Message::Logits { values: values.clone() },
             Message::Release { bytes: ct.clone() },
+            Message::HiddenAhead {
+                values: values.clone(),
+                ahead: Ahead { token: layer, qkv: values.iter().rev().copied().collect() },
+            },
         ] {
             let f = Frame { request_id: id, message };
             prop_assert_eq!(decode(&encode(&f).unwrap(), &limits()).unwrap(), f);
@@ -215,7 +238,8 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode(&bytes, &limits());
         // With a valid header in front, the payload decoder sees the garbage.
-        for (kind, version) in (1u8..=15).flat_map(|k| [(k, 1u16), (k, FUSED_WIRE_VERSION)]) {
+        let versions = [MIN_WIRE_VERSION, FUSED_WIRE_VERSION, AHEAD_WIRE_VERSION];
+        for (kind, version) in (1u8..=17).flat_map(|k| versions.map(|v| (k, v))) {
             let mut f = Vec::new();
             f.extend_from_slice(&((bytes.len() + HEADER_BYTES - 4) as u32).to_le_bytes());
             f.extend_from_slice(&MAGIC);
@@ -274,11 +298,13 @@ fn hello_whose_policy_prints_too_long_is_not_encoded() {
 }
 
 #[test]
-fn fuzz_seeds_of_the_batched_kinds_decode_and_re_encode() {
+fn fuzz_seeds_of_the_kinds_after_version_1_decode_and_re_encode() {
     // The `wire` target's seeds (first byte: its frame cap selector, 64 * (s + 1)).
     for seed in [
         &include_bytes!("../../../../fuzz/seeds/wire/14_Products")[..],
         &include_bytes!("../../../../fuzz/seeds/wire/15_ProductResults")[..],
+        &include_bytes!("../../../../fuzz/seeds/wire/16_LogitsAhead")[..],
+        &include_bytes!("../../../../fuzz/seeds/wire/17_HiddenAhead")[..],
     ] {
         let (sel, bytes) = seed.split_first().unwrap();
         let limits = Limits {
@@ -286,10 +312,7 @@ fn fuzz_seeds_of_the_batched_kinds_decode_and_re_encode() {
             ..Limits::default()
         };
         let frame = decode(bytes, &limits).unwrap();
-        assert!(matches!(
-            frame.message,
-            Message::Products { .. } | Message::ProductResults { .. }
-        ));
+        assert!(frame.message.kind().version() > MIN_WIRE_VERSION);
         assert_eq!(encode(&frame).unwrap(), bytes);
     }
 }

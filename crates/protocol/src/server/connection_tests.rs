@@ -411,3 +411,71 @@ fn a_public_prefix_past_the_positions_limit_is_refused_unrun() {
     let r = c.handle(&frame(3, Message::Release { bytes: row }));
     assert_eq!(code(&r), Some(ErrorCode::NotAllowed));
 }
+
+/// A version-6 session's release answer carries the token its logits rank first and
+/// that token's layer-0 q|k|v as the plaintext forward pass computes it, with the head on
+/// either side; a version-5 session gets the answers it knows.
+#[test]
+fn a_release_answer_carries_the_greedy_token_and_its_first_q_k_v() {
+    use crate::policy::HeadSide;
+    use selene_model::forward::{apply_gain, rms_norm};
+    use selene_model::sampling::argmax;
+    use selene_model::{head, Linear, ProductAt, QuantLinear};
+
+    let s = server(Limits::default());
+    let (w, _) = shared();
+    let c = w.config();
+    // The first layer's output for a real token stands in for a released row.
+    let mut x = vec![0.0; c.d_model];
+    w.embed(&[3058], &mut x).unwrap();
+    let row = crate::codec::release::encode_release(&x, 1, c.d_model);
+    let first_qkv = |token: u32| {
+        let mut e = vec![0.0; c.d_model];
+        w.embed(&[token], &mut e).unwrap();
+        let mut norm = vec![0.0; c.d_model];
+        rms_norm(&e, c.d_model, c.rms_eps, &mut norm);
+        apply_gain(&mut norm, w.attn_norm(0).unwrap());
+        let mut qkv = vec![0.0; c.qkv_dim()];
+        QuantLinear::new(w)
+            .apply(ProductAt::new(0, LinearStage::Qkv), &norm, &mut qkv)
+            .unwrap();
+        qkv
+    };
+    for (side, protocol) in [
+        (HeadSide::Server, WIRE_VERSION),
+        (HeadSide::Client, WIRE_VERSION),
+        (HeadSide::Server, 5),
+        (HeadSide::Client, 5),
+    ] {
+        let mut policy = Policy::selective(30, 1);
+        policy.lm_head = side;
+        let mut h = hello(b"right", policy);
+        if let Message::Hello(h) = &mut h {
+            h.protocol = protocol;
+        }
+        let mut conn = s.connect();
+        assert_eq!(code(&conn.handle(&frame(1, h))), None);
+        let r = conn.handle(&frame(2, Message::Release { bytes: row.clone() }));
+        let message = decode(&r.bytes, &Limits::default()).unwrap().message;
+        match (message, side, protocol) {
+            (Message::LogitsAhead { values, ahead }, HeadSide::Server, WIRE_VERSION) => {
+                assert_eq!(values.len(), c.vocab_size);
+                assert_eq!(ahead.token, argmax(&values));
+                assert_eq!(ahead.qkv, first_qkv(ahead.token));
+            }
+            (Message::HiddenAhead { values, ahead }, HeadSide::Client, WIRE_VERSION) => {
+                let mut logits = vec![0.0; c.vocab_size];
+                head(w, &values, &mut QuantLinear::new(w), &mut logits).unwrap();
+                assert_eq!(ahead.token, argmax(&logits));
+                assert_eq!(ahead.qkv, first_qkv(ahead.token));
+            }
+            (Message::Logits { values }, HeadSide::Server, 5) => {
+                assert_eq!(values.len(), c.vocab_size);
+            }
+            (Message::HiddenState { values }, HeadSide::Client, 5) => {
+                assert_eq!(values.len(), c.d_model);
+            }
+            (m, side, protocol) => panic!("{side:?} at version {protocol}: {:?}", m.kind()),
+        }
+    }
+}

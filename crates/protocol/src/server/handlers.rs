@@ -11,7 +11,7 @@ use super::session_server::SessionServer;
 use super::tail::{TailOutput, TailState};
 use crate::codec::keys::decode_galois_keys;
 use crate::codec::release::decode_release;
-use crate::codec::wire::{ErrorCode, Message, ProductRequest};
+use crate::codec::wire::{ErrorCode, Message, ProductRequest, AHEAD_WIRE_VERSION};
 use crate::policy::HeadSide;
 
 /// Answers a `Product` request: the layer must be one the session's policy encrypts.
@@ -222,9 +222,17 @@ pub(super) fn release(
         .run(w, values, out)
         .map_err(|e| reject(ErrorCode::BadPayload, e))?;
     s.released_rows = total;
+    if s.protocol < AHEAD_WIRE_VERSION {
+        return Ok(if with_head {
+            Message::Logits { values }
+        } else {
+            Message::HiddenState { values }
+        });
+    }
+    let ahead = TailState::ahead(w, &values, out).map_err(|e| reject(ErrorCode::Internal, e))?;
     Ok(if with_head {
-        Message::Logits { values }
+        Message::LogitsAhead { values, ahead }
     } else {
-        Message::HiddenState { values }
+        Message::HiddenAhead { values, ahead }
     })
 }

@@ -56,6 +56,7 @@ pub(super) fn open(
     if let Some(ip) = peer {
         server.backoff.accepted(ip);
     }
+    let protocol = h.protocol;
     let p = h.policy;
     // A server without weights does not know the model's depth: it checks coherence
     // against the depth the policy implies (one plaintext layer after a release).
@@ -107,6 +108,7 @@ pub(super) fn open(
         server: server.clone(),
         model: model_at,
         policy: p,
+        protocol,
         opened: now,
         last_active: now,
         requests: 1,

@@ -17,6 +17,8 @@ pub(super) struct Session {
     /// Index of its preset's model in `server.models`.
     pub(super) model: usize,
     pub(super) policy: Policy,
+    /// The wire version the client named in `Hello` (what it can read).
+    pub(super) protocol: u16,
     pub(super) opened: Instant,
     pub(super) last_active: Instant,
     pub(super) requests: u64,

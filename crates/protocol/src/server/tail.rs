@@ -1,11 +1,13 @@
 //! Selective mode's plaintext tail on the server: layers `k..`, the final norm and the LM
 //! head over the session's own KV cache of those layers, fed by the client's releases.
 
-use selene_model::forward::forward_layers;
-use selene_model::{head, KvCache, Logits, QuantLinear, Weights};
+use selene_model::forward::{apply_gain, forward_layers, rms_norm};
+use selene_model::sampling::argmax;
+use selene_model::{head, KvCache, Linear, LinearStage, Logits, ProductAt, QuantLinear, Weights};
 
 use crate::codec::prefix_kv::PrefixKv;
 use crate::codec::release::decode_release;
+use crate::codec::wire::Ahead;
 use crate::error::{Error, Result};
 
 /// The server's plaintext half: layers `k..`, the final norm and the LM head, over its
@@ -93,6 +95,37 @@ impl TailState {
     /// Installs layers `k..` of a public prefix into the cache.
     pub(crate) fn install_prefix(&mut self, w: &Weights, kv: &PrefixKv) -> Result<()> {
         kv.install_layers(&mut self.cache, self.k..w.config().n_layers)
+    }
+
+    /// The next token ahead of a release whose answer was `values` (what [`Self::run`]
+    /// returned for `out`: the last position's logits, or its final hidden state, whose
+    /// logits are computed here): the greedy token and its first-layer q|k|v, computed
+    /// as the plaintext forward pass computes them (`rms_norm` with the layer's gain,
+    /// then the quantized product; the bias is the client's to add).
+    pub(crate) fn ahead(w: &Weights, values: &[f32], out: TailOutput) -> Result<Ahead> {
+        let c = w.config();
+        let token = match out {
+            TailOutput::Logits(_) => {
+                // The last position's logits (all rows' when `Logits::All`).
+                let last = values.len().saturating_sub(c.vocab_size);
+                argmax(values.get(last..).unwrap_or(&[]))
+            }
+            TailOutput::Hidden => {
+                let mut logits = vec![0.0; c.vocab_size];
+                head(w, values, &mut QuantLinear::new(w), &mut logits)?;
+                argmax(&logits)
+            }
+        };
+        let mut x = vec![0.0f32; c.d_model];
+        w.embed(&[token], &mut x)?;
+        let mut norm = vec![0.0f32; c.d_model];
+        rms_norm(&x, c.d_model, c.rms_eps, &mut norm);
+        if let Some(g) = w.stage_gain(0, LinearStage::Qkv)? {
+            apply_gain(&mut norm, g);
+        }
+        let mut qkv = vec![0.0f32; c.qkv_dim()];
+        QuantLinear::new(w).apply(ProductAt::new(0, LinearStage::Qkv), &norm, &mut qkv)?;
+        Ok(Ahead { token, qkv })
     }
 
     /// Runs a decoded release (`n >= 1` rows of `d_model` values, as
