@@ -22,6 +22,13 @@
 //! ([`Error::FloodingTooWide`]) a preset or a release cap that would leave fewer than
 //! [`MIN_FLOODED_PRECISION_BITS`] bits (docs/hardening.md, section 3, has the numbers).
 //! There is no unflooded selective client.
+//!
+//! The server's answer to a release carries its greedy next token and that token's
+//! layer-0 q|k|v (`wire::Ahead`, protocol version 6); the client uses them for the next
+//! position when it samples that token, one round trip fewer, after bounding them as it
+//! bounds a decrypted output. The server computed the logits, so the token tells it
+//! nothing the release did not; under sampling it sees whether the client took it, which
+//! the next release shows anyway.
 
 use std::ops::ControlFlow;
 
