@@ -386,6 +386,39 @@ mod tests {
         }
     }
 
+    /// Selective mode's fused pairs (`selene_model::fused`) decrypt the stacked products
+    /// `[stream | inner] -> outer` (SmolLM2: 1152 -> 3072 and 2112 -> 960) under the same
+    /// flooding: a row releases as many coefficients fused as unfused (5184 per layer),
+    /// and the stacked layouts keep the stages' bits (measured: `AttnGate` within 0.01 of
+    /// `gate|up`, `DownQkv` above it).
+    #[test]
+    fn stacked_products_keep_ten_bits_under_selective_flooding() {
+        let params = LinalgPreset::Coeff12WidePack.build().unwrap();
+        for (name, link) in crate::Link::PROFILES {
+            let bits = |(d_in, d_out): (usize, usize), rows: u64| {
+                let shape = MatrixShape::new(d_in, d_out);
+                let w = values(9, d_in * d_out);
+                let m =
+                    PreparedMatrix::for_link(&params, &w, shape, Method::Coefficients, 1, &link)
+                        .unwrap();
+                let sigma =
+                    decryption_flooding_sigma(&params, m.layout(), rows * 4 * 5184, 30).unwrap();
+                flooded_precision_bits(&params, m.layout(), sigma).unwrap()
+            };
+            for rows in [38, 200] {
+                let stage = bits((576, 3072), rows);
+                let attn_gate = bits((1152, 3072), rows);
+                let down_qkv = bits((2112, 960), rows);
+                println!(
+                    "{name}, {rows} rows: gate|up {stage:.2} bits, stacked AttnGate \
+                     {attn_gate:.2}, stacked DownQkv {down_qkv:.2}"
+                );
+                assert!(attn_gate.min(down_qkv) > 10.0, "{name}, {rows} rows");
+                assert!(attn_gate > stage - 1.0, "{name}: {attn_gate} vs {stage}");
+            }
+        }
+    }
+
     #[test]
     fn sigma_grows_with_releases_and_refuses_slots() {
         let params = LinalgPreset::Coeff12.build().unwrap();

@@ -416,17 +416,66 @@ pub fn forward_fused(
     if tokens.is_empty() {
         return Err(Error::Empty { what: "token list" });
     }
-    let (d, kv, n) = (c.d_model, c.kv_dim(), tokens.len());
-    let z = |width: usize| vec![0.0f32; n * width];
-    let mut x = z(d);
+    let d = c.d_model;
+    let mut x = vec![0.0f32; tokens.len() * d];
     w.embed(tokens, &mut x)?;
+    forward_layers_fused(w, 0..c.n_layers, &mut x, cache, linear)?;
+    let rows = match logits {
+        Logits::Last => &x[x.len() - d..],
+        Logits::All => &x[..],
+    };
+    let mut out = vec![0.0f32; rows.len() / d * c.vocab_size];
+    head(w, rows, linear, &mut out)?;
+    Ok(out)
+}
+
+/// Runs the residual stream `x` (`n x d_model`, the input of layer `layers.start`)
+/// through `layers` with two fused requests per layer, in place: the first layer's
+/// q|k|v on its own ([`Linear::apply`]), then each layer's [`FusedPair::AttnGate`] and
+/// [`FusedPair::DownQkv`], the last layer's `DownQkv` its down product alone (there is
+/// no next layer in the range to fuse with: selective mode's release follows it).
+///
+/// # Errors
+/// [`Error::LayerOutOfRange`] past the model, [`Error::ContextFull`], shape errors, and
+/// whatever `linear` returns.
+pub fn forward_layers_fused(
+    w: &Weights,
+    layers: std::ops::Range<usize>,
+    x: &mut [f32],
+    cache: &mut KvCache,
+    linear: &mut dyn FusedLinear,
+) -> Result<()> {
+    let c = w.config();
+    if layers.end > c.n_layers {
+        return Err(Error::LayerOutOfRange {
+            layer: layers.end,
+            n_layers: c.n_layers,
+        });
+    }
+    let (d, kv) = (c.d_model, c.kv_dim());
+    let n = x.len() / d.max(1);
+    if layers.is_empty() || n == 0 {
+        return Ok(());
+    }
+    if x.len() != n * d {
+        return Err(Error::Shape {
+            what: "fused layers' residual stream (n x d_model)",
+            found: x.len(),
+            expected: n * d,
+        });
+    }
+    let z = |width: usize| vec![0.0f32; n * width];
     let (mut norm, mut qkv, mut q, mut k, mut v) = (z(d), z(c.qkv_dim()), z(d), z(kv), z(kv));
     let (mut attn, mut o, mut gu, mut mlp, mut down) = (z(d), z(d), z(2 * c.d_ff), z(c.d_ff), z(d));
     let mut next_qkv = z(c.qkv_dim());
     // The first layer's q|k|v on its own (the gain is folded into the matrix).
-    rms_norm(&x, d, c.rms_eps, &mut norm);
-    linear.apply(ProductAt::new(0, LinearStage::Qkv), &norm, &mut qkv)?;
-    for l in 0..c.n_layers {
+    rms_norm(x, d, c.rms_eps, &mut norm);
+    linear.apply(
+        ProductAt::new(layers.start, LinearStage::Qkv),
+        &norm,
+        &mut qkv,
+    )?;
+    for l in layers.clone() {
         if let Some(b) = w.qkv_bias(l)? {
             for row in qkv.chunks_exact_mut(b.len()) {
                 add_into(row, b);
@@ -447,25 +496,19 @@ pub fn forward_fused(
         rope_for(c, &mut k, kv, pos0);
         cache.append(l, &k, &v)?;
         attention(c, &q, cache.keys(l), cache.values(l), pos0, &mut attn)?;
-        linear.attn_gate(l, &attn, &x, &mut o, &mut gu)?;
+        linear.attn_gate(l, &attn, x, &mut o, &mut gu)?;
         // x becomes h = x + a Wo^T; gate|up gets h's deferred normalization.
-        add_into(&mut x, &o);
-        scale_rows_by_inverse_rms(c, &x, &mut gu);
+        add_into(x, &o);
+        scale_rows_by_inverse_rms(c, x, &mut gu);
         silu_mul(&gu, c.d_ff, &mut mlp);
-        let last = l + 1 == c.n_layers;
+        let last = l + 1 == layers.end;
         let next = if last { None } else { Some(&mut next_qkv[..]) };
-        linear.down_qkv(l, &mlp, &x, &mut down, next)?;
-        add_into(&mut x, &down);
+        linear.down_qkv(l, &mlp, x, &mut down, next)?;
+        add_into(x, &down);
         if !last {
-            scale_rows_by_inverse_rms(c, &x, &mut next_qkv);
+            scale_rows_by_inverse_rms(c, x, &mut next_qkv);
             std::mem::swap(&mut qkv, &mut next_qkv);
         }
     }
-    let rows = match logits {
-        Logits::Last => &x[x.len() - d..],
-        Logits::All => &x[..],
-    };
-    let mut out = vec![0.0f32; rows.len() / d * c.vocab_size];
-    head(w, rows, linear, &mut out)?;
-    Ok(out)
+    Ok(())
 }

@@ -195,3 +195,54 @@ fn stacked_product_is_the_outer_plus_the_fused_product() {
     }
     assert!(stack_rows(&[1.0; 4], 2, &[1.0; 3], 1, 1.0).is_none());
 }
+
+/// The first `k` layers fused (selective mode's encrypted part: the last layer in the
+/// range runs its down product alone) leave the residual stream the unfused layers leave,
+/// and the cache with the same keys and values.
+#[test]
+fn fused_layers_of_a_prefix_of_the_model_equal_the_unfused_ones() {
+    let w = weights();
+    let d = w.config().d_model;
+    let ids = tokenizer()
+        .encode("Paris is the capital of France, and")
+        .unwrap();
+    for k in [1, 4] {
+        let mut want = vec![0.0; ids.len() * d];
+        w.embed(&ids, &mut want).unwrap();
+        let mut got = want.clone();
+        let mut cache_want = KvCache::new(w.config(), 64);
+        forward::forward_layers(
+            w,
+            0..k,
+            &mut want,
+            &mut cache_want,
+            &mut QuantLinear::new(w),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let mut cache_got = KvCache::new(w.config(), 64);
+        let mut lin = FusedQuantLinear::new(w, fused());
+        fused::forward_layers_fused(w, 0..k, &mut got, &mut cache_got, &mut lin).unwrap();
+        let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("K = {k}: max |fused - unfused| {diff:.2e} of {range:.1}");
+        assert!(
+            diff <= LOGIT_TOLERANCE * range,
+            "K = {k}: {diff} of {range}"
+        );
+        for l in 0..k {
+            assert_eq!(cache_got.layer_len(l), ids.len());
+        }
+        assert_eq!(cache_got.layer_len(k), 0, "layer {k} is not run");
+    }
+    // A range past the model is refused.
+    let mut x = vec![0.0; d];
+    let mut cache = KvCache::new(w.config(), 4);
+    let n = w.config().n_layers;
+    let mut lin = FusedQuantLinear::new(w, fused());
+    assert!(fused::forward_layers_fused(w, 0..n + 1, &mut x, &mut cache, &mut lin).is_err());
+}

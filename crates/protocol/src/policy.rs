@@ -132,9 +132,10 @@ pub struct Policy {
     /// Where the LM head runs.
     #[serde(default)]
     pub lm_head: HeadSide,
-    /// Two requests per layer instead of four (strict mode only): the server also holds
-    /// the stacked fused matrices (`selene_model::fused::stacked_weight`) and answers a
-    /// `Products` request with several products at once.
+    /// Two requests per layer instead of four for the encrypted layers: the server also
+    /// holds the stacked fused matrices (`selene_model::fused::stacked_weight`) and
+    /// answers a `Products` request with several products at once. In selective mode the
+    /// last encrypted layer's down product goes alone, then the release.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fused: bool,
     /// Pad the prompt to a multiple of this many tokens, so the server learns only the
@@ -279,12 +280,8 @@ impl Policy {
             }
         }
         let plaintext_layers = self.encrypted_layers < n_layers;
-        if self.fused && (plaintext_layers || self.release.is_some()) {
-            return bad(
-                "fused = true is for strict mode: a fused request returns the next layer's \
-                 q|k|v, so every layer must be encrypted and nothing released"
-                    .to_string(),
-            );
+        if self.fused && self.encrypted_layers == 0 {
+            return bad("fused = true with no encrypted layer: nothing to fuse".to_string());
         }
         match (&self.release, plaintext_layers) {
             (None, true) => {
@@ -372,19 +369,12 @@ impl Terms {
     }
 
     /// What keeps a session on these terms from fusing its stage pairs
-    /// (`selene_model::fused`), if anything, for a model of `n_layers`: a fused request
-    /// returns the next layer's q|k|v, so every layer must be encrypted; padded rows, a
-    /// public context's keys and values, and drafted passes run through the unfused
-    /// forward pass only. The one list `selene run`, `selene client` and the generator
-    /// check.
-    pub fn fusion_blocker(
-        &self,
-        n_layers: usize,
-        public_context: bool,
-        drafts: bool,
-    ) -> Option<&'static str> {
-        if self.k < n_layers {
-            Some("selective mode")
+    /// (`selene_model::fused`), if anything: no encrypted layer; padded rows, a public
+    /// context's keys and values, and drafted passes run through the unfused forward pass
+    /// only. The one list `selene run`, `selene client` and the generator check.
+    pub fn fusion_blocker(&self, public_context: bool, drafts: bool) -> Option<&'static str> {
+        if self.k == 0 {
+            Some("no encrypted layer")
         } else if self.pad_to > 1 {
             Some("padding")
         } else if public_context {
@@ -408,21 +398,22 @@ mod tests {
     #[test]
     fn fusion_is_blocked_by_each_unfused_feature_alone() {
         let strict = Terms::of(&Policy::strict(L));
-        assert_eq!(strict.fusion_blocker(L, false, false), None);
+        assert_eq!(strict.fusion_blocker(false, false), None);
         assert_eq!(
-            Terms::of(&Policy::selective(L, 4)).fusion_blocker(L, false, false),
-            Some("selective mode")
+            Terms::of(&Policy::selective(L, 4)).fusion_blocker(false, false),
+            None
+        );
+        assert_eq!(
+            Terms::of(&Policy::selective(L, 0)).fusion_blocker(false, false),
+            Some("no encrypted layer")
         );
         let padded = Terms {
             pad_to: 8,
             ..strict
         };
-        assert_eq!(padded.fusion_blocker(L, false, false), Some("padding"));
-        assert_eq!(
-            strict.fusion_blocker(L, true, false),
-            Some("a public context")
-        );
-        assert_eq!(strict.fusion_blocker(L, false, true), Some("drafts"));
+        assert_eq!(padded.fusion_blocker(false, false), Some("padding"));
+        assert_eq!(strict.fusion_blocker(true, false), Some("a public context"));
+        assert_eq!(strict.fusion_blocker(false, true), Some("drafts"));
     }
 
     #[test]
@@ -483,7 +474,7 @@ mod tests {
     }
 
     #[test]
-    fn fused_is_written_only_when_set_and_only_for_strict_mode() {
+    fn fused_is_written_only_when_set_and_needs_an_encrypted_layer() {
         let fused = Policy {
             fused: true,
             ..Policy::strict(L)
@@ -496,7 +487,14 @@ mod tests {
             fused: true,
             ..Policy::selective(L, 4)
         };
-        assert!(selective.validate(L).is_err());
+        selective.validate(L).unwrap();
+        let text = selective.to_toml().unwrap();
+        assert_eq!(Policy::from_toml(&text, L).unwrap(), selective);
+        let nothing = Policy {
+            fused: true,
+            ..Policy::selective(L, 0)
+        };
+        assert!(nothing.validate(L).is_err());
     }
 
     #[test]

@@ -159,3 +159,88 @@ fn fused_packed_mode_matches_plaintext_greedy() {
         "fused packed greedy tokens differ from plaintext"
     );
 }
+
+/// Selective mode fuses its encrypted layers: a generated token's pass over K = 2
+/// layers at `coeff12widepack` (packed, flooded) takes `2 K + 1` round trips (the
+/// server's token ahead stands in for layer 0's q|k|v; the last layer's down product
+/// goes alone, then the release) instead of `4 K`, and the greedy tokens equal the
+/// plaintext model's, fused or not.
+#[test]
+fn fused_selective_mode_saves_two_k_minus_one_round_trips_per_token() {
+    use std::ops::ControlFlow;
+
+    use selene_linalg::Client;
+    use selene_model::{generate, Sampler, SamplingParams};
+    use selene_protocol::{model_fingerprint, Limits, Policy, PrivateGenerator, SessionServer};
+
+    const K: usize = 2;
+    const TOKEN: &[u8] = b"fused-selective-token";
+    let w = Arc::new(store::load(None).expect("model store"));
+    let tok = Tokenizer::from_gguf(w.gguf()).unwrap();
+    let params = LinalgPreset::Coeff12WidePack.build().unwrap();
+    let model = PreparedModel::for_link(&params, &w, K, &Link::WAN, &mut || {})
+        .unwrap()
+        .with_fused(&w, &mut || {})
+        .unwrap();
+    // 2 K - 1 stacked matrices: the last encrypted layer has no next q|k|v to fuse.
+    assert_eq!(model.fused_layouts().len(), 2 * K - 1);
+    let estimate = PreparedModel::estimate(&params, w.config(), K, &Link::WAN, 0, true).unwrap();
+    assert_eq!(estimate.total(), model.memory_bytes());
+    let server = Arc::new(
+        SessionServer::new(Arc::new(model), w.clone(), Limits::default()).with_token(TOKEN),
+    );
+    let ids = tok.encode("The patient was diagnosed with").unwrap();
+    let steps = 3;
+    let greedy = || Sampler::new(SamplingParams::default()).unwrap();
+    let want = generate(
+        &w,
+        &ids,
+        steps,
+        &[],
+        &mut greedy(),
+        &mut QuantLinear::new(&w),
+        &mut |_| Ok(ControlFlow::Continue(())),
+    )
+    .unwrap();
+    let mut trips = Vec::new();
+    for fused in [false, true] {
+        let mut policy = Policy::selective(w.config().n_layers, K);
+        policy.preset = LinalgPreset::Coeff12WidePack;
+        policy.fused = fused;
+        let generator = PrivateGenerator::open(
+            &w,
+            &model_fingerprint(&w),
+            &params,
+            policy,
+            InProcess::connect(&server, TOKEN),
+            Client::new(&params),
+            None,
+        )
+        .unwrap();
+        let (got, stats) = generator
+            .generate(None, &ids, steps, &[], &mut greedy(), &mut |_| {
+                Ok(ControlFlow::Continue(()))
+            })
+            .unwrap();
+        eprintln!(
+            "selective K = {K}, fused {fused}: {got:?}, {} round trips, {} products, {} B up, \
+             {} B down",
+            stats.traffic.round_trips,
+            stats.traffic.products,
+            stats.traffic.bytes_up,
+            stats.traffic.bytes_down
+        );
+        assert_eq!(
+            got, want,
+            "fused {fused}: tokens differ from the plaintext model's"
+        );
+        assert_eq!(stats.ahead, steps - 1, "fused {fused}");
+        trips.push(stats.traffic.round_trips);
+    }
+    // Each of the steps - 1 tokens fed back saves 4 K - (2 K + 1) = 2 K - 1 round trips.
+    assert_eq!(
+        trips[0] - trips[1],
+        ((steps - 1) * (2 * K - 1)) as u64,
+        "{trips:?}"
+    );
+}

@@ -146,13 +146,14 @@ pub struct PolicyArgs {
     /// product. Needs the layer matrices (`run` has them; `client` with --full-model).
     #[arg(long, value_name = "R", default_value_t = 0.0, value_parser = verify_rate_parser)]
     pub verify_rate: f64,
-    /// Two round trips per layer instead of four for each generated token (strict
-    /// mode): each request carries an inner stage's product and a stacked one, for
-    /// about 1.9x the server's multiply-adds. `--fuse` or `--fuse on` asks for it,
-    /// `--fuse auto` when the cost model says the round trips saved on `--link` outweigh
-    /// the server time added (it pays on wan and home, not on a lan). The server must
-    /// hold the fused matrices (`selene serve --fuse`), and the client needs the layer
-    /// matrices to pin their scales (`client --full-model`).
+    /// Two round trips per encrypted layer instead of four for each generated token:
+    /// each request carries an inner stage's product and a stacked one, for about 1.9x
+    /// the server's multiply-adds (in selective mode over the encrypted layers, the last
+    /// one's down product alone before the release). `--fuse` or `--fuse on` asks for
+    /// it, `--fuse auto` when the cost model says the round trips saved on `--link`
+    /// outweigh the server time added (strict mode: it pays on wan and home, not on a
+    /// lan). The server must hold the fused matrices (`selene serve --fuse`), and the
+    /// client needs the layer matrices to pin their scales (`client --full-model`).
     #[arg(long, value_enum, value_name = "WHEN", num_args = 0..=1,
           default_missing_value = "on")]
     pub fuse: Option<Fuse>,
@@ -171,9 +172,9 @@ pub enum Fuse {
 
 impl PolicyArgs {
     /// Resolves `--fuse auto` for `policy` (whose preset built `params`) on `link`: fuses
-    /// when the cost model says it pays and the session can fuse (strict, no padding,
-    /// public context or drafts, and the layer matrices at hand), printing the plan's
-    /// reason either way.
+    /// when the cost model says it pays and the session can fuse (an encrypted layer, no
+    /// padding, public context or drafts, and the layer matrices at hand), printing the
+    /// plan's reason either way.
     pub fn resolve_fusion(
         &self,
         policy: &mut Policy,
@@ -185,10 +186,11 @@ impl PolicyArgs {
         if self.fuse != Some(Fuse::Auto) {
             return;
         }
-        let plan = selene_protocol::plan::fusion_plan(c, params, link);
+        let terms = selene_protocol::Terms::of(policy);
+        let plan = selene_protocol::plan::fusion_plan(c, terms.k, params, link);
         let blocker =
-            selene_protocol::Terms::of(policy)
-                .fusion_blocker(c.n_layers, self.public_context.is_some(), drafts)
+            terms
+                .fusion_blocker(self.public_context.is_some(), drafts)
                 .or((!full_model)
                     .then_some("no layer matrices to pin the fused scales (--full-model)"));
         policy.fused = plan.pays() && blocker.is_none();

@@ -44,7 +44,8 @@ pub fn embedded_server(
 /// `selective_layers > 0`, also the first `selective_layers` layers at each preset that
 /// floods (`coeff12wide`, and `coeff12widepack` with its plan for `link`) for selective
 /// sessions (which only need the layers they encrypt, so the full depth is not prepared
-/// twice), with the `extras` of the main preset.
+/// twice), with the `extras` of the main preset (and the fused matrices of the selective
+/// layers too, with `extras.fused`).
 ///
 /// # Errors
 /// Encoding failures.
@@ -65,15 +66,22 @@ pub fn session_server(
         .collect::<Result<Vec<_>, _>>()?;
     let c = w.config();
     let main = PreparedModel::estimate(params, c, layers, link, extras.prefill_rows, extras.fused)?;
+    let selective_extras = Extras {
+        fused: extras.fused,
+        prefill_rows: 0,
+    };
     let selective = selective_params
         .iter()
-        .map(|p| Ok(PreparedModel::estimate(p, c, selective_layers, link, 0, false)?.stages))
+        .map(|p| {
+            let b = PreparedModel::estimate(p, c, selective_layers, link, 0, extras.fused)?;
+            Ok(b.stages + b.fused)
+        })
         .sum::<anyhow::Result<usize>>()?;
     check_memory(&main, selective, available_memory_bytes())?;
     let model = prepare(params, w, layers, link, extras)?;
     let mut server = SessionServer::new(model, Arc::clone(w), limits);
     for p in &selective_params {
-        server = server.with_model(prepare(p, w, selective_layers, link, Extras::default())?);
+        server = server.with_model(prepare(p, w, selective_layers, link, selective_extras)?);
     }
     Ok(server)
 }

@@ -175,7 +175,7 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
         let p = prefix.map_or(0, PrefixKv::positions);
         // Generated tokens must fit after the prefix and the prompt.
         let max_tokens = max_tokens.min(c.context_length.saturating_sub(p + prompt.len()));
-        if strict.is_fused() {
+        if strict.is_fused() && terms.k >= c.n_layers {
             return generate_fused(
                 w,
                 strict,
@@ -215,6 +215,11 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
                 draft,
             };
             return Ok((ids, stats));
+        }
+        if strict.is_fused() {
+            if let Some(by) = terms.fusion_blocker(prefix.is_some(), draft.is_some()) {
+                return Err(Error::FusionBlocked { by });
+            }
         }
         let capacity = p + prompt.len() + max_tokens;
         let guard =
@@ -265,7 +270,7 @@ fn generate_fused<T: Transport>(
     sampler: &mut Sampler,
     on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
 ) -> Result<(Vec<u32>, PrivateStats)> {
-    if let Some(by) = terms.fusion_blocker(w.config().n_layers, prefix, draft) {
+    if let Some(by) = terms.fusion_blocker(prefix, draft) {
         return Err(Error::FusionBlocked { by });
     }
     let mut cache = KvCache::new(w.config(), prompt.len() + max_tokens);

@@ -35,8 +35,10 @@ use std::ops::ControlFlow;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use selene_model::forward::forward_layers;
+use selene_model::fused::forward_layers_fused;
 use selene_model::{
-    generate_with, head, KvCache, Linear, LinearStage, ProductAt, QuantLinear, Sampler, Weights,
+    generate_with, head, FusedLinear, KvCache, Linear, LinearStage, ProductAt, QuantLinear,
+    Sampler, Weights,
 };
 
 use sha2::{Digest, Sha256};
@@ -220,19 +222,26 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
             .take()
             .filter(|a| self.k > 0 && tokens == [a.token]);
         let used = ahead.is_some();
+        // A fused session runs a generated token's pass in two requests per layer; the
+        // prompt's pass, several rows, takes the stages.
+        let fused = self.strict.is_fused() && tokens.len() == 1;
         let mut linear = AheadQkv {
             w: self.w,
             inner: &mut self.strict,
             qkv: ahead.map(|a| a.qkv),
         };
-        forward_layers(
-            self.w,
-            0..self.k,
-            &mut x,
-            &mut self.cache,
-            &mut linear,
-            &mut |_, _| {},
-        )?;
+        if fused {
+            forward_layers_fused(self.w, 0..self.k, &mut x, &mut self.cache, &mut linear)?;
+        } else {
+            forward_layers(
+                self.w,
+                0..self.k,
+                &mut x,
+                &mut self.cache,
+                &mut linear,
+                &mut |_, _| {},
+            )?;
+        }
         self.ahead_used += usize::from(used);
         // A product that failed a check aborted the layers above; should a caller have
         // swallowed that error, the release is still refused.
@@ -399,6 +408,30 @@ impl<T: Transport> Linear for AheadQkv<'_, '_, T> {
 
     fn gains_folded(&self) -> bool {
         self.inner.gains_folded()
+    }
+}
+
+impl<T: Transport> FusedLinear for AheadQkv<'_, '_, T> {
+    fn attn_gate(
+        &mut self,
+        layer: usize,
+        a: &[f32],
+        x: &[f32],
+        o: &mut [f32],
+        gu: &mut [f32],
+    ) -> selene_model::Result<()> {
+        self.inner.attn_gate(layer, a, x, o, gu)
+    }
+
+    fn down_qkv(
+        &mut self,
+        layer: usize,
+        m: &[f32],
+        h: &[f32],
+        down: &mut [f32],
+        qkv: Option<&mut [f32]>,
+    ) -> selene_model::Result<()> {
+        self.inner.down_qkv(layer, m, h, down, qkv)
     }
 }
 

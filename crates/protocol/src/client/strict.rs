@@ -103,6 +103,9 @@ pub struct Flooding {
     pub released: u64,
     /// Flooding sigma per layer and stage (units of each layout's download modulus).
     pub sigmas: Vec<[f64; 4]>,
+    /// Flooding sigma per fused matrix, in the session's fused order (empty unless the
+    /// session is fused).
+    pub fused_sigmas: Vec<f64>,
     /// Fewest bits of precision any product keeps under its sigma
     /// (`selene_linalg::flooding::flooded_precision_bits`).
     pub precision_bits: f64,
@@ -136,15 +139,16 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         Self::with_client(weights, Client::new(params), layouts, transport)
     }
 
-    /// Like [`StrictLinear::new`] for all layers, in a fused session (the policy says
-    /// `fused = true`): besides [`Linear`], it implements [`FusedLinear`], so
+    /// Like [`StrictLinear::new`] in a fused session (the policy says `fused = true`):
+    /// besides [`Linear`], it implements [`FusedLinear`], so
     /// [`selene_model::forward_fused`] runs a token in `2 L + 1` round trips instead of
-    /// `4 L`. The fused layouts' scales are pinned to norms computed here from the layer
-    /// matrices (a client bundle has none).
+    /// `4 L` (selective mode: [`selene_model::fused::forward_layers_fused`] over the
+    /// `layouts.len()` encrypted layers). The fused layouts' scales are pinned to norms
+    /// computed here from the layer matrices (a client bundle has none).
     ///
     /// # Errors
-    /// As [`StrictLinear::new`]; [`Error::Fused`] without the layer matrices or
-    /// `layouts` for fewer than all layers; the server's refusal (no fused matrices).
+    /// As [`StrictLinear::new`]; [`Error::Fused`] without the layer matrices or without
+    /// layouts; the server's refusal (no fused matrices).
     pub fn new_fused(
         weights: &'w Weights,
         params: &std::sync::Arc<Parameters>,
@@ -153,9 +157,9 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
     ) -> Result<Self> {
         let client = Client::new(params);
         let c = weights.config();
-        if layouts.len() != c.n_layers {
+        if layouts.is_empty() || layouts.len() > c.n_layers {
             return Err(Error::Fused {
-                why: "fused sessions encrypt every layer (strict mode)",
+                why: "fused sessions encrypt between one layer and the model's depth",
             });
         }
         if !weights.has_layer_matrices() {
@@ -163,7 +167,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                 why: "pinning the fused matrices' scales needs the layer matrices (the full model)",
             });
         }
-        let mut policy = Policy::strict(c.n_layers);
+        let mut policy = Policy::selective(c.n_layers, layouts.len());
         policy.fused = true;
         if let Some(preset) = selene_linalg::LinalgPreset::of(client.params()) {
             policy.preset = preset;
@@ -254,7 +258,7 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         // A fused session's fused layouts get the same pinning, from norms of the stacked
         // fused matrices computed here.
         let fused_layouts = session.fused_layouts().to_vec();
-        let order: Vec<(usize, FusedPair)> = fused_order(layers).collect();
+        let order: Vec<(usize, FusedPair)> = fused_order(layouts.len()).collect();
         let mut fused_alphas = Vec::new();
         if !fused_layouts.is_empty() {
             if fused_layouts.len() != order.len() {
@@ -436,29 +440,60 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
     /// [`Self::flood_decryptions`] for a key that releases at most `releases_cap` rows.
     pub(crate) fn size_flooding(&mut self, releases_cap: u64) -> Result<()> {
         let params = self.client.params().clone();
-        let per_row: u64 = self
+        let all: u64 = self
             .layouts
             .iter()
             .flatten()
             .map(|l| released_per_row(l))
             .sum();
+        // A fused session decrypts a generated row through layer 0's q|k|v, each layer's
+        // inner products (o, down) and the fused matrices; the prompt's rows take the
+        // four stages. A row goes one way or the other: the larger count bounds both.
+        let per_row = if self.fused_layouts.is_empty() {
+            all
+        } else {
+            let at = |stage: LinearStage| stage_index(stage).unwrap_or(0);
+            let first = self
+                .layouts
+                .first()
+                .map_or(0, |l| released_per_row(&l[at(LinearStage::Qkv)]));
+            let inner: u64 = self
+                .layouts
+                .iter()
+                .map(|l| {
+                    released_per_row(&l[at(LinearStage::AttnOut)])
+                        + released_per_row(&l[at(LinearStage::Down)])
+                })
+                .sum();
+            let fused: u64 = self.fused_layouts.iter().map(|l| released_per_row(l)).sum();
+            all.max(first + inner + fused)
+        };
         let released = releases_cap.max(1).saturating_mul(per_row);
         let mut precision_bits = f64::INFINITY;
+        let mut sigma_of = |layout: &Layout| -> Result<f64> {
+            let sigma =
+                decryption_flooding_sigma(&params, layout, released, FLOODING_STAT_SECURITY)?;
+            precision_bits = precision_bits.min(flooded_precision_bits(&params, layout, sigma)?);
+            Ok(sigma)
+        };
         let mut sigmas = Vec::with_capacity(self.layouts.len());
         for layer in &self.layouts {
             let mut s = [0.0; 4];
             for (sigma, layout) in s.iter_mut().zip(layer) {
-                *sigma =
-                    decryption_flooding_sigma(&params, layout, released, FLOODING_STAT_SECURITY)?;
-                precision_bits =
-                    precision_bits.min(flooded_precision_bits(&params, layout, *sigma)?);
+                *sigma = sigma_of(layout)?;
             }
             sigmas.push(s);
         }
+        let fused_sigmas = self
+            .fused_layouts
+            .iter()
+            .map(|l| sigma_of(l))
+            .collect::<Result<Vec<_>>>()?;
         self.flooding = Some(Flooding {
             releases_cap,
             released,
             sigmas,
+            fused_sigmas,
             precision_bits,
         });
         Ok(())
@@ -720,11 +755,6 @@ impl<T: Transport> StrictLinear<'_, T> {
         if self.check_failed {
             return Err(Error::FailedCheckEarlier);
         }
-        if self.flooding.is_some() {
-            return Err(Error::Fused {
-                why: "flooded decryptions (selective mode) do not fuse",
-            });
-        }
         let (inner_stage, outer_stage) = pair.stages();
         let at = 2 * layer + usize::from(pair == FusedPair::DownQkv);
         let inner_l = self
@@ -772,16 +802,41 @@ impl<T: Transport> StrictLinear<'_, T> {
 
         let answers = self.session.products(items)?;
 
+        // Under decryption flooding (selective mode), each product's own sigma.
+        let sigmas = match &self.flooding {
+            None => [None, None],
+            Some(f) => [
+                f.sigmas
+                    .get(layer)
+                    .and_then(|s| s.get(stage_index(inner_stage).ok()?))
+                    .copied(),
+                f.fused_sigmas.get(at).copied(),
+            ]
+            .map(|s| {
+                s.ok_or(Error::LayerOutOfRange {
+                    layer,
+                    layers: f.sigmas.len(),
+                })
+            })
+            .map(Some),
+        };
         let t = Instant::now();
         let mut ys = Vec::with_capacity(2);
-        for ((answer, s), (layout, stage)) in answers
+        for (((answer, s), (layout, stage)), sigma) in answers
             .iter()
             .zip(&scales)
             .zip([(&inner_l, inner_stage), (&fused_l, outer_stage)])
+            .zip(sigmas)
         {
             self.stats.bytes_down += answer.len();
             let output = EncryptedOutput::from_bytes(answer, self.client.params())?;
-            match self.client.decrypt_decode(&output, s, layout) {
+            let decoded = match sigma {
+                Some(sigma) => self
+                    .client
+                    .decrypt_decode_flooded(&output, s, layout, sigma?),
+                None => self.client.decrypt_decode(&output, s, layout),
+            };
+            match decoded {
                 Ok(y) => ys.push(y),
                 Err(source @ selene_linalg::Error::OutputOutOfBound { .. }) => {
                     self.check_failed = true;

@@ -3,7 +3,7 @@
 //! session's policy and returns the reply message or a refusal.
 
 use rayon::prelude::*;
-use selene_model::{LinearStage, Logits};
+use selene_model::{FusedPair, LinearStage, Logits};
 
 use super::prefix::PublicPrefix;
 use super::session::{reject, Reject, Session};
@@ -11,6 +11,7 @@ use super::session_server::SessionServer;
 use super::tail::{TailOutput, TailState};
 use crate::codec::keys::decode_galois_keys;
 use crate::codec::release::decode_release;
+use crate::codec::stage::Product;
 use crate::codec::wire::{ErrorCode, Message, ProductRequest, AHEAD_WIRE_VERSION};
 use crate::policy::HeadSide;
 
@@ -61,9 +62,13 @@ pub(super) fn products(
         .get(s.model)
         .ok_or_else(|| reject(ErrorCode::Internal, "session model missing"))?
         .products;
+    // A `DownQkv` pair returns the next layer's q|k|v, which must be encrypted too.
+    let last_layer = |it: &ProductRequest| {
+        it.layer as usize + usize::from(it.product == Product::Fused(FusedPair::DownQkv))
+    };
     if let Some(it) = items
         .iter()
-        .find(|it| it.layer as usize >= s.policy.encrypted_layers)
+        .find(|it| last_layer(it) >= s.policy.encrypted_layers)
     {
         return Err(reject(
             ErrorCode::NotAllowed,

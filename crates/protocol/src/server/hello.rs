@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use selene_linalg::LinalgPreset;
 
+use super::prepared::PreparedModel;
 use super::session::{reject, Reject, Session};
 use super::session_server::{SessionEvent, SessionServer};
 use super::tail::TailState;
@@ -177,7 +178,7 @@ fn served_model(
             .models
             .get(model_at)
             .ok_or_else(|| reject(ErrorCode::Internal, "served model missing"))?;
-        if served.fused_layouts.is_empty() {
+        if served.fused_layouts.len() < PreparedModel::fused_count(p.encrypted_layers) {
             return Err(reject(
                 ErrorCode::PolicyRejected,
                 format!(
@@ -192,8 +193,8 @@ fn served_model(
 }
 
 /// The `Welcome` of session `id`: the model's facts, the session's limits and the
-/// layouts of the `k` encrypted layers, then, in a fused session (strict: `k` is the
-/// model's depth), those of the `2 k - 1` fused matrices, then, when the server holds
+/// layouts of the `k` encrypted layers, then, in a fused session, those of the first
+/// `2 k - 1` fused matrices, then, when the server holds
 /// batched matrices (`PreparedModel::with_batched`), the `4 k` batched layouts.
 fn welcome(server: &SessionServer, id: u64, model_at: usize, k: usize, fused: bool) -> Message {
     let l = &server.limits;
@@ -206,7 +207,8 @@ fn welcome(server: &SessionServer, id: u64, model_at: usize, k: usize, fused: bo
     if fused {
         layouts.extend(
             served
-                .map_or(&[][..], |m| &m.fused_layouts[..])
+                .and_then(|m| m.fused_layouts.get(..PreparedModel::fused_count(k)))
+                .unwrap_or(&[])
                 .iter()
                 .cloned(),
         );

@@ -76,23 +76,19 @@ impl PreparedModel {
     /// Adds the stacked fused matrices ([`selene_model::fused::stacked_weight`]) of every
     /// prepared layer, for sessions whose policy says `fused = true`: `[W' | W' Wo]`
     /// (`2 d_model -> 2 d_ff`) per layer and `[W'' | W'' Wdown]` (`d_model + d_ff ->
-    /// qkv_dim`) per layer but the last, tiled for the same link as the stages. A pair's
-    /// request is then two products: the inner stage's, and the stacked matrix's of
-    /// `[stream | inner input]`, whose output is the outer stage's unscaled input.
+    /// qkv_dim`) per prepared layer but the last, tiled for the same link as the stages.
+    /// A pair's request is then two products: the inner stage's, and the stacked matrix's
+    /// of `[stream | inner input]`, whose output is the outer stage's unscaled input. A
+    /// model prepared for selective mode's first `K` layers gets `2 K - 1`: its last
+    /// layer's down product goes alone, before the release.
     ///
     /// # Errors
-    /// A model that is not prepared to its full depth (the last `W'' Wdown` needs the
-    /// next layer), a matrix the parameters cannot hold.
+    /// A matrix the parameters cannot hold.
     pub fn with_fused(mut self, w: &Weights, on_matrix: &mut dyn FnMut()) -> Result<Self> {
         let c = w.config();
-        if self.layers.len() != c.n_layers {
-            return Err(Error::LayerOutOfRange {
-                layer: self.layers.len(),
-                layers: c.n_layers,
-            });
-        }
-        let mut fused = Vec::with_capacity(2 * c.n_layers);
-        for (layer, pair) in fused_order(c.n_layers) {
+        let layers = self.layers.len();
+        let mut fused = Vec::with_capacity(2 * layers);
+        for (layer, pair) in fused_order(layers) {
             let (d_in, d_out) = pair.stacked_dims(c);
             let stacked = stacked_weight(w, layer, pair)?;
             fused.push(PreparedMatrix::for_link(
@@ -185,6 +181,13 @@ impl PreparedModel {
     /// The public layouts of the fused matrices, in [`selene_model::fused::fused_order`].
     pub fn fused_layouts(&self) -> Vec<Layout> {
         self.fused.iter().map(|m| m.layout().clone()).collect()
+    }
+
+    /// How many fused matrices a session encrypting `layers` layers uses: the first
+    /// `2 layers - 1` in [`selene_model::fused::fused_order`] (its last layer's down
+    /// product goes alone).
+    pub fn fused_count(layers: usize) -> usize {
+        (2 * layers).saturating_sub(1)
     }
 
     /// Bytes of encoded fused matrices held (part of [`PreparedModel::memory_bytes`]).
@@ -285,7 +288,7 @@ impl PreparedModel {
         };
         let batched = if rows > 1 { layers * layer(rows)? } else { 0 };
         let fused = if fused {
-            fused_order(c.n_layers)
+            fused_order(layers)
                 .map(|(_, pair)| Ok(bytes(pair.stacked_dims(c), 1)?))
                 .sum::<Result<usize>>()?
         } else {

@@ -90,17 +90,18 @@ impl ModelServer {
     }
 
     /// The Galois elements the first `layers` layers' packed layouts need (batched ones
-    /// included), and with `fused` the fused matrices' too (empty when nothing is
-    /// packed): exactly what a session's key upload must hold.
+    /// included), and with `fused` those of their fused matrices too (empty when nothing
+    /// is packed): exactly what a session's key upload must hold.
     pub fn galois_elements(&self, layers: usize, fused: bool) -> Vec<u64> {
         let log_n = self.model.params().log_n();
         let stages = self.model.layouts();
         let batched = self.model.batched_layouts();
-        let fused_layouts = if fused {
+        let mut fused_layouts = if fused {
             self.model.fused_layouts()
         } else {
             Vec::new()
         };
+        fused_layouts.truncate(PreparedModel::fused_count(layers));
         let mut g: Vec<u64> = stages
             .iter()
             .take(layers)

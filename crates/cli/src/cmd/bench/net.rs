@@ -103,6 +103,9 @@ enum Mode {
     /// Packed outputs (coeff12pack, the plan made for the link) with fused stage pairs:
     /// two round trips per layer, one packed download per product.
     PackedFused,
+    /// `k4-packed` with fused stage pairs over the 4 encrypted layers (the server holds
+    /// fused matrices for every preset it serves; the client reads the full model).
+    K4PackedFused,
 }
 
 impl Mode {
@@ -114,6 +117,7 @@ impl Mode {
             Mode::K4Packed => "k4-packed",
             Mode::Fused => "fused",
             Mode::PackedFused => "packed-fused",
+            Mode::K4PackedFused => "k4-packed-fused",
         }
     }
 
@@ -121,18 +125,23 @@ impl Mode {
     fn server_preset(self) -> LinalgPreset {
         match self {
             Mode::Packed | Mode::PackedFused => LinalgPreset::Coeff12Pack,
-            Mode::Strict | Mode::K4 | Mode::K4Packed | Mode::Fused => LinalgPreset::Coeff12,
+            Mode::Strict | Mode::K4 | Mode::K4Packed | Mode::K4PackedFused | Mode::Fused => {
+                LinalgPreset::Coeff12
+            }
         }
     }
 
     /// Whether the server's plan depends on the link (packed outputs).
     fn per_link(self) -> bool {
-        matches!(self, Mode::Packed | Mode::PackedFused | Mode::K4Packed)
+        matches!(
+            self,
+            Mode::Packed | Mode::PackedFused | Mode::K4Packed | Mode::K4PackedFused
+        )
     }
 
     /// Selective mode: the server prepares its layers at the flooding presets.
     fn selective(self) -> bool {
-        matches!(self, Mode::K4 | Mode::K4Packed)
+        matches!(self, Mode::K4 | Mode::K4Packed | Mode::K4PackedFused)
     }
 
     /// The client's policy flags.
@@ -151,6 +160,14 @@ impl Mode {
                 "4".into(),
                 "--preset".into(),
                 "coeff12widepack".into(),
+            ],
+            Mode::K4PackedFused => vec![
+                "--encrypted-layers".into(),
+                "4".into(),
+                "--preset".into(),
+                "coeff12widepack".into(),
+                "--fuse".into(),
+                "--full-model".into(),
             ],
             Mode::Fused => vec!["--fuse".into(), "--full-model".into()],
             Mode::PackedFused => vec![
@@ -370,7 +387,7 @@ impl<'a> Bench<'a> {
         if !mode.selective() {
             cmd.args(["--selective-layers", "0"]);
         }
-        if matches!(mode, Mode::Fused | Mode::PackedFused) {
+        if matches!(mode, Mode::Fused | Mode::PackedFused | Mode::K4PackedFused) {
             cmd.arg("--fuse");
         }
         if self.opts.prefill_rows > 1 {
