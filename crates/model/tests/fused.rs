@@ -40,6 +40,17 @@ fn argmax(v: &[f32]) -> u32 {
 /// 1.3e-6 of it on these prompts (printed), so 1e-4 leaves a factor of 75.
 const LOGIT_TOLERANCE: f32 = 1e-4;
 
+/// The largest `|got - want|` and the largest `|want|`.
+fn deviation(got: &[f32], want: &[f32]) -> (f32, f32) {
+    let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    (diff, range)
+}
+
 #[test]
 fn fused_logits_equal_unfused_on_several_prompts() {
     let w = weights();
@@ -55,12 +66,7 @@ fn fused_logits_equal_unfused_on_several_prompts() {
         let mut cache = KvCache::new(w.config(), 64);
         let mut lin = FusedQuantLinear::new(w, f);
         let got = forward_fused(w, &ids, &mut cache, &mut lin, Logits::All).unwrap();
-        let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let (diff, range) = deviation(&got, &want);
         println!(
             "{prompt:?}: max |fused - unfused| {diff:.2e}, max |logit| {range:.1}, relative {:.2e}",
             diff / range
@@ -223,12 +229,7 @@ fn fused_layers_of_a_prefix_of_the_model_equal_the_unfused_ones() {
         let mut cache_got = KvCache::new(w.config(), 64);
         let mut lin = FusedQuantLinear::new(w, fused());
         fused::forward_layers_fused(w, 0..k, &mut got, &mut cache_got, &mut lin).unwrap();
-        let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let (diff, range) = deviation(&got, &want);
         println!("K = {k}: max |fused - unfused| {diff:.2e} of {range:.1}");
         assert!(
             diff <= LOGIT_TOLERANCE * range,

@@ -4,23 +4,21 @@
 //! with padding, and selective mode (K = 1, LM head on the client and on the server,
 //! every generated token's layer-0 q|k|v taken from the server's answer ahead).
 
-#![allow(clippy::unwrap_used, reason = "test helpers may panic")]
+#![allow(clippy::unwrap_used, clippy::panic, reason = "test helpers may panic")]
+
+mod common;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use selene_linalg::{Client, LinalgPreset};
-use selene_model::{generate, store, QuantLinear, Sampler, SamplingParams, Tokenizer};
+use selene_linalg::LinalgPreset;
+use selene_model::{generate, store, QuantLinear, Tokenizer};
+
+use common::greedy;
 use selene_protocol::policy::HeadSide;
-use selene_protocol::{
-    model_fingerprint, InProcess, Limits, Policy, PreparedModel, PrivateGenerator, SessionServer,
-};
+use selene_protocol::{model_fingerprint, Limits, Policy, PreparedModel, SessionServer};
 
 const TOKEN: &[u8] = b"bundle-test-token";
-
-fn greedy() -> Sampler {
-    Sampler::new(SamplingParams::default()).unwrap()
-}
 
 #[test]
 fn bundle_client_generates_the_plaintext_tokens() {
@@ -77,22 +75,7 @@ fn bundle_client_generates_the_plaintext_tokens() {
         ("selective K = 1", Policy::selective(layers, 1)),
     ];
     for (what, policy) in cases {
-        let params = policy.preset.build().unwrap();
-        let generator = PrivateGenerator::open(
-            &bundle,
-            &fingerprint,
-            &params,
-            policy,
-            InProcess::connect(&server, TOKEN),
-            Client::new(&params),
-            None,
-        )
-        .unwrap();
-        let (got, stats) = generator
-            .generate(None, &ids, max, &[], &mut greedy(), &mut |_| {
-                Ok(ControlFlow::Continue(()))
-            })
-            .unwrap();
+        let (got, stats) = common::generate_in_process(&bundle, &server, TOKEN, policy, &ids, max);
         eprintln!("{what}: {got:?} ({} products)", stats.traffic.products);
         assert_eq!(
             got, want,

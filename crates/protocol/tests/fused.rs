@@ -169,9 +169,8 @@ fn fused_packed_mode_matches_plaintext_greedy() {
 fn fused_selective_mode_saves_two_k_minus_one_round_trips_per_token() {
     use std::ops::ControlFlow;
 
-    use selene_linalg::Client;
-    use selene_model::{generate, Sampler, SamplingParams};
-    use selene_protocol::{model_fingerprint, Limits, Policy, PrivateGenerator, SessionServer};
+    use selene_model::generate;
+    use selene_protocol::{Limits, Policy, SessionServer};
 
     const K: usize = 2;
     const TOKEN: &[u8] = b"fused-selective-token";
@@ -191,13 +190,12 @@ fn fused_selective_mode_saves_two_k_minus_one_round_trips_per_token() {
     );
     let ids = tok.encode("The patient was diagnosed with").unwrap();
     let steps = 3;
-    let greedy = || Sampler::new(SamplingParams::default()).unwrap();
     let want = generate(
         &w,
         &ids,
         steps,
         &[],
-        &mut greedy(),
+        &mut common::greedy(),
         &mut QuantLinear::new(&w),
         &mut |_| Ok(ControlFlow::Continue(())),
     )
@@ -207,21 +205,7 @@ fn fused_selective_mode_saves_two_k_minus_one_round_trips_per_token() {
         let mut policy = Policy::selective(w.config().n_layers, K);
         policy.preset = LinalgPreset::Coeff12WidePack;
         policy.fused = fused;
-        let generator = PrivateGenerator::open(
-            &w,
-            &model_fingerprint(&w),
-            &params,
-            policy,
-            InProcess::connect(&server, TOKEN),
-            Client::new(&params),
-            None,
-        )
-        .unwrap();
-        let (got, stats) = generator
-            .generate(None, &ids, steps, &[], &mut greedy(), &mut |_| {
-                Ok(ControlFlow::Continue(()))
-            })
-            .unwrap();
+        let (got, stats) = common::generate_in_process(&w, &server, TOKEN, policy, &ids, steps);
         eprintln!(
             "selective K = {K}, fused {fused}: {got:?}, {} round trips, {} products, {} B up, \
              {} B down",

@@ -19,8 +19,8 @@ use selene_model::{
 use selene_protocol::net::{Identity, TlsServer, TlsTransport, Trust};
 use selene_protocol::wire::ErrorCode;
 use selene_protocol::{
-    generate_session, ClientSession, Error, Limits, Policy, PreparedModel, SelectiveClient,
-    SessionServer, StrictLinear,
+    generate_session, model_fingerprint, ClientSession, Error, InProcess, Limits, Policy,
+    PreparedModel, PrivateGenerator, PrivateStats, SelectiveClient, SessionServer, StrictLinear,
 };
 
 /// The bearer token every test server accepts.
@@ -301,4 +301,32 @@ pub fn greedy_passes(
         out.push(selene_model::sampling::argmax(&run(&[last])));
     }
     out
+}
+
+/// `max` greedy tokens after `ids` from a private session under `policy` with the
+/// in-process `server` (token `token`), the client holding `w` (the full model or its
+/// bundle) and a fresh key; the tokens and what the generation cost.
+pub fn generate_in_process(
+    w: &Weights,
+    server: &Arc<SessionServer>,
+    token: &[u8],
+    policy: Policy,
+    ids: &[u32],
+    max: usize,
+) -> (Vec<u32>, PrivateStats) {
+    let params = policy.preset.build().unwrap();
+    PrivateGenerator::open(
+        w,
+        &model_fingerprint(w),
+        &params,
+        policy,
+        InProcess::connect(server, token),
+        selene_linalg::Client::new(&params),
+        None,
+    )
+    .unwrap()
+    .generate(None, ids, max, &[], &mut greedy(), &mut |_| {
+        Ok(ControlFlow::Continue(()))
+    })
+    .unwrap()
 }
