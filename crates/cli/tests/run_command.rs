@@ -49,10 +49,28 @@ fn fused_run_gives_the_same_text_in_two_round_trips_per_layer() {
     // Hello, the prompt's pass unfused (4 * 30), three decoded tokens at 2 * 30 + 1
     // each, Close.
     assert!(stderr.contains("; 305 round trips]"), "{stderr}");
-    // Fusion is for strict mode only.
-    let (out, stderr) = selene(&["run", "hi", "--fuse", "--encrypted-layers", "2"]);
+    // Selective mode fuses its encrypted layers: Hello, the Galois keys, the prompt's
+    // pass unfused (4 * 2 and the release), three decoded tokens at 2 * 2 + 1 each (layer
+    // 0's q|k|v ahead, two pairs less the last q|k|v, the last down, the release), Close.
+    let (out, stderr) = selene(&[
+        "run",
+        "The patient was diagnosed with",
+        "--max-tokens",
+        "4",
+        "--fuse",
+        "--encrypted-layers",
+        "2",
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        " a rare genetic disorder\n"
+    );
+    assert!(stderr.contains("; 27 round trips]"), "{stderr}");
+    // With no encrypted layer there is nothing to fuse.
+    let (out, stderr) = selene(&["run", "hi", "--fuse", "--encrypted-layers", "0"]);
     assert!(!out.status.success());
-    assert!(stderr.contains("strict mode"), "{stderr}");
+    assert!(stderr.contains("nothing to fuse"), "{stderr}");
     // `--fuse auto` asks the cost model: unpacked, the stacked products' bytes outweigh
     // the round trips even at 20 ms (coeff12's fused run measured slower on wan), so
     // the run is unfused: 4 * 30 round trips for the one pass, plus Hello and Close.
