@@ -336,6 +336,32 @@ fn with_tail(forge: Forge) -> (SelectiveClient<'static, Dishonest>, Arc<Mutex<us
 }
 
 #[test]
+fn a_next_token_q_k_v_within_its_bound_is_recomputed_by_a_full_client() {
+    // Half the server's values pass the output bound; this client holds the layer
+    // matrices and recomputes them.
+    let ids = prompt();
+    let (mut client, forged) = with_tail(Forge::Ahead(0.5));
+    let logits = client.next_logits(&ids).unwrap();
+    assert_eq!(*forged.lock().unwrap(), 1);
+    let next = [selene_model::sampling::argmax(&logits)];
+    let e = client.next_logits(&next).unwrap_err();
+    match cause(&e) {
+        Some(Error::SpotCheckFailed {
+            layer: 0,
+            stage: LinearStage::Qkv,
+            deviation,
+            tolerance,
+        }) => assert!(deviation > tolerance, "{deviation} {tolerance}"),
+        other => panic!("expected the recomputation to fail, got {other:?} ({e})"),
+    }
+    assert_eq!(client.releases(), ids.len(), "nothing more was released");
+    assert!(matches!(
+        client.next_logits(&next),
+        Err(Error::FailedCheckEarlier)
+    ));
+}
+
+#[test]
 fn a_next_token_q_k_v_above_its_bound_fails_the_session() {
     let ids = prompt();
     for (factor, honest) in [(1.0, true), (1e3, false)] {

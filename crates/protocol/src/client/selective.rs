@@ -344,9 +344,10 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
 
 /// The encrypted products of the first `k` layers, except layer 0's q|k|v when the server
 /// sent it ahead: that one is checked against the bound every decrypted output meets
-/// (`(1 + OUTPUT_BOUND_SLACK) ||x|| ||w_j||`, the folded column norms the client pins)
-/// and used as it is. A value past the bound fails the session's checks, as a decrypted
-/// one would.
+/// (`(1 + OUTPUT_BOUND_SLACK) ||x|| ||w_j||`, the folded column norms the client pins),
+/// recomputed in plaintext when the client holds the layer matrices
+/// ([`StrictLinear::verify_ahead`]), and used as it is. A failed check fails the
+/// session's checks, as a decrypted output's would.
 struct AheadQkv<'a, 'w, T: Transport> {
     w: &'w Weights,
     inner: &'a mut StrictLinear<'w, T>,
@@ -383,7 +384,8 @@ impl<T: Transport> AheadQkv<'_, '_, T> {
                 });
             }
         }
-        Ok(())
+        // A client holding the layer matrices recomputes them outright.
+        self.inner.verify_ahead(x, qkv)
     }
 }
 

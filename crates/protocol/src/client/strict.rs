@@ -367,6 +367,38 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         self.check_failed = true;
     }
 
+    /// Checks the next token's q|k|v a selective server sent ahead (`x` the un-gained
+    /// norm of that token's embedding, `y` the values) against the client's own plaintext
+    /// product when it holds the layer matrices: the server computed them in plaintext
+    /// from the same weights, so they agree within [`VERIFY_TOLERANCE`] or the session's
+    /// checks fail. A client bundle has only the output bound its caller applies.
+    ///
+    /// # Errors
+    /// [`Error::SpotCheckFailed`] (and every later product fails).
+    pub(crate) fn verify_ahead(&mut self, x: &[f32], y: &[f32]) -> Result<()> {
+        if !self.weights.has_layer_matrices() {
+            return Ok(());
+        }
+        let at = stage_index(LinearStage::Qkv)?;
+        let layout = self
+            .layouts
+            .first()
+            .and_then(|l| l.get(at))
+            .cloned()
+            .ok_or(Error::LayerOutOfRange {
+                layer: 0,
+                layers: self.layouts.len(),
+            })?;
+        let y: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
+        match self.spot_check(0, LinearStage::Qkv, &layout, x, &y) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.check_failed = true;
+                Err(e)
+            }
+        }
+    }
+
     /// Recomputes `x`'s product in plaintext and errors unless the decrypted `y` is
     /// within [`VERIFY_TOLERANCE`] of it, relative to `||x_t|| ||w_j||`; returns the
     /// largest deviation.
