@@ -175,18 +175,13 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
         let p = prefix.map_or(0, PrefixKv::positions);
         // Generated tokens must fit after the prefix and the prompt.
         let max_tokens = max_tokens.min(c.context_length.saturating_sub(p + prompt.len()));
+        if strict.is_fused() {
+            if let Some(by) = terms.fusion_blocker(prefix.is_some(), draft.is_some()) {
+                return Err(Error::FusionBlocked { by });
+            }
+        }
         if strict.is_fused() && terms.k >= c.n_layers {
-            return generate_fused(
-                w,
-                strict,
-                terms,
-                (prefix.is_some(), draft.is_some()),
-                prompt,
-                max_tokens,
-                stop,
-                sampler,
-                on_token,
-            );
+            return generate_fused(w, strict, prompt, max_tokens, stop, sampler, on_token);
         }
         if terms.k >= c.n_layers {
             let mut linear = PaddedLinear::new(strict, c, terms.pad_to)?;
@@ -215,11 +210,6 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
                 draft,
             };
             return Ok((ids, stats));
-        }
-        if strict.is_fused() {
-            if let Some(by) = terms.fusion_blocker(prefix.is_some(), draft.is_some()) {
-                return Err(Error::FusionBlocked { by });
-            }
         }
         let capacity = p + prompt.len() + max_tokens;
         let guard =
@@ -252,27 +242,19 @@ impl<'w, T: Transport> PrivateGenerator<'w, T> {
     }
 }
 
-/// A fused session's generation (two round trips per layer per generated token,
-/// `selene_model::fused`; the prompt's one pass unfused): strict mode without a public
-/// prefix, drafts or padding, which the fused pass does not carry yet.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the token loop's inputs, each needed"
-)]
+/// A fused strict session's generation (two round trips per layer per generated token,
+/// `selene_model::fused`; the prompt's one pass unfused), once the caller has checked
+/// `Terms::fusion_blocker` (no public prefix, drafts or padding, which the fused pass does
+/// not carry yet).
 fn generate_fused<T: Transport>(
     w: &Weights,
     mut strict: StrictLinear<'_, T>,
-    terms: Terms,
-    (prefix, draft): (bool, bool),
     prompt: &[u32],
     max_tokens: usize,
     stop: &[u32],
     sampler: &mut Sampler,
     on_token: &mut dyn FnMut(u32) -> selene_model::Result<ControlFlow<()>>,
 ) -> Result<(Vec<u32>, PrivateStats)> {
-    if let Some(by) = terms.fusion_blocker(prefix, draft) {
-        return Err(Error::FusionBlocked { by });
-    }
     let mut cache = KvCache::new(w.config(), prompt.len() + max_tokens);
     let ids = generate_with(
         prompt,

@@ -226,7 +226,6 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
         // prompt's pass, several rows, takes the stages.
         let fused = self.strict.is_fused() && tokens.len() == 1;
         let mut linear = AheadQkv {
-            w: self.w,
             inner: &mut self.strict,
             qkv: ahead.map(|a| a.qkv),
         };
@@ -343,66 +342,32 @@ impl<'w, T: Transport> SelectiveClient<'w, T> {
 }
 
 /// The encrypted products of the first `k` layers, except layer 0's q|k|v when the server
-/// sent it ahead: that one is checked against the bound every decrypted output meets
-/// (`(1 + OUTPUT_BOUND_SLACK) ||x|| ||w_j||`, the folded column norms the client pins),
-/// recomputed in plaintext when the client holds the layer matrices
-/// ([`StrictLinear::verify_ahead`]), and used as it is. A failed check fails the
-/// session's checks, as a decrypted output's would.
+/// sent it ahead: that one is checked as a decrypted output is
+/// ([`StrictLinear::check_ahead`]: the output bound, and the plaintext product when the
+/// client holds the layer matrices) and used as it is.
 struct AheadQkv<'a, 'w, T: Transport> {
-    w: &'w Weights,
     inner: &'a mut StrictLinear<'w, T>,
     qkv: Option<Vec<f32>>,
-}
-
-impl<T: Transport> AheadQkv<'_, '_, T> {
-    /// Checks the q|k|v sent ahead for the un-gained norm `x` (one row).
-    fn check(&mut self, x: &[f32], qkv: &[f32]) -> Result<()> {
-        let at = ProductAt::new(0, LinearStage::Qkv);
-        let norms = self.w.column_norms().map_err(Error::NoColumnNorms)?;
-        let w_norms = norms.get(at.layer, at.stage)?;
-        let x_norm = x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
-        if w_norms.len() != qkv.len() {
-            return Err(Error::AheadShape {
-                found: qkv.len(),
-                expected: w_norms.len(),
-            });
-        }
-        for (column, (&v, &w_norm)) in qkv.iter().zip(w_norms).enumerate() {
-            let bound = (1.0 + selene_linalg::OUTPUT_BOUND_SLACK) * x_norm * w_norm;
-            let value = f64::from(v);
-            if value.abs() > bound || value.is_nan() {
-                self.inner.fail_check();
-                return Err(Error::ProductCheck {
-                    layer: at.layer,
-                    stage: at.stage,
-                    source: selene_linalg::Error::OutputOutOfBound {
-                        token: 0,
-                        column,
-                        value,
-                        bound,
-                    },
-                });
-            }
-        }
-        // A client holding the layer matrices recomputes them outright.
-        self.inner.verify_ahead(x, qkv)
-    }
 }
 
 impl<T: Transport> Linear for AheadQkv<'_, '_, T> {
     fn apply(&mut self, at: ProductAt, x: &[f32], out: &mut [f32]) -> selene_model::Result<()> {
         if at == ProductAt::new(0, LinearStage::Qkv) {
             if let Some(qkv) = self.qkv.take() {
-                self.check(x, &qkv)
-                    .map_err(|e| selene_model::Error::Linear {
-                        layer: at.layer,
-                        stage: at.stage,
-                        source: Box::new(e),
-                    })?;
-                if out.len() == qkv.len() {
-                    out.copy_from_slice(&qkv);
-                    return Ok(());
+                let wrap = |e: Error| selene_model::Error::Linear {
+                    layer: at.layer,
+                    stage: at.stage,
+                    source: Box::new(e),
+                };
+                if qkv.len() != out.len() {
+                    return Err(wrap(Error::AheadShape {
+                        found: qkv.len(),
+                        expected: out.len(),
+                    }));
                 }
+                self.inner.check_ahead(x, &qkv).map_err(wrap)?;
+                out.copy_from_slice(&qkv);
+                return Ok(());
             }
         }
         self.inner.apply(at, x, out)

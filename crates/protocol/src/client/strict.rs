@@ -361,24 +361,18 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
         self.check_failed
     }
 
-    /// Marks a check on the server's answers failed (one made outside this type: the
-    /// next token's q|k|v a selective server sends ahead), so every later product fails.
-    pub(crate) fn fail_check(&mut self) {
-        self.check_failed = true;
-    }
-
     /// Checks the next token's q|k|v a selective server sent ahead (`x` the un-gained
-    /// norm of that token's embedding, `y` the values) against the client's own plaintext
-    /// product when it holds the layer matrices: the server computed them in plaintext
-    /// from the same weights, so they agree within [`VERIFY_TOLERANCE`] or the session's
-    /// checks fail. A client bundle has only the output bound its caller applies.
+    /// norm of that token's embedding, one row; `y` the values) as a decrypted output is
+    /// checked: every value within `(1 + OUTPUT_BOUND_SLACK) ||x|| ||w_j||` (the pinned
+    /// column norms of layer 0's `Qkv`), and, when this client holds the layer matrices,
+    /// equal to its own plaintext product within [`VERIFY_TOLERANCE`] (the server computed
+    /// them in plaintext from the same weights). A client bundle has the bound alone. A
+    /// failed check fails the session's checks: every later product is refused.
     ///
     /// # Errors
-    /// [`Error::SpotCheckFailed`] (and every later product fails).
-    pub(crate) fn verify_ahead(&mut self, x: &[f32], y: &[f32]) -> Result<()> {
-        if !self.weights.has_layer_matrices() {
-            return Ok(());
-        }
+    /// [`Error::AheadShape`]; [`Error::ProductCheck`] past the bound;
+    /// [`Error::SpotCheckFailed`] against the recomputation.
+    pub(crate) fn check_ahead(&mut self, x: &[f32], y: &[f32]) -> Result<()> {
         let at = stage_index(LinearStage::Qkv)?;
         let layout = self
             .layouts
@@ -389,6 +383,35 @@ impl<'w, T: Transport> StrictLinear<'w, T> {
                 layer: 0,
                 layers: self.layouts.len(),
             })?;
+        let norms = self.weights.column_norms().map_err(Error::NoColumnNorms)?;
+        let w_norms = norms.get(0, LinearStage::Qkv)?;
+        if w_norms.len() != y.len() {
+            return Err(Error::AheadShape {
+                found: y.len(),
+                expected: w_norms.len(),
+            });
+        }
+        let x_norm = x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+        for (column, (&v, &w_norm)) in y.iter().zip(w_norms).enumerate() {
+            let bound = (1.0 + selene_linalg::OUTPUT_BOUND_SLACK) * x_norm * w_norm;
+            let value = f64::from(v);
+            if value.abs() > bound || value.is_nan() {
+                self.check_failed = true;
+                return Err(Error::ProductCheck {
+                    layer: 0,
+                    stage: LinearStage::Qkv,
+                    source: selene_linalg::Error::OutputOutOfBound {
+                        token: 0,
+                        column,
+                        value,
+                        bound,
+                    },
+                });
+            }
+        }
+        if !self.weights.has_layer_matrices() {
+            return Ok(());
+        }
         let y: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
         match self.spot_check(0, LinearStage::Qkv, &layout, x, &y) {
             Ok(_) => Ok(()),

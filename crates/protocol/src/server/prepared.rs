@@ -187,7 +187,7 @@ impl PreparedModel {
     /// `2 layers - 1` in [`selene_model::fused::fused_order`] (its last layer's down
     /// product goes alone).
     pub fn fused_count(layers: usize) -> usize {
-        (2 * layers).saturating_sub(1)
+        fused_order(layers).count()
     }
 
     /// Bytes of encoded fused matrices held (part of [`PreparedModel::memory_bytes`]).
