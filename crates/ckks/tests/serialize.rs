@@ -75,12 +75,15 @@ fn round_trips_and_sizes() {
     let gk = GaloisKey::new(&kit.sk, 5);
     let gk2 = GaloisKey::decode(&gk.encode(), &params).unwrap();
     assert_eq!(gk2, gk);
-    // A deserialized public key encrypts correctly.
+    // A deserialized public key encrypts correctly. Fresh public-key noise at this
+    // 2^22 scale leaves 9.6-11 bits over 2,048 slots (the worst slot of a fresh key and
+    // fresh noise; 40 runs gave a least of 9.59, so a 9.5 floor failed about once in a
+    // hundred); a key that decoded wrong leaves under one bit.
     let mut enc = selene_ckks::Encryptor::with_public_key(Arc::new(
         PublicKey::decode(&pk.encode(), &params).unwrap(),
     ));
     let ct2 = enc.encrypt(&kit.encode(&a, top, Encoding::Slots));
-    assert!(bits(&kit.decrypt(&ct2), &a) >= 9.5);
+    assert!(bits(&kit.decrypt(&ct2), &a) >= 8.0);
 }
 
 /// A 128-bit-secure `N = 2^12` literal with one Q and one P prime.
