@@ -18,12 +18,16 @@ use std::time::{Duration, Instant};
 
 use selene_linalg::Link;
 
-/// Largest chunk read at once. A chunk is delivered when its last bit would arrive, so a
-/// message's last byte (what a request-reply protocol waits for) is on time whatever the
-/// chunk size, and earlier bytes come at most one chunk's time late. Large chunks keep
-/// the relay's thread wake-ups few: with 16 KiB ones, 56 MB per token at 1 Gbit/s
-/// meant thousands of wake-ups competing with the client and server for 2 cores.
+/// Largest chunk read at once. Large reads keep the relay's thread wake-ups few: with
+/// 16 KiB ones, 56 MB per token at 1 Gbit/s meant thousands of wake-ups competing with
+/// the client and server for 2 cores.
 const CHUNK: usize = 256 << 10;
+/// Least bytes a chunk is delivered in at once: it goes out in slices of at least this
+/// size or a millisecond of the link's rate, each when its own last bit would arrive, so
+/// a receiver sees a long message arrive progressively, as over a real link (a server
+/// that starts on the first part of a request while the rest uploads gains what it
+/// would on one), and a message's last byte is on time whatever the slice size.
+const SLICE: usize = 16 << 10;
 
 /// A running link emulator; stops listening when dropped (open connections finish).
 pub struct Emulator {
@@ -90,10 +94,11 @@ fn relay(client: TcpStream, upstream: SocketAddr, link: Link) -> io::Result<()> 
     Ok(())
 }
 
-/// One direction: a reader that timestamps chunks with their delivery time and a writer
-/// that delivers them on time.
+/// One direction: a reader that timestamps chunks with the time their first bit leaves
+/// and a writer that delivers each slice of them when its last bit arrives.
 fn direction(mut from: TcpStream, mut to: TcpStream, bits_per_s: f64, delay: Duration) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let transmit = move |bytes: usize| Duration::from_secs_f64(bytes as f64 * 8.0 / bits_per_s);
     thread::spawn(move || {
         let mut free = Instant::now();
         let mut buf = vec![0u8; CHUNK];
@@ -102,23 +107,28 @@ fn direction(mut from: TcpStream, mut to: TcpStream, bits_per_s: f64, delay: Dur
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let now = Instant::now();
-            let start = free.max(now);
-            free = start + Duration::from_secs_f64(n as f64 * 8.0 / bits_per_s);
-            if tx.send((free + delay, buf[..n].to_vec())).is_err() {
+            let start = free.max(Instant::now());
+            free = start + transmit(n);
+            if tx.send((start, buf[..n].to_vec())).is_err() {
                 break;
             }
         }
         // Dropping `tx` tells the writer the stream ended.
     });
+    let slice = SLICE.max((bits_per_s / 8e3) as usize);
     thread::spawn(move || {
-        while let Ok((at, chunk)) = rx.recv() {
-            let now = Instant::now();
-            if at > now {
-                thread::sleep(at - now);
-            }
-            if to.write_all(&chunk).is_err() {
-                break;
+        while let Ok((start, chunk)) = rx.recv() {
+            let mut sent = 0;
+            for part in chunk.chunks(slice) {
+                sent += part.len();
+                let at = start + transmit(sent) + delay;
+                let now = Instant::now();
+                if at > now {
+                    thread::sleep(at - now);
+                }
+                if to.write_all(part).is_err() {
+                    return;
+                }
             }
         }
         let _ = to.shutdown(Shutdown::Write);
@@ -191,5 +201,33 @@ mod tests {
             t.elapsed()
         );
         assert!(back.iter().all(|&b| b == 0x5a));
+    }
+
+    #[test]
+    fn a_long_message_arrives_progressively() {
+        // 512 KiB up at 5 Mbit/s: its last byte arrives after at least 0.84 s. The relay
+        // reads it in chunks of up to 256 KiB (128 KiB here, whose last bit takes 0.21
+        // s); its first 16 KiB slice is delivered after 27 ms (29 measured), and the
+        // echo returns it at once.
+        let emu = Emulator::start(echo(), link(2.0, 5.0, 1000.0)).unwrap();
+        let mut s = TcpStream::connect(emu.addr()).unwrap();
+        let msg: Vec<u8> = (0..512u32 << 10).map(|i| (i % 253) as u8).collect();
+        let t = Instant::now();
+        let mut w = s.try_clone().unwrap();
+        let sent = msg.clone();
+        let sender = thread::spawn(move || w.write_all(&sent).unwrap());
+        let mut back = vec![0u8; msg.len()];
+        let first = s.read(&mut back).unwrap();
+        let first_at = t.elapsed();
+        s.read_exact(&mut back[first..]).unwrap();
+        let last_at = t.elapsed();
+        sender.join().unwrap();
+        assert!(last_at >= Duration::from_millis(838), "{last_at:?}");
+        // Between the slice's 27 ms and a whole chunk's 0.21 s.
+        assert!(
+            first_at < Duration::from_millis(120),
+            "first {first} bytes at {first_at:?}, the last at {last_at:?}"
+        );
+        assert_eq!(back, msg);
     }
 }
