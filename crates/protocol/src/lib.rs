@@ -78,6 +78,7 @@ pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest, Terms};
 pub use quality::{compare_logits, Flip, LogitComparison};
 pub use server::{
     check_token_strength, new_token, Connection, Counters, EncodedBytes, ModelServer, PlainTail,
-    PreparedModel, PublicPrefix, SessionEvent, SessionServer, MIN_TOKEN_BYTES,
+    Prefetch, Prefetched, PreparedModel, PublicPrefix, SessionEvent, SessionServer,
+    MIN_TOKEN_BYTES,
 };
 pub use transport::{net, InProcess, Transport};

@@ -15,14 +15,16 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use common::{
-    greedy, greedy_margin, open, over_tls, plain, poll_open, remote_code, shared, start,
+    greedy, greedy_margin, open, over_tls, plain, poll_open, remote_code, serve, shared, start,
     start_with, Running, CONTEXT, TOKEN,
 };
-use selene_linalg::Client;
-use selene_model::{generate, LinearStage};
+use selene_linalg::{Client, LinalgPreset};
+use selene_model::{generate, FusedPair, LinearStage};
 use selene_protocol::net::{Identity, TlsTransport, Trust};
-use selene_protocol::wire::{self, ErrorCode, Message};
-use selene_protocol::{ClientSession, Error, Limits, Policy, StrictLinear};
+use selene_protocol::wire::{self, ErrorCode, Frame, Message, ProductRequest};
+use selene_protocol::{
+    ClientSession, Error, Limits, Policy, PreparedModel, Product, SessionServer, StrictLinear,
+};
 
 /// A fresh encryption of one row for layer 0's `Qkv` product in `session`.
 fn one_row_qkv(r: &Running, session: &ClientSession<TlsTransport>) -> Vec<u8> {
@@ -326,4 +328,99 @@ fn tls_replies_stay_within_the_client_bounds() {
         worst * 2.0 <= selene_protocol::PRODUCT_REPLY_FACTOR as f64,
         "{worst}"
     );
+}
+
+/// A fused request's first item is computed while the rest of its frame uploads: sent
+/// in two writes with a pause after the first item, the frame gets the answer it gets in
+/// one, and the server counts one product answered from the early start. A frame whose
+/// later bytes are malformed is refused as a whole, though its first item was computed.
+#[test]
+fn a_fused_requests_first_product_is_computed_while_the_rest_uploads() {
+    let w = &shared().w;
+    let params = LinalgPreset::Coeff12Wide.build().unwrap();
+    let model = PreparedModel::new(&params, w, 1, &mut || {})
+        .unwrap()
+        .with_fused(w, &mut || {})
+        .unwrap();
+    let model = std::sync::Arc::new(model);
+    let sessions =
+        SessionServer::new(model.clone(), w.clone(), Limits::default()).with_token(TOKEN);
+    let id = Identity::self_signed(&["localhost".to_string()]).unwrap();
+    let r = serve(std::sync::Arc::new(sessions), model, &id, "127.0.0.1:0");
+    let mut policy = Policy::selective(w.config().n_layers, 1);
+    policy.fused = true;
+    let t = TlsTransport::connect(&r.addr, &r.trust, TOKEN).unwrap();
+    let mut session = ClientSession::open(t, &params, policy, CONTEXT).unwrap();
+
+    // Layer 0's AttnGate round trip: `a W_o`, then `[x | alpha a]` by the stacked matrix.
+    let mut client = Client::new(&params);
+    let d = w.config().d_model;
+    let a: Vec<f32> = (0..d).map(|i| (i as f32 * 0.37).sin()).collect();
+    let stacked: Vec<f32> = (0..2 * d).map(|i| (i as f32 * 0.11).cos()).collect();
+    let layouts = [
+        session.layouts()[0][1].clone(),
+        session.fused_layouts()[0].clone(),
+    ];
+    let items: Vec<ProductRequest> = [
+        (Product::Stage(LinearStage::AttnOut), &a),
+        (Product::Fused(FusedPair::AttnGate), &stacked),
+    ]
+    .into_iter()
+    .zip(&layouts)
+    .map(|((product, x), layout)| ProductRequest {
+        layer: 0,
+        product,
+        ciphertext: client
+            .encode_encrypt(x, 1, layout)
+            .unwrap()
+            .0
+            .to_bytes(&params),
+    })
+    .collect();
+    let frame = |request_id| {
+        wire::encode(&Frame {
+            request_id,
+            message: Message::Products {
+                items: items.clone(),
+            },
+        })
+        .unwrap()
+    };
+    let whole = session.products(items.clone()).unwrap();
+    let before = r.sessions.counters().prefetched;
+
+    // The first item's last byte, then the rest after the server has had time for it.
+    let mut next_id = session.next_request_id();
+    let split = wire::ready_products(&frame(next_id), &Limits::default())[0]
+        .ciphertext
+        .end;
+    let send_split = |t: &mut TlsTransport, bytes: &[u8]| {
+        t.write_raw(&bytes[..split]).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        wire::decode(&t.send_bytes(&bytes[split..]).unwrap(), &Limits::default()).unwrap()
+    };
+    let reply = send_split(session.transport_mut(), &frame(next_id));
+    let Message::ProductResults { ciphertexts } = reply.message else {
+        panic!("{:?}", reply.message.kind());
+    };
+    assert_eq!(ciphertexts, whole);
+    assert_eq!(r.sessions.counters().prefetched, before + 1);
+
+    // The second item's product byte made invalid: the frame is refused whole.
+    next_id += 1;
+    let mut bad = frame(next_id);
+    bad[split + 4] = 6;
+    let reply = send_split(session.transport_mut(), &bad);
+    assert!(
+        matches!(
+            reply.message,
+            Message::Error {
+                code: ErrorCode::Malformed,
+                ..
+            }
+        ),
+        "{:?}",
+        reply.message.kind()
+    );
+    assert_eq!(r.sessions.counters().prefetched, before + 1);
 }

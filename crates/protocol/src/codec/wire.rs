@@ -44,6 +44,8 @@
 //! version and kind, and every inner length against the bytes left (and its own bound)
 //! before allocating; trailing bytes are an error. It never panics.
 
+use std::ops::Range;
+
 use selene_codec::{Reader, Writer};
 use selene_model::LinearStage;
 
@@ -667,6 +669,72 @@ fn ahead(rd: &mut Reader<'_>) -> Result<Ahead> {
     })
 }
 
+/// One item of a `Products` request: its layer, product and ciphertext bytes.
+fn product_item<'a>(rd: &mut Reader<'a>) -> Result<(u32, Product, &'a [u8])> {
+    let layer = rd.u32("layer")?;
+    let at = rd.offset();
+    let product = Product::from_byte(rd.u8("product")?).ok_or(Error::Wire {
+        what: "product",
+        offset: at,
+    })?;
+    Ok((layer, product, rd.bytes_u32("ciphertext", usize::MAX)?))
+}
+
+/// An item of a `Products` frame whose bytes have all arrived ([`ready_products`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyProduct {
+    /// Its position in the request.
+    pub index: usize,
+    /// Layer.
+    pub layer: u32,
+    /// Which matrix of the layer.
+    pub product: Product,
+    /// Where its ciphertext bytes sit in the frame (length prefix included).
+    pub ciphertext: Range<usize>,
+}
+
+/// The items of a `Products` frame that lie whole in `prefix`, the frame's first bytes
+/// (length prefix included), in order: a server starts on them while the rest of the
+/// request uploads. Empty for any other kind, and from the first field [`decode`] would
+/// refuse; each item is read by the code `decode` reads it with, so when the whole frame
+/// decodes, its items begin with these.
+pub fn ready_products(prefix: &[u8], limits: &Limits) -> Vec<ReadyProduct> {
+    let mut rd = Reader::new(prefix);
+    let Some(n) = products_count(&mut rd, limits) else {
+        return Vec::new();
+    };
+    let mut ready = Vec::with_capacity(n);
+    for index in 0..n {
+        let Ok((layer, product, bytes)) = product_item(&mut rd) else {
+            break;
+        };
+        let end = rd.offset();
+        ready.push(ReadyProduct {
+            index,
+            layer,
+            product,
+            ciphertext: end - bytes.len()..end,
+        });
+    }
+    ready
+}
+
+/// Reads a `Products` frame's header and item count, as [`decode`] does (but for the
+/// count's room check: the items may not have arrived); `None` for another kind or a
+/// refused field.
+fn products_count(rd: &mut Reader<'_>, limits: &Limits) -> Option<usize> {
+    body_len(rd.array("length prefix").ok()?, limits).ok()?;
+    let version = rd
+        .header(&MAGIC, MIN_WIRE_VERSION..=AHEAD_WIRE_VERSION)
+        .ok()?;
+    let kind = Kind::from_u8(rd.u8("kind").ok()?)?;
+    if kind != Kind::Products || kind.version() != version {
+        return None;
+    }
+    rd.u64("request id").ok()?;
+    rd.count_u32("product count", MAX_BATCH_PRODUCTS, 0).ok()
+}
+
 /// Decodes one frame (length prefix included), checking every length against `limits`
 /// and the bytes present before allocating.
 ///
@@ -766,17 +834,11 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame> {
             let n = rd.count_u32("product count", MAX_BATCH_PRODUCTS, 9)?;
             let mut items = Vec::with_capacity(n);
             for _ in 0..n {
-                let layer = rd.u32("layer")?;
-                let at = rd.offset();
-                let product = Product::from_byte(rd.u8("product")?).ok_or(Error::Wire {
-                    what: "product",
-                    offset: at,
-                })?;
-                let ciphertext = rd.bytes_u32("ciphertext", usize::MAX)?.to_vec();
+                let (layer, product, ciphertext) = product_item(&mut rd)?;
                 items.push(ProductRequest {
                     layer,
                     product,
-                    ciphertext,
+                    ciphertext: ciphertext.to_vec(),
                 });
             }
             Message::Products { items }

@@ -248,7 +248,82 @@ proptest! {
             f.extend_from_slice(&1u64.to_le_bytes());
             f.extend_from_slice(&bytes);
             let _ = decode(&f, &limits());
+            let _ = ready_products(&f, &limits());
         }
+    }
+
+    #[test]
+    fn ready_products_are_the_items_whole_in_every_prefix(
+        id in any::<u64>(),
+        items in proptest::collection::vec(
+            (any::<u32>(), 0u8..6, proptest::collection::vec(any::<u8>(), 0..120)),
+            0..=MAX_BATCH_PRODUCTS,
+        ),
+    ) {
+        let items: Vec<ProductRequest> = items
+            .into_iter()
+            .map(|(layer, p, ciphertext)| ProductRequest {
+                layer,
+                product: Product::from_byte(p).unwrap(),
+                ciphertext,
+            })
+            .collect();
+        let f = encode(&Frame { request_id: id, message: Message::Products { items: items.clone() } })
+            .unwrap();
+        for cut in 0..=f.len() {
+            let ready = ready_products(&f[..cut], &limits());
+            // Exactly the items whose last byte is in the prefix, in order, as decoded.
+            let whole = ready.iter().take_while(|r| r.ciphertext.end <= cut).count();
+            prop_assert_eq!(whole, ready.len());
+            for (r, it) in ready.iter().zip(&items) {
+                prop_assert_eq!((r.layer, r.product), (it.layer, it.product));
+                prop_assert_eq!(&f[r.ciphertext.clone()], &it.ciphertext[..]);
+            }
+            let next_end = ready.last().map_or(HEADER_BYTES + 4, |r| r.ciphertext.end)
+                + 9
+                + items.get(ready.len()).map_or(0, |it| it.ciphertext.len());
+            prop_assert!(ready.len() == items.len() || next_end > cut, "{} of {} at {cut}", ready.len(), items.len());
+            prop_assert_eq!(ready.iter().map(|r| r.index).collect::<Vec<_>>(), (0..ready.len()).collect::<Vec<_>>());
+        }
+    }
+}
+
+#[test]
+fn ready_products_finds_nothing_in_other_kinds_or_refused_headers() {
+    let l = limits();
+    for f in samples() {
+        let bytes = encode(&f).unwrap();
+        if !matches!(f.message, Message::Products { .. }) {
+            assert!(
+                ready_products(&bytes, &l).is_empty(),
+                "{:?}",
+                f.message.kind()
+            );
+        }
+    }
+    let products = encode(&Frame {
+        request_id: 3,
+        message: Message::Products {
+            items: vec![ProductRequest {
+                layer: 1,
+                product: Product::Stage(LinearStage::Down),
+                ciphertext: vec![9; 40],
+            }],
+        },
+    })
+    .unwrap();
+    assert_eq!(ready_products(&products, &l).len(), 1);
+    // A frame over the limit, another version, bad magic or a product byte of 6.
+    let small = Limits {
+        max_message_bytes: 20,
+        ..l.clone()
+    };
+    assert!(ready_products(&products, &small).is_empty());
+    for (at, value) in [(8, 6u8), (4, b'X'), (4 + 4 + 2 + 1 + 8 + 4 + 4, 6)] {
+        let mut bad = products.clone();
+        bad[at] = value;
+        assert!(ready_products(&bad, &l).is_empty(), "byte {at} = {value}");
+        assert!(decode(&bad, &l).is_err(), "byte {at} = {value}");
     }
 }
 

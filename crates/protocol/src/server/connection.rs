@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::prefetch::{Prefetch, Prefetched};
 use super::session::{reject, Reject, Session};
 use super::session_server::SessionServer;
 use super::{handlers, hello};
@@ -111,10 +112,30 @@ impl Connection {
         }
     }
 
+    /// What a transport needs to compute this session's products while their request
+    /// still uploads: `Some` once a fused session is open.
+    pub fn prefetch(&self) -> Option<Prefetch> {
+        let s = self.session.as_ref().filter(|s| s.policy.fused)?;
+        Some(Prefetch::new(
+            self.server.clone(),
+            s.model,
+            s.galois.clone(),
+            s.policy.encrypted_layers,
+        ))
+    }
+
     /// Answers one request frame (length prefix included). Never panics: every failure
     /// is an `Error` reply; `close` is set after `Close`, a refused `Hello`, a frame over
     /// the size limit, an expired session and a used-up request budget.
     pub fn handle(&mut self, bytes: &[u8]) -> Reply {
+        self.handle_prefetched(bytes, Vec::new())
+    }
+
+    /// Like [`Connection::handle`], with products of this frame computed while it
+    /// uploaded ([`Prefetch`]): the frame is checked as any other, and each of its
+    /// `Products` items that decodes to a prefetched item's index, layer, product and
+    /// bytes takes that answer instead of computing it again.
+    pub fn handle_prefetched(&mut self, bytes: &[u8], prefetched: Vec<Prefetched>) -> Reply {
         self.server
             .bytes_in
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -167,7 +188,7 @@ impl Connection {
         // A refused `Hello` ends the connection: one guess per connection (and per
         // backoff interval of its address), never a stream of them.
         let opening = self.session.is_none() && matches!(frame.message, Message::Hello(_));
-        match self.answer(frame.message) {
+        match self.answer(frame.message, prefetched) {
             Ok(m) => Reply {
                 bytes: self.frame(id, m),
                 close: false,
@@ -177,7 +198,11 @@ impl Connection {
     }
     /// Routes one decoded message to its handler: `Hello` opens the session, every other
     /// client message needs one; each handler receives the decoded value.
-    fn answer(&mut self, message: Message) -> std::result::Result<Message, Reject> {
+    fn answer(
+        &mut self,
+        message: Message,
+        prefetched: Vec<Prefetched>,
+    ) -> std::result::Result<Message, Reject> {
         let server = self.server.clone();
         match (message, &mut self.session) {
             (Message::Hello(h), None) => {
@@ -206,7 +231,9 @@ impl Connection {
                 },
                 Some(s),
             ) => handlers::product(&server, s, layer, stage, &ciphertext),
-            (Message::Products { items }, Some(s)) => handlers::products(&server, s, &items),
+            (Message::Products { items }, Some(s)) => {
+                handlers::products(&server, s, &items, prefetched)
+            }
             (Message::PublicPrefix { tokens }, Some(s)) => {
                 handlers::public_prefix(&server, s, &tokens)
             }

@@ -479,3 +479,94 @@ fn a_release_answer_carries_the_greedy_token_and_its_first_q_k_v() {
         }
     }
 }
+
+/// A `Products` item takes a prefetched answer only when the prefetch is of its index,
+/// layer, product and exact bytes; any other prefetch is ignored and the item computed.
+/// Only a fused session offers a [`Prefetch`].
+#[test]
+fn a_prefetched_product_answers_only_the_item_it_was_computed_from() {
+    use crate::codec::stage::Product;
+    use crate::codec::wire::ProductRequest;
+    use selene_model::FusedPair;
+
+    let (w, m) = shared();
+    let params = m.params().clone();
+    let fused = PreparedModel::new(&params, w, 1, &mut || {})
+        .unwrap()
+        .with_fused(w, &mut || {})
+        .unwrap();
+    let layouts = [
+        fused.layouts()[0][1].clone(),
+        fused.fused_layouts()[0].clone(),
+    ];
+    let s = Arc::new(
+        SessionServer::new(Arc::new(fused), w.clone(), Limits::default()).with_token(b"right"),
+    );
+    let mut unfused = server(Limits::default()).connect();
+    assert!(unfused.prefetch().is_none(), "no session");
+    let r = unfused.handle(&frame(1, hello(b"right", Policy::selective(30, 1))));
+    assert_eq!(code(&r), None);
+    assert!(unfused.prefetch().is_none(), "an unfused session");
+
+    let mut c = s.connect();
+    let policy = Policy {
+        fused: true,
+        ..Policy::selective(30, 1)
+    };
+    assert_eq!(code(&c.handle(&frame(1, hello(b"right", policy)))), None);
+    assert!(c.prefetch().is_some());
+    let d = w.config().d_model;
+    let mut client = Client::new(&params);
+    let mut encrypt = |width: usize, layout| {
+        let x: Vec<f32> = (0..width).map(|i| (i as f32 * 0.29).sin()).collect();
+        let (input, _) = client.encode_encrypt(&x, 1, layout).unwrap();
+        input.to_bytes(&params)
+    };
+    let items = vec![
+        ProductRequest {
+            layer: 0,
+            product: Product::Stage(LinearStage::AttnOut),
+            ciphertext: encrypt(d, &layouts[0]),
+        },
+        ProductRequest {
+            layer: 0,
+            product: Product::Fused(FusedPair::AttnGate),
+            ciphertext: encrypt(2 * d, &layouts[1]),
+        },
+    ];
+    let answers = |r: &Reply| match decode(&r.bytes, &Limits::default()).unwrap().message {
+        Message::ProductResults { ciphertexts } => ciphertexts,
+        m => panic!("{:?}", m.kind()),
+    };
+    let products = || Message::Products {
+        items: items.clone(),
+    };
+    let computed = answers(&c.handle(&frame(2, products())));
+    let marked = |index, product, input: &[u8]| Prefetched {
+        index,
+        layer: 0,
+        product,
+        input: input.to_vec(),
+        output: b"prefetched".to_vec(),
+    };
+    let stage = Product::Stage(LinearStage::AttnOut);
+    let mut other = items[0].ciphertext.clone();
+    other[40] ^= 1;
+    // Another index, product or input: computed, not taken.
+    let ignored = vec![
+        marked(1, stage, &items[0].ciphertext),
+        marked(0, items[1].product, &items[0].ciphertext),
+        marked(0, stage, &other),
+        marked(7, stage, &items[0].ciphertext),
+    ];
+    let r = c.handle_prefetched(&frame(3, products()), ignored);
+    assert_eq!(answers(&r), computed);
+    assert_eq!(s.counters().prefetched, 0);
+    // The same item: its prefetched answer is the reply's.
+    let r = c.handle_prefetched(
+        &frame(4, products()),
+        vec![marked(0, stage, &items[0].ciphertext)],
+    );
+    assert_eq!(answers(&r), [b"prefetched".to_vec(), computed[1].clone()]);
+    assert_eq!(s.counters().prefetched, 1);
+}

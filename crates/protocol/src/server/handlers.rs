@@ -2,16 +2,18 @@
 //! [`super::hello`] handles): each receives the decoded value, checks it against the
 //! session's policy and returns the reply message or a refusal.
 
-use rayon::prelude::*;
-use selene_model::{FusedPair, LinearStage, Logits};
+use std::sync::atomic::Ordering;
 
+use rayon::prelude::*;
+use selene_model::{LinearStage, Logits};
+
+use super::prefetch::{product_allowed, Prefetched};
 use super::prefix::PublicPrefix;
 use super::session::{reject, Reject, Session};
 use super::session_server::SessionServer;
 use super::tail::{TailOutput, TailState};
 use crate::codec::keys::decode_galois_keys;
 use crate::codec::release::decode_release;
-use crate::codec::stage::Product;
 use crate::codec::wire::{ErrorCode, Message, ProductRequest, AHEAD_WIRE_VERSION};
 use crate::policy::HeadSide;
 
@@ -45,11 +47,13 @@ pub(super) fn product(
 }
 
 /// Answers a `Products` request (a fused session's one round trip per fused pair): every
-/// item's layer must be encrypted, and the fused matrices need a fused session.
+/// item's layer must be encrypted, and the fused matrices need a fused session. An item
+/// that equals one of `prefetched` (computed while the frame uploaded) takes its answer.
 pub(super) fn products(
     server: &SessionServer,
     s: &mut Session,
     items: &[ProductRequest],
+    prefetched: Vec<Prefetched>,
 ) -> std::result::Result<Message, Reject> {
     if !s.policy.fused {
         return Err(reject(
@@ -62,13 +66,9 @@ pub(super) fn products(
         .get(s.model)
         .ok_or_else(|| reject(ErrorCode::Internal, "session model missing"))?
         .products;
-    // A `DownQkv` pair returns the next layer's q|k|v, which must be encrypted too.
-    let last_layer = |it: &ProductRequest| {
-        it.layer as usize + usize::from(it.product == Product::Fused(FusedPair::DownQkv))
-    };
     if let Some(it) = items
         .iter()
-        .find(|it| last_layer(it) >= s.policy.encrypted_layers)
+        .find(|it| !product_allowed(it.layer, it.product, s.policy.encrypted_layers))
     {
         return Err(reject(
             ErrorCode::NotAllowed,
@@ -78,17 +78,30 @@ pub(super) fn products(
             ),
         ));
     }
+    let mut done: Vec<Option<Vec<u8>>> = vec![None; items.len()];
+    for p in prefetched {
+        let same = items.get(p.index).is_some_and(|it| {
+            (it.layer, it.product, &it.ciphertext) == (p.layer, p.product, &p.input)
+        });
+        if same {
+            done[p.index] = Some(p.output);
+        }
+    }
+    let reused = done.iter().flatten().count() as u64;
     // The items are independent: computed side by side, one product's sequential tail
     // (the last merges of its packing tree) overlaps the other's work.
     let galois = s.galois.as_ref();
     let ciphertexts = items
         .par_iter()
-        .map(|it| {
-            products
+        .zip(done)
+        .map(|(it, done)| match done {
+            Some(output) => Ok(output),
+            None => products
                 .handle_product(it.layer as usize, it.product, &it.ciphertext, galois)
-                .map_err(|e| reject(ErrorCode::BadPayload, e))
+                .map_err(|e| reject(ErrorCode::BadPayload, e)),
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    server.prefetched.fetch_add(reused, Ordering::Relaxed);
     Ok(Message::ProductResults { ciphertexts })
 }
 

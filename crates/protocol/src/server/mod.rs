@@ -8,6 +8,7 @@ mod backoff;
 mod connection;
 mod handlers;
 mod hello;
+mod prefetch;
 mod prefix;
 mod prepared;
 mod products;
@@ -17,6 +18,7 @@ mod tail;
 mod token;
 
 pub use connection::{Connection, Reply};
+pub use prefetch::{Prefetch, Prefetched};
 pub use prefix::PublicPrefix;
 pub use prepared::{EncodedBytes, PreparedModel};
 pub use products::ModelServer;

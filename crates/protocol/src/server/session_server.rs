@@ -29,6 +29,9 @@ pub struct Counters {
     pub bytes_out: u64,
     /// Error replies sent.
     pub errors: u64,
+    /// Products answered with a result computed while their request still uploaded
+    /// ([`super::Prefetch`]).
+    pub prefetched: u64,
 }
 
 /// A session opening or ending, for the server's log.
@@ -125,6 +128,7 @@ pub struct SessionServer {
     pub(super) bytes_in: AtomicU64,
     pub(super) bytes_out: AtomicU64,
     pub(super) errors: AtomicU64,
+    pub(super) prefetched: AtomicU64,
     pub(super) events: Option<EventSink>,
 }
 
@@ -205,6 +209,7 @@ impl SessionServer {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            prefetched: AtomicU64::new(0),
             events: None,
         }
     }
@@ -261,6 +266,7 @@ impl SessionServer {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            prefetched: self.prefetched.load(Ordering::Relaxed),
         }
     }
 

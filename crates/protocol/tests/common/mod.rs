@@ -121,7 +121,19 @@ pub fn start_with(layers: usize, limits: Limits, id: &Identity, addr: &str) -> R
     if let Some(m) = &strict_model {
         sessions = sessions.with_model(m.clone());
     }
-    let sessions = Arc::new(sessions.with_token(TOKEN));
+    let mut r = serve(Arc::new(sessions.with_token(TOKEN)), model, id, addr);
+    r.strict_model = strict_model;
+    r
+}
+
+/// A TLS server for `sessions` (whose selective model is `model`) with `id`'s
+/// certificate on `addr`.
+pub fn serve(
+    sessions: Arc<SessionServer>,
+    model: Arc<PreparedModel>,
+    id: &Identity,
+    addr: &str,
+) -> Running {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -137,7 +149,7 @@ pub fn start_with(layers: usize, limits: Limits, id: &Identity, addr: &str) -> R
         trust: pinned(id),
         sessions,
         model,
-        strict_model,
+        strict_model: None,
         rt: Some(rt),
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -25,7 +26,7 @@ use super::identity::Identity;
 use crate::codec::wire::{self, ErrorCode, Frame, Message};
 use crate::error::Result;
 use crate::limits::Limits;
-use crate::server::{Connection, SessionServer};
+use crate::server::{Connection, Prefetch, Prefetched, SessionServer};
 
 /// A bound TLS listener in front of a [`SessionServer`].
 pub struct TlsServer {
@@ -108,10 +109,13 @@ impl TlsServer {
     }
 }
 
+/// Products of a frame started while the rest of it uploaded ([`Prefetch`]).
+type Pending = Vec<JoinHandle<Option<Prefetched>>>;
+
 /// What reading the next frame gave.
 enum Next {
-    /// A whole frame, length prefix included.
-    Frame(Vec<u8>),
+    /// A whole frame, length prefix included, and its products started early.
+    Frame(Vec<u8>, Pending),
     /// A length prefix refused before its body: send this reply, then end.
     Refuse(Vec<u8>),
     /// The connection's deadline passed before a frame began: expire it, then end.
@@ -149,12 +153,15 @@ async fn read_prefix<R: AsyncRead + Unpin>(
     outcome.map(|r| r.map(|()| prefix))
 }
 
-/// Reads the rest of a frame of at most `max` bytes whose `prefix` arrived.
+/// Reads the rest of a frame of at most `max` bytes whose `prefix` arrived. With a
+/// `prefetch` (a fused session's), each `Products` item whose bytes are all in before the
+/// frame ends starts computing on the blocking pool at once.
 async fn read_body<R: AsyncRead + Unpin>(
     rd: &mut R,
     prefix: [u8; 4],
     max: usize,
     limits: &Limits,
+    prefetch: Option<&watch::Receiver<Option<Prefetch>>>,
 ) -> Next {
     let cap = Limits {
         max_message_bytes: max,
@@ -177,10 +184,39 @@ async fn read_body<R: AsyncRead + Unpin>(
     };
     let mut frame = vec![0u8; 4 + len];
     frame[..4].copy_from_slice(&prefix);
+    let mut pending = Pending::new();
+    let read = async {
+        let mut got = 4;
+        while got < frame.len() {
+            let n = rd.read(&mut frame[got..]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            got += n;
+            // Items that end with the frame are left to the connection, which computes
+            // them side by side.
+            let Some(p) = prefetch.and_then(|p| p.borrow().clone()) else {
+                continue;
+            };
+            if got == frame.len() {
+                continue;
+            }
+            for item in wire::ready_products(&frame[..got], &cap)
+                .into_iter()
+                .skip(pending.len())
+            {
+                let (p, input) = (p.clone(), frame[item.ciphertext.clone()].to_vec());
+                pending.push(tokio::task::spawn_blocking(move || {
+                    rayon::scope(|_| p.compute(&item, input))
+                }));
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
     // A peer that sends the prefix and then trickles (or withholds) the body is dropped
     // after `frame_timeout`; dropping the connection frees its session.
-    match tokio::time::timeout(limits.frame_timeout, rd.read_exact(&mut frame[4..])).await {
-        Ok(Ok(_)) => Next::Frame(frame),
+    match tokio::time::timeout(limits.frame_timeout, read).await {
+        Ok(Ok(())) => Next::Frame(frame, pending),
         _ => Next::End,
     }
 }
@@ -191,11 +227,12 @@ async fn read_frame<R: AsyncRead + Unpin>(
     deadline: &mut watch::Receiver<Option<Instant>>,
     max: usize,
     limits: &Limits,
+    prefetch: Option<&watch::Receiver<Option<Prefetch>>>,
 ) -> Next {
     match read_prefix(rd, deadline).await {
         None => Next::Expired,
         Some(Err(_)) => Next::End, // the peer vanished: dropping the connection frees its session
-        Some(Ok(prefix)) => read_body(rd, prefix, max, limits).await,
+        Some(Ok(prefix)) => read_body(rd, prefix, max, limits, prefetch).await,
     }
 }
 
@@ -209,27 +246,30 @@ async fn conclude<W: AsyncWrite + Unpin>(
     let bytes = match next {
         Next::Refuse(bytes) => bytes,
         Next::Expired => c.expire().bytes,
-        Next::Frame(_) | Next::End => return,
+        Next::Frame(..) | Next::End => return,
     };
     let _ = tokio::time::timeout(limits.frame_timeout, wr.write_all(&bytes)).await;
 }
 
 /// Reads a session's frames ahead of the connection that answers them: one frame waits
 /// in `tx` while the one before is computed, so a client's next request uploads during
-/// that work (a permit is taken before reading, so no more than one waits). Ends after
-/// the first non-frame.
+/// that work (a permit is taken before reading, so no more than one waits), and a
+/// fused session's products start as their bytes arrive (`prefetch`, the session's as of
+/// its last answer). Ends after the first non-frame.
 async fn read_ahead<R: AsyncRead + Unpin>(
     mut rd: R,
     tx: mpsc::Sender<Next>,
     mut deadline: watch::Receiver<Option<Instant>>,
+    prefetch: watch::Receiver<Option<Prefetch>>,
     limits: Limits,
 ) {
     loop {
         let Ok(permit) = tx.reserve().await else {
             return;
         };
-        let next = read_frame(&mut rd, &mut deadline, limits.max_message_bytes, &limits).await;
-        let last = !matches!(next, Next::Frame(_));
+        let max = limits.max_message_bytes;
+        let next = read_frame(&mut rd, &mut deadline, max, &limits, Some(&prefetch)).await;
+        let last = !matches!(next, Next::Frame(..));
         permit.send(next);
         if last {
             return;
@@ -237,19 +277,27 @@ async fn read_ahead<R: AsyncRead + Unpin>(
     }
 }
 
-/// Answers `frame` on the blocking pool and sends the reply; returns the connection when
-/// it goes on.
+/// Answers `frame` on the blocking pool, with the products `pending` computed while it
+/// uploaded, and sends the reply; returns the connection when it goes on.
 async fn answer<W: AsyncWrite + Unpin>(
     wr: &mut W,
     mut c: Connection,
     frame: Vec<u8>,
+    pending: Pending,
     limits: &Limits,
 ) -> Option<Connection> {
+    let mut prefetched = Vec::with_capacity(pending.len());
+    for p in pending {
+        // A prefetch that failed or panicked is computed again (or refused) by `c`.
+        if let Ok(Some(p)) = p.await {
+            prefetched.push(p);
+        }
+    }
     let handled = tokio::task::spawn_blocking(move || {
         // The frame runs as one job in rayon's pool: its parallel loops (a product has
         // dozens) then split among the workers in place, where from this blocking thread
         // each would be handed to the pool and waited for.
-        let reply = rayon::scope(|_| c.handle(&frame));
+        let reply = rayon::scope(|_| c.handle_prefetched(&frame, prefetched));
         (c, reply)
     })
     .await;
@@ -289,16 +337,16 @@ async fn authenticate(
     loop {
         // The sender stays alive (a dropped one reads as an expired deadline).
         let (_fixed, mut deadline) = watch::channel(Some(c.deadline()));
-        let frame = match read_frame(&mut tls, &mut deadline, limits.max_hello_bytes, limits).await
-        {
-            Next::Frame(frame) => frame,
+        let max = limits.max_hello_bytes;
+        let (frame, pending) = match read_frame(&mut tls, &mut deadline, max, limits, None).await {
+            Next::Frame(frame, pending) => (frame, pending),
             next => {
                 conclude(&mut tls, &mut c, next, limits).await;
                 let _ = tls.shutdown().await;
                 return None;
             }
         };
-        let Some(next) = answer(&mut tls, c, frame, limits).await else {
+        let Some(next) = answer(&mut tls, c, frame, pending, limits).await else {
             let _ = tls.shutdown().await;
             return None;
         };
@@ -315,18 +363,20 @@ async fn serve_session(tls: TlsStream<TcpStream>, mut c: Connection, limits: &Li
     let (rd, mut wr) = tokio::io::split(tls);
     let (tx, mut rx) = mpsc::channel(1);
     let (deadline_tx, deadline) = watch::channel(Some(c.deadline()));
-    let reader = tokio::spawn(read_ahead(rd, tx, deadline, limits.clone()));
+    let (prefetch_tx, prefetch) = watch::channel(c.prefetch());
+    let reader = tokio::spawn(read_ahead(rd, tx, deadline, prefetch, limits.clone()));
     while let Some(next) = rx.recv().await {
-        let Next::Frame(frame) = next else {
+        let Next::Frame(frame, pending) = next else {
             conclude(&mut wr, &mut c, next, limits).await;
             break;
         };
         // No deadline while computing: a request read ahead waits for this one.
         deadline_tx.send_replace(None);
-        match answer(&mut wr, c, frame, limits).await {
+        match answer(&mut wr, c, frame, pending, limits).await {
             Some(next) => c = next,
             None => break,
         }
+        prefetch_tx.send_replace(c.prefetch());
         deadline_tx.send_replace(Some(c.deadline()));
     }
     reader.abort();
