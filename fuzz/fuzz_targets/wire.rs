@@ -1,6 +1,9 @@
-//! `selene_protocol::wire::decode` (every frame of the session protocol, kinds 1..=15,
+//! `selene_protocol::wire::decode` (every frame of the session protocol, kinds 1..=17,
 //! read by the server from clients and by the client from the server): any bytes decode
 //! or fail with an error, never a panic; what decodes re-encodes through `wire::encode`.
+//! `wire::ready_products` (the server's reading of a frame's first bytes as they arrive)
+//! never panics on any prefix either, and where the whole frame decodes as `Products`, it
+//! finds that frame's items, each at its end.
 //! Every field but `Hello`'s policy is canonical, so any other frame re-encodes to the
 //! input bytes; a `Hello` carries the policy as TOML, which `encode` writes in its own
 //! form, so there the first re-encoding is the fixed point. First byte: the frame cap
@@ -14,7 +17,28 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         return;
     };
     let limits = selene_fuzz::wire_limits(sel);
-    let Ok(frame) = wire::decode(bytes, &limits) else {
+    let decoded = wire::decode(bytes, &limits);
+    let items = match &decoded {
+        Ok(wire::Frame {
+            message: Message::Products { items },
+            ..
+        }) => Some(items),
+        _ => None,
+    };
+    // Every prefix would cost a quadratic run; a few cuts and the whole frame suffice.
+    for cut in [1, 7, 20, 40, bytes.len() / 2, bytes.len().saturating_sub(1), bytes.len()] {
+        let ready = wire::ready_products(&bytes[..cut.min(bytes.len())], &limits);
+        let Some(items) = items else { continue };
+        assert!(ready.len() <= items.len(), "more ready items than the frame has");
+        for (r, it) in ready.iter().zip(items.iter()) {
+            assert_eq!((r.layer, r.product), (it.layer, it.product), "ready item differs");
+            assert_eq!(&bytes[r.ciphertext.clone()], &it.ciphertext[..]);
+        }
+        if cut >= bytes.len() {
+            assert_eq!(ready.len(), items.len(), "a whole frame's items are all ready");
+        }
+    }
+    let Ok(frame) = decoded else {
         return;
     };
     let again = match wire::encode(&frame) {
