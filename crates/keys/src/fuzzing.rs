@@ -4,7 +4,6 @@
 //! (not including) the cryptography that needs the root key.
 
 use crate::error::Result;
-use crate::keystore::Header;
 use crate::log::{LogEntry, LogSummary, SignedHead};
 
 pub use crate::keystore::KeystoreFile;
