@@ -259,7 +259,7 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
                 Err(e) => return Err(e),
             };
             let row = Row {
-                identical: row.report.ids == plain.ids,
+                differs_at: first_difference(&row.report.ids, &plain.ids),
                 ..row
             };
             eprintln!("{}", row.line());
@@ -283,7 +283,11 @@ pub fn run(opts: &NetOpts) -> anyhow::Result<()> {
             "tokens": opts.tokens,
             "prompt_tokens": plain.prompt_tokens,
             "workload": opts.workload,
-            "plain": {"decode_s_per_token": plain_decode, "prefill_s": plain.prefill_s},
+            "plain": {
+                "decode_s_per_token": plain_decode,
+                "prefill_s": plain.prefill_s,
+                "ids": plain.ids,
+            },
             "rows": rows.iter().map(|r| r.json(plain_decode)).collect::<Vec<_>>(),
             "refused": refused,
         });
@@ -329,7 +333,15 @@ struct Row {
     report: RunReport,
     /// Server CPU seconds at the first token and at the end.
     server_cpu: (f64, f64),
-    identical: bool,
+    /// Where the generated tokens first differ from `plain`'s (`None`: identical).
+    differs_at: Option<usize>,
+}
+
+/// The first index at which `got` and `want` differ, counting a missing token as a
+/// difference; `None` when they are equal.
+fn first_difference(got: &[u32], want: &[u32]) -> Option<usize> {
+    let at = got.iter().zip(want).take_while(|(a, b)| a == b).count();
+    (at < got.len().max(want.len())).then_some(at)
 }
 
 impl<'a> Bench<'a> {
@@ -486,12 +498,19 @@ impl<'a> Bench<'a> {
             link,
             report,
             server_cpu,
-            identical: false,
+            differs_at: None,
         })
     }
 }
 
 impl Row {
+    /// `yes` when the tokens equal `plain`'s, else `NO@i`, `i` the first generated token
+    /// (from 1) that differs.
+    fn same(&self) -> String {
+        self.differs_at
+            .map_or_else(|| "yes".to_string(), |i| format!("NO@{}", i + 1))
+    }
+
     /// The mode's name, `+dK` when it ran with drafts of up to K tokens.
     fn label(&self) -> String {
         match self.draft {
@@ -523,7 +542,7 @@ impl Row {
             self.report.decode_s_per_token(),
             self.report.prefill_s,
             self.per_token(|s| s.exchanges as f64),
-            if self.identical { "yes" } else { "NO" }
+            self.same()
         )
     }
 
@@ -553,7 +572,9 @@ impl Row {
             "client_cpu_s_per_token": client,
             "server_cpu_s_per_token": server,
             "client_cpu_over_plain_decode": client / plain_decode,
-            "identical_to_plain": self.identical,
+            "identical_to_plain": self.differs_at.is_none(),
+            "first_difference": self.differs_at,
+            "ids": r.ids,
         })
     }
 }
@@ -597,7 +618,7 @@ fn print_table(rows: &[Row], plain_decode: f64, opts: &NetOpts) {
             f("mb_down_per_token"),
             f("client_cpu_s_per_token"),
             f("server_cpu_s_per_token"),
-            if r.identical { "yes" } else { "NO" }
+            r.same()
         );
     }
     let _ = writeln!(
@@ -764,6 +785,15 @@ fn cpu_at(samples: &[(f64, f64)], t: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_difference_counts_a_missing_token() {
+        assert_eq!(first_difference(&[1, 2, 3], &[1, 2, 3]), None);
+        assert_eq!(first_difference(&[1, 2, 3], &[1, 5, 3]), Some(1));
+        assert_eq!(first_difference(&[1, 2], &[1, 2, 3]), Some(2));
+        assert_eq!(first_difference(&[1, 2, 3], &[1, 2]), Some(2));
+        assert_eq!(first_difference(&[], &[]), None);
+    }
 
     #[test]
     fn cpu_is_interpolated_between_samples() {
