@@ -117,7 +117,7 @@ fn direction(mut from: TcpStream, mut to: TcpStream, bits_per_s: f64, delay: Dur
     });
     let slice = SLICE.max((bits_per_s / 8e3) as usize);
     thread::spawn(move || {
-        while let Ok((start, chunk)) = rx.recv() {
+        'relay: while let Ok((start, chunk)) = rx.recv() {
             let mut sent = 0;
             for part in chunk.chunks(slice) {
                 sent += part.len();
@@ -127,7 +127,7 @@ fn direction(mut from: TcpStream, mut to: TcpStream, bits_per_s: f64, delay: Dur
                     thread::sleep(at - now);
                 }
                 if to.write_all(part).is_err() {
-                    return;
+                    break 'relay;
                 }
             }
         }
