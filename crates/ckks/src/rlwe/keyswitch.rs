@@ -193,18 +193,15 @@ pub fn decompose_into(params: &Parameters, c: &Poly<Ntt>, out: &mut Decompositio
     }
 }
 
-/// `(out0, out1) = ModDown(sum_j auto(d_j) * (b_j, a_j))` over `Q_l`: the key-switched
-/// pair of the decomposed polynomial, with the Galois permutation `auto` applied to the
-/// digits first when given (then `key` must be stored in that automorphism's order, see
-/// [`KeySwitchKey::permute_into_galois_order`]). Parallel across primes.
-pub fn apply_into(
+/// `acc = sum_j auto(d_j) * (b_j, a_j)` over `Q_l P` (NTT form, before ModDown): the
+/// part of [`apply_into`] a caller that defers the ModDown (the packing tree's `c0`,
+/// [`crate::Evaluator::pack`]) uses alone. Parallel across primes.
+pub(crate) fn inner_product_into(
     params: &Parameters,
     dec: &Decomposition,
     key: &KeySwitchKey,
     auto: Option<&Automorphism>,
     acc: &mut [Poly<Ntt>; 2],
-    out0: &mut Poly<Ntt>,
-    out1: &mut Poly<Ntt>,
 ) {
     let ring = params.ring();
     let n = ring.n();
@@ -258,6 +255,27 @@ pub fn apply_into(
             .enumerate()
             .for_each(|(r, (o0, o1))| work(r, o0, o1));
     }
+}
+
+/// `(out0, out1) = ModDown(sum_j auto(d_j) * (b_j, a_j))` over `Q_l`: the key-switched
+/// pair of the decomposed polynomial, with the Galois permutation `auto` applied to the
+/// digits first when given (then `key` must be stored in that automorphism's order, see
+/// [`KeySwitchKey::permute_into_galois_order`]). Parallel across primes.
+pub fn apply_into(
+    params: &Parameters,
+    dec: &Decomposition,
+    key: &KeySwitchKey,
+    auto: Option<&Automorphism>,
+    acc: &mut [Poly<Ntt>; 2],
+    out0: &mut Poly<Ntt>,
+    out1: &mut Poly<Ntt>,
+) {
+    let Some(level) = dec.level() else {
+        return;
+    };
+    inner_product_into(params, dec, key, auto, acc);
+    let ring = params.ring();
+    let [acc0, acc1] = acc;
     for o in [&mut *out0, &mut *out1] {
         if o.level() != level || o.p_rows() != 0 {
             *o = Poly::zero(ring, level, false);

@@ -29,12 +29,30 @@
 //! each key switch is doubled by every later level, like the values, so the relative
 //! error of a packed value is that of the inputs plus about `r` key-switch noises.
 
+//!
+//! # Deferred ModDown of `c0`
+//! A merge's key switch returns `(tau(B0) + ModDown(k0), ModDown(k1))` with `(k0, k1)`
+//! over `Q P`. Only `c1` feeds the next level's decomposition; `c0` is only added,
+//! doubled, multiplied by monomials and permuted, all of which commute with the
+//! division by `P`. So the tree carries `P c0` over `Q P` (a leaf's is `c0 P mod q_i`
+//! and 0 mod `P`), adds each `k0` whole, and switches `c0` down once at the root: one
+//! NTT over `Q` and one inverse NTT over `P` fewer per merge, and one rounding of `c0`
+//! in all instead of one per merge (as Lattigo's hoisted linear transforms defer
+//! theirs).
+
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ring::Poly;
+use crate::params::Parameters;
+use crate::ring::basis::mod_down;
+use crate::ring::poly::for_each_row_seq;
+use crate::ring::{Ntt, Poly, RnsContext};
+use crate::rlwe::keyswitch::{decompose_into, inner_product_into};
+use crate::rlwe::{Decomposition, GaloisKey};
 use crate::scheme::ciphertext::Ciphertext;
-use crate::scheme::plaintext::Plaintext;
+use crate::scheme::{check_encoding, check_level};
 
 use super::Evaluator;
 
@@ -49,6 +67,68 @@ pub fn pack_galois_elements(log_n: u32, log_gap: u32, levels: u32) -> Vec<u64> {
         .collect()
 }
 
+/// A ciphertext inside the merge tree: `c0` lifted to `Q P` as `P c0` (see the module
+/// docs), `c1` over `Q`; both NTT form.
+struct Node {
+    c0: Poly<Ntt>,
+    c1: Poly<Ntt>,
+}
+
+impl Node {
+    /// `(P c0, c1)`: `c0 (P mod q_i)` in the `Q` rows, 0 in the `P` rows.
+    fn lift(params: &Parameters, ct: Ciphertext) -> Self {
+        let ring = params.ring();
+        let (c0, c1) = ct.into_components();
+        let mut lifted = Poly::zero(ring, c0.level(), true);
+        for (r, &p) in params.p_mod_q().iter().enumerate().take(c0.q_rows()) {
+            let m = ring.moduli()[r];
+            let ps = m.shoup(p);
+            for (o, &x) in lifted.row_mut(r).iter_mut().zip(c0.row(r)) {
+                *o = m.mul_shoup(x, p, ps);
+            }
+        }
+        Self { c0: lifted, c1 }
+    }
+
+    /// `2 self` (a merge without its odd input).
+    fn double(mut self, ring: &RnsContext) -> Self {
+        for poly in [&mut self.c0, &mut self.c1] {
+            let q_rows = poly.q_rows();
+            for_each_row_seq(poly.data_mut(), ring.n(), |r, row| {
+                let m = ring.moduli()[ring.modulus_index(q_rows, r)];
+                row.iter_mut().for_each(|x| *x = m.add(*x, *x));
+            });
+        }
+        self
+    }
+}
+
+/// One worker's key-switching buffers, reused across its merges.
+#[derive(Default)]
+struct MergeScratch {
+    dec: Decomposition,
+    acc: Option<[Poly<Ntt>; 2]>,
+    down: Option<Poly<Ntt>>,
+}
+
+/// `(e, o) <- (e + o, e - o)` row-wise (same shape).
+fn butterfly(ring: &RnsContext, e: &mut Poly<Ntt>, o: &mut Poly<Ntt>) {
+    let (q_rows, n) = (e.q_rows(), ring.n());
+    for (r, (er, or)) in e
+        .data_mut()
+        .chunks_exact_mut(n)
+        .zip(o.data_mut().chunks_exact_mut(n))
+        .enumerate()
+    {
+        let m = ring.moduli()[ring.modulus_index(q_rows, r)];
+        for (x, y) in er.iter_mut().zip(or.iter_mut()) {
+            let (a, b) = (*x, *y);
+            *x = m.add(a, b);
+            *y = m.sub(a, b);
+        }
+    }
+}
+
 impl Evaluator {
     /// Packs `cts` (a power-of-two count `2^r`, `None` for an all-zero input) whose useful
     /// coefficients sit at multiples of `2^log_gap` into one ciphertext: input `c`'s
@@ -60,7 +140,7 @@ impl Evaluator {
     /// A count that is not a power of two or exceeds `2^log_gap`, no input at all,
     /// `log_gap` beyond `log N`, a missing Galois key, operands of different level,
     /// scale or encoding.
-    pub fn pack(&mut self, cts: Vec<Option<Ciphertext>>, log_gap: u32) -> Result<Ciphertext> {
+    pub fn pack(&mut self, mut cts: Vec<Option<Ciphertext>>, log_gap: u32) -> Result<Ciphertext> {
         let log_n = self.params.log_n();
         if !cts.len().is_power_of_two() || log_gap > log_n || cts.len().trailing_zeros() > log_gap {
             return Err(Error::InvalidPacking {
@@ -68,76 +148,125 @@ impl Evaluator {
                 log_gap,
             });
         }
-        let mut cur = cts;
+        let first = cts
+            .iter()
+            .flatten()
+            .next()
+            .ok_or(Error::InvalidPacking { count: 0, log_gap })?;
+        let (level, scale, encoding) = (first.level(), first.scale(), first.encoding());
+        for ct in cts.iter().flatten() {
+            check_level(level, ct.level())?;
+            check_encoding(encoding, ct.encoding())?;
+            scale.check_same(ct.scale())?;
+        }
+        if cts.len() == 1 {
+            return cts
+                .pop()
+                .flatten()
+                .ok_or(Error::InvalidPacking { count: 0, log_gap });
+        }
+        let params = self.params.clone();
+        let ring = params.ring();
+        let mut cur: Vec<Option<Node>> = cts
+            .into_par_iter()
+            .map(|ct| ct.map(|ct| Node::lift(&params, ct)))
+            .collect();
         let mut log_m = log_gap;
         while cur.len() > 1 {
             let half = cur.len() / 2;
-            let g = (1u64 << (log_n + 1 - log_m)) + 1;
             let odds = cur.split_off(half);
             let pairs: Vec<_> = cur.into_iter().zip(odds).collect();
-            let (params, gks) = (self.params.clone(), self.gks.clone());
-            // x^(m/2) in NTT form, one plaintext shared by every merge of this level.
-            let x = {
-                let ring = params.ring();
-                let first = pairs.iter().flat_map(|(e, o)| e.iter().chain(o)).next();
-                let (level, encoding) = first
-                    .map_or((0, crate::scheme::Encoding::Coefficients), |c| {
-                        (c.level(), c.encoding())
-                    });
-                let mut mono = vec![0i64; params.n()];
-                mono[1usize << (log_m - 1)] = 1;
-                let poly = Poly::from_signed(ring, &mono, level, false).into_ntt(ring);
-                Plaintext::from_poly(poly, crate::scheme::Scale(1.0), encoding)
+            let g = (1u64 << (log_n + 1 - log_m)) + 1;
+            // Only a level with an odd input to merge needs its key.
+            let key = if pairs.iter().any(|(_, o)| o.is_some()) {
+                Some(self.galois_key(g)?)
+            } else {
+                None
             };
+            // N x^(m/2) over `Q P`, NTT form, shared by every merge of this level (the SIMD
+            // product [`crate::ring::NttPlan::mul_normalize`] divides by `N`).
+            let mut mono = vec![0i64; params.n()];
+            mono[1usize << (log_m - 1)] = params.n() as i64;
+            let x = Poly::from_signed(ring, &mono, level, true).into_ntt(ring);
             cur = pairs
                 .into_par_iter()
-                .map_init(
-                    || {
-                        let ev = Evaluator::new(&params);
-                        match &gks {
-                            Some(k) => ev.with_galois_keys(k.clone()),
-                            None => ev,
-                        }
-                    },
-                    |ev, (e, o)| ev.merge(e, o, &x, g),
-                )
+                .map_init(MergeScratch::default, |s, (e, o)| {
+                    merge(&params, key.as_ref().ok_or(g), &x, e, o, s)
+                })
                 .collect::<Result<_>>()?;
             log_m -= 1;
         }
-        cur.pop()
+        let root = cur
+            .pop()
             .flatten()
-            .ok_or(Error::InvalidPacking { count: 0, log_gap })
+            .ok_or(Error::InvalidPacking { count: 0, log_gap })?;
+        let mut c0 = Poly::zero(ring, level, false);
+        mod_down(ring, &root.c0, params.inv_p(), &mut c0);
+        Ok(Ciphertext::from_components(c0, root.c1, scale, encoding))
     }
+}
 
-    /// One merge step with `x = x^(m/2)` (NTT form) and `g = 2N/m + 1` (see the module
-    /// docs), in the buffers of its inputs: `Y = x O` goes into a fresh one, `B = E - Y`
-    /// into `O`'s, `A = E + Y` into `E`'s, and `tau(B)` into `Y`'s (every output overwrites
-    /// its buffer whole), so a merge allocates one ciphertext where it allocated five and
-    /// copied the monomial.
-    fn merge(
-        &mut self,
-        e: Option<Ciphertext>,
-        o: Option<Ciphertext>,
-        x: &Plaintext,
-        g: u64,
-    ) -> Result<Option<Ciphertext>> {
-        let Some(mut o) = o else {
-            return e.map(|e| self.add(&e, &e)).transpose();
-        };
-        let mut y = self.mul_plain(&o, x)?;
-        y.set_scale(o.scale());
-        let (mut a, b) = match e {
-            Some(mut e) => {
-                self.sub_into(&e, &y, &mut o)?;
-                self.add_assign(&mut e, &y)?;
-                (e, o)
-            }
-            None => (y.clone(), self.neg(&y)),
-        };
-        self.apply_galois_into(&b, g, &mut y)?;
-        self.add_assign(&mut a, &y)?;
-        Ok(Some(a))
+/// One merge step with `x = N x^(m/2)` (NTT form over `Q P`) and the level's Galois key
+/// (`Err(g)` when the level needed none), in the buffers of its inputs: `Y = x O` in `O`'s, then `A = E +
+/// Y` in `E`'s and `B = E - Y` in `O`'s, and `A + tau(B)` in `A`'s.
+fn merge(
+    params: &Parameters,
+    key: std::result::Result<&Arc<GaloisKey>, u64>,
+    x: &Poly<Ntt>,
+    e: Option<Node>,
+    o: Option<Node>,
+    s: &mut MergeScratch,
+) -> Result<Option<Node>> {
+    let ring = params.ring();
+    let Some(mut o) = o else {
+        return Ok(e.map(|e| e.double(ring)));
+    };
+    let key = key.map_err(|g| Error::MissingGaloisKey { galois_element: g })?;
+    for poly in [&mut o.c0, &mut o.c1] {
+        let q_rows = poly.q_rows();
+        for_each_row_seq(poly.data_mut(), ring.n(), |r, row| {
+            let idx = ring.modulus_index(q_rows, r);
+            ring.plan(idx).mul_normalize(row, x.row(r));
+        });
     }
+    let (mut a, b) = match e {
+        Some(mut e) => {
+            butterfly(ring, &mut e.c0, &mut o.c0);
+            butterfly(ring, &mut e.c1, &mut o.c1);
+            (e, o)
+        }
+        None => {
+            let a = Node {
+                c0: o.c0.clone(),
+                c1: o.c1.clone(),
+            };
+            o.c0.neg_assign(ring);
+            o.c1.neg_assign(ring);
+            (a, o)
+        }
+    };
+    // tau(B) = (tau(B0) + ModDown(k0), ModDown(k1)); `c0` keeps `P tau(B0) + k0`.
+    let level = b.c1.level();
+    decompose_into(params, &b.c1, &mut s.dec);
+    let acc = s
+        .acc
+        .get_or_insert_with(|| [Poly::zero(ring, level, true), Poly::zero(ring, level, true)]);
+    inner_product_into(params, &s.dec, &key.ksk, Some(&key.auto), acc);
+    let down = s.down.get_or_insert_with(|| Poly::zero(ring, level, false));
+    if down.level() != level {
+        *down = Poly::zero(ring, level, false);
+    }
+    mod_down(ring, &acc[1], params.inv_p(), down);
+    a.c1.add_assign(ring, down);
+    let (n, q_rows, perm) = (ring.n(), a.c0.q_rows(), key.auto.permutation());
+    for (r, row) in a.c0.data_mut().chunks_exact_mut(n).enumerate() {
+        let m = ring.moduli()[ring.modulus_index(q_rows, r)];
+        let (src, k0) = (b.c0.row(r), acc[0].row(r));
+        for ((o, &p), &k) in row.iter_mut().zip(perm).zip(k0) {
+            *o = m.add(*o, m.add(src[p as usize], k));
+        }
+    }
+    Ok(Some(a))
 }
 
 #[cfg(test)]
@@ -151,7 +280,7 @@ mod tests {
     use crate::ring::Coeff;
     use crate::rlwe::{Encryptor, GaloisKey, GaloisKeys, SecretKey};
     use crate::scheme::{Encoding, Scale};
-    use crate::{Decryptor, Parameters, ParametersLiteral, Security};
+    use crate::{Decryptor, Parameters, ParametersLiteral, Plaintext, Security};
 
     fn params() -> Arc<Parameters> {
         Parameters::new(&ParametersLiteral {
@@ -290,6 +419,37 @@ mod tests {
         println!("worst packing error: gadget {gadget}, one digit {plain}");
         assert!(gadget < 1 << 12, "gadget: {gadget}");
         assert!(plain > 1 << 16, "one digit: {plain}");
+    }
+
+    /// Inputs the merges could not add, and a merge level without its key, are errors
+    /// before any work; a level whose odd inputs are all absent needs no key.
+    #[test]
+    fn mismatched_inputs_and_missing_keys_are_refused() {
+        let p = params();
+        let sk = Arc::new(SecretKey::generate(&p));
+        let mut enc = Encryptor::with_secret_key(sk.clone());
+        let zero = |scale| {
+            let poly = Poly::<Coeff>::from_signed(p.ring(), &vec![0; p.n()], 0, false);
+            Plaintext::from_poly(
+                poly.into_ntt(p.ring()),
+                Scale(scale),
+                Encoding::Coefficients,
+            )
+        };
+        let (a, b) = (enc.encrypt(&zero(1.0)), enc.encrypt(&zero(2.0)));
+        let mut gks = GaloisKeys::default();
+        for g in pack_galois_elements(p.log_n(), 4, 1) {
+            gks.insert(GaloisKey::new(&sk, g));
+        }
+        let mut ev = Evaluator::new(&p).with_galois_keys(Arc::new(gks));
+        assert!(ev.pack(vec![Some(a.clone()), Some(b)], 4).is_err());
+        assert!(ev.pack(vec![Some(a.clone()), Some(a.clone())], 4).is_ok());
+        let mut bare = Evaluator::new(&p);
+        assert!(matches!(
+            bare.pack(vec![Some(a.clone()), Some(a.clone())], 4),
+            Err(Error::MissingGaloisKey { .. })
+        ));
+        assert!(bare.pack(vec![Some(a), None], 4).is_ok());
     }
 
     #[test]

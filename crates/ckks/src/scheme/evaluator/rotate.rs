@@ -15,7 +15,7 @@ use crate::scheme::ciphertext::Ciphertext;
 use super::Evaluator;
 
 impl Evaluator {
-    fn galois_key(&self, g: u64) -> Result<std::sync::Arc<GaloisKey>> {
+    pub(super) fn galois_key(&self, g: u64) -> Result<std::sync::Arc<GaloisKey>> {
         self.gks
             .as_ref()
             .and_then(|k| k.get(g))
