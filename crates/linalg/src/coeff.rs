@@ -626,7 +626,22 @@ pub(crate) fn apply(
         .flatten_iter()
         .collect();
     out.sort_unstable_by_key(|(idx, _)| *idx);
-    let mut blocks: Vec<Ciphertext> = out.into_iter().map(|(_, ct)| ct).collect();
+    let blocks: Vec<Ciphertext> = out.into_iter().map(|(_, ct)| ct).collect();
+    pack_and_switch(params, layout, blocks, n, shape, gks)
+}
+
+/// The output blocks (token group by token group) packed when the layout says so, then
+/// switched for the download.
+fn pack_and_switch(
+    params: &Arc<Parameters>,
+    layout: &CoeffLayout,
+    mut blocks: Vec<Ciphertext>,
+    n: usize,
+    shape: MatrixShape,
+    gks: Option<&Arc<GaloisKeys>>,
+) -> Result<Vec<SwitchedCt>> {
+    let t = layout.tiling;
+    let (groups, bo) = (t.groups(n), t.out_blocks(shape.d_out));
     if layout.pack_levels > 0 {
         let gks = gks.ok_or(Error::MissingGaloisKeys)?;
         let per = 1usize << layout.pack_levels;
@@ -644,6 +659,96 @@ pub(crate) fn apply(
         blocks = packed;
     }
     switch_all(params, layout, blocks, n, shape)
+}
+
+/// The multiply-accumulates of a product taken as its input ciphertexts arrive
+/// ([`crate::Server::stream`]): one lazy sum per (token group, output block), each input
+/// ciphertext multiplied into every block of its group once it is in. Exact mod `q`, so
+/// the sums, and the packed output, are those [`apply`] computes from the whole input.
+#[derive(Debug)]
+pub(crate) struct Accumulation {
+    /// Per (token group, output block): `c0` then `c1`, reduced mod `q`, NTT form.
+    sums: Vec<Vec<u64>>,
+}
+
+impl Accumulation {
+    /// Empty sums for `n` tokens through a `shape` product; `None` for a layout whose
+    /// first merge levels fold into the weights (its items multiply images of the
+    /// inputs, computed per input by key switches: [`apply_hoisted`]).
+    pub(crate) fn new(
+        params: &Parameters,
+        layout: &CoeffLayout,
+        n: usize,
+        shape: MatrixShape,
+    ) -> Option<Self> {
+        if layout.hoist_levels > 0 {
+            return None;
+        }
+        let t = layout.tiling;
+        let sums = (0..t.groups(n) * t.out_blocks(shape.d_out))
+            .map(|_| vec![0; 2 * params.n()])
+            .collect();
+        Some(Self { sums })
+    }
+
+    /// Multiplies in the input ciphertexts `first..first + cts.len()` (ciphertext `i` is
+    /// input block `i mod in_blocks` of token group `i / in_blocks`), every output block
+    /// in parallel. Each product is reduced as it is added (tfhe-ntt's SIMD
+    /// multiply-accumulate): a sum kept across arrivals is read and written once per
+    /// input, so its width, not the multiplies, sets the pace.
+    pub(crate) fn absorb(
+        &mut self,
+        params: &Parameters,
+        m: &CoeffMatrix,
+        layout: &CoeffLayout,
+        shape: MatrixShape,
+        first: usize,
+        cts: &[Ciphertext],
+    ) {
+        let t = layout.tiling;
+        let rn = params.n();
+        let plan = params.ring().plan(0);
+        let (bi, bo) = (t.in_blocks(shape.d_in), t.out_blocks(shape.d_out));
+        self.sums.par_iter_mut().enumerate().for_each(|(idx, sum)| {
+            let (g, o) = (idx / bo, idx % bo);
+            let (s0, s1) = sum.split_at_mut(rn);
+            for (i, ct) in (first..).zip(cts) {
+                if i / bi == g {
+                    let b = i % bi;
+                    let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
+                    let (c0, c1) = ct.components();
+                    plan.mul_add(s0, c0.row(0), w);
+                    plan.mul_add(s1, c1.row(0), w);
+                }
+            }
+        });
+    }
+
+    /// The sums' ciphertexts, packed and switched as [`apply`] finishes.
+    pub(crate) fn finish(
+        self,
+        params: &Arc<Parameters>,
+        layout: &CoeffLayout,
+        n: usize,
+        shape: MatrixShape,
+        gks: Option<&Arc<GaloisKeys>>,
+    ) -> Result<Vec<SwitchedCt>> {
+        let rn = params.n();
+        let blocks = self
+            .sums
+            .into_par_iter()
+            .map(|mut sum| {
+                let c1 = sum.split_off(rn);
+                Ciphertext::from_components(
+                    Poly::from_raw(sum, rn, 1, 0),
+                    Poly::from_raw(c1, rn, 1, 0),
+                    Scale(1.0),
+                    Encoding::Coefficients,
+                )
+            })
+            .collect();
+        pack_and_switch(params, layout, blocks, n, shape, gks)
+    }
 }
 
 /// Switches every downloaded ciphertext to `2^down_bits`, keeping `c0` only where the

@@ -78,7 +78,7 @@ pub use link::Link;
 pub use matrix::{Layout, LayoutKind, PreparedMatrix};
 pub use message::{EncryptedInput, EncryptedOutput};
 pub use params::LinalgPreset;
-pub use server::Server;
+pub use server::{Server, StreamedProduct};
 
 /// How activations are packed into ciphertexts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -223,6 +223,100 @@ impl EncryptedInput {
     }
 }
 
+/// Bytes of an input's header and ciphertext count: magic, version, kind, fingerprint,
+/// method, six u32 fields and the count.
+const INPUT_HEAD_BYTES: usize = 4 + 1 + 1 + 8 + 1 + 6 * 4 + 4;
+
+/// An encrypted input read as its bytes arrive ([`crate::Server::stream`]): the header
+/// and ciphertext count once they are in, then each ciphertext once all of it is. Every
+/// length is checked against the input's announced size, as [`EncryptedInput::from_bytes`]
+/// checks it against the bytes.
+#[derive(Debug)]
+pub(crate) struct InputReader {
+    pub(crate) header: Header,
+    /// Ciphertexts the input holds.
+    pub(crate) count: usize,
+    /// Ciphertexts read so far.
+    pub(crate) read: usize,
+    /// The input's size in bytes.
+    total: usize,
+    /// Where the next ciphertext's length sits.
+    at: usize,
+}
+
+impl InputReader {
+    /// Reads the header and the ciphertext count from `prefix`, the first bytes of an
+    /// input of `total` bytes; `Ok(None)` while they have not all arrived.
+    ///
+    /// # Errors
+    /// As [`EncryptedInput::from_bytes`] for the header, or a count the `total` bytes
+    /// cannot hold.
+    pub(crate) fn start(prefix: &[u8], total: usize, params: &Parameters) -> Result<Option<Self>> {
+        if prefix.len() < INPUT_HEAD_BYTES.min(total) {
+            return Ok(None);
+        }
+        let mut rd = Reader::new(&prefix[..prefix.len().min(total)]);
+        let header = read_header(&mut rd, KIND_INPUT, params)?;
+        let at = rd.offset();
+        let count = rd.u32("ciphertext count")? as usize;
+        if count.saturating_mul(min_input_ct_bytes(params)) > total - rd.offset() {
+            return Err(Error::Malformed {
+                what: "ciphertext count",
+                offset: at,
+            });
+        }
+        Ok(Some(Self {
+            header,
+            count,
+            read: 0,
+            total,
+            at: rd.offset(),
+        }))
+    }
+
+    /// The ciphertexts after those read so far that lie whole in `prefix` (the same
+    /// input's first bytes, at least as many as before), and the offset after them.
+    ///
+    /// # Errors
+    /// A ciphertext length past the input's end, or one the engine cannot decode.
+    pub(crate) fn next_whole(
+        &mut self,
+        prefix: &[u8],
+        params: &Arc<Parameters>,
+    ) -> Result<(Vec<Ciphertext>, usize)> {
+        let prefix = &prefix[..prefix.len().min(self.total)];
+        let mut cts = Vec::new();
+        while self.read < self.count && self.at + 4 <= prefix.len() {
+            let mut rd = Reader::new(&prefix[self.at..]);
+            let len = rd.u32("ciphertext length")? as usize;
+            if len > self.total - self.at - 4 {
+                return Err(Error::Malformed {
+                    what: "ciphertext length",
+                    offset: self.at,
+                });
+            }
+            let Some(body) = prefix.get(self.at + 4..self.at + 4 + len) else {
+                break;
+            };
+            cts.push(Ciphertext::decode(body, params)?);
+            self.at += 4 + len;
+            self.read += 1;
+        }
+        Ok((cts, self.at))
+    }
+
+    /// Errors unless every ciphertext was read and they end the input exactly.
+    pub(crate) fn check_end(&self) -> Result<()> {
+        if self.read != self.count || self.at != self.total {
+            return Err(Error::Malformed {
+                what: "end of a streamed input",
+                offset: self.at,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The fewest bytes an encrypted input's ciphertext takes on the wire: its length prefix,
 /// a seeded body of `N` coefficients of the first prime (`c0`, rounded as far as the
 /// engine allows) and the 32-byte seed.

@@ -7,7 +7,7 @@ use selene_ckks::{Ciphertext, Encoding, GaloisKeys, Parameters};
 use crate::client::{check_count, check_len};
 use crate::error::{Error, Result};
 use crate::matrix::{Encoded, LayoutKind, PreparedMatrix};
-use crate::message::{EncryptedInput, EncryptedOutput};
+use crate::message::{EncryptedInput, EncryptedOutput, InputReader};
 use crate::{coeff, slots};
 
 /// The weight holder's side: parameters and, for the slot method, the client's Galois
@@ -71,6 +71,130 @@ impl Server {
         Ok(EncryptedOutput {
             header: input.header,
             down_bits,
+            cts,
+        })
+    }
+}
+
+/// A coefficient product started on the first bytes of its input ([`Server::stream`]):
+/// the ciphertexts whole so far multiplied in; the rest, the packing and the switch wait
+/// for [`Server::finish`].
+#[derive(Debug)]
+pub struct StreamedProduct {
+    reader: InputReader,
+    acc: coeff::Accumulation,
+    /// The input's bytes multiplied in so far: [`Server::finish`] checks that the whole
+    /// input begins with them.
+    taken: Vec<u8>,
+}
+
+impl StreamedProduct {
+    /// Input ciphertexts multiplied in so far.
+    pub fn absorbed(&self) -> usize {
+        self.reader.read
+    }
+}
+
+impl Server {
+    /// Starts `m`'s product on `prefix`, the first bytes of an encrypted input of `total`
+    /// bytes (its wire form, [`EncryptedInput::to_bytes`]), multiplying in every input
+    /// ciphertext whole in it, so that a transport can overlap a product with its upload.
+    /// `Ok(None)` when the header has not all arrived, or for a product that does not
+    /// stream: the slot method, merge levels folded into the weights, or more than one
+    /// token group (whose sums would not fit in memory at once).
+    ///
+    /// # Errors
+    /// As [`Server::apply`] for an input that does not fit `m`, and malformed bytes.
+    pub fn stream(
+        &self,
+        m: &PreparedMatrix,
+        prefix: &[u8],
+        total: usize,
+    ) -> Result<Option<StreamedProduct>> {
+        let layout = &m.layout;
+        layout.check_params(&self.params)?;
+        let LayoutKind::Coefficients(l) = &layout.kind else {
+            return Ok(None);
+        };
+        let Some(reader) = InputReader::start(prefix, total, &self.params)? else {
+            return Ok(None);
+        };
+        crate::check_header(layout, &reader.header)?;
+        let (t, n, shape) = (l.tiling, reader.header.n, layout.shape);
+        check_count("input", reader.count, t.groups(n) * t.in_blocks(shape.d_in))?;
+        if t.groups(n) != 1 {
+            return Ok(None);
+        }
+        let Some(acc) = coeff::Accumulation::new(&self.params, l, n, shape) else {
+            return Ok(None);
+        };
+        let mut s = StreamedProduct {
+            reader,
+            acc,
+            taken: Vec::new(),
+        };
+        self.feed(m, &mut s, prefix)?;
+        Ok(Some(s))
+    }
+
+    /// Multiplies in the input ciphertexts whole in `prefix` (longer first bytes of the
+    /// input `s` was started on) that were not yet.
+    ///
+    /// # Errors
+    /// Malformed bytes, ciphertexts of the wrong size or encoding, or `m` not the matrix
+    /// `s` was started for.
+    pub fn feed(&self, m: &PreparedMatrix, s: &mut StreamedProduct, prefix: &[u8]) -> Result<()> {
+        let (LayoutKind::Coefficients(l), Encoded::Coefficients(w)) = (&m.layout.kind, &m.encoded)
+        else {
+            return Err(Error::MethodMismatch {
+                expected: m.layout.method(),
+                found: crate::Method::Coefficients,
+            });
+        };
+        crate::check_header(&m.layout, &s.reader.header)?;
+        let first = s.reader.read;
+        let (cts, end) = s.reader.next_whole(prefix, &self.params)?;
+        check_cts(&cts, self.params.n(), Encoding::Coefficients)?;
+        s.acc
+            .absorb(&self.params, w, l, m.layout.shape, first, &cts);
+        s.taken.extend_from_slice(&prefix[s.taken.len()..end]);
+        Ok(())
+    }
+
+    /// Finishes `s` with the whole `input`: the ciphertexts not yet multiplied in, then
+    /// the packing and the switch. The output is the one [`Server::apply`] gives the
+    /// parsed input (the sums are exact mod `q`, whatever the order).
+    ///
+    /// # Errors
+    /// An input that does not begin with the bytes `s` took or whose ciphertexts do not
+    /// end it exactly; as [`Server::feed`] and [`Server::apply`].
+    pub fn finish(
+        &self,
+        m: &PreparedMatrix,
+        mut s: StreamedProduct,
+        input: &[u8],
+    ) -> Result<EncryptedOutput> {
+        if !input.starts_with(&s.taken) {
+            return Err(Error::Malformed {
+                what: "streamed input",
+                offset: 0,
+            });
+        }
+        self.feed(m, &mut s, input)?;
+        s.reader.check_end()?;
+        let LayoutKind::Coefficients(l) = &m.layout.kind else {
+            return Err(Error::MethodMismatch {
+                expected: m.layout.method(),
+                found: crate::Method::Coefficients,
+            });
+        };
+        let header = s.reader.header;
+        let cts = s
+            .acc
+            .finish(&self.params, l, header.n, m.layout.shape, self.gks.as_ref())?;
+        Ok(EncryptedOutput {
+            header,
+            down_bits: l.down_bits,
             cts,
         })
     }

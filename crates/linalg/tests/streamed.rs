@@ -1,0 +1,142 @@
+//! Products started before their input has all arrived ([`Server::stream`]): the output
+//! is byte for byte the one [`Server::apply`] gives the whole input, wherever the bytes
+//! were cut, and inputs the stream cannot take are refused or left to `apply`.
+
+#![allow(clippy::unwrap_used, reason = "test code")]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::values;
+use selene_linalg::tiling::Tiling;
+use selene_linalg::{
+    Client, EncryptedInput, LinalgPreset, Link, MatrixShape, Method, PreparedMatrix, Server,
+};
+
+/// A packed product at the flooded preset, its server, and one encrypted row's wire bytes.
+fn setup(d_in: usize, d_out: usize, k_i: usize) -> (PreparedMatrix, Server, Vec<u8>) {
+    let params = LinalgPreset::Coeff12WidePack.build().unwrap();
+    let shape = MatrixShape::new(d_in, d_out);
+    let w: Vec<f32> = values(11, d_in * d_out).iter().map(|v| v * 0.05).collect();
+    let t = Tiling {
+        n_b: 1,
+        k_i,
+        k_o: (params.n() / k_i).min(d_out),
+    };
+    let m = PreparedMatrix::with_packed_tiling(&params, &w, shape, t).unwrap();
+    let mut client = Client::new(&params);
+    let gks = client.galois_keys(&[m.layout()]);
+    let server = Server::new(&params).with_galois_keys(Arc::new(gks));
+    let (input, _) = client
+        .encode_encrypt(&values(12, d_in), 1, m.layout())
+        .unwrap();
+    let bytes = input.to_bytes(&params);
+    (m, server, bytes)
+}
+
+/// Streams `bytes` through the cuts `cuts` (increasing), then finishes with the whole.
+fn streamed(m: &PreparedMatrix, server: &Server, bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut s = None;
+    for &cut in cuts {
+        let prefix = &bytes[..cut];
+        match &mut s {
+            None => s = server.stream(m, prefix, bytes.len()).unwrap(),
+            Some(s) => server.feed(m, s, prefix).unwrap(),
+        }
+    }
+    let s = s
+        .or_else(|| server.stream(m, bytes, bytes.len()).unwrap())
+        .unwrap();
+    server.finish(m, s, bytes).unwrap().to_bytes()
+}
+
+#[test]
+fn a_streamed_product_is_the_applied_one_wherever_the_input_is_cut() {
+    // Five input blocks into eleven output blocks, packed in four levels.
+    let (m, server, bytes) = setup(300, 700, 64);
+    let params = LinalgPreset::Coeff12WidePack.build().unwrap();
+    let whole = server
+        .apply(&m, &EncryptedInput::from_bytes(&bytes, &params).unwrap())
+        .unwrap()
+        .to_bytes();
+    let ct = (bytes.len() - 43) / 5;
+    let cut_sets: Vec<Vec<usize>> = vec![
+        vec![],
+        vec![10],
+        vec![43],
+        vec![43 + ct + 4],
+        vec![
+            43 + ct + 3,
+            43 + 2 * ct + 8,
+            43 + 2 * ct + 9,
+            bytes.len() - 1,
+        ],
+        (1..bytes.len()).step_by(7919).collect(),
+        vec![bytes.len()],
+    ];
+    for cuts in &cut_sets {
+        assert_eq!(
+            streamed(&m, &server, &bytes, cuts),
+            whole,
+            "cut at {cuts:?}"
+        );
+    }
+    // Every ciphertext is multiplied in once it is whole, and not before.
+    let s = server
+        .stream(&m, &bytes[..43 + 2 * ct + 7], bytes.len())
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.absorbed(), 2);
+    assert!(server
+        .stream(&m, &bytes[..42], bytes.len())
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn a_streamed_product_refuses_an_input_that_is_not_the_one_it_began() {
+    let (m, server, bytes) = setup(300, 700, 64);
+    let s = server
+        .stream(&m, &bytes[..bytes.len() / 2], bytes.len())
+        .unwrap()
+        .unwrap();
+    let mut other = bytes.clone();
+    other[100] ^= 1;
+    assert!(server.finish(&m, s, &other).is_err());
+    let s = server
+        .stream(&m, &bytes[..bytes.len() / 2], bytes.len())
+        .unwrap()
+        .unwrap();
+    assert!(server.finish(&m, s, &bytes[..bytes.len() - 1]).is_err());
+    // A count the announced size cannot hold is refused before anything is allocated.
+    let mut big = bytes.clone();
+    big[39..43].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(server.stream(&m, &big[..60], big.len()).is_err());
+}
+
+#[test]
+fn products_that_do_not_stream_are_left_to_apply() {
+    // Strict mode's packed preset folds merge levels into the weights on `wan`.
+    let params = LinalgPreset::Coeff12Pack.build().unwrap();
+    let shape = MatrixShape::new(576, 960);
+    let w = values(13, 576 * 960);
+    let m =
+        PreparedMatrix::for_link(&params, &w, shape, Method::Coefficients, 1, &Link::WAN).unwrap();
+    let mut client = Client::new(&params);
+    let server = Server::new(&params);
+    let (input, _) = client
+        .encode_encrypt(&values(14, 576), 1, m.layout())
+        .unwrap();
+    let bytes = input.to_bytes(&params);
+    assert!(server.stream(&m, &bytes, bytes.len()).unwrap().is_none());
+    // Several token groups would hold every group's sums at once.
+    let (m, server, _) = setup(300, 700, 64);
+    let params = LinalgPreset::Coeff12WidePack.build().unwrap();
+    let mut client = Client::new(&params);
+    let (input, _) = client
+        .encode_encrypt(&values(15, 900), 3, m.layout())
+        .unwrap();
+    let bytes = input.to_bytes(&params);
+    assert!(server.stream(&m, &bytes, bytes.len()).unwrap().is_none());
+}
