@@ -332,8 +332,10 @@ fn tls_replies_stay_within_the_client_bounds() {
 
 /// A fused request's first item is computed while the rest of its frame uploads: sent
 /// in two writes with a pause after the first item, the frame gets the answer it gets in
-/// one, and the server counts one product answered from the early start. A frame whose
-/// later bytes are malformed is refused as a whole, though its first item was computed.
+/// one, and the server counts one product answered from the early start. Sent in
+/// pieces, its last item is multiplied in as it arrives, for the same answer. A frame
+/// whose later bytes are malformed is refused as a whole, though its first item was
+/// computed.
 #[test]
 fn a_fused_requests_first_product_is_computed_while_the_rest_uploads() {
     let w = &shared().w;
@@ -406,6 +408,25 @@ fn a_fused_requests_first_product_is_computed_while_the_rest_uploads() {
     assert_eq!(ciphertexts, whole);
     assert_eq!(r.sessions.counters().prefetched, before + 1);
 
+    // The stacked item in pieces: its input ciphertexts are multiplied in as they
+    // arrive, and the reply is the same.
+    next_id += 1;
+    let streamed = r.sessions.counters().streamed;
+    let bytes = frame(next_id);
+    let t = session.transport_mut();
+    let mut at = 0;
+    for cut in (split + 64..bytes.len() - 64).step_by(40_000) {
+        t.write_raw(&bytes[at..cut]).unwrap();
+        at = cut;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reply = wire::decode(&t.send_bytes(&bytes[at..]).unwrap(), &Limits::default()).unwrap();
+    let Message::ProductResults { ciphertexts } = reply.message else {
+        panic!("{:?}", reply.message.kind());
+    };
+    assert_eq!(ciphertexts, whole);
+    assert_eq!(r.sessions.counters().streamed, streamed + 1);
+
     // The second item's product byte made invalid: the frame is refused whole.
     next_id += 1;
     let mut bad = frame(next_id);
@@ -422,5 +443,7 @@ fn a_fused_requests_first_product_is_computed_while_the_rest_uploads() {
         "{:?}",
         reply.message.kind()
     );
-    assert_eq!(r.sessions.counters().prefetched, before + 1);
+    // (The pieces' request took its first item early too.)
+    assert_eq!(r.sessions.counters().prefetched, before + 2);
+    assert_eq!(r.sessions.counters().streamed, streamed + 1);
 }

@@ -719,6 +719,36 @@ pub fn ready_products(prefix: &[u8], limits: &Limits) -> Vec<ReadyProduct> {
     ready
 }
 
+/// The last item of a `Products` frame while its bytes arrive: `prefix` holds the
+/// frame's first bytes (length prefix included) and every earlier item whole, and the
+/// item's ciphertext begins in `prefix` and runs to the frame's end, past `prefix`
+/// (`ciphertext` is its whole range). `None` otherwise, for any other kind, and from the
+/// first field [`decode`] would refuse. A server streams this item's product
+/// ([`crate::Prefetch::stream`]); the others are left to [`ready_products`].
+pub fn arriving_product(prefix: &[u8], limits: &Limits) -> Option<ReadyProduct> {
+    let mut rd = Reader::new(prefix);
+    let n = products_count(&mut rd, limits)?;
+    let frame_end = 4 + body_len(prefix.get(..4)?.try_into().ok()?, limits).ok()?;
+    for index in 0..n {
+        let mut head = rd.clone();
+        let layer = head.u32("layer").ok()?;
+        let product = Product::from_byte(head.u8("product").ok()?)?;
+        let len = head.u32("ciphertext length").ok()? as usize;
+        let start = head.offset();
+        if start + len > prefix.len() {
+            let last = index + 1 == n && start + len == frame_end;
+            return last.then_some(ReadyProduct {
+                index,
+                layer,
+                product,
+                ciphertext: start..start + len,
+            });
+        }
+        product_item(&mut rd).ok()?;
+    }
+    None
+}
+
 /// Reads a `Products` frame's header and item count, as [`decode`] does (but for the
 /// count's room check: the items may not have arrived); `None` for another kind or a
 /// refused field.

@@ -249,6 +249,7 @@ proptest! {
             f.extend_from_slice(&bytes);
             let _ = decode(&f, &limits());
             let _ = ready_products(&f, &limits());
+            let _ = arriving_product(&f, &limits());
         }
     }
 
@@ -284,6 +285,21 @@ proptest! {
                 + items.get(ready.len()).map_or(0, |it| it.ciphertext.len());
             prop_assert!(ready.len() == items.len() || next_end > cut, "{} of {} at {cut}", ready.len(), items.len());
             prop_assert_eq!(ready.iter().map(|r| r.index).collect::<Vec<_>>(), (0..ready.len()).collect::<Vec<_>>());
+            // The last item while it arrives: found exactly when every earlier item is
+            // whole and its own header is in but not all its bytes.
+            let arriving = arriving_product(&f[..cut], &limits());
+            let last = items.len().checked_sub(1);
+            let expect = last.filter(|&l| {
+                ready.len() == l && {
+                    let start = f.len() - items[l].ciphertext.len();
+                    start <= cut && cut < f.len()
+                }
+            });
+            prop_assert_eq!(arriving.as_ref().map(|a| a.index), expect);
+            if let (Some(a), Some(l)) = (arriving, last) {
+                prop_assert_eq!((a.layer, a.product), (items[l].layer, items[l].product));
+                prop_assert_eq!(a.ciphertext, f.len() - items[l].ciphertext.len()..f.len());
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::prefetch::{Prefetch, Prefetched};
+use super::prefetch::{EarlyWork, Prefetch, Prefetched};
 use super::session::{reject, Reject, Session};
 use super::session_server::SessionServer;
 use super::{handlers, hello};
@@ -136,6 +136,19 @@ impl Connection {
     /// `Products` items that decodes to a prefetched item's index, layer, product and
     /// bytes takes that answer instead of computing it again.
     pub fn handle_prefetched(&mut self, bytes: &[u8], prefetched: Vec<Prefetched>) -> Reply {
+        self.handle_early(
+            bytes,
+            EarlyWork {
+                prefetched,
+                streamed: None,
+            },
+        )
+    }
+
+    /// Like [`Connection::handle_prefetched`], with the frame's last product streamed as
+    /// well ([`Prefetch::stream`]): it is finished only for an item of the same index,
+    /// layer and product whose bytes begin with those the stream took.
+    pub fn handle_early(&mut self, bytes: &[u8], early: EarlyWork) -> Reply {
         self.server
             .bytes_in
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -188,7 +201,7 @@ impl Connection {
         // A refused `Hello` ends the connection: one guess per connection (and per
         // backoff interval of its address), never a stream of them.
         let opening = self.session.is_none() && matches!(frame.message, Message::Hello(_));
-        match self.answer(frame.message, prefetched) {
+        match self.answer(frame.message, early) {
             Ok(m) => Reply {
                 bytes: self.frame(id, m),
                 close: false,
@@ -201,7 +214,7 @@ impl Connection {
     fn answer(
         &mut self,
         message: Message,
-        prefetched: Vec<Prefetched>,
+        early: EarlyWork,
     ) -> std::result::Result<Message, Reject> {
         let server = self.server.clone();
         match (message, &mut self.session) {
@@ -231,9 +244,7 @@ impl Connection {
                 },
                 Some(s),
             ) => handlers::product(&server, s, layer, stage, &ciphertext),
-            (Message::Products { items }, Some(s)) => {
-                handlers::products(&server, s, &items, prefetched)
-            }
+            (Message::Products { items }, Some(s)) => handlers::products(&server, s, &items, early),
             (Message::PublicPrefix { tokens }, Some(s)) => {
                 handlers::public_prefix(&server, s, &tokens)
             }

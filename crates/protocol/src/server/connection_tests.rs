@@ -570,3 +570,92 @@ fn a_prefetched_product_answers_only_the_item_it_was_computed_from() {
     assert_eq!(answers(&r), [b"prefetched".to_vec(), computed[1].clone()]);
     assert_eq!(s.counters().prefetched, 1);
 }
+
+/// A fused request's last product streamed while it uploaded ([`Prefetch::stream`]) is
+/// finished only for the item it was started on: the reply equals the one computed
+/// whole; a stream begun on other bytes, for another index, or for a product the session
+/// may not stream, leaves the item to be computed whole.
+#[test]
+fn a_streamed_product_answers_only_the_input_it_began_on() {
+    use std::sync::mpsc::channel;
+
+    use crate::codec::stage::Product;
+    use crate::codec::wire::{ProductRequest, ReadyProduct};
+    use crate::server::prefetch::EarlyWork;
+    use selene_model::FusedPair;
+
+    let (w, m) = shared();
+    let params = m.params().clone();
+    let fused = PreparedModel::new(&params, w, 1, &mut || {})
+        .unwrap()
+        .with_fused(w, &mut || {})
+        .unwrap();
+    let layout = fused.fused_layouts()[0].clone();
+    let s = Arc::new(
+        SessionServer::new(Arc::new(fused), w.clone(), Limits::default()).with_token(b"right"),
+    );
+    let mut c = s.connect();
+    let policy = Policy {
+        fused: true,
+        ..Policy::selective(30, 1)
+    };
+    assert_eq!(code(&c.handle(&frame(1, hello(b"right", policy)))), None);
+    let prefetch = c.prefetch().unwrap();
+    let mut client = Client::new(&params);
+    let d = w.config().d_model;
+    let mut encrypt = |seed: f32| {
+        let x: Vec<f32> = (0..2 * d).map(|i| (i as f32 * seed).sin()).collect();
+        client
+            .encode_encrypt(&x, 1, &layout)
+            .unwrap()
+            .0
+            .to_bytes(&params)
+    };
+    let (input, other) = (encrypt(0.31), encrypt(0.17));
+    let item = |index, layer| ReadyProduct {
+        index,
+        layer,
+        product: Product::Fused(FusedPair::AttnGate),
+        ciphertext: 0..input.len(),
+    };
+    // Streams `bytes` in four pieces, the last one left to the connection.
+    let stream = |it: &ReadyProduct, bytes: &[u8]| {
+        let (tx, rx) = channel();
+        for cut in [100, bytes.len() / 3, bytes.len() - 10] {
+            tx.send(bytes[..cut].to_vec()).unwrap();
+        }
+        drop(tx);
+        prefetch.stream(it, &rx)
+    };
+    let st = stream(&item(0, 0), &input).unwrap();
+    assert!(st.absorbed() > 0, "whole ciphertexts were multiplied in");
+    // Layer 1 is not encrypted under this policy: nothing streams.
+    assert!(stream(&item(0, 1), &input).is_none());
+
+    let products = || Message::Products {
+        items: vec![ProductRequest {
+            layer: 0,
+            product: Product::Fused(FusedPair::AttnGate),
+            ciphertext: input.clone(),
+        }],
+    };
+    let answers = |r: &Reply| match decode(&r.bytes, &Limits::default()).unwrap().message {
+        Message::ProductResults { ciphertexts } => ciphertexts,
+        m => panic!("{:?}", m.kind()),
+    };
+    let computed = answers(&c.handle(&frame(2, products())));
+    let early = |streamed| EarlyWork {
+        prefetched: Vec::new(),
+        streamed,
+    };
+    // Begun on other bytes, or for another index: computed whole, the same reply.
+    let r = c.handle_early(&frame(3, products()), early(stream(&item(0, 0), &other)));
+    assert_eq!(answers(&r), computed);
+    let r = c.handle_early(&frame(4, products()), early(stream(&item(1, 0), &input)));
+    assert_eq!(answers(&r), computed);
+    assert_eq!(s.counters().streamed, 0);
+    // The item it began on: finished from the stream, the same reply.
+    let r = c.handle_early(&frame(5, products()), early(Some(st)));
+    assert_eq!(answers(&r), computed);
+    assert_eq!(s.counters().streamed, 1);
+}

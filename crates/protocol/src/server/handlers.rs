@@ -2,12 +2,14 @@
 //! [`super::hello`] handles): each receives the decoded value, checks it against the
 //! session's policy and returns the reply message or a refusal.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use selene_model::{LinearStage, Logits};
 
-use super::prefetch::{product_allowed, Prefetched};
+use selene_linalg::StreamedProduct;
+
+use super::prefetch::{product_allowed, EarlyWork};
 use super::prefix::PublicPrefix;
 use super::session::{reject, Reject, Session};
 use super::session_server::SessionServer;
@@ -48,12 +50,13 @@ pub(super) fn product(
 
 /// Answers a `Products` request (a fused session's one round trip per fused pair): every
 /// item's layer must be encrypted, and the fused matrices need a fused session. An item
-/// that equals one of `prefetched` (computed while the frame uploaded) takes its answer.
+/// that equals one of `early.prefetched` (computed while the frame uploaded) takes its
+/// answer; the item `early.streamed` began on is finished from it.
 pub(super) fn products(
     server: &SessionServer,
     s: &mut Session,
     items: &[ProductRequest],
-    prefetched: Vec<Prefetched>,
+    early: EarlyWork,
 ) -> std::result::Result<Message, Reject> {
     if !s.policy.fused {
         return Err(reject(
@@ -79,7 +82,7 @@ pub(super) fn products(
         ));
     }
     let mut done: Vec<Option<Vec<u8>>> = vec![None; items.len()];
-    for p in prefetched {
+    for p in early.prefetched {
         let same = items.get(p.index).is_some_and(|it| {
             (it.layer, it.product, &it.ciphertext) == (p.layer, p.product, &p.input)
         });
@@ -88,20 +91,45 @@ pub(super) fn products(
         }
     }
     let reused = done.iter().flatten().count() as u64;
+    // The streamed item, where nothing computed whole answers it.
+    let mut streams: Vec<Option<StreamedProduct>> = items.iter().map(|_| None).collect();
+    if let Some(st) = early.streamed {
+        let same = items
+            .get(st.index)
+            .is_some_and(|it| (it.layer, it.product) == (st.layer, st.product));
+        if same && done[st.index].is_none() {
+            streams[st.index] = Some(st.state);
+        }
+    }
+    let streamed = AtomicU64::new(0);
     // The items are independent: computed side by side, one product's sequential tail
     // (the last merges of its packing tree) overlaps the other's work.
     let galois = s.galois.as_ref();
     let ciphertexts = items
         .par_iter()
         .zip(done)
-        .map(|(it, done)| match done {
-            Some(output) => Ok(output),
-            None => products
-                .handle_product(it.layer as usize, it.product, &it.ciphertext, galois)
-                .map_err(|e| reject(ErrorCode::BadPayload, e)),
+        .zip(streams)
+        .map(|((it, done), stream)| {
+            let (layer, product) = (it.layer as usize, it.product);
+            let finished = stream.and_then(|s| {
+                // An input that is not the one the stream began is computed whole.
+                let out = products.finish_streamed(layer, product, s, &it.ciphertext, galois);
+                out.ok().inspect(|_| {
+                    streamed.fetch_add(1, Ordering::Relaxed);
+                })
+            });
+            match done.or(finished) {
+                Some(output) => Ok(output),
+                None => products
+                    .handle_product(layer, product, &it.ciphertext, galois)
+                    .map_err(|e| reject(ErrorCode::BadPayload, e)),
+            }
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     server.prefetched.fetch_add(reused, Ordering::Relaxed);
+    server
+        .streamed
+        .fetch_add(streamed.into_inner(), Ordering::Relaxed);
     Ok(Message::ProductResults { ciphertexts })
 }
 

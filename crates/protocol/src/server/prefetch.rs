@@ -7,10 +7,21 @@
 //! which checks it as any frame and uses a computed answer only for an item it decodes
 //! to the same layer, product and bytes. So the first product's work overlaps the
 //! second's upload, and the reply is the one the frame would get without it.
+//!
+//! The last item, the stacked product, is itself multiplied in as it arrives
+//! ([`Prefetch::stream`]): each of its input ciphertexts once its bytes are in
+//! ([`selene_linalg::Server::stream`]), so that only the last one's multiply-accumulates,
+//! the packing and the switch remain when the frame ends. The connection finishes it
+//! only for an item of the same index, layer and product whose bytes begin with those
+//! the stream took ([`selene_linalg::Server::finish`] checks), and computes it whole
+//! otherwise.
 
 use std::sync::Arc;
 
+use std::sync::mpsc::Receiver;
+
 use selene_ckks::GaloisKeys;
+use selene_linalg::StreamedProduct;
 use selene_model::FusedPair;
 
 use super::session_server::SessionServer;
@@ -90,6 +101,76 @@ impl Prefetch {
             product: item.product,
             input,
             output,
+        })
+    }
+}
+
+/// A request's last product multiplied in while it uploaded ([`Prefetch::stream`]).
+#[derive(Debug)]
+pub struct Streamed {
+    /// The item's position in its request.
+    pub index: usize,
+    /// Its layer.
+    pub layer: u32,
+    /// Its product.
+    pub product: Product,
+    pub(super) state: StreamedProduct,
+}
+
+impl Streamed {
+    /// Input ciphertexts multiplied in before the frame ended.
+    pub fn absorbed(&self) -> usize {
+        self.state.absorbed()
+    }
+}
+
+/// What a transport computed of a frame before all of it arrived: the products of items
+/// that were whole early, and the last item streamed.
+#[derive(Debug, Default)]
+pub struct EarlyWork {
+    /// Products computed whole ([`Prefetch::compute`]).
+    pub prefetched: Vec<Prefetched>,
+    /// The last product, streamed ([`Prefetch::stream`]).
+    pub streamed: Option<Streamed>,
+}
+
+impl Prefetch {
+    /// Whether `item` may be streamed: a fused product the session may ask for.
+    pub fn streams(&self, item: &ReadyProduct) -> bool {
+        matches!(item.product, Product::Fused(_))
+            && product_allowed(item.layer, item.product, self.encrypted_layers)
+    }
+
+    /// Multiplies in `item`'s input ciphertexts as its bytes arrive: each message on
+    /// `prefixes` is the item's bytes so far (longer each time; only the latest waiting
+    /// one is read). Runs until the sender hangs up, then returns what it took; `None`
+    /// when the item may not stream, its product does not, or its bytes do not decode
+    /// (the connection then computes it whole, or refuses it).
+    pub fn stream(&self, item: &ReadyProduct, prefixes: &Receiver<Vec<u8>>) -> Option<Streamed> {
+        if !self.streams(item) {
+            return None;
+        }
+        let products = &self.server.models.get(self.model)?.products;
+        let (layer, product, total) = (item.layer as usize, item.product, item.ciphertext.len());
+        let mut state: Option<StreamedProduct> = None;
+        while let Ok(mut prefix) = prefixes.recv() {
+            while let Ok(newer) = prefixes.try_recv() {
+                prefix = newer;
+            }
+            // One job in rayon's pool, as a frame's answer is (`rayon::scope`).
+            rayon::scope(|_| match &mut state {
+                None => products
+                    .stream(layer, product, &prefix, total)
+                    .map(|s| state = s),
+                Some(s) => products.feed(layer, product, s, &prefix),
+            })
+            .ok()?;
+        }
+        Some(Streamed {
+            index: item.index,
+            layer: item.layer,
+            product,
+            state: state?,
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use selene_ckks::GaloisKeys;
-use selene_linalg::{EncryptedInput, Server};
+use selene_linalg::{EncryptedInput, Server, StreamedProduct};
 use selene_model::LinearStage;
 
 use super::prepared::PreparedModel;
@@ -85,6 +85,71 @@ impl ModelServer {
                 .with_galois_keys(k.clone())
                 .apply(m, &x)?,
             None => self.server.apply(m, &x)?,
+        };
+        Ok(y.to_bytes())
+    }
+
+    /// Starts a fused `product` of `layer` on `prefix`, the first bytes of an encrypted
+    /// input of `total` bytes ([`Server::stream`]): `Ok(None)` for a stage's product (its
+    /// matrix depends on the input's tiling tag) or one that does not stream.
+    ///
+    /// # Errors
+    /// A fused matrix that is not prepared; as [`Server::stream`].
+    pub fn stream(
+        &self,
+        layer: usize,
+        product: Product,
+        prefix: &[u8],
+        total: usize,
+    ) -> Result<Option<StreamedProduct>> {
+        let Product::Fused(pair) = product else {
+            return Ok(None);
+        };
+        let m = self.model.fused_matrix(layer, pair)?;
+        Ok(self.server.stream(m, prefix, total)?)
+    }
+
+    /// Multiplies in what more of the input `prefix` holds ([`Server::feed`]).
+    ///
+    /// # Errors
+    /// As [`ModelServer::stream`] and [`Server::feed`].
+    pub fn feed(
+        &self,
+        layer: usize,
+        product: Product,
+        s: &mut StreamedProduct,
+        prefix: &[u8],
+    ) -> Result<()> {
+        let Product::Fused(pair) = product else {
+            return Ok(());
+        };
+        let m = self.model.fused_matrix(layer, pair)?;
+        Ok(self.server.feed(m, s, prefix)?)
+    }
+
+    /// Finishes a streamed product with the whole `input` and returns the encrypted
+    /// output's wire bytes: the bytes [`ModelServer::handle_product`] gives `input`.
+    ///
+    /// # Errors
+    /// As [`Server::finish`] (an input that does not begin with what the stream took among
+    /// them) and [`ModelServer::handle_product`].
+    pub fn finish_streamed(
+        &self,
+        layer: usize,
+        product: Product,
+        s: StreamedProduct,
+        input: &[u8],
+        keys: Option<&Arc<GaloisKeys>>,
+    ) -> Result<Vec<u8>> {
+        let Product::Fused(pair) = product else {
+            return self.handle_product(layer, product, input, keys);
+        };
+        let m = self.model.fused_matrix(layer, pair)?;
+        let y = match keys {
+            Some(k) => Server::new(self.model.params())
+                .with_galois_keys(k.clone())
+                .finish(m, s, input)?,
+            None => self.server.finish(m, s, input)?,
         };
         Ok(y.to_bytes())
     }

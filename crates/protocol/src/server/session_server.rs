@@ -32,6 +32,9 @@ pub struct Counters {
     /// Products answered with a result computed while their request still uploaded
     /// ([`super::Prefetch`]).
     pub prefetched: u64,
+    /// Products finished from input ciphertexts multiplied in while their request
+    /// uploaded ([`super::Prefetch::stream`]).
+    pub streamed: u64,
 }
 
 /// A session opening or ending, for the server's log.
@@ -129,6 +132,7 @@ pub struct SessionServer {
     pub(super) bytes_out: AtomicU64,
     pub(super) errors: AtomicU64,
     pub(super) prefetched: AtomicU64,
+    pub(super) streamed: AtomicU64,
     pub(super) events: Option<EventSink>,
 }
 
@@ -210,6 +214,7 @@ impl SessionServer {
             bytes_out: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             prefetched: AtomicU64::new(0),
+            streamed: AtomicU64::new(0),
             events: None,
         }
     }
@@ -267,6 +272,7 @@ impl SessionServer {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             prefetched: self.prefetched.load(Ordering::Relaxed),
+            streamed: self.streamed.load(Ordering::Relaxed),
         }
     }
 

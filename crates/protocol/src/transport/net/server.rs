@@ -26,7 +26,7 @@ use super::identity::Identity;
 use crate::codec::wire::{self, ErrorCode, Frame, Message};
 use crate::error::Result;
 use crate::limits::Limits;
-use crate::server::{Connection, Prefetch, Prefetched, SessionServer};
+use crate::server::{Connection, EarlyWork, Prefetch, Prefetched, SessionServer, Streamed};
 
 /// A bound TLS listener in front of a [`SessionServer`].
 pub struct TlsServer {
@@ -112,10 +112,13 @@ impl TlsServer {
 /// Products of a frame started while the rest of it uploaded ([`Prefetch`]).
 type Pending = Vec<JoinHandle<Option<Prefetched>>>;
 
+/// A frame's last product multiplied in as it uploaded ([`Prefetch::stream`]).
+type Stream = Option<JoinHandle<Option<Streamed>>>;
+
 /// What reading the next frame gave.
 enum Next {
     /// A whole frame, length prefix included, and its products started early.
-    Frame(Vec<u8>, Pending),
+    Frame(Vec<u8>, Pending, Stream),
     /// A length prefix refused before its body: send this reply, then end.
     Refuse(Vec<u8>),
     /// The connection's deadline passed before a frame began: expire it, then end.
@@ -185,6 +188,8 @@ async fn read_body<R: AsyncRead + Unpin>(
     let mut frame = vec![0u8; 4 + len];
     frame[..4].copy_from_slice(&prefix);
     let mut pending = Pending::new();
+    // The last item's first byte, the channel of its bytes so far, and its worker.
+    let mut stream: Option<(usize, std::sync::mpsc::Sender<Vec<u8>>, JoinHandle<_>)> = None;
     let read = async {
         let mut got = 4;
         while got < frame.len() {
@@ -210,13 +215,30 @@ async fn read_body<R: AsyncRead + Unpin>(
                     rayon::scope(|_| p.compute(&item, input))
                 }));
             }
+            if stream.is_none() {
+                if let Some(item) = wire::arriving_product(&frame[..got], &cap) {
+                    if p.streams(&item) {
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        let start = item.ciphertext.start;
+                        let worker = tokio::task::spawn_blocking(move || p.stream(&item, &rx));
+                        stream = Some((start, tx, worker));
+                    }
+                }
+            }
+            if let Some((start, tx, _)) = &stream {
+                if got > *start {
+                    // A worker that stopped (a product that does not stream) hung up.
+                    let _ = tx.send(frame[*start..got].to_vec());
+                }
+            }
         }
         Ok::<(), std::io::Error>(())
     };
     // A peer that sends the prefix and then trickles (or withholds) the body is dropped
     // after `frame_timeout`; dropping the connection frees its session.
     match tokio::time::timeout(limits.frame_timeout, read).await {
-        Ok(Ok(())) => Next::Frame(frame, pending),
+        // Dropping the sender ends the stream's worker after what it has.
+        Ok(Ok(())) => Next::Frame(frame, pending, stream.map(|(_, _, worker)| worker)),
         _ => Next::End,
     }
 }
@@ -277,13 +299,14 @@ async fn read_ahead<R: AsyncRead + Unpin>(
     }
 }
 
-/// Answers `frame` on the blocking pool, with the products `pending` computed while it
-/// uploaded, and sends the reply; returns the connection when it goes on.
+/// Answers `frame` on the blocking pool, with the products `pending` computed and the
+/// one `stream` multiplied in while it uploaded, and sends the reply; returns the
+/// connection when it goes on.
 async fn answer<W: AsyncWrite + Unpin>(
     wr: &mut W,
     mut c: Connection,
     frame: Vec<u8>,
-    pending: Pending,
+    (pending, stream): (Pending, Stream),
     limits: &Limits,
 ) -> Option<Connection> {
     let mut prefetched = Vec::with_capacity(pending.len());
@@ -293,11 +316,20 @@ async fn answer<W: AsyncWrite + Unpin>(
             prefetched.push(p);
         }
     }
+    // Likewise a stream that stopped: the connection computes its product whole.
+    let streamed = match stream {
+        Some(worker) => worker.await.ok().flatten(),
+        None => None,
+    };
+    let early = EarlyWork {
+        prefetched,
+        streamed,
+    };
     let handled = tokio::task::spawn_blocking(move || {
         // The frame runs as one job in rayon's pool: its parallel loops (a product has
         // dozens) then split among the workers in place, where from this blocking thread
         // each would be handed to the pool and waited for.
-        let reply = rayon::scope(|_| c.handle_prefetched(&frame, prefetched));
+        let reply = rayon::scope(|_| c.handle_early(&frame, early));
         (c, reply)
     })
     .await;
@@ -338,15 +370,15 @@ async fn authenticate(
         // The sender stays alive (a dropped one reads as an expired deadline).
         let (_fixed, mut deadline) = watch::channel(Some(c.deadline()));
         let max = limits.max_hello_bytes;
-        let (frame, pending) = match read_frame(&mut tls, &mut deadline, max, limits, None).await {
-            Next::Frame(frame, pending) => (frame, pending),
+        let (frame, early) = match read_frame(&mut tls, &mut deadline, max, limits, None).await {
+            Next::Frame(frame, pending, stream) => (frame, (pending, stream)),
             next => {
                 conclude(&mut tls, &mut c, next, limits).await;
                 let _ = tls.shutdown().await;
                 return None;
             }
         };
-        let Some(next) = answer(&mut tls, c, frame, pending, limits).await else {
+        let Some(next) = answer(&mut tls, c, frame, early, limits).await else {
             let _ = tls.shutdown().await;
             return None;
         };
@@ -366,13 +398,13 @@ async fn serve_session(tls: TlsStream<TcpStream>, mut c: Connection, limits: &Li
     let (prefetch_tx, prefetch) = watch::channel(c.prefetch());
     let reader = tokio::spawn(read_ahead(rd, tx, deadline, prefetch, limits.clone()));
     while let Some(next) = rx.recv().await {
-        let Next::Frame(frame, pending) = next else {
+        let Next::Frame(frame, pending, stream) = next else {
             conclude(&mut wr, &mut c, next, limits).await;
             break;
         };
         // No deadline while computing: a request read ahead waits for this one.
         deadline_tx.send_replace(None);
-        match answer(&mut wr, c, frame, pending, limits).await {
+        match answer(&mut wr, c, frame, (pending, stream), limits).await {
             Some(next) => c = next,
             None => break,
         }
