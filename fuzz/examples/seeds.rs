@@ -114,9 +114,7 @@ fn ckks(dir: &Path, selector: u8, params: &Arc<Parameters>) -> Res<()> {
 
 fn linalg(dir: &Path, selector: u8, params: &Arc<Parameters>) -> Res<()> {
     let shape = MatrixShape::new(16, 8);
-    let w: Vec<f32> = (0..16 * 8)
-        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
-        .collect();
+    let w = selene_fuzz::stream_weights();
     let m = PreparedMatrix::new(params, &w, shape, Method::Coefficients, 1)?;
     write(
         dir,
@@ -141,6 +139,13 @@ fn linalg(dir: &Path, selector: u8, params: &Arc<Parameters>) -> Res<()> {
             "linalg_output",
             &tag,
             &with_selector(selector, &out.to_bytes()),
+        )?;
+        // The stream target's first byte spaces its cuts: every 38 bytes.
+        write(
+            dir,
+            "linalg_stream",
+            &tag,
+            &with_selector(1, &input.to_bytes(params)),
         )?;
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! or fail with an error, never a panic; what decodes re-encodes through `wire::encode`.
 //! `wire::ready_products` (the server's reading of a frame's first bytes as they arrive)
 //! never panics on any prefix either, and where the whole frame decodes as `Products`, it
-//! finds that frame's items, each at its end.
+//! finds that frame's items, each at its end; `wire::arriving_product` (the last item
+//! while it arrives) finds that frame's last item, with its whole range, or nothing.
 //! Every field but `Hello`'s policy is canonical, so any other frame re-encodes to the
 //! input bytes; a `Hello` carries the policy as TOML, which `encode` writes in its own
 //! form, so there the first re-encoding is the fixed point. First byte: the frame cap
@@ -26,16 +27,49 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         _ => None,
     };
     // Every prefix would cost a quadratic run; a few cuts and the whole frame suffice.
-    for cut in [1, 7, 20, 40, bytes.len() / 2, bytes.len().saturating_sub(1), bytes.len()] {
+    for cut in [
+        1,
+        7,
+        20,
+        40,
+        bytes.len() / 2,
+        bytes.len().saturating_sub(1),
+        bytes.len(),
+    ] {
         let ready = wire::ready_products(&bytes[..cut.min(bytes.len())], &limits);
+        let arriving = wire::arriving_product(&bytes[..cut.min(bytes.len())], &limits);
         let Some(items) = items else { continue };
-        assert!(ready.len() <= items.len(), "more ready items than the frame has");
+        assert!(
+            ready.len() <= items.len(),
+            "more ready items than the frame has"
+        );
         for (r, it) in ready.iter().zip(items.iter()) {
-            assert_eq!((r.layer, r.product), (it.layer, it.product), "ready item differs");
+            assert_eq!(
+                (r.layer, r.product),
+                (it.layer, it.product),
+                "ready item differs"
+            );
             assert_eq!(&bytes[r.ciphertext.clone()], &it.ciphertext[..]);
         }
         if cut >= bytes.len() {
-            assert_eq!(ready.len(), items.len(), "a whole frame's items are all ready");
+            assert_eq!(
+                ready.len(),
+                items.len(),
+                "a whole frame's items are all ready"
+            );
+        }
+        if let Some(a) = arriving {
+            assert!(cut < bytes.len(), "a whole frame has no arriving item");
+            let last = items
+                .last()
+                .expect("an arriving item in a frame without items");
+            assert_eq!(
+                a.index + 1,
+                items.len(),
+                "the arriving item is not the last"
+            );
+            assert_eq!((a.layer, a.product), (last.layer, last.product));
+            assert_eq!(&bytes[a.ciphertext.clone()], &last.ciphertext[..]);
         }
     }
     let Ok(frame) = decoded else {

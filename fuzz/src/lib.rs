@@ -101,3 +101,32 @@ impl KeystoreFormat {
 pub fn pack_elements(params: &Parameters) -> Vec<u64> {
     selene_ckks::scheme::pack_galois_elements(params.log_n(), 3, 3)
 }
+
+/// The product the `linalg_stream` target streams inputs into: the seed generator's
+/// 16 x 8 coefficient matrix at `Coeff11` (selector 0), so its seeds' headers match.
+pub fn stream_matrix() -> Option<&'static (Arc<Parameters>, selene_linalg::PreparedMatrix)> {
+    static MATRIX: OnceLock<Option<(Arc<Parameters>, selene_linalg::PreparedMatrix)>> =
+        OnceLock::new();
+    MATRIX
+        .get_or_init(|| {
+            let params = params(0)?.clone();
+            let shape = selene_linalg::MatrixShape::new(16, 8);
+            let m = selene_linalg::PreparedMatrix::new(
+                &params,
+                &stream_weights(),
+                shape,
+                selene_linalg::Method::Coefficients,
+                1,
+            )
+            .ok()?;
+            Some((params, m))
+        })
+        .as_ref()
+}
+
+/// The weights of [`stream_matrix`] (and of the seed generator's linear-algebra seeds).
+pub fn stream_weights() -> Vec<f32> {
+    (0..16 * 8)
+        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
+        .collect()
+}
