@@ -573,11 +573,8 @@ pub(crate) fn encrypt(
         })
         .collect();
     // Secret-key encryption: each ciphertext ships as `c0` plus the 32-byte seed of `c1`;
-    // the message and the error share one NTT.
-    let cts = encoded
-        .iter()
-        .map(|m| enc.encrypt_coefficients(m, 0, Scale(1.0), Encoding::Coefficients))
-        .collect();
+    // the message and the error share one NTT. The ciphertexts are encrypted in parallel.
+    let cts = enc.encrypt_coefficients_batch(&encoded, 0, Scale(1.0), Encoding::Coefficients);
     Ok((cts, scales))
 }
 

@@ -141,6 +141,21 @@ impl Encryptor {
     ) -> Ciphertext {
         Ciphertext::from_rlwe(self.encrypt_signed(m, level), scale, encoding)
     }
+
+    /// [`Encryptor::encrypt_coefficients`] of each of `ms`, in parallel with a secret key
+    /// ([`Encryptor::encrypt_signed_batch`]).
+    pub fn encrypt_coefficients_batch(
+        &mut self,
+        ms: &[Vec<i64>],
+        level: usize,
+        scale: Scale,
+        encoding: Encoding,
+    ) -> Vec<Ciphertext> {
+        self.encrypt_signed_batch(ms, level)
+            .into_iter()
+            .map(|ct| Ciphertext::from_rlwe(ct, scale, encoding))
+            .collect()
+    }
 }
 
 impl Decryptor {
