@@ -128,6 +128,12 @@ pub enum Error {
         /// Largest possible.
         max: usize,
     },
+    /// A streamed product's input turned out to be one it cannot take as it arrives.
+    #[error("this product cannot be streamed: {reason}")]
+    NotStreamable {
+        /// Why.
+        reason: &'static str,
+    },
     /// A tiling asked of a packed layout that it cannot hold.
     #[error("tiling (n_b, k_i, k_o) = {tiling:?} does not fit this preset's packed layout")]
     InvalidTiling {

@@ -76,88 +76,94 @@ impl Server {
     }
 }
 
-/// A coefficient product started on the first bytes of its input ([`Server::stream`]):
-/// the ciphertexts whole so far multiplied in; the rest, the packing and the switch wait
-/// for [`Server::finish`].
+/// A coefficient product taken while its input arrives ([`Server::stream`]): the bytes
+/// so far, and the input ciphertexts whole among them multiplied in; the rest, the
+/// packing and the switch wait for [`Server::finish`].
 #[derive(Debug)]
 pub struct StreamedProduct {
-    reader: InputReader,
-    acc: coeff::Accumulation,
-    /// The input's bytes multiplied in so far: [`Server::finish`] checks that the whole
-    /// input begins with them.
-    taken: Vec<u8>,
+    /// The input's announced size.
+    total: usize,
+    /// Its bytes so far.
+    bytes: Vec<u8>,
+    /// Set once the header and count are in, with the sums.
+    started: Option<(InputReader, coeff::Accumulation)>,
 }
 
 impl StreamedProduct {
     /// Input ciphertexts multiplied in so far.
     pub fn absorbed(&self) -> usize {
-        self.reader.read
+        self.started.as_ref().map_or(0, |(r, _)| r.read)
     }
 }
 
 impl Server {
-    /// Starts `m`'s product on `prefix`, the first bytes of an encrypted input of `total`
-    /// bytes (its wire form, [`EncryptedInput::to_bytes`]), multiplying in every input
-    /// ciphertext whole in it, so that a transport can overlap a product with its upload.
-    /// `Ok(None)` when the header has not all arrived, or for a product that does not
-    /// stream: the slot method, merge levels folded into the weights, or more than one
-    /// token group (whose sums would not fit in memory at once).
+    /// Starts `m`'s product on an encrypted input of `total` bytes (its wire form,
+    /// [`EncryptedInput::to_bytes`]) whose bytes will come in pieces ([`Server::feed`]),
+    /// so that a transport can overlap the product with its upload; `None` for a product
+    /// that does not stream: the slot method, or merge levels folded into the weights
+    /// (their images are computed per input by key switches).
     ///
     /// # Errors
-    /// As [`Server::apply`] for an input that does not fit `m`, and malformed bytes.
-    pub fn stream(
-        &self,
-        m: &PreparedMatrix,
-        prefix: &[u8],
-        total: usize,
-    ) -> Result<Option<StreamedProduct>> {
-        let layout = &m.layout;
-        layout.check_params(&self.params)?;
-        let LayoutKind::Coefficients(l) = &layout.kind else {
-            return Ok(None);
-        };
-        let Some(reader) = InputReader::start(prefix, total, &self.params)? else {
-            return Ok(None);
-        };
-        crate::check_header(layout, &reader.header)?;
-        let (t, n, shape) = (l.tiling, reader.header.n, layout.shape);
-        check_count("input", reader.count, t.groups(n) * t.in_blocks(shape.d_in))?;
-        if t.groups(n) != 1 {
-            return Ok(None);
-        }
-        let Some(acc) = coeff::Accumulation::new(&self.params, l, n, shape) else {
-            return Ok(None);
-        };
-        let mut s = StreamedProduct {
-            reader,
-            acc,
-            taken: Vec::new(),
-        };
-        self.feed(m, &mut s, prefix)?;
-        Ok(Some(s))
+    /// Parameters other than `m`'s.
+    pub fn stream(&self, m: &PreparedMatrix, total: usize) -> Result<Option<StreamedProduct>> {
+        m.layout.check_params(&self.params)?;
+        let streams = matches!(&m.layout.kind, LayoutKind::Coefficients(l) if l.hoist_levels == 0);
+        Ok(streams.then(|| StreamedProduct {
+            total,
+            bytes: Vec::new(),
+            started: None,
+        }))
     }
 
-    /// Multiplies in the input ciphertexts whole in `prefix` (longer first bytes of the
-    /// input `s` was started on) that were not yet.
+    /// Takes the input's next `bytes` and multiplies in every input ciphertext they
+    /// complete: the header and count are checked against `m` as [`Server::apply`] checks
+    /// them once they are in.
     ///
     /// # Errors
-    /// Malformed bytes, ciphertexts of the wrong size or encoding, or `m` not the matrix
-    /// `s` was started for.
-    pub fn feed(&self, m: &PreparedMatrix, s: &mut StreamedProduct, prefix: &[u8]) -> Result<()> {
+    /// More bytes than announced, malformed bytes, an input that does not fit `m`,
+    /// ciphertexts of the wrong size or encoding, or [`Error::NotStreamable`] for an input
+    /// of several token groups (their sums would all be held at once).
+    pub fn feed(&self, m: &PreparedMatrix, s: &mut StreamedProduct, bytes: &[u8]) -> Result<()> {
         let (LayoutKind::Coefficients(l), Encoded::Coefficients(w)) = (&m.layout.kind, &m.encoded)
         else {
-            return Err(Error::MethodMismatch {
-                expected: m.layout.method(),
-                found: crate::Method::Coefficients,
+            return Err(Error::NotStreamable {
+                reason: "the slot method",
             });
         };
-        crate::check_header(&m.layout, &s.reader.header)?;
-        let first = s.reader.read;
-        let (cts, end) = s.reader.next_whole(prefix, &self.params)?;
+        if bytes.len() > s.total - s.bytes.len() {
+            return Err(Error::Malformed {
+                what: "bytes past a streamed input's size",
+                offset: s.total,
+            });
+        }
+        s.bytes.extend_from_slice(bytes);
+        if s.started.is_none() {
+            let Some(reader) = InputReader::start(&s.bytes, s.total, &self.params)? else {
+                return Ok(());
+            };
+            crate::check_header(&m.layout, &reader.header)?;
+            let (t, n, shape) = (l.tiling, reader.header.n, m.layout.shape);
+            check_count("input", reader.count, t.groups(n) * t.in_blocks(shape.d_in))?;
+            if t.groups(n) != 1 {
+                return Err(Error::NotStreamable {
+                    reason: "an input of several token groups",
+                });
+            }
+            let acc = coeff::Accumulation::new(&self.params, l, n, shape).ok_or(
+                Error::NotStreamable {
+                    reason: "merge levels folded into the weights",
+                },
+            )?;
+            s.started = Some((reader, acc));
+        }
+        let Some((reader, acc)) = &mut s.started else {
+            return Ok(());
+        };
+        crate::check_header(&m.layout, &reader.header)?;
+        let first = reader.read;
+        let (cts, _) = reader.next_whole(&s.bytes, &self.params)?;
         check_cts(&cts, self.params.n(), Encoding::Coefficients)?;
-        s.acc
-            .absorb(&self.params, w, l, m.layout.shape, first, &cts);
-        s.taken.extend_from_slice(&prefix[s.taken.len()..end]);
+        acc.absorb(&self.params, w, l, m.layout.shape, first, &cts);
         Ok(())
     }
 
@@ -166,32 +172,31 @@ impl Server {
     /// parsed input (the sums are exact mod `q`, whatever the order).
     ///
     /// # Errors
-    /// An input that does not begin with the bytes `s` took or whose ciphertexts do not
-    /// end it exactly; as [`Server::feed`] and [`Server::apply`].
+    /// An input of another size, or that does not begin with the bytes `s` took; as
+    /// [`Server::feed`] and [`Server::apply`].
     pub fn finish(
         &self,
         m: &PreparedMatrix,
         mut s: StreamedProduct,
         input: &[u8],
     ) -> Result<EncryptedOutput> {
-        if !input.starts_with(&s.taken) {
+        if input.len() != s.total || !input.starts_with(&s.bytes) {
             return Err(Error::Malformed {
-                what: "streamed input",
+                what: "an input other than the one streamed",
                 offset: 0,
             });
         }
-        self.feed(m, &mut s, input)?;
-        s.reader.check_end()?;
-        let LayoutKind::Coefficients(l) = &m.layout.kind else {
-            return Err(Error::MethodMismatch {
-                expected: m.layout.method(),
-                found: crate::Method::Coefficients,
+        let taken = s.bytes.len();
+        self.feed(m, &mut s, &input[taken..])?;
+        let (Some((reader, acc)), LayoutKind::Coefficients(l)) = (s.started, &m.layout.kind) else {
+            return Err(Error::Malformed {
+                what: "a streamed input's header",
+                offset: 0,
             });
         };
-        let header = s.reader.header;
-        let cts = s
-            .acc
-            .finish(&self.params, l, header.n, m.layout.shape, self.gks.as_ref())?;
+        reader.check_end()?;
+        let header = reader.header;
+        let cts = acc.finish(&self.params, l, header.n, m.layout.shape, self.gks.as_ref())?;
         Ok(EncryptedOutput {
             header,
             down_bits: l.down_bits,

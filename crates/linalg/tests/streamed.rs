@@ -11,7 +11,8 @@ use std::sync::Arc;
 use common::values;
 use selene_linalg::tiling::Tiling;
 use selene_linalg::{
-    Client, EncryptedInput, LinalgPreset, Link, MatrixShape, Method, PreparedMatrix, Server,
+    Client, EncryptedInput, Error, LinalgPreset, Link, MatrixShape, Method, PreparedMatrix, Server,
+    StreamedProduct,
 };
 
 /// A packed product at the flooded preset, its server, and one encrypted row's wire bytes.
@@ -35,20 +36,22 @@ fn setup(d_in: usize, d_out: usize, k_i: usize) -> (PreparedMatrix, Server, Vec<
     (m, server, bytes)
 }
 
-/// Streams `bytes` through the cuts `cuts` (increasing), then finishes with the whole.
+/// Streams `bytes` in pieces ending at `cuts` (increasing), then finishes with the whole.
 fn streamed(m: &PreparedMatrix, server: &Server, bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
-    let mut s = None;
+    let mut s = server.stream(m, bytes.len()).unwrap().unwrap();
+    let mut at = 0;
     for &cut in cuts {
-        let prefix = &bytes[..cut];
-        match &mut s {
-            None => s = server.stream(m, prefix, bytes.len()).unwrap(),
-            Some(s) => server.feed(m, s, prefix).unwrap(),
-        }
+        server.feed(m, &mut s, &bytes[at..cut]).unwrap();
+        at = cut;
     }
-    let s = s
-        .or_else(|| server.stream(m, bytes, bytes.len()).unwrap())
-        .unwrap();
     server.finish(m, s, bytes).unwrap().to_bytes()
+}
+
+/// A stream fed the first `cut` bytes.
+fn fed(m: &PreparedMatrix, server: &Server, bytes: &[u8], cut: usize) -> StreamedProduct {
+    let mut s = server.stream(m, bytes.len()).unwrap().unwrap();
+    server.feed(m, &mut s, &bytes[..cut]).unwrap();
+    s
 }
 
 #[test]
@@ -83,36 +86,31 @@ fn a_streamed_product_is_the_applied_one_wherever_the_input_is_cut() {
         );
     }
     // Every ciphertext is multiplied in once it is whole, and not before.
-    let s = server
-        .stream(&m, &bytes[..43 + 2 * ct + 7], bytes.len())
-        .unwrap()
-        .unwrap();
-    assert_eq!(s.absorbed(), 2);
-    assert!(server
-        .stream(&m, &bytes[..42], bytes.len())
-        .unwrap()
-        .is_none());
+    assert_eq!(fed(&m, &server, &bytes, 43 + 2 * ct + 7).absorbed(), 2);
+    assert_eq!(fed(&m, &server, &bytes, 42).absorbed(), 0);
 }
 
 #[test]
 fn a_streamed_product_refuses_an_input_that_is_not_the_one_it_began() {
     let (m, server, bytes) = setup(300, 700, 64);
-    let s = server
-        .stream(&m, &bytes[..bytes.len() / 2], bytes.len())
-        .unwrap()
-        .unwrap();
+    let half = bytes.len() / 2;
     let mut other = bytes.clone();
     other[100] ^= 1;
-    assert!(server.finish(&m, s, &other).is_err());
-    let s = server
-        .stream(&m, &bytes[..bytes.len() / 2], bytes.len())
-        .unwrap()
-        .unwrap();
-    assert!(server.finish(&m, s, &bytes[..bytes.len() - 1]).is_err());
+    assert!(server
+        .finish(&m, fed(&m, &server, &bytes, half), &other)
+        .is_err());
+    let short = &bytes[..bytes.len() - 1];
+    assert!(server
+        .finish(&m, fed(&m, &server, &bytes, half), short)
+        .is_err());
+    // More bytes than announced.
+    let mut s = fed(&m, &server, &bytes, bytes.len());
+    assert!(server.feed(&m, &mut s, &[0]).is_err());
     // A count the announced size cannot hold is refused before anything is allocated.
     let mut big = bytes.clone();
     big[39..43].copy_from_slice(&u32::MAX.to_le_bytes());
-    assert!(server.stream(&m, &big[..60], big.len()).is_err());
+    let mut s = server.stream(&m, big.len()).unwrap().unwrap();
+    assert!(server.feed(&m, &mut s, &big[..60]).is_err());
 }
 
 #[test]
@@ -123,13 +121,8 @@ fn products_that_do_not_stream_are_left_to_apply() {
     let w = values(13, 576 * 960);
     let m =
         PreparedMatrix::for_link(&params, &w, shape, Method::Coefficients, 1, &Link::WAN).unwrap();
-    let mut client = Client::new(&params);
     let server = Server::new(&params);
-    let (input, _) = client
-        .encode_encrypt(&values(14, 576), 1, m.layout())
-        .unwrap();
-    let bytes = input.to_bytes(&params);
-    assert!(server.stream(&m, &bytes, bytes.len()).unwrap().is_none());
+    assert!(server.stream(&m, 1000).unwrap().is_none());
     // Several token groups would hold every group's sums at once.
     let (m, server, _) = setup(300, 700, 64);
     let params = LinalgPreset::Coeff12WidePack.build().unwrap();
@@ -138,5 +131,9 @@ fn products_that_do_not_stream_are_left_to_apply() {
         .encode_encrypt(&values(15, 900), 3, m.layout())
         .unwrap();
     let bytes = input.to_bytes(&params);
-    assert!(server.stream(&m, &bytes, bytes.len()).unwrap().is_none());
+    let mut s = server.stream(&m, bytes.len()).unwrap().unwrap();
+    assert!(matches!(
+        server.feed(&m, &mut s, &bytes),
+        Err(Error::NotStreamable { .. })
+    ));
 }

@@ -621,8 +621,10 @@ fn a_streamed_product_answers_only_the_input_it_began_on() {
     // Streams `bytes` in four pieces, the last one left to the connection.
     let stream = |it: &ReadyProduct, bytes: &[u8]| {
         let (tx, rx) = channel();
+        let mut at = 0;
         for cut in [100, bytes.len() / 3, bytes.len() - 10] {
-            tx.send(bytes[..cut].to_vec()).unwrap();
+            tx.send(bytes[at..cut].to_vec()).unwrap();
+            at = cut;
         }
         drop(tx);
         prefetch.stream(it, &rx)

@@ -142,35 +142,31 @@ impl Prefetch {
     }
 
     /// Multiplies in `item`'s input ciphertexts as its bytes arrive: each message on
-    /// `prefixes` is the item's bytes so far (longer each time; only the latest waiting
-    /// one is read). Runs until the sender hangs up, then returns what it took; `None`
-    /// when the item may not stream, its product does not, or its bytes do not decode
-    /// (the connection then computes it whole, or refuses it).
-    pub fn stream(&self, item: &ReadyProduct, prefixes: &Receiver<Vec<u8>>) -> Option<Streamed> {
+    /// `pieces` is the next bytes of the item (those waiting are taken together). Runs
+    /// until the sender hangs up, then returns what it took; `None` when the item may not
+    /// stream, its product does not, or its bytes do not decode (the connection then
+    /// computes it whole, or refuses it).
+    pub fn stream(&self, item: &ReadyProduct, pieces: &Receiver<Vec<u8>>) -> Option<Streamed> {
         if !self.streams(item) {
             return None;
         }
         let products = &self.server.models.get(self.model)?.products;
-        let (layer, product, total) = (item.layer as usize, item.product, item.ciphertext.len());
-        let mut state: Option<StreamedProduct> = None;
-        while let Ok(mut prefix) = prefixes.recv() {
-            while let Ok(newer) = prefixes.try_recv() {
-                prefix = newer;
+        let (layer, product) = (item.layer as usize, item.product);
+        let mut state = products
+            .stream(layer, product, item.ciphertext.len())
+            .ok()??;
+        while let Ok(mut bytes) = pieces.recv() {
+            while let Ok(more) = pieces.try_recv() {
+                bytes.extend_from_slice(&more);
             }
             // One job in rayon's pool, as a frame's answer is (`rayon::scope`).
-            rayon::scope(|_| match &mut state {
-                None => products
-                    .stream(layer, product, &prefix, total)
-                    .map(|s| state = s),
-                Some(s) => products.feed(layer, product, s, &prefix),
-            })
-            .ok()?;
+            rayon::scope(|_| products.feed(layer, product, &mut state, &bytes)).ok()?;
         }
         Some(Streamed {
             index: item.index,
             layer: item.layer,
             product,
-            state: state?,
+            state,
         })
     }
 }

@@ -89,8 +89,8 @@ impl ModelServer {
         Ok(y.to_bytes())
     }
 
-    /// Starts a fused `product` of `layer` on `prefix`, the first bytes of an encrypted
-    /// input of `total` bytes ([`Server::stream`]): `Ok(None)` for a stage's product (its
+    /// Starts a fused `product` of `layer` on an encrypted input of `total` bytes that
+    /// will come in pieces ([`Server::stream`]): `Ok(None)` for a stage's product (its
     /// matrix depends on the input's tiling tag) or one that does not stream.
     ///
     /// # Errors
@@ -99,32 +99,34 @@ impl ModelServer {
         &self,
         layer: usize,
         product: Product,
-        prefix: &[u8],
         total: usize,
     ) -> Result<Option<StreamedProduct>> {
         let Product::Fused(pair) = product else {
             return Ok(None);
         };
         let m = self.model.fused_matrix(layer, pair)?;
-        Ok(self.server.stream(m, prefix, total)?)
+        Ok(self.server.stream(m, total)?)
     }
 
-    /// Multiplies in what more of the input `prefix` holds ([`Server::feed`]).
+    /// Takes the input's next `bytes` ([`Server::feed`]).
     ///
     /// # Errors
-    /// As [`ModelServer::stream`] and [`Server::feed`].
+    /// As [`ModelServer::stream`] and [`Server::feed`]; a stage's product.
     pub fn feed(
         &self,
         layer: usize,
         product: Product,
         s: &mut StreamedProduct,
-        prefix: &[u8],
+        bytes: &[u8],
     ) -> Result<()> {
         let Product::Fused(pair) = product else {
-            return Ok(());
+            return Err(selene_linalg::Error::NotStreamable {
+                reason: "a stage's product",
+            }
+            .into());
         };
         let m = self.model.fused_matrix(layer, pair)?;
-        Ok(self.server.feed(m, s, prefix)?)
+        Ok(self.server.feed(m, s, bytes)?)
     }
 
     /// Finishes a streamed product with the whole `input` and returns the encrypted

@@ -188,7 +188,8 @@ async fn read_body<R: AsyncRead + Unpin>(
     let mut frame = vec![0u8; 4 + len];
     frame[..4].copy_from_slice(&prefix);
     let mut pending = Pending::new();
-    // The last item's first byte, the channel of its bytes so far, and its worker.
+    // Where the last item's bytes not yet sent begin, the channel they go on, and its
+    // worker.
     let mut stream: Option<(usize, std::sync::mpsc::Sender<Vec<u8>>, JoinHandle<_>)> = None;
     let read = async {
         let mut got = 4;
@@ -225,10 +226,11 @@ async fn read_body<R: AsyncRead + Unpin>(
                     }
                 }
             }
-            if let Some((start, tx, _)) = &stream {
-                if got > *start {
+            if let Some((sent, tx, _)) = &mut stream {
+                if got > *sent {
                     // A worker that stopped (a product that does not stream) hung up.
-                    let _ = tx.send(frame[*start..got].to_vec());
+                    let _ = tx.send(frame[*sent..got].to_vec());
+                    *sent = got;
                 }
             }
         }
