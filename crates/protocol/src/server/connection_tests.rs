@@ -618,17 +618,28 @@ fn a_streamed_product_answers_only_the_input_it_began_on() {
         product: Product::Fused(FusedPair::AttnGate),
         ciphertext: 0..input.len(),
     };
-    // Streams `bytes` in four pieces, the last one left to the connection.
-    let stream = |it: &ReadyProduct, bytes: &[u8]| {
+    // Streams `bytes` in four pieces 20 ms apart (a link of a few MB/s), the last one
+    // left to the connection; all at once, the stream gives up (a fast link).
+    let stream_at = |it: &ReadyProduct, bytes: &[u8], pause: u64| {
         let (tx, rx) = channel();
-        let mut at = 0;
-        for cut in [100, bytes.len() / 3, bytes.len() - 10] {
-            tx.send(bytes[at..cut].to_vec()).unwrap();
-            at = cut;
-        }
-        drop(tx);
-        prefetch.stream(it, &rx)
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut at = 0;
+                for cut in [100, bytes.len() / 3 + 1, bytes.len() - 10] {
+                    tx.send(bytes[at..cut].to_vec()).unwrap();
+                    at = cut;
+                    std::thread::sleep(std::time::Duration::from_millis(pause));
+                }
+                drop(tx);
+            });
+            prefetch.stream(it, &rx)
+        })
     };
+    let stream = |it: &ReadyProduct, bytes: &[u8]| stream_at(it, bytes, 20);
+    assert!(
+        stream_at(&item(0, 0), &input, 0).is_none(),
+        "too fast to stream"
+    );
     let st = stream(&item(0, 0), &input).unwrap();
     assert!(st.absorbed() > 0, "whole ciphertexts were multiplied in");
     // Layer 1 is not encrypted under this policy: nothing streams.

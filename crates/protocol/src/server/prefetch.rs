@@ -19,6 +19,7 @@
 use std::sync::Arc;
 
 use std::sync::mpsc::Receiver;
+use std::time::Instant;
 
 use selene_ckks::GaloisKeys;
 use selene_linalg::StreamedProduct;
@@ -142,25 +143,44 @@ impl Prefetch {
     }
 
     /// Multiplies in `item`'s input ciphertexts as its bytes arrive: each message on
-    /// `pieces` is the next bytes of the item (those waiting are taken together). Runs
-    /// until the sender hangs up, then returns what it took; `None` when the item may not
-    /// stream, its product does not, or its bytes do not decode (the connection then
-    /// computes it whole, or refuses it).
+    /// `pieces` is the next bytes of the item. Runs until the sender hangs up, then
+    /// returns what it took; `None` when the item may not stream, its product does not,
+    /// its bytes do not decode, or they arrive faster than [`STREAM_MAX_RATE`] (the
+    /// connection then computes it whole, or refuses it).
+    ///
+    /// A pass over the output blocks reads and writes every block's sums, so the bytes
+    /// are taken in a few batches, not per read: the first third of the item, whose
+    /// arrival also measures the link, then a sixth at a time; what is left when the
+    /// frame ends goes to the connection's [`selene_linalg::Server::finish`].
     pub fn stream(&self, item: &ReadyProduct, pieces: &Receiver<Vec<u8>>) -> Option<Streamed> {
         if !self.streams(item) {
             return None;
         }
         let products = &self.server.models.get(self.model)?.products;
-        let (layer, product) = (item.layer as usize, item.product);
-        let mut state = products
-            .stream(layer, product, item.ciphertext.len())
-            .ok()??;
-        while let Ok(mut bytes) = pieces.recv() {
-            while let Ok(more) = pieces.try_recv() {
-                bytes.extend_from_slice(&more);
+        let (layer, product, total) = (item.layer as usize, item.product, item.ciphertext.len());
+        let mut state = products.stream(layer, product, total).ok()??;
+        let (mut waiting, mut seen, mut first): (Vec<u8>, usize, Option<Instant>) =
+            (Vec::new(), 0, None);
+        let mut batch = total.div_ceil(3);
+        while let Ok(bytes) = pieces.recv() {
+            let since = *first.get_or_insert_with(Instant::now);
+            seen += bytes.len();
+            waiting.extend_from_slice(&bytes);
+            if waiting.len() < batch {
+                continue;
+            }
+            if batch > total.div_ceil(6) {
+                // The first third: at a fast link's rate the rest is in before a pass
+                // would end, and the passes would only add to the server's work.
+                let secs = since.elapsed().as_secs_f64().max(1e-6);
+                if seen as f64 / secs > STREAM_MAX_RATE {
+                    return None;
+                }
+                batch = total.div_ceil(6);
             }
             // One job in rayon's pool, as a frame's answer is (`rayon::scope`).
-            rayon::scope(|_| products.feed(layer, product, &mut state, &bytes)).ok()?;
+            rayon::scope(|_| products.feed(layer, product, &mut state, &waiting)).ok()?;
+            waiting.clear();
         }
         Some(Streamed {
             index: item.index,
@@ -170,6 +190,13 @@ impl Prefetch {
         })
     }
 }
+
+/// The fastest arrival (bytes per second) at which a product is streamed: a pass of
+/// multiply-accumulates takes an input ciphertext (31 KB at the flooded preset) in about
+/// a millisecond on two threads, so over links faster than this the input is in before
+/// the passes could overlap it (measured: on the 1 Gbit/s `lan` profile streaming every
+/// read added a quarter to the server's CPU per token).
+pub const STREAM_MAX_RATE: f64 = 40e6;
 
 /// True when a session encrypting `encrypted_layers` layers may ask for `product` of
 /// `layer`: a `DownQkv` pair returns the next layer's q|k|v, which must be encrypted too.
