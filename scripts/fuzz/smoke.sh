@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target briefly (SMOKE_SECONDS each, default 3: about 45 s for the
-# fourteen targets, plus the build). Any crash, panic, timeout or out-of-memory fails
+# Runs every fuzz target briefly (SMOKE_SECONDS each, default 3: about a minute for the
+# seventeen targets, plus the build). Any crash, panic, timeout or out-of-memory fails
 # the script; libFuzzer leaves the input in fuzz/artifacts/<target>/.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
