@@ -480,6 +480,33 @@ fn a_release_answer_carries_the_greedy_token_and_its_first_q_k_v() {
     }
 }
 
+/// A server holding layer 0's stages and fused matrices at the shared preset (token
+/// `right`), and its `AttnOut` and `AttnGate` layouts.
+fn fused_server() -> (Arc<SessionServer>, [selene_linalg::Layout; 2]) {
+    let (w, m) = shared();
+    let fused = PreparedModel::new(m.params(), w, 1, &mut || {})
+        .unwrap()
+        .with_fused(w, &mut || {})
+        .unwrap();
+    let layouts = [
+        fused.layouts()[0][1].clone(),
+        fused.fused_layouts()[0].clone(),
+    ];
+    let s = SessionServer::new(Arc::new(fused), w.clone(), Limits::default()).with_token(b"right");
+    (Arc::new(s), layouts)
+}
+
+/// A connection to `s` with a fused selective session open (one encrypted layer).
+fn open_fused(s: &Arc<SessionServer>) -> Connection {
+    let mut c = s.connect();
+    let policy = Policy {
+        fused: true,
+        ..Policy::selective(30, 1)
+    };
+    assert_eq!(code(&c.handle(&frame(1, hello(b"right", policy)))), None);
+    c
+}
+
 /// A `Products` item takes a prefetched answer only when the prefetch is of its index,
 /// layer, product and exact bytes; any other prefetch is ignored and the item computed.
 /// Only a fused session offers a [`Prefetch`].
@@ -491,29 +518,14 @@ fn a_prefetched_product_answers_only_the_item_it_was_computed_from() {
 
     let (w, m) = shared();
     let params = m.params().clone();
-    let fused = PreparedModel::new(&params, w, 1, &mut || {})
-        .unwrap()
-        .with_fused(w, &mut || {})
-        .unwrap();
-    let layouts = [
-        fused.layouts()[0][1].clone(),
-        fused.fused_layouts()[0].clone(),
-    ];
-    let s = Arc::new(
-        SessionServer::new(Arc::new(fused), w.clone(), Limits::default()).with_token(b"right"),
-    );
+    let (s, layouts) = fused_server();
     let mut unfused = server(Limits::default()).connect();
     assert!(unfused.prefetch().is_none(), "no session");
     let r = unfused.handle(&frame(1, hello(b"right", Policy::selective(30, 1))));
     assert_eq!(code(&r), None);
     assert!(unfused.prefetch().is_none(), "an unfused session");
 
-    let mut c = s.connect();
-    let policy = Policy {
-        fused: true,
-        ..Policy::selective(30, 1)
-    };
-    assert_eq!(code(&c.handle(&frame(1, hello(b"right", policy)))), None);
+    let mut c = open_fused(&s);
     assert!(c.prefetch().is_some());
     let d = w.config().d_model;
     let mut client = Client::new(&params);
@@ -586,20 +598,8 @@ fn a_streamed_product_answers_only_the_input_it_began_on() {
 
     let (w, m) = shared();
     let params = m.params().clone();
-    let fused = PreparedModel::new(&params, w, 1, &mut || {})
-        .unwrap()
-        .with_fused(w, &mut || {})
-        .unwrap();
-    let layout = fused.fused_layouts()[0].clone();
-    let s = Arc::new(
-        SessionServer::new(Arc::new(fused), w.clone(), Limits::default()).with_token(b"right"),
-    );
-    let mut c = s.connect();
-    let policy = Policy {
-        fused: true,
-        ..Policy::selective(30, 1)
-    };
-    assert_eq!(code(&c.handle(&frame(1, hello(b"right", policy)))), None);
+    let (s, [_, layout]) = fused_server();
+    let mut c = open_fused(&s);
     let prefetch = c.prefetch().unwrap();
     let mut client = Client::new(&params);
     let d = w.config().d_model;
