@@ -145,8 +145,8 @@ impl Prefetch {
     /// Multiplies in `item`'s input ciphertexts as its bytes arrive: each message on
     /// `pieces` is the next bytes of the item. Runs until the sender hangs up, then
     /// returns what it took; `None` when the item may not stream, its product does not,
-    /// its bytes do not decode, or they arrive faster than [`STREAM_MAX_RATE`] (the
-    /// connection then computes it whole, or refuses it).
+    /// its bytes do not decode, or they arrive faster than 40 MB/s (`STREAM_MAX_RATE`):
+    /// the connection then computes it whole, or refuses it.
     ///
     /// A pass over the output blocks reads and writes every block's sums, so the bytes
     /// are taken in a few batches, not per read: the first third of the item, whose
@@ -196,7 +196,7 @@ impl Prefetch {
 /// a millisecond on two threads, so over links faster than this the input is in before
 /// the passes could overlap it (measured: on the 1 Gbit/s `lan` profile streaming every
 /// read added a quarter to the server's CPU per token).
-pub const STREAM_MAX_RATE: f64 = 40e6;
+const STREAM_MAX_RATE: f64 = 40e6;
 
 /// True when a session encrypting `encrypted_layers` layers may ask for `product` of
 /// `layer`: a `DownQkv` pair returns the next layer's q|k|v, which must be encrypted too.
