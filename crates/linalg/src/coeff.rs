@@ -659,7 +659,7 @@ fn pack_and_switch(
 }
 
 /// The multiply-accumulates of a product taken as its input ciphertexts arrive
-/// ([`crate::Server::stream`]): one lazy sum per (token group, output block), each input
+/// ([`crate::Server::stream`]): one sum per (token group, output block), each input
 /// ciphertext multiplied into every block of its group once it is in. Exact mod `q`, so
 /// the sums, and the packed output, are those [`apply`] computes from the whole input.
 #[derive(Debug)]

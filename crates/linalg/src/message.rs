@@ -275,7 +275,7 @@ impl InputReader {
     }
 
     /// The ciphertexts after those read so far that lie whole in `prefix` (the same
-    /// input's first bytes, at least as many as before), and the offset after them.
+    /// input's first bytes, at least as many as before).
     ///
     /// # Errors
     /// A ciphertext length past the input's end, or one the engine cannot decode.
@@ -283,7 +283,7 @@ impl InputReader {
         &mut self,
         prefix: &[u8],
         params: &Arc<Parameters>,
-    ) -> Result<(Vec<Ciphertext>, usize)> {
+    ) -> Result<Vec<Ciphertext>> {
         let prefix = &prefix[..prefix.len().min(self.total)];
         let mut cts = Vec::new();
         while self.read < self.count && self.at + 4 <= prefix.len() {
@@ -302,7 +302,7 @@ impl InputReader {
             self.at += 4 + len;
             self.read += 1;
         }
-        Ok((cts, self.at))
+        Ok(cts)
     }
 
     /// Errors unless every ciphertext was read and they end the input exactly.

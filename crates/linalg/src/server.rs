@@ -137,7 +137,10 @@ impl Server {
             });
         }
         s.bytes.extend_from_slice(bytes);
-        if s.started.is_none() {
+        // The header is checked against `m` once per call: here when it has just arrived,
+        // below when an earlier call read it.
+        let fresh = s.started.is_none();
+        if fresh {
             let Some(reader) = InputReader::start(&s.bytes, s.total, &self.params)? else {
                 return Ok(());
             };
@@ -159,9 +162,11 @@ impl Server {
         let Some((reader, acc)) = &mut s.started else {
             return Ok(());
         };
-        crate::check_header(&m.layout, &reader.header)?;
+        if !fresh {
+            crate::check_header(&m.layout, &reader.header)?;
+        }
         let first = reader.read;
-        let (cts, _) = reader.next_whole(&s.bytes, &self.params)?;
+        let cts = reader.next_whole(&s.bytes, &self.params)?;
         check_cts(&cts, self.params.n(), Encoding::Coefficients)?;
         acc.absorb(&self.params, w, l, m.layout.shape, first, &cts);
         Ok(())

@@ -224,22 +224,13 @@ impl Encryptor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Decryptor, ParametersLiteral, Security};
+    use crate::{Decryptor, ExampleParams};
 
     /// A batch decrypts to each message up to the fresh error, every ciphertext with its
     /// own seed, and a public-key batch too.
     #[test]
     fn a_batch_encrypts_each_message() {
-        let p = Parameters::new(&ParametersLiteral {
-            log_n: 12,
-            log_q: vec![54],
-            log_p: vec![54],
-            log_scale: 20,
-            dnum: None,
-            gadget_log_base: None,
-            security: Security::Hes128,
-        })
-        .unwrap();
+        let p = ExampleParams::Test12.build().unwrap();
         let sk = Arc::new(SecretKey::generate(&p));
         let n = p.n();
         let ms: Vec<Vec<i64>> = (0..5i64)

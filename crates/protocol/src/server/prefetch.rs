@@ -159,24 +159,22 @@ impl Prefetch {
         let products = &self.server.models.get(self.model)?.products;
         let (layer, product, total) = (item.layer as usize, item.product, item.ciphertext.len());
         let mut state = products.stream(layer, product, total).ok()??;
-        let (mut waiting, mut seen, mut first): (Vec<u8>, usize, Option<Instant>) =
-            (Vec::new(), 0, None);
-        let mut batch = total.div_ceil(3);
+        let (third, sixth) = (total.div_ceil(3), total.div_ceil(6));
+        let (mut waiting, mut first, mut batch) = (Vec::new(), None, third);
         while let Ok(bytes) = pieces.recv() {
             let since = *first.get_or_insert_with(Instant::now);
-            seen += bytes.len();
             waiting.extend_from_slice(&bytes);
             if waiting.len() < batch {
                 continue;
             }
-            if batch > total.div_ceil(6) {
+            if batch == third {
                 // The first third: at a fast link's rate the rest is in before a pass
                 // would end, and the passes would only add to the server's work.
                 let secs = since.elapsed().as_secs_f64().max(1e-6);
-                if seen as f64 / secs > STREAM_MAX_RATE {
+                if waiting.len() as f64 / secs > STREAM_MAX_RATE {
                     return None;
                 }
-                batch = total.div_ceil(6);
+                batch = sixth;
             }
             // One job in rayon's pool, as a frame's answer is (`rayon::scope`).
             rayon::scope(|_| products.feed(layer, product, &mut state, &waiting)).ok()?;

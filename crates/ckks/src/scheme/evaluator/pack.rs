@@ -28,7 +28,6 @@
 //! coefficient at `p 2^G` ends at `p 2^G + c 2^(G-r)`, multiplied by `2^r`. The noise of
 //! each key switch is doubled by every later level, like the values, so the relative
 //! error of a packed value is that of the inputs plus about `r` key-switch noises.
-
 //!
 //! # Deferred ModDown of `c0`
 //! A merge's key switch returns `(tau(B0) + ModDown(k0), ModDown(k1))` with `(k0, k1)`
@@ -207,8 +206,8 @@ impl Evaluator {
 }
 
 /// One merge step with `x = N x^(m/2)` (NTT form over `Q P`) and the level's Galois key
-/// (`Err(g)` when the level needed none), in the buffers of its inputs: `Y = x O` in `O`'s, then `A = E +
-/// Y` in `E`'s and `B = E - Y` in `O`'s, and `A + tau(B)` in `A`'s.
+/// (`Err(g)` when the level needed none), in the buffers of its inputs: `Y = x O` in
+/// `O`'s, then `A = E + Y` in `E`'s and `B = E - Y` in `O`'s, and `A + tau(B)` in `A`'s.
 fn merge(
     params: &Parameters,
     key: std::result::Result<&Arc<GaloisKey>, u64>,
