@@ -11,7 +11,7 @@ pub mod serialize;
 pub use ciphertext::Ciphertext;
 pub use encoder::Encoder;
 pub use encoding::Encoding;
-pub use evaluator::{pack_galois_elements, Evaluator};
+pub use evaluator::{pack_galois_elements, Evaluator, PackedMasks};
 pub use plaintext::{Plaintext, PreparedPlaintext};
 
 pub(crate) use encoding::check_encoding;

@@ -12,8 +12,10 @@
 mod arith;
 mod mul;
 mod pack;
+mod pack_split;
 
 pub use pack::pack_galois_elements;
+pub use pack_split::PackedMasks;
 mod rescale;
 mod rotate;
 

@@ -68,9 +68,9 @@ pub fn pack_galois_elements(log_n: u32, log_gap: u32, levels: u32) -> Vec<u64> {
 
 /// A ciphertext inside the merge tree: `c0` lifted to `Q P` as `P c0` (see the module
 /// docs), `c1` over `Q`; both NTT form.
-struct Node {
-    c0: Poly<Ntt>,
-    c1: Poly<Ntt>,
+pub(super) struct Node {
+    pub(super) c0: Poly<Ntt>,
+    pub(super) c1: Poly<Ntt>,
 }
 
 impl Node {
@@ -91,13 +91,8 @@ impl Node {
 
     /// `2 self` (a merge without its odd input).
     fn double(mut self, ring: &RnsContext) -> Self {
-        for poly in [&mut self.c0, &mut self.c1] {
-            let q_rows = poly.q_rows();
-            for_each_row_seq(poly.data_mut(), ring.n(), |r, row| {
-                let m = ring.moduli()[ring.modulus_index(q_rows, r)];
-                row.iter_mut().for_each(|x| *x = m.add(*x, *x));
-            });
-        }
+        double(ring, &mut self.c0);
+        double(ring, &mut self.c1);
         self
     }
 }
@@ -111,7 +106,7 @@ struct MergeScratch {
 }
 
 /// `(e, o) <- (e + o, e - o)` row-wise (same shape).
-fn butterfly(ring: &RnsContext, e: &mut Poly<Ntt>, o: &mut Poly<Ntt>) {
+pub(super) fn butterfly(ring: &RnsContext, e: &mut Poly<Ntt>, o: &mut Poly<Ntt>) {
     let (q_rows, n) = (e.q_rows(), ring.n());
     for (r, (er, or)) in e
         .data_mut()
@@ -140,13 +135,7 @@ impl Evaluator {
     /// `log_gap` beyond `log N`, a missing Galois key, operands of different level,
     /// scale or encoding.
     pub fn pack(&mut self, mut cts: Vec<Option<Ciphertext>>, log_gap: u32) -> Result<Ciphertext> {
-        let log_n = self.params.log_n();
-        if !cts.len().is_power_of_two() || log_gap > log_n || cts.len().trailing_zeros() > log_gap {
-            return Err(Error::InvalidPacking {
-                count: cts.len(),
-                log_gap,
-            });
-        }
+        check_packing(self.params.log_n(), cts.len(), log_gap)?;
         let first = cts
             .iter()
             .flatten()
@@ -165,11 +154,26 @@ impl Evaluator {
                 .ok_or(Error::InvalidPacking { count: 0, log_gap });
         }
         let params = self.params.clone();
-        let ring = params.ring();
-        let mut cur: Vec<Option<Node>> = cts
+        let leaves = cts
             .into_par_iter()
             .map(|ct| ct.map(|ct| Node::lift(&params, ct)))
             .collect();
+        let root = self.tree(leaves, log_gap, level)?;
+        let mut c0 = Poly::zero(params.ring(), level, false);
+        mod_down(params.ring(), &root.c0, params.inv_p(), &mut c0);
+        Ok(Ciphertext::from_components(c0, root.c1, scale, encoding))
+    }
+
+    /// The merge levels over `cur` (a power-of-two count above one, at least one present,
+    /// all at `level`), from grid `2^log_gap`: the root.
+    pub(super) fn tree(
+        &mut self,
+        mut cur: Vec<Option<Node>>,
+        log_gap: u32,
+        level: usize,
+    ) -> Result<Node> {
+        let params = self.params.clone();
+        let log_n = params.log_n();
         let mut log_m = log_gap;
         while cur.len() > 1 {
             let half = cur.len() / 2;
@@ -182,11 +186,7 @@ impl Evaluator {
             } else {
                 None
             };
-            // N x^(m/2) over `Q P`, NTT form, shared by every merge of this level (the SIMD
-            // product [`crate::ring::NttPlan::mul_normalize`] divides by `N`).
-            let mut mono = vec![0i64; params.n()];
-            mono[1usize << (log_m - 1)] = params.n() as i64;
-            let x = Poly::from_signed(ring, &mono, level, true).into_ntt(ring);
+            let x = monomial(&params, log_m, level, true);
             cur = pairs
                 .into_par_iter()
                 .map_init(MergeScratch::default, |s, (e, o)| {
@@ -195,13 +195,72 @@ impl Evaluator {
                 .collect::<Result<_>>()?;
             log_m -= 1;
         }
-        let root = cur
-            .pop()
+        cur.pop()
             .flatten()
-            .ok_or(Error::InvalidPacking { count: 0, log_gap })?;
-        let mut c0 = Poly::zero(ring, level, false);
-        mod_down(ring, &root.c0, params.inv_p(), &mut c0);
-        Ok(Ciphertext::from_components(c0, root.c1, scale, encoding))
+            .ok_or(Error::InvalidPacking { count: 0, log_gap })
+    }
+}
+
+/// Errors unless `count` is a power of two at most `2^log_gap` and `log_gap <= log_n`.
+pub(super) fn check_packing(log_n: u32, count: usize, log_gap: u32) -> Result<()> {
+    if !count.is_power_of_two() || log_gap > log_n || count.trailing_zeros() > log_gap {
+        return Err(Error::InvalidPacking { count, log_gap });
+    }
+    Ok(())
+}
+
+/// `N x^(m/2)` (`m = 2^log_m`) over `Q_level` (and `P` with `with_p`), NTT form: the
+/// constant of a merge level's monomial product, for the SIMD
+/// [`crate::ring::NttPlan::mul_normalize`] that divides by `N`.
+pub(super) fn monomial(params: &Parameters, log_m: u32, level: usize, with_p: bool) -> Poly<Ntt> {
+    let mut mono = vec![0i64; params.n()];
+    mono[1usize << (log_m - 1)] = params.n() as i64;
+    Poly::from_signed(params.ring(), &mono, level, with_p).into_ntt(params.ring())
+}
+
+/// `poly <- x poly` row by row, `x` a [`monomial`] of `poly`'s shape.
+pub(super) fn mul_monomial(ring: &RnsContext, poly: &mut Poly<Ntt>, x: &Poly<Ntt>) {
+    let q_rows = poly.q_rows();
+    for_each_row_seq(poly.data_mut(), ring.n(), |r, row| {
+        let idx = ring.modulus_index(q_rows, r);
+        ring.plan(idx).mul_normalize(row, x.row(r));
+    });
+}
+
+/// `poly <- 2 poly`.
+pub(super) fn double(ring: &RnsContext, poly: &mut Poly<Ntt>) {
+    let q_rows = poly.q_rows();
+    for_each_row_seq(poly.data_mut(), ring.n(), |r, row| {
+        let m = ring.moduli()[ring.modulus_index(q_rows, r)];
+        row.iter_mut().for_each(|x| *x = m.add(*x, *x));
+    });
+}
+
+/// `a <- a + tau(b)` row by row, with `tau`'s NTT-form permutation `perm`, plus `k` when
+/// given (same shape as `a`).
+pub(super) fn add_permuted(
+    ring: &RnsContext,
+    a: &mut Poly<Ntt>,
+    b: &Poly<Ntt>,
+    perm: &[u32],
+    k: Option<&Poly<Ntt>>,
+) {
+    let (n, q_rows) = (ring.n(), a.q_rows());
+    for (r, row) in a.data_mut().chunks_exact_mut(n).enumerate() {
+        let m = ring.moduli()[ring.modulus_index(q_rows, r)];
+        let src = b.row(r);
+        match k {
+            Some(k) => {
+                for ((o, &p), &k) in row.iter_mut().zip(perm).zip(k.row(r)) {
+                    *o = m.add(*o, m.add(src[p as usize], k));
+                }
+            }
+            None => {
+                for (o, &p) in row.iter_mut().zip(perm) {
+                    *o = m.add(*o, src[p as usize]);
+                }
+            }
+        }
     }
 }
 
@@ -221,13 +280,8 @@ fn merge(
         return Ok(e.map(|e| e.double(ring)));
     };
     let key = key.map_err(|g| Error::MissingGaloisKey { galois_element: g })?;
-    for poly in [&mut o.c0, &mut o.c1] {
-        let q_rows = poly.q_rows();
-        for_each_row_seq(poly.data_mut(), ring.n(), |r, row| {
-            let idx = ring.modulus_index(q_rows, r);
-            ring.plan(idx).mul_normalize(row, x.row(r));
-        });
-    }
+    mul_monomial(ring, &mut o.c0, x);
+    mul_monomial(ring, &mut o.c1, x);
     let (mut a, b) = match e {
         Some(mut e) => {
             butterfly(ring, &mut e.c0, &mut o.c0);
@@ -257,14 +311,13 @@ fn merge(
     }
     mod_down(ring, &acc[1], params.inv_p(), down);
     a.c1.add_assign(ring, down);
-    let (n, q_rows, perm) = (ring.n(), a.c0.q_rows(), key.auto.permutation());
-    for (r, row) in a.c0.data_mut().chunks_exact_mut(n).enumerate() {
-        let m = ring.moduli()[ring.modulus_index(q_rows, r)];
-        let (src, k0) = (b.c0.row(r), acc[0].row(r));
-        for ((o, &p), &k) in row.iter_mut().zip(perm).zip(k0) {
-            *o = m.add(*o, m.add(src[p as usize], k));
-        }
-    }
+    add_permuted(
+        ring,
+        &mut a.c0,
+        &b.c0,
+        key.auto.permutation(),
+        Some(&acc[0]),
+    );
     Ok(Some(a))
 }
 
