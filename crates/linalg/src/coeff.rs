@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use selene_ckks::ring::sampler::{os_rng, wide_gaussian};
-use selene_ckks::ring::{Coeff, Modulus, Poly};
-use selene_ckks::rlwe::{Decryptor, Encryptor};
+use selene_ckks::ring::{Coeff, Modulus, Ntt, Poly};
+use selene_ckks::rlwe::{Decryptor, Encryptor, Pow2Modulus};
 use selene_ckks::{Ciphertext, Encoding, Evaluator, GaloisKeys, Parameters, Scale};
 
 use crate::error::{Error, Result};
@@ -170,6 +170,12 @@ pub(crate) struct CoeffMatrix {
 }
 
 impl CoeffMatrix {
+    /// Weight block `(b, o)` of `bo` output blocks, `rn` NTT-form residues.
+    pub(crate) fn block(&self, b: usize, o: usize, bo: usize, rn: usize) -> &[u64] {
+        let at = b * bo + o;
+        &self.blocks[at * rn..(at + 1) * rn]
+    }
+
     /// Bytes held.
     pub(crate) fn memory_bytes(&self) -> usize {
         let folded: usize = self.items.iter().flatten().map(Vec::len).sum();
@@ -641,111 +647,35 @@ fn pack_and_switch(
     let (groups, bo) = (t.groups(n), t.out_blocks(shape.d_out));
     if layout.pack_levels > 0 {
         let gks = gks.ok_or(Error::MissingGaloisKeys)?;
-        let per = 1usize << layout.pack_levels;
         let mut ev = Evaluator::new(params).with_galois_keys(gks.clone());
-        let mut packed = Vec::with_capacity(groups * bo.div_ceil(per));
-        let mut it = blocks.into_iter();
-        for _ in 0..groups {
-            for k in 0..bo.div_ceil(per) {
-                let mut chunk: Vec<Option<Ciphertext>> =
-                    it.by_ref().take(per.min(bo - k * per)).map(Some).collect();
-                chunk.resize(per, None);
-                packed.push(ev.pack(chunk, t.k_i.trailing_zeros())?);
-            }
-        }
-        blocks = packed;
+        blocks = pack_chunks(blocks, groups, bo, layout.pack_levels)
+            .into_iter()
+            .map(|chunk| ev.pack(chunk, t.k_i.trailing_zeros()))
+            .collect::<std::result::Result<_, _>>()?;
     }
     switch_all(params, layout, blocks, n, shape)
 }
 
-/// The multiply-accumulates of a product taken as its input ciphertexts arrive
-/// ([`crate::Server::stream`]): one sum per (token group, output block), each input
-/// ciphertext multiplied into every block of its group once it is in. Exact mod `q`, so
-/// the sums, and the packed output, are those [`apply`] computes from the whole input.
-#[derive(Debug)]
-pub(crate) struct Accumulation {
-    /// Per (token group, output block): `c0` then `c1`, reduced mod `q`, NTT form.
-    sums: Vec<Vec<u64>>,
-}
-
-impl Accumulation {
-    /// Empty sums for `n` tokens through a `shape` product; `None` for a layout whose
-    /// first merge levels fold into the weights (its items multiply images of the
-    /// inputs, computed per input by key switches: [`apply_hoisted`]).
-    pub(crate) fn new(
-        params: &Parameters,
-        layout: &CoeffLayout,
-        n: usize,
-        shape: MatrixShape,
-    ) -> Option<Self> {
-        if layout.hoist_levels > 0 {
-            return None;
+/// The output blocks (`bo` per token group, in order) as the packing's inputs: per group,
+/// runs of `2^pack_levels` blocks, the last run padded with `None`.
+pub(crate) fn pack_chunks<T>(
+    blocks: Vec<T>,
+    groups: usize,
+    bo: usize,
+    pack_levels: u32,
+) -> Vec<Vec<Option<T>>> {
+    let per = 1usize << pack_levels;
+    let mut it = blocks.into_iter();
+    let mut chunks = Vec::with_capacity(groups * bo.div_ceil(per));
+    for _ in 0..groups {
+        for k in 0..bo.div_ceil(per) {
+            let mut chunk: Vec<Option<T>> =
+                it.by_ref().take(per.min(bo - k * per)).map(Some).collect();
+            chunk.resize_with(per, || None);
+            chunks.push(chunk);
         }
-        let t = layout.tiling;
-        let sums = (0..t.groups(n) * t.out_blocks(shape.d_out))
-            .map(|_| vec![0; 2 * params.n()])
-            .collect();
-        Some(Self { sums })
     }
-
-    /// Multiplies in the input ciphertexts `first..first + cts.len()` (ciphertext `i` is
-    /// input block `i mod in_blocks` of token group `i / in_blocks`), every output block
-    /// in parallel. Each product is reduced as it is added (tfhe-ntt's SIMD
-    /// multiply-accumulate): a sum kept across arrivals is read and written once per
-    /// input, so its width, not the multiplies, sets the pace.
-    pub(crate) fn absorb(
-        &mut self,
-        params: &Parameters,
-        m: &CoeffMatrix,
-        layout: &CoeffLayout,
-        shape: MatrixShape,
-        first: usize,
-        cts: &[Ciphertext],
-    ) {
-        let t = layout.tiling;
-        let rn = params.n();
-        let plan = params.ring().plan(0);
-        let (bi, bo) = (t.in_blocks(shape.d_in), t.out_blocks(shape.d_out));
-        self.sums.par_iter_mut().enumerate().for_each(|(idx, sum)| {
-            let (g, o) = (idx / bo, idx % bo);
-            let (s0, s1) = sum.split_at_mut(rn);
-            for (i, ct) in (first..).zip(cts) {
-                if i / bi == g {
-                    let b = i % bi;
-                    let w = &m.blocks[(b * bo + o) * rn..(b * bo + o + 1) * rn];
-                    let (c0, c1) = ct.components();
-                    plan.mul_add(s0, c0.row(0), w);
-                    plan.mul_add(s1, c1.row(0), w);
-                }
-            }
-        });
-    }
-
-    /// The sums' ciphertexts, packed and switched as [`apply`] finishes.
-    pub(crate) fn finish(
-        self,
-        params: &Arc<Parameters>,
-        layout: &CoeffLayout,
-        n: usize,
-        shape: MatrixShape,
-        gks: Option<&Arc<GaloisKeys>>,
-    ) -> Result<Vec<SwitchedCt>> {
-        let rn = params.n();
-        let blocks = self
-            .sums
-            .into_par_iter()
-            .map(|mut sum| {
-                let c1 = sum.split_off(rn);
-                Ciphertext::from_components(
-                    Poly::from_raw(sum, rn, 1, 0),
-                    Poly::from_raw(c1, rn, 1, 0),
-                    Scale(1.0),
-                    Encoding::Coefficients,
-                )
-            })
-            .collect();
-        pack_and_switch(params, layout, blocks, n, shape, gks)
-    }
+    chunks
 }
 
 /// Switches every downloaded ciphertext to `2^down_bits`, keeping `c0` only where the
@@ -758,22 +688,36 @@ fn switch_all(
     shape: MatrixShape,
 ) -> Result<Vec<SwitchedCt>> {
     let down = download_modulus(layout.down_bits)?;
-    let ring = params.ring();
-    let q = ring_prime(params);
     let plan = layout.output_plan(n, shape.d_out);
     blocks
         .into_par_iter()
         .zip(plan)
         .map(|(ct, cells)| {
             let (c0, c1) = ct.into_components();
-            let (c0, c1) = (c0.into_coeff(ring), c1.into_coeff(ring));
-            let used: Vec<u64> = cells.iter().map(|&(_, pos)| c0.row(0)[pos]).collect();
             Ok(SwitchedCt {
-                c0: down.switch(&q, &used),
-                c1: down.switch(&q, c1.row(0)),
+                c0: switch_used(params, down, c0, &cells),
+                c1: switch_whole(params, down, c1),
             })
         })
         .collect()
+}
+
+/// The coefficients of `c0` (NTT form, one prime) at the positions `cells` reads,
+/// switched to `down`.
+pub(crate) fn switch_used(
+    params: &Parameters,
+    down: Pow2Modulus,
+    c0: Poly<Ntt>,
+    cells: &[(usize, usize)],
+) -> Vec<u64> {
+    let c0 = c0.into_coeff(params.ring());
+    let used: Vec<u64> = cells.iter().map(|&(_, pos)| c0.row(0)[pos]).collect();
+    down.switch(&ring_prime(params), &used)
+}
+
+/// Every coefficient of `c1` (NTT form, one prime) switched to `down`.
+pub(crate) fn switch_whole(params: &Parameters, down: Pow2Modulus, c1: Poly<Ntt>) -> Vec<u64> {
+    down.switch(&ring_prime(params), c1.into_coeff(params.ring()).row(0))
 }
 
 /// Server side with hoisted merge levels ([`crate::hoist`]): per token group, the

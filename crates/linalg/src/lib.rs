@@ -70,6 +70,7 @@ mod matrix;
 mod message;
 mod modswitch;
 mod server;
+mod streamed;
 
 pub use choice::choose_method;
 pub use client::{Client, TokenScales, OUTPUT_BOUND_SLACK};

@@ -1,12 +1,17 @@
 //! What crosses the wire: the client's encrypted input and the server's encrypted output,
 //! and their binary format.
 //!
-//! Both messages open with magic `b"SLLA"`, a version byte, a kind byte (1 input,
-//! 2 output), the 8-byte parameter fingerprint, the method byte, `d_in`, `d_out`, the
-//! three-number tiling tag, the token count and the ciphertext count (u32 LE each).
-//! - An input then holds, per ciphertext, a u32 length and the engine's serialization
-//!   (seed-compressed: `c0` bit-packed at the prime's width, or rounded to fewer bits
-//!   where the layout has precision to spare, plus the 32-byte seed of `c1`).
+//! Both messages open with magic `b"SLLA"`, a version byte (2 for an input, whose seed
+//! table came with it; 1 otherwise), a kind byte (1 input, 2 output), the 8-byte
+//! parameter fingerprint, the method byte, `d_in`, `d_out`, the three-number tiling tag,
+//! the token count and the ciphertext count (u32 LE each).
+//! - An input then holds the seed table: a u32 count (0, or the ciphertext count when
+//!   every ciphertext is fresh with a ChaCha8 seed) and that many 32-byte seeds of `c1`,
+//!   ahead of any `c0`, so that a server can compute everything `c1` feeds while the
+//!   `c0`s upload ([`crate::Server::stream`]). Then, per ciphertext, a u32 length and the
+//!   engine's serialization (seed-compressed: `c0` bit-packed at the prime's width, or
+//!   rounded to fewer bits where the layout has precision to spare, plus the 32-byte
+//!   seed of `c1`, which must equal its entry in the table).
 //! - An output holds `down_bits` (u8), then per ciphertext the lengths of `c0` and `c1`
 //!   (u32 each) and their residues mod `2^down_bits`, bit-packed LSB first.
 //!
@@ -21,6 +26,7 @@
 
 use std::sync::Arc;
 
+use selene_ckks::ring::sampler::Expansion;
 use selene_ckks::scheme::serialize::max_drop_bits;
 use selene_ckks::{Ciphertext, Parameters};
 use selene_codec::{packed_len, Reader, Writer};
@@ -34,7 +40,19 @@ use crate::tiling::Tiling;
 use crate::{MatrixShape, Method};
 
 const MAGIC: [u8; 4] = *b"SLLA";
+/// Version of outputs and layouts.
 const VERSION: u8 = 1;
+/// Version of inputs: 2 since the seed table.
+const INPUT_VERSION: u8 = 2;
+
+/// The version a message of `kind` travels under.
+fn version(kind: u8) -> u8 {
+    if kind == KIND_INPUT {
+        INPUT_VERSION
+    } else {
+        VERSION
+    }
+}
 const KIND_INPUT: u8 = 1;
 const KIND_OUTPUT: u8 = 2;
 const KIND_LAYOUT: u8 = 3;
@@ -73,7 +91,7 @@ fn put_u32(w: &mut Writer, v: usize) {
 }
 
 fn put_header(w: &mut Writer, kind: u8, h: &Header, count: usize) {
-    w.header(&MAGIC, VERSION);
+    w.header(&MAGIC, version(kind));
     w.u8(kind);
     w.raw(&h.fingerprint);
     w.u8(match h.method {
@@ -96,7 +114,7 @@ fn put_header(w: &mut Writer, kind: u8, h: &Header, count: usize) {
 /// Reads the header up to `n`; the ciphertext count that follows is read by the caller,
 /// which knows the size of its items.
 fn read_header(r: &mut Reader<'_>, kind: u8, params: &Parameters) -> Result<Header> {
-    r.header(&MAGIC, VERSION..=VERSION)?;
+    r.header(&MAGIC, version(kind)..=version(kind))?;
     let at = r.offset();
     if r.u8("kind")? != kind {
         return Err(Error::Malformed {
@@ -176,6 +194,11 @@ impl EncryptedInput {
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
         let mut w = Writer::new();
         put_header(&mut w, KIND_INPUT, &self.header, self.cts.len());
+        let seeds = seed_table(&self.cts);
+        put_u32(&mut w, seeds.len());
+        for seed in &seeds {
+            w.raw(seed);
+        }
         for ct in &self.cts {
             // Only a fresh one-prime ciphertext rounds; anything else ships whole. A parsed
             // message (0) re-encodes each ciphertext as it arrived.
@@ -209,10 +232,14 @@ impl EncryptedInput {
         // anything is reserved (reserving by a 4-byte floor let a frame ask for 36x its
         // size in `Ciphertext` slots).
         let count = rd.count_u32("ciphertext count", usize::MAX, min_input_ct_bytes(params))?;
+        let seeds = read_seed_table(&mut rd, count)?;
         let mut cts = Vec::with_capacity(count);
-        for _ in 0..count {
+        for i in 0..count {
+            let at = rd.offset();
             let ct = rd.bytes_u32("ciphertext", usize::MAX)?;
-            cts.push(Ciphertext::decode(ct, params)?);
+            let ct = Ciphertext::decode(ct, params)?;
+            check_seed(&ct, &seeds, i, at)?;
+            cts.push(ct);
         }
         rd.expect_end()?;
         Ok(Self {
@@ -223,19 +250,66 @@ impl EncryptedInput {
     }
 }
 
-/// Bytes of an input's header and ciphertext count: magic, version, kind, fingerprint,
-/// method, six u32 fields and the count.
-const INPUT_HEAD_BYTES: usize = 4 + 1 + 1 + 8 + 1 + 6 * 4 + 4;
+/// Bytes of an input's header, ciphertext count and seed count: magic, version, kind,
+/// fingerprint, method, six u32 fields and the two counts.
+const INPUT_HEAD_BYTES: usize = 4 + 1 + 1 + 8 + 1 + 6 * 4 + 4 + 4;
 
-/// An encrypted input read as its bytes arrive ([`crate::Server::stream`]): the header
-/// and ciphertext count once they are in, then each ciphertext once all of it is. Every
-/// length is checked against the input's announced size, as [`EncryptedInput::from_bytes`]
-/// checks it against the bytes.
+/// The seeds of `cts`' `c1` when every one is fresh from secret-key encryption with a
+/// ChaCha8 seed at level 0 (what the table promises a reader); empty otherwise.
+fn seed_table(cts: &[Ciphertext]) -> Vec<[u8; 32]> {
+    cts.iter()
+        .map(|ct| {
+            ct.seed()
+                .filter(|s| s.expansion == Expansion::ChaCha8 && ct.level() == 0)
+                .map(|s| s.bytes)
+        })
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
+/// Reads the seed table of an input of `count` ciphertexts: its count must be 0 or
+/// `count`.
+fn read_seed_table(rd: &mut Reader<'_>, count: usize) -> Result<Vec<[u8; 32]>> {
+    let at = rd.offset();
+    let seeds = rd.u32("seed count")? as usize;
+    if seeds != 0 && seeds != count {
+        return Err(Error::Malformed {
+            what: "seed count",
+            offset: at,
+        });
+    }
+    (0..seeds).map(|_| Ok(rd.array("seed")?)).collect()
+}
+
+/// Errors unless ciphertext `i` (at `offset`) is what `seeds` promised: fresh at level 0
+/// with a ChaCha8 seed equal to entry `i` (nothing to check without a table).
+fn check_seed(ct: &Ciphertext, seeds: &[[u8; 32]], i: usize, offset: usize) -> Result<()> {
+    let Some(want) = seeds.get(i) else {
+        return Ok(());
+    };
+    let same = ct
+        .seed()
+        .is_some_and(|s| s.expansion == Expansion::ChaCha8 && &s.bytes == want);
+    if !same || ct.level() != 0 {
+        return Err(Error::Malformed {
+            what: "a ciphertext other than its seed table entry",
+            offset,
+        });
+    }
+    Ok(())
+}
+
+/// An encrypted input read as its bytes arrive ([`crate::Server::stream`]): the header,
+/// ciphertext count and seed table once they are in, then each ciphertext once all of it
+/// is. Every length is checked against the input's announced size, as
+/// [`EncryptedInput::from_bytes`] checks it against the bytes.
 #[derive(Debug)]
 pub(crate) struct InputReader {
     pub(crate) header: Header,
     /// Ciphertexts the input holds.
     pub(crate) count: usize,
+    /// The seeds of their `c1` (empty when the input has no table).
+    pub(crate) seeds: Vec<[u8; 32]>,
     /// Ciphertexts read so far.
     pub(crate) read: usize,
     /// The input's size in bytes.
@@ -245,29 +319,45 @@ pub(crate) struct InputReader {
 }
 
 impl InputReader {
-    /// Reads the header and the ciphertext count from `prefix`, the first bytes of an
-    /// input of `total` bytes; `Ok(None)` while they have not all arrived.
+    /// Reads the header, the ciphertext count and the seed table from `prefix`, the
+    /// first bytes of an input of `total` bytes; `Ok(None)` while they have not all
+    /// arrived.
     ///
     /// # Errors
-    /// As [`EncryptedInput::from_bytes`] for the header, or a count the `total` bytes
-    /// cannot hold.
+    /// As [`EncryptedInput::from_bytes`] for the header and the table, or a count the
+    /// `total` bytes cannot hold.
     pub(crate) fn start(prefix: &[u8], total: usize, params: &Parameters) -> Result<Option<Self>> {
-        if prefix.len() < INPUT_HEAD_BYTES.min(total) {
+        let prefix = &prefix[..prefix.len().min(total)];
+        let whole = prefix.len() == total;
+        if prefix.len() < INPUT_HEAD_BYTES && !whole {
             return Ok(None);
         }
-        let mut rd = Reader::new(&prefix[..prefix.len().min(total)]);
+        let mut rd = Reader::new(prefix);
         let header = read_header(&mut rd, KIND_INPUT, params)?;
         let at = rd.offset();
         let count = rd.u32("ciphertext count")? as usize;
+        // Each ciphertext takes its table entry, if any, on top of its own bytes.
         if count.saturating_mul(min_input_ct_bytes(params)) > total - rd.offset() {
             return Err(Error::Malformed {
                 what: "ciphertext count",
                 offset: at,
             });
         }
+        let (seeds_at, listed) = (rd.offset(), rd.clone().u32("seed count")? as usize);
+        if listed != 0 && listed != count {
+            return Err(Error::Malformed {
+                what: "seed count",
+                offset: seeds_at,
+            });
+        }
+        if prefix.len() < (seeds_at + 4 + 32 * listed).min(total) && !whole {
+            return Ok(None);
+        }
+        let seeds = read_seed_table(&mut rd, count)?;
         Ok(Some(Self {
             header,
             count,
+            seeds,
             read: 0,
             total,
             at: rd.offset(),
@@ -298,7 +388,9 @@ impl InputReader {
             let Some(body) = prefix.get(self.at + 4..self.at + 4 + len) else {
                 break;
             };
-            cts.push(Ciphertext::decode(body, params)?);
+            let ct = Ciphertext::decode(body, params)?;
+            check_seed(&ct, &self.seeds, self.read, self.at)?;
+            cts.push(ct);
             self.at += 4 + len;
             self.read += 1;
         }

@@ -8,6 +8,7 @@ use crate::client::{check_count, check_len};
 use crate::error::{Error, Result};
 use crate::matrix::{Encoded, LayoutKind, PreparedMatrix};
 use crate::message::{EncryptedInput, EncryptedOutput, InputReader};
+use crate::streamed::Accumulation;
 use crate::{coeff, slots};
 
 /// The weight holder's side: parameters and, for the slot method, the client's Galois
@@ -77,19 +78,26 @@ impl Server {
 }
 
 /// A coefficient product taken while its input arrives ([`Server::stream`]): the bytes
-/// so far, and the input ciphertexts whole among them multiplied in; the rest, the
-/// packing and the switch wait for [`Server::finish`].
+/// so far; once the input's seed table is in, the `c1` half with every key switch of
+/// the packing; and the `c0` of the input ciphertexts whole among the bytes multiplied
+/// in. The rest of the `c0`s and the packing's linear steps on them wait for
+/// [`Server::finish`] (see `crate::streamed`).
 #[derive(Debug)]
 pub struct StreamedProduct {
     /// The input's announced size.
     total: usize,
     /// Its bytes so far.
     bytes: Vec<u8>,
-    /// Set once the header and count are in, with the sums.
-    started: Option<(InputReader, coeff::Accumulation)>,
+    /// Set once the header, count and seed table are in, with the sums.
+    started: Option<(InputReader, Accumulation)>,
 }
 
 impl StreamedProduct {
+    /// Whether the header and seed table are in, and the `c1` half computed.
+    pub fn started(&self) -> bool {
+        self.started.is_some()
+    }
+
     /// Input ciphertexts multiplied in so far.
     pub fn absorbed(&self) -> usize {
         self.started.as_ref().map_or(0, |(r, _)| r.read)
@@ -101,7 +109,7 @@ impl Server {
     /// [`EncryptedInput::to_bytes`]) whose bytes will come in pieces ([`Server::feed`]),
     /// so that a transport can overlap the product with its upload; `None` for a product
     /// that does not stream: the slot method, or merge levels folded into the weights
-    /// (their images are computed per input by key switches).
+    /// (their images are computed per input by key switches of whole ciphertexts).
     ///
     /// # Errors
     /// Parameters other than `m`'s.
@@ -115,14 +123,17 @@ impl Server {
         }))
     }
 
-    /// Takes the input's next `bytes` and multiplies in every input ciphertext they
-    /// complete: the header and count are checked against `m` as [`Server::apply`] checks
-    /// them once they are in.
+    /// Takes the input's next `bytes`. Once the header, count and seed table are in (checked
+    /// against `m` as [`Server::apply`] checks them), computes the `c1` half of the
+    /// product, every key switch of its packing included (this call then takes as long as
+    /// those); then multiplies in the `c0` of every input ciphertext the bytes complete.
     ///
     /// # Errors
     /// More bytes than announced, malformed bytes, an input that does not fit `m`,
-    /// ciphertexts of the wrong size or encoding, or [`Error::NotStreamable`] for an input
-    /// of several token groups (their sums would all be held at once).
+    /// ciphertexts of the wrong size or encoding or other than their seed table entry, a
+    /// packed layout without Galois keys, or [`Error::NotStreamable`] for an input of
+    /// several token groups (their sums would all be held at once) or without a seed
+    /// table.
     pub fn feed(&self, m: &PreparedMatrix, s: &mut StreamedProduct, bytes: &[u8]) -> Result<()> {
         let (LayoutKind::Coefficients(l), Encoded::Coefficients(w)) = (&m.layout.kind, &m.encoded)
         else {
@@ -152,10 +163,14 @@ impl Server {
                     reason: "an input of several token groups",
                 });
             }
-            let acc = coeff::Accumulation::new(&self.params, l, n, shape).ok_or(
-                Error::NotStreamable {
-                    reason: "merge levels folded into the weights",
-                },
+            let acc = Accumulation::new(
+                &self.params,
+                w,
+                l,
+                &reader.seeds,
+                n,
+                shape,
+                self.gks.as_ref(),
             )?;
             s.started = Some((reader, acc));
         }
@@ -201,7 +216,7 @@ impl Server {
         };
         reader.check_end()?;
         let header = reader.header;
-        let cts = acc.finish(&self.params, l, header.n, m.layout.shape, self.gks.as_ref())?;
+        let cts = acc.finish(&self.params, l, header.n, m.layout.shape)?;
         Ok(EncryptedOutput {
             header,
             down_bits: l.down_bits,

@@ -47,6 +47,11 @@ fn streamed(m: &PreparedMatrix, server: &Server, bytes: &[u8], cuts: &[usize]) -
     server.finish(m, s, bytes).unwrap().to_bytes()
 }
 
+/// Bytes of an input's header, counts and seed table with `cts` ciphertexts.
+fn head(cts: usize) -> usize {
+    47 + 32 * cts
+}
+
 /// A stream fed the first `cut` bytes.
 fn fed(m: &PreparedMatrix, server: &Server, bytes: &[u8], cut: usize) -> StreamedProduct {
     let mut s = server.stream(m, bytes.len()).unwrap().unwrap();
@@ -63,18 +68,16 @@ fn a_streamed_product_is_the_applied_one_wherever_the_input_is_cut() {
         .apply(&m, &EncryptedInput::from_bytes(&bytes, &params).unwrap())
         .unwrap()
         .to_bytes();
-    let ct = (bytes.len() - 43) / 5;
+    let h = head(5);
+    let ct = (bytes.len() - h) / 5;
     let cut_sets: Vec<Vec<usize>> = vec![
         vec![],
         vec![10],
-        vec![43],
-        vec![43 + ct + 4],
-        vec![
-            43 + ct + 3,
-            43 + 2 * ct + 8,
-            43 + 2 * ct + 9,
-            bytes.len() - 1,
-        ],
+        vec![43, 47, 100],
+        vec![h - 1],
+        vec![h],
+        vec![h + ct + 4],
+        vec![h + ct + 3, h + 2 * ct + 8, h + 2 * ct + 9, bytes.len() - 1],
         (1..bytes.len()).step_by(7919).collect(),
         vec![bytes.len()],
     ];
@@ -85,9 +88,53 @@ fn a_streamed_product_is_the_applied_one_wherever_the_input_is_cut() {
             "cut at {cuts:?}"
         );
     }
-    // Every ciphertext is multiplied in once it is whole, and not before.
-    assert_eq!(fed(&m, &server, &bytes, 43 + 2 * ct + 7).absorbed(), 2);
+    // The `c1` half is computed once the seed table is in, and every ciphertext's `c0`
+    // multiplied in once it is whole, not before.
+    assert!(!fed(&m, &server, &bytes, h - 1).started());
+    let s = fed(&m, &server, &bytes, h);
+    assert!(s.started() && s.absorbed() == 0);
+    assert_eq!(fed(&m, &server, &bytes, h + 2 * ct + 7).absorbed(), 2);
     assert_eq!(fed(&m, &server, &bytes, 42).absorbed(), 0);
+}
+
+/// The input with its seed table emptied: still a valid input, with the same product.
+fn without_table(bytes: &[u8], cts: usize) -> Vec<u8> {
+    let mut out = bytes[..43].to_vec();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&bytes[head(cts)..]);
+    out
+}
+
+#[test]
+fn a_seed_table_must_match_its_ciphertexts_and_only_a_table_streams() {
+    let (m, server, bytes) = setup(300, 700, 64);
+    let params = LinalgPreset::Coeff12WidePack.build().unwrap();
+    let whole = server
+        .apply(&m, &EncryptedInput::from_bytes(&bytes, &params).unwrap())
+        .unwrap()
+        .to_bytes();
+    // A table entry other than its ciphertext's seed: refused whole and streamed.
+    let mut wrong = bytes.clone();
+    wrong[47 + 32 * 3] ^= 1;
+    assert!(EncryptedInput::from_bytes(&wrong, &params).is_err());
+    let mut s = server.stream(&m, wrong.len()).unwrap().unwrap();
+    assert!(server.feed(&m, &mut s, &wrong).is_err());
+    // A table of another length than the count.
+    let mut short = bytes[..43].to_vec();
+    short.extend_from_slice(&4u32.to_le_bytes());
+    short.extend_from_slice(&bytes[47..]);
+    assert!(EncryptedInput::from_bytes(&short, &params).is_err());
+    let mut s = server.stream(&m, short.len()).unwrap().unwrap();
+    assert!(server.feed(&m, &mut s, &short[..48]).is_err());
+    // Without a table the input is valid, gives the same product, and does not stream.
+    let bare = without_table(&bytes, 5);
+    let input = EncryptedInput::from_bytes(&bare, &params).unwrap();
+    assert_eq!(server.apply(&m, &input).unwrap().to_bytes(), whole);
+    let mut s = server.stream(&m, bare.len()).unwrap().unwrap();
+    assert!(matches!(
+        server.feed(&m, &mut s, &bare),
+        Err(Error::NotStreamable { .. })
+    ));
 }
 
 #[test]

@@ -67,9 +67,10 @@ pub fn pack_galois_elements(log_n: u32, log_gap: u32, levels: u32) -> Vec<u64> {
 }
 
 /// A ciphertext inside the merge tree: `c0` lifted to `Q P` as `P c0` (see the module
-/// docs), `c1` over `Q`; both NTT form.
+/// docs; `None` while it is zero, as in [`Evaluator::pack_masks`] until a key switch adds
+/// to it), `c1` over `Q`; both NTT form.
 pub(super) struct Node {
-    pub(super) c0: Poly<Ntt>,
+    pub(super) c0: Option<Poly<Ntt>>,
     pub(super) c1: Poly<Ntt>,
 }
 
@@ -86,12 +87,17 @@ impl Node {
                 *o = m.mul_shoup(x, p, ps);
             }
         }
-        Self { c0: lifted, c1 }
+        Self {
+            c0: Some(lifted),
+            c1,
+        }
     }
 
     /// `2 self` (a merge without its odd input).
     fn double(mut self, ring: &RnsContext) -> Self {
-        double(ring, &mut self.c0);
+        if let Some(c0) = &mut self.c0 {
+            double(ring, c0);
+        }
         double(ring, &mut self.c1);
         self
     }
@@ -160,7 +166,9 @@ impl Evaluator {
             .collect();
         let root = self.tree(leaves, log_gap, level)?;
         let mut c0 = Poly::zero(params.ring(), level, false);
-        mod_down(params.ring(), &root.c0, params.inv_p(), &mut c0);
+        if let Some(root_c0) = &root.c0 {
+            mod_down(params.ring(), root_c0, params.inv_p(), &mut c0);
+        }
         Ok(Ciphertext::from_components(c0, root.c1, scale, encoding))
     }
 
@@ -271,7 +279,7 @@ fn merge(
     params: &Parameters,
     key: std::result::Result<&Arc<GaloisKey>, u64>,
     x: &Poly<Ntt>,
-    e: Option<Node>,
+    mut e: Option<Node>,
     o: Option<Node>,
     s: &mut MergeScratch,
 ) -> Result<Option<Node>> {
@@ -280,11 +288,25 @@ fn merge(
         return Ok(e.map(|e| e.double(ring)));
     };
     let key = key.map_err(|g| Error::MissingGaloisKey { galois_element: g })?;
-    mul_monomial(ring, &mut o.c0, x);
+    // A zero `c0` on both sides stays unwritten until the key switch's `k0`; a zero one
+    // beside another is made whole.
+    let level = o.c1.level();
+    if e.as_ref().is_some_and(|e| e.c0.is_some()) || o.c0.is_some() {
+        let zero = || Poly::zero(ring, level, true);
+        if let Some(e) = &mut e {
+            e.c0.get_or_insert_with(zero);
+        }
+        o.c0.get_or_insert_with(zero);
+    }
+    if let Some(c0) = &mut o.c0 {
+        mul_monomial(ring, c0, x);
+    }
     mul_monomial(ring, &mut o.c1, x);
     let (mut a, b) = match e {
         Some(mut e) => {
-            butterfly(ring, &mut e.c0, &mut o.c0);
+            if let (Some(e0), Some(o0)) = (&mut e.c0, &mut o.c0) {
+                butterfly(ring, e0, o0);
+            }
             butterfly(ring, &mut e.c1, &mut o.c1);
             (e, o)
         }
@@ -293,13 +315,14 @@ fn merge(
                 c0: o.c0.clone(),
                 c1: o.c1.clone(),
             };
-            o.c0.neg_assign(ring);
+            if let Some(c0) = &mut o.c0 {
+                c0.neg_assign(ring);
+            }
             o.c1.neg_assign(ring);
             (a, o)
         }
     };
     // tau(B) = (tau(B0) + ModDown(k0), ModDown(k1)); `c0` keeps `P tau(B0) + k0`.
-    let level = b.c1.level();
     decompose_into(params, &b.c1, &mut s.dec);
     let acc = s
         .acc
@@ -311,13 +334,11 @@ fn merge(
     }
     mod_down(ring, &acc[1], params.inv_p(), down);
     a.c1.add_assign(ring, down);
-    add_permuted(
-        ring,
-        &mut a.c0,
-        &b.c0,
-        key.auto.permutation(),
-        Some(&acc[0]),
-    );
+    match (&mut a.c0, &b.c0) {
+        (Some(a0), Some(b0)) => add_permuted(ring, a0, b0, key.auto.permutation(), Some(&acc[0])),
+        // Both zero: `A0 + tau(B0) = 0`.
+        _ => a.c0 = Some(acc[0].clone()),
+    }
     Ok(Some(a))
 }
 

@@ -43,6 +43,14 @@ pub struct PackedMasks {
     log_gap: u32,
 }
 
+impl PackedMasks {
+    /// The packed `c1`, NTT form over `Q_level`: what [`Evaluator::pack_bodies`] returns
+    /// as the packed ciphertext's `c1`.
+    pub fn c1(&self) -> &Poly<Ntt> {
+        &self.c1
+    }
+}
+
 impl Evaluator {
     /// The key-switching half of [`Evaluator::pack`] on the inputs' `c1` alone (`None`
     /// for an absent input), all at one level: see the module docs. Uses the Galois keys
@@ -77,17 +85,14 @@ impl Evaluator {
             });
         }
         let leaves = c1s
-            .into_par_iter()
-            .map(|c1| {
-                c1.map(|c1| Node {
-                    c0: Poly::zero(ring, level, true),
-                    c1,
-                })
-            })
+            .into_iter()
+            .map(|c1| c1.map(|c1| Node { c0: None, c1 }))
             .collect();
         let root = self.tree(leaves, log_gap, level)?;
         let mut k0 = Poly::zero(ring, level, false);
-        mod_down(ring, &root.c0, params.inv_p(), &mut k0);
+        if let Some(root_c0) = &root.c0 {
+            mod_down(ring, root_c0, params.inv_p(), &mut k0);
+        }
         Ok(PackedMasks {
             c1: root.c1,
             k0,
