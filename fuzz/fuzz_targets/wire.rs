@@ -3,8 +3,8 @@
 //! or fail with an error, never a panic; what decodes re-encodes through `wire::encode`.
 //! `wire::ready_products` (the server's reading of a frame's first bytes as they arrive)
 //! never panics on any prefix either, and where the whole frame decodes as `Products`, it
-//! finds that frame's items, each at its end; `wire::arriving_product` (the last item
-//! while it arrives) finds that frame's last item, with its whole range, or nothing.
+//! finds that frame's items, each at its end; `wire::arriving_product` (the item whose
+//! bytes arrive) finds the item after the ready ones, with its whole range, or nothing.
 //! Every field but `Hello`'s policy is canonical, so any other frame re-encodes to the
 //! input bytes; a `Hello` carries the policy as TOML, which `encode` writes in its own
 //! form, so there the first re-encoding is the fixed point. First byte: the frame cap
@@ -60,16 +60,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         if let Some(a) = arriving {
             assert!(cut < bytes.len(), "a whole frame has no arriving item");
-            let last = items
-                .last()
-                .expect("an arriving item in a frame without items");
-            assert_eq!(
-                a.index + 1,
-                items.len(),
-                "the arriving item is not the last"
-            );
-            assert_eq!((a.layer, a.product), (last.layer, last.product));
-            assert_eq!(&bytes[a.ciphertext.clone()], &last.ciphertext[..]);
+            assert_eq!(a.index, ready.len(), "the arriving item is not the next");
+            let it = items
+                .get(a.index)
+                .expect("an arriving item past the frame's items");
+            assert_eq!((a.layer, a.product), (it.layer, it.product));
+            assert_eq!(&bytes[a.ciphertext.clone()], &it.ciphertext[..]);
         }
     }
     let Ok(frame) = decoded else {

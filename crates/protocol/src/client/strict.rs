@@ -839,9 +839,11 @@ impl<T: Transport> StrictLinear<'_, T> {
         let t = Instant::now();
         let mut items = Vec::with_capacity(2);
         let mut scales = Vec::with_capacity(2);
+        // The stacked product first: a streaming server starts its key switches, the
+        // most, as the frame begins (`crate::Prefetch`).
         for (product, layout, x) in [
-            (Product::Stage(inner_stage), &inner_l, inner_x),
             (Product::Fused(pair), &fused_l, &stacked[..]),
+            (Product::Stage(inner_stage), &inner_l, inner_x),
         ] {
             let (input, s) = self.client.encode_encrypt(x, n, layout)?;
             let ciphertext = input.to_bytes(self.client.params());
@@ -861,11 +863,11 @@ impl<T: Transport> StrictLinear<'_, T> {
         let sigmas = match &self.flooding {
             None => [None, None],
             Some(f) => [
+                f.fused_sigmas.get(at).copied(),
                 f.sigmas
                     .get(layer)
                     .and_then(|s| s.get(stage_index(inner_stage).ok()?))
                     .copied(),
-                f.fused_sigmas.get(at).copied(),
             ]
             .map(|s| {
                 s.ok_or(Error::LayerOutOfRange {
@@ -880,7 +882,7 @@ impl<T: Transport> StrictLinear<'_, T> {
         for (((answer, s), (layout, stage)), sigma) in answers
             .iter()
             .zip(&scales)
-            .zip([(&inner_l, inner_stage), (&fused_l, outer_stage)])
+            .zip([(&fused_l, outer_stage), (&inner_l, inner_stage)])
             .zip(sigmas)
         {
             self.stats.bytes_down += answer.len();
@@ -904,7 +906,7 @@ impl<T: Transport> StrictLinear<'_, T> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let [y_inner, y_outer]: [Vec<f64>; 2] = ys.try_into().map_err(|_| Error::Fused {
+        let [y_outer, y_inner]: [Vec<f64>; 2] = ys.try_into().map_err(|_| Error::Fused {
             why: "an answer is missing",
         })?;
         for (o, v) in inner_out.iter_mut().zip(&y_inner) {

@@ -719,12 +719,13 @@ pub fn ready_products(prefix: &[u8], limits: &Limits) -> Vec<ReadyProduct> {
     ready
 }
 
-/// The last item of a `Products` frame while its bytes arrive: `prefix` holds the
-/// frame's first bytes (length prefix included) and every earlier item whole, and the
-/// item's ciphertext begins in `prefix` and runs to the frame's end, past `prefix`
-/// (`ciphertext` is its whole range). `None` otherwise, for any other kind, and from the
-/// first field [`decode`] would refuse. A server streams this item's product
-/// ([`crate::Prefetch::stream`]); the others are left to [`ready_products`].
+/// The item of a `Products` frame whose bytes are arriving: `prefix` holds the frame's
+/// first bytes (length prefix included) and every earlier item whole, and the item's
+/// ciphertext begins in `prefix` and ends past it, inside the frame (`ciphertext` is its
+/// whole range). `None` otherwise, for any other kind, and from the first field
+/// [`decode`] would refuse. A server streams this item's product
+/// ([`crate::Prefetch::stream`]) until its bytes are whole; items that arrive whole in
+/// one read are left to [`ready_products`].
 pub fn arriving_product(prefix: &[u8], limits: &Limits) -> Option<ReadyProduct> {
     let mut rd = Reader::new(prefix);
     let n = products_count(&mut rd, limits)?;
@@ -736,8 +737,7 @@ pub fn arriving_product(prefix: &[u8], limits: &Limits) -> Option<ReadyProduct> 
         let len = head.u32("ciphertext length").ok()? as usize;
         let start = head.offset();
         if start + len > prefix.len() {
-            let last = index + 1 == n && start + len == frame_end;
-            return last.then_some(ReadyProduct {
+            return (start + len <= frame_end).then_some(ReadyProduct {
                 index,
                 layer,
                 product,

@@ -285,20 +285,17 @@ proptest! {
                 + items.get(ready.len()).map_or(0, |it| it.ciphertext.len());
             prop_assert!(ready.len() == items.len() || next_end > cut, "{} of {} at {cut}", ready.len(), items.len());
             prop_assert_eq!(ready.iter().map(|r| r.index).collect::<Vec<_>>(), (0..ready.len()).collect::<Vec<_>>());
-            // The last item while it arrives: found exactly when every earlier item is
+            // The item whose bytes arrive: found exactly when every earlier item is
             // whole and its own header is in but not all its bytes.
             let arriving = arriving_product(&f[..cut], &limits());
-            let last = items.len().checked_sub(1);
-            let expect = last.filter(|&l| {
-                ready.len() == l && {
-                    let start = f.len() - items[l].ciphertext.len();
-                    start <= cut && cut < f.len()
-                }
-            });
-            prop_assert_eq!(arriving.as_ref().map(|a| a.index), expect);
-            if let (Some(a), Some(l)) = (arriving, last) {
-                prop_assert_eq!((a.layer, a.product), (items[l].layer, items[l].product));
-                prop_assert_eq!(a.ciphertext, f.len() - items[l].ciphertext.len()..f.len());
+            let next = ready.len();
+            let start = ready.last().map_or(HEADER_BYTES + 4, |r| r.ciphertext.end) + 9;
+            let range = items.get(next).map(|it| start..start + it.ciphertext.len());
+            let expect = range.clone().filter(|r| r.start <= cut && cut < r.end);
+            prop_assert_eq!(arriving.as_ref().map(|a| a.ciphertext.clone()), expect.clone());
+            if let Some(a) = arriving {
+                prop_assert_eq!(a.index, next);
+                prop_assert_eq!((a.layer, a.product), (items[next].layer, items[next].product));
             }
         }
     }

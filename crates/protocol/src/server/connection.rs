@@ -140,14 +140,14 @@ impl Connection {
             bytes,
             EarlyWork {
                 prefetched,
-                streamed: None,
+                streamed: Vec::new(),
             },
         )
     }
 
-    /// Like [`Connection::handle_prefetched`], with the frame's last product streamed as
-    /// well ([`Prefetch::stream`]): it is finished only for an item of the same index,
-    /// layer and product whose bytes begin with those the stream took.
+    /// Like [`Connection::handle_prefetched`], with products streamed as well
+    /// ([`Prefetch::stream`]): each is finished only for an item of the same index, layer
+    /// and product whose bytes begin with those its stream took.
     pub fn handle_early(&mut self, bytes: &[u8], early: EarlyWork) -> Reply {
         self.server
             .bytes_in

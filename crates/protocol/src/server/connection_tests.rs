@@ -593,7 +593,7 @@ fn a_streamed_product_answers_only_the_input_it_began_on() {
 
     use crate::codec::stage::Product;
     use crate::codec::wire::{ProductRequest, ReadyProduct};
-    use crate::server::prefetch::EarlyWork;
+    use crate::server::prefetch::{EarlyItem, EarlyWork};
     use selene_model::FusedPair;
 
     let (w, m) = shared();
@@ -619,7 +619,8 @@ fn a_streamed_product_answers_only_the_input_it_began_on() {
         ciphertext: 0..input.len(),
     };
     // Streams `bytes` in four pieces 20 ms apart (a link of a few MB/s), the last one
-    // left to the connection; all at once, the stream gives up (a fast link).
+    // left to the connection; all at once (a fast link), the stream takes what came with
+    // the seed table and leaves the rest to the connection.
     let stream_at = |it: &ReadyProduct, bytes: &[u8], pause: u64| {
         let (tx, rx) = channel();
         std::thread::scope(|scope| {
@@ -632,18 +633,39 @@ fn a_streamed_product_answers_only_the_input_it_began_on() {
                 }
                 drop(tx);
             });
-            prefetch.stream(it, &rx)
+            match prefetch.stream(it, &rx) {
+                Some(EarlyItem::Streamed(s)) => Some(s),
+                _ => None,
+            }
         })
     };
     let stream = |it: &ReadyProduct, bytes: &[u8]| stream_at(it, bytes, 20);
-    assert!(
-        stream_at(&item(0, 0), &input, 0).is_none(),
-        "too fast to stream"
-    );
+    let fast = stream_at(&item(0, 0), &input, 0).unwrap();
     let st = stream(&item(0, 0), &input).unwrap();
-    assert!(st.absorbed() > 0, "whole ciphertexts were multiplied in");
+    assert!(
+        st.absorbed() > fast.absorbed(),
+        "whole ciphertexts were multiplied in as they came: {} against {}",
+        st.absorbed(),
+        fast.absorbed()
+    );
     // Layer 1 is not encrypted under this policy: nothing streams.
     assert!(stream(&item(0, 1), &input).is_none());
+    // Two token groups do not stream: the item is computed whole once it is in.
+    let x2: Vec<f32> = (0..4 * d).map(|i| (i as f32 * 0.23).cos()).collect();
+    let two = client.encode_encrypt(&x2, 2, &layout).unwrap().0.to_bytes(&params);
+    let it2 = ReadyProduct {
+        ciphertext: 0..two.len(),
+        ..item(0, 0)
+    };
+    let (tx, rx) = channel();
+    for piece in two.chunks(two.len() / 3 + 1) {
+        tx.send(piece.to_vec()).unwrap();
+    }
+    drop(tx);
+    let Some(EarlyItem::Whole(p)) = prefetch.stream(&it2, &rx) else {
+        panic!("two token groups were not computed whole");
+    };
+    assert_eq!((p.index, &p.input), (0, &two));
 
     let products = || Message::Products {
         items: vec![ProductRequest {
@@ -662,13 +684,17 @@ fn a_streamed_product_answers_only_the_input_it_began_on() {
         streamed,
     };
     // Begun on other bytes, or for another index: computed whole, the same reply.
-    let r = c.handle_early(&frame(3, products()), early(stream(&item(0, 0), &other)));
+    let streams = |it: &ReadyProduct, bytes: &[u8]| stream(it, bytes).into_iter().collect();
+    let r = c.handle_early(&frame(3, products()), early(streams(&item(0, 0), &other)));
     assert_eq!(answers(&r), computed);
-    let r = c.handle_early(&frame(4, products()), early(stream(&item(1, 0), &input)));
+    let r = c.handle_early(&frame(4, products()), early(streams(&item(1, 0), &input)));
     assert_eq!(answers(&r), computed);
     assert_eq!(s.counters().streamed, 0);
-    // The item it began on: finished from the stream, the same reply.
-    let r = c.handle_early(&frame(5, products()), early(Some(st)));
+    // The item it began on: finished from the stream, the same reply, however much of
+    // the input the stream took.
+    let r = c.handle_early(&frame(5, products()), early(vec![st]));
     assert_eq!(answers(&r), computed);
-    assert_eq!(s.counters().streamed, 1);
+    let r = c.handle_early(&frame(6, products()), early(vec![fast]));
+    assert_eq!(answers(&r), computed);
+    assert_eq!(s.counters().streamed, 2);
 }

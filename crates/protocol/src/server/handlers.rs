@@ -51,7 +51,7 @@ pub(super) fn product(
 /// Answers a `Products` request (a fused session's one round trip per fused pair): every
 /// item's layer must be encrypted, and the fused matrices need a fused session. An item
 /// that equals one of `early.prefetched` (computed while the frame uploaded) takes its
-/// answer; the item `early.streamed` began on is finished from it.
+/// answer; an item one of `early.streamed` began on is finished from it.
 pub(super) fn products(
     server: &SessionServer,
     s: &mut Session,
@@ -91,9 +91,9 @@ pub(super) fn products(
         }
     }
     let reused = done.iter().flatten().count() as u64;
-    // The streamed item, where nothing computed whole answers it.
+    // The streamed items, where nothing computed whole answers them.
     let mut streams: Vec<Option<StreamedProduct>> = items.iter().map(|_| None).collect();
-    if let Some(st) = early.streamed {
+    for st in early.streamed {
         let same = items
             .get(st.index)
             .is_some_and(|it| (it.layer, it.product) == (st.layer, st.product));

@@ -18,7 +18,7 @@ mod tail;
 mod token;
 
 pub use connection::{Connection, Reply};
-pub use prefetch::{EarlyWork, Prefetch, Prefetched, Streamed};
+pub use prefetch::{EarlyItem, EarlyWork, Prefetch, Prefetched, Streamed};
 pub use prefix::PublicPrefix;
 pub use prepared::{EncodedBytes, PreparedModel};
 pub use products::ModelServer;

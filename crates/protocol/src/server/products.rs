@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use selene_ckks::GaloisKeys;
-use selene_linalg::{EncryptedInput, Server, StreamedProduct};
+use selene_linalg::{EncryptedInput, PreparedMatrix, Server, StreamedProduct};
 use selene_model::LinearStage;
 
 use super::prepared::PreparedModel;
@@ -89,44 +89,52 @@ impl ModelServer {
         Ok(y.to_bytes())
     }
 
-    /// Starts a fused `product` of `layer` on an encrypted input of `total` bytes that
-    /// will come in pieces ([`Server::stream`]): `Ok(None)` for a stage's product (its
-    /// matrix depends on the input's tiling tag) or one that does not stream.
+    /// The matrix a streamed `product` of `layer` multiplies: a fused one, or a stage's
+    /// for one token group (a batched input's tag names another, and its stream is
+    /// refused when the header arrives; the connection then computes it whole).
+    fn streamed_matrix(&self, layer: usize, product: Product) -> Result<&PreparedMatrix> {
+        match product {
+            Product::Stage(stage) => self.model.matrix(layer, stage),
+            Product::Fused(pair) => self.model.fused_matrix(layer, pair),
+        }
+    }
+
+    /// Starts `product` of `layer` on an encrypted input of `total` bytes that will come
+    /// in pieces ([`Server::stream`]): `Ok(None)` for one that does not stream.
     ///
     /// # Errors
-    /// A fused matrix that is not prepared; as [`Server::stream`].
+    /// A matrix that is not prepared; as [`Server::stream`].
     pub fn stream(
         &self,
         layer: usize,
         product: Product,
         total: usize,
     ) -> Result<Option<StreamedProduct>> {
-        let Product::Fused(pair) = product else {
-            return Ok(None);
-        };
-        let m = self.model.fused_matrix(layer, pair)?;
+        let m = self.streamed_matrix(layer, product)?;
         Ok(self.server.stream(m, total)?)
     }
 
-    /// Takes the input's next `bytes` ([`Server::feed`]).
+    /// Takes the input's next `bytes` ([`Server::feed`]); the session's Galois `keys`
+    /// key-switch the packing's `c1` half once the input's seed table is in.
     ///
     /// # Errors
-    /// As [`ModelServer::stream`] and [`Server::feed`]; a stage's product.
+    /// As [`ModelServer::stream`] and [`Server::feed`].
     pub fn feed(
         &self,
         layer: usize,
         product: Product,
         s: &mut StreamedProduct,
         bytes: &[u8],
+        keys: Option<&Arc<GaloisKeys>>,
     ) -> Result<()> {
-        let Product::Fused(pair) = product else {
-            return Err(selene_linalg::Error::NotStreamable {
-                reason: "a stage's product",
-            }
-            .into());
-        };
-        let m = self.model.fused_matrix(layer, pair)?;
-        Ok(self.server.feed(m, s, bytes)?)
+        let m = self.streamed_matrix(layer, product)?;
+        match keys {
+            Some(k) => Server::new(self.model.params())
+                .with_galois_keys(k.clone())
+                .feed(m, s, bytes)?,
+            None => self.server.feed(m, s, bytes)?,
+        }
+        Ok(())
     }
 
     /// Finishes a streamed product with the whole `input` and returns the encrypted
@@ -143,10 +151,7 @@ impl ModelServer {
         input: &[u8],
         keys: Option<&Arc<GaloisKeys>>,
     ) -> Result<Vec<u8>> {
-        let Product::Fused(pair) = product else {
-            return self.handle_product(layer, product, input, keys);
-        };
-        let m = self.model.fused_matrix(layer, pair)?;
+        let m = self.streamed_matrix(layer, product)?;
         let y = match keys {
             Some(k) => Server::new(self.model.params())
                 .with_galois_keys(k.clone())

@@ -26,7 +26,7 @@ use super::identity::Identity;
 use crate::codec::wire::{self, ErrorCode, Frame, Message};
 use crate::error::Result;
 use crate::limits::Limits;
-use crate::server::{Connection, EarlyWork, Prefetch, Prefetched, SessionServer, Streamed};
+use crate::server::{Connection, EarlyItem, EarlyWork, Prefetch, Prefetched, SessionServer};
 
 /// A bound TLS listener in front of a [`SessionServer`].
 pub struct TlsServer {
@@ -112,8 +112,8 @@ impl TlsServer {
 /// Products of a frame started while the rest of it uploaded ([`Prefetch`]).
 type Pending = Vec<JoinHandle<Option<Prefetched>>>;
 
-/// A frame's last product multiplied in as it uploaded ([`Prefetch::stream`]).
-type Stream = Option<JoinHandle<Option<Streamed>>>;
+/// A frame's products computed as they uploaded ([`Prefetch::stream`]).
+type Stream = Vec<JoinHandle<Option<EarlyItem>>>;
 
 /// What reading the next frame gave.
 enum Next {
@@ -188,9 +188,12 @@ async fn read_body<R: AsyncRead + Unpin>(
     let mut frame = vec![0u8; 4 + len];
     frame[..4].copy_from_slice(&prefix);
     let mut pending = Pending::new();
-    // Where the last item's bytes not yet sent begin, the channel they go on, and its
-    // worker.
-    let mut stream: Option<(usize, std::sync::mpsc::Sender<Vec<u8>>, JoinHandle<_>)> = None;
+    let mut streams = Stream::new();
+    // The item streaming now: where its bytes not yet sent begin and end, the channel
+    // they go on, and its worker.
+    let mut current: Option<(usize, usize, std::sync::mpsc::Sender<Vec<u8>>)> = None;
+    // Items seen whole, and those streamed (left out of the prefetch).
+    let (mut seen, mut streamed) = (0, Vec::new());
     let read = async {
         let mut got = 4;
         while got < frame.len() {
@@ -207,30 +210,42 @@ async fn read_body<R: AsyncRead + Unpin>(
             if got == frame.len() {
                 continue;
             }
+            // The streaming item's bytes up to what arrived; once whole, its worker takes
+            // them and stops.
+            if let Some((sent, end, tx)) = &mut current {
+                let to = got.min(*end);
+                if to > *sent {
+                    // A worker that stopped (a product that does not stream) hung up.
+                    let _ = tx.send(frame[*sent..to].to_vec());
+                    *sent = to;
+                }
+                if to == *end {
+                    current = None;
+                }
+            }
             for item in wire::ready_products(&frame[..got], &cap)
                 .into_iter()
-                .skip(pending.len())
+                .skip(seen)
             {
+                seen += 1;
+                if streamed.contains(&item.index) {
+                    continue;
+                }
                 let (p, input) = (p.clone(), frame[item.ciphertext.clone()].to_vec());
                 pending.push(tokio::task::spawn_blocking(move || {
                     rayon::scope(|_| p.compute(&item, input))
                 }));
             }
-            if stream.is_none() {
+            if current.is_none() {
                 if let Some(item) = wire::arriving_product(&frame[..got], &cap) {
-                    if p.streams(&item) {
+                    if p.streams(&item) && !streamed.contains(&item.index) {
                         let (tx, rx) = std::sync::mpsc::channel();
-                        let start = item.ciphertext.start;
-                        let worker = tokio::task::spawn_blocking(move || p.stream(&item, &rx));
-                        stream = Some((start, tx, worker));
+                        let range = item.ciphertext.clone();
+                        let _ = tx.send(frame[range.start..got].to_vec());
+                        streamed.push(item.index);
+                        streams.push(tokio::task::spawn_blocking(move || p.stream(&item, &rx)));
+                        current = Some((got, range.end, tx));
                     }
-                }
-            }
-            if let Some((sent, tx, _)) = &mut stream {
-                if got > *sent {
-                    // A worker that stopped (a product that does not stream) hung up.
-                    let _ = tx.send(frame[*sent..got].to_vec());
-                    *sent = got;
                 }
             }
         }
@@ -240,7 +255,7 @@ async fn read_body<R: AsyncRead + Unpin>(
     // after `frame_timeout`; dropping the connection frees its session.
     match tokio::time::timeout(limits.frame_timeout, read).await {
         // Dropping the sender ends the stream's worker after what it has.
-        Ok(Ok(())) => Next::Frame(frame, pending, stream.map(|(_, _, worker)| worker)),
+        Ok(Ok(())) => Next::Frame(frame, pending, streams),
         _ => Next::End,
     }
 }
@@ -319,10 +334,14 @@ async fn answer<W: AsyncWrite + Unpin>(
         }
     }
     // Likewise a stream that stopped: the connection computes its product whole.
-    let streamed = match stream {
-        Some(worker) => worker.await.ok().flatten(),
-        None => None,
-    };
+    let mut streamed = Vec::with_capacity(stream.len());
+    for worker in stream {
+        match worker.await {
+            Ok(Some(EarlyItem::Streamed(s))) => streamed.push(s),
+            Ok(Some(EarlyItem::Whole(p))) => prefetched.push(p),
+            _ => {}
+        }
+    }
     let early = EarlyWork {
         prefetched,
         streamed,
