@@ -29,6 +29,13 @@ pub enum LayoutKind {
 }
 
 impl Layout {
+    /// Whether a server can compute this layout's product as its input arrives
+    /// ([`crate::Server::stream`]): the coefficient method without merge levels folded
+    /// into the weights (whose images are key switches of whole input ciphertexts).
+    pub fn streams(&self) -> bool {
+        matches!(&self.kind, LayoutKind::Coefficients(l) if l.hoist_levels == 0)
+    }
+
     /// The matrix shape.
     pub fn shape(&self) -> MatrixShape {
         self.shape

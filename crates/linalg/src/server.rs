@@ -115,8 +115,7 @@ impl Server {
     /// Parameters other than `m`'s.
     pub fn stream(&self, m: &PreparedMatrix, total: usize) -> Result<Option<StreamedProduct>> {
         m.layout.check_params(&self.params)?;
-        let streams = matches!(&m.layout.kind, LayoutKind::Coefficients(l) if l.hoist_levels == 0);
-        Ok(streams.then(|| StreamedProduct {
+        Ok(m.layout.streams().then(|| StreamedProduct {
             total,
             bytes: Vec::new(),
             started: None,

@@ -77,8 +77,8 @@ pub use limits::Limits;
 pub use policy::{Policy, PolicyGuard, ReleaseGuard, ReleaseRequest, Terms};
 pub use quality::{compare_logits, Flip, LogitComparison};
 pub use server::{
-    check_token_strength, new_token, Connection, Counters, EarlyItem, EarlyWork, EncodedBytes, ModelServer,
-    PlainTail, Prefetch, Prefetched, PreparedModel, PublicPrefix, SessionEvent, SessionServer,
-    Streamed, MIN_TOKEN_BYTES,
+    check_token_strength, new_token, Connection, Counters, EarlyItem, EarlyWork, EncodedBytes,
+    ModelServer, PlainTail, Prefetch, Prefetched, PreparedModel, PublicPrefix, SessionEvent,
+    SessionServer, Streamed, MIN_TOKEN_BYTES,
 };
 pub use transport::{net, InProcess, Transport};

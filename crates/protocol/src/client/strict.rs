@@ -839,12 +839,18 @@ impl<T: Transport> StrictLinear<'_, T> {
         let t = Instant::now();
         let mut items = Vec::with_capacity(2);
         let mut scales = Vec::with_capacity(2);
-        // The stacked product first: a streaming server starts its key switches, the
-        // most, as the frame begins (`crate::Prefetch`).
-        for (product, layout, x) in [
+        // The stacked product first where it streams: the server then starts its key
+        // switches, the most, as the frame begins (`crate::Prefetch`). Otherwise (strict
+        // mode's folded merge levels) the inner one, computed while the stacked uploads.
+        let stacked_first = fused_l.streams();
+        let mut order = [
             (Product::Fused(pair), &fused_l, &stacked[..]),
             (Product::Stage(inner_stage), &inner_l, inner_x),
-        ] {
+        ];
+        if !stacked_first {
+            order.reverse();
+        }
+        for (product, layout, x) in order {
             let (input, s) = self.client.encode_encrypt(x, n, layout)?;
             let ciphertext = input.to_bytes(self.client.params());
             self.stats.bytes_up += ciphertext.len();
@@ -860,7 +866,7 @@ impl<T: Transport> StrictLinear<'_, T> {
         let answers = self.session.products(items)?;
 
         // Under decryption flooding (selective mode), each product's own sigma.
-        let sigmas = match &self.flooding {
+        let mut sigmas = match &self.flooding {
             None => [None, None],
             Some(f) => [
                 f.fused_sigmas.get(at).copied(),
@@ -877,13 +883,15 @@ impl<T: Transport> StrictLinear<'_, T> {
             })
             .map(Some),
         };
+        let mut decoding = [(&fused_l, outer_stage), (&inner_l, inner_stage)];
+        if !stacked_first {
+            sigmas.reverse();
+            decoding.reverse();
+        }
         let t = Instant::now();
         let mut ys = Vec::with_capacity(2);
-        for (((answer, s), (layout, stage)), sigma) in answers
-            .iter()
-            .zip(&scales)
-            .zip([(&fused_l, outer_stage), (&inner_l, inner_stage)])
-            .zip(sigmas)
+        for (((answer, s), (layout, stage)), sigma) in
+            answers.iter().zip(&scales).zip(decoding).zip(sigmas)
         {
             self.stats.bytes_down += answer.len();
             let output = EncryptedOutput::from_bytes(answer, self.client.params())?;
@@ -905,6 +913,9 @@ impl<T: Transport> StrictLinear<'_, T> {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        if !stacked_first {
+            ys.reverse();
         }
         let [y_outer, y_inner]: [Vec<f64>; 2] = ys.try_into().map_err(|_| Error::Fused {
             why: "an answer is missing",

@@ -652,7 +652,11 @@ fn a_streamed_product_answers_only_the_input_it_began_on() {
     assert!(stream(&item(0, 1), &input).is_none());
     // Two token groups do not stream: the item is computed whole once it is in.
     let x2: Vec<f32> = (0..4 * d).map(|i| (i as f32 * 0.23).cos()).collect();
-    let two = client.encode_encrypt(&x2, 2, &layout).unwrap().0.to_bytes(&params);
+    let two = client
+        .encode_encrypt(&x2, 2, &layout)
+        .unwrap()
+        .0
+        .to_bytes(&params);
     let it2 = ReadyProduct {
         ciphertext: 0..two.len(),
         ..item(0, 0)

@@ -211,7 +211,7 @@ impl Prefetch {
             waiting.clear();
         }
         let Some(mut state) = state.filter(StreamedProduct::started) else {
-            return self.compute(item, copy).map(EarlyItem::Whole);
+            return rayon::scope(|_| self.compute(item, copy)).map(EarlyItem::Whole);
         };
         // The item is whole (or the frame over): what waited goes in now, while the rest
         // of the frame may still upload (over a fast link it all goes to `finish`, in
