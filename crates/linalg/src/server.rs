@@ -8,7 +8,7 @@ use crate::client::{check_count, check_len};
 use crate::error::{Error, Result};
 use crate::matrix::{Encoded, LayoutKind, PreparedMatrix};
 use crate::message::{EncryptedInput, EncryptedOutput, InputReader};
-use crate::streamed::Accumulation;
+use crate::streamed::{Accumulation, Product};
 use crate::{coeff, slots};
 
 /// The weight holder's side: parameters and, for the slot method, the client's Galois
@@ -162,15 +162,14 @@ impl Server {
                     reason: "an input of several token groups",
                 });
             }
-            let acc = Accumulation::new(
-                &self.params,
-                w,
-                l,
-                &reader.seeds,
+            let product = Product {
+                params: &self.params,
+                m: w,
+                layout: l,
                 n,
                 shape,
-                self.gks.as_ref(),
-            )?;
+            };
+            let acc = Accumulation::new(&product, &reader.seeds, self.gks.as_ref())?;
             s.started = Some((reader, acc));
         }
         let Some((reader, acc)) = &mut s.started else {

@@ -25,6 +25,16 @@ use crate::error::{Error, Result};
 use crate::modswitch::{download_modulus, SwitchedCt};
 use crate::MatrixShape;
 
+/// One streamed product: `n` tokens through the matrix `m` in `layout`.
+#[derive(Clone, Copy)]
+pub(crate) struct Product<'a> {
+    pub(crate) params: &'a Arc<Parameters>,
+    pub(crate) m: &'a CoeffMatrix,
+    pub(crate) layout: &'a CoeffLayout,
+    pub(crate) n: usize,
+    pub(crate) shape: MatrixShape,
+}
+
 /// The `c1` half of a product, from its input's seeds alone.
 #[derive(Debug)]
 struct MaskHalf {
@@ -38,19 +48,14 @@ struct MaskHalf {
 impl MaskHalf {
     /// Every output block's `c1` sum from the seeds of the input ciphertexts (one per
     /// ciphertext, in the layout's order), packed as the layout says and switched.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the product's matrix, layout, seeds, shape and keys"
-    )]
-    fn new(
-        params: &Arc<Parameters>,
-        m: &CoeffMatrix,
-        layout: &CoeffLayout,
-        seeds: &[[u8; 32]],
-        n: usize,
-        shape: MatrixShape,
-        gks: Option<&Arc<GaloisKeys>>,
-    ) -> Result<Self> {
+    fn new(p: &Product<'_>, seeds: &[[u8; 32]], gks: Option<&Arc<GaloisKeys>>) -> Result<Self> {
+        let Product {
+            params,
+            m,
+            layout,
+            n,
+            shape,
+        } = *p;
         let (t, rn, ring) = (layout.tiling, params.n(), params.ring());
         let (bi, bo, groups) = (
             t.in_blocks(shape.d_in),
@@ -108,27 +113,25 @@ pub(crate) struct Accumulation {
 }
 
 impl Accumulation {
-    /// The `c1` half of `n` tokens through a `shape` product from the input's `seeds`,
-    /// and empty `c0` sums.
+    /// The `c1` half of the product `p` from the input's `seeds`, and empty `c0` sums.
     ///
     /// # Errors
     /// [`Error::NotStreamable`] for a layout whose first merge levels fold into the
     /// weights (its items multiply images of the inputs, key switches of whole
     /// ciphertexts) or an input without its seed table; a packed layout without Galois
     /// keys; engine errors.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the product's matrix, layout, seeds, shape and keys"
-    )]
     pub(crate) fn new(
-        params: &Arc<Parameters>,
-        m: &CoeffMatrix,
-        layout: &CoeffLayout,
+        p: &Product<'_>,
         seeds: &[[u8; 32]],
-        n: usize,
-        shape: MatrixShape,
         gks: Option<&Arc<GaloisKeys>>,
     ) -> Result<Self> {
+        let Product {
+            params,
+            layout,
+            n,
+            shape,
+            ..
+        } = *p;
         if layout.hoist_levels > 0 {
             return Err(Error::NotStreamable {
                 reason: "merge levels folded into the weights",
@@ -140,7 +143,7 @@ impl Accumulation {
                 reason: "an input without its seed table",
             });
         }
-        let masks = MaskHalf::new(params, m, layout, seeds, n, shape, gks)?;
+        let masks = MaskHalf::new(p, seeds, gks)?;
         let sums = (0..t.groups(n) * t.out_blocks(shape.d_out))
             .map(|_| vec![0; params.n()])
             .collect();

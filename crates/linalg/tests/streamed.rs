@@ -52,6 +52,13 @@ fn head(cts: usize) -> usize {
     47 + 32 * cts
 }
 
+/// `Server::apply`'s answer to the whole `bytes`.
+fn applied(m: &PreparedMatrix, server: &Server, bytes: &[u8]) -> Vec<u8> {
+    let params = LinalgPreset::Coeff12WidePack.build().unwrap();
+    let input = EncryptedInput::from_bytes(bytes, &params).unwrap();
+    server.apply(m, &input).unwrap().to_bytes()
+}
+
 /// A stream fed the first `cut` bytes.
 fn fed(m: &PreparedMatrix, server: &Server, bytes: &[u8], cut: usize) -> StreamedProduct {
     let mut s = server.stream(m, bytes.len()).unwrap().unwrap();
@@ -63,11 +70,7 @@ fn fed(m: &PreparedMatrix, server: &Server, bytes: &[u8], cut: usize) -> Streame
 fn a_streamed_product_is_the_applied_one_wherever_the_input_is_cut() {
     // Five input blocks into eleven output blocks, packed in four levels.
     let (m, server, bytes) = setup(300, 700, 64);
-    let params = LinalgPreset::Coeff12WidePack.build().unwrap();
-    let whole = server
-        .apply(&m, &EncryptedInput::from_bytes(&bytes, &params).unwrap())
-        .unwrap()
-        .to_bytes();
+    let whole = applied(&m, &server, &bytes);
     let h = head(5);
     let ct = (bytes.len() - h) / 5;
     let cut_sets: Vec<Vec<usize>> = vec![
@@ -109,10 +112,7 @@ fn without_table(bytes: &[u8], cts: usize) -> Vec<u8> {
 fn a_seed_table_must_match_its_ciphertexts_and_only_a_table_streams() {
     let (m, server, bytes) = setup(300, 700, 64);
     let params = LinalgPreset::Coeff12WidePack.build().unwrap();
-    let whole = server
-        .apply(&m, &EncryptedInput::from_bytes(&bytes, &params).unwrap())
-        .unwrap()
-        .to_bytes();
+    let whole = applied(&m, &server, &bytes);
     // A table entry other than its ciphertext's seed: refused whole and streamed.
     let mut wrong = bytes.clone();
     wrong[47 + 32 * 3] ^= 1;
