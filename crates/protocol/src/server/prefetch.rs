@@ -1,6 +1,7 @@
 //! Products computed while their request still uploads. The items of a `Products`
 //! request are independent, and a fused round trip sends two: the stacked
-//! `[stream | alpha x]` first, then the inner stage's input (`a` or `m`). A transport
+//! `[stream | alpha x]` and the inner stage's input (`a` or `m`), the stacked first where
+//! its layout streams (`selene_linalg::Layout::streams`). A transport
 //! that reads a frame as it arrives finds each item whose bytes are all in
 //! ([`crate::wire::ready_products`]) and hands it to [`Prefetch::compute`]; the
 //! connection then answers the whole frame with [`super::Connection::handle_prefetched`],
@@ -11,9 +12,8 @@
 //! An item whose bytes arrive over several reads is itself computed as it arrives
 //! ([`Prefetch::stream`], [`selene_linalg::Server::stream`]): its input's seed table
 //! comes first, so the `c1` half of the product, with every key switch of the packing,
-//! runs while the `c0`s upload, and each `c0` is multiplied in once its bytes are in. A
-//! fused client sends the stacked product first: its key switches, the most, then start
-//! with the frame. When the frame ends, only the last `c0`s' multiply-accumulates, the
+//! runs while the `c0`s upload, and each `c0` is multiplied in once its bytes are in.
+//! Sent first, the stacked product's key switches, the most, start with the frame. When the frame ends, only the last `c0`s' multiply-accumulates, the
 //! packing's linear steps on `c0` and the switch remain. The connection finishes a
 //! stream only for an item of the same index, layer and product whose bytes begin with
 //! those the stream took ([`selene_linalg::Server::finish`] checks), and computes it
