@@ -112,7 +112,7 @@ struct MergeScratch {
 }
 
 /// `(e, o) <- (e + o, e - o)` row-wise (same shape).
-pub(super) fn butterfly(ring: &RnsContext, e: &mut Poly<Ntt>, o: &mut Poly<Ntt>) {
+fn butterfly(ring: &RnsContext, e: &mut Poly<Ntt>, o: &mut Poly<Ntt>) {
     let (q_rows, n) = (e.q_rows(), ring.n());
     for (r, (er, or)) in e
         .data_mut()
@@ -227,12 +227,34 @@ pub(super) fn monomial(params: &Parameters, log_m: u32, level: usize, with_p: bo
 }
 
 /// `poly <- x poly` row by row, `x` a [`monomial`] of `poly`'s shape.
-pub(super) fn mul_monomial(ring: &RnsContext, poly: &mut Poly<Ntt>, x: &Poly<Ntt>) {
+fn mul_monomial(ring: &RnsContext, poly: &mut Poly<Ntt>, x: &Poly<Ntt>) {
     let q_rows = poly.q_rows();
     for_each_row_seq(poly.data_mut(), ring.n(), |r, row| {
         let idx = ring.modulus_index(q_rows, r);
         ring.plan(idx).mul_normalize(row, x.row(r));
     });
+}
+
+/// One component's `(A, B) = (E + x O, E - x O)` in the inputs' buffers, `(x O, -x O)`
+/// without `E`: a merge's steps before the automorphism.
+pub(super) fn spread(
+    ring: &RnsContext,
+    x: &Poly<Ntt>,
+    e: Option<Poly<Ntt>>,
+    mut o: Poly<Ntt>,
+) -> (Poly<Ntt>, Poly<Ntt>) {
+    mul_monomial(ring, &mut o, x);
+    match e {
+        Some(mut e) => {
+            butterfly(ring, &mut e, &mut o);
+            (e, o)
+        }
+        None => {
+            let a = o.clone();
+            o.neg_assign(ring);
+            (a, o)
+        }
+    }
 }
 
 /// `poly <- 2 poly`.
@@ -279,51 +301,29 @@ fn merge(
     params: &Parameters,
     key: std::result::Result<&Arc<GaloisKey>, u64>,
     x: &Poly<Ntt>,
-    mut e: Option<Node>,
+    e: Option<Node>,
     o: Option<Node>,
     s: &mut MergeScratch,
 ) -> Result<Option<Node>> {
     let ring = params.ring();
-    let Some(mut o) = o else {
+    let Some(o) = o else {
         return Ok(e.map(|e| e.double(ring)));
     };
     let key = key.map_err(|g| Error::MissingGaloisKey { galois_element: g })?;
-    // A zero `c0` on both sides stays unwritten until the key switch's `k0`; a zero one
-    // beside another is made whole.
     let level = o.c1.level();
-    if e.as_ref().is_some_and(|e| e.c0.is_some()) || o.c0.is_some() {
-        let zero = || Poly::zero(ring, level, true);
-        if let Some(e) = &mut e {
-            e.c0.get_or_insert_with(zero);
-        }
-        o.c0.get_or_insert_with(zero);
-    }
-    if let Some(c0) = &mut o.c0 {
-        mul_monomial(ring, c0, x);
-    }
-    mul_monomial(ring, &mut o.c1, x);
-    let (mut a, b) = match e {
-        Some(mut e) => {
-            if let (Some(e0), Some(o0)) = (&mut e.c0, &mut o.c0) {
-                butterfly(ring, e0, o0);
-            }
-            butterfly(ring, &mut e.c1, &mut o.c1);
-            (e, o)
-        }
-        None => {
-            let a = Node {
-                c0: o.c0.clone(),
-                c1: o.c1.clone(),
-            };
-            if let Some(c0) = &mut o.c0 {
-                c0.neg_assign(ring);
-            }
-            o.c1.neg_assign(ring);
-            (a, o)
+    let (e0, e1) = e.map_or((None, None), |e| (e.c0, Some(e.c1)));
+    // A zero `c0` on both sides stays unwritten until the key switch's `k0`; a zero odd
+    // one beside an even one is made whole (a zero even one is the absent `E`).
+    let c0 = match (e0, o.c0) {
+        (None, None) => None,
+        (e0, o0) => {
+            let o0 = o0.unwrap_or_else(|| Poly::zero(ring, level, true));
+            Some(spread(ring, x, e0, o0))
         }
     };
+    let (mut a1, b1) = spread(ring, x, e1, o.c1);
     // tau(B) = (tau(B0) + ModDown(k0), ModDown(k1)); `c0` keeps `P tau(B0) + k0`.
-    decompose_into(params, &b.c1, &mut s.dec);
+    decompose_into(params, &b1, &mut s.dec);
     let acc = s
         .acc
         .get_or_insert_with(|| [Poly::zero(ring, level, true), Poly::zero(ring, level, true)]);
@@ -333,17 +333,23 @@ fn merge(
         *down = Poly::zero(ring, level, false);
     }
     mod_down(ring, &acc[1], params.inv_p(), down);
-    a.c1.add_assign(ring, down);
-    match (&mut a.c0, &b.c0) {
-        (Some(a0), Some(b0)) => add_permuted(ring, a0, b0, key.auto.permutation(), Some(&acc[0])),
+    a1.add_assign(ring, down);
+    let a0 = match c0 {
+        Some((mut a0, b0)) => {
+            add_permuted(ring, &mut a0, &b0, key.auto.permutation(), Some(&acc[0]));
+            a0
+        }
         // Both zero: `A0 + tau(B0) = 0`.
-        _ => a.c0 = Some(acc[0].clone()),
-    }
-    Ok(Some(a))
+        None => acc[0].clone(),
+    };
+    Ok(Some(Node {
+        c0: Some(a0),
+        c1: a1,
+    }))
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use rand::{Rng, SeedableRng};
@@ -442,10 +448,12 @@ mod tests {
         }
     }
 
-    /// The worst packing error at a one-prime `q ~ 2^60` with `P ~ 2^47` (what the security
-    /// bound leaves at `N = 2^12`), for 16 inputs of zeros at grid `2^6`.
-    fn wide_pack_error(gadget_log_base: Option<u32>) -> i64 {
-        let p = Parameters::new(&ParametersLiteral {
+    /// `coeff12widepack`'s key-switching shape: one 60-bit `q` and `P ~ 2^47` (what the
+    /// security bound leaves at `N = 2^12`), with the gadget base `2^gadget_log_base`.
+    pub(in crate::scheme::evaluator) fn wide_params(
+        gadget_log_base: Option<u32>,
+    ) -> Arc<Parameters> {
+        Parameters::new(&ParametersLiteral {
             log_n: 12,
             log_q: vec![60],
             log_p: vec![47],
@@ -454,7 +462,13 @@ mod tests {
             gadget_log_base,
             security: Security::Hes128,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    /// The worst packing error at a one-prime `q ~ 2^60` with `P ~ 2^47` (what the security
+    /// bound leaves at `N = 2^12`), for 16 inputs of zeros at grid `2^6`.
+    fn wide_pack_error(gadget_log_base: Option<u32>) -> i64 {
+        let p = wide_params(gadget_log_base);
         let sk = Arc::new(SecretKey::generate(&p));
         let (log_gap, log_count) = (6u32, 4u32);
         let mut gks = GaloisKeys::default();

@@ -26,7 +26,7 @@ use crate::ring::{Ntt, Poly, RnsContext};
 use crate::scheme::ciphertext::Ciphertext;
 use crate::scheme::{check_level, Encoding, Scale};
 
-use super::pack::{add_permuted, butterfly, check_packing, double, monomial, mul_monomial, Node};
+use super::pack::{add_permuted, check_packing, double, monomial, spread, Node};
 use super::Evaluator;
 
 /// What a packing makes of its inputs' `c1` ([`Evaluator::pack_masks`]): the packed
@@ -166,24 +166,13 @@ fn merge_linear(
     e: Option<Poly<Ntt>>,
     o: Option<Poly<Ntt>>,
 ) -> Option<Poly<Ntt>> {
-    let Some(mut o) = o else {
+    let Some(o) = o else {
         return e.map(|mut e| {
             double(ring, &mut e);
             e
         });
     };
-    mul_monomial(ring, &mut o, x);
-    let (mut a, b) = match e {
-        Some(mut e) => {
-            butterfly(ring, &mut e, &mut o);
-            (e, o)
-        }
-        None => {
-            let a = o.clone();
-            o.neg_assign(ring);
-            (a, o)
-        }
-    };
+    let (mut a, b) = spread(ring, x, e, o);
     add_permuted(ring, &mut a, &b, perm, None);
     Some(a)
 }
@@ -198,22 +187,13 @@ mod tests {
     use super::*;
     use crate::ring::Coeff;
     use crate::rlwe::{Encryptor, GaloisKey, GaloisKeys, SecretKey};
+    use crate::scheme::evaluator::pack::tests::wide_params;
     use crate::scheme::pack_galois_elements;
-    use crate::{Parameters, ParametersLiteral, Plaintext, Security};
+    use crate::{Parameters, Plaintext};
 
-    /// `coeff12widepack`'s key-switching shape: one 60-bit `q`, `P ~ 2^47`, a base-`2^31`
-    /// gadget.
+    /// `coeff12widepack`'s key-switching shape, its base-`2^31` gadget.
     fn params() -> Arc<Parameters> {
-        Parameters::new(&ParametersLiteral {
-            log_n: 12,
-            log_q: vec![60],
-            log_p: vec![47],
-            log_scale: 20,
-            dnum: None,
-            gadget_log_base: Some(31),
-            security: Security::Hes128,
-        })
-        .unwrap()
+        wide_params(Some(31))
     }
 
     /// Every count and pattern of absent inputs: the split gives `pack`'s bytes.
